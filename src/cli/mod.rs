@@ -1,0 +1,253 @@
+//! The `ember` command: `serve` runs a node, every other subcommand is a client
+//! that mirrors etcdctl.
+//!
+//! Owns: argument parsing, help texts, output formats and exit codes (0 done,
+//! 1 the operation failed, 2 the command line is wrong).
+//!
+//! Must not touch: protocol internals beyond the client API, or any node state
+//! except through `server`'s entry point.
+
+pub mod args;
+
+use std::process::ExitCode;
+
+use args::{Flag, Parsed, UsageError};
+
+/// Exit code of a command whose operation failed.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code of a command line that does not fit (unknown command or flag).
+pub const EXIT_USAGE: u8 = 2;
+
+/// Flags every command accepts, before or after the command name.
+const GLOBAL_FLAGS: &[Flag] = &[
+    Flag {
+        name: "log-level",
+        takes_value: true,
+        help: "error, warn, info, debug or trace (env EMBER_LOG)",
+    },
+    Flag { name: "help", takes_value: false, help: "show help for the command" },
+    Flag { name: "h", takes_value: false, help: "same as --help" },
+    Flag { name: "version", takes_value: false, help: "print the version" },
+];
+
+/// What a command's `run` reports when it does not succeed.
+#[derive(Debug)]
+pub enum CliError {
+    /// The command line is wrong: exit 2 with a usage line.
+    Usage(String),
+    /// The operation failed: exit 1 with one line naming the cause.
+    Failed(String),
+}
+
+impl From<UsageError> for CliError {
+    fn from(err: UsageError) -> CliError {
+        CliError::Usage(err.to_string())
+    }
+}
+
+/// One subcommand of `ember`.
+struct Command {
+    name: &'static str,
+    summary: &'static str,
+    usage: &'static str,
+    examples: &'static str,
+    flags: &'static [Flag],
+    run: fn(&Parsed) -> Result<(), CliError>,
+}
+
+const COMMANDS: &[Command] = &[
+    Command {
+        name: "help",
+        summary: "show the commands, or the help of one command",
+        usage: "ember help [COMMAND]",
+        examples: "ember help\nember help version",
+        flags: &[],
+        run: run_help,
+    },
+    Command {
+        name: "version",
+        summary: "print the version",
+        usage: "ember version",
+        examples: "ember version\nember --version",
+        flags: &[],
+        run: run_version,
+    },
+];
+
+/// Runs the command line `args` (without the program name).
+pub fn run(args: &[String]) -> ExitCode {
+    match dispatch(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Usage(message)) => {
+            eprintln!("ember: {message}");
+            eprintln!("usage: ember [--log-level LEVEL] COMMAND [ARGS...]  (see 'ember help')");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(CliError::Failed(message)) => {
+            eprintln!("ember: {message}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn dispatch(args: &[String]) -> Result<(), CliError> {
+    let Some(command_at) = command_position(args) else {
+        return run_without_command(args);
+    };
+    let name = args[command_at].as_str();
+    let command =
+        find_command(name).ok_or_else(|| CliError::Usage(format!("unknown command '{name}'")))?;
+    let flags: Vec<Flag> = GLOBAL_FLAGS.iter().chain(command.flags).copied().collect();
+    let mut rest: Vec<String> = args[..command_at].to_vec();
+    rest.extend_from_slice(&args[command_at + 1..]);
+    let parsed = args::parse(&rest, &flags)?;
+    init_logging(&parsed)?;
+    if parsed.switch("help", no_env)? || parsed.switch("h", no_env)? {
+        print!("{}", command_help(command));
+        return Ok(());
+    }
+    (command.run)(&parsed)
+}
+
+/// `ember`, `ember --version` and `ember --help` name no command.
+fn run_without_command(args: &[String]) -> Result<(), CliError> {
+    let parsed = args::parse(args, GLOBAL_FLAGS)?;
+    if parsed.switch("version", no_env)? {
+        return run_version(&parsed);
+    }
+    if parsed.switch("help", no_env)? || parsed.switch("h", no_env)? {
+        print!("{}", overview());
+        return Ok(());
+    }
+    Err(CliError::Usage("no command given".to_string()))
+}
+
+/// Index of the first argument that is neither a global flag nor its value.
+fn command_position(args: &[String]) -> Option<usize> {
+    let mut index = 0;
+    while index < args.len() {
+        let arg = &args[index];
+        if !arg.starts_with('-') {
+            return Some(index);
+        }
+        let name = arg.trim_start_matches('-');
+        let takes_value = GLOBAL_FLAGS.iter().any(|f| f.name == name && f.takes_value);
+        index += if takes_value { 2 } else { 1 };
+    }
+    None
+}
+
+fn find_command(name: &str) -> Option<&'static Command> {
+    COMMANDS.iter().find(|c| c.name == name)
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+/// `--log-level` wins over `EMBER_LOG`; the default is `info`.
+fn init_logging(parsed: &Parsed) -> Result<(), CliError> {
+    let text = parsed.value("log-level", no_env).or_else(|| std::env::var("EMBER_LOG").ok());
+    let level = match text {
+        None => log::LevelFilter::Info,
+        Some(text) => crate::logger::parse_level(&text).ok_or(UsageError::BadValue {
+            flag: "log-level",
+            value: text,
+            expected: "off, error, warn, info, debug or trace",
+        })?,
+    };
+    crate::logger::init(level);
+    Ok(())
+}
+
+fn run_version(_: &Parsed) -> Result<(), CliError> {
+    println!("ember {}", env!("CARGO_PKG_VERSION"));
+    Ok(())
+}
+
+fn run_help(parsed: &Parsed) -> Result<(), CliError> {
+    match parsed.positionals.as_slice() {
+        [] => print!("{}", overview()),
+        [name] => {
+            let command = find_command(name)
+                .ok_or_else(|| CliError::Usage(format!("unknown command '{name}'")))?;
+            print!("{}", command_help(command));
+        }
+        _ => return Err(CliError::Usage("help takes at most one command".to_string())),
+    }
+    Ok(())
+}
+
+fn overview() -> String {
+    let mut text = format!(
+        "ember {}: a small etcd for edge clusters\n\nusage: ember [--log-level LEVEL] COMMAND [ARGS...]\n\ncommands:\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    for command in COMMANDS {
+        text.push_str(&format!("  {:<12} {}\n", command.name, command.summary));
+    }
+    text.push_str("\nglobal flags:\n");
+    push_flags(&mut text, GLOBAL_FLAGS);
+    text.push_str("\n'ember help COMMAND' or 'ember COMMAND --help' shows one command.\n");
+    text
+}
+
+fn command_help(command: &Command) -> String {
+    let mut text = format!("{}\n\nusage: {}\n", command.summary, command.usage);
+    if !command.flags.is_empty() {
+        text.push_str("\nflags (each also read from EMBER_<FLAG>):\n");
+        push_flags(&mut text, command.flags);
+    }
+    text.push_str("\nexamples:\n");
+    for line in command.examples.lines() {
+        text.push_str(&format!("  {line}\n"));
+    }
+    text
+}
+
+fn push_flags(text: &mut String, flags: &[Flag]) {
+    for flag in flags {
+        let spelled = if flag.takes_value {
+            format!("--{} VALUE", flag.name)
+        } else {
+            format!("--{}", flag.name)
+        };
+        text.push_str(&format!("  {spelled:<28} {}\n", flag.help));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_command_is_found_behind_global_flags() {
+        assert_eq!(command_position(&strings(&["--log-level", "debug", "help"])), Some(2));
+        assert_eq!(command_position(&strings(&["--log-level=debug", "help"])), Some(1));
+        assert_eq!(command_position(&strings(&["--version"])), None);
+    }
+
+    #[test]
+    fn unknown_commands_and_flags_are_usage_errors() {
+        assert!(matches!(dispatch(&strings(&["frobnicate"])), Err(CliError::Usage(_))));
+        assert!(matches!(dispatch(&strings(&["version", "--nope"])), Err(CliError::Usage(_))));
+        assert!(matches!(dispatch(&[]), Err(CliError::Usage(_))));
+        assert!(matches!(
+            dispatch(&strings(&["--log-level", "loud", "version"])),
+            Err(CliError::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn every_command_has_help_with_examples() {
+        for command in COMMANDS {
+            let help = command_help(command);
+            assert!(help.contains(command.usage), "{}", command.name);
+            assert!(!command.examples.is_empty(), "{} has no examples", command.name);
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! Ember: a small etcd for edge clusters.
+//!
+//! A replicated, revisioned key-value store that runs as one single-threaded
+//! process per board. See `ARCHITECTURE.md` for the map of the modules and the
+//! rules that hold between them.
+
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod lease;
+pub mod logger;
+pub mod mvcc;
+pub mod proto;
+pub mod raft;
+pub mod server;
+pub mod snap;
+pub mod transport;
+pub mod wal;

@@ -1,0 +1,241 @@
+//! Architecture invariants, checked by reading the sources.
+//!
+//! ARCHITECTURE.md states what each module must never touch; this test keeps
+//! those sentences true. It strips comments and string literals first, so a
+//! doc comment may say "raft never imports mio" without tripping the check.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Words a pure module (no I/O, no clock, no OS randomness) must not contain.
+const IMPURE: &[&str] = &[
+    "mio",
+    "std::fs",
+    "std::net",
+    "std::time",
+    "Instant::now",
+    "SystemTime",
+    "std::thread",
+    "std::env",
+    "std::process",
+    "libc",
+    "memmap2",
+    // Default-hashed maps iterate in a different order in every process, which
+    // would make replay from a seed and byte-identical replicas impossible.
+    "HashMap",
+    "HashSet",
+    "RandomState",
+];
+
+/// (module folder or file, words it must not contain, why).
+const RULES: &[(&str, &[&str], &str)] = &[
+    ("src/raft", IMPURE, "raft is a pure state machine"),
+    (
+        "src/raft",
+        &["postcard", "crate::mvcc", "crate::wal", "crate::server"],
+        "raft knows only itself",
+    ),
+    ("src/mvcc", IMPURE, "mvcc is pure and deterministic"),
+    (
+        "src/mvcc",
+        &["crate::raft", "crate::wal", "crate::server"],
+        "mvcc knows nothing of consensus",
+    ),
+    (
+        "src/lease.rs",
+        &["mio", "std::fs", "std::net", "Instant::now", "SystemTime"],
+        "leases expire through proposals",
+    ),
+    ("src/auth.rs", &["mio", "std::fs", "std::net"], "auth changes only by applying entries"),
+    (
+        "src/proto",
+        &["mio", "std::net", "std::fs", "crate::server", "crate::raft"],
+        "proto only turns bytes into values",
+    ),
+    (
+        "src/wal",
+        &["crate::mvcc", "crate::server", "mio", "std::net"],
+        "the WAL stores opaque entries",
+    ),
+    (
+        "src/snap",
+        &["crate::mvcc", "crate::server", "mio", "std::net"],
+        "snapshot files hold opaque payloads",
+    ),
+    (
+        "src/transport",
+        &["crate::mvcc", "crate::server", "crate::wal"],
+        "transport moves frames, not meaning",
+    ),
+    (
+        "src/client",
+        &["crate::server", "crate::raft", "crate::wal", "crate::mvcc"],
+        "the client speaks only proto",
+    ),
+];
+
+/// The closed list of runtime dependencies (DESIGN.md); dev-dependencies are free.
+const ALLOWED_DEPENDENCIES: &[&str] =
+    &["mio", "heapless", "postcard", "crc32fast", "memmap2", "log", "serde", "libc"];
+
+#[test]
+fn modules_keep_their_boundaries() {
+    let mut breaches = Vec::new();
+    for (place, words, why) in RULES {
+        for file in rust_files(&root().join(place)) {
+            let code = strip_comments_and_strings(&fs::read_to_string(&file).unwrap());
+            for word in *words {
+                for line in lines_with_word(&code, word) {
+                    breaches.push(format!("{}:{line}: uses `{word}`: {why}", relative(&file)));
+                }
+            }
+        }
+    }
+    assert!(breaches.is_empty(), "architecture invariants broken:\n{}", breaches.join("\n"));
+}
+
+#[test]
+fn every_module_says_what_it_owns() {
+    let mut undocumented = Vec::new();
+    for file in rust_files(&root().join("src")) {
+        let is_module_root = file.file_name().is_some_and(|n| n == "mod.rs" || n == "lib.rs")
+            || file.parent() == Some(&root().join("src"));
+        let text = fs::read_to_string(&file).unwrap();
+        if is_module_root && !text.trim_start().starts_with("//!") {
+            undocumented.push(relative(&file));
+        }
+    }
+    assert!(undocumented.is_empty(), "modules without a `//!` doc comment: {undocumented:?}");
+}
+
+#[test]
+fn dependencies_stay_on_the_list() {
+    let manifest = fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let mut in_dependencies = false;
+    let mut strangers = Vec::new();
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_dependencies = line == "[dependencies]";
+            continue;
+        }
+        let Some((name, _)) = line.split_once('=') else { continue };
+        let name = name.trim();
+        if in_dependencies && !name.starts_with('#') && !ALLOWED_DEPENDENCIES.contains(&name) {
+            strangers.push(name.to_string());
+        }
+    }
+    assert!(strangers.is_empty(), "dependencies outside the design's list: {strangers:?}");
+}
+
+#[test]
+fn the_checker_sees_through_comments_but_not_code() {
+    let code = strip_comments_and_strings(
+        "//! raft never imports mio\nlet s = \"std::fs\"; /* mio */\nuse mio::Poll;\nlet premio = 1;",
+    );
+    assert_eq!(lines_with_word(&code, "mio"), vec![3]);
+    assert!(lines_with_word(&code, "std::fs").is_empty());
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn relative(path: &Path) -> String {
+    path.strip_prefix(root()).unwrap_or(path).display().to_string()
+}
+
+/// Every `.rs` file at or below `path`, in a stable order.
+fn rust_files(path: &Path) -> Vec<PathBuf> {
+    if path.is_file() {
+        return vec![path.to_path_buf()];
+    }
+    let Ok(entries) = fs::read_dir(path) else { return Vec::new() };
+    let mut files = Vec::new();
+    let mut children: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
+    children.sort();
+    for child in children {
+        if child.is_dir() {
+            files.extend(rust_files(&child));
+        } else if child.extension().is_some_and(|e| e == "rs") {
+            files.push(child);
+        }
+    }
+    files
+}
+
+/// Line numbers (1-based) where `word` stands as a whole path or identifier.
+fn lines_with_word(code: &str, word: &str) -> Vec<usize> {
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    let mut found = Vec::new();
+    for (number, line) in code.lines().enumerate() {
+        let hit = line.match_indices(word).any(|(at, _)| {
+            let before = line[..at].chars().next_back();
+            let after = line[at + word.len()..].chars().next();
+            !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
+        });
+        if hit {
+            found.push(number + 1);
+        }
+    }
+    found
+}
+
+/// Blanks out comments, string and char literals, keeping line breaks so line
+/// numbers still match the file.
+fn strip_comments_and_strings(source: &str) -> String {
+    let chars: Vec<char> = source.chars().collect();
+    let mut out = String::with_capacity(source.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let rest = &chars[i..];
+        if rest.starts_with(&['/', '/']) {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
+            }
+        } else if rest.starts_with(&['/', '*']) {
+            i = skip_until(&chars, i + 2, &['*', '/'], &mut out);
+        } else if chars[i] == '"' {
+            i = skip_string(&chars, i + 1, &mut out);
+        } else if let Some(end) = char_literal_end(&chars, i) {
+            i = end;
+        } else {
+            out.push(chars[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Skips to just past `end`, keeping only the newlines on the way.
+fn skip_until(chars: &[char], mut i: usize, end: &[char], out: &mut String) -> usize {
+    while i < chars.len() && !chars[i..].starts_with(end) {
+        if chars[i] == '\n' {
+            out.push('\n');
+        }
+        i += 1;
+    }
+    (i + end.len()).min(chars.len())
+}
+
+fn skip_string(chars: &[char], mut i: usize, out: &mut String) -> usize {
+    while i < chars.len() && chars[i] != '"' {
+        if chars[i] == '\n' {
+            out.push('\n');
+        }
+        i += if chars[i] == '\\' { 2 } else { 1 };
+    }
+    out.push_str("\"\"");
+    i + 1
+}
+
+/// `'x'` or `'\n'` is a char literal; `'a` alone is a lifetime.
+fn char_literal_end(chars: &[char], i: usize) -> Option<usize> {
+    if chars[i] != '\'' {
+        return None;
+    }
+    if chars.get(i + 1) == Some(&'\\') {
+        let close = chars[i + 2..].iter().take(10).position(|&c| c == '\'')?;
+        return Some(i + 2 + close + 1);
+    }
+    (chars.get(i + 2) == Some(&'\'')).then_some(i + 3)
+}
