@@ -10,3 +10,9 @@
 //! generator handed in, storage only through the read-side `Storage` trait.
 //! That purity is what lets the simulator in `tests/` replay any history from
 //! a seed. `tests/tidy.rs` enforces it.
+
+pub mod storage;
+pub mod types;
+
+pub use storage::{Storage, StorageError};
+pub use types::{ConfState, Entry, EntryKind, HardState, NO_NODE, NodeId, Snapshot, SnapshotMeta};
