@@ -6,3 +6,54 @@
 //!
 //! Must not touch: connections, sockets, or any node state. It turns bytes into
 //! values and back, nothing more.
+//!
+//! A connection, as the server drives it with these parts:
+//!
+//! 1. `http::sniff` the first bytes: the hello's magic, an HTTP method, or
+//!    garbage (close).
+//! 2. `ClientHello::parse` the 16-byte hello, `negotiate`, send the 32-byte
+//!    `ServerHello`; a refusal closes the connection.
+//! 3. Run a `FrameDecoder` over the read buffer with the server's cap. A
+//!    `FrameError` is answered with `encode_error` and closes the connection
+//!    (`TooLarge` → `RequestTooLarge`, anything else → `MalformedFrame`).
+//! 4. `decode_request` each frame, then `validate` it into a `ValidRequest`;
+//!    either failure is an `Error` frame for that request id only.
+//! 5. Answer with `encode_response` / `encode_error`, in any order, and push
+//!    `encode_watch` frames for watches, all appended to the send buffer.
+//!
+//! The byte layouts are in `docs/PROTOCOL.md` and in each file's doc.
+//!
+//! Layout: `handshake` (hellos), `frame` (header and framing), `codec` (typed
+//! bodies), `types` (etcd-shaped messages), `error` (codes and gRPC mapping),
+//! `validate` (boundary checks), `http` (sniffing and `/health`), `bytes`
+//! (serde glue and the txn nesting bound).
+
+pub mod bytes;
+pub mod codec;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod http;
+pub mod types;
+pub mod validate;
+
+pub use bytes::MAX_TXN_DEPTH;
+pub use codec::{
+    BodyError, ServerMessage, decode_body, decode_request, decode_server_message, encode_error,
+    encode_request, encode_response, encode_watch,
+};
+pub use error::{ErrorBody, ErrorCode, GrpcCode};
+pub use frame::{
+    EncodeError, FRAME_HEADER_BYTES, Frame, FrameDecoder, FrameError, FrameHeader, FrameKind,
+    encode_frame,
+};
+pub use handshake::{
+    CLIENT_HELLO_BYTES, ClientHello, HandshakeError, MAGIC, MIN_FRAME_BYTES, PROTOCOL_VERSION,
+    Refusal, SERVER_HELLO_BYTES, ServerHello, ServerParams, negotiate,
+};
+pub use types::*;
+pub use validate::{Limits, ValidRequest, validate};
+
+/// etcd's default `--max-request-bytes`: 1.5 MiB. The frame cap a server
+/// announces by default, and so the largest request body it buffers.
+pub const DEFAULT_MAX_REQUEST_BYTES: u32 = 1536 * 1024;

@@ -1,0 +1,247 @@
+//! Validation at the boundary: a decoded `Request` is checked once and becomes
+//! a `ValidRequest`; code past this point never re-checks its shape.
+//!
+//! Checked here (cheap, and true regardless of the store's state):
+//! - every key of a range, put, delete, compare or watch is non-empty (a
+//!   watch's empty key means "from the smallest key", as in etcd, and is
+//!   rewritten to `[0]`) and at most `max_key_bytes`, and so is every
+//!   `range_end`;
+//! - limits, revisions and revision filters are not negative (`revision` of
+//!   a range may be: 0 or less means the newest, as in etcd);
+//! - `ignore_value` comes without a value and `ignore_lease` without a lease;
+//! - a txn's compares, success ops and failure ops each number at most
+//!   `max_txn_ops` at every level, its whole tree at most
+//!   `max_txn_ops * MAX_TXN_DEPTH` ops, and it nests at most `MAX_TXN_DEPTH`
+//!   deep;
+//! - within one branch of a txn (nested txns included) no key is put twice
+//!   and no put falls in a deleted range;
+//! - a lease TTL is at most `MAX_LEASE_TTL_SECS`.
+//!
+//! Not checked here, because the answer depends on state: compacted or
+//! future revisions, whether a lease or key exists, leadership, quotas. The
+//! frame size was checked by the decoder before the body was read.
+
+use std::collections::BTreeSet;
+
+use super::bytes::MAX_TXN_DEPTH;
+use super::error::ErrorCode;
+use super::types::{
+    Compare, DeleteRangeRequest, PutRequest, RangeRequest, Request, RequestOp, TxnRequest,
+};
+
+/// etcd's `--max-txn-ops` default.
+pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+
+/// etcd has no key limit apart from the request size. Ember caps keys
+/// because they live in the in-memory index and are compared on every
+/// lookup; real keys are paths of tens to hundreds of bytes, so 32 KiB
+/// refuses only mistakes.
+pub const DEFAULT_MAX_KEY_BYTES: usize = 32 * 1024;
+
+/// etcd's `MaxLeaseTTL`: 9,000,000,000 seconds, about 285 years.
+pub const MAX_LEASE_TTL_SECS: i64 = 9_000_000_000;
+
+/// The limits a request is checked against (from the server's flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// `--max-txn-ops`: most compares, and most ops per branch, per txn level.
+    pub max_txn_ops: usize,
+    pub max_key_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_txn_ops: DEFAULT_MAX_TXN_OPS, max_key_bytes: DEFAULT_MAX_KEY_BYTES }
+    }
+}
+
+/// A request that passed `validate`. Only `validate` makes one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidRequest(Request);
+
+impl ValidRequest {
+    pub fn request(&self) -> &Request {
+        &self.0
+    }
+
+    pub fn into_request(self) -> Request {
+        self.0
+    }
+}
+
+/// Checks `request` against `limits` (see the module doc for the list).
+pub fn validate(request: Request, limits: &Limits) -> Result<ValidRequest, ErrorCode> {
+    let checker = Checker { limits };
+    let request = match request {
+        Request::WatchCreate(mut watch) => {
+            if watch.key.is_empty() {
+                watch.key = vec![0];
+            }
+            checker.key_range(&watch.key, &watch.range_end)?;
+            non_negative(&[watch.start_revision])?;
+            Request::WatchCreate(watch)
+        }
+        other => {
+            checker.request(&other)?;
+            other
+        }
+    };
+    Ok(ValidRequest(request))
+}
+
+struct Checker<'a> {
+    limits: &'a Limits,
+}
+
+impl Checker<'_> {
+    fn request(&self, request: &Request) -> Result<(), ErrorCode> {
+        match request {
+            Request::Range(range) => self.range(range),
+            Request::Put(put) => self.put(put),
+            Request::DeleteRange(delete) => self.delete(delete),
+            Request::Txn(txn) => {
+                let mut total_ops = 0;
+                self.txn(txn, 1, &mut total_ops)?;
+                no_duplicate_writes(&txn.success)?;
+                no_duplicate_writes(&txn.failure)
+            }
+            Request::Compact(compact) => non_negative(&[compact.revision]),
+            Request::LeaseGrant(grant) if grant.ttl_secs > MAX_LEASE_TTL_SECS => {
+                Err(ErrorCode::LeaseTtlTooLarge)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn key_range(&self, key: &[u8], range_end: &[u8]) -> Result<(), ErrorCode> {
+        if key.is_empty() {
+            return Err(ErrorCode::EmptyKey);
+        }
+        if key.len() > self.limits.max_key_bytes || range_end.len() > self.limits.max_key_bytes {
+            return Err(ErrorCode::KeyTooLong);
+        }
+        Ok(())
+    }
+
+    fn range(&self, range: &RangeRequest) -> Result<(), ErrorCode> {
+        self.key_range(&range.key, &range.range_end)?;
+        non_negative(&[
+            range.limit,
+            range.min_mod_revision,
+            range.max_mod_revision,
+            range.min_create_revision,
+            range.max_create_revision,
+        ])
+    }
+
+    fn put(&self, put: &PutRequest) -> Result<(), ErrorCode> {
+        self.key_range(&put.key, &[])?;
+        if put.ignore_value && !put.value.is_empty() {
+            return Err(ErrorCode::ValueProvided);
+        }
+        if put.ignore_lease && put.lease != 0 {
+            return Err(ErrorCode::LeaseProvided);
+        }
+        Ok(())
+    }
+
+    fn delete(&self, delete: &DeleteRangeRequest) -> Result<(), ErrorCode> {
+        self.key_range(&delete.key, &delete.range_end)
+    }
+
+    fn compare(&self, compare: &Compare) -> Result<(), ErrorCode> {
+        self.key_range(&compare.key, &compare.range_end)
+    }
+
+    /// Checks one txn level and recurses; `total_ops` counts the whole tree.
+    fn txn(&self, txn: &TxnRequest, depth: u32, total_ops: &mut usize) -> Result<(), ErrorCode> {
+        if depth > MAX_TXN_DEPTH {
+            return Err(ErrorCode::InvalidField);
+        }
+        let max = self.limits.max_txn_ops;
+        if txn.compare.len() > max || txn.success.len() > max || txn.failure.len() > max {
+            return Err(ErrorCode::TooManyOps);
+        }
+        *total_ops += txn.success.len() + txn.failure.len();
+        if *total_ops > max.saturating_mul(MAX_TXN_DEPTH as usize) {
+            return Err(ErrorCode::TooManyOps);
+        }
+        txn.compare.iter().try_for_each(|compare| self.compare(compare))?;
+        for op in txn.success.iter().chain(&txn.failure) {
+            match op {
+                RequestOp::Range(range) => self.range(range)?,
+                RequestOp::Put(put) => self.put(put)?,
+                RequestOp::DeleteRange(delete) => self.delete(delete)?,
+                RequestOp::Txn(inner) => self.txn(inner, depth + 1, total_ops)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn non_negative(values: &[i64]) -> Result<(), ErrorCode> {
+    if values.iter().any(|&v| v < 0) { Err(ErrorCode::InvalidField) } else { Ok(()) }
+}
+
+/// The keys one branch may write: puts by key, deletes by range.
+#[derive(Default)]
+struct Writes<'a> {
+    puts: BTreeSet<&'a [u8]>,
+    deletes: Vec<(&'a [u8], &'a [u8])>,
+}
+
+impl<'a> Writes<'a> {
+    fn add_put(&mut self, key: &'a [u8]) -> Result<(), ErrorCode> {
+        if self.puts.insert(key) { Ok(()) } else { Err(ErrorCode::DuplicateKey) }
+    }
+
+    /// Adds another set of writes that runs in the same branch.
+    fn merge(&mut self, other: Writes<'a>) -> Result<(), ErrorCode> {
+        other.puts.into_iter().try_for_each(|key| self.add_put(key))?;
+        self.deletes.extend(other.deletes);
+        Ok(())
+    }
+}
+
+/// etcd's rule: in one branch a key is put at most once and never both put
+/// and deleted. The two branches of a nested txn exclude each other, so they
+/// may write the same key; either may collide with the enclosing branch.
+fn no_duplicate_writes(ops: &[RequestOp]) -> Result<(), ErrorCode> {
+    let writes = branch_writes(ops)?;
+    let collides =
+        |key: &[u8]| writes.deletes.iter().any(|&(start, end)| in_range(key, start, end));
+    if writes.puts.iter().any(|key| collides(key)) {
+        return Err(ErrorCode::DuplicateKey);
+    }
+    Ok(())
+}
+
+fn branch_writes(ops: &[RequestOp]) -> Result<Writes<'_>, ErrorCode> {
+    let mut writes = Writes::default();
+    for op in ops {
+        match op {
+            RequestOp::Range(_) => {}
+            RequestOp::Put(put) => writes.add_put(&put.key)?,
+            RequestOp::DeleteRange(delete) => writes.deletes.push((&delete.key, &delete.range_end)),
+            RequestOp::Txn(inner) => {
+                no_duplicate_writes(&inner.success)?;
+                no_duplicate_writes(&inner.failure)?;
+                let mut either = branch_writes(&inner.success)?;
+                let failure = branch_writes(&inner.failure)?;
+                either.puts.extend(failure.puts);
+                either.deletes.extend(failure.deletes);
+                writes.merge(either)?;
+            }
+        }
+    }
+    Ok(writes)
+}
+
+/// etcd's range rule: an empty end is the single key, `[0]` is "to the end".
+pub fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
+    match end {
+        [] => key == start,
+        [0] => key >= start,
+        _ => key >= start && key < end,
+    }
+}
