@@ -102,8 +102,8 @@ impl Checker<'_> {
             Request::Txn(txn) => {
                 let mut total_ops = 0;
                 self.txn(txn, 1, &mut total_ops)?;
-                no_duplicate_writes(&txn.success)?;
-                no_duplicate_writes(&txn.failure)
+                branch_writes(&txn.success)?;
+                branch_writes(&txn.failure).map(drop)
             }
             Request::Compact(compact) => non_negative(&[compact.revision]),
             Request::LeaseGrant(grant) if grant.ttl_secs > MAX_LEASE_TTL_SECS => {
@@ -191,47 +191,47 @@ struct Writes<'a> {
 }
 
 impl<'a> Writes<'a> {
-    fn add_put(&mut self, key: &'a [u8]) -> Result<(), ErrorCode> {
-        if self.puts.insert(key) { Ok(()) } else { Err(ErrorCode::DuplicateKey) }
+    fn deleted(&self, key: &[u8]) -> bool {
+        self.deletes.iter().any(|&(start, end)| in_range(key, start, end))
     }
 
-    /// Adds another set of writes that runs in the same branch.
-    fn merge(&mut self, other: Writes<'a>) -> Result<(), ErrorCode> {
-        other.puts.into_iter().try_for_each(|key| self.add_put(key))?;
-        self.deletes.extend(other.deletes);
+    /// Adds a put unless it repeats a put or falls in a deleted range; `also_ok`
+    /// lists keys it may repeat (the other branch of the same nested txn).
+    fn add_put(&mut self, key: &'a [u8], also_ok: &BTreeSet<&[u8]>) -> Result<(), ErrorCode> {
+        let repeated = self.puts.contains(key) && !also_ok.contains(key);
+        if repeated || self.deleted(key) {
+            return Err(ErrorCode::DuplicateKey);
+        }
+        self.puts.insert(key);
         Ok(())
     }
 }
 
 /// etcd's rule: in one branch a key is put at most once and never both put
 /// and deleted. The two branches of a nested txn exclude each other, so they
-/// may write the same key; either may collide with the enclosing branch.
-fn no_duplicate_writes(ops: &[RequestOp]) -> Result<(), ErrorCode> {
-    let writes = branch_writes(ops)?;
-    let collides =
-        |key: &[u8]| writes.deletes.iter().any(|&(start, end)| in_range(key, start, end));
-    if writes.puts.iter().any(|key| collides(key)) {
-        return Err(ErrorCode::DuplicateKey);
-    }
-    Ok(())
-}
-
+/// may put the same key, and one's deletes do not meet the other's puts.
+/// As in etcd, a nested txn's puts are checked against the deletes known
+/// when it is reached (this level's, and earlier nested txns'), and this
+/// level's puts against all of them.
 fn branch_writes(ops: &[RequestOp]) -> Result<Writes<'_>, ErrorCode> {
     let mut writes = Writes::default();
+    let none = BTreeSet::new();
     for op in ops {
-        match op {
-            RequestOp::Range(_) => {}
-            RequestOp::Put(put) => writes.add_put(&put.key)?,
-            RequestOp::DeleteRange(delete) => writes.deletes.push((&delete.key, &delete.range_end)),
-            RequestOp::Txn(inner) => {
-                no_duplicate_writes(&inner.success)?;
-                no_duplicate_writes(&inner.failure)?;
-                let mut either = branch_writes(&inner.success)?;
-                let failure = branch_writes(&inner.failure)?;
-                either.puts.extend(failure.puts);
-                either.deletes.extend(failure.deletes);
-                writes.merge(either)?;
-            }
+        if let RequestOp::DeleteRange(delete) = op {
+            writes.deletes.push((&delete.key, &delete.range_end));
+        }
+    }
+    for op in ops {
+        let RequestOp::Txn(inner) = op else { continue };
+        let then = branch_writes(&inner.success)?;
+        let otherwise = branch_writes(&inner.failure)?;
+        then.puts.iter().try_for_each(|key| writes.add_put(key, &none))?;
+        otherwise.puts.iter().try_for_each(|key| writes.add_put(key, &then.puts))?;
+        writes.deletes.extend(then.deletes.into_iter().chain(otherwise.deletes));
+    }
+    for op in ops {
+        if let RequestOp::Put(put) = op {
+            writes.add_put(&put.key, &none)?;
         }
     }
     Ok(writes)
