@@ -3,7 +3,10 @@
 //! A code's number is its identity on the wire and never changes meaning; new
 //! codes take new numbers. The gRPC mapping is the status etcd's gRPC API
 //! returns for the same condition, so a gateway that speaks etcd's API can
-//! translate an Ember error without knowing what it means.
+//! translate an Ember error without knowing what it means. Where etcd's
+//! clients recognise an error by its exact message text, the message is
+//! etcd's string, since that text is part of the contract; Ember's own codes
+//! have messages of their own.
 //!
 //! Ranges: 1..=99 request shape, 100..=199 revisions and storage,
 //! 200..=299 leases, 300..=399 cluster and consensus, 400..=499 watches,
