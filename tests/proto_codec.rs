@@ -123,15 +123,11 @@ fn an_oversized_frame_is_refused_from_its_header_alone() {
     );
     assert_eq!(decoder.next(), None, "the decoder stops after a framing error");
     assert_eq!(decoder.consumed_bytes(), good_bytes);
+    assert_eq!(error.code(), ErrorCode::RequestTooLarge);
 
     // The server answers that request id and closes; the client reads it.
     let mut answer = Vec::new();
-    encode_error(
-        &mut answer,
-        error.id(),
-        &ErrorBody::new(ErrorCode::RequestTooLarge),
-        MIN_FRAME_BYTES,
-    );
+    encode_error(&mut answer, error.id(), &ErrorBody::new(error.code()), MIN_FRAME_BYTES);
     let frame = FrameDecoder::new(&answer, MIN_FRAME_BYTES).next().unwrap().unwrap();
     let ServerMessage::Error { request_id: 2, error } = decode_server_message(&frame).unwrap()
     else {
@@ -197,7 +193,9 @@ fn bodies_must_match_their_kind_and_be_used_up() {
     let mut out = Vec::new();
     encode_response(&mut out, 1, &Response::WatchProgress(header(1)), CAP).unwrap();
     let frame = FrameDecoder::new(&out, CAP).next().unwrap().unwrap();
-    assert_eq!(decode_request(&frame), Err(BodyError::UnexpectedKind(FrameKind::Response)));
+    let wrong_kind = decode_request(&frame).unwrap_err();
+    assert_eq!(wrong_kind, BodyError::UnexpectedKind(FrameKind::Response));
+    assert_eq!(wrong_kind.code(), ErrorCode::MalformedRequest);
 
     let mut body = postcard::to_stdvec(&Request::Status).unwrap();
     body.push(0);

@@ -9,7 +9,7 @@
 
 use serde::de::DeserializeOwned;
 
-use super::error::ErrorBody;
+use super::error::{ErrorBody, ErrorCode};
 use super::frame::{EncodeError, Frame, FrameKind, encode_frame};
 use super::handshake::MIN_FRAME_BYTES;
 use super::types::{Request, Response, WatchMessage};
@@ -24,6 +24,13 @@ pub enum BodyError {
     Malformed(String),
     /// The body decoded but left this many bytes unread.
     TrailingBytes(usize),
+}
+
+impl BodyError {
+    /// The code to answer the request with; the connection goes on.
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::MalformedRequest
+    }
 }
 
 impl std::fmt::Display for BodyError {

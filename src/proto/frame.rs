@@ -20,6 +20,8 @@
 
 use serde::Serialize;
 
+use super::error::ErrorCode;
+
 /// Bytes in a frame header.
 pub const FRAME_HEADER_BYTES: usize = 16;
 
@@ -114,6 +116,18 @@ impl FrameError {
             FrameError::TooLarge { id, .. }
             | FrameError::UnknownKind { id, .. }
             | FrameError::ReservedBitsSet { id } => id,
+        }
+    }
+}
+
+impl FrameError {
+    /// The code to answer with before closing the connection.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            FrameError::TooLarge { .. } => ErrorCode::RequestTooLarge,
+            FrameError::UnknownKind { .. } | FrameError::ReservedBitsSet { .. } => {
+                ErrorCode::MalformedFrame
+            }
         }
     }
 }

@@ -157,6 +157,15 @@ pub fn respond(request: &HttpRequest<'_>, health: Health, out: &mut Vec<u8>) {
     }
 }
 
+/// The answer to a head `parse_request_head` refused; close afterwards.
+pub fn write_http_error(error: HttpError, out: &mut Vec<u8>) {
+    let body: &[u8] = match error {
+        HttpError::HeadTooLarge => b"request head too large\n",
+        HttpError::BadRequestLine => b"bad request line\n",
+    };
+    write_response(error.status(), "text/plain", body, false, out);
+}
+
 /// etcd's answer: 200 `{"health":"true"}`, or 503 with the reason.
 pub fn write_health(health: Health, head_only: bool, out: &mut Vec<u8>) {
     match health {
@@ -242,6 +251,9 @@ mod tests {
             parse_request_head(b"GET /health HTTP/2\r\n\r\n"),
             Err(HttpError::BadRequestLine)
         );
+        let mut out = Vec::new();
+        write_http_error(HttpError::HeadTooLarge, &mut out);
+        assert!(out.starts_with(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"));
         let endless = vec![b'a'; MAX_HTTP_HEAD_BYTES];
         assert_eq!(parse_request_head(&endless), Err(HttpError::HeadTooLarge));
         assert_eq!(parse_request_head(&endless[..MAX_HTTP_HEAD_BYTES - 1]), Ok(None));

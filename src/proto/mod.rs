@@ -14,10 +14,11 @@
 //! 2. `ClientHello::parse` the 16-byte hello, `negotiate`, send the 32-byte
 //!    `ServerHello`; a refusal closes the connection.
 //! 3. Run a `FrameDecoder` over the read buffer with the server's cap. A
-//!    `FrameError` is answered with `encode_error` and closes the connection
-//!    (`TooLarge` → `RequestTooLarge`, anything else → `MalformedFrame`).
+//!    `FrameError` is answered with `encode_error` (its `code()`: a
+//!    `TooLarge` frame gets `RequestTooLarge`) and closes the connection.
 //! 4. `decode_request` each frame, then `validate` it into a `ValidRequest`;
-//!    either failure is an `Error` frame for that request id only.
+//!    either failure is an `Error` frame for that request id only (a
+//!    `BodyError`'s `code()`, or the `ErrorCode` from `validate`).
 //! 5. Answer with `encode_response` / `encode_error`, in any order, and push
 //!    `encode_watch` frames for watches, all appended to the send buffer.
 //!
