@@ -258,3 +258,31 @@ fn wire_bytes_are_pinned() {
     let hello = ClientHello { min_version: 1, max_version: 1, max_frame_bytes: 0x0001_0000 };
     assert_eq!(hello.to_bytes(), *b"EMBR\x01\x00\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00");
 }
+
+fn txn_with_deletes(deletes: usize) -> TxnRequest {
+    let delete = RequestOp::DeleteRange(DeleteRangeRequest::default());
+    TxnRequest { success: vec![delete; deletes], ..TxnRequest::default() }
+}
+
+fn decodes(txn: TxnRequest) -> bool {
+    let body = postcard::to_stdvec(&Request::Txn(txn)).unwrap();
+    decode_body::<Request>(&body).is_ok()
+}
+
+#[test]
+fn a_txn_holds_a_bounded_number_of_items_when_decoding() {
+    // A delete op is 4 bytes on the wire and 104 in memory: the count stops
+    // a 1.5 MiB body from growing twenty-fold before validation sees it.
+    assert!(decodes(txn_with_deletes(MAX_TXN_ITEMS)));
+    assert!(!decodes(txn_with_deletes(MAX_TXN_ITEMS + 1)));
+    // The count covers the whole tree: two nested txns plus their ops.
+    let half = (MAX_TXN_ITEMS - 2) / 2;
+    let nested = |n| RequestOp::Txn(txn_with_deletes(n));
+    let fits = TxnRequest { success: vec![nested(half), nested(half)], ..TxnRequest::default() };
+    assert!(decodes(fits));
+    let over =
+        TxnRequest { success: vec![nested(half), nested(half + 1)], ..TxnRequest::default() };
+    assert!(!decodes(over));
+    // Each request starts with a fresh count.
+    assert!(decodes(txn_with_deletes(MAX_TXN_ITEMS)));
+}

@@ -1,4 +1,5 @@
-//! Serde glue for byte strings (keys, values) and the nesting guard for txns.
+//! Serde glue for byte strings (keys, values), and the decoding budget that
+//! bounds how deep a txn nests and how many items it holds.
 //!
 //! Postcard writes a `Vec<u8>` the same way whether it goes through serde's
 //! sequence path or its bytes path (a varint length, then the raw bytes), so
@@ -48,15 +49,35 @@ impl<'de> Visitor<'de> for ByteBufVisitor {
 }
 
 /// The deepest nesting of txns inside txns that decodes. Each level costs a
-/// few bytes on the wire but a stack frame chain when decoding, so without a
-/// bound a 1.5 MiB request could nest deep enough to overflow the stack.
-/// etcd has no fixed depth; eight is far beyond what applications write.
+/// few bytes on the wire but a chain of stack frames when decoding, so
+/// without a bound a 1.5 MiB request could nest deep enough to overflow the
+/// stack. etcd has no fixed depth; eight is far beyond what applications
+/// write.
 pub const MAX_TXN_DEPTH: u32 = 8;
 
+/// The most compares and ops one txn may hold, all levels together, before
+/// decoding stops. A delete op is 4 bytes on the wire but 104 in memory, so
+/// without a count a 1.5 MiB body would grow to some 80 MiB (with the
+/// vectors' doubling) before validation could refuse it. 16384 items cost at
+/// most about 3.5 MiB; validation's configurable limit
+/// (`--max-txn-ops` × `MAX_TXN_DEPTH`) sits below it for `--max-txn-ops`
+/// up to 2048.
+pub const MAX_TXN_ITEMS: usize = 16 * 1024;
+
+/// What the txn being decoded on this thread has used so far.
+#[derive(Clone, Copy)]
+struct TxnBudget {
+    /// Txn levels open; 0 when no txn is being decoded.
+    depth: u32,
+    /// Compares and ops decoded since the outermost txn opened; decoding
+    /// fails as soon as it passes `MAX_TXN_ITEMS`.
+    items: usize,
+}
+
 thread_local! {
-    /// Txn levels open in the decoder running on this thread. Decoding is
-    /// synchronous, so the count is exact; the guard restores it on every exit.
-    static TXN_DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// Decoding is synchronous, so a per-thread count is exact; the guard
+    /// restores the depth on every exit, errors included.
+    static TXN_BUDGET: Cell<TxnBudget> = const { Cell::new(TxnBudget { depth: 0, items: 0 }) };
 }
 
 /// Held while one txn level decodes; refuses to open a level past the bound.
@@ -64,17 +85,61 @@ pub(crate) struct DepthGuard(());
 
 impl DepthGuard {
     pub(crate) fn enter<E: Error>() -> Result<DepthGuard, E> {
-        let depth = TXN_DEPTH.with(Cell::get);
-        if depth >= MAX_TXN_DEPTH {
+        let mut budget = TXN_BUDGET.with(Cell::get);
+        if budget.depth >= MAX_TXN_DEPTH {
             return Err(E::custom("txn nested deeper than MAX_TXN_DEPTH"));
         }
-        TXN_DEPTH.with(|d| d.set(depth + 1));
+        if budget.depth == 0 {
+            budget.items = 0;
+        }
+        budget.depth += 1;
+        TXN_BUDGET.with(|b| b.set(budget));
         Ok(DepthGuard(()))
     }
 }
 
 impl Drop for DepthGuard {
     fn drop(&mut self) {
-        TXN_DEPTH.with(|d| d.set(d.get() - 1));
+        TXN_BUDGET.with(|b| {
+            let budget = b.get();
+            b.set(TxnBudget { depth: budget.depth - 1, ..budget });
+        });
+    }
+}
+
+/// For `#[serde(deserialize_with = ...)]` on a txn's lists: decodes a list,
+/// counting each item against `MAX_TXN_ITEMS`.
+pub(crate) fn txn_list<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    deserializer.deserialize_seq(TxnListVisitor(std::marker::PhantomData))
+}
+
+struct TxnListVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: serde::Deserialize<'de>> Visitor<'de> for TxnListVisitor<T> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of txn compares or ops")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        // The length on the wire is only a claim; grow as items really arrive.
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+        while let Some(item) = seq.next_element()? {
+            let used = TXN_BUDGET.with(|b| {
+                let budget = TxnBudget { items: b.get().items + 1, ..b.get() };
+                b.set(budget);
+                budget.items
+            });
+            if used > MAX_TXN_ITEMS {
+                return Err(A::Error::custom("txn holds more than MAX_TXN_ITEMS compares and ops"));
+            }
+            items.push(item);
+        }
+        Ok(items)
     }
 }

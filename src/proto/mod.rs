@@ -27,7 +27,7 @@
 //! Layout: `handshake` (hellos), `frame` (header and framing), `codec` (typed
 //! bodies), `types` (etcd-shaped messages), `error` (codes and gRPC mapping),
 //! `validate` (boundary checks), `http` (sniffing and `/health`), `bytes`
-//! (serde glue and the txn nesting bound).
+//! (serde glue and the txn decoding budget).
 
 pub mod bytes;
 pub mod codec;
@@ -38,7 +38,7 @@ pub mod http;
 pub mod types;
 pub mod validate;
 
-pub use bytes::MAX_TXN_DEPTH;
+pub use bytes::{MAX_TXN_DEPTH, MAX_TXN_ITEMS};
 pub use codec::{
     BodyError, ServerMessage, decode_body, decode_request, decode_server_message, encode_error,
     encode_request, encode_response, encode_watch,

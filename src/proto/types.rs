@@ -172,7 +172,8 @@ pub enum RequestOp {
 }
 
 /// If every compare holds, run `success`, else `failure`; atomically, at one
-/// revision. Nesting is bounded by `MAX_TXN_DEPTH` when decoding.
+/// revision. Decoding bounds the nesting (`MAX_TXN_DEPTH`) and the compares
+/// and ops of the whole tree (`MAX_TXN_ITEMS`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct TxnRequest {
     pub compare: Vec<Compare>,
@@ -182,8 +183,11 @@ pub struct TxnRequest {
 
 #[derive(Deserialize)]
 struct TxnRequestWire {
+    #[serde(deserialize_with = "super::bytes::txn_list")]
     compare: Vec<Compare>,
+    #[serde(deserialize_with = "super::bytes::txn_list")]
     success: Vec<RequestOp>,
+    #[serde(deserialize_with = "super::bytes::txn_list")]
     failure: Vec<RequestOp>,
 }
 

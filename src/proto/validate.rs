@@ -12,7 +12,9 @@
 //! - a txn's compares, success ops and failure ops each number at most
 //!   `max_txn_ops` at every level, its whole tree at most
 //!   `max_txn_ops * MAX_TXN_DEPTH` ops, and it nests at most `MAX_TXN_DEPTH`
-//!   deep;
+//!   deep (decoding already stopped any txn deeper than that or with more
+//!   than `MAX_TXN_ITEMS` compares and ops, so `max_txn_ops` above
+//!   `MAX_TXN_ITEMS / MAX_TXN_DEPTH` = 2048 cannot raise the total);
 //! - within one branch of a txn (nested txns included) no key is put twice
 //!   and no put falls in a deleted range;
 //! - a lease TTL is at most `MAX_LEASE_TTL_SECS`.
