@@ -286,3 +286,48 @@ fn a_txn_holds_a_bounded_number_of_items_when_decoding() {
     // Each request starts with a fresh count.
     assert!(decodes(txn_with_deletes(MAX_TXN_ITEMS)));
 }
+
+#[test]
+fn an_oversized_frame_arriving_byte_by_byte_is_refused_after_its_header() {
+    // A hostile client trickles a frame that claims 1 GiB. The server's read
+    // buffer holds the header and no more before the refusal.
+    let cap = DEFAULT_MAX_REQUEST_BYTES;
+    let header = FrameHeader { body_len_bytes: 1 << 30, kind: FrameKind::Request, id: 77 };
+    let mut incoming = header.to_bytes().to_vec();
+    incoming.extend(std::iter::repeat_n(0xAB, 4096));
+    let mut buffer = Vec::new();
+    for &byte in &incoming {
+        buffer.push(byte);
+        let mut decoder = FrameDecoder::new(&buffer, cap);
+        match decoder.next() {
+            None => assert_eq!(decoder.needed_bytes(), Some(FRAME_HEADER_BYTES)),
+            Some(Err(error)) => {
+                assert_eq!(buffer.len(), FRAME_HEADER_BYTES);
+                assert_eq!(error.id(), 77);
+                assert_eq!(error.code(), ErrorCode::RequestTooLarge);
+                return;
+            }
+            Some(Ok(frame)) => panic!("an oversized frame was accepted: {frame:?}"),
+        }
+    }
+    panic!("the oversized frame was never refused");
+}
+
+#[test]
+fn a_malformed_body_fails_its_request_and_not_its_neighbours() {
+    let mut stream = Vec::new();
+    encode_request(&mut stream, 1, &Request::Status, CAP).unwrap();
+    let garbage = [0xFF, 0xFF, 0xFF];
+    let header = FrameHeader { body_len_bytes: 3, kind: FrameKind::Request, id: 2 };
+    stream.extend_from_slice(&header.to_bytes());
+    stream.extend_from_slice(&garbage);
+    encode_request(&mut stream, 3, &Request::Put(put("/a")), CAP).unwrap();
+    let results: Vec<(u64, Result<Request, BodyError>)> = FrameDecoder::new(&stream, CAP)
+        .map(|frame| frame.unwrap())
+        .map(|frame| (frame.header.id, decode_request(&frame)))
+        .collect();
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0], (1, Ok(Request::Status)));
+    assert!(matches!(&results[1], (2, Err(BodyError::Malformed(_)))));
+    assert_eq!(results[2], (3, Ok(Request::Put(put("/a")))));
+}
