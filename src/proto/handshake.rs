@@ -205,7 +205,8 @@ pub fn negotiate(hello: &ClientHello, server: &ServerParams) -> ServerHello {
 }
 
 impl ServerHello {
-    /// The 32 wire bytes; `server` supplies the version range for both cases.
+    /// The 32 wire bytes; the server's version range goes in both cases,
+    /// so a refused client learns what it could speak.
     pub fn to_bytes(
         &self,
         server_min_version: u16,
