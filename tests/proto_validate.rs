@@ -183,3 +183,14 @@ fn write_classification_follows_the_ops_inside_a_txn() {
     assert!(Request::Put(put("/a")).is_write());
     assert!(!Request::Status.is_write());
 }
+
+#[test]
+fn prefix_range_ends_follow_etcd() {
+    assert_eq!(prefix_range_end(b"/app/"), b"/app0");
+    assert_eq!(prefix_range_end(b"a\xff"), b"b");
+    assert_eq!(prefix_range_end(b"\xff\xff"), vec![0]);
+    assert_eq!(prefix_range_end(b""), vec![0]);
+    let end = prefix_range_end(b"/app/");
+    assert!(ember::proto::validate::in_range(b"/app/x", b"/app/", &end));
+    assert!(!ember::proto::validate::in_range(b"/app0", b"/app/", &end));
+}

@@ -478,6 +478,27 @@ pub enum Response {
 }
 
 impl Request {
+    /// The variant's name, as in docs/PROTOCOL.md; for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Range(_) => "Range",
+            Request::Put(_) => "Put",
+            Request::DeleteRange(_) => "DeleteRange",
+            Request::Txn(_) => "Txn",
+            Request::Compact(_) => "Compact",
+            Request::WatchCreate(_) => "WatchCreate",
+            Request::WatchCancel(_) => "WatchCancel",
+            Request::WatchProgress => "WatchProgress",
+            Request::LeaseGrant(_) => "LeaseGrant",
+            Request::LeaseRevoke(_) => "LeaseRevoke",
+            Request::LeaseKeepAlive(_) => "LeaseKeepAlive",
+            Request::LeaseTimeToLive(_) => "LeaseTimeToLive",
+            Request::LeaseLeases => "LeaseLeases",
+            Request::MemberList(_) => "MemberList",
+            Request::Status => "Status",
+        }
+    }
+
     /// True when the request may change the cluster's state: a lost answer
     /// leaves its outcome unknown, and a blind retry may apply it twice.
     /// (A keep-alive renews a lease; applying it twice does no harm.)
@@ -535,5 +556,20 @@ impl WatchMessage {
             | WatchMessage::Progress { header }
             | WatchMessage::Cancelled { header, .. } => header,
         }
+    }
+}
+
+/// The `range_end` that selects every key starting with `prefix`: the prefix
+/// with its last byte below 0xff incremented and the rest cut. A prefix of
+/// only 0xff bytes (or an empty one) has no such end: `[0]`, "to the last
+/// key", is returned, as etcd's clients do.
+pub fn prefix_range_end(prefix: &[u8]) -> Vec<u8> {
+    match prefix.iter().rposition(|&byte| byte < 0xff) {
+        Some(at) => {
+            let mut end = prefix[..=at].to_vec();
+            end[at] += 1;
+            end
+        }
+        None => vec![0],
     }
 }
