@@ -125,17 +125,20 @@ fn client_reads(buffer: &[u8], cap: u32) {
 
 /// Every parser that looks at the first bytes of a connection.
 fn connection_start(bytes: &[u8]) {
+    let server = ServerParams {
+        min_version: 1,
+        max_version: 2,
+        max_frame_bytes: DEFAULT_MAX_REQUEST_BYTES,
+        cluster_id: 1,
+        member_id: 2,
+    };
     let _ = sniff(bytes);
     let _ = parse_request_head(bytes);
+    if let Opening::Hello { session: Some(session), .. } = open(bytes, &server) {
+        assert!(session.client_max_frame_bytes >= MIN_FRAME_BYTES);
+    }
     if let Ok(Some(hello)) = ClientHello::parse(bytes) {
         assert!(hello.min_version <= hello.max_version);
-        let server = ServerParams {
-            min_version: 1,
-            max_version: 2,
-            max_frame_bytes: DEFAULT_MAX_REQUEST_BYTES,
-            cluster_id: 1,
-            member_id: 2,
-        };
         let answer = negotiate(&hello, &server);
         let parsed = ServerHello::parse(&answer.encode(&server), &hello);
         assert_eq!(parsed, Ok(Some(answer)));

@@ -9,10 +9,10 @@
 //!
 //! A connection, as the server drives it with these parts:
 //!
-//! 1. `http::sniff` the first bytes: the hello's magic, an HTTP method, or
-//!    garbage (close).
-//! 2. `ClientHello::parse` the 16-byte hello, `negotiate`, send the 32-byte
-//!    `ServerHello`; a refusal closes the connection.
+//! 1. `open` the first bytes (`http::sniff`, then `ClientHello::parse` and
+//!    `negotiate`, or `http::parse_request_head`): send the 32-byte
+//!    `ServerHello` it prepared and keep its `Session`; a refusal, HTTP or
+//!    garbage closes the connection after the answer, if any.
 //! 3. Run a `FrameDecoder` over the read buffer with the server's cap. A
 //!    `FrameError` is answered with `encode_error` (its `code()`: a
 //!    `TooLarge` frame gets `RequestTooLarge`) and closes the connection.
@@ -24,7 +24,7 @@
 //!
 //! The byte layouts are in `docs/PROTOCOL.md` and in each file's doc.
 //!
-//! Layout: `handshake` (hellos), `frame` (header and framing), `codec` (typed
+//! Layout: `opening` (the first bytes), `handshake` (hellos), `frame` (header and framing), `codec` (typed
 //! bodies), `types` (etcd-shaped messages), `error` (codes and gRPC mapping),
 //! `validate` (boundary checks), `http` (sniffing and `/health`), `bytes`
 //! (serde glue and the txn decoding budget).
@@ -35,6 +35,7 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod http;
+pub mod opening;
 pub mod types;
 pub mod validate;
 
@@ -52,6 +53,7 @@ pub use handshake::{
     CLIENT_HELLO_BYTES, ClientHello, HandshakeError, MAGIC, MIN_FRAME_BYTES, PROTOCOL_VERSION,
     Refusal, SERVER_HELLO_BYTES, ServerHello, ServerParams, negotiate,
 };
+pub use opening::{HELLO_BYTES, Opening, Session, open};
 pub use types::*;
 pub use validate::{Limits, ValidRequest, validate};
 
