@@ -22,8 +22,7 @@ use super::wire::{Frame, FrameDecoder, FrameError, HELLO_BYTES, Hello, HelloErro
 
 /// What arrived and is waiting for the loop.
 pub(crate) struct Inbox<M> {
-    /// Invariant: `messages.len() <= Config::received_messages_max`, except
-    /// by the frames of one read already decoded when the bound was reached.
+    /// Invariant: `messages.len() <= Config::received_messages_max`.
     pub messages: VecDeque<(u64, M)>,
     pub stream_events: VecDeque<StreamEvent<M>>,
     /// Bytes of chunk data in `stream_events`. Invariant: at most
@@ -144,12 +143,15 @@ impl Inbound {
     ) -> Result<(), Close> {
         let Some(from) = self.from else { return Ok(()) };
         loop {
-            while let Some(frame) = self.decoder.next_frame().map_err(Close::Frame)? {
+            // Checked before every frame, also the first: an event for a
+            // paused connection must not deliver beyond the bound.
+            if inbox.is_full(config) {
+                self.paused = true;
+                return Ok(());
+            }
+            if let Some(frame) = self.decoder.next_frame().map_err(Close::Frame)? {
                 self.deliver(from, frame, inbox)?;
-                if inbox.is_full(config) {
-                    self.paused = true;
-                    return Ok(());
-                }
+                continue;
             }
             match self.decoder.fill(&mut self.conn) {
                 Ok(0) => return Err(Close::Eof),

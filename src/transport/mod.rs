@@ -47,7 +47,7 @@
 //! bytes queued, plus one stream chunk. Per accepted connection: one frame
 //! (`max_frame_bytes`) being decoded. Shared: the inbox, at most
 //! `received_messages_max` messages and `received_stream_bytes_max` bytes of
-//! chunks (plus what one read decoded when the bound was reached).
+//! chunks plus the one chunk that crossed the bound.
 
 mod inbound;
 mod outbound;
