@@ -319,7 +319,7 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
         if offset == 0 {
             self.accept_all(registry, now);
         } else if offset <= self.peers.len() {
-            self.drive_peer(registry, offset - 1, now);
+            self.drive_peer(registry, offset - 1, now, true);
         } else if offset - 1 - self.peers.len() < self.inbound.len() {
             self.drive_inbound(registry, offset - 1 - self.peers.len());
         }
@@ -366,7 +366,7 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
     pub fn flush(&mut self, registry: &Registry, now: Instant) {
         for index in 0..self.peers.len() {
             if self.peers[index].is_up() {
-                self.drive_peer(registry, index, now);
+                self.drive_peer(registry, index, now, false);
             }
         }
     }
@@ -400,7 +400,7 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
                 match peer.dial(registry, now, hello) {
                     Err(failure) => self.fail_peer(registry, index, now, &failure),
                     // A connect to a local address may complete at once.
-                    Ok(()) => self.drive_peer(registry, index, now),
+                    Ok(()) => self.drive_peer(registry, index, now, true),
                 }
             }
             (Link::Dialing(_), true) => {
@@ -477,8 +477,9 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
         self.peers.binary_search_by_key(&id, |p| p.id).map_err(|_| SendError::UnknownPeer(id))
     }
 
-    fn drive_peer(&mut self, registry: &Registry, index: usize, now: Instant) {
-        if let Err(failure) = self.peers[index].drive(&self.config, &mut self.outcomes) {
+    fn drive_peer(&mut self, registry: &Registry, index: usize, now: Instant, on_event: bool) {
+        let peer = &mut self.peers[index];
+        if let Err(failure) = peer.drive(&self.config, &mut self.outcomes, on_event) {
             self.fail_peer(registry, index, now, &failure);
         }
     }
