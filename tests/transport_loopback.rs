@@ -624,3 +624,33 @@ fn a_lost_connection_aborts_the_stream_on_both_sides() {
         StreamEvent::Aborted { from: 1, stream: id, reason: AbortReason::ConnectionLost }
     );
 }
+
+#[test]
+fn a_peer_that_stops_reading_is_reconnected() {
+    // A peer that answers the handshake, then never reads again (its board
+    // lost power with the connection open, as far as we can tell).
+    let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mute_addr = mute.local_addr().unwrap();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let (mut conn, _) = mute.accept().unwrap();
+        let mut hello = [0u8; HELLO_BYTES];
+        conn.read_exact(&mut hello).unwrap();
+        conn.write_all(&Hello { cluster_id: CLUSTER, from: 2, to: 1 }.encode()).unwrap();
+        let _ = held.recv_timeout(PATIENCE);
+    });
+    let mut config = test_config(CLUSTER, 1, &[(2, mute_addr)]);
+    config.write_stall_timeout = Duration::from_millis(200);
+    let mut a = Node::start(config, bind("127.0.0.1:0"));
+    run_until(&mut [&mut a], "connected", |n| n[0].connected_to(2));
+    let big = Msg { seq: 1, body: vec![3; 256 * 1024] };
+    run_until(&mut [&mut a], "stall detected", |n| {
+        // Fill the kernel's buffers; a full queue is expected on the way.
+        let _ = n[0].transport.send(2, &big);
+        n[0].transport.peer_status(2).unwrap().failures > 0
+    });
+    assert!(logged(&["peer 0000000000000002", "stopped reading"]));
+    assert!(a.transport.unreachable().contains(&2));
+    release.send(()).unwrap();
+    holder.join().unwrap();
+}

@@ -30,8 +30,8 @@
 //! - `flush(registry, now)`: writes every queue until `WouldBlock`, many
 //!   frames per system call. The loop calls it after sending Raft's messages.
 //! - `tick(registry, now)`: dials peers whose backoff has expired, drops
-//!   handshakes that took too long, resumes reading connections that paused
-//!   on a full inbox. `next_timeout(now)` says when it is next needed.
+//!   handshakes that took too long and connections whose peer stopped
+//!   reading, resumes reading connections that paused on a full inbox. `next_timeout(now)` says when it is next needed.
 //! - `unreachable()`, `drain_stream_outcomes()`.
 //!
 //! ## Tokens
@@ -101,6 +101,12 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// takes a millisecond; a peer that is silently unreachable ties up a queue
 /// no longer than this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest time queued frames may wait for a socket that accepts nothing.
+/// A peer that lost power never resets its connections, and TCP would keep
+/// retransmitting for many minutes; reconnecting finds it as soon as it is
+/// back. Ten seconds outlasts the worst fsync stalls of SD cards, during
+/// which a live peer does not read either.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A peer and where to dial it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +134,7 @@ pub struct Config {
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     pub handshake_timeout: Duration,
+    pub write_stall_timeout: Duration,
 }
 
 impl Config {
@@ -146,6 +153,7 @@ impl Config {
             backoff_min: BACKOFF_MIN,
             backoff_max: BACKOFF_MAX,
             handshake_timeout: HANDSHAKE_TIMEOUT,
+            write_stall_timeout: WRITE_STALL_TIMEOUT,
         }
     }
 
@@ -406,6 +414,7 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
             (Link::Dialing(_), true) => {
                 self.fail_peer(registry, index, now, &Failure::HandshakeTimeout)
             }
+            (Link::Up { .. }, true) => self.fail_peer(registry, index, now, &Failure::WriteStalled),
             _ => {}
         }
     }
@@ -479,7 +488,7 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
 
     fn drive_peer(&mut self, registry: &Registry, index: usize, now: Instant, on_event: bool) {
         let peer = &mut self.peers[index];
-        if let Err(failure) = peer.drive(&self.config, &mut self.outcomes, on_event) {
+        if let Err(failure) = peer.drive(&self.config, &mut self.outcomes, on_event, now) {
             self.fail_peer(registry, index, now, &failure);
         }
     }

@@ -55,6 +55,7 @@ pub(crate) struct OutQueue {
 /// Which stream frames a write completed.
 #[derive(Debug, Default)]
 struct Written {
+    bytes: usize,
     stream_frame: bool,
     stream_end: bool,
     blocked: bool,
@@ -107,7 +108,10 @@ impl OutQueue {
             }
             match conn.write_vectored(&slices[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.consume(n, &mut written),
+                Ok(n) => {
+                    written.bytes += n;
+                    self.consume(n, &mut written);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     written.blocked = true;
@@ -166,6 +170,10 @@ pub(crate) enum Link {
     Up {
         conn: TcpStream,
         addr: SocketAddr,
+        /// Since when frames have waited for a socket that takes nothing.
+        /// Invariant: `None` whenever the last flush made progress or
+        /// emptied the queue.
+        blocked_since: Option<Instant>,
     },
 }
 
@@ -180,6 +188,9 @@ pub(crate) enum Failure {
     UnexpectedBytes,
     Closed,
     HandshakeTimeout,
+    /// The socket took no bytes for `write_stall_timeout`: the peer is gone
+    /// without a word (power cut) or its loop is stuck.
+    WriteStalled,
 }
 
 impl std::fmt::Display for Failure {
@@ -195,6 +206,7 @@ impl std::fmt::Display for Failure {
             Failure::UnexpectedBytes => write!(f, "peer sent bytes on a send-only connection"),
             Failure::Closed => write!(f, "connection closed by the peer"),
             Failure::HandshakeTimeout => write!(f, "handshake timed out"),
+            Failure::WriteStalled => write!(f, "peer stopped reading"),
         }
     }
 }
@@ -251,12 +263,15 @@ impl Peer {
         self.stream = Some(stream);
     }
 
-    /// When this peer next needs `tick`: a due dial or a handshake deadline.
+    /// When this peer next needs `tick`: a due dial, a handshake deadline,
+    /// or the moment a blocked socket counts as stalled.
     pub fn deadline(&self, config: &Config) -> Option<Instant> {
         match &self.link {
             Link::Down { retry_at } => Some(*retry_at),
             Link::Dialing(d) => Some(d.since + config.handshake_timeout),
-            Link::Up { .. } => None,
+            Link::Up { blocked_since, .. } => {
+                blocked_since.map(|since| since + config.write_stall_timeout)
+            }
         }
     }
 
@@ -293,6 +308,7 @@ impl Peer {
         config: &Config,
         outcomes: &mut Vec<StreamOutcome>,
         on_event: bool,
+        now: Instant,
     ) -> Result<(), Failure> {
         if let Link::Dialing(dialing) = &mut self.link {
             if !drive_handshake(dialing, config, self.id)? {
@@ -306,13 +322,26 @@ impl Peer {
             };
             log::info!("connected to peer {:016x} at {}", self.id, dialing.addr);
             self.failures = 0;
-            self.link = Link::Up { conn: dialing.conn, addr: dialing.addr };
+            // Nagle's algorithm would hold a heartbeat back while an append
+            // is unacknowledged; frames are already batched by writev.
+            if let Err(e) = dialing.conn.set_nodelay(true) {
+                log::debug!("TCP_NODELAY to peer {:016x}: {e}", self.id);
+            }
+            self.link = Link::Up { conn: dialing.conn, addr: dialing.addr, blocked_since: None };
         }
-        let Link::Up { conn, .. } = &mut self.link else { return Ok(()) };
+        let Link::Up { conn, blocked_since, .. } = &mut self.link else { return Ok(()) };
         if on_event {
             check_silent(conn)?;
         }
-        flush_queue(conn, &mut self.queue, &mut self.stream, self.id, config, outcomes)
+        let queue = &mut self.queue;
+        let flushed = flush_queue(conn, queue, &mut self.stream, self.id, config, outcomes)?;
+        // The stall clock restarts with every write that moved bytes.
+        *blocked_since = match (flushed.blocked, flushed.wrote_any, *blocked_since) {
+            (false, _, _) => None,
+            (true, true, _) | (true, false, None) => Some(now),
+            (true, false, since) => since,
+        };
+        Ok(())
     }
 
     /// Gives up the connection: frames in flight are lost (the receiver drops
@@ -331,7 +360,7 @@ impl Peer {
                 let _ = registry.deregister(&mut d.conn);
                 Some(d.addr)
             }
-            Link::Up { mut conn, addr } => {
+            Link::Up { mut conn, addr, .. } => {
                 let _ = registry.deregister(&mut conn);
                 Some(addr)
             }
@@ -412,6 +441,13 @@ fn check_silent(conn: &mut TcpStream) -> Result<(), Failure> {
     }
 }
 
+/// What one `flush_queue` achieved.
+struct Flushed {
+    wrote_any: bool,
+    /// Frames are left and the socket would block.
+    blocked: bool,
+}
+
 /// Writes the queue, pulling the stream's next chunk in whenever its previous
 /// frame has left, until the socket would block or nothing is left.
 fn flush_queue(
@@ -421,13 +457,15 @@ fn flush_queue(
     peer: u64,
     config: &Config,
     outcomes: &mut Vec<StreamOutcome>,
-) -> Result<(), Failure> {
+) -> Result<Flushed, Failure> {
+    let mut wrote_any = false;
     loop {
         top_up_stream(queue, stream, peer, config.chunk_bytes, outcomes);
         if queue.is_empty() {
-            return Ok(());
+            return Ok(Flushed { wrote_any, blocked: false });
         }
         let written = queue.write_to(conn).map_err(Failure::Io)?;
+        wrote_any |= written.bytes > 0;
         if let Some(s) = stream.as_mut() {
             if written.stream_frame {
                 s.frame_queued = false;
@@ -438,7 +476,7 @@ fn flush_queue(
             outcomes.push(StreamOutcome { to: peer, stream: s.id, result: Ok(s.sent_bytes) });
         }
         if written.blocked {
-            return Ok(());
+            return Ok(Flushed { wrote_any, blocked: true });
         }
     }
 }
