@@ -226,3 +226,25 @@ fn every_serve_flag_has_an_environment_twin() {
         assert!(names.contains(&etcd_flag), "{etcd_flag}");
     }
 }
+
+#[test]
+fn peers_resolve_for_the_transport_and_timing_becomes_ticks() {
+    let cluster = "a=127.0.0.1:7380,b=localhost:7381,c=http://127.0.0.3:7382";
+    let args = ["--name", "a", "--initial-cluster", cluster, "--election-timeout", "1250"];
+    let c = config(&args).unwrap();
+    let peers = c.transport_peers().unwrap();
+    assert_eq!(peers.len(), 2);
+    assert!(peers.iter().all(|p| p.id != c.member_id && !p.addrs.is_empty()));
+    let c_id = c.initial_cluster.iter().find(|m| m.name == "c").unwrap().id;
+    let c_peer = peers.iter().find(|p| p.id == c_id).unwrap();
+    assert_eq!(c_peer.addrs, vec!["127.0.0.3:7382".parse().unwrap()]);
+    assert_eq!(c.tick_interval(), std::time::Duration::from_millis(100));
+    assert_eq!(c.election_ticks(), 12);
+}
+
+#[test]
+fn an_unresolvable_peer_names_the_initial_cluster() {
+    let cluster = "a=127.0.0.1:7380,b=no-such-host.invalid:7381";
+    let c = config(&["--name", "a", "--initial-cluster", cluster]).unwrap();
+    assert_eq!(c.transport_peers().unwrap_err().flag, "initial-cluster");
+}

@@ -24,9 +24,12 @@
 //! process-wide variables.
 
 use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::cli::args::{Flag, Parsed};
+use crate::transport::PeerAddr;
 
 /// Default member name, as etcd's.
 pub const DEFAULT_NAME: &str = "default";
@@ -129,6 +132,12 @@ impl HostPort {
     pub fn is_unspecified(&self) -> bool {
         matches!(self.host.as_str(), "0.0.0.0" | "[::]" | "[0:0:0:0:0:0:0:0]")
     }
+
+    /// The socket addresses of this host and port. A name is looked up in
+    /// the system resolver, which may block; the node does it at start-up.
+    pub fn resolve(&self) -> std::io::Result<Vec<SocketAddr>> {
+        Ok(self.to_string().to_socket_addrs()?.collect())
+    }
 }
 
 /// Whether `--initial-cluster*` describes a new cluster or one to join.
@@ -227,6 +236,35 @@ impl Config {
     pub fn initial_peers(&self) -> impl Iterator<Item = (u64, &[HostPort])> {
         let own = self.member_id;
         self.initial_cluster.iter().filter(move |m| m.id != own).map(|m| (m.id, &m.peer_addrs[..]))
+    }
+
+    /// The other members with their peer addresses resolved, as the
+    /// transport dials them. A name that does not resolve is an error naming
+    /// `--initial-cluster`.
+    pub fn transport_peers(&self) -> Result<Vec<PeerAddr>, ConfigError> {
+        let mut peers = Vec::new();
+        for (id, addrs) in self.initial_peers() {
+            let mut resolved = Vec::new();
+            for addr in addrs {
+                let found = addr.resolve().map_err(|e| {
+                    error("initial-cluster", &addr.to_string(), format!("cannot resolve: {e}"))
+                })?;
+                resolved.extend(found);
+            }
+            peers.push(PeerAddr { id, addrs: resolved });
+        }
+        Ok(peers)
+    }
+
+    /// The Raft tick: one heartbeat interval, as in etcd.
+    pub fn tick_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+
+    /// The election timeout in ticks (at least `ELECTION_HEARTBEATS_MIN`,
+    /// rounded down as etcd does).
+    pub fn election_ticks(&self) -> u64 {
+        self.election_timeout_ms / self.heartbeat_interval_ms
     }
 }
 
