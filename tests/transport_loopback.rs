@@ -441,7 +441,7 @@ fn the_byte_bound_limits_the_queue_too() {
 fn a_message_over_the_frame_cap_is_refused_at_send() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut config = test_config(CLUSTER, 1, &[(2, silent.local_addr().unwrap())]);
-    config.max_frame_bytes = 1024;
+    config.frame_bytes_max = 1024;
     config.chunk_bytes = 512;
     let mut a = Node::start(config, bind("127.0.0.1:0"));
     let big = Msg { seq: 0, body: vec![1; 2000] };

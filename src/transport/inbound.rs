@@ -95,7 +95,7 @@ impl Inbound {
             hello: [0; HELLO_BYTES],
             hello_read_bytes: 0,
             from: None,
-            decoder: FrameDecoder::new(config.max_frame_bytes),
+            decoder: FrameDecoder::new(config.frame_bytes_max),
             stream: None,
             paused: false,
         }

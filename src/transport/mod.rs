@@ -45,7 +45,7 @@
 //!
 //! Per peer: at most `queue_messages_max` messages and `queue_bytes_max`
 //! bytes queued, plus one stream chunk. Per accepted connection: one frame
-//! (`max_frame_bytes`) being decoded. Shared: the inbox, at most
+//! (`frame_bytes_max`) being decoded. Shared: the inbox, at most
 //! `received_messages_max` messages and `received_stream_bytes_max` bytes of
 //! chunks plus the one chunk that crossed the bound.
 
@@ -75,14 +75,14 @@ use wire::{EncodeError, Hello};
 /// Largest frame, 4 MiB: Raft's append messages are capped near 1 MiB of
 /// entries, but one entry may hold a whole 1.5 MiB request; 4 MiB leaves room
 /// for both plus encoding overhead without letting a peer make us buffer more.
-pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+pub const FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Messages queued per peer. A follower's in-flight window (a few hundred
 /// appends) plus heartbeats fits many times; etcd uses 4096 on servers, a
 /// board has less memory to spare.
 pub const QUEUE_MESSAGES_MAX: usize = 1024;
 /// Bytes queued per peer: two full frames, so a big append does not stop the
 /// next one from queuing behind it.
-pub const QUEUE_BYTES_MAX: usize = 2 * MAX_FRAME_BYTES;
+pub const QUEUE_BYTES_MAX: usize = 2 * FRAME_BYTES_MAX;
 /// Received messages waiting for the loop, from all peers together.
 pub const RECEIVED_MESSAGES_MAX: usize = 4096;
 /// Bytes of received stream chunks waiting for the loop.
@@ -124,12 +124,12 @@ pub struct Config {
     pub local_id: u64,
     /// Invariant (checked by `Transport::new`): ids unique and not `local_id`.
     pub peers: Vec<PeerAddr>,
-    pub max_frame_bytes: usize,
+    pub frame_bytes_max: usize,
     pub queue_messages_max: usize,
     pub queue_bytes_max: usize,
     pub received_messages_max: usize,
     pub received_stream_bytes_max: usize,
-    /// Invariant: a chunk frame fits in `max_frame_bytes`.
+    /// Invariant: a chunk frame fits in `frame_bytes_max`.
     pub chunk_bytes: usize,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
@@ -144,7 +144,7 @@ impl Config {
             cluster_id,
             local_id,
             peers,
-            max_frame_bytes: MAX_FRAME_BYTES,
+            frame_bytes_max: FRAME_BYTES_MAX,
             queue_messages_max: QUEUE_MESSAGES_MAX,
             queue_bytes_max: QUEUE_BYTES_MAX,
             received_messages_max: RECEIVED_MESSAGES_MAX,
@@ -170,9 +170,9 @@ impl Config {
                 return Err(ConfigError::NoAddress(peer.id));
             }
         }
-        if self.max_frame_bytes > u32::MAX as usize
+        if self.frame_bytes_max > u32::MAX as usize
             || self.chunk_bytes == 0
-            || self.chunk_bytes + wire::CHUNK_OVERHEAD_BYTES > self.max_frame_bytes
+            || self.chunk_bytes + wire::CHUNK_OVERHEAD_BYTES > self.frame_bytes_max
         {
             return Err(ConfigError::ChunkDoesNotFit);
         }
@@ -336,7 +336,7 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
     /// Encodes `message` and queues it for `to`. No I/O: `flush` writes.
     pub fn send(&mut self, to: u64, message: &M) -> Result<(), SendError> {
         let index = self.peer_index(to)?;
-        let frame = wire::encode_message(message, self.config.max_frame_bytes)
+        let frame = wire::encode_message(message, self.config.frame_bytes_max)
             .map_err(SendError::Encode)?;
         let result = self.peers[index].enqueue(frame, &self.config);
         if result.is_err() {
@@ -363,7 +363,7 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
             return Err(SendError::PeerDown(to));
         }
         let id = StreamId(self.next_stream_id);
-        let start = wire::encode_stream_start(id.0, header, self.config.max_frame_bytes)
+        let start = wire::encode_stream_start(id.0, header, self.config.frame_bytes_max)
             .map_err(SendError::Encode)?;
         self.next_stream_id += 1;
         peer.start_stream(stream::OutStream::new(id, source), start);

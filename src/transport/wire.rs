@@ -32,7 +32,7 @@
 //! ```
 //!
 //! `length` counts the kind byte and the body; it is at least 1 and at most
-//! the configured `max_frame_bytes`, and is checked before any of the body is
+//! the configured `frame_bytes_max`, and is checked before any of the body is
 //! buffered. A postcard body must be consumed exactly: trailing bytes mean
 //! the two sides disagree about the message type, which is refused.
 
@@ -231,12 +231,12 @@ fn frame_head(kind: u8, capacity: usize) -> Vec<u8> {
 }
 
 /// Writes the length prefix once the body is complete.
-fn seal(mut frame: Vec<u8>, max_frame_bytes: usize) -> Result<Vec<u8>, EncodeError> {
+fn seal(mut frame: Vec<u8>, frame_bytes_max: usize) -> Result<Vec<u8>, EncodeError> {
     let length_bytes = frame.len() - LENGTH_BYTES;
-    if length_bytes > max_frame_bytes {
-        return Err(EncodeError::TooLarge { length_bytes, max_bytes: max_frame_bytes });
+    if length_bytes > frame_bytes_max {
+        return Err(EncodeError::TooLarge { length_bytes, max_bytes: frame_bytes_max });
     }
-    let length = u32::try_from(length_bytes).expect("max_frame_bytes fits in u32");
+    let length = u32::try_from(length_bytes).expect("frame_bytes_max fits in u32");
     frame[..LENGTH_BYTES].copy_from_slice(&length.to_le_bytes());
     Ok(frame)
 }
@@ -315,7 +315,7 @@ pub fn encode_stream_abort(stream: u64) -> Vec<u8> {
 /// Turns the bytes of one connection into frames.
 ///
 /// Holds at most one frame plus one read: the buffer grows to the size of
-/// the frame being received (never beyond `LENGTH_BYTES + max_frame_bytes +
+/// the frame being received (never beyond `LENGTH_BYTES + frame_bytes_max +
 /// READ_BYTES_MIN`) and shrinks back once it is empty.
 #[derive(Debug)]
 pub struct FrameDecoder {
@@ -324,12 +324,12 @@ pub struct FrameDecoder {
     buf: Vec<u8>,
     start: usize,
     end: usize,
-    max_frame_bytes: usize,
+    frame_bytes_max: usize,
 }
 
 impl FrameDecoder {
-    pub fn new(max_frame_bytes: usize) -> FrameDecoder {
-        FrameDecoder { buf: Vec::new(), start: 0, end: 0, max_frame_bytes }
+    pub fn new(frame_bytes_max: usize) -> FrameDecoder {
+        FrameDecoder { buf: Vec::new(), start: 0, end: 0, frame_bytes_max }
     }
 
     /// Bytes received and not yet decoded (a partial frame at most, once
@@ -393,7 +393,7 @@ impl FrameDecoder {
         let pending = &self.buf[self.start..self.end];
         let Some(prefix) = pending.get(..LENGTH_BYTES) else { return 0 };
         let length = u32::from_le_bytes(prefix.try_into().expect("4 bytes")) as usize;
-        if length > self.max_frame_bytes {
+        if length > self.frame_bytes_max {
             return 0;
         }
         (LENGTH_BYTES + length).saturating_sub(pending.len())
@@ -405,8 +405,8 @@ impl FrameDecoder {
         let Some(length_prefix) = pending.get(..LENGTH_BYTES) else { return Ok(None) };
         let length_bytes = u32::from_le_bytes(length_prefix.try_into().expect("4 bytes"));
         let length = length_bytes as usize;
-        if length == 0 || length > self.max_frame_bytes {
-            return Err(FrameError::BadLength { length_bytes, max_bytes: self.max_frame_bytes });
+        if length == 0 || length > self.frame_bytes_max {
+            return Err(FrameError::BadLength { length_bytes, max_bytes: self.frame_bytes_max });
         }
         let Some(body) = pending.get(LENGTH_BYTES..LENGTH_BYTES + length) else {
             return Ok(None);
