@@ -654,3 +654,24 @@ fn a_peer_that_stops_reading_is_reconnected() {
     release.send(()).unwrap();
     holder.join().unwrap();
 }
+
+#[test]
+fn silent_strangers_cannot_hold_the_slots_forever() {
+    let (la, lb) = (bind("127.0.0.1:0"), bind("127.0.0.1:0"));
+    let (a_addr, b_addr) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
+    let mut b = Node::start(test_config(CLUSTER, 2, &[(1, a_addr)]), lb);
+    // Tokens 100..120 with one peer leave 18 slots for accepted connections.
+    let strangers: Vec<StdStream> = (0..18).map(|_| StdStream::connect(b_addr).unwrap()).collect();
+    run_for(&mut [&mut b], Duration::from_millis(50));
+    let mut extra = StdStream::connect(b_addr).unwrap();
+    wait_closed(&mut extra, &mut b);
+    assert!(logged(&["all 18 slots in use"]));
+
+    // Member 1 starts now; the strangers time out and it gets in.
+    let mut a = Node::start(test_config(CLUSTER, 1, &[(2, b_addr)]), la);
+    run_until(&mut [&mut a, &mut b], "member 1 accepted", |n| {
+        n[1].transport.peer_status(1).unwrap().inbound
+    });
+    assert!(logged(&["no handshake in time"]));
+    drop(strangers);
+}
