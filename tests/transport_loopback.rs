@@ -581,9 +581,24 @@ fn a_failing_source_aborts_the_stream_on_both_sides() {
     let outcomes = a.transport.drain_stream_outcomes();
     assert_eq!(outcomes.len(), 1);
     assert_eq!(outcomes[0].result, Err(StreamFailure::Source(io::ErrorKind::Other)));
-    // The connection itself survives.
+    // The connection itself survives, and so does the next stream.
     a.transport.send(2, &msg(5)).unwrap();
     run_until(&mut [&mut a, &mut b], "message after abort", |n| n[1].from(1) == [5]);
+    let data = payload(100_000);
+    let source = Box::new(io::Cursor::new(data.clone()));
+    let id2 = a.transport.start_stream(2, &header, source).unwrap();
+    b.stream_events.clear();
+    run_until(&mut [&mut a, &mut b], "second stream", |n| {
+        matches!(n[1].stream_events.last(), Some(StreamEvent::Finished { .. }))
+    });
+    let mut received = Vec::new();
+    for event in &b.stream_events {
+        if let StreamEvent::Chunk { stream, data, .. } = event {
+            assert_eq!(*stream, id2);
+            received.extend_from_slice(data);
+        }
+    }
+    assert!(received == data);
 }
 
 #[test]

@@ -35,8 +35,11 @@ pub fn backoff_delay(failures: u32, min: Duration, max: Duration) -> Duration {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Message,
+    /// The start or a chunk of the current stream.
     StreamFrame,
     StreamEnd,
+    /// The abort of a stream that is already gone; nothing to account.
+    StreamAbort,
 }
 
 /// Encoded frames waiting for the socket.
@@ -86,8 +89,9 @@ impl OutQueue {
         fits
     }
 
-    fn push_stream(&mut self, frame: Vec<u8>, end: bool) {
-        self.frames.push_back((frame, if end { Kind::StreamEnd } else { Kind::StreamFrame }));
+    fn push_stream(&mut self, frame: Vec<u8>, kind: Kind) {
+        debug_assert!(kind != Kind::Message, "messages are bounded by push_message");
+        self.frames.push_back((frame, kind));
     }
 
     fn clear(&mut self) {
@@ -143,6 +147,7 @@ impl OutQueue {
                 }
                 Kind::StreamFrame => written.stream_frame = true,
                 Kind::StreamEnd => written.stream_end = true,
+                Kind::StreamAbort => {}
             }
         }
     }
@@ -258,8 +263,8 @@ impl Peer {
 
     /// Queues a stream's start frame; the chunks follow as the queue drains.
     pub fn start_stream(&mut self, stream: OutStream, start_frame: Vec<u8>) {
-        debug_assert!(self.stream.is_none(), "one stream per peer");
-        self.queue.push_stream(start_frame, false);
+        assert!(self.stream.is_none(), "one stream per peer");
+        self.queue.push_stream(start_frame, Kind::StreamFrame);
         self.stream = Some(stream);
     }
 
@@ -499,18 +504,18 @@ fn top_up_stream(
             let data = wire::chunk_data(&frame);
             s.crc.update(data);
             s.sent_bytes += data.len() as u64;
-            queue.push_stream(frame, false);
+            queue.push_stream(frame, Kind::StreamFrame);
             s.frame_queued = true;
         }
         Ok(None) => {
             let crc = s.crc.clone().finalize();
-            queue.push_stream(wire::encode_stream_end(s.id.0, s.sent_bytes, crc), true);
+            queue.push_stream(wire::encode_stream_end(s.id.0, s.sent_bytes, crc), Kind::StreamEnd);
             s.frame_queued = true;
             s.end_queued = true;
         }
         Err(e) => {
             log::warn!("stream {} to peer {peer:016x}: reading the payload failed: {e}", s.id.0);
-            queue.push_stream(wire::encode_stream_abort(s.id.0), false);
+            queue.push_stream(wire::encode_stream_abort(s.id.0), Kind::StreamAbort);
             let s = stream.take().expect("checked above");
             outcomes.push(StreamOutcome {
                 to: peer,
