@@ -690,3 +690,55 @@ fn silent_strangers_cannot_hold_the_slots_forever() {
     assert!(logged(&["no handshake in time"]));
     drop(strangers);
 }
+
+impl Node {
+    /// Polls and handles events without calling `tick`, so the test decides
+    /// when time passes for the transport.
+    fn events_only(&mut self) {
+        self.poll.poll(&mut self.events, Some(Duration::from_millis(2))).unwrap();
+        let now = Instant::now();
+        for event in self.events.iter() {
+            self.transport.handle_event(self.poll.registry(), event.token(), now);
+        }
+    }
+
+    fn wait_for_failures(&mut self, peer: u64, failures: u32) -> Instant {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let status = self.transport.peer_status(peer).unwrap();
+            if status.failures >= failures {
+                return status.retry_at.expect("down after a failure");
+            }
+            assert!(Instant::now() < deadline, "no failure {failures}");
+            self.events_only();
+        }
+    }
+}
+
+#[test]
+fn dials_wait_for_their_backoff_to_expire() {
+    // Nothing listens at the peer's address: every dial is refused.
+    let mut a = Node::start(test_config(CLUSTER, 1, &[(2, free_addr())]), bind("127.0.0.1:0"));
+    let mut retry_at = a.wait_for_failures(2, 1);
+    for (failure, delay_ms) in [(2, 20), (3, 40), (4, 80), (5, 80), (6, 80)] {
+        let dials = a.transport.peer_status(2).unwrap().dials;
+        let registry = a.poll.registry();
+        // Just before the deadline nothing happens; at it, one dial.
+        a.transport.tick(registry, retry_at - Duration::from_millis(1));
+        assert_eq!(a.transport.peer_status(2).unwrap().dials, dials);
+        let wait = a.transport.next_timeout(retry_at - Duration::from_millis(1)).unwrap();
+        assert_eq!(wait, Duration::from_millis(1));
+        // Real time catches up first, so the refusal, handled inside this
+        // tick or by a later event, is never handled before `retry_at`.
+        std::thread::sleep(retry_at.saturating_duration_since(Instant::now()));
+        a.transport.tick(registry, retry_at);
+        assert_eq!(a.transport.peer_status(2).unwrap().dials, dials + 1);
+        let next = a.wait_for_failures(2, failure);
+        // The next dial is the doubled, capped delay after that failure.
+        let delay = Duration::from_millis(delay_ms);
+        assert!(next >= retry_at + delay, "failure {failure}");
+        assert!(next <= Instant::now() + delay, "failure {failure}");
+        retry_at = next;
+    }
+    assert!(a.transport.unreachable().contains(&2));
+}
