@@ -31,8 +31,18 @@
 //!   frames per system call. The loop calls it after sending Raft's messages.
 //! - `tick(registry, now)`: dials peers whose backoff has expired, drops
 //!   handshakes that took too long and connections whose peer stopped
-//!   reading, resumes reading connections that paused on a full inbox. `next_timeout(now)` says when it is next needed.
+//!   reading (`write_stall_timeout`), resumes reading connections that
+//!   paused on a full inbox. `next_timeout(now)` says when it is next needed.
 //! - `unreachable()`, `drain_stream_outcomes()`.
+//!
+//! The `from` of a received message is the member that completed the
+//! handshake on that connection; it is the one to trust, not any sender
+//! field inside the message.
+//!
+//! Slots for accepted connections should number at least twice the peers
+//! (a restarted peer's new connection may arrive before its old one is seen
+//! to close) plus a few for strangers, who hold a slot for at most
+//! `handshake_timeout`.
 //!
 //! ## Tokens
 //!
@@ -336,6 +346,11 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
     /// Encodes `message` and queues it for `to`. No I/O: `flush` writes.
     pub fn send(&mut self, to: u64, message: &M) -> Result<(), SendError> {
         let index = self.peer_index(to)?;
+        if matches!(self.peers[index].link, Link::Down { .. }) {
+            // Checked before encoding: a dead peer costs no serialization.
+            self.unreachable.insert(to);
+            return Err(SendError::PeerDown(to));
+        }
         let frame = wire::encode_message(message, self.config.frame_bytes_max)
             .map_err(SendError::Encode)?;
         let result = self.peers[index].enqueue(frame, &self.config);
