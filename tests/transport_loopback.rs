@@ -675,12 +675,13 @@ fn silent_strangers_cannot_hold_the_slots_forever() {
     let (la, lb) = (bind("127.0.0.1:0"), bind("127.0.0.1:0"));
     let (a_addr, b_addr) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
     let mut b = Node::start(test_config(CLUSTER, 2, &[(1, a_addr)]), lb);
-    // Tokens 100..120 with one peer leave 18 slots for accepted connections.
-    let strangers: Vec<StdStream> = (0..18).map(|_| StdStream::connect(b_addr).unwrap()).collect();
+    // Tokens 100..120 less the listener and 8 peer slots leave 11 slots for
+    // accepted connections.
+    let strangers: Vec<StdStream> = (0..11).map(|_| StdStream::connect(b_addr).unwrap()).collect();
     run_for(&mut [&mut b], Duration::from_millis(50));
     let mut extra = StdStream::connect(b_addr).unwrap();
     wait_closed(&mut extra, &mut b);
-    assert!(logged(&["all 18 slots in use"]));
+    assert!(logged(&["all 11 slots in use"]));
 
     // Member 1 starts now; the strangers time out and it gets in.
     let mut a = Node::start(test_config(CLUSTER, 1, &[(2, b_addr)]), la);
@@ -741,4 +742,45 @@ fn dials_wait_for_their_backoff_to_expire() {
         retry_at = next;
     }
     assert!(a.transport.unreachable().contains(&2));
+}
+
+#[test]
+fn members_can_be_added_and_removed() {
+    let (la, lb, lc) = (bind("127.0.0.1:0"), bind("127.0.0.1:0"), bind("127.0.0.1:0"));
+    let addrs = [&la, &lb, &lc].map(|l| l.local_addr().unwrap());
+    let mut a = Node::start(test_config(CLUSTER, 1, &[(2, addrs[1])]), la);
+    let mut b = Node::start(test_config(CLUSTER, 2, &[(1, addrs[0])]), lb);
+    // Member 3 already knows member 1, which does not know it yet.
+    let mut c = Node::start(test_config(CLUSTER, 3, &[(1, addrs[0])]), lc);
+    run_until(&mut [&mut a, &mut b, &mut c], "3 refused by 1", |_| {
+        logged(&["member 0000000000000003 is not a known peer"])
+    });
+    assert_eq!(a.transport.send(3, &msg(0)), Err(SendError::UnknownPeer(3)));
+
+    let now = Instant::now();
+    a.transport.add_peer(PeerAddr { id: 3, addrs: vec![addrs[2]] }, now).unwrap();
+    let again = a.transport.add_peer(PeerAddr { id: 3, addrs: vec![addrs[2]] }, now);
+    assert!(again.is_err());
+    run_until(&mut [&mut a, &mut b, &mut c], "1 and 3 connected", |n| {
+        n[0].connected_to(3) && n[2].connected_to(1)
+    });
+    a.transport.send(3, &msg(1)).unwrap();
+    c.transport.send(1, &msg(2)).unwrap();
+    run_until(&mut [&mut a, &mut b, &mut c], "1 and 3 talk", |n| {
+        n[2].from(1) == [1] && n[0].from(3) == [2]
+    });
+
+    // Member 2 is removed: its connections close and its dials are refused.
+    assert!(a.transport.remove_peer(a.poll.registry(), 2, Instant::now()));
+    assert!(!a.transport.remove_peer(a.poll.registry(), 2, Instant::now()));
+    assert_eq!(a.transport.peer_ids(), vec![3]);
+    assert_eq!(a.transport.send(2, &msg(3)), Err(SendError::UnknownPeer(2)));
+    run_until(&mut [&mut a, &mut b, &mut c], "2 cut off", |n| {
+        !n[1].connected_to(1) && !n[1].transport.peer_status(1).unwrap().inbound
+    });
+    run_until(&mut [&mut a, &mut b, &mut c], "2 refused by 1", |_| {
+        logged(&["member 0000000000000002 is not a known peer"])
+    });
+    a.transport.send(3, &msg(4)).unwrap();
+    run_until(&mut [&mut a, &mut b, &mut c], "3 still served", |n| n[2].from(1) == [1, 4]);
 }

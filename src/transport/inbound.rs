@@ -54,6 +54,8 @@ pub(crate) enum Close {
     HandshakeTimeout,
     /// The same member connected again; its old connection is dead.
     Replaced,
+    /// The member was removed from the cluster.
+    Removed,
 }
 
 impl std::fmt::Display for Close {
@@ -66,6 +68,7 @@ impl std::fmt::Display for Close {
             Close::Protocol(why) => write!(f, "protocol error: {why}"),
             Close::HandshakeTimeout => write!(f, "no handshake in time"),
             Close::Replaced => write!(f, "replaced by a newer connection"),
+            Close::Removed => write!(f, "member removed from the cluster"),
         }
     }
 }

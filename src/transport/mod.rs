@@ -34,6 +34,7 @@
 //!   reading (`write_stall_timeout`), resumes reading connections that
 //!   paused on a full inbox. `next_timeout(now)` says when it is next needed.
 //! - `unreachable()`, `drain_stream_outcomes()`.
+//! - `add_peer` / `remove_peer` when a membership change is applied.
 //!
 //! The `from` of a received message is the member that completed the
 //! handshake on that connection; it is the one to trust, not any sender
@@ -47,8 +48,8 @@
 //! ## Tokens
 //!
 //! `new` is given a range of mio tokens: the first is the listener, the next
-//! one per peer (in id order) for the outbound connections, the rest are slots
-//! for accepted connections. The range length therefore bounds the number of
+//! `peer_slots` are for the outbound connections (one per peer, reused as
+//! peers are added and removed), the rest are slots for accepted connections. The range length therefore bounds the number of
 //! accepted connections, including strangers that have not said hello yet.
 //!
 //! ## Memory
@@ -111,6 +112,9 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// takes a millisecond; a peer that is silently unreachable ties up a queue
 /// no longer than this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Outbound slots, the most peers at once: Raft clusters beyond seven voters
+/// only get slower, and a membership change briefly adds a learner.
+pub const PEER_SLOTS: usize = 8;
 /// Longest time queued frames may wait for a socket that accepts nothing.
 /// A peer that lost power never resets its connections, and TCP would keep
 /// retransmitting for many minutes; reconnecting finds it as soon as it is
@@ -134,6 +138,8 @@ pub struct Config {
     pub local_id: u64,
     /// Invariant (checked by `Transport::new`): ids unique and not `local_id`.
     pub peers: Vec<PeerAddr>,
+    /// The most peers at once: the initial ones and those added later.
+    pub peer_slots: usize,
     pub frame_bytes_max: usize,
     pub queue_messages_max: usize,
     pub queue_bytes_max: usize,
@@ -154,6 +160,7 @@ impl Config {
             cluster_id,
             local_id,
             peers,
+            peer_slots: PEER_SLOTS,
             frame_bytes_max: FRAME_BYTES_MAX,
             queue_messages_max: QUEUE_MESSAGES_MAX,
             queue_bytes_max: QUEUE_BYTES_MAX,
@@ -168,7 +175,10 @@ impl Config {
     }
 
     fn check(&self, tokens: &Range<usize>) -> Result<(), ConfigError> {
-        let need = self.peers.len() + 2;
+        if self.peers.len() > self.peer_slots {
+            return Err(ConfigError::NoPeerSlot);
+        }
+        let need = self.peer_slots + 2;
         if tokens.len() < need {
             return Err(ConfigError::TooFewTokens { need, have: tokens.len() });
         }
@@ -203,6 +213,8 @@ pub enum ConfigError {
     },
     /// A peer id that is repeated or is our own.
     BadPeerId(u64),
+    /// More peers than `peer_slots`.
+    NoPeerSlot,
     NoAddress(u64),
     ChunkDoesNotFit,
     ZeroBound,
@@ -214,6 +226,7 @@ impl fmt::Display for ConfigError {
             ConfigError::TooFewTokens { need, have } => {
                 write!(f, "transport needs at least {need} tokens, got {have}")
             }
+            ConfigError::NoPeerSlot => write!(f, "more peers than peer slots"),
             ConfigError::BadPeerId(id) => write!(f, "peer id {id:016x} repeated or our own"),
             ConfigError::NoAddress(id) => write!(f, "peer {id:016x} has no address"),
             ConfigError::ChunkDoesNotFit => write!(f, "stream chunks must fit in a frame"),
@@ -273,9 +286,10 @@ pub struct Transport<M> {
     config: Config,
     listener: TcpListener,
     listener_token: Token,
-    /// Invariant: sorted by id; `peers[i].token == listener_token + 1 + i`.
-    peers: Vec<Peer>,
-    /// Slot `j` uses token `listener_token + 1 + peers.len() + j`.
+    /// Slot `i` uses token `listener_token + 1 + i`. Invariant: length
+    /// `config.peer_slots`; ids unique, never `config.local_id`.
+    peers: Vec<Option<Peer>>,
+    /// Slot `j` uses token `listener_token + 1 + peer_slots + j`.
     inbound: Vec<Option<Inbound>>,
     inbox: Inbox<M>,
     unreachable: BTreeSet<u64>,
@@ -286,23 +300,22 @@ pub struct Transport<M> {
 impl<M: Serialize + DeserializeOwned> Transport<M> {
     /// A transport accepting on `listener`, using the mio tokens `tokens`.
     pub fn new(
-        mut config: Config,
+        config: Config,
         listener: TcpListener,
         tokens: Range<usize>,
         now: Instant,
     ) -> Result<Transport<M>, ConfigError> {
         config.check(&tokens)?;
-        config.peers.sort_by_key(|p| p.id);
-        let peers: Vec<Peer> = config
-            .peers
-            .iter()
-            .enumerate()
-            .map(|(i, p)| Peer::new(p.id, p.addrs.clone(), Token(tokens.start + 1 + i), now))
-            .collect();
-        let slots = tokens.len() - 1 - peers.len();
+        let listener_token = Token(tokens.start);
+        let mut peers: Vec<Option<Peer>> = (0..config.peer_slots).map(|_| None).collect();
+        for (slot, p) in config.peers.iter().enumerate() {
+            let token = Token(listener_token.0 + 1 + slot);
+            peers[slot] = Some(Peer::new(p.id, p.addrs.clone(), token, now));
+        }
+        let inbound_slots = tokens.len() - 1 - config.peer_slots;
         Ok(Transport {
-            listener_token: Token(tokens.start),
-            inbound: (0..slots).map(|_| None).collect(),
+            listener_token,
+            inbound: (0..inbound_slots).map(|_| None).collect(),
             peers,
             listener,
             config,
@@ -343,17 +356,49 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
         }
     }
 
+    /// Starts sending to a member added to the cluster; it is dialed at the
+    /// next `tick`.
+    pub fn add_peer(&mut self, peer: PeerAddr, now: Instant) -> Result<(), ConfigError> {
+        if peer.id == self.config.local_id || self.peer_slot(peer.id).is_ok() {
+            return Err(ConfigError::BadPeerId(peer.id));
+        }
+        if peer.addrs.is_empty() {
+            return Err(ConfigError::NoAddress(peer.id));
+        }
+        let slot = self.peers.iter().position(Option::is_none).ok_or(ConfigError::NoPeerSlot)?;
+        let token = Token(self.listener_token.0 + 1 + slot);
+        self.peers[slot] = Some(Peer::new(peer.id, peer.addrs, token, now));
+        Ok(())
+    }
+
+    /// Forgets a member removed from the cluster: its queue and stream are
+    /// dropped and its connections in both directions closed. `false` if
+    /// it was not a peer.
+    pub fn remove_peer(&mut self, registry: &Registry, id: u64, now: Instant) -> bool {
+        let Ok(slot) = self.peer_slot(id) else { return false };
+        let mut peer = self.peers[slot].take().expect("found by peer_slot");
+        peer.close(registry, now, &mut self.outcomes);
+        for other in 0..self.inbound.len() {
+            if self.inbound[other].as_ref().is_some_and(|c| c.from == Some(id)) {
+                self.close_inbound(registry, other, &Close::Removed);
+            }
+        }
+        log::info!("removed peer {id:016x}");
+        true
+    }
+
     /// Encodes `message` and queues it for `to`. No I/O: `flush` writes.
     pub fn send(&mut self, to: u64, message: &M) -> Result<(), SendError> {
-        let index = self.peer_index(to)?;
-        if matches!(self.peers[index].link, Link::Down { .. }) {
+        let slot = self.peer_slot(to)?;
+        let peer = self.peers[slot].as_mut().expect("found by peer_slot");
+        if matches!(peer.link, Link::Down { .. }) {
             // Checked before encoding: a dead peer costs no serialization.
             self.unreachable.insert(to);
             return Err(SendError::PeerDown(to));
         }
         let frame = wire::encode_message(message, self.config.frame_bytes_max)
             .map_err(SendError::Encode)?;
-        let result = self.peers[index].enqueue(frame, &self.config);
+        let result = peer.enqueue(frame, &self.config);
         if result.is_err() {
             self.unreachable.insert(to);
         }
@@ -368,8 +413,8 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
         header: &M,
         source: Box<dyn Read + Send>,
     ) -> Result<StreamId, SendError> {
-        let index = self.peer_index(to)?;
-        let peer = &mut self.peers[index];
+        let slot = self.peer_slot(to)?;
+        let peer = self.peers[slot].as_mut().expect("found by peer_slot");
         if peer.stream.is_some() {
             return Err(SendError::StreamBusy(to));
         }
@@ -387,9 +432,9 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
 
     /// Writes queued frames to every connected peer until `WouldBlock`.
     pub fn flush(&mut self, registry: &Registry, now: Instant) {
-        for index in 0..self.peers.len() {
-            if self.peers[index].is_up() {
-                self.drive_peer(registry, index, now, false);
+        for slot in 0..self.peers.len() {
+            if self.peers[slot].as_ref().is_some_and(Peer::is_up) {
+                self.drive_peer(registry, slot, now, false);
             }
         }
     }
@@ -397,8 +442,8 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
     /// Dials peers whose backoff expired, fails handshakes past their
     /// deadline, and resumes reading connections paused on a full inbox.
     pub fn tick(&mut self, registry: &Registry, now: Instant) {
-        for index in 0..self.peers.len() {
-            self.tick_peer(registry, index, now);
+        for slot in 0..self.peers.len() {
+            self.tick_peer(registry, slot, now);
         }
         for slot in 0..self.inbound.len() {
             let Some(conn) = &self.inbound[slot] else { continue };
@@ -410,8 +455,8 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
         }
     }
 
-    fn tick_peer(&mut self, registry: &Registry, index: usize, now: Instant) {
-        let peer = &mut self.peers[index];
+    fn tick_peer(&mut self, registry: &Registry, slot: usize, now: Instant) {
+        let Some(peer) = self.peers[slot].as_mut() else { return };
         let due = peer.deadline(&self.config).is_some_and(|at| now >= at);
         match (&peer.link, due) {
             (Link::Down { .. }, true) => {
@@ -421,15 +466,15 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
                     to: peer.id,
                 };
                 match peer.dial(registry, now, hello) {
-                    Err(failure) => self.fail_peer(registry, index, now, &failure),
+                    Err(failure) => self.fail_peer(registry, slot, now, &failure),
                     // A connect to a local address may complete at once.
-                    Ok(()) => self.drive_peer(registry, index, now, true),
+                    Ok(()) => self.drive_peer(registry, slot, now, true),
                 }
             }
             (Link::Dialing(_), true) => {
-                self.fail_peer(registry, index, now, &Failure::HandshakeTimeout)
+                self.fail_peer(registry, slot, now, &Failure::HandshakeTimeout)
             }
-            (Link::Up { .. }, true) => self.fail_peer(registry, index, now, &Failure::WriteStalled),
+            (Link::Up { .. }, true) => self.fail_peer(registry, slot, now, &Failure::WriteStalled),
             _ => {}
         }
     }
@@ -442,7 +487,7 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
         if resume_now {
             return Some(Duration::ZERO);
         }
-        let peers = self.peers.iter().filter_map(|p| p.deadline(&self.config));
+        let peers = self.peers.iter().flatten().filter_map(|p| p.deadline(&self.config));
         let strangers = self
             .inbound
             .iter()
@@ -481,7 +526,7 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
 
     /// The state of one peer, `None` for an unknown id.
     pub fn peer_status(&self, id: u64) -> Option<PeerStatus> {
-        let peer = &self.peers[self.peer_index(id).ok()?];
+        let peer = self.peers[self.peer_slot(id).ok()?].as_ref()?;
         let inbound = self.inbound.iter().flatten().any(|c| c.from == Some(id));
         Some(PeerStatus {
             connected: peer.is_up(),
@@ -497,19 +542,25 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
         })
     }
 
-    fn peer_index(&self, id: u64) -> Result<usize, SendError> {
-        self.peers.binary_search_by_key(&id, |p| p.id).map_err(|_| SendError::UnknownPeer(id))
+    /// The ids of the current peers.
+    pub fn peer_ids(&self) -> Vec<u64> {
+        self.peers.iter().flatten().map(|p| p.id).collect()
     }
 
-    fn drive_peer(&mut self, registry: &Registry, index: usize, now: Instant, on_event: bool) {
-        let peer = &mut self.peers[index];
+    fn peer_slot(&self, id: u64) -> Result<usize, SendError> {
+        let found = self.peers.iter().position(|p| p.as_ref().is_some_and(|p| p.id == id));
+        found.ok_or(SendError::UnknownPeer(id))
+    }
+
+    fn drive_peer(&mut self, registry: &Registry, slot: usize, now: Instant, on_event: bool) {
+        let Some(peer) = self.peers[slot].as_mut() else { return };
         if let Err(failure) = peer.drive(&self.config, &mut self.outcomes, on_event, now) {
-            self.fail_peer(registry, index, now, &failure);
+            self.fail_peer(registry, slot, now, &failure);
         }
     }
 
-    fn fail_peer(&mut self, registry: &Registry, index: usize, now: Instant, failure: &Failure) {
-        let peer = &mut self.peers[index];
+    fn fail_peer(&mut self, registry: &Registry, slot: usize, now: Instant, failure: &Failure) {
+        let Some(peer) = self.peers[slot].as_mut() else { return };
         peer.fail(registry, now, failure, &self.config, &mut self.outcomes);
         self.unreachable.insert(peer.id);
     }
@@ -559,7 +610,7 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
     fn drive_inbound(&mut self, registry: &Registry, slot: usize) {
         let Some(conn) = self.inbound[slot].as_mut() else { return };
         let peers = &self.peers;
-        let is_peer = |id: u64| peers.binary_search_by_key(&id, |p| p.id).is_ok();
+        let is_peer = |id: u64| peers.iter().flatten().any(|p| p.id == id);
         let result = match conn.drive_handshake(&self.config, is_peer) {
             Ok(Some(from)) => {
                 log::info!("accepted peer {from:016x} from {}", conn.addr);
@@ -597,7 +648,7 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
         let who =
             conn.from.map_or_else(|| "unidentified".to_string(), |id| format!("peer {id:016x}"));
         match close {
-            Close::Eof | Close::Replaced => {
+            Close::Eof | Close::Replaced | Close::Removed => {
                 log::info!("connection from {who} at {} closed: {close}", conn.addr)
             }
             _ => log::warn!("closed connection from {who} at {}: {close}", conn.addr),

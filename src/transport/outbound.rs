@@ -359,6 +359,30 @@ impl Peer {
         config: &Config,
         outcomes: &mut Vec<StreamOutcome>,
     ) {
+        let addr = self.close(registry, now, outcomes);
+        self.failures = self.failures.saturating_add(1);
+        let delay = backoff_delay(self.failures, config.backoff_min, config.backoff_max);
+        self.link = Link::Down { retry_at: now + delay };
+        let addr = addr.map_or_else(|| "?".to_string(), |a| a.to_string());
+        let message = format!("peer {:016x} at {addr}: {failure}; retrying in {delay:?}", self.id);
+        // The first failure in a row is news; the retries of a long outage are not,
+        // except refusals, which point at a configuration mistake.
+        if self.failures == 1 || matches!(failure, Failure::Refused(_) | Failure::ClosedInHandshake)
+        {
+            log::warn!("{message}");
+        } else {
+            log::debug!("{message}");
+        }
+    }
+
+    /// Closes the connection, drops the queue and fails the stream; the link
+    /// is left `Down`, due at `now`. Returns the address it was using.
+    pub fn close(
+        &mut self,
+        registry: &Registry,
+        now: Instant,
+        outcomes: &mut Vec<StreamOutcome>,
+    ) -> Option<SocketAddr> {
         let addr = match std::mem::replace(&mut self.link, Link::Down { retry_at: now }) {
             Link::Down { .. } => None,
             Link::Dialing(mut d) => {
@@ -370,24 +394,12 @@ impl Peer {
                 Some(addr)
             }
         };
-        self.failures = self.failures.saturating_add(1);
-        let delay = backoff_delay(self.failures, config.backoff_min, config.backoff_max);
-        self.link = Link::Down { retry_at: now + delay };
         self.queue.clear();
         if let Some(stream) = self.stream.take() {
             let result = Err(StreamFailure::ConnectionLost);
             outcomes.push(StreamOutcome { to: self.id, stream: stream.id, result });
         }
-        let addr = addr.map_or_else(|| "?".to_string(), |a| a.to_string());
-        let message = format!("peer {:016x} at {addr}: {failure}; retrying in {delay:?}", self.id);
-        // The first failure in a row is news; the retries of a long outage are not,
-        // except refusals, which point at a configuration mistake.
-        if self.failures == 1 || matches!(failure, Failure::Refused(_) | Failure::ClosedInHandshake)
-        {
-            log::warn!("{message}");
-        } else {
-            log::debug!("{message}");
-        }
+        addr
     }
 }
 
