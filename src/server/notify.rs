@@ -16,11 +16,13 @@
 //!
 //! The environment is read through a function the caller passes in (usually
 //! `cli::args::process_env`), so tests need not touch the process environment.
+//! `WatchdogTimer` tells the loop when the next `WATCHDOG=1` is due, with
+//! time passed in like everywhere else in the loop.
 
 use std::fmt;
 use std::io;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The longest `STATUS=` text sent. systemd truncates long status lines in its
 /// own output anyway; the cap keeps a datagram far below the socket's limit.
@@ -174,6 +176,37 @@ pub fn watchdog_interval(
     Ok(Some(Duration::from_micros(usec / 2)))
 }
 
+/// When the loop owes systemd its next `WATCHDOG=1`. Pure: the loop passes
+/// the time in and folds `next_timeout` into its poll timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchdogTimer {
+    /// Half of `$WATCHDOG_USEC`, from `watchdog_interval`.
+    pub interval: Duration,
+    /// Invariant: at most `interval` after the last ping (or the start).
+    next_at: Instant,
+}
+
+impl WatchdogTimer {
+    /// The first ping is due at once: start-up itself may have been slow.
+    pub fn new(interval: Duration, now: Instant) -> WatchdogTimer {
+        WatchdogTimer { interval, next_at: now }
+    }
+
+    /// Whether a ping is due; if so, the next one is scheduled from `now`.
+    pub fn poll(&mut self, now: Instant) -> bool {
+        if now < self.next_at {
+            return false;
+        }
+        self.next_at = now + self.interval;
+        true
+    }
+
+    /// Time until the next ping is due.
+    pub fn next_timeout(&self, now: Instant) -> Duration {
+        self.next_at.saturating_duration_since(now)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +246,18 @@ mod tests {
         let env = env_of(&[("WATCHDOG_USEC", "1000"), ("WATCHDOG_PID", "41")]);
         assert_eq!(watchdog_interval(&env, 42).unwrap(), None);
         assert_eq!(watchdog_interval(&env, 41).unwrap(), Some(Duration::from_micros(500)));
+    }
+
+    #[test]
+    fn the_watchdog_timer_pings_once_per_interval() {
+        let start = Instant::now();
+        let mut timer = WatchdogTimer::new(Duration::from_secs(5), start);
+        assert!(timer.poll(start));
+        assert!(!timer.poll(start + Duration::from_secs(4)));
+        assert_eq!(timer.next_timeout(start + Duration::from_secs(4)), Duration::from_secs(1));
+        assert!(timer.poll(start + Duration::from_secs(6)));
+        assert!(!timer.poll(start + Duration::from_secs(10)));
+        assert!(timer.poll(start + Duration::from_secs(11)));
     }
 
     #[test]

@@ -655,3 +655,36 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: u64) -> PeerAddr {
+        PeerAddr { id, addrs: vec!["127.0.0.1:1".parse().unwrap()] }
+    }
+
+    #[test]
+    fn configurations_that_cannot_work_are_refused() {
+        let tokens = 0..20;
+        assert_eq!(Config::new(1, 1, vec![peer(2), peer(3)]).check(&tokens), Ok(()));
+        let own = Config::new(1, 1, vec![peer(1)]);
+        assert_eq!(own.check(&tokens), Err(ConfigError::BadPeerId(1)));
+        let twice = Config::new(1, 1, vec![peer(2), peer(2)]);
+        assert_eq!(twice.check(&tokens), Err(ConfigError::BadPeerId(2)));
+        let nowhere = Config::new(1, 1, vec![PeerAddr { id: 2, addrs: vec![] }]);
+        assert_eq!(nowhere.check(&tokens), Err(ConfigError::NoAddress(2)));
+        let few = Config::new(1, 1, vec![]);
+        assert_eq!(few.check(&(0..9)), Err(ConfigError::TooFewTokens { need: 10, have: 9 }));
+        let mut crowded = Config::new(1, 1, (2..=10).map(peer).collect());
+        assert_eq!(crowded.check(&tokens), Err(ConfigError::NoPeerSlot));
+        crowded.peer_slots = 9;
+        assert_eq!(crowded.check(&tokens), Ok(()));
+        let mut big_chunks = Config::new(1, 1, vec![]);
+        big_chunks.chunk_bytes = big_chunks.frame_bytes_max;
+        assert_eq!(big_chunks.check(&tokens), Err(ConfigError::ChunkDoesNotFit));
+        let mut zero = Config::new(1, 1, vec![]);
+        zero.queue_messages_max = 0;
+        assert_eq!(zero.check(&tokens), Err(ConfigError::ZeroBound));
+    }
+}
