@@ -16,6 +16,11 @@
 //!
 //! One stream per peer at a time: Raft sends one snapshot to a follower and
 //! waits for the outcome before it tries again.
+//!
+//! Stream events and messages are drained from two queues, so their order
+//! relative to each other is not kept (within each queue it is). Raft does
+//! not need it: a leader sends nothing that depends on a snapshot until the
+//! follower has answered it.
 
 use std::fmt;
 use std::io::{self, Read};
