@@ -7,3 +7,6 @@
 //!
 //! Must not touch: consensus rules (they live in `raft`) or file formats (they
 //! live in `wal` and `snap`).
+
+pub mod config;
+pub mod notify;

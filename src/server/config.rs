@@ -1,0 +1,566 @@
+//! The configuration of `ember serve`, with etcd's flag names.
+//!
+//! Every flag may also come from `EMBER_<FLAG>` (`--data-dir` from
+//! `EMBER_DATA_DIR`); the command line wins. With no flags at all the node is
+//! a single-member cluster named `default`, data in `./default.ember`,
+//! clients on 127.0.0.1:7379 and peers on 127.0.0.1:7380.
+//!
+//! Values:
+//! - URLs are `http://host:port` or `host:port`, several separated by commas;
+//!   IPv6 hosts are bracketed (`[::1]:7380`). There is no TLS, so `https://`
+//!   is refused rather than silently served in clear text.
+//! - Durations are whole milliseconds, sizes whole bytes.
+//! - `--initial-cluster` is `name=url[,name=url...]`; a member with several
+//!   peer URLs repeats its name, as in etcd.
+//!
+//! Ids: every member must compute the same member ids and cluster id from the
+//! same `--initial-cluster` and `--initial-cluster-token`, without talking to
+//! the others. They are FNV-1a 64-bit hashes (a fixed function, unlike the
+//! standard library's randomly seeded hasher) of the member's name, its sorted
+//! peer URLs and the token; the cluster id hashes the sorted member ids and
+//! the token. 0 means "none" in Raft, so a hash of 0 is replaced by 1.
+//!
+//! Parsing is pure: the environment arrives as a function, so tests never set
+//! process-wide variables.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cli::args::{Flag, Parsed};
+use crate::transport::PeerAddr;
+
+/// Default member name, as etcd's.
+pub const DEFAULT_NAME: &str = "default";
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "default.ember";
+/// Default client address: loopback only, so a node started without flags is
+/// not reachable from the network by surprise.
+pub const DEFAULT_CLIENT_ADDR: &str = "127.0.0.1:7379";
+/// Default peer address.
+pub const DEFAULT_PEER_ADDR: &str = "127.0.0.1:7380";
+/// Default cluster token; distinct clusters on one network need distinct ones.
+pub const DEFAULT_CLUSTER_TOKEN: &str = "ember-cluster";
+/// etcd's default heartbeat: one Raft tick.
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 100;
+/// etcd's default election timeout: ten heartbeats.
+pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 1000;
+/// Applied entries between two snapshots (etcd 3.4 uses 100000; a board has
+/// less memory for the log kept behind a snapshot).
+pub const DEFAULT_SNAPSHOT_COUNT: u64 = 10_000;
+/// Largest client request, etcd's 1.5 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: u32 = 1536 * 1024;
+/// Most operations in one transaction, etcd's 128.
+pub const DEFAULT_MAX_TXN_OPS: u32 = 128;
+/// An election timeout must span at least this many heartbeats (etcd's rule:
+/// with fewer, one delayed heartbeat starts an election).
+pub const ELECTION_HEARTBEATS_MIN: u64 = 5;
+/// etcd's upper bound on the election timeout: beyond it a dead leader goes
+/// unnoticed for most of a minute.
+pub const ELECTION_TIMEOUT_MS_MAX: u64 = 50_000;
+/// The largest request size accepted as configuration: a request must fit in
+/// a Raft entry and in a board's memory several times over.
+pub const MAX_REQUEST_BYTES_LIMIT: u32 = 64 * 1024 * 1024;
+/// The most members an initial cluster may list; Raft clusters beyond seven
+/// voters only get slower, and the bound keeps id checks trivially cheap.
+pub const INITIAL_MEMBERS_MAX: usize = 15;
+
+/// The flags of `ember serve`.
+pub const SERVE_FLAGS: &[Flag] = &[
+    flag("name", "member name, unique in the cluster (default \"default\")"),
+    flag("data-dir", "directory for the WAL and snapshots (default \"default.ember\")"),
+    flag("listen-client-urls", "addresses to serve clients on (default 127.0.0.1:7379)"),
+    flag("advertise-client-urls", "client addresses told to others (default: listen urls)"),
+    flag("listen-peer-urls", "addresses to accept peers on (default 127.0.0.1:7380)"),
+    flag("initial-advertise-peer-urls", "this member's peer addresses (default: listen urls)"),
+    flag("initial-cluster", "name=url,... of the first members (default: this member alone)"),
+    flag("initial-cluster-state", "new or existing (default new)"),
+    flag("initial-cluster-token", "unique token of this cluster (default \"ember-cluster\")"),
+    flag("heartbeat-interval", "milliseconds between heartbeats (default 100)"),
+    flag("election-timeout", "milliseconds before a follower stands (default 1000)"),
+    flag("snapshot-count", "applied entries between snapshots (default 10000)"),
+    flag("max-request-bytes", "largest client request in bytes (default 1572864)"),
+    flag("max-txn-ops", "most operations in one transaction (default 128)"),
+];
+
+const fn flag(name: &'static str, help: &'static str) -> Flag {
+    Flag { name, takes_value: true, help }
+}
+
+/// A value that does not fit its flag. The command exits 2 with this message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The flag without dashes: `election-timeout`.
+    pub flag: &'static str,
+    /// The value as given (or as derived, for consistency checks).
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid value {:?} for --{}: {}", self.value, self.flag, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn error(flag: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError { flag, value: value.to_string(), reason: reason.into() }
+}
+
+/// A `host:port` address. The host is kept as written (a name or a literal
+/// address) and resolved when the socket is opened.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HostPort {
+    /// A DNS name or an IP literal; IPv6 keeps its brackets: `[::1]`.
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+impl HostPort {
+    /// Whether the host is a wildcard (listen on all interfaces), which peers
+    /// and clients cannot be told to connect to.
+    pub fn is_unspecified(&self) -> bool {
+        matches!(self.host.as_str(), "0.0.0.0" | "[::]" | "[0:0:0:0:0:0:0:0]")
+    }
+
+    /// The socket addresses of this host and port. A name is looked up in
+    /// the system resolver, which may block; the node does it at start-up.
+    pub fn resolve(&self) -> std::io::Result<Vec<SocketAddr>> {
+        Ok(self.to_string().to_socket_addrs()?.collect())
+    }
+}
+
+/// Whether `--initial-cluster*` describes a new cluster or one to join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterState {
+    New,
+    Existing,
+}
+
+/// One member of the initial cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialMember {
+    pub name: String,
+    /// Invariant: sorted and without duplicates, so the id does not depend on
+    /// the order the URLs were written in.
+    pub peer_addrs: Vec<HostPort>,
+    /// Invariant: `member_id(name, peer_addrs, token)`, never 0.
+    pub id: u64,
+}
+
+/// The validated configuration of one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub listen_client_addrs: Vec<HostPort>,
+    pub advertise_client_addrs: Vec<HostPort>,
+    pub listen_peer_addrs: Vec<HostPort>,
+    pub initial_advertise_peer_addrs: Vec<HostPort>,
+    /// Invariant: sorted by id, names and ids unique, contains `name`.
+    pub initial_cluster: Vec<InitialMember>,
+    pub initial_cluster_state: ClusterState,
+    pub initial_cluster_token: String,
+    pub heartbeat_interval_ms: u64,
+    /// Invariant: `>= ELECTION_HEARTBEATS_MIN * heartbeat_interval_ms`.
+    pub election_timeout_ms: u64,
+    pub snapshot_count: u64,
+    pub max_request_bytes: u32,
+    pub max_txn_ops: u32,
+    /// This member's id: the id of `name` in `initial_cluster`.
+    pub member_id: u64,
+    /// Invariant: `cluster_id(initial_cluster ids, token)`, never 0.
+    pub cluster_id: u64,
+}
+
+impl Config {
+    /// The configuration from flags, falling back to `EMBER_<FLAG>` through
+    /// `env`, then to the defaults.
+    pub fn from_parsed(
+        parsed: &Parsed,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let get = |flag: &str| parsed.value(flag, &env);
+        let name = parse_name(get("name").unwrap_or_else(|| DEFAULT_NAME.to_string()))?;
+        let data_dir = parse_data_dir(get("data-dir"))?;
+        let listen_client_addrs = addrs_or("listen-client-urls", get, DEFAULT_CLIENT_ADDR, true)?;
+        let listen_peer_addrs = addrs_or("listen-peer-urls", get, DEFAULT_PEER_ADDR, true)?;
+        let advertise_client_addrs =
+            advertised("advertise-client-urls", get, &listen_client_addrs)?;
+        let initial_advertise_peer_addrs =
+            advertised("initial-advertise-peer-urls", get, &listen_peer_addrs)?;
+        let token = parse_token(get("initial-cluster-token"))?;
+        let initial_cluster = match get("initial-cluster") {
+            Some(text) => parse_initial_cluster(&text, &token)?,
+            None => vec![initial_member(&name, initial_advertise_peer_addrs.clone(), &token)],
+        };
+        let member_id = own_member_id(&initial_cluster, &name, &initial_advertise_peer_addrs)?;
+        let (heartbeat_interval_ms, election_timeout_ms) = parse_timing(get)?;
+        let cluster_id = cluster_id(initial_cluster.iter().map(|m| m.id), &token);
+        Ok(Config {
+            name,
+            data_dir,
+            listen_client_addrs,
+            advertise_client_addrs,
+            listen_peer_addrs,
+            initial_advertise_peer_addrs,
+            initial_cluster,
+            initial_cluster_state: parse_state(get("initial-cluster-state"))?,
+            initial_cluster_token: token,
+            heartbeat_interval_ms,
+            election_timeout_ms,
+            snapshot_count: number_or("snapshot-count", get, DEFAULT_SNAPSHOT_COUNT, u64::MAX)?,
+            max_request_bytes: number_or(
+                "max-request-bytes",
+                get,
+                DEFAULT_MAX_REQUEST_BYTES,
+                MAX_REQUEST_BYTES_LIMIT,
+            )?,
+            max_txn_ops: number_or("max-txn-ops", get, DEFAULT_MAX_TXN_OPS, u32::MAX)?,
+            member_id,
+            cluster_id,
+        })
+    }
+
+    /// The other members of the initial cluster: (id, peer addresses).
+    pub fn initial_peers(&self) -> impl Iterator<Item = (u64, &[HostPort])> {
+        let own = self.member_id;
+        self.initial_cluster.iter().filter(move |m| m.id != own).map(|m| (m.id, &m.peer_addrs[..]))
+    }
+
+    /// The other members with their peer addresses resolved, as the
+    /// transport dials them. A name that does not resolve is an error naming
+    /// `--initial-cluster`.
+    pub fn transport_peers(&self) -> Result<Vec<PeerAddr>, ConfigError> {
+        let mut peers = Vec::new();
+        for (id, addrs) in self.initial_peers() {
+            let mut resolved = Vec::new();
+            for addr in addrs {
+                let found = addr.resolve().map_err(|e| {
+                    error("initial-cluster", &addr.to_string(), format!("cannot resolve: {e}"))
+                })?;
+                resolved.extend(found);
+            }
+            peers.push(PeerAddr { id, addrs: resolved });
+        }
+        Ok(peers)
+    }
+
+    /// The Raft tick: one heartbeat interval, as in etcd.
+    pub fn tick_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+
+    /// The election timeout in ticks (at least `ELECTION_HEARTBEATS_MIN`,
+    /// rounded down as etcd does).
+    pub fn election_ticks(&self) -> u64 {
+        self.election_timeout_ms / self.heartbeat_interval_ms
+    }
+}
+
+fn parse_name(name: String) -> Result<String, ConfigError> {
+    // '=' and ',' would break `--initial-cluster`'s syntax.
+    if name.is_empty() || name.contains(['=', ',']) || name.trim() != name {
+        return Err(error("name", &name, "a non-empty name without '=', ',' or outer spaces"));
+    }
+    Ok(name)
+}
+
+fn parse_data_dir(value: Option<String>) -> Result<PathBuf, ConfigError> {
+    match value {
+        None => Ok(PathBuf::from(DEFAULT_DATA_DIR)),
+        Some(dir) if dir.is_empty() => Err(error("data-dir", &dir, "a directory path")),
+        Some(dir) => Ok(PathBuf::from(dir)),
+    }
+}
+
+fn parse_token(value: Option<String>) -> Result<String, ConfigError> {
+    let token = value.unwrap_or_else(|| DEFAULT_CLUSTER_TOKEN.to_string());
+    if token.is_empty() {
+        return Err(error("initial-cluster-token", &token, "a non-empty token"));
+    }
+    Ok(token)
+}
+
+fn parse_state(value: Option<String>) -> Result<ClusterState, ConfigError> {
+    match value.as_deref() {
+        None | Some("new") => Ok(ClusterState::New),
+        Some("existing") => Ok(ClusterState::Existing),
+        Some(other) => Err(error("initial-cluster-state", other, "new or existing")),
+    }
+}
+
+/// Heartbeat and election timeout, checked against each other.
+fn parse_timing(get: impl Fn(&str) -> Option<String>) -> Result<(u64, u64), ConfigError> {
+    let heartbeat_ms =
+        number_or("heartbeat-interval", &get, DEFAULT_HEARTBEAT_INTERVAL_MS, 10_000)?;
+    let election_ms =
+        number_or("election-timeout", &get, DEFAULT_ELECTION_TIMEOUT_MS, ELECTION_TIMEOUT_MS_MAX)?;
+    if election_ms < ELECTION_HEARTBEATS_MIN * heartbeat_ms {
+        let reason = format!(
+            "must be at least {ELECTION_HEARTBEATS_MIN} times --heartbeat-interval ({heartbeat_ms} ms)"
+        );
+        return Err(error("election-timeout", &election_ms.to_string(), reason));
+    }
+    Ok((heartbeat_ms, election_ms))
+}
+
+/// A whole number in `1..=max`, or `default` when the flag is absent.
+fn number_or<T>(
+    flag: &'static str,
+    get: impl Fn(&str) -> Option<String>,
+    default: T,
+    max: T,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + From<u8> + fmt::Display + Copy,
+{
+    let Some(text) = get(flag) else { return Ok(default) };
+    let expected = || format!("a whole number from 1 to {max}");
+    let value: T = text.trim().parse().map_err(|_| error(flag, &text, expected()))?;
+    if value < T::from(1) || value > max {
+        return Err(error(flag, &text, expected()));
+    }
+    Ok(value)
+}
+
+/// The flag's addresses, or `default` when absent.
+fn addrs_or(
+    flag: &'static str,
+    get: impl Fn(&str) -> Option<String>,
+    default: &str,
+    allow_port_zero: bool,
+) -> Result<Vec<HostPort>, ConfigError> {
+    let text = get(flag).unwrap_or_else(|| default.to_string());
+    parse_addr_list(flag, &text, allow_port_zero)
+}
+
+/// Advertised addresses default to the listen addresses, unless those are
+/// wildcards or ephemeral ports that nobody could connect to.
+fn advertised(
+    flag: &'static str,
+    get: impl Fn(&str) -> Option<String>,
+    listen: &[HostPort],
+) -> Result<Vec<HostPort>, ConfigError> {
+    if let Some(text) = get(flag) {
+        return parse_addr_list(flag, &text, false);
+    }
+    if let Some(bad) = listen.iter().find(|a| a.is_unspecified() || a.port == 0) {
+        let reason = "must be given when the listen address is a wildcard or port 0";
+        return Err(error(flag, &bad.to_string(), reason));
+    }
+    Ok(listen.to_vec())
+}
+
+/// `a:1,http://b:2` → sorted, deduplicated addresses; at least one.
+pub fn parse_addr_list(
+    flag: &'static str,
+    text: &str,
+    allow_port_zero: bool,
+) -> Result<Vec<HostPort>, ConfigError> {
+    let mut addrs = Vec::new();
+    for item in text.split(',').map(str::trim) {
+        let addr = parse_addr(item).map_err(|reason| error(flag, item, reason))?;
+        if addr.port == 0 && !allow_port_zero {
+            return Err(error(flag, item, "port 0 cannot be connected to"));
+        }
+        addrs.push(addr);
+    }
+    addrs.sort();
+    addrs.dedup();
+    Ok(addrs)
+}
+
+/// One URL: `http://host:port`, `host:port` or `[v6]:port`, with an optional
+/// trailing `/`.
+pub fn parse_addr(text: &str) -> Result<HostPort, &'static str> {
+    const EXPECTED: &str = "host:port or http://host:port";
+    if text.starts_with("https://") || text.starts_with("unix") {
+        return Err("only http:// or plain host:port is supported (no TLS, no unix sockets)");
+    }
+    let rest = text.strip_prefix("http://").unwrap_or(text);
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = rest.rsplit_once(':').ok_or(EXPECTED)?;
+    let port: u16 = port.parse().map_err(|_| EXPECTED)?;
+    if !valid_host(host) {
+        return Err(EXPECTED);
+    }
+    Ok(HostPort { host: host.to_string(), port })
+}
+
+fn valid_host(host: &str) -> bool {
+    if let Some(inner) = host.strip_prefix('[') {
+        return inner.strip_suffix(']').is_some_and(|v6| v6.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_';
+    !host.is_empty() && host.chars().all(allowed)
+}
+
+/// `a=http://h1:7380,b=h2:7380,b=h3:7380` → members sorted by id.
+fn parse_initial_cluster(text: &str, token: &str) -> Result<Vec<InitialMember>, ConfigError> {
+    const FLAG: &str = "initial-cluster";
+    let mut by_name: Vec<(String, Vec<HostPort>)> = Vec::new();
+    for item in text.split(',').map(str::trim) {
+        let (name, url) = item.split_once('=').ok_or_else(|| error(FLAG, item, "name=url"))?;
+        let name = parse_name(name.to_string()).map_err(|e| error(FLAG, item, e.reason))?;
+        let addr = parse_addr(url).map_err(|reason| error(FLAG, item, reason))?;
+        if addr.port == 0 || addr.is_unspecified() {
+            return Err(error(FLAG, item, "a peer address others can connect to"));
+        }
+        match by_name.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, addrs)) => addrs.push(addr),
+            None => by_name.push((name, vec![addr])),
+        }
+    }
+    if by_name.len() > INITIAL_MEMBERS_MAX {
+        return Err(error(FLAG, text, format!("at most {INITIAL_MEMBERS_MAX} members")));
+    }
+    let members: Vec<InitialMember> =
+        by_name.into_iter().map(|(name, addrs)| initial_member(&name, addrs, token)).collect();
+    check_members_distinct(text, members)
+}
+
+/// No address shared by two members, no two members with one id.
+fn check_members_distinct(
+    text: &str,
+    mut members: Vec<InitialMember>,
+) -> Result<Vec<InitialMember>, ConfigError> {
+    for (i, a) in members.iter().enumerate() {
+        for b in &members[i + 1..] {
+            if let Some(shared) = a.peer_addrs.iter().find(|x| b.peer_addrs.contains(x)) {
+                let reason = format!("{shared} is given to both {} and {}", a.name, b.name);
+                return Err(error("initial-cluster", text, reason));
+            }
+            if a.id == b.id {
+                let reason = format!("{} and {} hash to the same id", a.name, b.name);
+                return Err(error("initial-cluster", text, reason));
+            }
+        }
+    }
+    members.sort_by_key(|m| m.id);
+    Ok(members)
+}
+
+fn initial_member(name: &str, mut peer_addrs: Vec<HostPort>, token: &str) -> InitialMember {
+    peer_addrs.sort();
+    peer_addrs.dedup();
+    let id = member_id(name, &peer_addrs, token);
+    InitialMember { name: name.to_string(), peer_addrs, id }
+}
+
+/// Our own id; our name must be listed with exactly our advertised addresses,
+/// or the others would dial somewhere we do not listen.
+fn own_member_id(
+    members: &[InitialMember],
+    name: &str,
+    advertised: &[HostPort],
+) -> Result<u64, ConfigError> {
+    let Some(own) = members.iter().find(|m| m.name == name) else {
+        let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+        let reason = format!("this member's --name {name:?} is not listed");
+        return Err(error("initial-cluster", &names.join(","), reason));
+    };
+    if own.peer_addrs != advertised {
+        let given: Vec<String> = advertised.iter().map(|a| a.to_string()).collect();
+        let reason = format!(
+            "--initial-cluster lists {name} at {}",
+            own.peer_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",")
+        );
+        return Err(error("initial-advertise-peer-urls", &given.join(","), reason));
+    }
+    Ok(own.id)
+}
+
+/// FNV-1a, 64 bits: a fixed, portable hash (same value on every board and
+/// every build), which is all deterministic ids need.
+pub fn fnv1a_64(bytes: &[u8], mut hash: u64) -> u64 {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(PRIME);
+    }
+    hash
+}
+
+/// FNV-1a's standard starting value.
+const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// A member's id from its name, sorted peer addresses and the cluster token.
+/// Fields are separated by a 0 byte, which none of them may contain, so
+/// different inputs never concatenate to the same bytes.
+pub fn member_id(name: &str, sorted_peer_addrs: &[HostPort], token: &str) -> u64 {
+    let mut hash = fnv1a_64(name.as_bytes(), FNV_OFFSET_BASIS);
+    for addr in sorted_peer_addrs {
+        hash = fnv1a_64(&[0], hash);
+        hash = fnv1a_64(addr.to_string().as_bytes(), hash);
+    }
+    hash = fnv1a_64(&[0, 0], hash);
+    nonzero(fnv1a_64(token.as_bytes(), hash))
+}
+
+/// The cluster id from the member ids (in any order) and the token.
+pub fn cluster_id(member_ids: impl Iterator<Item = u64>, token: &str) -> u64 {
+    let mut ids: Vec<u64> = member_ids.collect();
+    ids.sort_unstable();
+    let mut hash = FNV_OFFSET_BASIS;
+    for id in ids {
+        hash = fnv1a_64(&id.to_le_bytes(), hash);
+    }
+    hash = fnv1a_64(&[0], hash);
+    nonzero(fnv1a_64(token.as_bytes(), hash))
+}
+
+fn nonzero(hash: u64) -> u64 {
+    if hash == 0 { 1 } else { hash }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_in_every_spelling() {
+        let want = HostPort { host: "10.0.0.1".into(), port: 7380 };
+        for text in ["10.0.0.1:7380", "http://10.0.0.1:7380", "http://10.0.0.1:7380/"] {
+            assert_eq!(parse_addr(text), Ok(want.clone()), "{text}");
+        }
+        assert_eq!(parse_addr("[::1]:1").unwrap().to_string(), "[::1]:1");
+        assert_eq!(parse_addr("node-1.lan:7380").unwrap().host, "node-1.lan");
+    }
+
+    #[test]
+    fn bad_addresses_are_refused() {
+        for text in ["", "host", "host:", ":7380", "host:70000", "https://h:1", "[zz]:1", "a b:1"] {
+            assert!(parse_addr(text).is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn fnv1a_matches_the_reference_vectors() {
+        // Published test vectors of FNV-1a 64.
+        assert_eq!(fnv1a_64(b"", FNV_OFFSET_BASIS), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a_64(b"a", FNV_OFFSET_BASIS), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a_64(b"foobar", FNV_OFFSET_BASIS), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn ids_depend_on_name_addresses_and_token() {
+        let addrs = [parse_addr("h:1").unwrap()];
+        let base = member_id("a", &addrs, "t");
+        assert_ne!(base, member_id("b", &addrs, "t"));
+        assert_ne!(base, member_id("a", &[parse_addr("h:2").unwrap()], "t"));
+        assert_ne!(base, member_id("a", &addrs, "u"));
+        assert_eq!(cluster_id([1, 2].into_iter(), "t"), cluster_id([2, 1].into_iter(), "t"));
+        assert_ne!(cluster_id([1, 2].into_iter(), "t"), cluster_id([1, 2].into_iter(), "u"));
+    }
+}

@@ -1,0 +1,250 @@
+//! `ember serve`'s configuration as an operator writes it: etcd's flags,
+//! `EMBER_<FLAG>` fallbacks, defaults, consistency checks and derived ids.
+
+use std::path::PathBuf;
+
+use ember::cli::args::parse;
+use ember::server::config::{
+    ClusterState, Config, ConfigError, DEFAULT_MAX_REQUEST_BYTES, SERVE_FLAGS,
+};
+
+fn config_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let parsed = parse(&args, SERVE_FLAGS).expect("flags parse");
+    let env: Vec<(String, String)> =
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    Config::from_parsed(&parsed, |name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+}
+
+fn config(args: &[&str]) -> Result<Config, ConfigError> {
+    config_with_env(args, &[])
+}
+
+const THREE: &str = "a=http://10.0.0.1:7380,b=10.0.0.2:7380,c=http://10.0.0.3:7380";
+
+fn member(name: &str, ip: &str) -> Config {
+    let peer = format!("http://{ip}:7380");
+    let client = format!("{ip}:7379");
+    let args = [
+        "--name",
+        name,
+        "--initial-advertise-peer-urls",
+        &peer,
+        "--listen-peer-urls",
+        "0.0.0.0:7380",
+        "--listen-client-urls",
+        &client,
+        "--initial-cluster",
+        THREE,
+    ];
+    config(&args).unwrap()
+}
+
+#[test]
+fn no_flags_is_a_single_member_cluster_on_loopback() {
+    let c = config(&[]).unwrap();
+    assert_eq!(c.name, "default");
+    assert_eq!(c.data_dir, PathBuf::from("default.ember"));
+    assert_eq!(c.listen_client_addrs[0].to_string(), "127.0.0.1:7379");
+    assert_eq!(c.advertise_client_addrs, c.listen_client_addrs);
+    assert_eq!(c.listen_peer_addrs[0].to_string(), "127.0.0.1:7380");
+    assert_eq!(c.initial_cluster.len(), 1);
+    assert_eq!(c.initial_cluster[0].name, "default");
+    assert_eq!(c.initial_cluster[0].peer_addrs[0].to_string(), "127.0.0.1:7380");
+    assert_eq!(c.initial_cluster_state, ClusterState::New);
+    assert_eq!(c.initial_cluster_token, "ember-cluster");
+    assert_eq!((c.heartbeat_interval_ms, c.election_timeout_ms), (100, 1000));
+    assert_eq!(c.snapshot_count, 10_000);
+    assert_eq!(c.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES);
+    assert_eq!(c.max_request_bytes, 1_572_864);
+    assert_eq!(c.max_txn_ops, 128);
+    assert_eq!(c.member_id, c.initial_cluster[0].id);
+    assert_ne!(c.member_id, 0);
+    assert_ne!(c.cluster_id, 0);
+    assert_eq!(c.initial_peers().count(), 0);
+}
+
+#[test]
+fn the_default_cluster_matches_the_etcd_style_spelling() {
+    let spelled = config(&["--initial-cluster", "default=http://127.0.0.1:7380"]).unwrap();
+    assert_eq!(spelled, config(&[]).unwrap());
+}
+
+#[test]
+fn every_member_derives_the_same_ids() {
+    let (a, b, c) = (member("a", "10.0.0.1"), member("b", "10.0.0.2"), member("c", "10.0.0.3"));
+    assert_eq!(a.cluster_id, b.cluster_id);
+    assert_eq!(b.cluster_id, c.cluster_id);
+    assert_eq!(a.initial_cluster, b.initial_cluster);
+    let ids = [a.member_id, b.member_id, c.member_id];
+    assert!(ids.iter().all(|&id| id != 0));
+    assert!(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2]);
+    let peers_of_a: Vec<u64> = a.initial_peers().map(|(id, _)| id).collect();
+    assert_eq!(peers_of_a.len(), 2);
+    assert!(peers_of_a.contains(&b.member_id) && peers_of_a.contains(&c.member_id));
+}
+
+#[test]
+fn ids_do_not_depend_on_the_order_members_are_written_in() {
+    let reordered = "c=10.0.0.3:7380,a=10.0.0.1:7380,b=http://10.0.0.2:7380/";
+    let args = ["--name", "a", "--initial-advertise-peer-urls", "10.0.0.1:7380"];
+    let one = config(&[&args[..], &["--initial-cluster", THREE]].concat()).unwrap();
+    let two = config(&[&args[..], &["--initial-cluster", reordered]].concat()).unwrap();
+    assert_eq!((one.member_id, one.cluster_id), (two.member_id, two.cluster_id));
+}
+
+#[test]
+fn another_token_is_another_cluster() {
+    let one = config(&[]).unwrap();
+    let two = config(&["--initial-cluster-token", "other"]).unwrap();
+    assert_ne!(one.cluster_id, two.cluster_id);
+    assert_ne!(one.member_id, two.member_id);
+}
+
+#[test]
+fn environment_fills_in_and_flags_win() {
+    let env = [("EMBER_DATA_DIR", "/var/lib/ember"), ("EMBER_SNAPSHOT_COUNT", "500")];
+    let c = config_with_env(&["--snapshot-count", "700"], &env).unwrap();
+    assert_eq!(c.data_dir, PathBuf::from("/var/lib/ember"));
+    assert_eq!(c.snapshot_count, 700);
+    let env = [("EMBER_HEARTBEAT_INTERVAL", "50"), ("EMBER_ELECTION_TIMEOUT", "500")];
+    let c = config_with_env(&[], &env).unwrap();
+    assert_eq!((c.heartbeat_interval_ms, c.election_timeout_ms), (50, 500));
+    let env = [("EMBER_INITIAL_CLUSTER_STATE", "existing")];
+    assert_eq!(config_with_env(&[], &env).unwrap().initial_cluster_state, ClusterState::Existing);
+}
+
+#[test]
+fn a_named_member_alone_gets_a_cluster_of_itself() {
+    let c = config(&["--name", "n1", "--listen-peer-urls", "127.0.0.1:9380"]).unwrap();
+    assert_eq!(c.initial_cluster.len(), 1);
+    assert_eq!(c.initial_cluster[0].name, "n1");
+    assert_eq!(c.initial_advertise_peer_addrs[0].to_string(), "127.0.0.1:9380");
+}
+
+#[test]
+fn several_urls_per_flag() {
+    let c = config(&["--listen-client-urls", "http://127.0.0.1:1,127.0.0.2:2"]).unwrap();
+    assert_eq!(c.listen_client_addrs.len(), 2);
+    let cluster = "x=127.0.0.1:7380,x=127.0.0.2:7380";
+    let args = ["--name", "x", "--initial-advertise-peer-urls", "127.0.0.2:7380,127.0.0.1:7380"];
+    let c = config(&[&args[..], &["--initial-cluster", cluster]].concat()).unwrap();
+    assert_eq!(c.initial_cluster[0].peer_addrs.len(), 2);
+}
+
+fn flag_of(result: Result<Config, ConfigError>) -> &'static str {
+    let err = result.expect_err("configuration should be refused");
+    assert!(err.to_string().contains(&format!("--{}", err.flag)), "{err}");
+    err.flag
+}
+
+#[test]
+fn bad_values_name_their_flag() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--heartbeat-interval", "fast"], "heartbeat-interval"),
+        (&["--heartbeat-interval", "0"], "heartbeat-interval"),
+        (&["--election-timeout", "-1"], "election-timeout"),
+        (&["--snapshot-count", "0"], "snapshot-count"),
+        (&["--max-request-bytes", "1.5MiB"], "max-request-bytes"),
+        (&["--max-request-bytes", "999999999999"], "max-request-bytes"),
+        (&["--max-txn-ops", ""], "max-txn-ops"),
+        (&["--initial-cluster-state", "old"], "initial-cluster-state"),
+        (&["--initial-cluster-token", ""], "initial-cluster-token"),
+        (&["--listen-client-urls", "https://127.0.0.1:7379"], "listen-client-urls"),
+        (&["--listen-peer-urls", "nowhere"], "listen-peer-urls"),
+        (&["--advertise-client-urls", "127.0.0.1:0"], "advertise-client-urls"),
+        (&["--name", "a=b"], "name"),
+        (&["--data-dir", ""], "data-dir"),
+        (&["--initial-cluster", "default"], "initial-cluster"),
+    ];
+    for (args, flag) in cases {
+        assert_eq!(flag_of(config(args)), *flag, "{args:?}");
+    }
+}
+
+#[test]
+fn election_timeout_must_span_five_heartbeats() {
+    let args = ["--heartbeat-interval", "100", "--election-timeout", "499"];
+    assert_eq!(flag_of(config(&args)), "election-timeout");
+    let args = ["--heartbeat-interval", "100", "--election-timeout", "500"];
+    assert!(config(&args).is_ok());
+}
+
+#[test]
+fn our_name_must_be_in_the_initial_cluster() {
+    let args = ["--name", "d", "--initial-cluster", THREE];
+    assert_eq!(flag_of(config(&args)), "initial-cluster");
+}
+
+#[test]
+fn our_advertised_urls_must_match_the_initial_cluster() {
+    let args = ["--name", "a", "--initial-advertise-peer-urls", "10.0.0.9:7380"];
+    let err = config(&[&args[..], &["--initial-cluster", THREE]].concat()).unwrap_err();
+    assert_eq!(err.flag, "initial-advertise-peer-urls");
+    assert!(err.reason.contains("10.0.0.1:7380"), "{err}");
+}
+
+#[test]
+fn two_members_cannot_share_an_address() {
+    let cluster = "a=10.0.0.1:7380,b=10.0.0.1:7380";
+    let args = ["--name", "a", "--initial-advertise-peer-urls", "10.0.0.1:7380"];
+    let err = config(&[&args[..], &["--initial-cluster", cluster]].concat()).unwrap_err();
+    assert_eq!(err.flag, "initial-cluster");
+}
+
+#[test]
+fn wildcard_listeners_need_advertised_urls() {
+    assert_eq!(flag_of(config(&["--listen-client-urls", "0.0.0.0:7379"])), "advertise-client-urls");
+    let args = ["--listen-client-urls", "0.0.0.0:7379", "--advertise-client-urls", "10.0.0.1:7379"];
+    let c = config(&args).unwrap();
+    assert_eq!(c.advertise_client_addrs[0].to_string(), "10.0.0.1:7379");
+}
+
+#[test]
+fn every_serve_flag_has_an_environment_twin() {
+    for flag in SERVE_FLAGS {
+        assert!(flag.takes_value, "{}", flag.name);
+        assert!(!flag.help.is_empty(), "{}", flag.name);
+    }
+    let names: Vec<&str> = SERVE_FLAGS.iter().map(|f| f.name).collect();
+    for etcd_flag in [
+        "name",
+        "data-dir",
+        "listen-client-urls",
+        "advertise-client-urls",
+        "listen-peer-urls",
+        "initial-advertise-peer-urls",
+        "initial-cluster",
+        "initial-cluster-state",
+        "initial-cluster-token",
+        "heartbeat-interval",
+        "election-timeout",
+        "snapshot-count",
+        "max-request-bytes",
+        "max-txn-ops",
+    ] {
+        assert!(names.contains(&etcd_flag), "{etcd_flag}");
+    }
+}
+
+#[test]
+fn peers_resolve_for_the_transport_and_timing_becomes_ticks() {
+    let cluster = "a=127.0.0.1:7380,b=localhost:7381,c=http://127.0.0.3:7382";
+    let args = ["--name", "a", "--initial-cluster", cluster, "--election-timeout", "1250"];
+    let c = config(&args).unwrap();
+    let peers = c.transport_peers().unwrap();
+    assert_eq!(peers.len(), 2);
+    assert!(peers.iter().all(|p| p.id != c.member_id && !p.addrs.is_empty()));
+    let c_id = c.initial_cluster.iter().find(|m| m.name == "c").unwrap().id;
+    let c_peer = peers.iter().find(|p| p.id == c_id).unwrap();
+    assert_eq!(c_peer.addrs, vec!["127.0.0.3:7382".parse().unwrap()]);
+    assert_eq!(c.tick_interval(), std::time::Duration::from_millis(100));
+    assert_eq!(c.election_ticks(), 12);
+}
+
+#[test]
+fn an_unresolvable_peer_names_the_initial_cluster() {
+    let cluster = "a=127.0.0.1:7380,b=no-such-host.invalid:7381";
+    let c = config(&["--name", "a", "--initial-cluster", cluster]).unwrap();
+    assert_eq!(c.transport_peers().unwrap_err().flag, "initial-cluster");
+}
