@@ -150,10 +150,11 @@ impl Progress {
     /// `rejected`; `match_hint` is the leader's best guess of the last index
     /// both logs agree on. False when the rejection is stale.
     pub fn maybe_decrease_to(&mut self, rejected: u64, match_hint: u64) -> bool {
+        // A correct follower never rejects at or below an index it confirmed.
+        if rejected <= self.match_index {
+            return false;
+        }
         if self.state == ProgressState::Replicate {
-            if rejected <= self.match_index {
-                return false;
-            }
             self.next_index = self.match_index + 1;
             return true;
         }

@@ -980,7 +980,9 @@ impl<S: Storage> Raft<S> {
             progress.inflights.free_first();
         }
         if progress.match_index < last_index {
-            self.send_append(m.from, false);
+            // Even an empty append helps: if the optimistic sends were lost,
+            // the follower's rejection resets `next_index`.
+            self.send_append(m.from, true);
         }
         let own_id = self.id;
         let own_round = self.read_only.round;
