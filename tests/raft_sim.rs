@@ -34,8 +34,9 @@ use ember::raft::{
 const DEFAULT_SEEDS: u64 = 60;
 /// Ticks of faults, then at most `LIVENESS_TICKS` to recover.
 const FAULT_TICKS: u64 = 300;
-/// 40 election timeouts: far more than a healthy cluster needs to elect a
-/// leader and catch everyone up, so missing it means a real stall.
+/// 40 election timeouts (plus a tick per entry of backlog, see `run`): far
+/// more than a healthy cluster needs to elect a leader and catch everyone up,
+/// so missing it means a real stall.
 const LIVENESS_TICKS: u64 = 400;
 const ELECTION_TICK: usize = 10;
 /// A client retries a write it has not seen applied after this many ticks.
@@ -741,6 +742,18 @@ impl Sim {
         self.cut.clear();
     }
 
+    /// Entries some member has that another has not yet applied.
+    fn backlog_entries(&self) -> u64 {
+        let mut last_max = 0;
+        let mut applied_min = u64::MAX;
+        for node in self.nodes.values() {
+            applied_min = applied_min.min(node.kv.applied_index);
+            let storage = node.raw.as_ref().map(|r| r.storage()).or(node.crashed_storage.as_ref());
+            last_max = last_max.max(storage.map_or(0, |s| s.last_index().unwrap()));
+        }
+        last_max.saturating_sub(applied_min)
+    }
+
     fn settled(&mut self) -> bool {
         let ids = self.up_ids();
         if ids.len() != self.nodes.len() || !self.pending_writes.is_empty() {
@@ -761,7 +774,10 @@ impl Sim {
             self.run_tick();
         }
         self.heal();
-        let deadline = self.tick + LIVENESS_TICKS;
+        // The narrowest pipeline simulated (one 64-byte append in flight)
+        // still moves an entry per tick, so the backlog adds at most a tick
+        // per entry to the bound.
+        let deadline = self.tick + LIVENESS_TICKS + self.backlog_entries();
         while !self.settled() {
             if self.tick >= deadline {
                 let pending = self.pending_writes.len();

@@ -804,6 +804,9 @@ impl<S: Storage> Raft<S> {
         if m.from == NO_NODE || m.from == self.id {
             return Err(StepError::Malformed("sender id"));
         }
+        if !m.numbers_in_range() {
+            return Err(StepError::Malformed("index or term out of range"));
+        }
         let termless = matches!(m.kind, MessageKind::Propose | MessageKind::ReadIndex);
         if !termless && m.term == 0 {
             return Err(StepError::Malformed("term 0"));
