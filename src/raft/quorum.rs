@@ -1,0 +1,90 @@
+//! Majority arithmetic over a set of voters.
+//!
+//! Membership changes one voter at a time, so there is only ever one voter
+//! set and one majority (see `confchange.rs`).
+
+use std::collections::BTreeMap;
+
+use super::types::NodeId;
+
+/// The outcome of an election so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoteResult {
+    Won,
+    Lost,
+    Pending,
+}
+
+/// The largest value that a majority of `voters` have reached, where
+/// `value_of` gives each voter's value (its match index, its acked read
+/// round). An empty voter set yields `u64::MAX` so that it never holds back
+/// a joint decision; callers never commit with no voters.
+pub fn majority_value(voters: &[NodeId], value_of: impl Fn(NodeId) -> u64) -> u64 {
+    if voters.is_empty() {
+        return u64::MAX;
+    }
+    // Voter sets are tiny (3-5 boards); a stack buffer avoids an allocation on
+    // the hot commit path. `MAX_VOTERS` bounds it.
+    let mut values = [0u64; MAX_VOTERS];
+    let count = voters.len().min(MAX_VOTERS);
+    for (slot, id) in values.iter_mut().zip(voters.iter()) {
+        *slot = value_of(*id);
+    }
+    let values = &mut values[..count];
+    values.sort_unstable_by(|a, b| b.cmp(a));
+    values[count / 2]
+}
+
+/// The most voters a cluster may have. Consensus latency grows with the
+/// voter count and edge clusters have 3-5; 64 leaves ample room.
+pub const MAX_VOTERS: usize = 64;
+
+/// Tallies `votes` (granted or not) against a majority of `voters`; votes of
+/// non-voters do not count.
+pub fn vote_result(voters: &[NodeId], votes: &BTreeMap<NodeId, bool>) -> VoteResult {
+    let majority = voters.len() / 2 + 1;
+    let mut granted = 0;
+    let mut missing = 0;
+    for id in voters {
+        match votes.get(id) {
+            Some(true) => granted += 1,
+            Some(false) => {}
+            None => missing += 1,
+        }
+    }
+    if granted >= majority {
+        VoteResult::Won
+    } else if granted + missing >= majority {
+        VoteResult::Pending
+    } else {
+        VoteResult::Lost
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn majority_value_is_the_median_from_the_top() {
+        let matches = [(1, 5), (2, 9), (3, 7)];
+        let of = |id| matches.iter().find(|(i, _)| *i == id).unwrap().1;
+        assert_eq!(majority_value(&[1, 2, 3], of), 7);
+        assert_eq!(majority_value(&[1], of), 5);
+        assert_eq!(majority_value(&[1, 2], of), 5);
+    }
+
+    #[test]
+    fn votes_tally() {
+        let mut votes = BTreeMap::new();
+        votes.insert(1, true);
+        assert_eq!(vote_result(&[1, 2, 3], &votes), VoteResult::Pending);
+        votes.insert(2, false);
+        votes.insert(3, false);
+        assert_eq!(vote_result(&[1, 2, 3], &votes), VoteResult::Lost);
+        votes.insert(3, true);
+        assert_eq!(vote_result(&[1, 2, 3], &votes), VoteResult::Won);
+        votes.insert(9, true);
+        assert_eq!(vote_result(&[1, 2, 3, 4, 5], &votes), VoteResult::Pending);
+    }
+}
