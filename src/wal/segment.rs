@@ -144,6 +144,10 @@ impl Segment {
         // one node). A concurrent truncation by someone else could raise
         // SIGBUS; that is outside what a node can defend against.
         let map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| io_error(&path, "mmap", e))?;
+        // Without readahead the kernel maps single pages rather than large
+        // folios; a large folio is dirtied and written back whole, so a sync
+        // would rewrite pages of earlier, already durable batches.
+        map.advise(memmap2::Advice::Random).map_err(|e| io_error(&path, "madvise", e))?;
         Ok(Segment { seq, first_index, path, map })
     }
 
