@@ -244,6 +244,15 @@ pub fn parse_record(segment: &[u8], seq: u64, offset: usize) -> Parsed<'_> {
     })
 }
 
+/// The raw header fields at `offset`, unchecked, for diagnostics:
+/// `(stored crc, kind byte, payload length, index, term)`.
+pub fn peek_header(segment: &[u8], offset: usize) -> Option<(u32, u8, usize, u64, u64)> {
+    let header = segment.get(offset..offset.checked_add(RECORD_HEADER_BYTES)?)?;
+    let len_kind = u32_at(header, 4);
+    let fields = (u32_at(header, 0), (len_kind & 0xff) as u8, (len_kind >> 8) as usize);
+    Some((fields.0, fields.1, fields.2, u64_at(header, 8), u64_at(header, 16)))
+}
+
 /// The first offset at or after `from` (aligned) that holds a valid record.
 /// Used after damage: a valid record behind an invalid one means the damage
 /// is not a torn tail.
