@@ -55,6 +55,9 @@ fn a_damaged_newest_snapshot_is_skipped_for_the_next_valid_one() {
     assert_eq!(snaps.load_newest().unwrap(), Some(snapshot(10, 1)));
 }
 
+/// A file a crash left in the snapshot directory: name and bytes.
+type LeftFile = (String, Vec<u8>);
+
 /// Each state a power cut during `save(snapshot(20))` can leave, after an
 /// earlier `save(snapshot(10))` completed: the older snapshot or the new one
 /// loads, never a damaged file, and leftovers are cleaned up on open.
@@ -66,7 +69,7 @@ fn a_crash_at_every_step_of_a_save_leaves_the_old_or_the_new_snapshot() {
     let encoded = snap::encode(&new);
     let final_name = snap::snap_file_name(20, 1);
     let temp_name = format!("{final_name}.tmp");
-    let steps: Vec<(&str, Vec<(String, Vec<u8>)>, &Snapshot)> = vec![
+    let steps: Vec<(&str, Vec<LeftFile>, &Snapshot)> = vec![
         ("temp created, empty", vec![(temp_name.clone(), Vec::new())], &old),
         (
             "temp half written",
