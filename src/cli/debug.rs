@@ -125,10 +125,7 @@ fn damage_lines(view: &SegmentView, offset: usize) -> String {
         ));
     }
     let mut at = offset + 8;
-    while let Some(found) = find_valid_record(view.bytes, view.name_seq, at) {
-        let RecordParse::Record(record) = parse_record(view.bytes, view.name_seq, found) else {
-            break;
-        };
+    while let Some((found, record)) = find_valid_record(view.bytes, view.name_seq, at) {
         text.push_str(&format!(
             "  after damage: {}",
             record_line(&Seen { file_name: view.file_name, offset: found, record })

@@ -55,7 +55,7 @@ use record::{
     align_up, encode_hard_state, encode_record, parse_record, record_size_bytes,
 };
 pub use recover::{Corruption, Problem, TornTail};
-use segment::{Segment, TEMP_SUFFIX, sync_dir};
+use segment::{PAGE_BYTES_MAX, Segment, TEMP_SUFFIX, sync_dir};
 pub use segment::{Step, parse_segment_name, segment_file_name};
 pub use storage::DiskStorage;
 
@@ -68,14 +68,8 @@ pub const SEGMENT_SIZE_BYTES_MAX: u64 = (u32::MAX as u64) * 8;
 /// Entries kept below a snapshot when releasing segments, as etcd keeps
 /// 5,000 so a follower slightly behind can catch up from the log.
 pub const CATCH_UP_MARGIN_ENTRIES_DEFAULT: u64 = 5_000;
-/// The page size batches are aligned to. 4 KiB is the page and flash-page
-/// size on every board Ember targets; a larger real page only costs space.
-pub const PAGE_BYTES: usize = 4096;
-/// Space kept free at the end of every segment for the pad that closes a
-/// sync (up to a page) and the seal that closes the segment.
-const TAIL_RESERVE_BYTES: usize = 2 * PAGE_BYTES;
 /// Zeros a pad record's payload is made of.
-static ZERO_PAGE: [u8; PAGE_BYTES] = [0; PAGE_BYTES];
+static ZERO_PAGE: [u8; PAGE_BYTES_MAX] = [0; PAGE_BYTES_MAX];
 
 /// How the WAL is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,16 +91,25 @@ impl Default for WalConfig {
 }
 
 impl WalConfig {
-    fn check(&self) -> Result<(), WalError> {
+    fn check(&self, page_bytes: usize) -> Result<(), WalError> {
         let size = self.segment_size_bytes;
         if !(SEGMENT_SIZE_BYTES_MIN..=SEGMENT_SIZE_BYTES_MAX).contains(&size) {
             return Err(WalError::Config("segment size out of range"));
         }
-        if size % PAGE_BYTES as u64 != 0 {
-            return Err(WalError::Config("segment size is not a multiple of 4096"));
+        if size % page_bytes as u64 != 0 {
+            return Err(WalError::Config("segment size is not a multiple of the page size"));
+        }
+        if size < 4 * tail_reserve_bytes(page_bytes) as u64 {
+            return Err(WalError::Config("segment size too small for this page size"));
         }
         Ok(())
     }
+}
+
+/// Space kept free at the end of every segment for the pad that closes a
+/// sync (up to a page) and the seal that closes the segment.
+fn tail_reserve_bytes(page_bytes: usize) -> usize {
+    2 * page_bytes
 }
 
 /// What a test hook is told at each step.
@@ -127,6 +130,8 @@ pub type StepHook = Box<dyn FnMut(&StepInfo)>;
 pub struct Wal {
     dir: PathBuf,
     config: WalConfig,
+    /// The memory page size: each sync's batch ends on a page boundary.
+    page_bytes: usize,
     /// Invariant: non-empty, consecutive sequence numbers; records are
     /// written to the last one only.
     segments: VecDeque<Segment>,
@@ -152,7 +157,8 @@ pub struct Wal {
 impl Wal {
     /// Opens (or creates) the WAL under `<data_dir>/wal/` and recovers it.
     pub fn open(data_dir: &Path, config: WalConfig) -> Result<Wal, WalError> {
-        config.check()?;
+        let page_bytes = segment::page_bytes();
+        config.check(page_bytes)?;
         let dir = data_dir.join("wal");
         create_dir(data_dir, &dir)?;
         let names = list_segments(&dir)?;
@@ -173,10 +179,11 @@ impl Wal {
         let recovered = recover::recover(&views, &mut |_| {})
             .map_err(|corruption| WalError::Corrupt { dir: dir.clone(), corruption })?;
         drop(views);
-        let mut wal = Wal::from_recovered(dir, config, segments, recovered);
+        let mut wal = Wal::from_recovered(dir, config, page_bytes, segments, recovered);
         wal.repair_tail()?;
-        if wal.segments.is_empty() {
-            wal.open_first_segment()?;
+        match wal.segments.back() {
+            Some(tail) => tail.prepare_for_appends(wal.write_offset)?,
+            None => wal.open_first_segment()?,
         }
         Ok(wal)
     }
@@ -184,12 +191,14 @@ impl Wal {
     fn from_recovered(
         dir: PathBuf,
         config: WalConfig,
+        page_bytes: usize,
         segments: VecDeque<Segment>,
         recovered: recover::Recovered,
     ) -> Wal {
         Wal {
             dir,
             config,
+            page_bytes,
             segments,
             index: recovered.index,
             hard_state: recovered.hard_state,
@@ -299,7 +308,7 @@ impl Wal {
     pub fn payload_max_bytes(&self) -> usize {
         let usable = self.config.segment_size_bytes as usize
             - SEGMENT_HEADER_BYTES
-            - TAIL_RESERVE_BYTES
+            - tail_reserve_bytes(self.page_bytes)
             - record::RECORD_HEADER_BYTES;
         usable.min(PAYLOAD_MAX_BYTES) & !(record::RECORD_ALIGN_BYTES - 1)
     }
@@ -395,7 +404,7 @@ impl Wal {
     /// not fit. Returns where it went. The caller checked its size.
     fn write_record(&mut self, new: &NewRecord) -> Result<(u64, usize), WalError> {
         let size_bytes = record_size_bytes(new.payload.len());
-        let limit = self.tail().len_bytes() - TAIL_RESERVE_BYTES;
+        let limit = self.tail().len_bytes() - tail_reserve_bytes(self.page_bytes);
         if self.sealed || self.write_offset + size_bytes > limit {
             self.rotate()?;
         }
@@ -468,7 +477,7 @@ impl Wal {
 
     fn write_pad(&mut self) {
         let offset = self.write_offset;
-        let boundary = align_up(offset + record::RECORD_HEADER_BYTES, PAGE_BYTES);
+        let boundary = align_up(offset + record::RECORD_HEADER_BYTES, self.page_bytes);
         let payload_bytes = boundary - offset - record::RECORD_HEADER_BYTES;
         let pad = NewRecord {
             kind: RecordKind::Pad,

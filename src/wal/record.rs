@@ -256,15 +256,14 @@ pub fn peek_header(segment: &[u8], offset: usize) -> Option<(u32, u8, usize, u64
 /// The first offset at or after `from` (aligned) that holds a valid record.
 /// Used after damage: a valid record behind an invalid one means the damage
 /// is not a torn tail.
-pub fn find_valid_record(segment: &[u8], seq: u64, from: usize) -> Option<usize> {
+pub fn find_valid_record(segment: &[u8], seq: u64, from: usize) -> Option<(usize, Record<'_>)> {
     let mut offset = align_up(from, RECORD_ALIGN_BYTES);
     while offset + RECORD_HEADER_BYTES <= segment.len() {
-        // Cheap filters first: most of a damaged tail is zeros.
-        let kind_byte = segment[offset + 4];
-        if RecordKind::from_byte(kind_byte).is_some()
-            && matches!(parse_record(segment, seq, offset), Parsed::Record(_))
+        // Cheap filter first: most of a damaged tail is zeros.
+        if RecordKind::from_byte(segment[offset + 4]).is_some()
+            && let Parsed::Record(record) = parse_record(segment, seq, offset)
         {
-            return Some(offset);
+            return Some((offset, record));
         }
         offset += RECORD_ALIGN_BYTES;
     }
@@ -387,7 +386,7 @@ mod tests {
         segment[128..160].copy_from_slice(&copy);
         assert!(matches!(parse_record(&segment, 9, 128), Parsed::Invalid(Invalid::Crc { .. })));
         assert_eq!(find_valid_record(&segment, 9, 72), None);
-        assert_eq!(find_valid_record(&segment, 9, 0), Some(64));
+        assert_eq!(find_valid_record(&segment, 9, 0).map(|(offset, _)| offset), Some(64));
     }
 
     #[test]

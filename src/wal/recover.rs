@@ -367,13 +367,10 @@ fn tail_of_last(view: &SegmentView, offset: usize, why: String) -> Result<Segmen
 fn later_batch_after(view: &SegmentView, offset: usize) -> Option<usize> {
     let mut at = offset + 8;
     let mut terminated = false;
-    while let Some(found) = find_valid_record(view.bytes, view.name_seq, at) {
+    while let Some((found, record)) = find_valid_record(view.bytes, view.name_seq, at) {
         if terminated {
             return Some(found);
         }
-        let Parsed::Record(record) = parse_record(view.bytes, view.name_seq, found) else {
-            unreachable!("find_valid_record returned a valid offset")
-        };
         terminated = matches!(record.kind, RecordKind::Pad | RecordKind::Seal);
         at = found + record.size_bytes;
     }

@@ -60,11 +60,24 @@ pub fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
     Some((seq, first_index))
 }
 
+/// Largest page size batches are aligned to; a larger page (rare) is treated
+/// as this size, which costs only rewrites, never correctness.
+pub const PAGE_BYTES_MAX: usize = 64 << 10;
+
+/// The memory page size, the unit in which the kernel dirties and writes
+/// mapped file pages back: 4 KiB on most boards, 16 KiB on some arm64 kernels.
+pub fn page_bytes() -> usize {
+    // SAFETY: sysconf reads a constant of the running system.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096).clamp(4096, PAGE_BYTES_MAX)
+}
+
 /// An open, mapped segment.
 pub struct Segment {
     pub seq: u64,
     pub first_index: u64,
     pub path: PathBuf,
+    file: File,
     /// Invariant: maps the whole file, whose length never changes while it is
     /// open (segments are preallocated and never resized).
     map: MmapMut,
@@ -125,7 +138,9 @@ impl Segment {
         step(Step::SegmentRenamed, &path);
         sync_dir(dir)?;
         step(Step::DirectorySynced, &path);
-        Segment::map(file, path, header.seq, header.first_index)
+        let segment = Segment::map(file, path, header.seq, header.first_index)?;
+        segment.prepare_for_appends(0)?;
+        Ok(segment)
     }
 
     /// Opens and maps an existing segment for reading and writing.
@@ -144,11 +159,32 @@ impl Segment {
         // one node). A concurrent truncation by someone else could raise
         // SIGBUS; that is outside what a node can defend against.
         let map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| io_error(&path, "mmap", e))?;
-        // Without readahead the kernel maps single pages rather than large
-        // folios; a large folio is dirtied and written back whole, so a sync
-        // would rewrite pages of earlier, already durable batches.
-        map.advise(memmap2::Advice::Random).map_err(|e| io_error(&path, "madvise", e))?;
-        Ok(Segment { seq, first_index, path, map })
+        Ok(Segment { seq, first_index, path, file, map })
+    }
+
+    /// Readies the segment for appends from `from_offset` on. Without
+    /// readahead the kernel caches single pages rather than large folios;
+    /// a large folio is dirtied and written back whole, so a sync would
+    /// rewrite pages of earlier, already durable batches. Pages recovery read
+    /// ahead past the end are dropped for the same reason. Segments that are
+    /// only read keep readahead, which makes recovery fast.
+    pub fn prepare_for_appends(&self, from_offset: usize) -> Result<(), WalError> {
+        let from = from_offset.next_multiple_of(page_bytes()).min(self.map.len());
+        let length = libc::off_t::try_from(self.map.len() - from).unwrap_or(0);
+        // SAFETY: advice on our own descriptor; it touches no memory of ours.
+        let result = unsafe {
+            libc::posix_fadvise(
+                self.file.as_raw_fd(),
+                from as libc::off_t,
+                length,
+                libc::POSIX_FADV_DONTNEED,
+            )
+        };
+        if result != 0 {
+            let source = io::Error::from_raw_os_error(result);
+            return Err(io_error(&self.path, "fadvise", source));
+        }
+        self.map.advise(memmap2::Advice::Random).map_err(|e| io_error(&self.path, "madvise", e))
     }
 
     pub fn bytes(&self) -> &[u8] {
