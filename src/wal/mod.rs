@@ -12,9 +12,11 @@
 //! # Layout
 //!
 //! `wal/` holds segments named `{seq:016x}-{first_index:016x}.wal`, each
-//! exactly `segment_size_bytes` long (default 16 MiB: an SD card erase block
-//! is 4 MiB at most, and a 16 MiB segment holds ~50k small entries or 4k
-//! single-entry syncs). A 64-byte header opens each segment; records follow,
+//! exactly `segment_size_bytes` long (default 16 MiB: large enough that
+//! rotation, a file creation and two syncs, is rare — ~50k small entries or
+//! 4k single-entry syncs per segment — and small enough that release frees
+//! space in useful steps on a small card). A 64-byte header opens each
+//! segment; records follow,
 //! 8-byte aligned, always appended, never overwritten. `docs/FORMAT.md` draws
 //! the bytes and walks through a power cut at every step.
 //!
