@@ -199,3 +199,26 @@ fn a_full_disk_at_segment_creation_is_an_error_not_a_signal() {
         Ok(_) => panic!("allocating {segment_size_bytes} bytes on /dev/shm succeeded"),
     }
 }
+
+#[test]
+fn a_failed_sync_is_fatal_and_poisons_the_wal() {
+    let Some(dir) = durable_dir("basic-sync-failure") else { return };
+    let mut wal = Wal::open(&dir, small_config()).unwrap();
+    wal.append(&[entry(1, 1, 10)]).unwrap();
+    wal.sync().unwrap();
+    wal.append(&[entry(2, 1, 10)]).unwrap();
+    wal.inject_sync_failure();
+    let error = wal.sync().unwrap_err();
+    assert!(matches!(error, WalError::SyncFailed { .. }) && error.is_fatal(), "{error}");
+    assert!(error.to_string().contains("fatal"), "{error}");
+    // No retry can pretend the data is safe, and nothing else goes on.
+    assert!(matches!(wal.sync(), Err(WalError::Poisoned)));
+    assert!(matches!(wal.append(&[entry(3, 1, 10)]), Err(WalError::Poisoned)));
+    assert!(matches!(wal.set_hard_state(&HardState::default()), Err(WalError::Poisoned)));
+    assert!(matches!(wal.release_to(1), Err(WalError::Poisoned)));
+    drop(wal);
+    // A restarted node sees at least everything that was synced.
+    let wal = Wal::open(&dir, small_config()).unwrap();
+    assert!(wal.last_index() >= 1);
+    assert_eq!(wal.entry(1).unwrap(), entry(1, 1, 10));
+}

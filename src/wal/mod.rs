@@ -152,6 +152,8 @@ pub struct Wal {
     sealed: bool,
     /// A sync failed; every later call fails with `Poisoned`.
     poisoned: bool,
+    /// Test hook: the next sync fails as if fdatasync had returned EIO.
+    fail_next_sync: bool,
     repaired: Option<TornTail>,
     hook: Option<StepHook>,
 }
@@ -214,6 +216,7 @@ impl Wal {
             synced_offset: recovered.end_offset,
             sealed: recovered.last_sealed,
             poisoned: false,
+            fail_next_sync: false,
             repaired: recovered.torn,
             hook: None,
         }
@@ -492,8 +495,19 @@ impl Wal {
         self.write_offset += encode_record(&mut segment.bytes_mut()[offset..], seq, offset, &pad);
     }
 
+    /// Test hook: makes the next sync fail with EIO, as a dying disk would,
+    /// to exercise the fail-stop path.
+    pub fn inject_sync_failure(&mut self) {
+        self.fail_next_sync = true;
+    }
+
     fn sync_tail(&mut self) -> Result<(), WalError> {
-        let result = self.tail().sync_range(self.synced_offset, self.write_offset);
+        let result = if std::mem::take(&mut self.fail_next_sync) {
+            let source = std::io::Error::from_raw_os_error(libc::EIO);
+            Err(WalError::SyncFailed { file: self.tail().path.clone(), source })
+        } else {
+            self.tail().sync_range(self.synced_offset, self.write_offset)
+        };
         if let Err(error) = result {
             self.poisoned = true;
             log::error!("wal: {error}");
