@@ -266,6 +266,11 @@ fn a_shortened_segment_is_refused() {
     fs::write(path, &bytes[..bytes.len() / 2]).unwrap();
     let found = corruption(fixture.open());
     assert!(matches!(found.problem, Problem::WrongLength { .. }), "{found}");
+    for length in [0, 10] {
+        fs::write(path, &bytes[..length]).unwrap();
+        let found = corruption(fixture.open());
+        assert!(matches!(found.problem, Problem::BadHeader(_)), "{found}");
+    }
 }
 
 #[test]
