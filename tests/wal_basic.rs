@@ -222,3 +222,26 @@ fn a_failed_sync_is_fatal_and_poisons_the_wal() {
     assert!(wal.last_index() >= 1);
     assert_eq!(wal.entry(1).unwrap(), entry(1, 1, 10));
 }
+
+#[test]
+fn a_snapshot_on_a_segment_boundary_survives_release_and_reopen() {
+    let Some(dir) = durable_dir("basic-boundary") else { return };
+    let mut wal = Wal::open(&dir, small_config()).unwrap();
+    let mut index = 0;
+    while wal.segment_count() < 4 {
+        index += 1;
+        wal.append(&[entry(index, 1 + index / 40, 900)]).unwrap();
+        wal.sync().unwrap();
+    }
+    // The first entry of the newest segment is `index`: snapshot just below.
+    let boundary = index - 1;
+    let term = wal.term_of(boundary).unwrap();
+    wal.save_snapshot_marker(&SnapshotMeta { index: boundary, term, conf_state: conf() }).unwrap();
+    let removed = wal.release_to(boundary).unwrap();
+    assert_eq!(removed, 3);
+    drop(wal);
+    let wal = Wal::open(&dir, small_config()).unwrap();
+    assert_eq!((wal.first_index(), wal.last_index()), (index, index));
+    assert_eq!(wal.term_of(boundary), Ok(term));
+    assert_eq!(wal.snapshot_meta().conf_state, conf());
+}

@@ -118,7 +118,14 @@ impl LogIndex {
     /// Entries after it survive only if the log holds `index` with the same
     /// term (`term_at` reads it); otherwise the snapshot replaces the log.
     pub fn apply_snapshot(&mut self, index: u64, term: u64, term_at: impl Fn(u64) -> Option<u64>) {
-        if index <= self.snapshot_index {
+        if index < self.snapshot_index {
+            return;
+        }
+        if index == self.snapshot_index {
+            // Recovery may have placed the log's start here before meeting
+            // the marker (segments before it were released); the marker
+            // brings the term.
+            self.snapshot_term = term;
             return;
         }
         let keeps_tail = index < self.last_index() && term_at(index) == Some(term);
@@ -191,5 +198,7 @@ mod tests {
         );
         index.push(21, 9, 64).unwrap();
         assert_eq!(index.oldest_live_seq(), Some(9));
+        index.apply_snapshot(20, 5, |_| None);
+        assert_eq!((index.snapshot_term(), index.last_index()), (5, 21));
     }
 }
