@@ -8,6 +8,7 @@
 //! except through `server`'s entry point.
 
 pub mod args;
+pub mod debug;
 
 use std::process::ExitCode;
 
@@ -63,6 +64,18 @@ const COMMANDS: &[Command] = &[
         examples: "ember help\nember help version",
         flags: &[],
         run: run_help,
+    },
+    Command {
+        name: "debug",
+        summary: "inspect a data directory: every WAL record and the recovery verdict",
+        usage: "ember debug wal [DATA-DIR]",
+        examples: "ember debug wal /var/lib/ember\nember debug wal --data-dir node1.ember",
+        flags: &[Flag {
+            name: "data-dir",
+            takes_value: true,
+            help: "data directory when none is given (default default.ember)",
+        }],
+        run: debug::run,
     },
     Command {
         name: "version",

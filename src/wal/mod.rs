@@ -8,3 +8,659 @@
 //! Must not touch: what an entry means (it stores opaque payloads), the key-value
 //! store, sockets. A failed fsync is fatal here: the caller is told and the
 //! process stops; nothing retries.
+//!
+//! # Layout
+//!
+//! `wal/` holds segments named `{seq:016x}-{first_index:016x}.wal`, each
+//! exactly `segment_size_bytes` long (default 16 MiB: large enough that
+//! rotation, a file creation and two syncs, is rare — ~50k small entries or
+//! 4k single-entry syncs per segment — and small enough that release frees
+//! space in useful steps on a small card). A 64-byte header opens each
+//! segment; records follow,
+//! 8-byte aligned, always appended, never overwritten. `docs/FORMAT.md` draws
+//! the bytes and walks through a power cut at every step.
+//!
+//! # Use
+//!
+//! The server owns one `Wal`. For each Raft `Ready` it calls
+//! [`Wal::save_snapshot_marker`] (if the Ready has a snapshot, after the
+//! snapshot file is saved), [`Wal::append`] with the Ready's entries,
+//! [`Wal::set_hard_state`], then [`Wal::sync`] once: that one sync makes the
+//! whole Ready durable (group commit). After a snapshot it calls
+//! [`Wal::release_to`]. Raft reads the stable log through the `raft::Storage`
+//! implementation in `storage.rs`, served straight from the maps.
+//!
+//! A [`WalError::SyncFailed`] (or `Poisoned`) is fatal: log it and exit. The
+//! kernel may already have dropped the pages that failed to write, so a retry
+//! could report success for data that is not on disk.
+
+#![allow(unsafe_code)] // memory maps and posix_fallocate, in segment.rs
+
+mod error;
+mod index;
+pub mod record;
+pub mod recover;
+mod segment;
+mod storage;
+
+use std::collections::VecDeque;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::raft::{Entry, HardState, SnapshotMeta};
+
+pub use error::WalError;
+use index::IndexError;
+pub use index::LogIndex;
+use record::{
+    NewRecord, PAYLOAD_MAX_BYTES, Parsed, RecordKind, SEGMENT_HEADER_BYTES, SegmentHeader,
+    align_up, encode_hard_state, encode_record, parse_record, record_size_bytes,
+};
+pub use recover::{Corruption, Problem, TornTail};
+use segment::{PAGE_BYTES_MAX, Segment, TEMP_SUFFIX, sync_dir};
+pub use segment::{Step, parse_segment_name, segment_file_name};
+pub use storage::DiskStorage;
+
+/// Default size of a segment file.
+pub const SEGMENT_SIZE_BYTES_DEFAULT: u64 = 16 << 20;
+/// Smallest segment: a handful of pages beyond the reserve at its end.
+pub const SEGMENT_SIZE_BYTES_MIN: u64 = 64 << 10;
+/// Largest segment: the offset index stores offsets / 8 in a `u32`.
+pub const SEGMENT_SIZE_BYTES_MAX: u64 = (u32::MAX as u64) * 8;
+/// Entries kept below a snapshot when releasing segments, as etcd keeps
+/// 5,000 so a follower slightly behind can catch up from the log.
+pub const CATCH_UP_MARGIN_ENTRIES_DEFAULT: u64 = 5_000;
+/// Zeros a pad record's payload is made of.
+static ZERO_PAGE: [u8; PAGE_BYTES_MAX] = [0; PAGE_BYTES_MAX];
+
+/// How the WAL is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalConfig {
+    /// Size of each new segment. Invariant (checked by `open`): a multiple of
+    /// `PAGE_BYTES` within `[SEGMENT_SIZE_BYTES_MIN, SEGMENT_SIZE_BYTES_MAX]`.
+    pub segment_size_bytes: u64,
+    /// Entries below the snapshot index whose segments `release_to` keeps.
+    pub catch_up_margin_entries: u64,
+}
+
+impl Default for WalConfig {
+    fn default() -> WalConfig {
+        WalConfig {
+            segment_size_bytes: SEGMENT_SIZE_BYTES_DEFAULT,
+            catch_up_margin_entries: CATCH_UP_MARGIN_ENTRIES_DEFAULT,
+        }
+    }
+}
+
+impl WalConfig {
+    fn check(&self, page_bytes: usize) -> Result<(), WalError> {
+        let size = self.segment_size_bytes;
+        if !(SEGMENT_SIZE_BYTES_MIN..=SEGMENT_SIZE_BYTES_MAX).contains(&size) {
+            return Err(WalError::Config("segment size out of range"));
+        }
+        if size % page_bytes as u64 != 0 {
+            return Err(WalError::Config("segment size is not a multiple of the page size"));
+        }
+        if size < 4 * tail_reserve_bytes(page_bytes) as u64 {
+            return Err(WalError::Config("segment size too small for this page size"));
+        }
+        Ok(())
+    }
+}
+
+/// Space kept free at the end of every segment for the pad that closes a
+/// sync (up to a page) and the seal that closes the segment.
+fn tail_reserve_bytes(page_bytes: usize) -> usize {
+    2 * page_bytes
+}
+
+/// What a test hook is told at each step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepInfo<'a> {
+    pub step: Step,
+    /// The file the step concerns.
+    pub file: &'a Path,
+    /// The segment records are written to, with its synced and written
+    /// offsets: bytes in `[synced, written)` are not durable yet.
+    pub tail: (&'a Path, usize, usize),
+}
+
+/// A test hook called between the writer's steps.
+pub type StepHook = Box<dyn FnMut(&StepInfo)>;
+
+/// The write-ahead log of one node.
+pub struct Wal {
+    dir: PathBuf,
+    config: WalConfig,
+    /// The memory page size: each sync's batch ends on a page boundary.
+    page_bytes: usize,
+    /// Invariant: non-empty, consecutive sequence numbers; records are
+    /// written to the last one only.
+    segments: VecDeque<Segment>,
+    index: LogIndex,
+    hard_state: HardState,
+    snapshot: SnapshotMeta,
+    /// Segments holding the newest hard-state and snapshot-marker records;
+    /// release never removes them without writing a fresh copy first.
+    hard_state_seq: u64,
+    marker_seq: u64,
+    /// Invariant: `SEGMENT_HEADER_BYTES <= synced_offset <= write_offset`,
+    /// both in the last segment; nothing before `synced_offset` changes again.
+    write_offset: usize,
+    synced_offset: usize,
+    /// The last segment ends with a seal; the next record opens a new one.
+    sealed: bool,
+    /// A sync failed; every later call fails with `Poisoned`.
+    poisoned: bool,
+    /// Test hook: the next sync fails as if fdatasync had returned EIO.
+    fail_next_sync: bool,
+    repaired: Option<TornTail>,
+    hook: Option<StepHook>,
+}
+
+impl Wal {
+    /// Opens (or creates) the WAL under `<data_dir>/wal/` and recovers it.
+    pub fn open(data_dir: &Path, config: WalConfig) -> Result<Wal, WalError> {
+        let page_bytes = segment::page_bytes();
+        config.check(page_bytes)?;
+        let dir = data_dir.join("wal");
+        create_dir(data_dir, &dir)?;
+        let names = list_segments(&dir)?;
+        let mut segments = VecDeque::with_capacity(names.len());
+        for (name, seq, first_index) in &names {
+            segments.push_back(Segment::open(dir.join(name), *seq, *first_index)?);
+        }
+        let views: Vec<recover::SegmentView> = names
+            .iter()
+            .zip(&segments)
+            .map(|((name, seq, first_index), segment)| recover::SegmentView {
+                file_name: name,
+                name_seq: *seq,
+                name_first_index: *first_index,
+                bytes: segment.bytes(),
+            })
+            .collect();
+        let recovered = recover::recover(&views, &mut |_| {})
+            .map_err(|corruption| WalError::Corrupt { dir: dir.clone(), corruption })?;
+        drop(views);
+        let mut wal = Wal::from_recovered(dir, config, page_bytes, segments, recovered);
+        wal.repair_tail()?;
+        match wal.segments.back() {
+            Some(tail) => tail.prepare_for_appends(wal.write_offset)?,
+            None => wal.open_first_segment()?,
+        }
+        Ok(wal)
+    }
+
+    fn from_recovered(
+        dir: PathBuf,
+        config: WalConfig,
+        page_bytes: usize,
+        segments: VecDeque<Segment>,
+        recovered: recover::Recovered,
+    ) -> Wal {
+        Wal {
+            dir,
+            config,
+            page_bytes,
+            segments,
+            index: recovered.index,
+            hard_state: recovered.hard_state,
+            snapshot: recovered.snapshot,
+            // Where exactly the newest copies live is not tracked through
+            // recovery; the oldest segment is the safe assumption, so the
+            // first release rewrites them.
+            hard_state_seq: 0,
+            marker_seq: 0,
+            write_offset: recovered.end_offset,
+            synced_offset: recovered.end_offset,
+            sealed: recovered.last_sealed,
+            poisoned: false,
+            fail_next_sync: false,
+            repaired: recovered.torn,
+            hook: None,
+        }
+    }
+
+    /// Keeps the torn tail's bytes in a side file, zeroes them, and syncs.
+    fn repair_tail(&mut self) -> Result<(), WalError> {
+        let Some(torn) = self.repaired.clone() else { return Ok(()) };
+        let segment = self.segments.back_mut().expect("a torn tail lies in a segment");
+        let side = self.dir.join(format!("{}.torn-{:016x}", torn.file_name, torn.offset));
+        fs::write(&side, &segment.bytes()[torn.offset..torn.end])
+            .map_err(|source| WalError::Io { file: side.clone(), op: "write", source })?;
+        let file = fs::File::open(&side).map_err(|source| WalError::Io {
+            file: side.clone(),
+            op: "open",
+            source,
+        })?;
+        file.sync_all().map_err(|source| WalError::SyncFailed { file: side.clone(), source })?;
+        sync_dir(&self.dir)?;
+        segment.bytes_mut()[torn.offset..torn.end].fill(0);
+        segment.sync_range(torn.offset, torn.end)?;
+        log::warn!(
+            "wal: torn tail in {} at offset {} ({}): {} bytes kept in {} and cut off",
+            torn.file_name,
+            torn.offset,
+            torn.why,
+            torn.end - torn.offset,
+            side.display()
+        );
+        Ok(())
+    }
+
+    fn open_first_segment(&mut self) -> Result<(), WalError> {
+        let first_index = self.index.last_index() + 1;
+        self.create_segment(1, first_index)
+    }
+
+    /// Installs a hook that is called between steps (crash tests).
+    pub fn set_step_hook(&mut self, hook: StepHook) {
+        self.hook = Some(hook);
+    }
+
+    /// The torn tail cut off when this WAL was opened, if any.
+    pub fn repaired_tail(&self) -> Option<&TornTail> {
+        self.repaired.as_ref()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
+    pub fn snapshot_meta(&self) -> &SnapshotMeta {
+        &self.snapshot
+    }
+
+    pub fn first_index(&self) -> u64 {
+        self.index.first_index()
+    }
+
+    pub fn last_index(&self) -> u64 {
+        self.index.last_index()
+    }
+
+    /// Number of segment files the WAL holds.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Heap bytes of the offset index (about 4 per live entry).
+    pub fn index_heap_bytes(&self) -> usize {
+        self.index.heap_bytes()
+    }
+
+    fn check_usable(&self) -> Result<(), WalError> {
+        if self.poisoned { Err(WalError::Poisoned) } else { Ok(()) }
+    }
+
+    fn tail(&self) -> &Segment {
+        self.segments.back().expect("invariant: at least one segment")
+    }
+
+    fn step(&mut self, step: Step, file: &Path) {
+        let Some(mut hook) = self.hook.take() else { return };
+        let tail = self.tail();
+        hook(&StepInfo { step, file, tail: (&tail.path, self.synced_offset, self.write_offset) });
+        self.hook = Some(hook);
+    }
+
+    /// Largest payload one record may carry in this configuration.
+    pub fn payload_max_bytes(&self) -> usize {
+        let usable = self.config.segment_size_bytes as usize
+            - SEGMENT_HEADER_BYTES
+            - tail_reserve_bytes(self.page_bytes)
+            - record::RECORD_HEADER_BYTES;
+        usable.min(PAYLOAD_MAX_BYTES) & !(record::RECORD_ALIGN_BYTES - 1)
+    }
+
+    /// Appends `entries` (consecutive indexes). An entry at or below the last
+    /// index replaces the log from there on: a new leader overwrote the tail.
+    /// Not durable until `sync`.
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), WalError> {
+        self.check_usable()?;
+        let Some(first) = entries.first() else { return Ok(()) };
+        self.index.check(first.index).map_err(index_error)?;
+        let max_bytes = self.payload_max_bytes();
+        for (position, entry) in entries.iter().enumerate() {
+            let expected = first.index + position as u64;
+            if entry.index != expected {
+                return Err(WalError::NotContiguous { expected, found: entry.index });
+            }
+            if entry.data.len() > max_bytes {
+                let payload_bytes = entry.data.len();
+                return Err(WalError::RecordTooLarge { payload_bytes, max_bytes });
+            }
+        }
+        for entry in entries {
+            let kind = RecordKind::of_entry(entry.kind);
+            let new =
+                NewRecord { kind, index: entry.index, term: entry.term, payload: &entry.data };
+            let (seq, offset) = self.write_record(&new)?;
+            self.index.push(entry.index, seq, offset).map_err(index_error)?;
+        }
+        let tail_path = self.tail().path.clone();
+        self.step(Step::RecordsWritten, &tail_path);
+        Ok(())
+    }
+
+    /// Records the hard state (only if it changed). Not durable until `sync`.
+    pub fn set_hard_state(&mut self, state: &HardState) -> Result<(), WalError> {
+        self.check_usable()?;
+        if *state == self.hard_state {
+            return Ok(());
+        }
+        let payload = encode_hard_state(state);
+        let new = NewRecord {
+            kind: RecordKind::HardState,
+            index: 0,
+            term: state.term,
+            payload: &payload,
+        };
+        let (seq, _) = self.write_record(&new)?;
+        self.hard_state = *state;
+        self.hard_state_seq = seq;
+        let tail_path = self.tail().path.clone();
+        self.step(Step::RecordsWritten, &tail_path);
+        Ok(())
+    }
+
+    /// Records that a snapshot at `meta` exists (its file must already be
+    /// saved). Entries up to `meta.index` stop being served; entries after
+    /// it stay if the log agrees with the snapshot's term at its index.
+    /// Not durable until `sync`. An older or equal snapshot is ignored.
+    pub fn save_snapshot_marker(&mut self, meta: &SnapshotMeta) -> Result<(), WalError> {
+        self.check_usable()?;
+        if meta.index <= self.snapshot.index {
+            return Ok(());
+        }
+        self.write_marker(meta)?;
+        let term_at_index = self.entry_term(meta.index);
+        self.index.apply_snapshot(meta.index, meta.term, |_| term_at_index);
+        self.snapshot = meta.clone();
+        Ok(())
+    }
+
+    fn write_marker(&mut self, meta: &SnapshotMeta) -> Result<(), WalError> {
+        let payload = postcard::to_stdvec(&meta.conf_state)
+            .map_err(|_| WalError::Config("conf state does not encode"))?;
+        if payload.len() > self.payload_max_bytes() {
+            let (payload_bytes, max_bytes) = (payload.len(), self.payload_max_bytes());
+            return Err(WalError::RecordTooLarge { payload_bytes, max_bytes });
+        }
+        let new = NewRecord {
+            kind: RecordKind::SnapshotMarker,
+            index: meta.index,
+            term: meta.term,
+            payload: &payload,
+        };
+        let (seq, _) = self.write_record(&new)?;
+        self.marker_seq = seq;
+        let tail_path = self.tail().path.clone();
+        self.step(Step::RecordsWritten, &tail_path);
+        Ok(())
+    }
+
+    /// Writes one record at the end of the log, rotating first if it does
+    /// not fit. Returns where it went. The caller checked its size.
+    fn write_record(&mut self, new: &NewRecord) -> Result<(u64, usize), WalError> {
+        let size_bytes = record_size_bytes(new.payload.len());
+        let limit = self.tail().len_bytes() - tail_reserve_bytes(self.page_bytes);
+        if self.sealed || self.write_offset + size_bytes > limit {
+            self.rotate()?;
+        }
+        let offset = self.write_offset;
+        let segment = self.segments.back_mut().expect("invariant: at least one segment");
+        let seq = segment.seq;
+        encode_record(&mut segment.bytes_mut()[offset..], seq, offset, new);
+        self.write_offset += size_bytes;
+        Ok((seq, offset))
+    }
+
+    /// Seals the full segment, makes it durable, and opens the next one.
+    fn rotate(&mut self) -> Result<(), WalError> {
+        if !self.sealed {
+            let seal = NewRecord {
+                kind: RecordKind::Seal,
+                index: self.index.last_index() + 1,
+                term: 0,
+                payload: &[],
+            };
+            let offset = self.write_offset;
+            let segment = self.segments.back_mut().expect("invariant: at least one segment");
+            let seq = segment.seq;
+            self.write_offset +=
+                encode_record(&mut segment.bytes_mut()[offset..], seq, offset, &seal);
+            self.sync_tail()?;
+            self.sealed = true;
+        }
+        let seq = self.tail().seq + 1;
+        self.create_segment(seq, self.index.last_index() + 1)
+    }
+
+    fn create_segment(&mut self, seq: u64, first_index: u64) -> Result<(), WalError> {
+        let header =
+            SegmentHeader { seq, first_index, segment_size_bytes: self.config.segment_size_bytes };
+        let mut hook = self.hook.take();
+        let tail =
+            self.segments.back().map(|s| (s.path.clone(), self.synced_offset, self.write_offset));
+        let mut step = |step: Step, file: &Path| {
+            if let Some(hook) = hook.as_mut() {
+                let (path, synced, written) = tail.clone().unwrap_or((
+                    file.to_path_buf(),
+                    SEGMENT_HEADER_BYTES,
+                    SEGMENT_HEADER_BYTES,
+                ));
+                hook(&StepInfo { step, file, tail: (&path, synced, written) });
+            }
+        };
+        let created = Segment::create(&self.dir, &header, &mut step);
+        self.hook = hook;
+        self.segments.push_back(created?);
+        self.write_offset = SEGMENT_HEADER_BYTES;
+        self.synced_offset = SEGMENT_HEADER_BYTES;
+        self.sealed = false;
+        Ok(())
+    }
+
+    /// Makes everything written since the last sync durable with one msync
+    /// (an fdatasync of the written range). The batch is closed with a pad
+    /// record to the next page, so the next batch never rewrites this one's
+    /// last page. A failure is fatal: see [`WalError::SyncFailed`].
+    pub fn sync(&mut self) -> Result<(), WalError> {
+        self.check_usable()?;
+        if self.write_offset == self.synced_offset || self.sealed {
+            return Ok(());
+        }
+        self.write_pad();
+        self.sync_tail()
+    }
+
+    fn write_pad(&mut self) {
+        let offset = self.write_offset;
+        let boundary = align_up(offset + record::RECORD_HEADER_BYTES, self.page_bytes);
+        let payload_bytes = boundary - offset - record::RECORD_HEADER_BYTES;
+        let pad = NewRecord {
+            kind: RecordKind::Pad,
+            index: 0,
+            term: 0,
+            payload: &ZERO_PAGE[..payload_bytes],
+        };
+        let segment = self.segments.back_mut().expect("invariant: at least one segment");
+        let seq = segment.seq;
+        self.write_offset += encode_record(&mut segment.bytes_mut()[offset..], seq, offset, &pad);
+    }
+
+    /// Test hook: makes the next sync fail with EIO, as a dying disk would,
+    /// to exercise the fail-stop path.
+    pub fn inject_sync_failure(&mut self) {
+        self.fail_next_sync = true;
+    }
+
+    fn sync_tail(&mut self) -> Result<(), WalError> {
+        let result = if std::mem::take(&mut self.fail_next_sync) {
+            let source = std::io::Error::from_raw_os_error(libc::EIO);
+            Err(WalError::SyncFailed { file: self.tail().path.clone(), source })
+        } else {
+            self.tail().sync_range(self.synced_offset, self.write_offset)
+        };
+        if let Err(error) = result {
+            self.poisoned = true;
+            log::error!("wal: {error}");
+            return Err(error);
+        }
+        self.synced_offset = self.write_offset;
+        let tail_path = self.tail().path.clone();
+        self.step(Step::Synced, &tail_path);
+        Ok(())
+    }
+
+    /// Removes segments whose entries all lie at or below
+    /// `min(index, snapshot index) - catch_up_margin_entries`. Syncs first,
+    /// and rewrites the newest hard state and snapshot marker if they live
+    /// only in segments about to go. Returns how many segments were removed.
+    pub fn release_to(&mut self, index: u64) -> Result<usize, WalError> {
+        self.check_usable()?;
+        let limit =
+            index.min(self.snapshot.index).saturating_sub(self.config.catch_up_margin_entries);
+        let releasable = self.releasable_count(limit);
+        if releasable == 0 {
+            return Ok(0);
+        }
+        let keep_from_seq = self.segments[releasable].seq;
+        self.keep_copies(keep_from_seq)?;
+        self.sync()?;
+        for _ in 0..releasable {
+            let segment = self.segments.pop_front().expect("counted above");
+            let path = segment.path.clone();
+            drop(segment);
+            fs::remove_file(&path).map_err(|source| WalError::Io {
+                file: path.clone(),
+                op: "remove",
+                source,
+            })?;
+            self.step(Step::SegmentRemoved, &path);
+        }
+        sync_dir(&self.dir)?;
+        let dir = self.dir.clone();
+        self.step(Step::DirectorySynced, &dir);
+        assert!(
+            self.index.oldest_live_seq().is_none_or(|seq| seq >= keep_from_seq),
+            "released a segment that holds live entries"
+        );
+        Ok(releasable)
+    }
+
+    /// Leading segments (never the last) whose entries are all `<= limit`:
+    /// a segment's entries end before the next segment's first index.
+    fn releasable_count(&self, limit: u64) -> usize {
+        let segments = &self.segments;
+        (1..segments.len()).take_while(|&next| segments[next].first_index - 1 <= limit).count()
+    }
+
+    fn keep_copies(&mut self, keep_from_seq: u64) -> Result<(), WalError> {
+        if self.snapshot.index > 0 && self.marker_seq < keep_from_seq {
+            let meta = self.snapshot.clone();
+            self.write_marker(&meta)?;
+        }
+        if !self.hard_state.is_empty() && self.hard_state_seq < keep_from_seq {
+            let state = self.hard_state;
+            self.hard_state = HardState::default();
+            self.set_hard_state(&state)?;
+        }
+        Ok(())
+    }
+
+    /// The stored term of entry `index`, if the log holds it.
+    fn entry_term(&self, index: u64) -> Option<u64> {
+        let (seq, offset) = self.index.locate(index)?;
+        match self.read_record(seq, offset) {
+            Ok((_, record_term, _, _)) => Some(record_term),
+            Err(_) => None,
+        }
+    }
+
+    /// Reads and re-checks the record at `offset` of segment `seq`:
+    /// `(kind, term, index, payload)`.
+    fn read_record(
+        &self,
+        seq: u64,
+        offset: usize,
+    ) -> Result<(RecordKind, u64, u64, &[u8]), String> {
+        let front = self.segments.front().map_or(0, |s| s.seq);
+        let segment = usize::try_from(seq.wrapping_sub(front))
+            .ok()
+            .and_then(|at| self.segments.get(at))
+            .ok_or_else(|| format!("segment {seq} is not open"))?;
+        match parse_record(segment.bytes(), seq, offset) {
+            Parsed::Record(record) => Ok((record.kind, record.term, record.index, record.payload)),
+            Parsed::Empty => {
+                Err(format!("{} at offset {offset}: record vanished", segment.path.display()))
+            }
+            Parsed::Invalid(why) => {
+                Err(format!("{} at offset {offset}: {why}", segment.path.display()))
+            }
+        }
+    }
+}
+
+fn index_error(error: IndexError) -> WalError {
+    match error {
+        IndexError::Gap { index, last_index } => WalError::Gap { index, last_index },
+        IndexError::BelowSnapshot { index, snapshot_index } => {
+            WalError::BelowSnapshot { index, snapshot_index }
+        }
+    }
+}
+
+/// Creates the WAL directory, making its entry in the data directory durable.
+fn create_dir(data_dir: &Path, dir: &Path) -> Result<(), WalError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).map_err(|source| WalError::Io {
+        file: dir.to_path_buf(),
+        op: "create directory",
+        source,
+    })?;
+    sync_dir(data_dir)
+}
+
+/// The segments in `dir`, sorted by sequence, as `(name, seq, first_index)`.
+/// Removes temp files a crash left behind; a `.wal` file whose name does not
+/// parse is an error (a renamed segment must not be skipped silently).
+fn list_segments(dir: &Path) -> Result<Vec<(String, u64, u64)>, WalError> {
+    let read = fs::read_dir(dir).map_err(|source| WalError::Io {
+        file: dir.to_path_buf(),
+        op: "list",
+        source,
+    })?;
+    let mut segments = Vec::new();
+    let mut removed_temp = false;
+    for entry in read {
+        let entry =
+            entry.map_err(|source| WalError::Io { file: dir.to_path_buf(), op: "list", source })?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(TEMP_SUFFIX) {
+            fs::remove_file(entry.path()).map_err(|source| WalError::Io {
+                file: entry.path(),
+                op: "remove",
+                source,
+            })?;
+            removed_temp = true;
+        } else if name.ends_with(segment::SEGMENT_SUFFIX) {
+            let (seq, first_index) =
+                parse_segment_name(&name).ok_or(WalError::StrayFile { file: entry.path() })?;
+            segments.push((name, seq, first_index));
+        }
+    }
+    if removed_temp {
+        sync_dir(dir)?;
+    }
+    segments.sort_by_key(|(_, seq, _)| *seq);
+    Ok(segments)
+}

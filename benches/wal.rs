@@ -1,0 +1,181 @@
+//! WAL throughput and write volume against the disk's raw fdatasync rate.
+//!
+//! `cargo bench --bench wal` prints `name=value` lines:
+//! - `fdatasync_per_s`: a plain loop of one 300-byte pwrite appended to a file
+//!   and one fdatasync, on the same file system: the ceiling for batch-of-1.
+//! - `wal_records_per_s_batchN`, `wal_bytes_written_per_record_batchN` for
+//!   batches of 1 and 64 entries of 300 bytes per sync, each sync also
+//!   carrying a changed hard state as a Raft Ready does. Written bytes come
+//!   from `/proc/self/io` `write_bytes` (what this process sent to the block
+//!   layer; file-system journal blocks are not counted there).
+//!
+//! `EMBER_BENCH_DIR` picks the directory (default: the temp directory; tmpfs
+//! is refused since it would measure memory), `EMBER_BENCH_SECONDS` the time
+//! per round pair (default 3; six rounds).
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ember::raft::{Entry, EntryKind, HardState};
+use ember::wal::{Wal, WalConfig};
+
+const RECORD_PAYLOAD_BYTES: usize = 300;
+
+fn write_bytes() -> u64 {
+    let text = fs::read_to_string("/proc/self/io").expect("/proc/self/io");
+    text.lines()
+        .find_map(|line| line.strip_prefix("write_bytes: "))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("write_bytes line")
+}
+
+fn bench_dir() -> PathBuf {
+    let base =
+        std::env::var_os("EMBER_BENCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let dir = base.join(format!("ember-bench-wal-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("create bench dir");
+    dir
+}
+
+fn is_tmpfs(path: &Path) -> bool {
+    let output = std::process::Command::new("stat").args(["-f", "-c", "%T"]).arg(path).output();
+    output.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "tmpfs")
+}
+
+fn seconds() -> Duration {
+    let secs =
+        std::env::var("EMBER_BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3.0);
+    Duration::from_secs_f64(secs)
+}
+
+/// Counts operations and the time and bytes they took, over several rounds.
+#[derive(Default)]
+struct Tally {
+    operations: u64,
+    records: u64,
+    seconds: f64,
+    written_bytes: u64,
+}
+
+impl Tally {
+    fn per_s(&self) -> f64 {
+        self.records as f64 / self.seconds
+    }
+
+    fn bytes_per_record(&self) -> f64 {
+        self.written_bytes as f64 / self.records as f64
+    }
+}
+
+/// Runs `operation` (which returns the records it wrote) for `limit`.
+fn measure(tally: &mut Tally, limit: Duration, mut operation: impl FnMut() -> u64) {
+    let (before, start) = (write_bytes(), Instant::now());
+    while start.elapsed() < limit {
+        tally.records += operation();
+        tally.operations += 1;
+    }
+    tally.seconds += start.elapsed().as_secs_f64();
+    tally.written_bytes += write_bytes() - before;
+}
+
+/// A plain loop: one 300-byte pwrite appended to a file, one fdatasync.
+struct RawLoop {
+    file: std::fs::File,
+    offset_bytes: u64,
+    record: Vec<u8>,
+}
+
+impl RawLoop {
+    fn new(path: &Path) -> RawLoop {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        RawLoop { file, offset_bytes: 0, record: vec![0x5a; RECORD_PAYLOAD_BYTES] }
+    }
+
+    fn step(&mut self) -> u64 {
+        self.file.write_all_at(&self.record, self.offset_bytes).unwrap();
+        self.file.sync_data().unwrap();
+        self.offset_bytes += RECORD_PAYLOAD_BYTES as u64;
+        1
+    }
+}
+
+/// The server's pattern: a batch of entries and a changed hard state, then
+/// one sync.
+struct WalLoop {
+    wal: Wal,
+    next_index: u64,
+    batch: u64,
+    payload: Vec<u8>,
+}
+
+impl WalLoop {
+    fn new(data_dir: &Path, batch: u64) -> WalLoop {
+        let wal = Wal::open(data_dir, WalConfig::default()).unwrap();
+        let payload = (0..RECORD_PAYLOAD_BYTES).map(|i| i as u8).collect();
+        WalLoop { wal, next_index: 1, batch, payload }
+    }
+
+    fn step(&mut self) -> u64 {
+        let entries: Vec<Entry> = (self.next_index..self.next_index + self.batch)
+            .map(|index| Entry {
+                term: 1,
+                index,
+                kind: EntryKind::Normal,
+                data: self.payload.clone(),
+            })
+            .collect();
+        self.wal.append(&entries).unwrap();
+        let commit = self.next_index - 1;
+        self.wal.set_hard_state(&HardState { term: 1, vote: 1, commit }).unwrap();
+        self.wal.sync().unwrap();
+        self.next_index += self.batch;
+        self.batch
+    }
+}
+
+fn main() {
+    let dir = bench_dir();
+    if is_tmpfs(&dir) {
+        eprintln!(
+            "refusing to benchmark on tmpfs ({}): set EMBER_BENCH_DIR to a disk",
+            dir.display()
+        );
+        std::process::exit(1);
+    }
+    println!("bench_dir={}", dir.display());
+    // The disk's fsync rate drifts with whatever else the machine does, so
+    // the raw loop and the WAL take turns in short rounds and are compared
+    // over the same stretch of time.
+    let rounds = 6;
+    let round = seconds() / 2;
+    let (mut raw, mut single, mut batched) = (Tally::default(), Tally::default(), Tally::default());
+    let mut raw_loop = RawLoop::new(&dir.join("raw.bin"));
+    let mut single_loop = WalLoop::new(&dir.join("batch1"), 1);
+    let mut batched_loop = WalLoop::new(&dir.join("batch64"), 64);
+    for _ in 0..rounds {
+        measure(&mut raw, round, || raw_loop.step());
+        measure(&mut single, round, || single_loop.step());
+        measure(&mut batched, round / 3, || batched_loop.step());
+    }
+    println!("fdatasync_per_s={:.0}", raw.per_s());
+    println!("fdatasync_bytes_written_per_op={:.0}", raw.bytes_per_record());
+    for (batch, tally) in [(1, &single), (64, &batched)] {
+        println!("wal_records_per_s_batch{batch}={:.0}", tally.per_s());
+        println!("wal_syncs_per_s_batch{batch}={:.0}", tally.operations as f64 / tally.seconds);
+        println!("wal_bytes_written_per_record_batch{batch}={:.0}", tally.bytes_per_record());
+    }
+    println!("wal_batch1_vs_fdatasync={:.2}", single.per_s() / raw.per_s());
+    let ratio = batched.bytes_per_record() / RECORD_PAYLOAD_BYTES as f64;
+    println!("wal_written_per_payload_byte_batch64={ratio:.2}");
+    drop((raw_loop, single_loop, batched_loop));
+    let _ = fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,457 @@
+//! Recovery: replays the segments' bytes into the live log and decides whether
+//! damage is a torn tail (repair and start) or corruption (refuse to start).
+//!
+//! Pure: it reads byte slices and returns a verdict; opening files, keeping a
+//! copy of damaged bytes and zeroing them is the caller's job. The same code
+//! serves `Wal::open` and `ember debug wal`.
+//!
+//! The rule that separates the two verdicts rests on how the writer syncs:
+//! every sync ends its batch of records with a `Pad` record (or a `Seal` when
+//! the segment is full) and the next batch starts on a fresh page. A crash can
+//! only damage the batch that was being synced, and the kernel may write that
+//! batch's pages in any order, so valid records may follow damaged ones inside
+//! it. But a valid record that comes after a batch terminator that itself comes
+//! after the damage belongs to a later batch: the damaged one had been synced,
+//! so it is corruption. Damage in any segment but the last is always
+//! corruption, since a segment is synced and sealed before the next exists.
+
+use super::index::{IndexError, LogIndex};
+use super::record::{
+    Parsed, Record, RecordKind, SEGMENT_HEADER_BYTES, SegmentHeader, decode_hard_state,
+    decode_segment_header, find_valid_record, parse_record,
+};
+use crate::raft::{ConfState, HardState, SnapshotMeta};
+
+/// One segment file as recovery sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentView<'a> {
+    pub file_name: &'a str,
+    /// Sequence and first index as the file name states them.
+    pub name_seq: u64,
+    pub name_first_index: u64,
+    pub bytes: &'a [u8],
+}
+
+/// Damage at the end of the last segment that recovery may cut off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    pub file_name: String,
+    /// Where the first damaged or missing record starts.
+    pub offset: usize,
+    /// Just past the last non-zero byte: `[offset, end)` is kept aside and
+    /// zeroed.
+    pub end: usize,
+    pub why: String,
+}
+
+/// What the log looks like after replay.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    pub index: LogIndex,
+    pub hard_state: HardState,
+    pub snapshot: SnapshotMeta,
+    /// Headers of the segments, in order.
+    pub headers: Vec<SegmentHeader>,
+    /// Whether the last segment ends with a seal (the next write needs a new
+    /// segment).
+    pub last_sealed: bool,
+    /// Where the next record goes in the last segment.
+    pub end_offset: usize,
+    pub torn: Option<TornTail>,
+}
+
+/// Why recovery refuses to start. Always names a file and a byte offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corruption {
+    pub file_name: String,
+    pub offset: u64,
+    pub problem: Problem,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    BadHeader(String),
+    /// The header disagrees with the file name (a renamed segment).
+    NameMismatch {
+        name_seq: u64,
+        header_seq: u64,
+    },
+    /// The file's length is not the size its header states.
+    WrongLength {
+        header_bytes: u64,
+        file_bytes: u64,
+    },
+    /// A segment is missing between two others.
+    SequenceGap {
+        expected: u64,
+        found: u64,
+    },
+    /// A record is invalid and later synced records follow it.
+    InvalidRecord {
+        why: String,
+        later_valid_offset: Option<u64>,
+    },
+    /// A segment that is not the last one has no seal.
+    MissingSeal,
+    /// A valid record follows the seal.
+    RecordAfterSeal,
+    /// An entry leaves a hole in the log, or sits below the snapshot.
+    IndexGap {
+        index: u64,
+        last_index: u64,
+    },
+    EntryBelowSnapshot {
+        index: u64,
+        snapshot_index: u64,
+    },
+    /// A seal or segment header names a different next index than the log.
+    SealMismatch {
+        expected: u64,
+        found: u64,
+    },
+    /// A record passed its CRC but its payload is malformed.
+    BadPayload(&'static str),
+    /// The oldest segment starts after what the newest snapshot covers.
+    LogStartsAfterSnapshot {
+        first_index: u64,
+        snapshot_index: u64,
+    },
+    /// The hard state says entries up to `commit` were committed, but the log
+    /// ends before them: acknowledged writes are missing.
+    CommittedEntriesMissing {
+        commit: u64,
+        last_index: u64,
+    },
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::BadHeader(why) => write!(f, "bad segment header: {why}"),
+            Problem::NameMismatch { name_seq, header_seq } => {
+                write!(f, "file name says sequence {name_seq}, header says {header_seq}")
+            }
+            Problem::WrongLength { header_bytes, file_bytes } => {
+                write!(f, "header says {header_bytes} bytes, file has {file_bytes}")
+            }
+            Problem::SequenceGap { expected, found } => {
+                write!(f, "segment sequence {expected} is missing (next is {found})")
+            }
+            Problem::InvalidRecord { why, later_valid_offset: Some(later) } => {
+                write!(f, "invalid record ({why}) followed by synced records at offset {later}")
+            }
+            Problem::InvalidRecord { why, later_valid_offset: None } => {
+                write!(f, "invalid record ({why}) in a segment that is not the last")
+            }
+            Problem::MissingSeal => f.write_str("segment is not the last but has no seal"),
+            Problem::RecordAfterSeal => f.write_str("valid record after the segment's seal"),
+            Problem::IndexGap { index, last_index } => {
+                write!(f, "entry {index} does not follow the log's last index {last_index}")
+            }
+            Problem::EntryBelowSnapshot { index, snapshot_index } => {
+                write!(f, "entry {index} is at or below the snapshot at {snapshot_index}")
+            }
+            Problem::SealMismatch { expected, found } => {
+                write!(f, "next index should be {expected}, segment says {found}")
+            }
+            Problem::BadPayload(what) => write!(f, "malformed {what} payload"),
+            Problem::LogStartsAfterSnapshot { first_index, snapshot_index } => write!(
+                f,
+                "oldest segment starts at index {first_index} but the snapshot covers only up to {snapshot_index}: segments are missing"
+            ),
+            Problem::CommittedEntriesMissing { commit, last_index } => write!(
+                f,
+                "hard state commits index {commit} but the log ends at {last_index}: acknowledged entries are lost"
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for Corruption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at offset {}: {}", self.file_name, self.offset, self.problem)
+    }
+}
+
+/// A valid record as replay met it, for `ember debug wal`.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen<'a> {
+    pub file_name: &'a str,
+    pub offset: usize,
+    pub record: Record<'a>,
+}
+
+/// The replay state that carries from one segment to the next.
+struct Replay {
+    index: LogIndex,
+    hard_state: HardState,
+    snapshot: SnapshotMeta,
+    /// Set when the oldest segment's entries start after the log's end (the
+    /// segments before it were released): the newest snapshot must reach it.
+    released_base: Option<u64>,
+}
+
+/// Replays `segments` (sorted by the sequence in their names) and returns the
+/// log or the first corruption. `observe` sees every valid record replayed.
+pub fn recover(
+    segments: &[SegmentView],
+    observe: &mut dyn FnMut(Seen),
+) -> Result<Recovered, Corruption> {
+    let mut replay = Replay {
+        index: LogIndex::default(),
+        hard_state: HardState::default(),
+        snapshot: SnapshotMeta::default(),
+        released_base: None,
+    };
+    let mut headers = Vec::with_capacity(segments.len());
+    let mut end = SegmentEnd { offset: SEGMENT_HEADER_BYTES, sealed: false, torn: None };
+    for (position, view) in segments.iter().enumerate() {
+        let header = check_header(view, headers.last())?;
+        headers.push(header);
+        let is_last = position + 1 == segments.len();
+        end = replay_segment(segments, view, position == 0, is_last, &mut replay, observe)?;
+    }
+    finish(segments, replay, headers, end)
+}
+
+fn finish(
+    segments: &[SegmentView],
+    replay: Replay,
+    headers: Vec<SegmentHeader>,
+    end: SegmentEnd,
+) -> Result<Recovered, Corruption> {
+    let last_name = segments.last().map_or("", |view| view.file_name);
+    let corrupt = |problem| Corruption {
+        file_name: last_name.to_string(),
+        offset: end.offset as u64,
+        problem,
+    };
+    if let Some(base) = replay.released_base
+        && replay.snapshot.index < base
+    {
+        return Err(Corruption {
+            file_name: segments[0].file_name.to_string(),
+            offset: SEGMENT_HEADER_BYTES as u64,
+            problem: Problem::LogStartsAfterSnapshot {
+                first_index: base + 1,
+                snapshot_index: replay.snapshot.index,
+            },
+        });
+    }
+    let last_index = replay.index.last_index();
+    if replay.hard_state.commit > last_index {
+        let commit = replay.hard_state.commit;
+        return Err(corrupt(Problem::CommittedEntriesMissing { commit, last_index }));
+    }
+    Ok(Recovered {
+        index: replay.index,
+        hard_state: replay.hard_state,
+        snapshot: replay.snapshot,
+        headers,
+        last_sealed: end.sealed,
+        end_offset: end.offset,
+        torn: end.torn,
+    })
+}
+
+fn check_header(
+    view: &SegmentView,
+    previous: Option<&SegmentHeader>,
+) -> Result<SegmentHeader, Corruption> {
+    let corrupt =
+        |problem| Corruption { file_name: view.file_name.to_string(), offset: 0, problem };
+    let header = decode_segment_header(view.bytes)
+        .map_err(|bad| corrupt(Problem::BadHeader(bad.to_string())))?;
+    if header.seq != view.name_seq || header.first_index != view.name_first_index {
+        let header_seq = header.seq;
+        return Err(corrupt(Problem::NameMismatch { name_seq: view.name_seq, header_seq }));
+    }
+    if header.segment_size_bytes != view.bytes.len() as u64 {
+        let (header_bytes, file_bytes) = (header.segment_size_bytes, view.bytes.len() as u64);
+        return Err(corrupt(Problem::WrongLength { header_bytes, file_bytes }));
+    }
+    if let Some(previous) = previous
+        && header.seq != previous.seq + 1
+    {
+        let expected = previous.seq + 1;
+        return Err(corrupt(Problem::SequenceGap { expected, found: header.seq }));
+    }
+    Ok(header)
+}
+
+/// Where a segment's valid records stop.
+struct SegmentEnd {
+    offset: usize,
+    sealed: bool,
+    torn: Option<TornTail>,
+}
+
+fn replay_segment(
+    segments: &[SegmentView],
+    view: &SegmentView,
+    is_first: bool,
+    is_last: bool,
+    replay: &mut Replay,
+    observe: &mut dyn FnMut(Seen),
+) -> Result<SegmentEnd, Corruption> {
+    let seq = view.name_seq;
+    let corrupt = |offset: usize, problem| Corruption {
+        file_name: view.file_name.to_string(),
+        offset: offset as u64,
+        problem,
+    };
+    if !is_first && view.name_first_index != replay.index.last_index() + 1 {
+        let (expected, found) = (replay.index.last_index() + 1, view.name_first_index);
+        return Err(corrupt(0, Problem::SealMismatch { expected, found }));
+    }
+    let mut offset = SEGMENT_HEADER_BYTES;
+    let stop = loop {
+        match parse_record(view.bytes, seq, offset) {
+            Parsed::Record(record) => {
+                observe(Seen { file_name: view.file_name, offset, record });
+                let at = At { segments, seq, offset, is_first };
+                apply(&record, &at, replay).map_err(|problem| corrupt(offset, problem))?;
+                offset += record.size_bytes;
+                if record.kind == RecordKind::Seal {
+                    break None;
+                }
+            }
+            Parsed::Empty => break Some("no record (zeros)".to_string()),
+            Parsed::Invalid(why) => break Some(why.to_string()),
+        }
+    };
+    match stop {
+        None => after_seal(view, offset).map_err(|problem| corrupt(offset, problem)),
+        Some(why) if is_last => tail_of_last(view, offset, why),
+        Some(why) => Err(unsealed_end(view, offset, why)),
+    }
+}
+
+/// A segment that is not the last one stopped without a seal.
+fn unsealed_end(view: &SegmentView, offset: usize, why: String) -> Corruption {
+    let problem = if view.bytes[offset..].iter().all(|&b| b == 0) {
+        Problem::MissingSeal
+    } else {
+        Problem::InvalidRecord { why, later_valid_offset: None }
+    };
+    Corruption { file_name: view.file_name.to_string(), offset: offset as u64, problem }
+}
+
+fn after_seal(view: &SegmentView, offset: usize) -> Result<SegmentEnd, Problem> {
+    match find_valid_record(view.bytes, view.name_seq, offset) {
+        Some(_) => Err(Problem::RecordAfterSeal),
+        None => Ok(SegmentEnd { offset, sealed: true, torn: None }),
+    }
+}
+
+/// The last segment stopped at `offset`: a clean end, a torn tail, or damage
+/// followed by a later synced batch.
+fn tail_of_last(view: &SegmentView, offset: usize, why: String) -> Result<SegmentEnd, Corruption> {
+    if let Some(later) = later_batch_after(view, offset) {
+        let problem = Problem::InvalidRecord { why, later_valid_offset: Some(later as u64) };
+        let file_name = view.file_name.to_string();
+        return Err(Corruption { file_name, offset: offset as u64, problem });
+    }
+    let end = view.bytes.iter().rposition(|&b| b != 0).map_or(0, |last| last + 1);
+    let torn = (end > offset).then(|| TornTail {
+        file_name: view.file_name.to_string(),
+        offset,
+        end,
+        why,
+    });
+    Ok(SegmentEnd { offset, sealed: false, torn })
+}
+
+/// The offset of a valid record that belongs to a batch after the one that
+/// holds `offset`, if any: one that follows a valid batch terminator.
+fn later_batch_after(view: &SegmentView, offset: usize) -> Option<usize> {
+    let mut at = offset + 8;
+    let mut terminated = false;
+    while let Some((found, record)) = find_valid_record(view.bytes, view.name_seq, at) {
+        if terminated {
+            return Some(found);
+        }
+        terminated = matches!(record.kind, RecordKind::Pad | RecordKind::Seal);
+        at = found + record.size_bytes;
+    }
+    None
+}
+
+/// Where the record being applied sits, and the segments to read terms from.
+struct At<'s, 'a> {
+    segments: &'s [SegmentView<'a>],
+    seq: u64,
+    offset: usize,
+    is_first: bool,
+}
+
+fn apply(record: &Record, at: &At, replay: &mut Replay) -> Result<(), Problem> {
+    match record.kind {
+        RecordKind::Normal | RecordKind::ConfChange => apply_entry(record, at, replay),
+        RecordKind::HardState => {
+            replay.hard_state =
+                decode_hard_state(record.payload).ok_or(Problem::BadPayload("hard state"))?;
+            Ok(())
+        }
+        RecordKind::SnapshotMarker => apply_marker(record, at.segments, replay),
+        RecordKind::Seal => {
+            let expected = replay.index.last_index() + 1;
+            if record.index != expected {
+                return Err(Problem::SealMismatch { expected, found: record.index });
+            }
+            Ok(())
+        }
+        RecordKind::Pad => Ok(()),
+    }
+}
+
+fn apply_entry(record: &Record, at: &At, replay: &mut Replay) -> Result<(), Problem> {
+    let index = &mut replay.index;
+    let empty = index.last_index() == index.snapshot_index();
+    if at.is_first && empty && record.index > index.last_index() + 1 {
+        // The segments before this one were released after a snapshot; the
+        // snapshot marker that justifies it comes later in the log.
+        let base = record.index - 1;
+        index.apply_snapshot(base, 0, |_| None);
+        replay.released_base = Some(base);
+    }
+    index.push(record.index, at.seq, at.offset).map_err(index_problem)
+}
+
+fn apply_marker(
+    record: &Record,
+    segments: &[SegmentView],
+    replay: &mut Replay,
+) -> Result<(), Problem> {
+    let conf_state: ConfState =
+        postcard::from_bytes(record.payload).map_err(|_| Problem::BadPayload("snapshot marker"))?;
+    if record.index > replay.snapshot.index {
+        let index = &mut replay.index;
+        let snapshot_term = record.term;
+        let term_at = |i: u64| term_in(segments, index, i);
+        let keep = term_at(record.index);
+        index.apply_snapshot(record.index, snapshot_term, |_| keep);
+        replay.snapshot = SnapshotMeta { index: record.index, term: record.term, conf_state };
+    }
+    Ok(())
+}
+
+/// The term of entry `i` as stored in the segments, if the log holds it.
+fn term_in(segments: &[SegmentView], index: &LogIndex, i: u64) -> Option<u64> {
+    let (seq, offset) = index.locate(i)?;
+    let first_seq = segments.first()?.name_seq;
+    let view = segments.get(usize::try_from(seq.checked_sub(first_seq)?).ok()?)?;
+    match parse_record(view.bytes, seq, offset) {
+        Parsed::Record(record) => Some(record.term),
+        _ => None,
+    }
+}
+
+fn index_problem(error: IndexError) -> Problem {
+    match error {
+        IndexError::Gap { index, last_index } => Problem::IndexGap { index, last_index },
+        IndexError::BelowSnapshot { index, snapshot_index } => {
+            Problem::EntryBelowSnapshot { index, snapshot_index }
+        }
+    }
+}
