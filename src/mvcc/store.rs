@@ -248,12 +248,15 @@ impl Store {
         } else {
             req.limit.saturating_add(1).try_into().unwrap_or(usize::MAX)
         };
+        // Values are copied only when returned or sorted on.
+        let sorts_on_value = order != SortOrder::None && req.sort_target == SortTarget::Value;
+        let drop_values = req.keys_only && !sorts_on_value;
         let mut count = 0u64;
         let mut kvs = Vec::new();
         self.for_each_live(&req.key, &req.range_end, rev, |key, v| {
             count += 1;
             if !req.count_only && kvs.len() < wanted {
-                let value = if req.keys_only { &[][..] } else { v.value };
+                let value = if drop_values { &[][..] } else { v.value };
                 kvs.push(Version { value, ..v }.to_kv(key));
             }
         });
@@ -261,6 +264,9 @@ impl Store {
             kvs.retain(|kv| passes_filters(req, kv));
         }
         sort_kvs(&mut kvs, req.sort_target, order);
+        if req.keys_only {
+            kvs.iter_mut().for_each(|kv| kv.value = Vec::new());
+        }
         let mut more = false;
         if req.limit > 0 && kvs.len() as u64 > req.limit {
             kvs.truncate(req.limit as usize);
@@ -491,7 +497,9 @@ impl Store {
     /// Live keys attached to `lease`, in key order.
     pub fn lease_keys(&self, lease: i64) -> Vec<Vec<u8>> {
         let ids = self.leases.range((lease, 0)..=(lease, u32::MAX));
-        ids.map(|(_, id)| self.keys.get(*id).key().to_vec()).collect()
+        let mut keys: Vec<Vec<u8>> = ids.map(|(_, id)| self.keys.get(*id).key().to_vec()).collect();
+        keys.sort_unstable();
+        keys
     }
 
     /// Deletes every key attached to `lease` in one revision (a revoke).
@@ -825,7 +833,8 @@ impl Changes {
 
 /// etcd's rule: a key may be put once per branch and not inside a range the
 /// branch deletes; overlapping deletes are fine, and the two branches of a
-/// nested transaction may put the same key (only one of them runs).
+/// nested transaction may put the same key (only one of them runs). Puts and
+/// deletes of nested transactions count for the branch that holds them.
 fn branch_changes(ops: &[RequestOp]) -> Result<Changes, Error> {
     let mut c = Changes::default();
     for op in ops {
@@ -849,6 +858,12 @@ fn branch_changes(ops: &[RequestOp]) -> Result<Changes, Error> {
         }
         c.puts.extend(then.puts.into_iter().chain(other.puts));
         c.dels.extend(then.dels.into_iter().chain(other.dels));
+        // Stricter than etcd: a later nested delete may not cover a key an
+        // earlier nested transaction puts either, so no key ever changes
+        // twice in one revision.
+        if c.puts.iter().any(|k| c.deletes(k)) {
+            return Err(Error::DuplicateKeyInTxn);
+        }
     }
     for op in ops {
         let RequestOp::Put(p) = op else { continue };
