@@ -3,24 +3,29 @@
 //!
 //! ```text
 //! block   = varint(key_len) key version* [END padding]
-//! version = flags:u8 varint(main - previous main) varint(sub)
+//! version = flags:u8 varint(main) varint(sub)
 //!           [varint(create) varint(version)]   if EXPLICIT
 //!           [varint(lease as u64)]             if LEASE
 //!           [varint(value_len) value]          unless TOMBSTONE
 //! ```
 //!
-//! Versions are in revision order. A put's create revision and version are
-//! implied by the version before it (same create, version + 1, or a new
-//! generation `create = main, version = 1` after a tombstone or at the start);
-//! only the first version left by compaction usually needs EXPLICIT. A plain
-//! put therefore costs 1 flag byte, 1–4 bytes of revision delta, 1 byte of sub
-//! revision and 1–3 bytes of value length on top of the value itself.
+//! Versions are stored newest first, so the common read (the latest
+//! version) touches only the cache lines right after the key, whatever the
+//! size of the older values. A version's create revision and version are
+//! implied by the newer version after it in time: if that one continues the
+//! generation (a put with version > 1), this one is (same create, version − 1);
+//! otherwise this one is taken to start a generation (create = its own main
+//! revision, version 1). Only versions that break the rule (the newest one
+//! once a key has been updated, a put followed by a delete, the oldest one
+//! left by a compaction) carry EXPLICIT fields. A put therefore costs a flag
+//! byte, 1–4 bytes of main revision, 1 byte of sub revision and 1–3 bytes of
+//! value length on top of its value, plus up to 4 bytes on the newest.
 //!
-//! Growth: while a block is at most [`GROW_EXACT_BYTES`] it is reallocated to
-//! its exact size, so the common few-version key carries no slack; larger
-//! blocks grow by half, with the unused tail starting with an [`END`] byte, so
-//! a hot key written many times between compactions costs amortised O(1) per
-//! put instead of a copy of its whole history.
+//! Growth: a new version goes in front of the others. While a block is at
+//! most [`GROW_EXACT_BYTES`] it is rebuilt at its exact size, so the common
+//! few-version key carries no slack; larger blocks grow by half, with the
+//! unused tail starting with an [`END`] byte, and later puts shift the block
+//! in place instead of reallocating it.
 
 use super::types::KeyValue;
 
@@ -98,10 +103,11 @@ impl Version<'_> {
         }
     }
 
-    /// The (create, version) a put right after `prev` would get.
-    fn implied_after(prev: Option<&Version<'_>>, main: u64) -> (u64, u64) {
-        match prev {
-            Some(p) if !p.tombstone => (p.create, p.version.saturating_add(1)),
+    /// The (create, version) implied for a put whose next newer version is
+    /// `newer`.
+    fn implied_before(newer: Option<&Version<'_>>, main: u64) -> (u64, u64) {
+        match newer {
+            Some(n) if !n.tombstone && n.version > 1 => (n.create, n.version - 1),
             _ => (main, 1),
         }
     }
@@ -140,18 +146,26 @@ impl Block {
         &self.0[at..at + len]
     }
 
-    pub(crate) fn versions(&self) -> Versions<'_> {
-        Versions { bytes: &self.0, at: self.key_end(), prev: None }
+    /// Versions from the newest to the oldest.
+    pub(crate) fn newest_first(&self) -> Versions<'_> {
+        Versions { bytes: &self.0, at: self.key_end(), newer: None }
+    }
+
+    /// Versions from the oldest to the newest.
+    pub(crate) fn oldest_first(&self) -> Vec<Version<'_>> {
+        let mut all: Vec<Version<'_>> = self.newest_first().collect();
+        all.reverse();
+        all
     }
 
     /// The newest version, if any.
     pub(crate) fn latest(&self) -> Option<Version<'_>> {
-        self.versions().last()
+        self.newest_first().next()
     }
 
     /// The newest version with main revision ≤ `rev`.
     pub(crate) fn at(&self, rev: u64) -> Option<Version<'_>> {
-        self.versions().take_while(|v| v.main <= rev).last()
+        self.newest_first().find(|v| v.main <= rev)
     }
 
     /// The live key-value at `rev` (none if absent or deleted then).
@@ -159,44 +173,58 @@ impl Block {
         self.at(rev).filter(|v| !v.tombstone)
     }
 
-    /// Appends a version newer than every version held.
+    /// Puts a version newer than every version held in front of them.
     pub(crate) fn push(&mut self, v: &Version<'_>) {
-        let (used, last) = self.used_and_last();
-        debug_assert!(last.is_none_or(|l| (l.main, l.sub) < (v.main, v.sub)));
-        let mut enc = Vec::with_capacity(v.value.len() + 16);
-        encode_version(&mut enc, last.as_ref(), v);
-        let needed = used + enc.len();
-        if needed <= self.0.len() {
-            self.0[used..needed].copy_from_slice(&enc);
-            if let Some(b) = self.0.get_mut(needed) {
-                *b = END;
-            }
+        let head_at = self.key_end();
+        let mut versions = self.newest_first();
+        let old_head = versions.next();
+        let rest_at = versions.at;
+        let used = self.used_bytes(rest_at);
+        debug_assert!(old_head.is_none_or(|h| (h.main, h.sub) < (v.main, v.sub)));
+        // The new head, then the old head again: its create and version may
+        // now be implied by the new one, so it is re-encoded.
+        let mut front = Vec::with_capacity(v.value.len() + 24);
+        encode_version(&mut front, None, v);
+        if let Some(h) = &old_head {
+            encode_version(&mut front, Some(v), h);
+        }
+        let needed = head_at + front.len() + (used - rest_at);
+        if needed > self.0.len() {
+            let capacity = if needed <= GROW_EXACT_BYTES { needed } else { needed + needed / 2 };
+            let mut grown = Vec::with_capacity(capacity);
+            grown.extend_from_slice(&self.0[..head_at]);
+            grown.extend_from_slice(&front);
+            grown.extend_from_slice(&self.0[rest_at..used]);
+            grown.resize(capacity, END);
+            self.0 = grown.into_boxed_slice();
             return;
         }
-        let capacity = if needed <= GROW_EXACT_BYTES { needed } else { needed + needed / 2 };
-        let mut grown = Vec::with_capacity(capacity);
-        grown.extend_from_slice(&self.0[..used]);
-        grown.extend_from_slice(&enc);
-        grown.resize(capacity, END);
-        self.0 = grown.into_boxed_slice();
-    }
-
-    /// Bytes in use, and the newest version (owned fields, no value).
-    fn used_and_last(&self) -> (usize, Option<Version<'static>>) {
-        let mut it = self.versions();
-        let mut last = None;
-        for v in it.by_ref() {
-            last = Some(v.meta());
+        let shift_to = head_at + front.len();
+        self.0.copy_within(rest_at..used, shift_to);
+        self.0[head_at..shift_to].copy_from_slice(&front);
+        if let Some(b) = self.0.get_mut(needed) {
+            *b = END;
         }
-        (it.at, last)
     }
 
-    /// Rebuilds the block keeping only the versions `keep` selects (by index);
-    /// returns false when none is left (the caller frees the key).
+    /// Bytes in use, given where the versions after the head start. Blocks
+    /// up to GROW_EXACT_BYTES never carry slack, so only large ones scan.
+    fn used_bytes(&self, from: usize) -> usize {
+        if self.0.len() <= GROW_EXACT_BYTES {
+            return self.0.len();
+        }
+        let mut it = Versions { bytes: &self.0, at: from, newer: None };
+        while it.next().is_some() {}
+        it.at
+    }
+
+    /// Rebuilds the block keeping only the versions `keep` selects (by index
+    /// from the oldest); returns false when none is left (the caller frees
+    /// the key).
     pub(crate) fn retain(&mut self, keep: impl Fn(usize, &Version<'_>) -> bool) -> bool {
         let key = self.key().to_vec();
-        let kept: Vec<Version<'_>> =
-            self.versions().enumerate().filter(|(i, v)| keep(*i, v)).map(|(_, v)| v).collect();
+        let all = self.oldest_first();
+        let kept: Vec<Version<'_>> = all.iter().enumerate().filter(|(i, v)| keep(*i, v)).map(|(_, v)| *v).collect();
         if kept.is_empty() {
             self.0 = Box::default();
             return false;
@@ -207,21 +235,21 @@ impl Block {
     }
 }
 
-/// A whole block from a key and its versions (in revision order).
+/// A whole block from a key and its versions (oldest first).
 pub(crate) fn encode_block(key: &[u8], versions: &[Version<'_>]) -> Block {
     let mut out = Vec::new();
     put_varint(&mut out, key.len() as u64);
     out.extend_from_slice(key);
-    let mut prev: Option<&Version<'_>> = None;
-    for v in versions {
-        encode_version(&mut out, prev, v);
-        prev = Some(v);
+    let mut newer: Option<&Version<'_>> = None;
+    for v in versions.iter().rev() {
+        encode_version(&mut out, newer, v);
+        newer = Some(v);
     }
     Block(out.into_boxed_slice())
 }
 
-fn encode_version(out: &mut Vec<u8>, prev: Option<&Version<'_>>, v: &Version<'_>) {
-    let implied = Version::implied_after(prev, v.main);
+fn encode_version(out: &mut Vec<u8>, newer: Option<&Version<'_>>, v: &Version<'_>) {
+    let implied = Version::implied_before(newer, v.main);
     let explicit = !v.tombstone && implied != (v.create, v.version);
     let mut flags = 0;
     if v.tombstone {
@@ -234,7 +262,7 @@ fn encode_version(out: &mut Vec<u8>, prev: Option<&Version<'_>>, v: &Version<'_>
         flags |= EXPLICIT;
     }
     out.push(flags);
-    put_varint(out, v.main - prev.map_or(0, |p| p.main));
+    put_varint(out, v.main);
     put_varint(out, u64::from(v.sub));
     if explicit {
         put_varint(out, v.create);
@@ -249,12 +277,12 @@ fn encode_version(out: &mut Vec<u8>, prev: Option<&Version<'_>>, v: &Version<'_>
     }
 }
 
-/// Decodes versions in order. Blocks are only ever written by this module, so
-/// a decoding failure is a broken invariant and panics.
+/// Decodes versions from the newest. Blocks are only ever written by this
+/// module, so a decoding failure is a broken invariant and panics.
 pub(crate) struct Versions<'a> {
     bytes: &'a [u8],
     at: usize,
-    prev: Option<Version<'static>>,
+    newer: Option<Version<'static>>,
 }
 
 impl<'a> Iterator for Versions<'a> {
@@ -268,10 +296,10 @@ impl<'a> Iterator for Versions<'a> {
         let bytes = self.bytes;
         let mut at = self.at + 1;
         let mut varint = || get_varint(bytes, &mut at).expect("block varint");
-        let main = self.prev.map_or(0, |p| p.main) + varint();
+        let main = varint();
         let sub = varint() as u32;
         let tombstone = flags & TOMBSTONE != 0;
-        let (mut create, mut version) = Version::implied_after(self.prev.as_ref(), main);
+        let (mut create, mut version) = Version::implied_before(self.newer.as_ref(), main);
         if flags & EXPLICIT != 0 {
             create = varint();
             version = varint();
@@ -287,7 +315,7 @@ impl<'a> Iterator for Versions<'a> {
         }
         self.at = at;
         let v = Version { main, sub, tombstone, create, version, lease, value };
-        self.prev = Some(v.meta());
+        self.newer = Some(v.meta());
         Some(v)
     }
 }
@@ -307,7 +335,7 @@ mod tests {
         b.push(&Version { lease: 7, sub: 3, ..put(5, 2, 2, b"two") });
         b.push(&Version { tombstone: true, ..put(9, 0, 0, b"") });
         b.push(&put(12, 12, 1, b"again"));
-        let got: Vec<_> = b.versions().collect();
+        let got = b.oldest_first();
         assert_eq!(got.len(), 4);
         assert_eq!(got[1], Version { lease: 7, sub: 3, ..put(5, 2, 2, b"two") });
         assert!(got[2].tombstone);
@@ -325,7 +353,7 @@ mod tests {
             b.push(&put(*main, 3, i as u64 + 1, b"v"));
         }
         assert!(b.retain(|i, _| i >= 1));
-        let got: Vec<_> = b.versions().map(|v| (v.main, v.create, v.version)).collect();
+        let got: Vec<_> = b.oldest_first().iter().map(|v| (v.main, v.create, v.version)).collect();
         assert_eq!(got, vec![(4, 3, 2), (8, 3, 3)]);
         assert!(!b.retain(|_, _| false));
         assert!(b.is_free());
@@ -339,7 +367,10 @@ mod tests {
             b.push(&put(main, 2, main - 1, &value));
         }
         assert!(b.heap_bytes() > 38 * 1000);
-        assert_eq!(b.versions().count(), 38);
+        let versions: Vec<u64> = b.oldest_first().iter().map(|v| v.version).collect();
+        assert_eq!(versions, (1..=38).collect::<Vec<u64>>());
+        assert!(b.oldest_first().iter().all(|v| v.value == value && v.create == 2));
+        assert_eq!(b.oldest_first()[0].version, 1);
         assert_eq!(b.latest().map(|v| v.version), Some(38));
     }
 

@@ -565,13 +565,16 @@ impl Store {
     fn compact_key(&mut self, id: u32) {
         let at = self.compact_revision;
         let block = self.keys.get(id);
-        let newest_below = block.versions().enumerate().filter(|(_, v)| v.main < at).last();
-        let Some((newest_below, newest)) = newest_below else { return };
-        let keep_newest = !newest.tombstone;
+        // Newest first: the first version below `at` is the newest one there.
+        let below = block.newest_first().position(|v| v.main < at);
+        let Some(below) = below else { return };
+        let total = block.newest_first().count();
+        let newest_below = total - 1 - below;
+        let keep_newest = block.newest_first().nth(below).is_some_and(|v| !v.tombstone);
         if newest_below == 0 && keep_newest {
             return;
         }
-        if block.versions().all(|v| v.main < at) && !keep_newest {
+        if below == 0 && !keep_newest {
             let key = block.key().to_vec();
             self.tree.remove(&self.keys, &key).expect("a compacted key is in the tree");
             self.keys.release(id);
@@ -704,32 +707,23 @@ impl Store {
 /// The versions a compaction at `at` keeps: every version at or after it,
 /// and the newest one before it unless that one is a tombstone.
 pub(crate) fn retained(block: &Block, at: u64) -> Vec<Version<'_>> {
-    let all: Vec<Version<'_>> = block.versions().collect();
+    let all = block.oldest_first();
     let below = all.iter().rposition(|v| v.main < at);
     let keep = |i: usize, v: &Version<'_>| v.main >= at || (Some(i) == below && !v.tombstone);
     all.iter().enumerate().filter(|(i, v)| keep(*i, v)).map(|(_, v)| *v).collect()
 }
 
 fn event_of(block: &Block, rev: Revision, with_prev: bool) -> Event {
-    let mut prev: Option<Version<'_>> = None;
-    for v in block.versions() {
-        if (v.main, v.sub) == (rev.main, rev.sub) {
-            let prev_kv = prev.filter(|p| with_prev && !p.tombstone).map(|p| p.to_kv(block.key()));
-            let (kind, kv) = if v.tombstone {
-                let kv = KeyValue {
-                    key: block.key().to_vec(),
-                    mod_revision: v.main,
-                    ..KeyValue::default()
-                };
-                (EventKind::Delete, kv)
-            } else {
-                (EventKind::Put, v.to_kv(block.key()))
-            };
-            return Event { kind, kv, prev_kv, sub_revision: v.sub };
-        }
-        prev = Some(v);
-    }
-    panic!("the log names a version its key does not hold");
+    let mut versions = block.newest_first().skip_while(|v| (v.main, v.sub) != (rev.main, rev.sub));
+    let v = versions.next().expect("the log names a version its key holds");
+    let prev_kv = versions.next().filter(|p| with_prev && !p.tombstone).map(|p| p.to_kv(block.key()));
+    let (kind, kv) = if v.tombstone {
+        let kv = KeyValue { key: block.key().to_vec(), mod_revision: v.main, ..KeyValue::default() };
+        (EventKind::Delete, kv)
+    } else {
+        (EventKind::Put, v.to_kv(block.key()))
+    };
+    Event { kind, kv, prev_kv, sub_revision: v.sub }
 }
 
 fn compare_version(c: &Compare, v: &Version<'_>) -> bool {
