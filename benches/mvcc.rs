@@ -234,11 +234,20 @@ fn main() {
     println!("btreemap_bytes_per_key_3_versions={:.1}", base_three as f64 / n);
     println!("mvcc_put_ns={:.0}", put_ns / 3.0);
     println!("btreemap_put_ns={:.0}", base_put_ns / 3.0);
-    println!("mvcc_get_ns={:.0}", mvcc_get_ns(&store, &keys));
-    println!("btreemap_get_ns={:.0}", baseline_get_ns(&map, &keys));
+    // Reads alternate between the two and keep each one's best of five
+    // runs: the boards and CI machines this runs on are shared.
     let namespaces = count / PODS_PER_NAMESPACE;
-    println!("mvcc_range100_ns={:.0}", mvcc_range_ns(&store, namespaces));
-    println!("btreemap_range100_ns={:.0}", baseline_range_ns(&map, namespaces));
+    let (mut get, mut base_get, mut range, mut base_range) = (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
+    for _ in 0..5 {
+        get = get.min(mvcc_get_ns(&store, &keys));
+        base_get = base_get.min(baseline_get_ns(&map, &keys));
+        range = range.min(mvcc_range_ns(&store, namespaces));
+        base_range = base_range.min(baseline_range_ns(&map, namespaces));
+    }
+    println!("mvcc_get_ns={get:.0}");
+    println!("btreemap_get_ns={base_get:.0}");
+    println!("mvcc_range100_ns={range:.0}");
+    println!("btreemap_range100_ns={base_range:.0}");
     drop(map);
     store.compact(store.current_revision()).expect("compact");
     store.compact_all();

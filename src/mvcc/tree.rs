@@ -20,10 +20,15 @@
 
 use super::chunked::ChunkedVec;
 
-/// Ids per leaf: 4 (len) + 4 (prev) + 4 (next) + 61 × 4 = 256 bytes.
-pub(crate) const LEAF_CAP: usize = 61;
+/// Ids per leaf. A leaf is 512 bytes, eight cache lines: the first holds
+/// the header and the shared prefix, the next three and a half the hints,
+/// the rest the ids.
+pub(crate) const LEAF_CAP: usize = 56;
+/// Bytes of shared prefix a leaf keeps inline: 64 − 12 header bytes. Keys
+/// sharing a longer prefix still work; their hints just start at byte 52.
+const PREFIX_CAP: usize = 52;
 /// Children per inner node: 32 × 4 bytes of child ids is two cache lines,
-/// and with half-full nodes four levels still index 16⁴ leaves (~40M keys).
+/// and with half-full nodes four levels still index 16⁴ leaves (~30M keys).
 pub(crate) const INNER_CAP: usize = 32;
 const NIL: u32 = u32::MAX;
 
@@ -32,41 +37,115 @@ pub(crate) trait KeySource {
     fn key_of(&self, id: u32) -> &[u8];
 }
 
+/// The four key bytes after `prefix_len`, big-endian and zero-padded, so
+/// that a < b implies hint(a) ≤ hint(b) for keys sharing the prefix.
+fn hint(key: &[u8], prefix_len: usize) -> u32 {
+    let mut bytes = [0u8; 4];
+    let tail = key.get(prefix_len..).unwrap_or(&[]);
+    let n = tail.len().min(4);
+    bytes[..n].copy_from_slice(&tail[..n]);
+    u32::from_be_bytes(bytes)
+}
+
+const _: () = assert!(size_of::<Leaf>() == 512);
+
 #[derive(Clone)]
 struct Leaf {
     /// Invariant: ids[..len] are in strictly ascending key order.
-    len: u32,
+    len: u16,
+    /// Invariant: every key of the leaf starts with prefix[..prefix_len],
+    /// and hints[i] == hint(key of ids[i], prefix_len).
+    prefix_len: u16,
     prev: u32,
     next: u32,
+    prefix: [u8; PREFIX_CAP],
+    hints: [u32; LEAF_CAP],
     ids: [u32; LEAF_CAP],
 }
 
 impl Leaf {
     fn empty() -> Leaf {
-        Leaf { len: 0, prev: NIL, next: NIL, ids: [0; LEAF_CAP] }
+        Leaf {
+            len: 0,
+            prefix_len: 0,
+            prev: NIL,
+            next: NIL,
+            prefix: [0; PREFIX_CAP],
+            hints: [0; LEAF_CAP],
+            ids: [0; LEAF_CAP],
+        }
     }
 
     fn ids(&self) -> &[u32] {
         &self.ids[..self.len as usize]
     }
 
-    fn search(&self, keys: &impl KeySource, key: &[u8]) -> Result<usize, usize> {
-        self.ids().binary_search_by(|id| keys.key_of(*id).cmp(key))
+    fn prefix(&self) -> &[u8] {
+        &self.prefix[..self.prefix_len as usize]
     }
 
-    fn insert(&mut self, pos: usize, id: u32) {
+    /// Binary search on the hints; key bytes are read only when two hints
+    /// tie, so a lookup usually touches one key: the one it finds.
+    fn search(&self, keys: &impl KeySource, key: &[u8]) -> Result<usize, usize> {
+        if !key.starts_with(self.prefix()) {
+            // Every key here starts with the prefix, so all are on one side.
+            return Err(if key < self.prefix() { 0 } else { self.len as usize });
+        }
+        let h = hint(key, self.prefix_len as usize);
+        let (mut lo, mut hi) = (0, self.len as usize);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let ord = match self.hints[mid].cmp(&h) {
+                std::cmp::Ordering::Equal => keys.key_of(self.ids[mid]).cmp(key),
+                other => other,
+            };
+            match ord {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Ok(mid),
+            }
+        }
+        Err(lo)
+    }
+
+    fn insert(&mut self, keys: &impl KeySource, pos: usize, key: &[u8], id: u32) {
         let len = self.len as usize;
         self.ids.copy_within(pos..len, pos + 1);
+        self.hints.copy_within(pos..len, pos + 1);
         self.ids[pos] = id;
         self.len += 1;
+        if key.starts_with(self.prefix()) && len > 0 {
+            self.hints[pos] = hint(key, self.prefix_len as usize);
+        } else {
+            self.rebuild_hints(keys);
+        }
     }
 
     fn remove(&mut self, pos: usize) -> u32 {
         let len = self.len as usize;
         let id = self.ids[pos];
         self.ids.copy_within(pos + 1..len, pos);
+        self.hints.copy_within(pos + 1..len, pos);
         self.len -= 1;
         id
+    }
+
+    /// Sets the prefix to what the first and last keys share (so all do)
+    /// and recomputes every hint.
+    fn rebuild_hints(&mut self, keys: &impl KeySource) {
+        let len = self.len as usize;
+        if len == 0 {
+            self.prefix_len = 0;
+            return;
+        }
+        let first = keys.key_of(self.ids[0]);
+        let last = keys.key_of(self.ids[len - 1]);
+        let shared = first.iter().zip(last).take_while(|(a, b)| a == b).count().min(PREFIX_CAP);
+        self.prefix[..shared].copy_from_slice(&first[..shared]);
+        self.prefix_len = shared as u16;
+        for i in 0..len {
+            self.hints[i] = hint(keys.key_of(self.ids[i]), shared);
+        }
     }
 }
 
@@ -285,7 +364,7 @@ impl Tree {
         };
         let len = leaf.len as usize;
         if len < LEAF_CAP {
-            self.leaf_mut(node).insert(pos, id);
+            self.leaf_mut(node).insert(keys, pos, key, id);
             return Grow::Done;
         }
         // Appending at the very end keeps the full leaf as it is, so keys
@@ -296,18 +375,20 @@ impl Tree {
         let mut moved = Leaf::empty();
         let left = self.leaf_mut(node);
         moved.ids[..len - mid].copy_from_slice(&left.ids[mid..len]);
-        moved.len = (len - mid) as u32;
-        left.len = mid as u32;
+        moved.len = (len - mid) as u16;
+        left.len = mid as u16;
         (moved.prev, moved.next) = (node, left.next);
         left.next = right;
         if moved.next != NIL {
             self.leaf_mut(moved.next).prev = right;
         }
+        moved.rebuild_hints(keys);
         *self.leaf_mut(right) = moved;
+        self.leaf_mut(node).rebuild_hints(keys);
         if pos <= mid && !appending {
-            self.leaf_mut(node).insert(pos, id);
+            self.leaf_mut(node).insert(keys, pos, key, id);
         } else {
-            self.leaf_mut(right).insert(pos - mid, id);
+            self.leaf_mut(right).insert(keys, pos - mid, key, id);
         }
         let left_last = *self.leaf(node).ids().last().expect("left half is not empty");
         let right_first = self.leaf(right).ids[0];
@@ -342,7 +423,7 @@ impl Tree {
         let idx = self.inner(node).child_for(key);
         let child = self.inner(node).children[idx];
         let id = self.remove_in(keys, child, height - 1, key)?;
-        self.maybe_shrink_child(node, idx, height - 1);
+        self.maybe_shrink_child(keys, node, idx, height - 1);
         Some(id)
     }
 
@@ -352,7 +433,7 @@ impl Tree {
 
     /// Drops an empty child, or merges a child below a quarter full into a
     /// neighbour when both fit in one node.
-    fn maybe_shrink_child(&mut self, parent: u32, idx: usize, height: u32) {
+    fn maybe_shrink_child(&mut self, keys: &impl KeySource, parent: u32, idx: usize, height: u32) {
         let child = self.inner(parent).children[idx];
         let size = self.node_size(child, height);
         let cap = if height == 0 { LEAF_CAP } else { INNER_CAP };
@@ -370,7 +451,7 @@ impl Tree {
             }
             let (na, nb) = (self.inner(parent).children[a], self.inner(parent).children[b]);
             if self.node_size(na, height) + self.node_size(nb, height) <= cap {
-                self.merge_children(parent, a, height);
+                self.merge_children(keys, parent, a, height);
                 return;
             }
         }
@@ -391,7 +472,7 @@ impl Tree {
     }
 
     /// Moves everything of child a+1 into child a and removes child a+1.
-    fn merge_children(&mut self, parent: u32, a: usize, height: u32) {
+    fn merge_children(&mut self, keys: &impl KeySource, parent: u32, a: usize, height: u32) {
         let p = self.inner_mut(parent);
         let right = p.children.remove(a + 1);
         let sep = p.remove_sep(a);
@@ -402,6 +483,7 @@ impl Tree {
             let len = l.len as usize;
             l.ids[len..len + moved.len as usize].copy_from_slice(moved.ids());
             l.len += moved.len;
+            l.rebuild_hints(keys);
             self.unlink_leaf(right);
             return;
         }
@@ -447,7 +529,7 @@ impl Tree {
     fn normalize(&self, mut c: Cursor) -> Cursor {
         loop {
             let leaf = self.leaf(c.leaf);
-            if c.pos < leaf.len || leaf.next == NIL {
+            if c.pos < u32::from(leaf.len) || leaf.next == NIL {
                 return c;
             }
             c = Cursor { leaf: leaf.next, pos: 0 };
@@ -506,8 +588,11 @@ impl Tree {
         count: &mut usize,
     ) {
         if height == 0 {
-            for id in self.leaf(node).ids() {
+            let leaf = self.leaf(node);
+            for (i, id) in leaf.ids().iter().enumerate() {
                 let k = keys.key_of(*id);
+                assert!(k.starts_with(leaf.prefix()), "leaf prefix");
+                assert_eq!(leaf.hints[i], hint(k, leaf.prefix_len as usize), "leaf hint");
                 assert!(
                     low.is_none_or(|l| l <= k) && high.is_none_or(|h| k < h),
                     "key outside bounds"
