@@ -118,15 +118,28 @@ fn mvcc_round(store: &mut Store, keys: &[Vec<u8>], round: u8) -> f64 {
     start.elapsed().as_nanos() as f64 / keys.len() as f64
 }
 
-fn baseline_round(map: &mut BTreeMap<Vec<u8>, Vec<BaselineVersion>>, keys: &[Vec<u8>], round: u8, rev: &mut u64) -> f64 {
+fn baseline_round(
+    map: &mut BTreeMap<Vec<u8>, Vec<BaselineVersion>>,
+    keys: &[Vec<u8>],
+    round: u8,
+    rev: &mut u64,
+) -> f64 {
     let v = value(round);
     let start = Instant::now();
     for key in keys {
         *rev += 1;
         let versions = map.entry(key.clone()).or_default();
-        let (create, version) = versions.last().map_or((*rev, 1), |l| (l.create_revision, l.version + 1));
+        let (create, version) =
+            versions.last().map_or((*rev, 1), |l| (l.create_revision, l.version + 1));
         let value = v.clone();
-        versions.push(BaselineVersion { mod_revision: *rev, sub: 0, create_revision: create, version, lease: 0, value });
+        versions.push(BaselineVersion {
+            mod_revision: *rev,
+            sub: 0,
+            create_revision: create,
+            version,
+            lease: 0,
+            value,
+        });
         black_box(&versions);
     }
     start.elapsed().as_nanos() as f64 / keys.len() as f64
@@ -175,7 +188,9 @@ fn mvcc_range_ns(store: &Store, namespaces: usize) -> f64 {
     for _ in 0..RANGE_READS {
         let key = namespace_prefix((rng.next() % namespaces as u64) as usize);
         let range_end = prefix_range_end(&key);
-        let resp = store.range(&RangeRequest { key, range_end, ..RangeRequest::default() }).expect("range");
+        let resp = store
+            .range(&RangeRequest { key, range_end, ..RangeRequest::default() })
+            .expect("range");
         assert_eq!(resp.kvs.len(), PODS_PER_NAMESPACE);
         black_box(resp);
     }
@@ -188,8 +203,10 @@ fn baseline_range_ns(map: &BTreeMap<Vec<u8>, Vec<BaselineVersion>>, namespaces: 
     for _ in 0..RANGE_READS {
         let key = namespace_prefix((rng.next() % namespaces as u64) as usize);
         let end = prefix_range_end(&key);
-        let kvs: Vec<KeyValue> =
-            map.range(key..end).filter_map(|(k, vs)| vs.last().map(|v| baseline_kv(k, v))).collect();
+        let kvs: Vec<KeyValue> = map
+            .range(key..end)
+            .filter_map(|(k, vs)| vs.last().map(|v| baseline_kv(k, v)))
+            .collect();
         assert_eq!(kvs.len(), PODS_PER_NAMESPACE);
         black_box(kvs);
     }
@@ -197,7 +214,8 @@ fn baseline_range_ns(map: &BTreeMap<Vec<u8>, Vec<BaselineVersion>>, namespaces: 
 }
 
 fn main() {
-    let count: usize = std::env::var("EMBER_BENCH_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let count: usize =
+        std::env::var("EMBER_BENCH_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     let count = count.max(PODS_PER_NAMESPACE) / PODS_PER_NAMESPACE * PODS_PER_NAMESPACE;
     let keys = keys(count);
     let key_bytes: usize = keys.iter().map(Vec::len).sum();
@@ -216,7 +234,8 @@ fn main() {
     let mut rev = 1;
     let mut base_put_ns = baseline_round(&mut map, &keys, 0, &mut rev);
     let base_one = live_bytes() - before;
-    base_put_ns += baseline_round(&mut map, &keys, 1, &mut rev) + baseline_round(&mut map, &keys, 2, &mut rev);
+    base_put_ns +=
+        baseline_round(&mut map, &keys, 1, &mut rev) + baseline_round(&mut map, &keys, 2, &mut rev);
     let base_three = live_bytes() - before;
 
     let extra_values = 2 * count * VALUE_BYTES;
@@ -237,7 +256,8 @@ fn main() {
     // Reads alternate between the two and keep each one's best of five
     // runs: the boards and CI machines this runs on are shared.
     let namespaces = count / PODS_PER_NAMESPACE;
-    let (mut get, mut base_get, mut range, mut base_range) = (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
+    let (mut get, mut base_get, mut range, mut base_range) =
+        (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
     for _ in 0..5 {
         get = get.min(mvcc_get_ns(&store, &keys));
         base_get = base_get.min(baseline_get_ns(&map, &keys));

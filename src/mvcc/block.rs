@@ -224,7 +224,8 @@ impl Block {
     pub(crate) fn retain(&mut self, keep: impl Fn(usize, &Version<'_>) -> bool) -> bool {
         let key = self.key().to_vec();
         let all = self.oldest_first();
-        let kept: Vec<Version<'_>> = all.iter().enumerate().filter(|(i, v)| keep(*i, v)).map(|(_, v)| *v).collect();
+        let kept: Vec<Version<'_>> =
+            all.iter().enumerate().filter(|(i, v)| keep(*i, v)).map(|(_, v)| *v).collect();
         if kept.is_empty() {
             self.0 = Box::default();
             return false;

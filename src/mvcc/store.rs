@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use super::block::{Block, Version};
 use super::chunked::ChunkedVec;
 use super::log::RevLog;
-use super::tree::{KeySource, Tree};
+use super::tree::{KeySource, LEAF_CAP, Tree};
 use super::types::*;
 
 /// Changes one `events_since` call may look at. It bounds the work of one
@@ -215,14 +215,32 @@ impl Store {
             }
             return;
         }
-        for id in self.tree.iter_from(self.tree.seek(&self.keys, key)) {
-            let block = self.keys.get(id);
-            if !end.admits(key, block.key()) {
+        let mut cursor = self.tree.seek(&self.keys, key);
+        loop {
+            let (ids, next) = self.tree.run_at(cursor);
+            if ids.is_empty() {
                 return;
             }
-            if let Some(v) = block.live_at(rev) {
-                f(block.key(), v);
+            // Resolve and touch a leaf's blocks before decoding any: the
+            // loads are independent, so their cache misses overlap instead
+            // of coming one after another.
+            let mut blocks: [Option<&Block>; LEAF_CAP] = [None; LEAF_CAP];
+            let mut warm = 0usize;
+            for (slot, id) in blocks.iter_mut().zip(ids) {
+                let block = self.keys.get(*id);
+                warm = warm.wrapping_add(block.key().len());
+                *slot = Some(block);
             }
+            std::hint::black_box(warm);
+            for block in blocks.iter().flatten() {
+                if !end.admits(key, block.key()) {
+                    return;
+                }
+                if let Some(v) = block.live_at(rev) {
+                    f(block.key(), v);
+                }
+            }
+            cursor = next;
         }
     }
 
@@ -716,9 +734,11 @@ pub(crate) fn retained(block: &Block, at: u64) -> Vec<Version<'_>> {
 fn event_of(block: &Block, rev: Revision, with_prev: bool) -> Event {
     let mut versions = block.newest_first().skip_while(|v| (v.main, v.sub) != (rev.main, rev.sub));
     let v = versions.next().expect("the log names a version its key holds");
-    let prev_kv = versions.next().filter(|p| with_prev && !p.tombstone).map(|p| p.to_kv(block.key()));
+    let prev_kv =
+        versions.next().filter(|p| with_prev && !p.tombstone).map(|p| p.to_kv(block.key()));
     let (kind, kv) = if v.tombstone {
-        let kv = KeyValue { key: block.key().to_vec(), mod_revision: v.main, ..KeyValue::default() };
+        let kv =
+            KeyValue { key: block.key().to_vec(), mod_revision: v.main, ..KeyValue::default() };
         (EventKind::Delete, kv)
     } else {
         (EventKind::Put, v.to_kv(block.key()))

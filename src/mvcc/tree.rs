@@ -545,6 +545,14 @@ impl Tree {
         self.normalize(Cursor { leaf: c.leaf, pos: c.pos + 1 })
     }
 
+    /// The ids from the cursor to the end of its leaf (empty at the end of
+    /// the tree), and the cursor just after them.
+    pub(crate) fn run_at(&self, c: Cursor) -> (&[u32], Cursor) {
+        let leaf = self.leaf(c.leaf);
+        let ids = leaf.ids().get(c.pos as usize..).unwrap_or(&[]);
+        (ids, self.normalize(Cursor { leaf: c.leaf, pos: u32::from(leaf.len) }))
+    }
+
     /// Ids from `c` onwards in key order.
     pub(crate) fn iter_from(&self, c: Cursor) -> impl Iterator<Item = u32> + '_ {
         let mut cur = c;
