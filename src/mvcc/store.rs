@@ -352,7 +352,7 @@ impl Store {
         let block = self.keys.get(id);
         let prev = block.latest().filter(|v| !v.tombstone).map(|v| v.to_kv(&req.key));
         let (create, version) =
-            prev.as_ref().map_or((w.rev, 1), |p| (p.create_revision, p.version + 1));
+            prev.as_ref().map_or((w.rev, 1), |p| (p.create_revision, p.version.saturating_add(1)));
         let value = match (&prev, req.ignore_value) {
             (Some(p), true) => p.value.clone(),
             _ => req.value.clone(),
@@ -619,6 +619,8 @@ impl Store {
         let end = RangeEnd::from_request(range_end);
         let mut cur = self.log.seek(from);
         let mut events = Vec::new();
+        // At least one event per call, so every call makes progress.
+        let max_events = max_events.max(1);
         let mut scanned = 0;
         while let Some((rev, id)) = self.log.at(&cur) {
             if events.len() >= max_events || scanned >= MAX_WATCH_SCAN_CHANGES {
