@@ -14,30 +14,32 @@
 //! compact structures instead of etcd's index plus storage engine:
 //!
 //! ```text
-//!   tree (tree.rs)           key table (store.rs)        blocks (block.rs)
-//!   B+tree of u32 key ids ─▶ id → 16-byte Box<[u8]> ──▶ key bytes + every
-//!   256-byte leaves,         in 1,024-slot chunks        retained version,
-//!   packed separators                                    varint-packed
-//!                    log (log.rs): u32 key id per change, in revision order
+//!   tree (tree.rs)            key table (store.rs)       blocks (block.rs)
+//!   B+tree of u32 key ids ──▶ id → 16-byte Box<[u8]> ──▶ key bytes, then every
+//!   512-byte leaves with      in 1,024-slot chunks        retained version,
+//!   4-byte hints per id                                   newest first
+//!
+//!   log (log.rs): one u32 (key id) per change, in revision order
 //! ```
 //!
-//! * Each key's bytes are stored once, in its block; leaves hold 4-byte ids
-//!   and compare through the key table. Inner nodes keep short separators
-//!   (the distinguishing prefix), a few bytes per leaf.
-//! * A block holds all versions of its key in one allocation: a put adds
-//!   about 6 bytes (flags, revision delta, sub revision, value length) to its
-//!   value, because create revision and version are implied by the version
-//!   before. No version needs an allocation of its own.
-//! * The log names the key of every change in revision order (4 bytes each)
-//!   so a watch reads `[rev, now)` at a cost proportional to the changes since
-//!   `rev`, whatever the number of keys.
+//! * Each key's bytes are stored once, in its block; leaves hold ids and
+//!   4-byte hints, inner nodes short separators (the distinguishing prefix
+//!   of a key, a few bytes per leaf).
+//! * A block holds all versions of its key in one allocation, newest first.
+//!   A version costs about 7 bytes beside its value (flags, revision, sub
+//!   revision, value length): create revision and version are implied by
+//!   the neighbouring version. No version has an allocation of its own.
+//! * The log names the key of every change in revision order, so a watch
+//!   reads `[rev, now)` at a cost proportional to the changes since `rev`,
+//!   whatever the number of keys.
 //!
-//! Per key with one version and a 35-byte key this comes to about 31 bytes
-//! beyond key and value: 16 for the table slot, 4 to 6 for the leaf slot
-//! (65–100% fill), 4 for the log entry and 7 for the block's header and
-//! version fields. Each further version adds about 10 (4 in the log, 6 in
-//! the block). `benches/mvcc.rs` measures the real figures against
-//! `BTreeMap`.
+//! For one version and a 35-byte key that is about 44 bytes beyond key and
+//! value: 16 for the table slot, 13 for the leaf slot (70% fill), 4 for the
+//! log entry, 8 for the block's key length and version fields, and a few for
+//! inner nodes and partly filled chunks. Each further version adds about 14:
+//! 4 in the log, 7 in the block, and up to 4 more for the newest version's
+//! explicit create revision and version. `benches/mvcc.rs` measures these
+//! figures against `BTreeMap` with a counting allocator.
 //!
 //! # Compaction
 //!

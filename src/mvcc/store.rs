@@ -354,8 +354,8 @@ impl Store {
         let (create, version) =
             prev.as_ref().map_or((w.rev, 1), |p| (p.create_revision, p.version.saturating_add(1)));
         let value = match (&prev, req.ignore_value) {
-            (Some(p), true) => p.value.clone(),
-            _ => req.value.clone(),
+            (Some(p), true) => p.value.as_slice(),
+            _ => req.value.as_slice(),
         };
         let lease = match (&prev, req.ignore_lease) {
             (Some(p), true) => p.lease,
@@ -363,8 +363,8 @@ impl Store {
         };
         let sub = w.next_sub;
         w.next_sub += 1;
-        let v =
-            Version { main: w.rev, sub, tombstone: false, create, version, lease, value: &value };
+        let v = Version { main: w.rev, sub, tombstone: false, create, version, lease, value };
+        let kv = v.to_kv(&req.key);
         self.keys.get_mut(id).push(&v);
         if let Some(p) = prev.as_ref().filter(|p| p.lease != 0) {
             self.leases.remove(&(p.lease, id));
@@ -373,9 +373,9 @@ impl Store {
             self.leases.insert((lease, id));
         }
         self.log.push(Revision { main: w.rev, sub }, id);
-        let kv = v.to_kv(&req.key);
-        w.events.push(Event { kind: EventKind::Put, kv, prev_kv: prev.clone(), sub_revision: sub });
-        PutResponse { prev_kv: if req.prev_kv { prev } else { None } }
+        let response = PutResponse { prev_kv: if req.prev_kv { prev.clone() } else { None } };
+        w.events.push(Event { kind: EventKind::Put, kv, prev_kv: prev, sub_revision: sub });
+        response
     }
 
     fn delete_range(&mut self, w: &mut Writer, req: &DeleteRangeRequest) -> DeleteRangeResponse {

@@ -1,10 +1,26 @@
 //! The ordered index: a B+tree of key ids.
 //!
-//! Leaves hold only 4-byte key ids; the key bytes live once, in the key's
-//! block (see `block.rs`), and the tree reads them through [`KeySource`].
-//! A leaf is 256 bytes (four 64-byte cache lines): length, previous and next
-//! leaf, and [`LEAF_CAP`] = 61 ids. Leaves are doubly linked, so ordered scans
-//! walk the leaf chain without climbing the tree.
+//! Leaves hold 4-byte key ids; the key bytes live once, in the key's block
+//! (see `block.rs`), and the tree reads them through [`KeySource`]. Reading a
+//! key is a cache miss into the key table and another into the block, so a
+//! leaf also keeps, per id, a 4-byte *hint*: the key's four bytes after the
+//! prefix all keys of the leaf share, which the leaf stores inline (up to 52
+//! bytes). A search compares the key with the prefix once, then binary
+//! searches the hints and reads key bytes only where two hints tie. For
+//! `/registry/pods/namespace-N/pod-M` keys a leaf usually holds one or two
+//! namespaces, and a lookup reads one or two keys instead of six.
+//!
+//! ```text
+//! leaf (512 bytes, 8 cache lines)
+//!   0..12    len:u16 prefix_len:u16 prev:u32 next:u32
+//!   12..64   prefix bytes
+//!   64..288  hints: 56 × u32
+//!   288..512 ids:   56 × u32
+//! ```
+//!
+//! At the 70% fill random inserts give, that is 13 bytes per key; keys
+//! written in order fill leaves completely (9 bytes per key). Leaves are
+//! doubly linked, so ordered scans walk the chain without climbing the tree.
 //!
 //! Inner nodes hold up to [`INNER_CAP`] children and the separators between
 //! them as truncated copies of keys packed in one byte buffer: the separator
@@ -27,8 +43,8 @@ pub(crate) const LEAF_CAP: usize = 56;
 /// Bytes of shared prefix a leaf keeps inline: 64 − 12 header bytes. Keys
 /// sharing a longer prefix still work; their hints just start at byte 52.
 const PREFIX_CAP: usize = 52;
-/// Children per inner node: 32 × 4 bytes of child ids is two cache lines,
-/// and with half-full nodes four levels still index 16⁴ leaves (~30M keys).
+/// Children per inner node: 32 × 4 bytes of child ids is two cache lines.
+/// 100,000 keys need about 2,500 leaves and three inner levels.
 pub(crate) const INNER_CAP: usize = 32;
 const NIL: u32 = u32::MAX;
 
