@@ -1,0 +1,891 @@
+//! The store: applies writes, answers reads, compacts, feeds watches.
+
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+
+use super::block::{Block, Version};
+use super::chunked::ChunkedVec;
+use super::log::RevLog;
+use super::tree::{KeySource, LEAF_CAP, Tree};
+use super::types::*;
+
+/// Changes one `events_since` call may look at. It bounds the work of one
+/// call when a watch covers few of many changing keys; 16,384 four-byte log
+/// entries is 64 KiB of sequential reads.
+pub const MAX_WATCH_SCAN_CHANGES: usize = 16_384;
+
+/// The first revision a change can carry: the empty store is at revision 1,
+/// as in etcd.
+const FIRST_CHANGE_REVISION: u64 = 2;
+
+/// Key ids per chunk of the key table: 1,024 × 16-byte block handles.
+const KEY_CHUNK: usize = 1024;
+
+/// Key id → block. A free slot holds an empty block and is listed in `free`.
+#[derive(Default)]
+pub(crate) struct KeyTable {
+    blocks: ChunkedVec<Block, KEY_CHUNK>,
+    free: Vec<u32>,
+}
+
+impl KeySource for KeyTable {
+    fn key_of(&self, id: u32) -> &[u8] {
+        self.blocks.get(id as usize).key()
+    }
+}
+
+impl KeyTable {
+    pub(crate) fn get(&self, id: u32) -> &Block {
+        self.blocks.get(id as usize)
+    }
+
+    fn get_mut(&mut self, id: u32) -> &mut Block {
+        self.blocks.get_mut(id as usize)
+    }
+
+    pub(crate) fn alloc(&mut self, block: Block) -> u32 {
+        match self.free.pop() {
+            Some(id) => {
+                *self.get_mut(id) = block;
+                id
+            }
+            None => self.blocks.push(block) as u32,
+        }
+    }
+
+    pub(crate) fn release(&mut self, id: u32) {
+        *self.get_mut(id) = Block::default();
+        self.free.push(id);
+    }
+
+    fn heap_bytes(&self) -> usize {
+        let mut bytes = self.blocks.heap_bytes() + self.free.capacity() * 4;
+        for id in 0..self.blocks.len() {
+            bytes += self.blocks.get(id).heap_bytes();
+        }
+        bytes
+    }
+}
+
+/// A physical compaction in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Compaction {
+    /// The last key already compacted; `None` before the first step.
+    resume_after: Option<Vec<u8>>,
+}
+
+/// The changes one write request makes: they share a main revision.
+struct Writer {
+    rev: u64,
+    next_sub: u32,
+    events: Vec<Event>,
+}
+
+/// The multi-version key-value store.
+///
+/// Call order: the apply thread calls `apply_put`, `apply_delete_range`,
+/// `apply_txn`, `compact` for committed entries, in log order; between them it
+/// may call `compact_step` to make a pending compaction progress and any read
+/// (`range`, `events_since`, `hash_kv`, `image`). Every method is
+/// deterministic.
+pub struct Store {
+    config: StoreConfig,
+    pub(crate) keys: KeyTable,
+    pub(crate) tree: Tree,
+    log: RevLog,
+    /// (lease, key id) for every live key attached to a lease.
+    leases: BTreeSet<(i64, u32)>,
+    /// Invariant: ≥ 1; equal to the revision of the newest change, or 1.
+    current_revision: u64,
+    /// Invariant: ≤ current_revision. Reads below it fail.
+    compact_revision: u64,
+    compaction: Option<Compaction>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store::new(StoreConfig::default())
+    }
+}
+
+impl Store {
+    pub fn new(config: StoreConfig) -> Store {
+        Store {
+            config,
+            keys: KeyTable::default(),
+            tree: Tree::default(),
+            log: RevLog::new(FIRST_CHANGE_REVISION),
+            leases: BTreeSet::new(),
+            current_revision: 1,
+            compact_revision: 0,
+            compaction: None,
+        }
+    }
+
+    pub fn current_revision(&self) -> u64 {
+        self.current_revision
+    }
+
+    pub fn compact_revision(&self) -> u64 {
+        self.compact_revision
+    }
+
+    pub fn config(&self) -> StoreConfig {
+        self.config
+    }
+
+    /// Keys held, including deleted keys whose history is still retained.
+    pub fn key_count(&self) -> usize {
+        self.tree.len()
+    }
+
+    /// Heap bytes held by the store's own tables (an estimate for metrics;
+    /// `benches/mvcc.rs` measures the real figure with a counting allocator).
+    pub fn heap_bytes(&self) -> usize {
+        self.keys.heap_bytes()
+            + self.tree.heap_bytes()
+            + self.log.heap_bytes()
+            + self.leases.len() * 24
+    }
+
+    /// Checks the store's internal invariants and panics on a breach: the
+    /// tree's order and links, that every key in it holds a version, the
+    /// free list, and the lease index. For tests; it walks everything.
+    pub fn check_invariants(&self) {
+        self.tree.check(&self.keys);
+        let mut live_ids = BTreeSet::new();
+        for id in self.tree.iter_from(self.tree.first()) {
+            let block = self.keys.get(id);
+            assert!(block.latest().is_some(), "a key without versions");
+            assert!(
+                block.latest().is_some_and(|v| v.main <= self.current_revision),
+                "a version from the future"
+            );
+            live_ids.insert(id);
+        }
+        for id in &self.keys.free {
+            assert!(self.keys.get(*id).is_free() && !live_ids.contains(id), "free list");
+        }
+        assert_eq!(
+            live_ids.len() + self.keys.free.len(),
+            self.keys.blocks.len(),
+            "key table accounting"
+        );
+        for (lease, id) in &self.leases {
+            let v = self.keys.get(*id).latest().expect("leased key has versions");
+            assert!(!v.tombstone && v.lease == *lease, "lease index");
+        }
+        let leased = live_ids.iter().filter(|id| {
+            self.keys.get(**id).latest().is_some_and(|v| !v.tombstone && v.lease != 0)
+        });
+        assert_eq!(leased.count(), self.leases.len(), "lease index size");
+    }
+
+    fn lookup(&self, key: &[u8]) -> Option<u32> {
+        self.tree.get(&self.keys, key)
+    }
+
+    /// The revision a read at `requested` (0 = current) sees.
+    fn read_revision(&self, requested: u64) -> Result<u64, Error> {
+        let rev = if requested == 0 { self.current_revision } else { requested };
+        if rev < self.compact_revision {
+            return Err(Error::Compacted { compact_revision: self.compact_revision });
+        }
+        if rev > self.current_revision {
+            return Err(Error::FutureRevision { current_revision: self.current_revision });
+        }
+        Ok(rev)
+    }
+
+    /// Calls `f` for every key in `[key, range_end)` that is live at `rev`.
+    fn for_each_live<'s>(
+        &'s self,
+        key: &[u8],
+        range_end: &[u8],
+        rev: u64,
+        mut f: impl FnMut(&'s [u8], Version<'s>),
+    ) {
+        let end = RangeEnd::from_request(range_end);
+        if end == RangeEnd::Single {
+            if let Some(id) = self.lookup(key) {
+                let block = self.keys.get(id);
+                if let Some(v) = block.live_at(rev) {
+                    f(block.key(), v);
+                }
+            }
+            return;
+        }
+        let mut cursor = self.tree.seek(&self.keys, key);
+        loop {
+            let (ids, next) = self.tree.run_at(cursor);
+            if ids.is_empty() {
+                return;
+            }
+            // Resolve and touch a leaf's blocks before decoding any: the
+            // loads are independent, so their cache misses overlap instead
+            // of coming one after another.
+            let mut blocks: [Option<&Block>; LEAF_CAP] = [None; LEAF_CAP];
+            let mut warm = 0usize;
+            for (slot, id) in blocks.iter_mut().zip(ids) {
+                let block = self.keys.get(*id);
+                warm = warm.wrapping_add(block.key().len());
+                *slot = Some(block);
+            }
+            std::hint::black_box(warm);
+            for block in blocks.iter().flatten() {
+                if !end.admits(key, block.key()) {
+                    return;
+                }
+                if let Some(v) = block.live_at(rev) {
+                    f(block.key(), v);
+                }
+            }
+            cursor = next;
+        }
+    }
+
+    /// Reads a range (see [`RangeRequest`]).
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, Error> {
+        if req.key.is_empty() {
+            return Err(Error::EmptyKey);
+        }
+        let rev = self.read_revision(req.revision)?;
+        Ok(self.range_at(req, rev))
+    }
+
+    fn range_at(&self, req: &RangeRequest, rev: u64) -> RangeResponse {
+        let order = effective_order(req);
+        let filtered = req.min_mod_revision != 0
+            || req.max_mod_revision != 0
+            || req.min_create_revision != 0
+            || req.max_create_revision != 0;
+        // Sorting and filtering need every match; otherwise one past the
+        // limit is enough to know whether there is more.
+        let wanted = if order != SortOrder::None || filtered || req.limit == 0 {
+            usize::MAX
+        } else {
+            req.limit.saturating_add(1).try_into().unwrap_or(usize::MAX)
+        };
+        // Values are copied only when returned or sorted on.
+        let sorts_on_value = order != SortOrder::None && req.sort_target == SortTarget::Value;
+        let drop_values = req.keys_only && !sorts_on_value;
+        let mut count = 0u64;
+        let mut kvs = Vec::new();
+        self.for_each_live(&req.key, &req.range_end, rev, |key, v| {
+            count += 1;
+            if !req.count_only && kvs.len() < wanted {
+                let value = if drop_values { &[][..] } else { v.value };
+                kvs.push(Version { value, ..v }.to_kv(key));
+            }
+        });
+        if filtered {
+            kvs.retain(|kv| passes_filters(req, kv));
+        }
+        sort_kvs(&mut kvs, req.sort_target, order);
+        if req.keys_only {
+            kvs.iter_mut().for_each(|kv| kv.value = Vec::new());
+        }
+        let mut more = false;
+        if req.limit > 0 && kvs.len() as u64 > req.limit {
+            kvs.truncate(req.limit as usize);
+            more = true;
+        }
+        RangeResponse { kvs, more, count }
+    }
+
+    /// Writes one key.
+    pub fn apply_put(&mut self, req: &PutRequest) -> Result<Applied<PutResponse>, Error> {
+        check_put(req)?;
+        self.check_put_target(req)?;
+        let mut w = self.writer();
+        let response = self.put(&mut w, req);
+        Ok(self.finish(w, response))
+    }
+
+    /// Deletes every live key of a range (with tombstones).
+    pub fn apply_delete_range(
+        &mut self,
+        req: &DeleteRangeRequest,
+    ) -> Result<Applied<DeleteRangeResponse>, Error> {
+        if req.key.is_empty() {
+            return Err(Error::EmptyKey);
+        }
+        let mut w = self.writer();
+        let response = self.delete_range(&mut w, req);
+        Ok(self.finish(w, response))
+    }
+
+    fn writer(&self) -> Writer {
+        Writer { rev: self.current_revision + 1, next_sub: 0, events: Vec::new() }
+    }
+
+    /// Ends a write: the revision moves on only if something changed.
+    fn finish<R>(&mut self, w: Writer, response: R) -> Applied<R> {
+        if w.next_sub > 0 {
+            self.current_revision = w.rev;
+        }
+        Applied { response, revision: self.current_revision, events: w.events }
+    }
+
+    /// `ignore_value` and `ignore_lease` need a live key.
+    fn check_put_target(&self, req: &PutRequest) -> Result<(), Error> {
+        if (req.ignore_value || req.ignore_lease) && self.latest_live(&req.key).is_none() {
+            return Err(Error::KeyNotFound);
+        }
+        Ok(())
+    }
+
+    fn latest_live(&self, key: &[u8]) -> Option<Version<'_>> {
+        let id = self.lookup(key)?;
+        self.keys.get(id).latest().filter(|v| !v.tombstone)
+    }
+
+    fn put(&mut self, w: &mut Writer, req: &PutRequest) -> PutResponse {
+        let id = match self.lookup(&req.key) {
+            Some(id) => id,
+            None => {
+                let id = self.keys.alloc(Block::new(&req.key));
+                self.tree.insert(&self.keys, &req.key, id).expect("the key was just looked up");
+                id
+            }
+        };
+        let block = self.keys.get(id);
+        let prev = block.latest().filter(|v| !v.tombstone).map(|v| v.to_kv(&req.key));
+        let (create, version) =
+            prev.as_ref().map_or((w.rev, 1), |p| (p.create_revision, p.version.saturating_add(1)));
+        let value = match (&prev, req.ignore_value) {
+            (Some(p), true) => p.value.as_slice(),
+            _ => req.value.as_slice(),
+        };
+        let lease = match (&prev, req.ignore_lease) {
+            (Some(p), true) => p.lease,
+            _ => req.lease,
+        };
+        let sub = w.next_sub;
+        w.next_sub += 1;
+        let v = Version { main: w.rev, sub, tombstone: false, create, version, lease, value };
+        let kv = v.to_kv(&req.key);
+        self.keys.get_mut(id).push(&v);
+        if let Some(p) = prev.as_ref().filter(|p| p.lease != 0) {
+            self.leases.remove(&(p.lease, id));
+        }
+        if lease != 0 {
+            self.leases.insert((lease, id));
+        }
+        self.log.push(Revision { main: w.rev, sub }, id);
+        let response = PutResponse { prev_kv: if req.prev_kv { prev.clone() } else { None } };
+        w.events.push(Event { kind: EventKind::Put, kv, prev_kv: prev, sub_revision: sub });
+        response
+    }
+
+    fn delete_range(&mut self, w: &mut Writer, req: &DeleteRangeRequest) -> DeleteRangeResponse {
+        let mut ids = Vec::new();
+        let rev = self.current_revision.max(w.rev);
+        self.for_each_live(&req.key, &req.range_end, rev, |key, _| ids.push(key.to_vec()));
+        let mut response = DeleteRangeResponse { deleted: ids.len() as u64, prev_kvs: Vec::new() };
+        for key in ids {
+            let id = self.lookup(&key).expect("a live key is in the tree");
+            let prev = self.delete_key(w, id);
+            if req.prev_kv {
+                response.prev_kvs.push(prev);
+            }
+        }
+        response
+    }
+
+    /// Writes a tombstone for a live key; returns the version it ended.
+    fn delete_key(&mut self, w: &mut Writer, id: u32) -> KeyValue {
+        let block = self.keys.get(id);
+        let prev = block.latest().filter(|v| !v.tombstone).expect("deleting a live key");
+        let prev = prev.to_kv(block.key());
+        let sub = w.next_sub;
+        w.next_sub += 1;
+        let v = Version {
+            main: w.rev,
+            sub,
+            tombstone: true,
+            create: 0,
+            version: 0,
+            lease: 0,
+            value: &[],
+        };
+        self.keys.get_mut(id).push(&v);
+        if prev.lease != 0 {
+            self.leases.remove(&(prev.lease, id));
+        }
+        self.log.push(Revision { main: w.rev, sub }, id);
+        let kv = KeyValue { key: prev.key.clone(), mod_revision: w.rev, ..KeyValue::default() };
+        w.events.push(Event {
+            kind: EventKind::Delete,
+            kv,
+            prev_kv: Some(prev.clone()),
+            sub_revision: sub,
+        });
+        prev
+    }
+
+    /// Runs a transaction: compares, then one branch, atomically. On error
+    /// nothing changed.
+    pub fn apply_txn(&mut self, req: &TxnRequest) -> Result<Applied<TxnResponse>, Error> {
+        check_txn(req, self.config.max_txn_ops, 1)?;
+        // As etcd, every compare on the chosen path (nested ones too) sees
+        // the store as it was before the transaction.
+        let mut path = Vec::new();
+        self.txn_path(req, &mut path);
+        self.check_txn_path(req, &path, &mut 0)?;
+        let mut w = self.writer();
+        let response = self.exec_txn(&mut w, req, &path, &mut 0);
+        Ok(self.finish(w, response))
+    }
+
+    fn txn_path(&self, req: &TxnRequest, path: &mut Vec<bool>) {
+        let succeeded = req.compare.iter().all(|c| self.compare_holds(c));
+        path.push(succeeded);
+        for op in if succeeded { &req.success } else { &req.failure } {
+            if let RequestOp::Txn(nested) = op {
+                self.txn_path(nested, path);
+            }
+        }
+    }
+
+    /// Checks what depends on the store along the chosen path.
+    fn check_txn_path(&self, req: &TxnRequest, path: &[bool], at: &mut usize) -> Result<(), Error> {
+        let succeeded = path[*at];
+        *at += 1;
+        for op in if succeeded { &req.success } else { &req.failure } {
+            match op {
+                RequestOp::Range(r) => self.read_revision(r.revision).map(|_| ())?,
+                RequestOp::Put(p) => self.check_put_target(p)?,
+                RequestOp::DeleteRange(_) => {}
+                RequestOp::Txn(nested) => self.check_txn_path(nested, path, at)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn exec_txn(
+        &mut self,
+        w: &mut Writer,
+        req: &TxnRequest,
+        path: &[bool],
+        at: &mut usize,
+    ) -> TxnResponse {
+        let succeeded = path[*at];
+        *at += 1;
+        let mut responses = Vec::new();
+        for op in if succeeded { &req.success } else { &req.failure } {
+            let response = match op {
+                // A read at revision 0 sees the transaction's own writes.
+                RequestOp::Range(r) => {
+                    let rev = if r.revision == 0 { w.rev } else { r.revision };
+                    ResponseOp::Range(self.range_at(r, rev))
+                }
+                RequestOp::Put(p) => ResponseOp::Put(self.put(w, p)),
+                RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.delete_range(w, d)),
+                RequestOp::Txn(nested) => ResponseOp::Txn(self.exec_txn(w, nested, path, at)),
+            };
+            responses.push(response);
+        }
+        TxnResponse { succeeded, responses }
+    }
+
+    fn compare_holds(&self, c: &Compare) -> bool {
+        let mut any = false;
+        let mut all = true;
+        self.for_each_live(&c.key, &c.range_end, self.current_revision, |_, v| {
+            any = true;
+            all = all && compare_version(c, &v);
+        });
+        if any {
+            return all;
+        }
+        // A missing key compares as zeros and fails every value compare.
+        let zero = Version {
+            main: 0,
+            sub: 0,
+            tombstone: false,
+            create: 0,
+            version: 0,
+            lease: 0,
+            value: &[],
+        };
+        !matches!(c.target, CompareTarget::Value(_)) && compare_version(c, &zero)
+    }
+
+    /// Live keys attached to `lease`, in key order.
+    pub fn lease_keys(&self, lease: i64) -> Vec<Vec<u8>> {
+        let ids = self.leases.range((lease, 0)..=(lease, u32::MAX));
+        let mut keys: Vec<Vec<u8>> = ids.map(|(_, id)| self.keys.get(*id).key().to_vec()).collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// Deletes every key attached to `lease` in one revision (a revoke).
+    pub fn apply_revoke_lease(&mut self, lease: i64) -> Applied<DeleteRangeResponse> {
+        let mut w = self.writer();
+        let mut response = DeleteRangeResponse::default();
+        for key in self.lease_keys(lease) {
+            let id = self.lookup(&key).expect("leased keys are in the tree");
+            response.prev_kvs.push(self.delete_key(&mut w, id));
+            response.deleted += 1;
+        }
+        self.finish(w, response)
+    }
+
+    /// Starts a compaction at `rev`: reads below it fail from now on. The
+    /// old versions are dropped by later `compact_step` calls.
+    pub fn compact(&mut self, rev: u64) -> Result<(), Error> {
+        if rev <= self.compact_revision {
+            return Err(Error::Compacted { compact_revision: self.compact_revision });
+        }
+        if rev > self.current_revision {
+            return Err(Error::FutureRevision { current_revision: self.current_revision });
+        }
+        self.compact_revision = rev;
+        self.compaction = Some(Compaction { resume_after: None });
+        self.log.trim_below(rev);
+        Ok(())
+    }
+
+    /// Whether a compaction still has old versions to drop.
+    pub fn compaction_pending(&self) -> bool {
+        self.compaction.is_some()
+    }
+
+    /// Compacts up to `max_keys` keys of a pending compaction; returns true
+    /// when none is left pending.
+    pub fn compact_step(&mut self, max_keys: usize) -> bool {
+        let Some(job) = &self.compaction else { return true };
+        let mut cursor = match &job.resume_after {
+            None => self.tree.first(),
+            Some(after) => self.tree.seek(&self.keys, after),
+        };
+        if let (Some(after), Some(id)) = (&job.resume_after, self.tree.at(cursor)) {
+            if self.keys.get(id).key() == after.as_slice() {
+                cursor = self.tree.advance(cursor);
+            }
+        }
+        let ids: Vec<u32> = self.tree.iter_from(cursor).take(max_keys.max(1)).collect();
+        let done = ids.len() < max_keys.max(1);
+        let last_key = ids.last().map(|id| self.keys.get(*id).key().to_vec());
+        for id in ids {
+            self.compact_key(id);
+        }
+        self.compaction = if done { None } else { Some(Compaction { resume_after: last_key }) };
+        done
+    }
+
+    /// Runs a pending compaction to its end.
+    pub fn compact_all(&mut self) {
+        while !self.compact_step(usize::MAX) {}
+    }
+
+    fn compact_key(&mut self, id: u32) {
+        let at = self.compact_revision;
+        let block = self.keys.get(id);
+        // Newest first: the first version below `at` is the newest one there.
+        let below = block.newest_first().position(|v| v.main < at);
+        let Some(below) = below else { return };
+        let total = block.newest_first().count();
+        let newest_below = total - 1 - below;
+        let keep_newest = block.newest_first().nth(below).is_some_and(|v| !v.tombstone);
+        if newest_below == 0 && keep_newest {
+            return;
+        }
+        if below == 0 && !keep_newest {
+            let key = block.key().to_vec();
+            self.tree.remove(&self.keys, &key).expect("a compacted key is in the tree");
+            self.keys.release(id);
+            return;
+        }
+        self.keys.get_mut(id).retain(|i, v| v.main >= at || (i == newest_below && keep_newest));
+    }
+
+    /// Events for keys in `[key, range_end)` from revision `from` on, at most
+    /// `max_events` of them, in revision order. `from` below the compact
+    /// revision fails with [`Error::Compacted`], which a watch answers by
+    /// cancelling itself.
+    pub fn events_since(
+        &self,
+        from: Revision,
+        key: &[u8],
+        range_end: &[u8],
+        max_events: usize,
+        prev_kv: bool,
+    ) -> Result<WatchBatch, Error> {
+        if from.main < self.compact_revision {
+            return Err(Error::Compacted { compact_revision: self.compact_revision });
+        }
+        let end = RangeEnd::from_request(range_end);
+        let mut cur = self.log.seek(from);
+        let mut events = Vec::new();
+        // At least one event per call, so every call makes progress.
+        let max_events = max_events.max(1);
+        let mut scanned = 0;
+        while let Some((rev, id)) = self.log.at(&cur) {
+            if events.len() >= max_events || scanned >= MAX_WATCH_SCAN_CHANGES {
+                return Ok(WatchBatch { events, next: rev, caught_up: false });
+            }
+            scanned += 1;
+            let block = self.keys.get(id);
+            if block.key() >= key && end.admits(key, block.key()) {
+                events.push(event_of(block, rev, prev_kv));
+            }
+            self.log.step(&mut cur);
+        }
+        let next = Revision { main: self.current_revision + 1, sub: 0 };
+        Ok(WatchBatch { events, next: next.max(from), caught_up: true })
+    }
+
+    /// etcd's HashKV: a CRC32 of every retained version with mod revision
+    /// ≤ `rev` (0 = current), in key then revision order, and of the compact
+    /// revision. Two stores that applied the same writes agree on it whether
+    /// or not their compactions have finished.
+    pub fn hash_kv(&self, rev: u64) -> Result<KvHash, Error> {
+        let rev = self.read_revision(rev)?;
+        let mut h = crc32fast::Hasher::new();
+        h.update(&self.compact_revision.to_le_bytes());
+        for id in self.tree.iter_from(self.tree.first()) {
+            let block = self.keys.get(id);
+            for v in retained(block, self.compact_revision).into_iter().filter(|v| v.main <= rev) {
+                h.update(&(block.key().len() as u64).to_le_bytes());
+                h.update(block.key());
+                for n in [
+                    v.main,
+                    u64::from(v.sub),
+                    u64::from(v.tombstone),
+                    v.create,
+                    v.version,
+                    v.lease as u64,
+                ] {
+                    h.update(&n.to_le_bytes());
+                }
+                h.update(&(v.value.len() as u64).to_le_bytes());
+                h.update(v.value);
+            }
+        }
+        Ok(KvHash {
+            hash: h.finalize(),
+            hash_revision: rev,
+            compact_revision: self.compact_revision,
+        })
+    }
+
+    /// Builds a store from restored parts (see `image.rs`). `changes` holds
+    /// the (revision, key id) of every version at or after the compact
+    /// revision, in any order; they must cover every revision from there to
+    /// `current_revision` densely, as a live store's log does.
+    pub(crate) fn restore(
+        config: StoreConfig,
+        keys: KeyTable,
+        tree: Tree,
+        current_revision: u64,
+        compact_revision: u64,
+        mut changes: Vec<(Revision, u32)>,
+    ) -> Option<Store> {
+        changes.sort_unstable();
+        let first = compact_revision.max(FIRST_CHANGE_REVISION);
+        let mut log = RevLog::new(first);
+        let (mut next_main, mut last) = (first, Revision::default());
+        for (rev, id) in changes {
+            let fits = if rev.sub == 0 {
+                rev.main == next_main
+            } else {
+                rev == Revision { main: last.main, sub: last.sub + 1 } && last.main != 0
+            };
+            if !fits {
+                return None;
+            }
+            if rev.sub == 0 {
+                next_main += 1;
+            }
+            log.push(rev, id);
+            last = rev;
+        }
+        if next_main != current_revision + 1 {
+            return None;
+        }
+        let mut leases = BTreeSet::new();
+        for id in tree.iter_from(tree.first()) {
+            if let Some(v) = keys.get(id).latest().filter(|v| !v.tombstone && v.lease != 0) {
+                leases.insert((v.lease, id));
+            }
+        }
+        Some(Store {
+            config,
+            keys,
+            tree,
+            log,
+            leases,
+            current_revision,
+            compact_revision,
+            compaction: None,
+        })
+    }
+}
+
+/// The versions a compaction at `at` keeps: every version at or after it,
+/// and the newest one before it unless that one is a tombstone.
+pub(crate) fn retained(block: &Block, at: u64) -> Vec<Version<'_>> {
+    let all = block.oldest_first();
+    let below = all.iter().rposition(|v| v.main < at);
+    let keep = |i: usize, v: &Version<'_>| v.main >= at || (Some(i) == below && !v.tombstone);
+    all.iter().enumerate().filter(|(i, v)| keep(*i, v)).map(|(_, v)| *v).collect()
+}
+
+fn event_of(block: &Block, rev: Revision, with_prev: bool) -> Event {
+    let mut versions = block.newest_first().skip_while(|v| (v.main, v.sub) != (rev.main, rev.sub));
+    let v = versions.next().expect("the log names a version its key holds");
+    let prev_kv =
+        versions.next().filter(|p| with_prev && !p.tombstone).map(|p| p.to_kv(block.key()));
+    let (kind, kv) = if v.tombstone {
+        let kv =
+            KeyValue { key: block.key().to_vec(), mod_revision: v.main, ..KeyValue::default() };
+        (EventKind::Delete, kv)
+    } else {
+        (EventKind::Put, v.to_kv(block.key()))
+    };
+    Event { kind, kv, prev_kv, sub_revision: v.sub }
+}
+
+fn compare_version(c: &Compare, v: &Version<'_>) -> bool {
+    let ord = match &c.target {
+        CompareTarget::Version(x) => v.version.cmp(x),
+        CompareTarget::Create(x) => v.create.cmp(x),
+        CompareTarget::Mod(x) => v.main.cmp(x),
+        CompareTarget::Lease(x) => v.lease.cmp(x),
+        CompareTarget::Value(x) => v.value.cmp(x.as_slice()),
+    };
+    match c.result {
+        CompareResult::Equal => ord == Ordering::Equal,
+        CompareResult::NotEqual => ord != Ordering::Equal,
+        CompareResult::Greater => ord == Ordering::Greater,
+        CompareResult::Less => ord == Ordering::Less,
+    }
+}
+
+/// etcd sorts ascending when a target other than the key is named without an
+/// order, and never re-sorts an ascending key order (the natural one).
+fn effective_order(req: &RangeRequest) -> SortOrder {
+    match (req.sort_target, req.sort_order) {
+        (SortTarget::Key, SortOrder::Ascend) => SortOrder::None,
+        (SortTarget::Key, order) => order,
+        (_, SortOrder::None) => SortOrder::Ascend,
+        (_, order) => order,
+    }
+}
+
+/// Stable sort of key-ordered results, so ties stay in ascending key order.
+fn sort_kvs(kvs: &mut [KeyValue], target: SortTarget, order: SortOrder) {
+    let cmp = |a: &KeyValue, b: &KeyValue| match target {
+        SortTarget::Key => a.key.cmp(&b.key),
+        SortTarget::Version => a.version.cmp(&b.version),
+        SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+        SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+        SortTarget::Value => a.value.cmp(&b.value),
+    };
+    match order {
+        SortOrder::None => {}
+        SortOrder::Ascend => kvs.sort_by(cmp),
+        SortOrder::Descend => kvs.sort_by(|a, b| cmp(b, a)),
+    }
+}
+
+fn passes_filters(req: &RangeRequest, kv: &KeyValue) -> bool {
+    (req.min_mod_revision == 0 || kv.mod_revision >= req.min_mod_revision)
+        && (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)
+        && (req.min_create_revision == 0 || kv.create_revision >= req.min_create_revision)
+        && (req.max_create_revision == 0 || kv.create_revision <= req.max_create_revision)
+}
+
+fn check_put(req: &PutRequest) -> Result<(), Error> {
+    if req.key.is_empty() {
+        return Err(Error::EmptyKey);
+    }
+    if req.ignore_value && !req.value.is_empty() {
+        return Err(Error::ValueProvided);
+    }
+    if req.ignore_lease && req.lease != 0 {
+        return Err(Error::LeaseProvided);
+    }
+    Ok(())
+}
+
+/// Checks a transaction's shape: sizes, depth, keys, and that no branch
+/// changes a key twice.
+fn check_txn(req: &TxnRequest, max_ops: usize, depth: usize) -> Result<(), Error> {
+    if depth > MAX_TXN_DEPTH {
+        return Err(Error::TxnTooDeep);
+    }
+    if req.compare.len() > max_ops || req.success.len() > max_ops || req.failure.len() > max_ops {
+        return Err(Error::TooManyOps { max_ops });
+    }
+    for op in req.success.iter().chain(&req.failure) {
+        match op {
+            RequestOp::Range(r) if r.key.is_empty() => return Err(Error::EmptyKey),
+            RequestOp::DeleteRange(d) if d.key.is_empty() => return Err(Error::EmptyKey),
+            RequestOp::Put(p) => check_put(p)?,
+            RequestOp::Txn(nested) => check_txn(nested, max_ops, depth + 1)?,
+            _ => {}
+        }
+    }
+    branch_changes(&req.success)?;
+    branch_changes(&req.failure)?;
+    Ok(())
+}
+
+/// The keys a branch puts and the ranges it deletes.
+#[derive(Default)]
+struct Changes {
+    puts: BTreeSet<Vec<u8>>,
+    dels: Vec<(Vec<u8>, RangeEnd)>,
+}
+
+impl Changes {
+    fn deletes(&self, key: &[u8]) -> bool {
+        self.dels.iter().any(|(start, end)| start.as_slice() <= key && end.admits(start, key))
+    }
+}
+
+/// etcd's rule: a key may be put once per branch and not inside a range the
+/// branch deletes; overlapping deletes are fine, and the two branches of a
+/// nested transaction may put the same key (only one of them runs). Puts and
+/// deletes of nested transactions count for the branch that holds them.
+fn branch_changes(ops: &[RequestOp]) -> Result<Changes, Error> {
+    let mut c = Changes::default();
+    for op in ops {
+        if let RequestOp::DeleteRange(d) = op {
+            c.dels.push((d.key.clone(), RangeEnd::from_request(&d.range_end)));
+        }
+    }
+    for op in ops {
+        let RequestOp::Txn(nested) = op else { continue };
+        let then = branch_changes(&nested.success)?;
+        let other = branch_changes(&nested.failure)?;
+        for k in &then.puts {
+            if c.puts.contains(k) || c.deletes(k) {
+                return Err(Error::DuplicateKeyInTxn);
+            }
+        }
+        for k in &other.puts {
+            if (c.puts.contains(k) && !then.puts.contains(k)) || c.deletes(k) {
+                return Err(Error::DuplicateKeyInTxn);
+            }
+        }
+        c.puts.extend(then.puts.into_iter().chain(other.puts));
+        c.dels.extend(then.dels.into_iter().chain(other.dels));
+        // Stricter than etcd: a later nested delete may not cover a key an
+        // earlier nested transaction puts either, so no key ever changes
+        // twice in one revision.
+        if c.puts.iter().any(|k| c.deletes(k)) {
+            return Err(Error::DuplicateKeyInTxn);
+        }
+    }
+    for op in ops {
+        let RequestOp::Put(p) = op else { continue };
+        if c.deletes(&p.key) || !c.puts.insert(p.key.clone()) {
+            return Err(Error::DuplicateKeyInTxn);
+        }
+    }
+    Ok(c)
+}
