@@ -302,9 +302,12 @@ impl Wal {
         self.segments.back().expect("invariant: at least one segment")
     }
 
-    fn step(&mut self, step: Step, file: &Path) {
+    /// Calls the test hook, if any; `file` defaults to the segment being
+    /// written.
+    fn step(&mut self, step: Step, file: Option<&Path>) {
         let Some(mut hook) = self.hook.take() else { return };
         let tail = self.tail();
+        let file = file.unwrap_or(&tail.path);
         hook(&StepInfo { step, file, tail: (&tail.path, self.synced_offset, self.write_offset) });
         self.hook = Some(hook);
     }
@@ -343,8 +346,7 @@ impl Wal {
             let (seq, offset) = self.write_record(&new)?;
             self.index.push(entry.index, seq, offset).map_err(index_error)?;
         }
-        let tail_path = self.tail().path.clone();
-        self.step(Step::RecordsWritten, &tail_path);
+        self.step(Step::RecordsWritten, None);
         Ok(())
     }
 
@@ -364,8 +366,7 @@ impl Wal {
         let (seq, _) = self.write_record(&new)?;
         self.hard_state = *state;
         self.hard_state_seq = seq;
-        let tail_path = self.tail().path.clone();
-        self.step(Step::RecordsWritten, &tail_path);
+        self.step(Step::RecordsWritten, None);
         Ok(())
     }
 
@@ -400,8 +401,7 @@ impl Wal {
         };
         let (seq, _) = self.write_record(&new)?;
         self.marker_seq = seq;
-        let tail_path = self.tail().path.clone();
-        self.step(Step::RecordsWritten, &tail_path);
+        self.step(Step::RecordsWritten, None);
         Ok(())
     }
 
@@ -514,8 +514,7 @@ impl Wal {
             return Err(error);
         }
         self.synced_offset = self.write_offset;
-        let tail_path = self.tail().path.clone();
-        self.step(Step::Synced, &tail_path);
+        self.step(Step::Synced, None);
         Ok(())
     }
 
@@ -543,11 +542,11 @@ impl Wal {
                 op: "remove",
                 source,
             })?;
-            self.step(Step::SegmentRemoved, &path);
+            self.step(Step::SegmentRemoved, Some(&path));
         }
         sync_dir(&self.dir)?;
         let dir = self.dir.clone();
-        self.step(Step::DirectorySynced, &dir);
+        self.step(Step::DirectorySynced, Some(&dir));
         assert!(
             self.index.oldest_live_seq().is_none_or(|seq| seq >= keep_from_seq),
             "released a segment that holds live entries"
