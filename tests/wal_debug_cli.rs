@@ -69,6 +69,7 @@ fn corruption_names_file_and_offset_and_exits_1() {
     let verdict = shown.lines().find(|l| l.starts_with("verdict: REFUSE")).expect(&shown);
     assert!(verdict.contains(name) && verdict.contains("offset"), "{verdict}");
     assert!(shown.contains("after damage"), "{shown}");
+    assert!(shown.contains("not replayed"), "later segments are still listed: {shown}");
 }
 
 #[test]

@@ -98,6 +98,9 @@ impl WalConfig {
         if !(SEGMENT_SIZE_BYTES_MIN..=SEGMENT_SIZE_BYTES_MAX).contains(&size) {
             return Err(WalError::Config("segment size out of range"));
         }
+        if usize::try_from(size).is_err() {
+            return Err(WalError::Config("segment size exceeds the address space"));
+        }
         if size % page_bytes as u64 != 0 {
             return Err(WalError::Config("segment size is not a multiple of the page size"));
         }
