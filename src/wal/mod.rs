@@ -53,8 +53,8 @@ pub use error::WalError;
 use index::IndexError;
 pub use index::LogIndex;
 use record::{
-    NewRecord, PAYLOAD_MAX_BYTES, Parsed, RecordKind, SEGMENT_HEADER_BYTES, SegmentHeader,
-    align_up, encode_hard_state, encode_record, parse_record, record_size_bytes,
+    NewRecord, PAYLOAD_MAX_BYTES, Parsed, RecordKind, SegmentHeader, align_up, encode_hard_state,
+    encode_record, parse_record, record_size_bytes,
 };
 pub use recover::{Corruption, Problem, TornTail};
 use segment::{PAGE_BYTES_MAX, Segment, TEMP_SUFFIX, sync_dir};
@@ -147,8 +147,10 @@ pub struct Wal {
     /// release never removes them without writing a fresh copy first.
     hard_state_seq: u64,
     marker_seq: u64,
-    /// Invariant: `SEGMENT_HEADER_BYTES <= synced_offset <= write_offset`,
-    /// both in the last segment; nothing before `synced_offset` changes again.
+    /// Invariant: `records_offset <= synced_offset <= write_offset`, both in
+    /// the last segment; nothing before `synced_offset` changes again, and
+    /// once open has run, `synced_offset` sits on a page boundary unless the
+    /// segment is sealed.
     write_offset: usize,
     synced_offset: usize,
     /// The last segment ends with a seal; the next record opens a new one.
@@ -192,6 +194,7 @@ impl Wal {
             Some(tail) => tail.prepare_for_appends(wal.write_offset)?,
             None => wal.open_first_segment()?,
         }
+        wal.close_partial_page()?;
         Ok(wal)
     }
 
@@ -250,6 +253,17 @@ impl Wal {
             side.display()
         );
         Ok(())
+    }
+
+    /// When the log ends inside a page (a repaired tail, or a batch whose
+    /// pad was lost), pads to the page boundary and syncs, so later batches
+    /// never rewrite the page that holds these durable records.
+    fn close_partial_page(&mut self) -> Result<(), WalError> {
+        if self.sealed || self.write_offset % self.page_bytes == 0 {
+            return Ok(());
+        }
+        self.write_pad();
+        self.sync_tail()
     }
 
     fn open_first_segment(&mut self) -> Result<(), WalError> {
@@ -318,7 +332,7 @@ impl Wal {
     /// Largest payload one record may carry in this configuration.
     pub fn payload_max_bytes(&self) -> usize {
         let usable = self.config.segment_size_bytes as usize
-            - SEGMENT_HEADER_BYTES
+            - self.page_bytes
             - tail_reserve_bytes(self.page_bytes)
             - record::RECORD_HEADER_BYTES;
         usable.min(PAYLOAD_MAX_BYTES) & !(record::RECORD_ALIGN_BYTES - 1)
@@ -446,26 +460,25 @@ impl Wal {
     }
 
     fn create_segment(&mut self, seq: u64, first_index: u64) -> Result<(), WalError> {
-        let header =
-            SegmentHeader { seq, first_index, segment_size_bytes: self.config.segment_size_bytes };
+        let records_offset = u32::try_from(self.page_bytes).expect("page size is capped");
+        let segment_size_bytes = self.config.segment_size_bytes;
+        let header = SegmentHeader { seq, first_index, segment_size_bytes, records_offset };
         let mut hook = self.hook.take();
         let tail =
             self.segments.back().map(|s| (s.path.clone(), self.synced_offset, self.write_offset));
         let mut step = |step: Step, file: &Path| {
             if let Some(hook) = hook.as_mut() {
-                let (path, synced, written) = tail.clone().unwrap_or((
-                    file.to_path_buf(),
-                    SEGMENT_HEADER_BYTES,
-                    SEGMENT_HEADER_BYTES,
-                ));
+                let start = records_offset as usize;
+                let (path, synced, written) =
+                    tail.clone().unwrap_or((file.to_path_buf(), start, start));
                 hook(&StepInfo { step, file, tail: (&path, synced, written) });
             }
         };
         let created = Segment::create(&self.dir, &header, &mut step);
         self.hook = hook;
         self.segments.push_back(created?);
-        self.write_offset = SEGMENT_HEADER_BYTES;
-        self.synced_offset = SEGMENT_HEADER_BYTES;
+        self.write_offset = records_offset as usize;
+        self.synced_offset = records_offset as usize;
         self.sealed = false;
         Ok(())
     }

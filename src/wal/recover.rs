@@ -209,7 +209,8 @@ pub fn recover(
         let header = check_header(view, headers.last())?;
         headers.push(header);
         let is_last = position + 1 == segments.len();
-        end = replay_segment(segments, view, position == 0, is_last, &mut replay, observe)?;
+        let at = Place { segments, view, header, is_first: position == 0, is_last };
+        end = replay_segment(&at, &mut replay, observe)?;
     }
     finish(segments, replay, headers, end)
 }
@@ -286,14 +287,21 @@ struct SegmentEnd {
     torn: Option<TornTail>,
 }
 
-fn replay_segment(
-    segments: &[SegmentView],
-    view: &SegmentView,
+/// The segment being replayed and where it stands among the others.
+struct Place<'s, 'a> {
+    segments: &'s [SegmentView<'a>],
+    view: &'s SegmentView<'a>,
+    header: SegmentHeader,
     is_first: bool,
     is_last: bool,
+}
+
+fn replay_segment(
+    place: &Place,
     replay: &mut Replay,
     observe: &mut dyn FnMut(Seen),
 ) -> Result<SegmentEnd, Corruption> {
+    let Place { segments, view, is_first, is_last, .. } = *place;
     let seq = view.name_seq;
     let corrupt = |offset: usize, problem| Corruption {
         file_name: view.file_name.to_string(),
@@ -304,7 +312,7 @@ fn replay_segment(
         let (expected, found) = (replay.index.last_index() + 1, view.name_first_index);
         return Err(corrupt(0, Problem::SealMismatch { expected, found }));
     }
-    let mut offset = SEGMENT_HEADER_BYTES;
+    let mut offset = place.header.records_offset as usize;
     let stop = loop {
         match parse_record(view.bytes, seq, offset) {
             Parsed::Record(record) => {
