@@ -9,17 +9,21 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use ember::raft::{Entry, HardState};
-use ember::wal::record::{Parsed, RecordKind, parse_record};
+use ember::wal::record::{Parsed, RecordKind, decode_segment_header, parse_record};
 use ember::wal::{Corruption, Problem, Wal, WalError, parse_segment_name};
 use wal_support::{TestDir, durable_dir, entry, read_log, segment_paths, small_config};
 
-/// A WAL of several segments, written in synced batches of four entries with
-/// the hard state trailing one batch behind (as a follower's commit does),
-/// then a last batch of ten entries (161..=170) with no hard state. Restored byte for byte before each case.
+/// A WAL of at least three segments, written in synced batches of four
+/// entries with the hard state trailing one batch behind (as a follower's
+/// commit does), at least eight of them in the last segment, then a last
+/// batch of ten entries with no hard state. Restored byte for byte before
+/// each case.
 struct Fixture {
     dir: TestDir,
     files: Vec<(PathBuf, Vec<u8>)>,
     log: Vec<Entry>,
+    /// Index of the first entry of the last batch.
+    last_batch_first: u64,
 }
 
 const PAYLOAD_BYTES: usize = 100;
@@ -30,7 +34,9 @@ impl Fixture {
         let mut wal = Wal::open(&dir, small_config()).unwrap();
         let mut log = Vec::new();
         let mut commit = 0;
-        for batch_start in (1..=160).step_by(4) {
+        let (mut segments, mut batches_in_last) = (1, 0);
+        while segments < 3 || batches_in_last < 8 {
+            let batch_start = log.len() as u64 + 1;
             let batch: Vec<_> =
                 (batch_start..batch_start + 4).map(|i| entry(i, 1, PAYLOAD_BYTES)).collect();
             wal.append(&batch).unwrap();
@@ -38,8 +44,12 @@ impl Fixture {
             wal.sync().unwrap();
             commit = batch_start + 3;
             log.extend(batch);
+            batches_in_last = if wal.segment_count() > segments { 1 } else { batches_in_last + 1 };
+            segments = wal.segment_count();
         }
-        let last: Vec<_> = (161..=170).map(|i| entry(i, 1, PAYLOAD_BYTES)).collect();
+        let last_batch_first = log.len() as u64 + 1;
+        let last: Vec<_> =
+            (last_batch_first..last_batch_first + 10).map(|i| entry(i, 1, PAYLOAD_BYTES)).collect();
         wal.append(&last).unwrap();
         wal.sync().unwrap();
         log.extend(last);
@@ -47,7 +57,7 @@ impl Fixture {
         drop(wal);
         let files =
             segment_paths(&dir).into_iter().map(|p| (p.clone(), fs::read(p).unwrap())).collect();
-        Some(Fixture { dir, files, log })
+        Some(Fixture { dir, files, log, last_batch_first })
     }
 
     fn restore(&self) {
@@ -85,7 +95,7 @@ impl Fixture {
 fn records(path: &Path, bytes: &[u8]) -> Vec<(usize, RecordKind, u64, usize)> {
     let (seq, _) = parse_segment_name(path.file_name().unwrap().to_str().unwrap()).unwrap();
     let mut found = Vec::new();
-    let mut offset = 64;
+    let mut offset = decode_segment_header(bytes).unwrap().records_offset as usize;
     while let Parsed::Record(record) = parse_record(bytes, seq, offset) {
         found.push((offset, record.kind, record.index, record.size_bytes));
         offset += record.size_bytes;
@@ -118,10 +128,13 @@ fn torn_tails_of_every_length_are_cut_off_and_kept_aside() {
     let all = records(path, bytes);
     let &(offset, kind, index, size) =
         all.iter().rev().find(|r| r.1 == RecordKind::Normal).unwrap();
-    assert_eq!((kind, index), (RecordKind::Normal, 170));
+    let last_index = fixture.log.len() as u64;
+    assert_eq!((kind, index), (RecordKind::Normal, last_index));
     let payload_end = 24 + PAYLOAD_BYTES;
+    // Zeros (fresh space) at every length; 0xff (erased flash) at a sample.
+    let lengths = |fill: u8| (0..size).filter(move |n| fill == 0 || n % 5 == 0 || *n < 24);
     for fill in [0x00u8, 0xff] {
-        for written_bytes in 0..size {
+        for written_bytes in lengths(fill) {
             fixture.restore();
             let mut image = bytes.clone();
             let tail_end = (offset + size).next_multiple_of(4096);
@@ -132,8 +145,8 @@ fn torn_tails_of_every_length_are_cut_off_and_kept_aside() {
             // padding, say) is whole: only the pad record after it is gone.
             let missing = &bytes[offset + written_bytes..offset + size];
             let whole = fill == 0 && missing.iter().all(|&b| b == 0);
-            assert_eq!(whole, fill == 0 && written_bytes >= payload_end - 1);
-            let expected_last = if whole { 170 } else { 169 };
+            assert!(!whole || written_bytes >= payload_end - 1, "payload bytes missing");
+            let expected_last = if whole { last_index } else { last_index - 1 };
             assert_eq!(wal.last_index(), expected_last, "length {written_bytes} fill {fill}");
             assert!(read_log(&wal) == fixture.log[..expected_last as usize]);
             let kept_any = bytes[offset..offset + written_bytes].iter().any(|&b| b != 0);
@@ -143,7 +156,8 @@ fn torn_tails_of_every_length_are_cut_off_and_kept_aside() {
         }
     }
     // The repair leaves a clean log: reopening finds nothing to repair, and
-    // writing on continues the log.
+    // writing on continues the log on a fresh page, so the page holding the
+    // surviving records is never written again.
     let mut wal = fixture.open().unwrap();
     assert!(wal.repaired_tail().is_none());
     let next = wal.last_index() + 1;
@@ -152,6 +166,10 @@ fn torn_tails_of_every_length_are_cut_off_and_kept_aside() {
     drop(wal);
     let wal = fixture.open().unwrap();
     assert_eq!(wal.entry(next).unwrap(), entry(next, 2, 10));
+    let written = fs::read(path).unwrap();
+    let placed =
+        records(path, &written).into_iter().find(|r| r.2 == next && r.1 == RecordKind::Normal);
+    assert_eq!(placed.map(|r| r.0 % 4096), Some(0), "the next batch starts on a fresh page");
 }
 
 #[test]
@@ -192,12 +210,13 @@ fn a_zeroed_sector_in_synced_records_is_refused_but_in_the_last_batch_repaired()
     // The same damage in the last batch is what a power cut mid-sync leaves
     // when the kernel wrote that batch's later sectors first.
     fixture.restore();
-    let first_of_batch = all.iter().find(|r| r.1 == RecordKind::Normal && r.2 == 161).unwrap();
+    let first = fixture.last_batch_first;
+    let first_of_batch = all.iter().find(|r| r.1 == RecordKind::Normal && r.2 == first).unwrap();
     assert_eq!(first_of_batch.0 % 512, 0, "batches start on a fresh page");
     write_at(path, first_of_batch.0, &[0u8; 512]);
     let wal = fixture.open().unwrap();
     assert!(wal.repaired_tail().is_some());
-    assert_eq!(wal.last_index(), 160);
+    assert_eq!(wal.last_index(), first - 1);
 }
 
 #[test]

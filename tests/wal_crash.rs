@@ -351,3 +351,32 @@ fn a_crash_at_every_step_recovers_a_prefix_that_includes_everything_synced() {
         check_image(&scratch, &states, image, number);
     }
 }
+
+/// Without crashes: reopening between random writes (appends, conflicts,
+/// hard states, snapshots at the commit index, releases with and without a
+/// margin)
+/// always gives back exactly the model.
+#[test]
+fn reopening_between_random_writes_gives_back_the_model() {
+    let rounds: usize =
+        std::env::var("EMBER_WAL_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(40) * 4;
+    for (seed, margin) in [(11u64, 0u64), (12, 3), (13, 0)] {
+        let Some(dir) = durable_dir("reopen-model") else { return };
+        let config = WalConfig { segment_size_bytes: 64 << 10, catch_up_margin_entries: margin };
+        let wal = Wal::open(&dir, config).unwrap();
+        let recorder = Rc::new(RefCell::new(Recorder::default()));
+        let mut driver =
+            Driver { wal, states: vec![Model::default()], synced: 0, recorder, term: 1 };
+        let mut rng = Rng(seed);
+        let mut reopened = 0;
+        for round in 0..rounds {
+            driver.step(&mut rng);
+            if rng.below(4) == 0 {
+                driver.wal = Wal::open(&dir, config).unwrap();
+                assert_eq!(Model::of(&driver.wal), driver.model(), "seed {seed} round {round}");
+                reopened += 1;
+            }
+        }
+        assert!(reopened > 10 && driver.wal.first_index() > 1, "seed {seed}: too little happened");
+    }
+}

@@ -61,7 +61,7 @@ fn corruption_names_file_and_offset_and_exits_1() {
     let Some(dir) = durable_dir("debug-corrupt") else { return };
     write_log(&dir);
     let first = segment_paths(&dir).remove(0);
-    wal_support::flip_bit(&first, 200, 0);
+    wal_support::flip_bit(&first, 4096 + 200, 0);
     let output = ember(&["debug", "wal", dir.to_str().unwrap()]);
     let shown = text(&output);
     assert_eq!(output.status.code(), Some(1), "{shown}");
@@ -69,6 +69,7 @@ fn corruption_names_file_and_offset_and_exits_1() {
     let verdict = shown.lines().find(|l| l.starts_with("verdict: REFUSE")).expect(&shown);
     assert!(verdict.contains(name) && verdict.contains("offset"), "{verdict}");
     assert!(shown.contains("after damage"), "{shown}");
+    assert!(shown.contains("not replayed"), "later segments are still listed: {shown}");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use super::CliError;
 use super::args::{Parsed, process_env};
 use crate::wal::parse_segment_name;
 use crate::wal::record::{
-    Parsed as RecordParse, RecordKind, SEGMENT_HEADER_BYTES, find_valid_record, parse_record,
+    Parsed as RecordParse, RecordKind, decode_segment_header, find_valid_record, parse_record,
     peek_header, record_size_bytes,
 };
 use crate::wal::recover::{Recovered, Seen, SegmentView, recover};
@@ -138,7 +138,8 @@ fn damage_lines(view: &SegmentView, offset: usize) -> String {
 /// The valid records of a segment that replay never reached.
 fn unreplayed_lines(view: &SegmentView) -> String {
     let mut text = String::new();
-    let mut offset = SEGMENT_HEADER_BYTES;
+    let Ok(header) = decode_segment_header(view.bytes) else { return String::new() };
+    let mut offset = header.records_offset as usize;
     while let RecordParse::Record(record) = parse_record(view.bytes, view.name_seq, offset) {
         let seen = Seen { file_name: view.file_name, offset, record };
         text.push_str(&format!("  not replayed: {}", record_line(&seen)));

@@ -53,8 +53,8 @@ pub use error::WalError;
 use index::IndexError;
 pub use index::LogIndex;
 use record::{
-    NewRecord, PAYLOAD_MAX_BYTES, Parsed, RecordKind, SEGMENT_HEADER_BYTES, SegmentHeader,
-    align_up, encode_hard_state, encode_record, parse_record, record_size_bytes,
+    NewRecord, PAYLOAD_MAX_BYTES, Parsed, RecordKind, SegmentHeader, align_up, encode_hard_state,
+    encode_record, parse_record, record_size_bytes,
 };
 pub use recover::{Corruption, Problem, TornTail};
 use segment::{PAGE_BYTES_MAX, Segment, TEMP_SUFFIX, sync_dir};
@@ -97,6 +97,9 @@ impl WalConfig {
         let size = self.segment_size_bytes;
         if !(SEGMENT_SIZE_BYTES_MIN..=SEGMENT_SIZE_BYTES_MAX).contains(&size) {
             return Err(WalError::Config("segment size out of range"));
+        }
+        if usize::try_from(size).is_err() {
+            return Err(WalError::Config("segment size exceeds the address space"));
         }
         if size % page_bytes as u64 != 0 {
             return Err(WalError::Config("segment size is not a multiple of the page size"));
@@ -144,8 +147,10 @@ pub struct Wal {
     /// release never removes them without writing a fresh copy first.
     hard_state_seq: u64,
     marker_seq: u64,
-    /// Invariant: `SEGMENT_HEADER_BYTES <= synced_offset <= write_offset`,
-    /// both in the last segment; nothing before `synced_offset` changes again.
+    /// Invariant: `records_offset <= synced_offset <= write_offset`, both in
+    /// the last segment; nothing before `synced_offset` changes again, and
+    /// once open has run, `synced_offset` sits on a page boundary unless the
+    /// segment is sealed.
     write_offset: usize,
     synced_offset: usize,
     /// The last segment ends with a seal; the next record opens a new one.
@@ -189,6 +194,7 @@ impl Wal {
             Some(tail) => tail.prepare_for_appends(wal.write_offset)?,
             None => wal.open_first_segment()?,
         }
+        wal.close_partial_page()?;
         Ok(wal)
     }
 
@@ -249,6 +255,17 @@ impl Wal {
         Ok(())
     }
 
+    /// When the log ends inside a page (a repaired tail, or a batch whose
+    /// pad was lost), pads to the page boundary and syncs, so later batches
+    /// never rewrite the page that holds these durable records.
+    fn close_partial_page(&mut self) -> Result<(), WalError> {
+        if self.sealed || self.write_offset % self.page_bytes == 0 {
+            return Ok(());
+        }
+        self.write_pad();
+        self.sync_tail()
+    }
+
     fn open_first_segment(&mut self) -> Result<(), WalError> {
         let first_index = self.index.last_index() + 1;
         self.create_segment(1, first_index)
@@ -302,9 +319,12 @@ impl Wal {
         self.segments.back().expect("invariant: at least one segment")
     }
 
-    fn step(&mut self, step: Step, file: &Path) {
+    /// Calls the test hook, if any; `file` defaults to the segment being
+    /// written.
+    fn step(&mut self, step: Step, file: Option<&Path>) {
         let Some(mut hook) = self.hook.take() else { return };
         let tail = self.tail();
+        let file = file.unwrap_or(&tail.path);
         hook(&StepInfo { step, file, tail: (&tail.path, self.synced_offset, self.write_offset) });
         self.hook = Some(hook);
     }
@@ -312,7 +332,7 @@ impl Wal {
     /// Largest payload one record may carry in this configuration.
     pub fn payload_max_bytes(&self) -> usize {
         let usable = self.config.segment_size_bytes as usize
-            - SEGMENT_HEADER_BYTES
+            - self.page_bytes
             - tail_reserve_bytes(self.page_bytes)
             - record::RECORD_HEADER_BYTES;
         usable.min(PAYLOAD_MAX_BYTES) & !(record::RECORD_ALIGN_BYTES - 1)
@@ -343,8 +363,7 @@ impl Wal {
             let (seq, offset) = self.write_record(&new)?;
             self.index.push(entry.index, seq, offset).map_err(index_error)?;
         }
-        let tail_path = self.tail().path.clone();
-        self.step(Step::RecordsWritten, &tail_path);
+        self.step(Step::RecordsWritten, None);
         Ok(())
     }
 
@@ -364,8 +383,7 @@ impl Wal {
         let (seq, _) = self.write_record(&new)?;
         self.hard_state = *state;
         self.hard_state_seq = seq;
-        let tail_path = self.tail().path.clone();
-        self.step(Step::RecordsWritten, &tail_path);
+        self.step(Step::RecordsWritten, None);
         Ok(())
     }
 
@@ -400,8 +418,7 @@ impl Wal {
         };
         let (seq, _) = self.write_record(&new)?;
         self.marker_seq = seq;
-        let tail_path = self.tail().path.clone();
-        self.step(Step::RecordsWritten, &tail_path);
+        self.step(Step::RecordsWritten, None);
         Ok(())
     }
 
@@ -443,26 +460,25 @@ impl Wal {
     }
 
     fn create_segment(&mut self, seq: u64, first_index: u64) -> Result<(), WalError> {
-        let header =
-            SegmentHeader { seq, first_index, segment_size_bytes: self.config.segment_size_bytes };
+        let records_offset = u32::try_from(self.page_bytes).expect("page size is capped");
+        let segment_size_bytes = self.config.segment_size_bytes;
+        let header = SegmentHeader { seq, first_index, segment_size_bytes, records_offset };
         let mut hook = self.hook.take();
         let tail =
             self.segments.back().map(|s| (s.path.clone(), self.synced_offset, self.write_offset));
         let mut step = |step: Step, file: &Path| {
             if let Some(hook) = hook.as_mut() {
-                let (path, synced, written) = tail.clone().unwrap_or((
-                    file.to_path_buf(),
-                    SEGMENT_HEADER_BYTES,
-                    SEGMENT_HEADER_BYTES,
-                ));
+                let start = records_offset as usize;
+                let (path, synced, written) =
+                    tail.clone().unwrap_or((file.to_path_buf(), start, start));
                 hook(&StepInfo { step, file, tail: (&path, synced, written) });
             }
         };
         let created = Segment::create(&self.dir, &header, &mut step);
         self.hook = hook;
         self.segments.push_back(created?);
-        self.write_offset = SEGMENT_HEADER_BYTES;
-        self.synced_offset = SEGMENT_HEADER_BYTES;
+        self.write_offset = records_offset as usize;
+        self.synced_offset = records_offset as usize;
         self.sealed = false;
         Ok(())
     }
@@ -514,8 +530,7 @@ impl Wal {
             return Err(error);
         }
         self.synced_offset = self.write_offset;
-        let tail_path = self.tail().path.clone();
-        self.step(Step::Synced, &tail_path);
+        self.step(Step::Synced, None);
         Ok(())
     }
 
@@ -543,11 +558,11 @@ impl Wal {
                 op: "remove",
                 source,
             })?;
-            self.step(Step::SegmentRemoved, &path);
+            self.step(Step::SegmentRemoved, Some(&path));
         }
         sync_dir(&self.dir)?;
         let dir = self.dir.clone();
-        self.step(Step::DirectorySynced, &dir);
+        self.step(Step::DirectorySynced, Some(&dir));
         assert!(
             self.index.oldest_live_seq().is_none_or(|seq| seq >= keep_from_seq),
             "released a segment that holds live entries"

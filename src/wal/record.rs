@@ -298,6 +298,11 @@ pub struct SegmentHeader {
     /// (the log's last index + 1 when the segment was created).
     pub first_index: u64,
     pub segment_size_bytes: u64,
+    /// Where the first record starts: the page after the header's page, so
+    /// no later write ever rewrites the page that holds the header.
+    /// Invariant (checked on decode): a multiple of 8 in
+    /// `[SEGMENT_HEADER_BYTES, segment_size_bytes)`.
+    pub records_offset: u32,
 }
 
 /// Why a segment header is not valid.
@@ -307,6 +312,7 @@ pub enum BadHeader {
     Version(u32),
     Crc,
     Short,
+    RecordsOffset(u32),
 }
 
 impl std::fmt::Display for BadHeader {
@@ -316,6 +322,7 @@ impl std::fmt::Display for BadHeader {
             BadHeader::Version(version) => write!(f, "unsupported format version {version}"),
             BadHeader::Crc => f.write_str("segment header crc mismatch"),
             BadHeader::Short => f.write_str("file shorter than a segment header"),
+            BadHeader::RecordsOffset(offset) => write!(f, "records offset {offset} out of range"),
         }
     }
 }
@@ -334,6 +341,7 @@ pub fn encode_segment_header(header: &SegmentHeader) -> [u8; SEGMENT_HEADER_BYTE
     out[16..24].copy_from_slice(&header.seq.to_le_bytes());
     out[24..32].copy_from_slice(&header.first_index.to_le_bytes());
     out[32..40].copy_from_slice(&header.segment_size_bytes.to_le_bytes());
+    out[40..44].copy_from_slice(&header.records_offset.to_le_bytes());
     let crc = header_crc(&out);
     out[12..16].copy_from_slice(&crc.to_le_bytes());
     out
@@ -351,11 +359,20 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, BadHeader> {
     if version != FORMAT_VERSION {
         return Err(BadHeader::Version(version));
     }
-    Ok(SegmentHeader {
+    let header = SegmentHeader {
         seq: u64_at(bytes, 16),
         first_index: u64_at(bytes, 24),
         segment_size_bytes: u64_at(bytes, 32),
-    })
+        records_offset: u32_at(bytes, 40),
+    };
+    let offset = header.records_offset as usize;
+    if offset < SEGMENT_HEADER_BYTES
+        || offset % RECORD_ALIGN_BYTES != 0
+        || offset as u64 >= header.segment_size_bytes
+    {
+        return Err(BadHeader::RecordsOffset(header.records_offset));
+    }
+    Ok(header)
 }
 
 #[cfg(test)]
@@ -421,7 +438,12 @@ mod tests {
 
     #[test]
     fn segment_headers_round_trip_and_reject_damage() {
-        let header = SegmentHeader { seq: 4, first_index: 100, segment_size_bytes: 1 << 20 };
+        let header = SegmentHeader {
+            seq: 4,
+            first_index: 100,
+            segment_size_bytes: 1 << 20,
+            records_offset: 4096,
+        };
         let mut bytes = encode_segment_header(&header);
         assert_eq!(decode_segment_header(&bytes), Ok(header));
         bytes[20] ^= 1;

@@ -209,7 +209,8 @@ pub fn recover(
         let header = check_header(view, headers.last())?;
         headers.push(header);
         let is_last = position + 1 == segments.len();
-        end = replay_segment(segments, view, position == 0, is_last, &mut replay, observe)?;
+        let at = Place { segments, view, header, is_first: position == 0, is_last };
+        end = replay_segment(&at, &mut replay, observe)?;
     }
     finish(segments, replay, headers, end)
 }
@@ -286,14 +287,21 @@ struct SegmentEnd {
     torn: Option<TornTail>,
 }
 
-fn replay_segment(
-    segments: &[SegmentView],
-    view: &SegmentView,
+/// The segment being replayed and where it stands among the others.
+struct Place<'s, 'a> {
+    segments: &'s [SegmentView<'a>],
+    view: &'s SegmentView<'a>,
+    header: SegmentHeader,
     is_first: bool,
     is_last: bool,
+}
+
+fn replay_segment(
+    place: &Place,
     replay: &mut Replay,
     observe: &mut dyn FnMut(Seen),
 ) -> Result<SegmentEnd, Corruption> {
+    let Place { segments, view, is_first, is_last, .. } = *place;
     let seq = view.name_seq;
     let corrupt = |offset: usize, problem| Corruption {
         file_name: view.file_name.to_string(),
@@ -304,7 +312,7 @@ fn replay_segment(
         let (expected, found) = (replay.index.last_index() + 1, view.name_first_index);
         return Err(corrupt(0, Problem::SealMismatch { expected, found }));
     }
-    let mut offset = SEGMENT_HEADER_BYTES;
+    let mut offset = place.header.records_offset as usize;
     let stop = loop {
         match parse_record(view.bytes, seq, offset) {
             Parsed::Record(record) => {
@@ -453,5 +461,78 @@ fn index_problem(error: IndexError) -> Problem {
         IndexError::BelowSnapshot { index, snapshot_index } => {
             Problem::EntryBelowSnapshot { index, snapshot_index }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::record::{NewRecord, SegmentHeader, encode_record, encode_segment_header};
+
+    const PAGE: usize = 4096;
+    const NAME: &str = "0000000000000001-0000000000000001.wal";
+
+    /// A segment holding two synced batches, each on its own page: entries
+    /// 1..=2 then 3..=4, each batch closed by a pad. Returns the bytes and
+    /// the record offsets.
+    fn two_batches() -> (Vec<u8>, Vec<usize>) {
+        let header = SegmentHeader {
+            seq: 1,
+            first_index: 1,
+            segment_size_bytes: 4 * PAGE as u64,
+            records_offset: PAGE as u32,
+        };
+        let mut bytes = vec![0u8; 4 * PAGE];
+        bytes[..SEGMENT_HEADER_BYTES].copy_from_slice(&encode_segment_header(&header));
+        let mut offsets = Vec::new();
+        let mut offset = PAGE;
+        for batch in [[1u64, 2], [3, 4]] {
+            for index in batch {
+                let entry =
+                    NewRecord { kind: RecordKind::Normal, index, term: 1, payload: b"data" };
+                offsets.push(offset);
+                offset += encode_record(&mut bytes[offset..], 1, offset, &entry);
+            }
+            let boundary = (offset + 24).next_multiple_of(PAGE);
+            let zeros = vec![0u8; boundary - offset - 24];
+            let pad = NewRecord { kind: RecordKind::Pad, index: 0, term: 0, payload: &zeros };
+            offset += encode_record(&mut bytes[offset..], 1, offset, &pad);
+        }
+        (bytes, offsets)
+    }
+
+    fn run(bytes: &[u8]) -> Result<Recovered, Corruption> {
+        let view = SegmentView { file_name: NAME, name_seq: 1, name_first_index: 1, bytes };
+        recover(&[view], &mut |_| {})
+    }
+
+    #[test]
+    fn damage_inside_the_last_batch_is_a_torn_tail_even_with_valid_records_behind_it() {
+        let (mut bytes, offsets) = two_batches();
+        bytes[offsets[2] + 30] ^= 1;
+        let recovered = run(&bytes).unwrap();
+        assert_eq!(recovered.index.last_index(), 2);
+        let torn = recovered.torn.unwrap();
+        assert_eq!((torn.offset, torn.end > offsets[3]), (offsets[2], true));
+    }
+
+    #[test]
+    fn damage_before_a_later_batch_is_corruption_naming_the_offset() {
+        let (mut bytes, offsets) = two_batches();
+        bytes[offsets[1] + 30] ^= 1;
+        let corruption = run(&bytes).unwrap_err();
+        assert_eq!((corruption.file_name.as_str(), corruption.offset), (NAME, offsets[1] as u64));
+        let later = Some(offsets[2] as u64);
+        assert!(
+            matches!(corruption.problem, Problem::InvalidRecord { later_valid_offset, .. } if later_valid_offset == later)
+        );
+    }
+
+    #[test]
+    fn a_clean_log_replays_whole() {
+        let (bytes, _) = two_batches();
+        let recovered = run(&bytes).unwrap();
+        assert_eq!((recovered.index.last_index(), recovered.torn), (4, None));
+        assert_eq!(recovered.end_offset, 3 * PAGE);
     }
 }
