@@ -228,7 +228,7 @@ impl Store {
             let mut warm = 0usize;
             for (slot, id) in blocks.iter_mut().zip(ids) {
                 let block = self.keys.get(*id);
-                warm = warm.wrapping_add(block.key().len());
+                warm = warm.wrapping_add(block.warm());
                 *slot = Some(block);
             }
             std::hint::black_box(warm);
@@ -617,6 +617,9 @@ impl Store {
             return Err(Error::Compacted { compact_revision: self.compact_revision });
         }
         let end = RangeEnd::from_request(range_end);
+        if end == RangeEnd::Single {
+            return Ok(self.key_events_since(from, key, max_events, prev_kv));
+        }
         let mut cur = self.log.seek(from);
         let mut events = Vec::new();
         // At least one event per call, so every call makes progress.
@@ -635,6 +638,36 @@ impl Store {
         }
         let next = Revision { main: self.current_revision + 1, sub: 0 };
         Ok(WatchBatch { events, next: next.max(from), caught_up: true })
+    }
+
+    /// The feed of a single key comes from its own block: the cost is that
+    /// key's retained versions, whatever else changes in the store.
+    fn key_events_since(
+        &self,
+        from: Revision,
+        key: &[u8],
+        max_events: usize,
+        prev_kv: bool,
+    ) -> WatchBatch {
+        let mut events = Vec::new();
+        if let Some(id) = self.lookup(key) {
+            let block = self.keys.get(id);
+            let versions = block.oldest_first();
+            for (i, v) in versions.iter().enumerate() {
+                let rev = Revision { main: v.main, sub: v.sub };
+                if rev < from {
+                    continue;
+                }
+                if events.len() >= max_events {
+                    return WatchBatch { events, next: rev, caught_up: false };
+                }
+                let prev =
+                    i.checked_sub(1).map(|p| versions[p]).filter(|p| prev_kv && !p.tombstone);
+                events.push(event_from(block.key(), v, prev.as_ref()));
+            }
+        }
+        let next = Revision { main: self.current_revision + 1, sub: 0 }.max(from);
+        WatchBatch { events, next, caught_up: true }
     }
 
     /// etcd's HashKV: a CRC32 of every retained version with mod revision
@@ -736,16 +769,21 @@ pub(crate) fn retained(block: &Block, at: u64) -> Vec<Version<'_>> {
 fn event_of(block: &Block, rev: Revision, with_prev: bool) -> Event {
     let mut versions = block.newest_first().skip_while(|v| (v.main, v.sub) != (rev.main, rev.sub));
     let v = versions.next().expect("the log names a version its key holds");
-    let prev_kv =
-        versions.next().filter(|p| with_prev && !p.tombstone).map(|p| p.to_kv(block.key()));
+    let prev = versions.next().filter(|p| with_prev && !p.tombstone);
+    event_from(block.key(), &v, prev.as_ref())
+}
+
+/// The event that wrote `v`, with `prev` as its previous key-value.
+fn event_from(key: &[u8], v: &Version<'_>, prev: Option<&Version<'_>>) -> Event {
     let (kind, kv) = if v.tombstone {
-        let kv =
-            KeyValue { key: block.key().to_vec(), mod_revision: v.main, ..KeyValue::default() };
-        (EventKind::Delete, kv)
+        (
+            EventKind::Delete,
+            KeyValue { key: key.to_vec(), mod_revision: v.main, ..KeyValue::default() },
+        )
     } else {
-        (EventKind::Put, v.to_kv(block.key()))
+        (EventKind::Put, v.to_kv(key))
     };
-    Event { kind, kv, prev_kv, sub_revision: v.sub }
+    Event { kind, kv, prev_kv: prev.map(|p| p.to_kv(key)), sub_revision: v.sub }
 }
 
 fn compare_version(c: &Compare, v: &Version<'_>) -> bool {
