@@ -706,6 +706,31 @@ mod tests {
     }
 
     #[test]
+    fn keys_that_are_prefixes_and_zero_bytes_keep_their_order() {
+        let mut keys = Keys(Vec::new());
+        let mut tree = Tree::default();
+        let mut model = std::collections::BTreeMap::new();
+        let mut seed = 0x0123_4567_89ab_cdefu64;
+        for round in 0..30_000 {
+            let len = 1 + xorshift(&mut seed) % 7;
+            let k: Vec<u8> =
+                (0..len).map(|_| [0u8, 1, 0xff][(xorshift(&mut seed) % 3) as usize]).collect();
+            if round % 3 == 2 {
+                assert_eq!(tree.remove(&keys, &k), model.remove(&k));
+            } else if let std::collections::btree_map::Entry::Vacant(e) = model.entry(k.clone()) {
+                let id = keys.0.len() as u32;
+                keys.0.push(k.clone());
+                assert_eq!(tree.insert(&keys, &k, id), Ok(()));
+                e.insert(id);
+            }
+            assert_eq!(tree.get(&keys, &k), model.get(&k).copied());
+        }
+        tree.check(&keys);
+        let got: Vec<u32> = tree.iter_from(tree.first()).collect();
+        assert_eq!(got, model.values().copied().collect::<Vec<_>>());
+    }
+
+    #[test]
     fn appending_in_order_fills_leaves() {
         let mut keys = Keys(Vec::new());
         let mut tree = Tree::default();
