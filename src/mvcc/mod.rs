@@ -57,8 +57,11 @@ mod image;
 mod log;
 mod store;
 mod tree;
+mod txn;
 mod types;
+mod watch;
 
 pub use image::{IMAGE_MAX_FIELD_BYTES, ImageError, ImageReader, ImageWriter};
-pub use store::{MAX_WATCH_SCAN_CHANGES, Store};
+pub use store::Store;
 pub use types::*;
+pub use watch::MAX_WATCH_SCAN_CHANGES;
