@@ -451,6 +451,12 @@ fn gen_range_spec(rng: &mut Rng) -> (Vec<u8>, Vec<u8>) {
 }
 
 fn gen_value(rng: &mut Rng) -> Vec<u8> {
+    // Now and then a large value, so a few keys' blocks pass the size where
+    // they start growing with slack.
+    if rng.chance(4) {
+        let fill = b"abc"[rng.below(3) as usize];
+        return vec![fill; 2000 + rng.below(4000) as usize];
+    }
     let len = rng.below(6) as usize;
     (0..len).map(|_| b"abc\x00\xff"[rng.below(5) as usize]).collect()
 }
