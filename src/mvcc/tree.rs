@@ -174,6 +174,11 @@ struct Inner {
     /// children[i] is ≥ separator i-1 and < separator i.
     ends: Vec<u32>,
     seps: Vec<u8>,
+    /// Invariant: every separator starts with the first prefix_len bytes of
+    /// separator 0, and hints[i] == hint(separator i, prefix_len); as in the
+    /// leaves, a search reads separator bytes only where hints tie.
+    prefix_len: u32,
+    hints: Vec<u32>,
 }
 
 impl Inner {
@@ -182,14 +187,46 @@ impl Inner {
         &self.seps[start..self.ends[i] as usize]
     }
 
-    /// Index of the child whose key range holds `key`.
+    /// Index of the child whose key range holds `key`: the number of
+    /// separators ≤ key.
     fn child_for(&self, key: &[u8]) -> usize {
-        let (mut lo, mut hi) = (0, self.ends.len());
+        let n = self.ends.len();
+        if n == 0 {
+            return 0;
+        }
+        let prefix = &self.seps[..self.prefix_len as usize];
+        if !key.starts_with(prefix) {
+            return if key < prefix { 0 } else { n };
+        }
+        let h = hint(key, prefix.len());
+        let (mut lo, mut hi) = (0, n);
         while lo < hi {
             let mid = (lo + hi) / 2;
-            if self.sep(mid) <= key { lo = mid + 1 } else { hi = mid }
+            let below_or_equal = match self.hints[mid].cmp(&h) {
+                std::cmp::Ordering::Equal => self.sep(mid) <= key,
+                other => other == std::cmp::Ordering::Less,
+            };
+            if below_or_equal { lo = mid + 1 } else { hi = mid }
         }
         lo
+    }
+
+    /// Recomputes the prefix and hints after a change of separators. Inner
+    /// nodes change once per split or merge below them, so this is rare.
+    fn reindex(&mut self) {
+        let n = self.ends.len();
+        self.hints.clear();
+        if n == 0 {
+            self.prefix_len = 0;
+            return;
+        }
+        let (first, last) = (self.sep(0), self.sep(n - 1));
+        let shared = first.iter().zip(last).take_while(|(a, b)| a == b).count();
+        self.prefix_len = shared as u32;
+        for i in 0..n {
+            let h = hint(self.sep(i), shared);
+            self.hints.push(h);
+        }
     }
 
     fn insert_sep(&mut self, i: usize, sep: &[u8]) {
@@ -199,6 +236,7 @@ impl Inner {
         for end in &mut self.ends[i + 1..] {
             *end += sep.len() as u32;
         }
+        self.reindex();
     }
 
     fn remove_sep(&mut self, i: usize) -> Vec<u8> {
@@ -208,6 +246,7 @@ impl Inner {
         for e in &mut self.ends[i..] {
             *e -= sep.len() as u32;
         }
+        self.reindex();
         sep
     }
 
@@ -224,6 +263,7 @@ impl Inner {
         let up = self.seps[up_start..cut].to_vec();
         self.ends.truncate(mid - 1);
         self.seps.truncate(up_start);
+        self.reindex();
         (up, right)
     }
 }
@@ -584,7 +624,8 @@ impl Tree {
         bytes += (self.free_leaves.capacity() + self.free_inners.capacity()) * 4;
         for i in 0..self.inners.len() {
             let n = self.inner(i as u32);
-            bytes += n.children.capacity() * 4 + n.ends.capacity() * 4 + n.seps.capacity();
+            bytes += (n.children.capacity() + n.ends.capacity() + n.hints.capacity()) * 4
+                + n.seps.capacity();
         }
         bytes
     }
@@ -628,6 +669,12 @@ impl Tree {
         let inner = self.inner(node);
         assert!(!inner.children.is_empty() && inner.children.len() <= INNER_CAP, "inner size");
         assert_eq!(inner.ends.len() + 1, inner.children.len(), "separator count");
+        for i in 0..inner.ends.len() {
+            let sep = inner.sep(i);
+            assert!(sep.starts_with(&inner.seps[..inner.prefix_len as usize]), "inner prefix");
+            assert_eq!(inner.hints[i], hint(sep, inner.prefix_len as usize), "inner hint");
+            assert!(i == 0 || inner.sep(i - 1) < sep, "separator order");
+        }
         for (i, child) in inner.children.iter().enumerate() {
             let lo = if i == 0 { low } else { Some(inner.sep(i - 1)) };
             let hi = if i == inner.ends.len() { high } else { Some(inner.sep(i)) };
