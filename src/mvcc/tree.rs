@@ -43,9 +43,11 @@ pub(crate) const LEAF_CAP: usize = 56;
 /// Bytes of shared prefix a leaf keeps inline: 64 − 12 header bytes. Keys
 /// sharing a longer prefix still work; their hints just start at byte 52.
 const PREFIX_CAP: usize = 52;
-/// Children per inner node: 32 × 4 bytes of child ids is two cache lines.
-/// 100,000 keys need about 2,500 leaves and three inner levels.
-pub(crate) const INNER_CAP: usize = 32;
+/// Children per inner node. A search reads the node's hints (4 cache lines
+/// at most, binary searched) and one child id; 100,000 keys need about
+/// 2,500 leaves under two inner levels. With 32 children a third level
+/// appeared and gets were measurably slower (benches/mvcc.rs).
+pub(crate) const INNER_CAP: usize = 64;
 const NIL: u32 = u32::MAX;
 
 /// Where the tree finds the bytes of a key id.
@@ -775,6 +777,33 @@ mod tests {
         tree.check(&keys);
         let got: Vec<u32> = tree.iter_from(tree.first()).collect();
         assert_eq!(got, model.values().copied().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_deep_tree_shrinks_back_to_one_leaf() {
+        let mut keys = Keys(Vec::new());
+        let mut tree = Tree::default();
+        let mut seed = 0xdead_beef_cafe_f00du64;
+        let mut order: Vec<u32> = (0..150_000).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, (xorshift(&mut seed) % (i as u64 + 1)) as usize);
+        }
+        for &i in &order {
+            let k = format!("/registry/pods/namespace-{}/pod-{}", i / 100, i % 100).into_bytes();
+            keys.0.push(k.clone());
+            tree.insert(&keys, &k, keys.0.len() as u32 - 1).unwrap();
+        }
+        assert!(tree.height >= 3, "height {}", tree.height);
+        tree.check(&keys);
+        for (n, id) in order.iter().enumerate() {
+            let k = keys.0[n].clone();
+            assert_eq!(tree.remove(&keys, &k), Some(n as u32), "key {id}");
+            if n % 30_000 == 0 {
+                tree.check(&keys);
+            }
+        }
+        tree.check(&keys);
+        assert_eq!((tree.len(), tree.height), (0, 0));
     }
 
     #[test]
