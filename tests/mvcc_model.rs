@@ -451,6 +451,12 @@ fn gen_range_spec(rng: &mut Rng) -> (Vec<u8>, Vec<u8>) {
 }
 
 fn gen_value(rng: &mut Rng) -> Vec<u8> {
+    // Now and then a large value, so a few keys' blocks pass the size where
+    // they start growing with slack.
+    if rng.chance(4) {
+        let fill = b"abc"[rng.below(3) as usize];
+        return vec![fill; 2000 + rng.below(4000) as usize];
+    }
     let len = rng.below(6) as usize;
     (0..len).map(|_| b"abc\x00\xff"[rng.below(5) as usize]).collect()
 }
@@ -602,140 +608,153 @@ fn image_round_trip(store: &Store, rng: &mut Rng) -> Store {
 
 fn step(store: &mut Store, m: &mut Model, rng: &mut Rng) {
     match rng.below(100) {
-        0..=29 => {
-            let p = gen_put(rng);
-            let want = m.check_put(&p).and_then(|_| {
-                if (p.ignore_value || p.ignore_lease) && !m.exists(&p.key) {
-                    Err(Error::KeyNotFound)
-                } else {
-                    Ok(())
-                }
-            });
-            let got = store.apply_put(&p);
-            match want {
-                Err(e) => assert_eq!(got.unwrap_err(), e),
-                Ok(()) => {
-                    let before = m.current;
-                    let (resp, rev) = m.write(|m, r, s| m.put(&p, r, s));
-                    let got = got.unwrap();
-                    assert_eq!((got.response, got.revision), (resp, rev));
-                    assert_eq!(
-                        got.events,
-                        m.events(Revision { main: before + 1, sub: 0 }, b"\x00", b"\x00", true)
-                    );
-                }
-            }
+        0..=29 => step_put(store, m, rng),
+        30..=41 => step_delete(store, m, rng),
+        42..=56 => step_txn(store, m, rng),
+        57..=71 => step_range(store, m, rng),
+        72..=76 => step_compact(store, m, rng),
+        77..=81 => step_compact_step(store, m, rng),
+        82..=88 => step_watch(store, m, rng),
+        89..=92 => step_hash(store, m, rng),
+        93..=95 => step_lease(store, m, rng),
+        96 | 97 => step_bulk(store, m, rng),
+        _ => step_image(store, m, rng),
+    }
+}
+
+fn step_put(store: &mut Store, m: &mut Model, rng: &mut Rng) {
+    let p = gen_put(rng);
+    let want = m.check_put(&p).and_then(|_| {
+        if (p.ignore_value || p.ignore_lease) && !m.exists(&p.key) {
+            Err(Error::KeyNotFound)
+        } else {
+            Ok(())
         }
-        30..=41 => {
-            let d = gen_delete(rng);
+    });
+    let got = store.apply_put(&p);
+    match want {
+        Err(e) => assert_eq!(got.unwrap_err(), e),
+        Ok(()) => {
             let before = m.current;
-            let got = store.apply_delete_range(&d).unwrap();
-            let (resp, rev) = m.write(|m, r, s| m.delete(&d, r, s));
+            let (resp, rev) = m.write(|m, r, s| m.put(&p, r, s));
+            let got = got.unwrap();
             assert_eq!((got.response, got.revision), (resp, rev));
             assert_eq!(
                 got.events,
                 m.events(Revision { main: before + 1, sub: 0 }, b"\x00", b"\x00", true)
             );
         }
-        42..=56 => {
-            let t = gen_txn(rng, m, 1);
-            let before = m.current;
-            let got = store.apply_txn(&t);
-            match m.txn(&t) {
-                Err(e) => assert_eq!(got.unwrap_err(), e, "txn {t:?}"),
-                Ok((resp, rev)) => {
-                    let got = got.unwrap_or_else(|e| panic!("txn failed with {e:?}: {t:?}"));
-                    assert_eq!((&got.response, got.revision), (&resp, rev), "txn {t:?}");
-                    assert_eq!(
-                        got.events,
-                        m.events(Revision { main: before + 1, sub: 0 }, b"\x00", b"\x00", true)
-                    );
-                }
-            }
-        }
-        57..=71 => {
-            let r = gen_range(rng, m);
-            let want = if r.key.is_empty() {
-                Err(Error::EmptyKey)
-            } else {
-                m.check_rev(r.revision).map(|rev| m.range(&r, rev))
-            };
-            assert_eq!(store.range(&r), want, "range {r:?}");
-        }
-        72..=76 => {
-            let rev = m.compact.saturating_sub(1)
-                + rng.below(m.current + 3 - m.compact.saturating_sub(1));
-            let want = if rev <= m.compact {
-                Err(Error::Compacted { compact_revision: m.compact })
-            } else if rev > m.current {
-                Err(Error::FutureRevision { current_revision: m.current })
-            } else {
-                m.compact = rev;
-                Ok(())
-            };
-            assert_eq!(store.compact(rev), want);
-        }
-        77..=81 => {
-            store.compact_step(1 + rng.below(3) as usize);
-        }
-        82..=88 => {
-            let from = Revision { main: gen_read_rev(rng, m).max(1), sub: rng.below(2) as u32 };
-            let (key, end) = gen_range_spec(rng);
-            let prev = rng.chance(50);
-            if from.main < m.compact {
-                let got = store.events_since(from, &key, &end, 4, prev);
-                assert_eq!(got.unwrap_err(), Error::Compacted { compact_revision: m.compact });
-            } else {
-                assert_eq!(
-                    read_feed(store, rng, from, &key, &end, prev),
-                    m.events(from, &key, &end, prev)
-                );
-            }
-        }
-        89..=92 => {
-            let rev = gen_read_rev(rng, m);
-            assert_eq!(store.hash_kv(rev), m.hash(rev));
-        }
-        93..=95 => {
-            let lease = [7, 9][rng.below(2) as usize];
-            assert_eq!(store.lease_keys(lease), m.lease_keys(lease));
-            if rng.chance(50) {
-                let doomed = m.lease_keys(lease);
-                let before = m.current;
-                let got = store.apply_revoke_lease(lease);
-                let (_, rev) = m.write(|m, r, s| {
-                    for k in doomed {
-                        m.log(Revision { main: r, sub: *s }, &k, None);
-                        *s += 1;
-                    }
-                });
-                assert_eq!(got.revision, rev);
-                assert_eq!(
-                    got.events,
-                    m.events(Revision { main: before + 1, sub: 0 }, b"\x00", b"\x00", true)
-                );
-            }
-        }
-        96 | 97 => {
-            // A bulk write of distinct keys, to grow the tree quickly.
-            let keys: BTreeSet<Vec<u8>> = (0..1 + rng.below(100)).map(|_| rng.key()).collect();
-            let puts = keys
-                .into_iter()
-                .map(|key| RequestOp::Put(PutRequest { key, ..PutRequest::default() }));
-            let t =
-                TxnRequest { compare: Vec::new(), success: puts.collect(), failure: Vec::new() };
-            let got = store.apply_txn(&t);
-            match m.txn(&t) {
-                Err(e) => assert_eq!(got.unwrap_err(), e),
-                Ok((resp, rev)) => {
-                    assert_eq!(got.map(|a| (a.response, a.revision)), Ok((resp, rev)))
-                }
-            }
-        }
-        _ => {
-            *store = image_round_trip(store, rng);
+    }
+}
+
+fn step_delete(store: &mut Store, m: &mut Model, rng: &mut Rng) {
+    let d = gen_delete(rng);
+    let before = m.current;
+    let got = store.apply_delete_range(&d).unwrap();
+    let (resp, rev) = m.write(|m, r, s| m.delete(&d, r, s));
+    assert_eq!((got.response, got.revision), (resp, rev));
+    assert_eq!(got.events, m.events(Revision { main: before + 1, sub: 0 }, b"\x00", b"\x00", true));
+}
+
+fn step_txn(store: &mut Store, m: &mut Model, rng: &mut Rng) {
+    let t = gen_txn(rng, m, 1);
+    let before = m.current;
+    let got = store.apply_txn(&t);
+    match m.txn(&t) {
+        Err(e) => assert_eq!(got.unwrap_err(), e, "txn {t:?}"),
+        Ok((resp, rev)) => {
+            let got = got.unwrap_or_else(|e| panic!("txn failed with {e:?}: {t:?}"));
+            assert_eq!((&got.response, got.revision), (&resp, rev), "txn {t:?}");
+            assert_eq!(
+                got.events,
+                m.events(Revision { main: before + 1, sub: 0 }, b"\x00", b"\x00", true)
+            );
         }
     }
+}
+
+fn step_range(store: &mut Store, m: &mut Model, rng: &mut Rng) {
+    let r = gen_range(rng, m);
+    let want = if r.key.is_empty() {
+        Err(Error::EmptyKey)
+    } else {
+        m.check_rev(r.revision).map(|rev| m.range(&r, rev))
+    };
+    assert_eq!(store.range(&r), want, "range {r:?}");
+}
+
+fn step_compact(store: &mut Store, m: &mut Model, rng: &mut Rng) {
+    let rev = m.compact.saturating_sub(1) + rng.below(m.current + 3 - m.compact.saturating_sub(1));
+    let want = if rev <= m.compact {
+        Err(Error::Compacted { compact_revision: m.compact })
+    } else if rev > m.current {
+        Err(Error::FutureRevision { current_revision: m.current })
+    } else {
+        m.compact = rev;
+        Ok(())
+    };
+    assert_eq!(store.compact(rev), want);
+}
+
+fn step_compact_step(store: &mut Store, _m: &mut Model, rng: &mut Rng) {
+    store.compact_step(1 + rng.below(3) as usize);
+}
+
+fn step_watch(store: &mut Store, m: &mut Model, rng: &mut Rng) {
+    let from = Revision { main: gen_read_rev(rng, m).max(1), sub: rng.below(2) as u32 };
+    let (key, end) = gen_range_spec(rng);
+    let prev = rng.chance(50);
+    if from.main < m.compact {
+        let got = store.events_since(from, &key, &end, 4, prev);
+        assert_eq!(got.unwrap_err(), Error::Compacted { compact_revision: m.compact });
+    } else {
+        assert_eq!(read_feed(store, rng, from, &key, &end, prev), m.events(from, &key, &end, prev));
+    }
+}
+
+fn step_hash(store: &mut Store, m: &mut Model, rng: &mut Rng) {
+    let rev = gen_read_rev(rng, m);
+    assert_eq!(store.hash_kv(rev), m.hash(rev));
+}
+
+fn step_lease(store: &mut Store, m: &mut Model, rng: &mut Rng) {
+    let lease = [7, 9][rng.below(2) as usize];
+    assert_eq!(store.lease_keys(lease), m.lease_keys(lease));
+    if rng.chance(50) {
+        let doomed = m.lease_keys(lease);
+        let before = m.current;
+        let got = store.apply_revoke_lease(lease);
+        let (_, rev) = m.write(|m, r, s| {
+            for k in doomed {
+                m.log(Revision { main: r, sub: *s }, &k, None);
+                *s += 1;
+            }
+        });
+        assert_eq!(got.revision, rev);
+        assert_eq!(
+            got.events,
+            m.events(Revision { main: before + 1, sub: 0 }, b"\x00", b"\x00", true)
+        );
+    }
+}
+
+fn step_bulk(store: &mut Store, m: &mut Model, rng: &mut Rng) {
+    // A bulk write of distinct keys, to grow the tree quickly.
+    let keys: BTreeSet<Vec<u8>> = (0..1 + rng.below(100)).map(|_| rng.key()).collect();
+    let puts =
+        keys.into_iter().map(|key| RequestOp::Put(PutRequest { key, ..PutRequest::default() }));
+    let t = TxnRequest { compare: Vec::new(), success: puts.collect(), failure: Vec::new() };
+    let got = store.apply_txn(&t);
+    match m.txn(&t) {
+        Err(e) => assert_eq!(got.unwrap_err(), e),
+        Ok((resp, rev)) => {
+            assert_eq!(got.map(|a| (a.response, a.revision)), Ok((resp, rev)))
+        }
+    }
+}
+
+fn step_image(store: &mut Store, _m: &mut Model, rng: &mut Rng) {
+    *store = image_round_trip(store, rng);
 }
 
 /// Every key at every readable revision, through full-range reads.

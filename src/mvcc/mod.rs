@@ -29,9 +29,11 @@
 //!   A version costs about 7 bytes beside its value (flags, revision, sub
 //!   revision, value length): create revision and version are implied by
 //!   the neighbouring version. No version has an allocation of its own.
-//! * The log names the key of every change in revision order, so a watch
-//!   reads `[rev, now)` at a cost proportional to the changes since `rev`,
-//!   whatever the number of keys.
+//! * The log names the key of every change in revision order, so a range
+//!   watch reads `[rev, now)` at a cost proportional to the changes since
+//!   `rev` (each call looks at most at [`MAX_WATCH_SCAN_CHANGES`] of them),
+//!   whatever the number of keys. A single-key watch reads the key's own
+//!   block instead, at a cost proportional to that key's versions.
 //!
 //! For one version and a 35-byte key that is about 44 bytes beyond key and
 //! value: 16 for the table slot, 13 for the leaf slot (70% fill), 4 for the
@@ -55,8 +57,11 @@ mod image;
 mod log;
 mod store;
 mod tree;
+mod txn;
 mod types;
+mod watch;
 
 pub use image::{IMAGE_MAX_FIELD_BYTES, ImageError, ImageReader, ImageWriter};
-pub use store::{MAX_WATCH_SCAN_CHANGES, Store};
+pub use store::Store;
 pub use types::*;
+pub use watch::MAX_WATCH_SCAN_CHANGES;

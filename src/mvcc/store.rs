@@ -1,6 +1,5 @@
 //! The store: applies writes, answers reads, compacts, feeds watches.
 
-use std::cmp::Ordering;
 use std::collections::BTreeSet;
 
 use super::block::{Block, Version};
@@ -8,11 +7,6 @@ use super::chunked::ChunkedVec;
 use super::log::RevLog;
 use super::tree::{KeySource, LEAF_CAP, Tree};
 use super::types::*;
-
-/// Changes one `events_since` call may look at. It bounds the work of one
-/// call when a watch covers few of many changing keys; 16,384 four-byte log
-/// entries is 64 KiB of sequential reads.
-pub const MAX_WATCH_SCAN_CHANGES: usize = 16_384;
 
 /// The first revision a change can carry: the empty store is at revision 1,
 /// as in etcd.
@@ -75,10 +69,10 @@ struct Compaction {
 }
 
 /// The changes one write request makes: they share a main revision.
-struct Writer {
-    rev: u64,
-    next_sub: u32,
-    events: Vec<Event>,
+pub(super) struct Writer {
+    pub(super) rev: u64,
+    pub(super) next_sub: u32,
+    pub(super) events: Vec<Event>,
 }
 
 /// The multi-version key-value store.
@@ -89,16 +83,16 @@ struct Writer {
 /// (`range`, `events_since`, `hash_kv`, `image`). Every method is
 /// deterministic.
 pub struct Store {
-    config: StoreConfig,
+    pub(super) config: StoreConfig,
     pub(crate) keys: KeyTable,
     pub(crate) tree: Tree,
-    log: RevLog,
+    pub(super) log: RevLog,
     /// (lease, key id) for every live key attached to a lease.
     leases: BTreeSet<(i64, u32)>,
     /// Invariant: ≥ 1; equal to the revision of the newest change, or 1.
-    current_revision: u64,
+    pub(super) current_revision: u64,
     /// Invariant: ≤ current_revision. Reads below it fail.
-    compact_revision: u64,
+    pub(super) compact_revision: u64,
     compaction: Option<Compaction>,
 }
 
@@ -181,12 +175,12 @@ impl Store {
         assert_eq!(leased.count(), self.leases.len(), "lease index size");
     }
 
-    fn lookup(&self, key: &[u8]) -> Option<u32> {
+    pub(super) fn lookup(&self, key: &[u8]) -> Option<u32> {
         self.tree.get(&self.keys, key)
     }
 
     /// The revision a read at `requested` (0 = current) sees.
-    fn read_revision(&self, requested: u64) -> Result<u64, Error> {
+    pub(super) fn read_revision(&self, requested: u64) -> Result<u64, Error> {
         let rev = if requested == 0 { self.current_revision } else { requested };
         if rev < self.compact_revision {
             return Err(Error::Compacted { compact_revision: self.compact_revision });
@@ -198,7 +192,7 @@ impl Store {
     }
 
     /// Calls `f` for every key in `[key, range_end)` that is live at `rev`.
-    fn for_each_live<'s>(
+    pub(super) fn for_each_live<'s>(
         &'s self,
         key: &[u8],
         range_end: &[u8],
@@ -228,7 +222,7 @@ impl Store {
             let mut warm = 0usize;
             for (slot, id) in blocks.iter_mut().zip(ids) {
                 let block = self.keys.get(*id);
-                warm = warm.wrapping_add(block.key().len());
+                warm = warm.wrapping_add(block.warm());
                 *slot = Some(block);
             }
             std::hint::black_box(warm);
@@ -253,7 +247,7 @@ impl Store {
         Ok(self.range_at(req, rev))
     }
 
-    fn range_at(&self, req: &RangeRequest, rev: u64) -> RangeResponse {
+    pub(super) fn range_at(&self, req: &RangeRequest, rev: u64) -> RangeResponse {
         let order = effective_order(req);
         let filtered = req.min_mod_revision != 0
             || req.max_mod_revision != 0
@@ -315,12 +309,12 @@ impl Store {
         Ok(self.finish(w, response))
     }
 
-    fn writer(&self) -> Writer {
+    pub(super) fn writer(&self) -> Writer {
         Writer { rev: self.current_revision + 1, next_sub: 0, events: Vec::new() }
     }
 
     /// Ends a write: the revision moves on only if something changed.
-    fn finish<R>(&mut self, w: Writer, response: R) -> Applied<R> {
+    pub(super) fn finish<R>(&mut self, w: Writer, response: R) -> Applied<R> {
         if w.next_sub > 0 {
             self.current_revision = w.rev;
         }
@@ -328,7 +322,7 @@ impl Store {
     }
 
     /// `ignore_value` and `ignore_lease` need a live key.
-    fn check_put_target(&self, req: &PutRequest) -> Result<(), Error> {
+    pub(super) fn check_put_target(&self, req: &PutRequest) -> Result<(), Error> {
         if (req.ignore_value || req.ignore_lease) && self.latest_live(&req.key).is_none() {
             return Err(Error::KeyNotFound);
         }
@@ -340,7 +334,7 @@ impl Store {
         self.keys.get(id).latest().filter(|v| !v.tombstone)
     }
 
-    fn put(&mut self, w: &mut Writer, req: &PutRequest) -> PutResponse {
+    pub(super) fn put(&mut self, w: &mut Writer, req: &PutRequest) -> PutResponse {
         let id = match self.lookup(&req.key) {
             Some(id) => id,
             None => {
@@ -378,7 +372,11 @@ impl Store {
         response
     }
 
-    fn delete_range(&mut self, w: &mut Writer, req: &DeleteRangeRequest) -> DeleteRangeResponse {
+    pub(super) fn delete_range(
+        &mut self,
+        w: &mut Writer,
+        req: &DeleteRangeRequest,
+    ) -> DeleteRangeResponse {
         let mut ids = Vec::new();
         let rev = self.current_revision.max(w.rev);
         self.for_each_live(&req.key, &req.range_end, rev, |key, _| ids.push(key.to_vec()));
@@ -422,94 +420,6 @@ impl Store {
             sub_revision: sub,
         });
         prev
-    }
-
-    /// Runs a transaction: compares, then one branch, atomically. On error
-    /// nothing changed.
-    pub fn apply_txn(&mut self, req: &TxnRequest) -> Result<Applied<TxnResponse>, Error> {
-        check_txn(req, self.config.max_txn_ops, 1)?;
-        // As etcd, every compare on the chosen path (nested ones too) sees
-        // the store as it was before the transaction.
-        let mut path = Vec::new();
-        self.txn_path(req, &mut path);
-        self.check_txn_path(req, &path, &mut 0)?;
-        let mut w = self.writer();
-        let response = self.exec_txn(&mut w, req, &path, &mut 0);
-        Ok(self.finish(w, response))
-    }
-
-    fn txn_path(&self, req: &TxnRequest, path: &mut Vec<bool>) {
-        let succeeded = req.compare.iter().all(|c| self.compare_holds(c));
-        path.push(succeeded);
-        for op in if succeeded { &req.success } else { &req.failure } {
-            if let RequestOp::Txn(nested) = op {
-                self.txn_path(nested, path);
-            }
-        }
-    }
-
-    /// Checks what depends on the store along the chosen path.
-    fn check_txn_path(&self, req: &TxnRequest, path: &[bool], at: &mut usize) -> Result<(), Error> {
-        let succeeded = path[*at];
-        *at += 1;
-        for op in if succeeded { &req.success } else { &req.failure } {
-            match op {
-                RequestOp::Range(r) => self.read_revision(r.revision).map(|_| ())?,
-                RequestOp::Put(p) => self.check_put_target(p)?,
-                RequestOp::DeleteRange(_) => {}
-                RequestOp::Txn(nested) => self.check_txn_path(nested, path, at)?,
-            }
-        }
-        Ok(())
-    }
-
-    fn exec_txn(
-        &mut self,
-        w: &mut Writer,
-        req: &TxnRequest,
-        path: &[bool],
-        at: &mut usize,
-    ) -> TxnResponse {
-        let succeeded = path[*at];
-        *at += 1;
-        let mut responses = Vec::new();
-        for op in if succeeded { &req.success } else { &req.failure } {
-            let response = match op {
-                // A read at revision 0 sees the transaction's own writes.
-                RequestOp::Range(r) => {
-                    let rev = if r.revision == 0 { w.rev } else { r.revision };
-                    ResponseOp::Range(self.range_at(r, rev))
-                }
-                RequestOp::Put(p) => ResponseOp::Put(self.put(w, p)),
-                RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.delete_range(w, d)),
-                RequestOp::Txn(nested) => ResponseOp::Txn(self.exec_txn(w, nested, path, at)),
-            };
-            responses.push(response);
-        }
-        TxnResponse { succeeded, responses }
-    }
-
-    fn compare_holds(&self, c: &Compare) -> bool {
-        let mut any = false;
-        let mut all = true;
-        self.for_each_live(&c.key, &c.range_end, self.current_revision, |_, v| {
-            any = true;
-            all = all && compare_version(c, &v);
-        });
-        if any {
-            return all;
-        }
-        // A missing key compares as zeros and fails every value compare.
-        let zero = Version {
-            main: 0,
-            sub: 0,
-            tombstone: false,
-            create: 0,
-            version: 0,
-            lease: 0,
-            value: &[],
-        };
-        !matches!(c.target, CompareTarget::Value(_)) && compare_version(c, &zero)
     }
 
     /// Live keys attached to `lease`, in key order.
@@ -599,42 +509,6 @@ impl Store {
             return;
         }
         self.keys.get_mut(id).retain(|i, v| v.main >= at || (i == newest_below && keep_newest));
-    }
-
-    /// Events for keys in `[key, range_end)` from revision `from` on, at most
-    /// `max_events` of them, in revision order. `from` below the compact
-    /// revision fails with [`Error::Compacted`], which a watch answers by
-    /// cancelling itself.
-    pub fn events_since(
-        &self,
-        from: Revision,
-        key: &[u8],
-        range_end: &[u8],
-        max_events: usize,
-        prev_kv: bool,
-    ) -> Result<WatchBatch, Error> {
-        if from.main < self.compact_revision {
-            return Err(Error::Compacted { compact_revision: self.compact_revision });
-        }
-        let end = RangeEnd::from_request(range_end);
-        let mut cur = self.log.seek(from);
-        let mut events = Vec::new();
-        // At least one event per call, so every call makes progress.
-        let max_events = max_events.max(1);
-        let mut scanned = 0;
-        while let Some((rev, id)) = self.log.at(&cur) {
-            if events.len() >= max_events || scanned >= MAX_WATCH_SCAN_CHANGES {
-                return Ok(WatchBatch { events, next: rev, caught_up: false });
-            }
-            scanned += 1;
-            let block = self.keys.get(id);
-            if block.key() >= key && end.admits(key, block.key()) {
-                events.push(event_of(block, rev, prev_kv));
-            }
-            self.log.step(&mut cur);
-        }
-        let next = Revision { main: self.current_revision + 1, sub: 0 };
-        Ok(WatchBatch { events, next: next.max(from), caught_up: true })
     }
 
     /// etcd's HashKV: a CRC32 of every retained version with mod revision
@@ -733,37 +607,6 @@ pub(crate) fn retained(block: &Block, at: u64) -> Vec<Version<'_>> {
     all.iter().enumerate().filter(|(i, v)| keep(*i, v)).map(|(_, v)| *v).collect()
 }
 
-fn event_of(block: &Block, rev: Revision, with_prev: bool) -> Event {
-    let mut versions = block.newest_first().skip_while(|v| (v.main, v.sub) != (rev.main, rev.sub));
-    let v = versions.next().expect("the log names a version its key holds");
-    let prev_kv =
-        versions.next().filter(|p| with_prev && !p.tombstone).map(|p| p.to_kv(block.key()));
-    let (kind, kv) = if v.tombstone {
-        let kv =
-            KeyValue { key: block.key().to_vec(), mod_revision: v.main, ..KeyValue::default() };
-        (EventKind::Delete, kv)
-    } else {
-        (EventKind::Put, v.to_kv(block.key()))
-    };
-    Event { kind, kv, prev_kv, sub_revision: v.sub }
-}
-
-fn compare_version(c: &Compare, v: &Version<'_>) -> bool {
-    let ord = match &c.target {
-        CompareTarget::Version(x) => v.version.cmp(x),
-        CompareTarget::Create(x) => v.create.cmp(x),
-        CompareTarget::Mod(x) => v.main.cmp(x),
-        CompareTarget::Lease(x) => v.lease.cmp(x),
-        CompareTarget::Value(x) => v.value.cmp(x.as_slice()),
-    };
-    match c.result {
-        CompareResult::Equal => ord == Ordering::Equal,
-        CompareResult::NotEqual => ord != Ordering::Equal,
-        CompareResult::Greater => ord == Ordering::Greater,
-        CompareResult::Less => ord == Ordering::Less,
-    }
-}
-
 /// etcd sorts ascending when a target other than the key is named without an
 /// order, and never re-sorts an ascending key order (the natural one).
 fn effective_order(req: &RangeRequest) -> SortOrder {
@@ -798,7 +641,7 @@ fn passes_filters(req: &RangeRequest, kv: &KeyValue) -> bool {
         && (req.max_create_revision == 0 || kv.create_revision <= req.max_create_revision)
 }
 
-fn check_put(req: &PutRequest) -> Result<(), Error> {
+pub(super) fn check_put(req: &PutRequest) -> Result<(), Error> {
     if req.key.is_empty() {
         return Err(Error::EmptyKey);
     }
@@ -809,83 +652,4 @@ fn check_put(req: &PutRequest) -> Result<(), Error> {
         return Err(Error::LeaseProvided);
     }
     Ok(())
-}
-
-/// Checks a transaction's shape: sizes, depth, keys, and that no branch
-/// changes a key twice.
-fn check_txn(req: &TxnRequest, max_ops: usize, depth: usize) -> Result<(), Error> {
-    if depth > MAX_TXN_DEPTH {
-        return Err(Error::TxnTooDeep);
-    }
-    if req.compare.len() > max_ops || req.success.len() > max_ops || req.failure.len() > max_ops {
-        return Err(Error::TooManyOps { max_ops });
-    }
-    for op in req.success.iter().chain(&req.failure) {
-        match op {
-            RequestOp::Range(r) if r.key.is_empty() => return Err(Error::EmptyKey),
-            RequestOp::DeleteRange(d) if d.key.is_empty() => return Err(Error::EmptyKey),
-            RequestOp::Put(p) => check_put(p)?,
-            RequestOp::Txn(nested) => check_txn(nested, max_ops, depth + 1)?,
-            _ => {}
-        }
-    }
-    branch_changes(&req.success)?;
-    branch_changes(&req.failure)?;
-    Ok(())
-}
-
-/// The keys a branch puts and the ranges it deletes.
-#[derive(Default)]
-struct Changes {
-    puts: BTreeSet<Vec<u8>>,
-    dels: Vec<(Vec<u8>, RangeEnd)>,
-}
-
-impl Changes {
-    fn deletes(&self, key: &[u8]) -> bool {
-        self.dels.iter().any(|(start, end)| start.as_slice() <= key && end.admits(start, key))
-    }
-}
-
-/// etcd's rule: a key may be put once per branch and not inside a range the
-/// branch deletes; overlapping deletes are fine, and the two branches of a
-/// nested transaction may put the same key (only one of them runs). Puts and
-/// deletes of nested transactions count for the branch that holds them.
-fn branch_changes(ops: &[RequestOp]) -> Result<Changes, Error> {
-    let mut c = Changes::default();
-    for op in ops {
-        if let RequestOp::DeleteRange(d) = op {
-            c.dels.push((d.key.clone(), RangeEnd::from_request(&d.range_end)));
-        }
-    }
-    for op in ops {
-        let RequestOp::Txn(nested) = op else { continue };
-        let then = branch_changes(&nested.success)?;
-        let other = branch_changes(&nested.failure)?;
-        for k in &then.puts {
-            if c.puts.contains(k) || c.deletes(k) {
-                return Err(Error::DuplicateKeyInTxn);
-            }
-        }
-        for k in &other.puts {
-            if (c.puts.contains(k) && !then.puts.contains(k)) || c.deletes(k) {
-                return Err(Error::DuplicateKeyInTxn);
-            }
-        }
-        c.puts.extend(then.puts.into_iter().chain(other.puts));
-        c.dels.extend(then.dels.into_iter().chain(other.dels));
-        // Stricter than etcd: a later nested delete may not cover a key an
-        // earlier nested transaction puts either, so no key ever changes
-        // twice in one revision.
-        if c.puts.iter().any(|k| c.deletes(k)) {
-            return Err(Error::DuplicateKeyInTxn);
-        }
-    }
-    for op in ops {
-        let RequestOp::Put(p) = op else { continue };
-        if c.deletes(&p.key) || !c.puts.insert(p.key.clone()) {
-            return Err(Error::DuplicateKeyInTxn);
-        }
-    }
-    Ok(c)
 }

@@ -28,6 +28,10 @@
 //! that is still greater than the left leaf's last key, which for
 //! Kubernetes-style keys is usually a few bytes past the shared prefix.
 //! Separators are bounds, not keys, so deleting a key never touches them.
+//! Like leaves, inner nodes keep a 4-byte hint per separator after the
+//! separators' shared prefix, so the binary search reads separator bytes
+//! only on ties. Inner nodes are few (about one per 2,000 keys), so their
+//! separate allocations cost well under a byte per key.
 //!
 //! Nodes live in chunked arenas addressed by `u32` and are recycled through
 //! free lists. Appending past the last key fills leaves completely (the split
@@ -43,9 +47,11 @@ pub(crate) const LEAF_CAP: usize = 56;
 /// Bytes of shared prefix a leaf keeps inline: 64 − 12 header bytes. Keys
 /// sharing a longer prefix still work; their hints just start at byte 52.
 const PREFIX_CAP: usize = 52;
-/// Children per inner node: 32 × 4 bytes of child ids is two cache lines.
-/// 100,000 keys need about 2,500 leaves and three inner levels.
-pub(crate) const INNER_CAP: usize = 32;
+/// Children per inner node. A search reads the node's hints (4 cache lines
+/// at most, binary searched) and one child id; 100,000 keys need about
+/// 2,500 leaves under two inner levels. With 32 children a third level
+/// appeared and gets were measurably slower (benches/mvcc.rs).
+pub(crate) const INNER_CAP: usize = 64;
 const NIL: u32 = u32::MAX;
 
 /// Where the tree finds the bytes of a key id.
@@ -174,6 +180,11 @@ struct Inner {
     /// children[i] is ≥ separator i-1 and < separator i.
     ends: Vec<u32>,
     seps: Vec<u8>,
+    /// Invariant: every separator starts with the first prefix_len bytes of
+    /// separator 0, and hints[i] == hint(separator i, prefix_len); as in the
+    /// leaves, a search reads separator bytes only where hints tie.
+    prefix_len: u32,
+    hints: Vec<u32>,
 }
 
 impl Inner {
@@ -182,14 +193,46 @@ impl Inner {
         &self.seps[start..self.ends[i] as usize]
     }
 
-    /// Index of the child whose key range holds `key`.
+    /// Index of the child whose key range holds `key`: the number of
+    /// separators ≤ key.
     fn child_for(&self, key: &[u8]) -> usize {
-        let (mut lo, mut hi) = (0, self.ends.len());
+        let n = self.ends.len();
+        if n == 0 {
+            return 0;
+        }
+        let prefix = &self.seps[..self.prefix_len as usize];
+        if !key.starts_with(prefix) {
+            return if key < prefix { 0 } else { n };
+        }
+        let h = hint(key, prefix.len());
+        let (mut lo, mut hi) = (0, n);
         while lo < hi {
             let mid = (lo + hi) / 2;
-            if self.sep(mid) <= key { lo = mid + 1 } else { hi = mid }
+            let below_or_equal = match self.hints[mid].cmp(&h) {
+                std::cmp::Ordering::Equal => self.sep(mid) <= key,
+                other => other == std::cmp::Ordering::Less,
+            };
+            if below_or_equal { lo = mid + 1 } else { hi = mid }
         }
         lo
+    }
+
+    /// Recomputes the prefix and hints after a change of separators. Inner
+    /// nodes change once per split or merge below them, so this is rare.
+    fn reindex(&mut self) {
+        let n = self.ends.len();
+        self.hints.clear();
+        if n == 0 {
+            self.prefix_len = 0;
+            return;
+        }
+        let (first, last) = (self.sep(0), self.sep(n - 1));
+        let shared = first.iter().zip(last).take_while(|(a, b)| a == b).count();
+        self.prefix_len = shared as u32;
+        for i in 0..n {
+            let h = hint(self.sep(i), shared);
+            self.hints.push(h);
+        }
     }
 
     fn insert_sep(&mut self, i: usize, sep: &[u8]) {
@@ -199,6 +242,7 @@ impl Inner {
         for end in &mut self.ends[i + 1..] {
             *end += sep.len() as u32;
         }
+        self.reindex();
     }
 
     fn remove_sep(&mut self, i: usize) -> Vec<u8> {
@@ -208,6 +252,7 @@ impl Inner {
         for e in &mut self.ends[i..] {
             *e -= sep.len() as u32;
         }
+        self.reindex();
         sep
     }
 
@@ -224,6 +269,7 @@ impl Inner {
         let up = self.seps[up_start..cut].to_vec();
         self.ends.truncate(mid - 1);
         self.seps.truncate(up_start);
+        self.reindex();
         (up, right)
     }
 }
@@ -584,7 +630,8 @@ impl Tree {
         bytes += (self.free_leaves.capacity() + self.free_inners.capacity()) * 4;
         for i in 0..self.inners.len() {
             let n = self.inner(i as u32);
-            bytes += n.children.capacity() * 4 + n.ends.capacity() * 4 + n.seps.capacity();
+            bytes += (n.children.capacity() + n.ends.capacity() + n.hints.capacity()) * 4
+                + n.seps.capacity();
         }
         bytes
     }
@@ -628,6 +675,12 @@ impl Tree {
         let inner = self.inner(node);
         assert!(!inner.children.is_empty() && inner.children.len() <= INNER_CAP, "inner size");
         assert_eq!(inner.ends.len() + 1, inner.children.len(), "separator count");
+        for i in 0..inner.ends.len() {
+            let sep = inner.sep(i);
+            assert!(sep.starts_with(&inner.seps[..inner.prefix_len as usize]), "inner prefix");
+            assert_eq!(inner.hints[i], hint(sep, inner.prefix_len as usize), "inner hint");
+            assert!(i == 0 || inner.sep(i - 1) < sep, "separator order");
+        }
         for (i, child) in inner.children.iter().enumerate() {
             let lo = if i == 0 { low } else { Some(inner.sep(i - 1)) };
             let hi = if i == inner.ends.len() { high } else { Some(inner.sep(i)) };
@@ -703,6 +756,58 @@ mod tests {
         tree.check(&keys);
         assert_eq!(tree.len(), 0);
         assert_eq!(tree.height, 0);
+    }
+
+    #[test]
+    fn keys_that_are_prefixes_and_zero_bytes_keep_their_order() {
+        let mut keys = Keys(Vec::new());
+        let mut tree = Tree::default();
+        let mut model = std::collections::BTreeMap::new();
+        let mut seed = 0x0123_4567_89ab_cdefu64;
+        for round in 0..30_000 {
+            let len = 1 + xorshift(&mut seed) % 7;
+            let k: Vec<u8> =
+                (0..len).map(|_| [0u8, 1, 0xff][(xorshift(&mut seed) % 3) as usize]).collect();
+            if round % 3 == 2 {
+                assert_eq!(tree.remove(&keys, &k), model.remove(&k));
+            } else if let std::collections::btree_map::Entry::Vacant(e) = model.entry(k.clone()) {
+                let id = keys.0.len() as u32;
+                keys.0.push(k.clone());
+                assert_eq!(tree.insert(&keys, &k, id), Ok(()));
+                e.insert(id);
+            }
+            assert_eq!(tree.get(&keys, &k), model.get(&k).copied());
+        }
+        tree.check(&keys);
+        let got: Vec<u32> = tree.iter_from(tree.first()).collect();
+        assert_eq!(got, model.values().copied().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_deep_tree_shrinks_back_to_one_leaf() {
+        let mut keys = Keys(Vec::new());
+        let mut tree = Tree::default();
+        let mut seed = 0xdead_beef_cafe_f00du64;
+        let mut order: Vec<u32> = (0..150_000).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, (xorshift(&mut seed) % (i as u64 + 1)) as usize);
+        }
+        for &i in &order {
+            let k = format!("/registry/pods/namespace-{}/pod-{}", i / 100, i % 100).into_bytes();
+            keys.0.push(k.clone());
+            tree.insert(&keys, &k, keys.0.len() as u32 - 1).unwrap();
+        }
+        assert!(tree.height >= 3, "height {}", tree.height);
+        tree.check(&keys);
+        for (n, id) in order.iter().enumerate() {
+            let k = keys.0[n].clone();
+            assert_eq!(tree.remove(&keys, &k), Some(n as u32), "key {id}");
+            if n % 30_000 == 0 {
+                tree.check(&keys);
+            }
+        }
+        tree.check(&keys);
+        assert_eq!((tree.len(), tree.height), (0, 0));
     }
 
     #[test]

@@ -1,0 +1,102 @@
+//! The watch feed: events of a key range from a revision on, in revision
+//! order, in bounded batches.
+
+use super::block::{Block, Version};
+use super::store::Store;
+use super::types::*;
+
+/// Changes one `events_since` call may look at. It bounds the work of one
+/// call when a watch covers few of many changing keys; 16,384 four-byte log
+/// entries is 64 KiB of sequential reads.
+pub const MAX_WATCH_SCAN_CHANGES: usize = 16_384;
+
+impl Store {
+    /// Events for keys in `[key, range_end)` from revision `from` on, at most
+    /// `max_events` of them, in revision order. `from` below the compact
+    /// revision fails with [`Error::Compacted`], which a watch answers by
+    /// cancelling itself.
+    pub fn events_since(
+        &self,
+        from: Revision,
+        key: &[u8],
+        range_end: &[u8],
+        max_events: usize,
+        prev_kv: bool,
+    ) -> Result<WatchBatch, Error> {
+        if from.main < self.compact_revision {
+            return Err(Error::Compacted { compact_revision: self.compact_revision });
+        }
+        let end = RangeEnd::from_request(range_end);
+        if end == RangeEnd::Single {
+            return Ok(self.key_events_since(from, key, max_events, prev_kv));
+        }
+        let mut cur = self.log.seek(from);
+        let mut events = Vec::new();
+        // At least one event per call, so every call makes progress.
+        let max_events = max_events.max(1);
+        let mut scanned = 0;
+        while let Some((rev, id)) = self.log.at(&cur) {
+            if events.len() >= max_events || scanned >= MAX_WATCH_SCAN_CHANGES {
+                return Ok(WatchBatch { events, next: rev, caught_up: false });
+            }
+            scanned += 1;
+            let block = self.keys.get(id);
+            if block.key() >= key && end.admits(key, block.key()) {
+                events.push(event_of(block, rev, prev_kv));
+            }
+            self.log.step(&mut cur);
+        }
+        let next = Revision { main: self.current_revision + 1, sub: 0 };
+        Ok(WatchBatch { events, next: next.max(from), caught_up: true })
+    }
+
+    /// The feed of a single key comes from its own block: the cost is that
+    /// key's retained versions, whatever else changes in the store.
+    fn key_events_since(
+        &self,
+        from: Revision,
+        key: &[u8],
+        max_events: usize,
+        prev_kv: bool,
+    ) -> WatchBatch {
+        let mut events = Vec::new();
+        if let Some(id) = self.lookup(key) {
+            let block = self.keys.get(id);
+            let versions = block.oldest_first();
+            for (i, v) in versions.iter().enumerate() {
+                let rev = Revision { main: v.main, sub: v.sub };
+                if rev < from {
+                    continue;
+                }
+                if events.len() >= max_events {
+                    return WatchBatch { events, next: rev, caught_up: false };
+                }
+                let prev =
+                    i.checked_sub(1).map(|p| versions[p]).filter(|p| prev_kv && !p.tombstone);
+                events.push(event_from(block.key(), v, prev.as_ref()));
+            }
+        }
+        let next = Revision { main: self.current_revision + 1, sub: 0 }.max(from);
+        WatchBatch { events, next, caught_up: true }
+    }
+}
+
+fn event_of(block: &Block, rev: Revision, with_prev: bool) -> Event {
+    let mut versions = block.newest_first().skip_while(|v| (v.main, v.sub) != (rev.main, rev.sub));
+    let v = versions.next().expect("the log names a version its key holds");
+    let prev = versions.next().filter(|p| with_prev && !p.tombstone);
+    event_from(block.key(), &v, prev.as_ref())
+}
+
+/// The event that wrote `v`, with `prev` as its previous key-value.
+fn event_from(key: &[u8], v: &Version<'_>, prev: Option<&Version<'_>>) -> Event {
+    let (kind, kv) = if v.tombstone {
+        (
+            EventKind::Delete,
+            KeyValue { key: key.to_vec(), mod_revision: v.main, ..KeyValue::default() },
+        )
+    } else {
+        (EventKind::Put, v.to_kv(key))
+    };
+    Event { kind, kv, prev_kv: prev.map(|p| p.to_kv(key)), sub_revision: v.sub }
+}
