@@ -811,13 +811,11 @@ impl<S: Storage> Raft<S> {
         if !termless && m.term == 0 {
             return Err(StepError::Malformed("term 0"));
         }
-        // Votes and answers only count from members; leader traffic may come
-        // from a member added by a change this one has not applied yet.
-        let needs_member = m.kind.is_response()
-            || matches!(
-                m.kind,
-                MessageKind::RequestVote | MessageKind::RequestPreVote | MessageKind::Propose
-            );
+        // Answers and proposals only count from members. Leader traffic and
+        // vote requests may come from a member added by a change this one has
+        // not applied yet; refusing them could leave the cluster without a
+        // leader (the newer members need this one's vote to catch it up).
+        let needs_member = m.kind.is_response() || m.kind == MessageKind::Propose;
         if needs_member && !self.is_member(m.from) {
             return Err(StepError::UnknownSender(m.from));
         }
@@ -857,6 +855,11 @@ impl<S: Storage> Raft<S> {
     fn step_higher_term(&mut self, m: &Message) -> bool {
         let is_vote = matches!(m.kind, MessageKind::RequestVote | MessageKind::RequestPreVote);
         if is_vote {
+            // Thesis §4.2.3: while a leader is heard, a vote request can only
+            // come from a member that was cut off or removed; granting it (or
+            // even adopting its term) would depose a working leader. Only with
+            // check-quorum: without it a cut-off member rejoins only by
+            // raising the term, and a leader may be heard that cannot lead.
             let forced = m.context == TRANSFER_CONTEXT;
             let in_lease = self.check_quorum
                 && self.leader_id != NO_NODE
