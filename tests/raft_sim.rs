@@ -120,6 +120,23 @@ struct SimNode {
     decommissioned: bool,
 }
 
+impl SimNode {
+    fn start(config: Config, voters: &[NodeId]) -> SimNode {
+        let conf = ConfState { voters: voters.to_vec(), ..ConfState::default() };
+        let raw = RawNode::new(&config, MemStorage::new_with_conf_state(conf)).unwrap();
+        SimNode {
+            raw: Some(raw),
+            crashed_storage: None,
+            restart_at_tick: 0,
+            kv: Kv::default(),
+            config,
+            checked_commit: 0,
+            was_leader: false,
+            decommissioned: false,
+        }
+    }
+}
+
 struct PendingWrite {
     node: NodeId,
     key: u8,
@@ -235,22 +252,7 @@ impl Sim {
             config.max_size_per_msg_bytes = pick(&mut rng, knobs.storm, &[64, 512, 4096]);
             config.max_inflight_msgs = pick(&mut rng, knobs.storm, &[1, 4, 16]) as usize;
             config.planted_bug = knobs.bug;
-            let storage = MemStorage::new_with_conf_state(ConfState {
-                voters: voters.clone(),
-                ..ConfState::default()
-            });
-            let raw = RawNode::new(&config, storage).unwrap();
-            let node = SimNode {
-                raw: Some(raw),
-                crashed_storage: None,
-                restart_at_tick: 0,
-                kv: Kv::default(),
-                config,
-                checked_commit: 0,
-                was_leader: false,
-                decommissioned: false,
-            };
-            nodes.insert(*id, node);
+            nodes.insert(*id, SimNode::start(config, &voters));
         }
         let drop_per_mille = rng.below(100);
         let crash_one_in_ticks = pick(&mut rng, knobs.storm, &[20, 80, 300]);
@@ -1069,7 +1071,8 @@ fn planted_old_term_commit_is_caught() {
 fn planted_bug_catch_rates() {
     let seeds = env_u64("EMBER_SIM_SEEDS", 500);
     for bug in [PlantedBug::VoteTwice, PlantedBug::IgnoreLogUpToDate, PlantedBug::CommitOldTerm] {
-        let (_, failures) = run_seeds(0, seeds, Knobs { bug, storm: true });
+        let storm = env_u64("EMBER_SIM_STORM", 1) == 1;
+        let (_, failures) = run_seeds(0, seeds, Knobs { bug, storm });
         let caught =
             failures.iter().filter(|(_, found)| found.iter().any(|v| is_safety(v))).count();
         println!("raft_sim_planted bug={bug:?} seeds={seeds} caught={caught}");
