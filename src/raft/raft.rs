@@ -247,9 +247,10 @@ impl<S: Storage> Raft<S> {
         self.reset(term);
         self.role = Role::Leader;
         self.leader_id = self.id;
+        let persisted = self.log.persisted_index();
         if let Some(own) = self.progress.get_mut(&self.id) {
+            own.match_index = persisted;
             own.become_replicate();
-            own.match_index = self.log.persisted_index();
         }
         // No membership change may be proposed before the entries of earlier
         // terms, which may hold one, are applied.
@@ -837,11 +838,12 @@ impl<S: Storage> Raft<S> {
         if m.term > self.term {
             return Ok(self.step_higher_term(m));
         }
-        if (self.check_quorum || self.pre_vote)
-            && matches!(m.kind, MessageKind::Append | MessageKind::Heartbeat)
-        {
-            // A deposed leader cut off for a while: tell it about the new term,
-            // since pre-vote and check-quorum keep it from learning otherwise.
+        if matches!(m.kind, MessageKind::Append | MessageKind::Heartbeat) {
+            // Tell a leader of an older term about ours. Pre-vote and
+            // check-quorum may keep it from learning otherwise, and a member
+            // that does not yet know it is a voter never campaigns: without
+            // this answer such a leader would wait for it forever. Leaders
+            // send only to members, so removed members cause no disruption.
             self.send(Message::new(MessageKind::AppendResponse, m.from));
         } else if m.kind == MessageKind::RequestPreVote {
             let mut response = Message::new(MessageKind::RequestPreVoteResponse, m.from);
