@@ -160,6 +160,31 @@ struct InFlight {
     message: Message,
 }
 
+/// How much of each kind of event a run saw, so a summary shows the
+/// simulator is exercising what it claims to.
+#[derive(Debug, Default, Clone, Copy)]
+struct Coverage {
+    crashes: u64,
+    crashes_mid_ready: u64,
+    snapshots_installed: u64,
+    membership_changes_applied: u64,
+    writes_acked: u64,
+    reads_served: u64,
+    terms_with_leader: u64,
+}
+
+impl Coverage {
+    fn add(&mut self, other: &Coverage) {
+        self.crashes += other.crashes;
+        self.crashes_mid_ready += other.crashes_mid_ready;
+        self.snapshots_installed += other.snapshots_installed;
+        self.membership_changes_applied += other.membership_changes_applied;
+        self.writes_acked += other.writes_acked;
+        self.reads_served += other.reads_served;
+        self.terms_with_leader += other.terms_with_leader;
+    }
+}
+
 /// What one seed's run may do.
 #[derive(Clone, Copy)]
 struct Knobs {
@@ -209,6 +234,7 @@ struct Sim {
     violations: Vec<String>,
     /// `EMBER_SIM_TRACE` set: print every delivery (for replaying one seed).
     trace: bool,
+    coverage: Coverage,
 }
 
 fn describe(m: &Message) -> String {
@@ -289,6 +315,7 @@ impl Sim {
             steps: 0,
             violations: Vec::new(),
             trace: std::env::var_os("EMBER_SIM_TRACE").is_some(),
+            coverage: Coverage::default(),
         }
     }
 
@@ -388,6 +415,7 @@ impl Sim {
             let mut ready = raw.ready();
             self.send(std::mem::take(&mut ready.messages));
             if !self.healed && self.rng.chance(1, self.crash_mid_ready_one_in) {
+                self.coverage.crashes_mid_ready += 1;
                 self.crash(id);
                 return;
             }
@@ -402,7 +430,11 @@ impl Sim {
             }
             self.send(std::mem::take(&mut ready.persisted_messages));
             if let Some(snapshot) = &ready.snapshot {
+                self.coverage.snapshots_installed += 1;
                 self.restore_kv(id, snapshot);
+            }
+            if ready.conf_state.is_some() {
+                self.coverage.membership_changes_applied += 1;
             }
             for entry in &ready.committed_entries {
                 self.apply(id, entry.index, entry.term, entry.kind, &entry.data);
@@ -462,6 +494,7 @@ impl Sim {
         if acked {
             self.pending_writes.remove(&write_id);
             self.acked_index_max = self.acked_index_max.max(first_index);
+            self.coverage.writes_acked += 1;
         }
     }
 
@@ -476,6 +509,7 @@ impl Sim {
         for read_id in ready {
             let read = self.pending_reads.remove(&read_id).unwrap();
             self.steps += 1;
+            self.coverage.reads_served += 1;
             if applied_index < read.required_index || read.read_index.unwrap() < read.required_index
             {
                 self.violation(format!(
@@ -507,6 +541,7 @@ impl Sim {
         let down_ticks = 5 + self.rng.below(40);
         let node = self.nodes.get_mut(&id).unwrap();
         let Some(raw) = node.raw.take() else { return };
+        self.coverage.crashes += 1;
         node.crashed_storage = Some(raw.storage().clone());
         node.restart_at_tick = self.tick + down_ticks;
         self.pending_reads.retain(|_, r| r.node != id);
@@ -613,12 +648,18 @@ impl Sim {
     fn repartition(&mut self) {
         self.cut.clear();
         let ids = self.ids();
-        match self.rng.below(4) {
+        match self.rng.below(5) {
             0 => {}
-            1 => {
-                // A symmetric split: a random minority (or majority) alone.
-                let side: Vec<NodeId> =
-                    ids.iter().copied().filter(|_| self.rng.chance(1, 3)).collect();
+            1 | 2 => {
+                // A symmetric split: the leader alone (it keeps believing it
+                // leads for a while, the hard case for reads and commitment),
+                // or a random side alone.
+                let leader = self.leader().filter(|_| self.rng.chance(1, 2));
+                let side: Vec<NodeId> = ids
+                    .iter()
+                    .copied()
+                    .filter(|id| Some(*id) == leader || (leader.is_none() && self.rng.chance(1, 3)))
+                    .collect();
                 for a in &side {
                     for b in ids.iter().filter(|b| !side.contains(b)) {
                         self.cut.insert((*a, *b));
@@ -679,6 +720,7 @@ impl Sim {
         if let Some(index) = self.nodes[&node].kv.writes.get(&write_id).copied() {
             self.pending_writes.remove(&write_id);
             self.acked_index_max = self.acked_index_max.max(index);
+            self.coverage.writes_acked += 1;
             return;
         }
         if let Some(raw) = self.raw(node) {
@@ -986,26 +1028,49 @@ fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// Runs `seeds` seeds; returns (steps, failing seeds with their violations).
-fn run_seeds(start: u64, seeds: u64, knobs: Knobs) -> (u64, Vec<(u64, Vec<String>)>) {
+/// What a batch of seeds did.
+struct Outcome {
+    steps: u64,
+    /// Failing seeds with their violations.
+    failures: Vec<(u64, Vec<String>)>,
+    coverage: Coverage,
+}
+
+fn run_seeds(start: u64, seeds: u64, knobs: Knobs) -> Outcome {
     let mut steps = 0;
     let mut failures = Vec::new();
+    let mut coverage = Coverage::default();
     for seed in start..start + seeds {
         let mut sim = Sim::new(seed, knobs);
         sim.run();
+        sim.coverage.terms_with_leader = sim.leaders_by_term.len() as u64;
+        coverage.add(&sim.coverage);
         steps += sim.steps;
         if !sim.violations.is_empty() {
             failures.push((sim.seed, sim.violations));
         }
     }
-    (steps, failures)
+    Outcome { steps, failures, coverage }
 }
 
 #[test]
 fn simulated_clusters_keep_every_invariant() {
     let start = env_u64("EMBER_SIM_SEED_START", 0);
     let seeds = env_u64("EMBER_SIM_SEEDS", DEFAULT_SEEDS);
-    let (steps, failures) = run_seeds(start, seeds, Knobs { bug: PlantedBug::None, storm: false });
+    let outcome = run_seeds(start, seeds, Knobs { bug: PlantedBug::None, storm: false });
+    let (steps, failures) = (outcome.steps, outcome.failures);
+    let c = outcome.coverage;
+    println!(
+        "raft_sim_coverage crashes={} crashes_mid_ready={} snapshots_installed={} membership_changes_applied={} \
+         terms_with_leader={} writes_acked={} reads_served={}",
+        c.crashes,
+        c.crashes_mid_ready,
+        c.snapshots_installed,
+        c.membership_changes_applied,
+        c.terms_with_leader,
+        c.writes_acked,
+        c.reads_served
+    );
     let mut violations = 0;
     for (seed, found) in &failures {
         violations += found.len();
@@ -1030,13 +1095,19 @@ fn is_safety(violation: &str) -> bool {
 /// Runs seeds with `bug` planted until one is caught; returns what was seen.
 fn hunt(bug: PlantedBug, max_seeds: u64) -> Vec<String> {
     for seed in 0..max_seeds {
-        let (_, failures) = run_seeds(seed, 1, Knobs { bug, storm: true });
+        let failures = run_seeds(seed, 1, Knobs { bug, storm: true }).failures;
         if let Some((_, found)) = failures.into_iter().next() {
             eprintln!("planted {bug:?} caught at seed {seed}: {}", found[0]);
             return found;
         }
     }
     Vec::new()
+}
+
+#[test]
+fn planted_read_without_quorum_is_caught() {
+    let found = hunt(PlantedBug::ReadWithoutQuorum, 300);
+    assert!(found.iter().any(|v| v.contains("stale read")), "{found:?}");
 }
 
 #[test]
@@ -1070,9 +1141,15 @@ fn planted_old_term_commit_is_caught() {
 #[ignore]
 fn planted_bug_catch_rates() {
     let seeds = env_u64("EMBER_SIM_SEEDS", 500);
-    for bug in [PlantedBug::VoteTwice, PlantedBug::IgnoreLogUpToDate, PlantedBug::CommitOldTerm] {
+    let bugs = [
+        PlantedBug::VoteTwice,
+        PlantedBug::IgnoreLogUpToDate,
+        PlantedBug::CommitOldTerm,
+        PlantedBug::ReadWithoutQuorum,
+    ];
+    for bug in bugs {
         let storm = env_u64("EMBER_SIM_STORM", 1) == 1;
-        let (_, failures) = run_seeds(0, seeds, Knobs { bug, storm });
+        let failures = run_seeds(0, seeds, Knobs { bug, storm }).failures;
         let caught =
             failures.iter().filter(|(_, found)| found.iter().any(|v| is_safety(v))).count();
         println!("raft_sim_planted bug={bug:?} seeds={seeds} caught={caught}");

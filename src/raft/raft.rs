@@ -509,7 +509,7 @@ impl<S: Storage> Raft<S> {
         }
         if self.read_only.has_unassigned() {
             let round = self.read_only.start_round();
-            if self.is_single_voter() {
+            if self.is_single_voter() || self.planted_bug == PlantedBug::ReadWithoutQuorum {
                 self.release_reads(round);
             } else {
                 self.broadcast_heartbeat();
@@ -845,8 +845,16 @@ impl<S: Storage> Raft<S> {
             // this answer such a leader would wait for it forever. Leaders
             // send only to members, so removed members cause no disruption.
             self.send(Message::new(MessageKind::AppendResponse, m.from));
-        } else if m.kind == MessageKind::RequestPreVote {
-            let mut response = Message::new(MessageKind::RequestPreVoteResponse, m.from);
+        } else if matches!(m.kind, MessageKind::RequestVote | MessageKind::RequestPreVote) {
+            // Refuse with our term (§5.1), so the candidate catches up. A
+            // candidate that voters do not count as a member would otherwise
+            // never hear of newer terms and keep campaigning in stale ones.
+            let kind = if m.kind == MessageKind::RequestVote {
+                MessageKind::RequestVoteResponse
+            } else {
+                MessageKind::RequestPreVoteResponse
+            };
+            let mut response = Message::new(kind, m.from);
             response.term = self.term;
             response.reject = true;
             self.send(response);
