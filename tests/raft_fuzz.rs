@@ -175,3 +175,28 @@ fn a_leader_survives_arbitrary_responses() {
         }
     }
 }
+
+/// Messages cross the network as postcard bytes: they round-trip, and
+/// arbitrary bytes either fail to decode or decode into a message `step`
+/// survives.
+#[test]
+fn messages_round_trip_through_postcard_and_garbage_is_harmless() {
+    let mut rng = Rng::new(99);
+    let conf = ConfState { voters: vec![1, 2, 3], ..ConfState::default() };
+    let mut node = RawNode::new(&Config::new(1), MemStorage::new_with_conf_state(conf)).unwrap();
+    for _ in 0..2000 {
+        let m = message(&mut rng);
+        let bytes = postcard::to_stdvec(&m).unwrap();
+        let back: Message = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, m);
+        let mut garbage = bytes.clone();
+        for _ in 0..1 + rng.below(4) {
+            let at = rng.below(garbage.len() as u64) as usize;
+            garbage[at] = rng.below(256) as u8;
+        }
+        if let Ok(decoded) = postcard::from_bytes::<Message>(&garbage) {
+            let _ = node.step(decoded);
+            drain(&mut node);
+        }
+    }
+}

@@ -774,3 +774,23 @@ fn restart_keeps_term_vote_log_and_membership() {
     );
     assert_eq!(restarted.conf_state().learners, vec![4], "applied membership changes are replayed");
 }
+
+#[test]
+fn read_index_waits_for_the_new_leaders_first_commit() {
+    let mut c = cluster(&[1, 2, 3]);
+    c.campaign(1);
+    c.propose(1, b"old").unwrap();
+    // 2 takes over, but its no-op cannot reach anyone yet.
+    c.filter = Box::new(|m| (m.from != 2 || m.kind != MessageKind::Append).then_some(m));
+    c.isolate(1);
+    c.campaign(2);
+    assert_eq!(c.role(2), Role::Leader);
+    c.node(2).read_index(b"early".to_vec()).unwrap();
+    c.tick(2, 3);
+    assert!(c.nodes[&2].read_states.is_empty(), "the commit index of a new term is not known yet");
+    c.filter = Box::new(Some);
+    c.tick(2, 2);
+    let read = &c.nodes[&2].read_states[0];
+    assert_eq!(read.context, b"early".to_vec());
+    assert_eq!(read.index, 3, "served at the no-op of term 2, which covers the old write");
+}

@@ -25,8 +25,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use ember::raft::{
-    ConfState, Config, EntryKind, MemStorage, Message, MessageKind, NodeId, PlantedBug, RawNode,
-    Rng, Role, Snapshot, Storage,
+    ConfChange, ConfChangeKind, ConfState, Config, EntryKind, MemStorage, Message, MessageKind,
+    NodeId, PlantedBug, RawNode, Rng, Role, Snapshot, Storage,
 };
 
 /// Seeds run by a plain `cargo test`: enough to exercise every fault kind,
@@ -113,13 +113,38 @@ struct SimNode {
     /// The committed index up to which this member's log was checked.
     checked_commit: u64,
     was_leader: bool,
+    /// Not a member (by the leader's view) once the faults are over, and so
+    /// shut down, as an operator does with a removed member (one that never
+    /// learned of its removal would otherwise keep calling elections). It
+    /// starts again if a late change adds it back.
+    decommissioned: bool,
+}
+
+impl SimNode {
+    fn start(config: Config, voters: &[NodeId]) -> SimNode {
+        let conf = ConfState { voters: voters.to_vec(), ..ConfState::default() };
+        let raw = RawNode::new(&config, MemStorage::new_with_conf_state(conf)).unwrap();
+        SimNode {
+            raw: Some(raw),
+            crashed_storage: None,
+            restart_at_tick: 0,
+            kv: Kv::default(),
+            config,
+            checked_commit: 0,
+            was_leader: false,
+            decommissioned: false,
+        }
+    }
 }
 
 struct PendingWrite {
     node: NodeId,
     key: u8,
     value: u64,
-    last_try_tick: u64,
+    /// When to try again: `RETRY_TICKS` doubling with each attempt (up to
+    /// 8×), so retries cannot outrun a slow but healthy pipeline.
+    retry_at_tick: u64,
+    attempts: u32,
 }
 
 struct PendingRead {
@@ -135,10 +160,44 @@ struct InFlight {
     message: Message,
 }
 
+/// How much of each kind of event a run saw, so a summary shows the
+/// simulator is exercising what it claims to.
+#[derive(Debug, Default, Clone, Copy)]
+struct Coverage {
+    crashes: u64,
+    crashes_mid_ready: u64,
+    snapshots_installed: u64,
+    membership_changes_applied: u64,
+    writes_acked: u64,
+    reads_served: u64,
+    terms_with_leader: u64,
+}
+
+impl Coverage {
+    fn add(&mut self, other: &Coverage) {
+        self.crashes += other.crashes;
+        self.crashes_mid_ready += other.crashes_mid_ready;
+        self.snapshots_installed += other.snapshots_installed;
+        self.membership_changes_applied += other.membership_changes_applied;
+        self.writes_acked += other.writes_acked;
+        self.reads_served += other.reads_served;
+        self.terms_with_leader += other.terms_with_leader;
+    }
+}
+
 /// What one seed's run may do.
 #[derive(Clone, Copy)]
 struct Knobs {
     bug: PlantedBug,
+    /// Always take the harshest swarm setting (the first of each list): the
+    /// bug hunts use it to reach rare interleavings in few seeds.
+    storm: bool,
+}
+
+/// One of `choices`, or the first (harshest) in a storm.
+fn pick(rng: &mut Rng, storm: bool, choices: &[u64]) -> u64 {
+    let drawn = choices[rng.below(choices.len() as u64) as usize];
+    if storm { choices[0] } else { drawn }
 }
 
 struct Sim {
@@ -155,6 +214,9 @@ struct Sim {
     crash_one_in_ticks: u64,
     crash_mid_ready_one_in: u64,
     repartition_one_in_ticks: u64,
+    /// 0 when this seed makes no membership changes.
+    membership_change_one_in_ticks: u64,
+    transfer_one_in_ticks: u64,
     duplicate_per_mille: u64,
     max_delay_ticks: u64,
     // ----- what the checks remember -----
@@ -172,6 +234,7 @@ struct Sim {
     violations: Vec<String>,
     /// `EMBER_SIM_TRACE` set: print every delivery (for replaying one seed).
     trace: bool,
+    coverage: Coverage,
 }
 
 fn describe(m: &Message) -> String {
@@ -199,8 +262,10 @@ impl Sim {
         let mut rng = Rng::new(seed);
         let member_count = if rng.chance(1, 2) { 3 } else { 5 };
         let voters: Vec<NodeId> = (1..=member_count).collect();
-        let pre_vote = rng.chance(3, 4);
-        let check_quorum = rng.chance(3, 4);
+        // Storms run without the election guards, which make disruptive
+        // elections (and so the rarest histories) less likely.
+        let pre_vote = rng.chance(3, 4) && !knobs.storm;
+        let check_quorum = rng.chance(3, 4) && !knobs.storm;
         let mut nodes = BTreeMap::new();
         for id in &voters {
             let mut config = Config::new(*id);
@@ -210,29 +275,17 @@ impl Sim {
             config.check_quorum = check_quorum;
             config.seed = seed.wrapping_mul(31).wrapping_add(*id);
             // Small caps on purpose: appends split and windows fill often.
-            config.max_size_per_msg_bytes = [64, 512, 4096][rng.below(3) as usize];
-            config.max_inflight_msgs = 1 + rng.below(16) as usize;
+            config.max_size_per_msg_bytes = pick(&mut rng, knobs.storm, &[64, 512, 4096]);
+            config.max_inflight_msgs = pick(&mut rng, knobs.storm, &[1, 4, 16]) as usize;
             config.planted_bug = knobs.bug;
-            let storage = MemStorage::new_with_conf_state(ConfState {
-                voters: voters.clone(),
-                ..ConfState::default()
-            });
-            let raw = RawNode::new(&config, storage).unwrap();
-            let node = SimNode {
-                raw: Some(raw),
-                crashed_storage: None,
-                restart_at_tick: 0,
-                kv: Kv::default(),
-                config,
-                checked_commit: 0,
-                was_leader: false,
-            };
-            nodes.insert(*id, node);
+            nodes.insert(*id, SimNode::start(config, &voters));
         }
         let drop_per_mille = rng.below(100);
-        let crash_one_in_ticks = [20, 80, 300][rng.below(3) as usize];
-        let crash_mid_ready_one_in = [50, 400, 2000][rng.below(3) as usize];
-        let repartition_one_in_ticks = [10, 40, 150][rng.below(3) as usize];
+        let crash_one_in_ticks = pick(&mut rng, knobs.storm, &[20, 80, 300]);
+        let crash_mid_ready_one_in = pick(&mut rng, knobs.storm, &[50, 400, 2000]);
+        let repartition_one_in_ticks = pick(&mut rng, knobs.storm, &[10, 40, 150]);
+        let membership_change_one_in_ticks = pick(&mut rng, knobs.storm, &[0, 15, 60]);
+        let transfer_one_in_ticks = pick(&mut rng, knobs.storm, &[30, 200]);
         let duplicate_per_mille = rng.below(50);
         let max_delay_ticks = rng.below(4);
         Sim {
@@ -247,6 +300,8 @@ impl Sim {
             crash_one_in_ticks,
             crash_mid_ready_one_in,
             repartition_one_in_ticks,
+            membership_change_one_in_ticks,
+            transfer_one_in_ticks,
             duplicate_per_mille,
             max_delay_ticks,
             leaders_by_term: BTreeMap::new(),
@@ -260,6 +315,7 @@ impl Sim {
             steps: 0,
             violations: Vec::new(),
             trace: std::env::var_os("EMBER_SIM_TRACE").is_some(),
+            coverage: Coverage::default(),
         }
     }
 
@@ -359,6 +415,7 @@ impl Sim {
             let mut ready = raw.ready();
             self.send(std::mem::take(&mut ready.messages));
             if !self.healed && self.rng.chance(1, self.crash_mid_ready_one_in) {
+                self.coverage.crashes_mid_ready += 1;
                 self.crash(id);
                 return;
             }
@@ -373,7 +430,11 @@ impl Sim {
             }
             self.send(std::mem::take(&mut ready.persisted_messages));
             if let Some(snapshot) = &ready.snapshot {
+                self.coverage.snapshots_installed += 1;
                 self.restore_kv(id, snapshot);
+            }
+            if ready.conf_state.is_some() {
+                self.coverage.membership_changes_applied += 1;
             }
             for entry in &ready.committed_entries {
                 self.apply(id, entry.index, entry.term, entry.kind, &entry.data);
@@ -433,6 +494,7 @@ impl Sim {
         if acked {
             self.pending_writes.remove(&write_id);
             self.acked_index_max = self.acked_index_max.max(first_index);
+            self.coverage.writes_acked += 1;
         }
     }
 
@@ -447,6 +509,7 @@ impl Sim {
         for read_id in ready {
             let read = self.pending_reads.remove(&read_id).unwrap();
             self.steps += 1;
+            self.coverage.reads_served += 1;
             if applied_index < read.required_index || read.read_index.unwrap() < read.required_index
             {
                 self.violation(format!(
@@ -478,6 +541,7 @@ impl Sim {
         let down_ticks = 5 + self.rng.below(40);
         let node = self.nodes.get_mut(&id).unwrap();
         let Some(raw) = node.raw.take() else { return };
+        self.coverage.crashes += 1;
         node.crashed_storage = Some(raw.storage().clone());
         node.restart_at_tick = self.tick + down_ticks;
         self.pending_reads.retain(|_, r| r.node != id);
@@ -505,20 +569,97 @@ impl Sim {
         }
         let ids = self.up_ids();
         if !ids.is_empty() && self.rng.chance(1, self.crash_one_in_ticks) {
-            let victim = ids[self.rng.below(ids.len() as u64) as usize];
+            // Leaders crash half the time: leader churn with uncommitted
+            // entries is where the interesting histories are.
+            let random = ids[self.rng.below(ids.len() as u64) as usize];
+            let victim = match self.leader() {
+                Some(leader) if self.rng.chance(1, 2) => leader,
+                _ => random,
+            };
             self.crash(victim);
         }
+        if self.membership_change_one_in_ticks > 0
+            && self.rng.chance(1, self.membership_change_one_in_ticks)
+        {
+            self.change_membership();
+        }
+        if self.rng.chance(1, self.transfer_one_in_ticks) {
+            self.transfer_leadership();
+        }
+    }
+
+    /// The up member that leads in the newest term, if any.
+    fn leader(&self) -> Option<NodeId> {
+        let statuses = self.nodes.values().filter_map(|n| n.raw.as_ref()).map(|r| r.status());
+        statuses.filter(|s| s.role == Role::Leader).max_by_key(|s| s.term).map(|s| s.id)
+    }
+
+    /// The members by the leader's view; every node when there is no leader.
+    fn members(&self) -> Vec<NodeId> {
+        let Some(leader) = self.leader() else { return self.ids() };
+        let conf = self.nodes[&leader].raw.as_ref().unwrap().conf_state();
+        let mut members: Vec<NodeId> = conf.voters.iter().chain(&conf.learners).copied().collect();
+        members.sort_unstable();
+        members
+    }
+
+    /// Asks the leader to add, promote, demote or remove one member, keeping
+    /// at least two voters.
+    fn change_membership(&mut self) {
+        let Some(leader) = self.leader() else { return };
+        let ids = self.ids();
+        let target = ids[self.rng.below(ids.len() as u64) as usize];
+        let conf = self.nodes[&leader].raw.as_ref().unwrap().conf_state().clone();
+        let kind = if conf.voters.contains(&target) {
+            if conf.voters.len() < 3 {
+                return;
+            }
+            if self.rng.chance(1, 2) {
+                ConfChangeKind::RemoveNode
+            } else {
+                ConfChangeKind::AddLearner
+            }
+        } else if conf.learners.contains(&target) {
+            if self.rng.chance(3, 4) {
+                ConfChangeKind::AddVoter
+            } else {
+                ConfChangeKind::RemoveNode
+            }
+        } else if self.rng.chance(1, 2) {
+            ConfChangeKind::AddLearner
+        } else {
+            ConfChangeKind::AddVoter
+        };
+        self.steps += 1;
+        let raw = self.raw(leader).unwrap();
+        let _ = raw.propose_conf_change(ConfChange { kind, node_id: target });
+        self.process(leader);
+    }
+
+    fn transfer_leadership(&mut self) {
+        let Some(leader) = self.leader() else { return };
+        let voters = self.nodes[&leader].raw.as_ref().unwrap().conf_state().voters.clone();
+        let target = voters[self.rng.below(voters.len() as u64) as usize];
+        self.steps += 1;
+        let _ = self.raw(leader).unwrap().transfer_leader(target);
+        self.process(leader);
     }
 
     fn repartition(&mut self) {
         self.cut.clear();
         let ids = self.ids();
-        match self.rng.below(4) {
+        match self.rng.below(5) {
             0 => {}
-            1 => {
-                // A symmetric split: a random minority (or majority) alone.
-                let side: Vec<NodeId> =
-                    ids.iter().copied().filter(|_| self.rng.chance(1, 3)).collect();
+            1 | 2 => {
+                // A symmetric split: the leader alone (it keeps believing it
+                // leads for a while, the hard case for reads and commitment),
+                // or a random side alone.
+                let leader = self.leader().filter(|_| self.rng.chance(1, 2));
+                let side: Vec<NodeId> = ids
+                    .iter()
+                    .copied()
+                    .filter(|id| Some(*id) == leader || (leader.is_none() && self.rng.chance(1, 3)))
+                    .collect();
                 for a in &side {
                     for b in ids.iter().filter(|b| !side.contains(b)) {
                         self.cut.insert((*a, *b));
@@ -552,8 +693,9 @@ impl Sim {
             self.next_write_id += 1;
             let key = self.rng.below(8) as u8;
             let value = self.rng.next_u64();
-            self.pending_writes
-                .insert(write_id, PendingWrite { node, key, value, last_try_tick: self.tick });
+            let retry_at_tick = self.tick + RETRY_TICKS;
+            let write = PendingWrite { node, key, value, retry_at_tick, attempts: 1 };
+            self.pending_writes.insert(write_id, write);
             self.submit_write(write_id);
         }
         if self.rng.chance(1, 4) {
@@ -578,6 +720,7 @@ impl Sim {
         if let Some(index) = self.nodes[&node].kv.writes.get(&write_id).copied() {
             self.pending_writes.remove(&write_id);
             self.acked_index_max = self.acked_index_max.max(index);
+            self.coverage.writes_acked += 1;
             return;
         }
         if let Some(raw) = self.raw(node) {
@@ -587,11 +730,11 @@ impl Sim {
     }
 
     fn retry_writes(&mut self) {
-        let ids = self.up_ids();
+        let ids = self.members();
         let due: Vec<u64> = self
             .pending_writes
             .iter()
-            .filter(|(_, w)| w.last_try_tick + RETRY_TICKS <= self.tick)
+            .filter(|(_, w)| w.retry_at_tick <= self.tick)
             .map(|(id, _)| *id)
             .collect();
         for write_id in due {
@@ -603,7 +746,8 @@ impl Sim {
             let node = ids[self.rng.below(ids.len() as u64) as usize];
             let write = self.pending_writes.get_mut(&write_id).unwrap();
             write.node = node;
-            write.last_try_tick = self.tick;
+            write.retry_at_tick = self.tick + (RETRY_TICKS << write.attempts.min(3));
+            write.attempts += 1;
             self.submit_write(write_id);
         }
     }
@@ -717,13 +861,16 @@ impl Sim {
         let restarts: Vec<NodeId> = self
             .nodes
             .iter()
-            .filter(|(_, n)| n.raw.is_none() && (self.healed || n.restart_at_tick <= self.tick))
+            .filter(|(_, n)| n.raw.is_none() && !n.decommissioned)
+            .filter(|(_, n)| self.healed || n.restart_at_tick <= self.tick)
             .map(|(id, _)| *id)
             .collect();
         for id in restarts {
             self.restart(id);
         }
-        if !self.healed {
+        if self.healed {
+            self.decommission_removed();
+        } else {
             self.inject_faults();
         }
         self.client_ops();
@@ -735,6 +882,25 @@ impl Sim {
         }
         self.check();
         self.tick += 1;
+    }
+
+    fn decommission_removed(&mut self) {
+        if self.leader().is_none() {
+            return;
+        }
+        let members = self.members();
+        for (id, node) in self.nodes.iter_mut() {
+            let member = members.contains(id);
+            if !member && !node.decommissioned {
+                node.decommissioned = true;
+                if let Some(raw) = node.raw.take() {
+                    node.crashed_storage = Some(raw.storage().clone());
+                }
+            } else if member {
+                // Added back by a change that committed after healing.
+                node.decommissioned = false;
+            }
+        }
     }
 
     fn heal(&mut self) {
@@ -754,14 +920,20 @@ impl Sim {
         last_max.saturating_sub(applied_min)
     }
 
+    /// A leader leads every member (by its membership), and every member has
+    /// applied the leader's whole log and every write is acknowledged.
     fn settled(&mut self) -> bool {
-        let ids = self.up_ids();
-        if ids.len() != self.nodes.len() || !self.pending_writes.is_empty() {
+        if !self.pending_writes.is_empty() {
+            return false;
+        }
+        let Some(leader_id) = self.leader() else { return false };
+        let leader = self.nodes[&leader_id].raw.as_ref().unwrap().status();
+        let members = self.members();
+        if members.iter().any(|id| self.nodes[id].raw.is_none()) {
             return false;
         }
         let statuses: Vec<_> =
-            ids.iter().map(|id| self.nodes[id].raw.as_ref().unwrap().status()).collect();
-        let Some(leader) = statuses.iter().find(|s| s.role == Role::Leader) else { return false };
+            members.iter().map(|id| self.nodes[id].raw.as_ref().unwrap().status()).collect();
         statuses.iter().all(|s| {
             s.leader_id == leader.id
                 && s.term == leader.term
@@ -798,13 +970,15 @@ impl Sim {
                                 })
                                 .collect();
                             format!(
-                                "{id}:{:?} t{} lead{} c{} last{} kv{} {progress:?}",
+                                "{id}:{:?} t{} lead{} c{} last{} kv{} voters{:?} learners{:?} {progress:?}",
                                 s.role,
                                 s.term,
                                 s.leader_id,
                                 s.commit,
                                 s.last_index,
-                                n.kv.applied_index
+                                n.kv.applied_index,
+                                raw.conf_state().voters,
+                                raw.conf_state().learners
                             )
                         }
                         None => format!("{id}:down"),
@@ -823,7 +997,7 @@ impl Sim {
 
     fn check_replicas_equal(&mut self) {
         let states: Vec<(NodeId, Kv)> =
-            self.nodes.iter().map(|(id, n)| (*id, n.kv.clone())).collect();
+            self.members().iter().map(|id| (*id, self.nodes[id].kv.clone())).collect();
         for (id, kv) in &states[1..] {
             if *kv != states[0].1 {
                 self.violation(format!(
@@ -854,26 +1028,49 @@ fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// Runs `seeds` seeds; returns (steps, failing seeds with their violations).
-fn run_seeds(start: u64, seeds: u64, knobs: Knobs) -> (u64, Vec<(u64, Vec<String>)>) {
+/// What a batch of seeds did.
+struct Outcome {
+    steps: u64,
+    /// Failing seeds with their violations.
+    failures: Vec<(u64, Vec<String>)>,
+    coverage: Coverage,
+}
+
+fn run_seeds(start: u64, seeds: u64, knobs: Knobs) -> Outcome {
     let mut steps = 0;
     let mut failures = Vec::new();
+    let mut coverage = Coverage::default();
     for seed in start..start + seeds {
         let mut sim = Sim::new(seed, knobs);
         sim.run();
+        sim.coverage.terms_with_leader = sim.leaders_by_term.len() as u64;
+        coverage.add(&sim.coverage);
         steps += sim.steps;
         if !sim.violations.is_empty() {
             failures.push((sim.seed, sim.violations));
         }
     }
-    (steps, failures)
+    Outcome { steps, failures, coverage }
 }
 
 #[test]
 fn simulated_clusters_keep_every_invariant() {
     let start = env_u64("EMBER_SIM_SEED_START", 0);
     let seeds = env_u64("EMBER_SIM_SEEDS", DEFAULT_SEEDS);
-    let (steps, failures) = run_seeds(start, seeds, Knobs { bug: PlantedBug::None });
+    let outcome = run_seeds(start, seeds, Knobs { bug: PlantedBug::None, storm: false });
+    let (steps, failures) = (outcome.steps, outcome.failures);
+    let c = outcome.coverage;
+    println!(
+        "raft_sim_coverage crashes={} crashes_mid_ready={} snapshots_installed={} membership_changes_applied={} \
+         terms_with_leader={} writes_acked={} reads_served={}",
+        c.crashes,
+        c.crashes_mid_ready,
+        c.snapshots_installed,
+        c.membership_changes_applied,
+        c.terms_with_leader,
+        c.writes_acked,
+        c.reads_served
+    );
     let mut violations = 0;
     for (seed, found) in &failures {
         violations += found.len();
@@ -898,13 +1095,19 @@ fn is_safety(violation: &str) -> bool {
 /// Runs seeds with `bug` planted until one is caught; returns what was seen.
 fn hunt(bug: PlantedBug, max_seeds: u64) -> Vec<String> {
     for seed in 0..max_seeds {
-        let (_, failures) = run_seeds(seed, 1, Knobs { bug });
+        let failures = run_seeds(seed, 1, Knobs { bug, storm: true }).failures;
         if let Some((_, found)) = failures.into_iter().next() {
             eprintln!("planted {bug:?} caught at seed {seed}: {}", found[0]);
             return found;
         }
     }
     Vec::new()
+}
+
+#[test]
+fn planted_read_without_quorum_is_caught() {
+    let found = hunt(PlantedBug::ReadWithoutQuorum, 300);
+    assert!(found.iter().any(|v| v.contains("stale read")), "{found:?}");
 }
 
 #[test]
@@ -924,9 +1127,31 @@ fn planted_vote_for_a_stale_log_is_caught() {
 
 #[test]
 fn planted_old_term_commit_is_caught() {
-    let found = hunt(PlantedBug::CommitOldTerm, env_u64("EMBER_SIM_HUNT_SEEDS", 300));
+    let found = hunt(PlantedBug::CommitOldTerm, env_u64("EMBER_SIM_HUNT_SEEDS", 1000));
     assert!(
         found.iter().any(|v| is_safety(v)),
         "committing old-term entries by counting went unnoticed: {found:?}"
     );
+}
+
+/// How often each planted bug is caught in storm seeds (run on demand with
+/// `cargo test --release --test raft_sim -- --ignored --nocapture`), to keep
+/// the hunts above well inside their seed budgets.
+#[test]
+#[ignore]
+fn planted_bug_catch_rates() {
+    let seeds = env_u64("EMBER_SIM_SEEDS", 500);
+    let bugs = [
+        PlantedBug::VoteTwice,
+        PlantedBug::IgnoreLogUpToDate,
+        PlantedBug::CommitOldTerm,
+        PlantedBug::ReadWithoutQuorum,
+    ];
+    for bug in bugs {
+        let storm = env_u64("EMBER_SIM_STORM", 1) == 1;
+        let failures = run_seeds(0, seeds, Knobs { bug, storm }).failures;
+        let caught =
+            failures.iter().filter(|(_, found)| found.iter().any(|v| is_safety(v))).count();
+        println!("raft_sim_planted bug={bug:?} seeds={seeds} caught={caught}");
+    }
 }

@@ -16,6 +16,8 @@ pub enum PlantedBug {
     CommitOldTerm,
     /// Grant votes without checking that the candidate's log is up to date.
     IgnoreLogUpToDate,
+    /// Answer ReadIndex requests without confirming leadership with a quorum.
+    ReadWithoutQuorum,
 }
 
 /// How one member runs. Ticks are the caller's unit of time (etcd uses 100 ms).

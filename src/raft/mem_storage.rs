@@ -38,10 +38,6 @@ impl MemStorage {
         storage
     }
 
-    fn snapshot_index(&self) -> u64 {
-        self.compacted_index
-    }
-
     pub fn hard_state(&self) -> HardState {
         self.hard_state
     }
@@ -59,13 +55,13 @@ impl MemStorage {
     /// caller's bug and assert.
     pub fn append(&mut self, entries: &[Entry]) {
         let Some(first) = entries.first() else { return };
-        let snapshot_index = self.snapshot_index();
-        let skip = snapshot_index.saturating_sub(first.index - 1).min(entries.len() as u64);
+        let compacted_index = self.compacted_index;
+        let skip = compacted_index.saturating_sub(first.index - 1).min(entries.len() as u64);
         let entries = &entries[skip as usize..];
         let Some(first) = entries.first() else { return };
-        let last_index = snapshot_index + self.entries.len() as u64;
+        let last_index = compacted_index + self.entries.len() as u64;
         assert!(first.index <= last_index + 1, "append leaves a gap after {last_index}");
-        self.entries.truncate((first.index - snapshot_index - 1) as usize);
+        self.entries.truncate((first.index - compacted_index - 1) as usize);
         self.entries.extend_from_slice(entries);
     }
 
@@ -145,28 +141,56 @@ impl Storage for MemStorage {
     }
 
     fn term(&self, index: u64) -> Result<u64, StorageError> {
-        let snapshot_index = self.snapshot_index();
-        if index < snapshot_index {
+        let compacted_index = self.compacted_index;
+        if index < compacted_index {
             return Err(StorageError::Compacted);
         }
-        if index == snapshot_index {
+        if index == compacted_index {
             return Ok(self.compacted_term);
         }
-        match self.entries.get((index - snapshot_index - 1) as usize) {
+        match self.entries.get((index - compacted_index - 1) as usize) {
             Some(entry) => Ok(entry.term),
             None => Err(StorageError::Unavailable),
         }
     }
 
     fn first_index(&self) -> Result<u64, StorageError> {
-        Ok(self.snapshot_index() + 1)
+        Ok(self.compacted_index + 1)
     }
 
     fn last_index(&self) -> Result<u64, StorageError> {
-        Ok(self.snapshot_index() + self.entries.len() as u64)
+        Ok(self.compacted_index + self.entries.len() as u64)
     }
 
     fn snapshot(&self, _request_index: u64) -> Result<Snapshot, StorageError> {
         Ok(self.snapshot.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::types::EntryKind;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry { term, index, kind: EntryKind::Normal, data: vec![index as u8] }
+    }
+
+    #[test]
+    fn append_truncates_a_conflicting_tail_and_compact_keeps_the_boundary_term() {
+        let mut storage = MemStorage::new();
+        storage.append(&[entry(1, 1), entry(2, 1), entry(3, 1)]);
+        storage.append(&[entry(2, 2)]);
+        assert_eq!(storage.last_index(), Ok(2));
+        assert_eq!(storage.term(2), Ok(2));
+        storage.append(&[entry(3, 2), entry(4, 2)]);
+        storage.create_snapshot(3, ConfState::default(), b"image".to_vec()).unwrap();
+        storage.compact(3);
+        assert_eq!(storage.first_index(), Ok(4));
+        assert_eq!(storage.term(3), Ok(2));
+        assert_eq!(storage.term(2), Err(StorageError::Compacted));
+        assert_eq!(storage.entries(2, 4, u64::MAX), Err(StorageError::Compacted));
+        assert_eq!(storage.entries(4, 5, 0).unwrap().len(), 1, "at least one entry");
+        assert_eq!(storage.snapshot(0).unwrap().data, b"image".to_vec());
     }
 }

@@ -247,9 +247,10 @@ impl<S: Storage> Raft<S> {
         self.reset(term);
         self.role = Role::Leader;
         self.leader_id = self.id;
+        let persisted = self.log.persisted_index();
         if let Some(own) = self.progress.get_mut(&self.id) {
+            own.match_index = persisted;
             own.become_replicate();
-            own.match_index = self.log.persisted_index();
         }
         // No membership change may be proposed before the entries of earlier
         // terms, which may hold one, are applied.
@@ -508,7 +509,7 @@ impl<S: Storage> Raft<S> {
         }
         if self.read_only.has_unassigned() {
             let round = self.read_only.start_round();
-            if self.is_single_voter() {
+            if self.is_single_voter() || self.planted_bug == PlantedBug::ReadWithoutQuorum {
                 self.release_reads(round);
             } else {
                 self.broadcast_heartbeat();
@@ -811,13 +812,11 @@ impl<S: Storage> Raft<S> {
         if !termless && m.term == 0 {
             return Err(StepError::Malformed("term 0"));
         }
-        // Votes and answers only count from members; leader traffic may come
-        // from a member added by a change this one has not applied yet.
-        let needs_member = m.kind.is_response()
-            || matches!(
-                m.kind,
-                MessageKind::RequestVote | MessageKind::RequestPreVote | MessageKind::Propose
-            );
+        // Answers and proposals only count from members. Leader traffic and
+        // vote requests may come from a member added by a change this one has
+        // not applied yet; refusing them could leave the cluster without a
+        // leader (the newer members need this one's vote to catch it up).
+        let needs_member = m.kind.is_response() || m.kind == MessageKind::Propose;
         if needs_member && !self.is_member(m.from) {
             return Err(StepError::UnknownSender(m.from));
         }
@@ -839,14 +838,23 @@ impl<S: Storage> Raft<S> {
         if m.term > self.term {
             return Ok(self.step_higher_term(m));
         }
-        if (self.check_quorum || self.pre_vote)
-            && matches!(m.kind, MessageKind::Append | MessageKind::Heartbeat)
-        {
-            // A deposed leader cut off for a while: tell it about the new term,
-            // since pre-vote and check-quorum keep it from learning otherwise.
+        if matches!(m.kind, MessageKind::Append | MessageKind::Heartbeat) {
+            // Tell a leader of an older term about ours. Pre-vote and
+            // check-quorum may keep it from learning otherwise, and a member
+            // that does not yet know it is a voter never campaigns: without
+            // this answer such a leader would wait for it forever. Leaders
+            // send only to members, so removed members cause no disruption.
             self.send(Message::new(MessageKind::AppendResponse, m.from));
-        } else if m.kind == MessageKind::RequestPreVote {
-            let mut response = Message::new(MessageKind::RequestPreVoteResponse, m.from);
+        } else if matches!(m.kind, MessageKind::RequestVote | MessageKind::RequestPreVote) {
+            // Refuse with our term (§5.1), so the candidate catches up. A
+            // candidate that voters do not count as a member would otherwise
+            // never hear of newer terms and keep campaigning in stale ones.
+            let kind = if m.kind == MessageKind::RequestVote {
+                MessageKind::RequestVoteResponse
+            } else {
+                MessageKind::RequestPreVoteResponse
+            };
+            let mut response = Message::new(kind, m.from);
             response.term = self.term;
             response.reject = true;
             self.send(response);
@@ -857,6 +865,11 @@ impl<S: Storage> Raft<S> {
     fn step_higher_term(&mut self, m: &Message) -> bool {
         let is_vote = matches!(m.kind, MessageKind::RequestVote | MessageKind::RequestPreVote);
         if is_vote {
+            // Thesis §4.2.3: while a leader is heard, a vote request can only
+            // come from a member that was cut off or removed; granting it (or
+            // even adopting its term) would depose a working leader. Only with
+            // check-quorum: without it a cut-off member rejoins only by
+            // raising the term, and a leader may be heard that cannot lead.
             let forced = m.context == TRANSFER_CONTEXT;
             let in_lease = self.check_quorum
                 && self.leader_id != NO_NODE

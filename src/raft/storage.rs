@@ -40,7 +40,11 @@ impl std::error::Error for StorageError {}
 /// `term(first_index() - 1)` is its term, and every index in
 /// `[first_index(), last_index()]` has an entry.
 pub trait Storage {
-    /// The hard state and membership the log was left with.
+    /// The hard state and membership the log was left with. The membership
+    /// may be the one of the newest snapshot (or of the bootstrap): raft
+    /// replays the membership changes in the log up to `Config::applied`
+    /// itself, and every change fixes one member's role outright, so a newer
+    /// membership replays to the same result.
     fn initial_state(&self) -> Result<(HardState, ConfState), StorageError>;
     /// Entries in `[low, high)`, stopping early once their total
     /// `Entry::size_bytes` would pass `max_size_bytes` (at least one entry is
