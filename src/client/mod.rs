@@ -355,7 +355,7 @@ fn run_pipeline(
 
 /// Dials the endpoints in turn, starting at `first`, and returns the first
 /// connection made with its endpoint's index.
-fn dial_first(
+pub(crate) fn dial_first(
     endpoints: &[String],
     first: usize,
     options: &ConnectOptions,
