@@ -372,3 +372,33 @@ fn a_watch_resumes_on_the_next_endpoint_after_the_last_revision_seen() {
     drop(watch);
     resumed.join().unwrap();
 }
+
+#[test]
+fn a_pipeline_goes_on_when_the_server_stops_reading_until_its_answers_are_taken() {
+    const REQUESTS: usize = 40;
+    const BYTES: usize = 1024 * 1024;
+    let (address, server) = scripted(|listener| {
+        let mut peer = Peer::accept(&listener, 1);
+        let big = KeyValue { key: b"k".to_vec(), value: vec![b'a'; BYTES], ..KeyValue::default() };
+        for _ in 0..REQUESTS {
+            let (id, _) = peer.read_request().unwrap();
+            // A blocking write of each answer before the next read: once the
+            // client stops taking answers, this server stops reading.
+            let answer = PutResponse { header: header(1, id as i64), prev_kv: Some(big.clone()) };
+            peer.respond(id, &Response::Put(answer));
+        }
+    });
+    let mut client = Client::connect(config(&[&address])).unwrap();
+    let put = Request::Put(PutRequest {
+        key: b"k".to_vec(),
+        value: vec![b'b'; BYTES],
+        prev_kv: true,
+        ..PutRequest::default()
+    });
+    let results = client.pipeline(&vec![put; REQUESTS]);
+    for (index, result) in results.iter().enumerate() {
+        let Ok(Response::Put(answer)) = result else { panic!("{index}: {result:?}") };
+        assert_eq!(answer.prev_kv.as_ref().unwrap().value.len(), BYTES);
+    }
+    server.join().unwrap();
+}

@@ -3,8 +3,8 @@
 //!
 //! Call order: `connect`, then any mix of `send` (buffers a frame, returns
 //! its request id) and `recv` (returns the next frame; it writes the buffered
-//! requests out before it blocks on the socket, so requests sent between two
-//! `recv`s leave in one write). `flush` writes without reading. After an
+//! requests out as it goes, so requests sent between two `recv`s leave in
+//! one write). `flush` writes everything before returning. After an
 //! error of the connection itself (`ConnectionLost`, `Timeout`, `Protocol`)
 //! every later call fails: drop it and dial again.
 //!
@@ -32,6 +32,12 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: u32 = 16 * 1024 * 1024;
 /// Requests one connection keeps unanswered by default. A server bounds its
 /// own per-connection queue; staying below it avoids `TooManyRequests`.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+
+/// The longest one write blocks before the connection looks for answers.
+/// A server may stop reading a connection until its answers are taken; a
+/// client stuck in a write would never take them. Short, because it is also
+/// how long a stalled writer waits between two looks.
+const WRITE_STALL: Duration = Duration::from_millis(2);
 
 /// Bytes read from the socket at a time, and the read buffer's first size.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -78,8 +84,10 @@ pub struct Connection {
     read_buffer: Vec<u8>,
     read_start: usize,
     read_end: usize,
-    /// Encoded requests not yet written.
+    /// Encoded requests; `write_start..` is not yet written.
+    /// Invariant: `write_start <= write_buffer.len()`.
     write_buffer: Vec<u8>,
+    write_start: usize,
     /// Request ids start at 1: id 0 is the connection's own in error frames.
     next_request_id: u64,
     /// Invariant: `in_flight <= max_in_flight`.
@@ -121,6 +129,7 @@ impl Connection {
             read_start: 0,
             read_end: 0,
             write_buffer: Vec::new(),
+            write_start: 0,
             next_request_id: 1,
             in_flight: 0,
             broken: false,
@@ -166,30 +175,61 @@ impl Connection {
         Ok(id)
     }
 
-    /// Writes every buffered request. On failure the requests did not all
-    /// reach the server whole, and the connection is unusable.
+    /// Writes every buffered request, reading what the server sends while
+    /// it takes no more bytes (see `recv`). On failure not every request
+    /// reached the server whole, and the connection is unusable.
     pub fn flush(&mut self) -> Result<(), ClientError> {
         self.check_usable()?;
-        if self.write_buffer.is_empty() {
-            return Ok(());
+        let mut progress_at = Instant::now();
+        while self.write_pending() {
+            if self.write_some()? {
+                progress_at = Instant::now();
+                continue;
+            }
+            self.check_idle(progress_at)?;
+            // Answers wait in the read buffer, within its bound; beyond it
+            // the write just waits for the server to read on its own.
+            if self.read_end - self.read_start < self.read_buffer_max_bytes() {
+                self.read_while_stalled()?;
+            }
         }
-        let result = self.stream.write_all(&self.write_buffer);
-        self.write_buffer.clear();
-        result.map_err(|error| self.lost(error.to_string()))
+        Ok(())
     }
 
     /// The next frame from the server: an answer (its request id is no longer
     /// in flight) or a pushed watch message. Blocks until `deadline`, or
-    /// without one until the idle timeout. An error frame with id 0 (the
-    /// server closing the connection) comes back as `ConnectionLost`.
+    /// without one until the idle timeout passes without progress. An error
+    /// frame with id 0 (the server closing the connection) comes back as
+    /// `ConnectionLost`.
+    ///
+    /// Buffered requests are written on the way, as far as the socket takes
+    /// them: a server may stop reading a connection until its answers are
+    /// taken, so an answer that arrives is returned even while requests
+    /// still wait to be written. They go out on the next calls.
     pub fn recv(&mut self, deadline: Option<Instant>) -> Result<ServerMessage, ClientError> {
         self.check_usable()?;
+        let started = Instant::now();
+        let mut progress_at = started;
         loop {
             if let Some(message) = self.next_buffered()? {
                 return self.account(message);
             }
-            self.flush()?;
-            self.fill(deadline)?;
+            if self.write_pending() && self.write_some()? {
+                progress_at = Instant::now();
+                continue;
+            }
+            if let Some(deadline) = deadline {
+                if Instant::now() >= deadline {
+                    return Err(self.timed_out(started));
+                }
+            } else {
+                self.check_idle(progress_at)?;
+            }
+            if self.write_pending() {
+                self.read_while_stalled()?;
+            } else {
+                self.fill(deadline, started)?;
+            }
         }
     }
 
@@ -205,7 +245,6 @@ impl Connection {
             ServerMessage::Watch { .. } => Ok(message),
         }
     }
-
     /// Decodes one complete frame from the read buffer, if one is there.
     fn next_buffered(&mut self) -> Result<Option<ServerMessage>, ClientError> {
         let pending = &self.read_buffer[self.read_start..self.read_end];
@@ -222,20 +261,65 @@ impl Connection {
         }
     }
 
-    /// Reads at least one more byte, making room for the frame in progress.
-    fn fill(&mut self, deadline: Option<Instant>) -> Result<(), ClientError> {
+    fn write_pending(&self) -> bool {
+        self.write_start < self.write_buffer.len()
+    }
+
+    /// One write call; it blocks at most `WRITE_STALL`. True when some bytes
+    /// went out.
+    fn write_some(&mut self) -> Result<bool, ClientError> {
+        match self.stream.write(&self.write_buffer[self.write_start..]) {
+            Ok(0) => Err(self.lost("the socket took no more bytes".to_string())),
+            Ok(written) => {
+                self.write_start += written;
+                if self.write_start == self.write_buffer.len() {
+                    self.write_buffer.clear();
+                    self.write_start = 0;
+                }
+                Ok(true)
+            }
+            Err(error) if is_timeout(&error) || error.kind() == ErrorKind::Interrupted => Ok(false),
+            Err(error) => Err(self.lost(error.to_string())),
+        }
+    }
+
+    fn check_idle(&mut self, progress_at: Instant) -> Result<(), ClientError> {
+        match self.idle_timeout {
+            Some(idle) if progress_at.elapsed() >= idle => Err(self.timed_out(progress_at)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads what the server sent, waiting at most `WRITE_STALL`.
+    fn read_while_stalled(&mut self) -> Result<(), ClientError> {
+        self.make_room();
+        let set = self.stream.set_read_timeout(Some(WRITE_STALL));
+        set.map_err(|error| self.lost(error.to_string()))?;
+        let result = self.stream.read(&mut self.read_buffer[self.read_end..]);
+        let _ = self.stream.set_read_timeout(self.idle_timeout);
+        match result {
+            Ok(0) => Err(self.lost("the server closed the connection".to_string())),
+            Ok(read) => {
+                self.read_end += read;
+                Ok(())
+            }
+            Err(error) if is_timeout(&error) || error.kind() == ErrorKind::Interrupted => Ok(()),
+            Err(error) => Err(self.lost(error.to_string())),
+        }
+    }
+
+    /// Reads at least one more byte, waiting until `deadline` or the idle
+    /// timeout.
+    fn fill(&mut self, deadline: Option<Instant>, started: Instant) -> Result<(), ClientError> {
         self.make_room();
         if let Some(deadline) = deadline {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(self.timed_out(Duration::ZERO));
-            }
-            let set = self.stream.set_read_timeout(Some(left));
+            let set = self.stream.set_read_timeout(Some(left.max(Duration::from_micros(1))));
             set.map_err(|error| self.lost(error.to_string()))?;
         }
         let result = self.stream.read(&mut self.read_buffer[self.read_end..]);
         if deadline.is_some() {
-            // Restore the idle timeout for callers without a deadline.
+            // Back to the idle timeout for callers without a deadline.
             let _ = self.stream.set_read_timeout(self.idle_timeout);
         }
         match result {
@@ -244,20 +328,23 @@ impl Connection {
                 self.read_end += read;
                 Ok(())
             }
-            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                let waited = deadline
-                    .map_or(self.idle_timeout.unwrap_or_default(), |_| Duration::from_millis(0));
-                Err(self.timed_out(waited))
-            }
+            Err(error) if is_timeout(&error) => Err(self.timed_out(started)),
             Err(error) if error.kind() == ErrorKind::Interrupted => Ok(()),
             Err(error) => Err(self.lost(error.to_string())),
         }
     }
 
+    /// The most bytes the read buffer holds: one frame at the client's cap
+    /// plus one read's worth.
+    fn read_buffer_max_bytes(&self) -> usize {
+        self.max_response_bytes as usize + FRAME_HEADER_BYTES + READ_CHUNK_BYTES
+    }
+
     /// Moves unread bytes to the front and grows the buffer to hold the
-    /// frame in progress. Bounded: the decoder refuses a header above the
-    /// cap, so `needed` is at most the cap plus a header. A buffer grown for
-    /// one large answer shrinks back once it is drained.
+    /// frame in progress, with room for at least one more byte. Bounded: the
+    /// decoder refuses a header above the cap, so `needed` is at most the cap
+    /// plus a header, and stalled reads stop at `read_buffer_max_bytes`. A
+    /// buffer grown for large answers shrinks back once it is drained.
     fn make_room(&mut self) {
         if self.read_start == self.read_end {
             self.read_start = 0;
@@ -279,6 +366,9 @@ impl Connection {
         }
         if self.read_buffer.len() < needed {
             self.read_buffer.resize(needed, 0);
+        }
+        if self.read_end == self.read_buffer.len() {
+            self.read_buffer.resize(self.read_end + READ_CHUNK_BYTES, 0);
         }
     }
 
@@ -302,15 +392,17 @@ impl Connection {
         ClientError::Protocol { endpoint: self.endpoint.clone(), detail }
     }
 
-    fn timed_out(&mut self, waited: Duration) -> ClientError {
-        // An answer may still arrive; the stream cannot be trusted to line
-        // up with new requests' bookkeeping, so the connection is done.
+    fn timed_out(&mut self, since: Instant) -> ClientError {
+        // Answers may still arrive for requests the caller has given up on;
+        // the connection is done rather than left with stale answers.
         self.broken = true;
-        ClientError::Timeout {
-            endpoint: self.endpoint.clone(),
-            after_ms: waited.as_millis() as u64,
-        }
+        let after_ms = since.elapsed().as_millis() as u64;
+        ClientError::Timeout { endpoint: self.endpoint.clone(), after_ms }
     }
+}
+
+fn is_timeout(error: &std::io::Error) -> bool {
+    matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
 }
 
 /// Sends the client hello and reads the server's, within the dial timeout.
@@ -323,7 +415,7 @@ fn handshake(stream: &mut TcpStream, options: &ConnectOptions) -> Result<(u64, u
     stream.write_all(&hello.to_bytes()).map_err(|error| format!("handshake: {error}"))?;
     let mut reply = [0u8; SERVER_HELLO_BYTES];
     stream.read_exact(&mut reply).map_err(|error| format!("handshake: {error}"))?;
-    stream.set_write_timeout(None).map_err(|error| error.to_string())?;
+    stream.set_write_timeout(Some(WRITE_STALL)).map_err(|error| error.to_string())?;
     match ServerHello::parse(&reply, &hello) {
         Ok(Some(ServerHello::Accepted { cluster_id, member_id, max_frame_bytes, .. })) => {
             Ok((cluster_id, member_id, max_frame_bytes))
