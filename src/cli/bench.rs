@@ -97,16 +97,27 @@ pub fn run_bench(parsed: &Parsed) -> Result<(), CliError> {
         max_in_flight: spec.clients.div_ceil(spec.conns) as usize,
         ..ConnectOptions::default()
     };
+    let report = run(&spec, &config.endpoints, &options)?;
+    println!("{}", report.line(&spec));
+    Ok(())
+}
+
+/// Dials `spec.conns` connections (connection `j` to endpoint `j % n`
+/// first, the others if it is down), then runs the load; the clock starts
+/// once every connection is up, as in etcd's tool.
+pub fn run(
+    spec: &Spec,
+    endpoints: &[String],
+    options: &ConnectOptions,
+) -> Result<Report, CliError> {
     let connections = (0..spec.conns as usize)
         .map(|index| {
-            let first = index % config.endpoints.len();
-            dial_first(&config.endpoints, first, &options).map(|(connection, _)| connection)
+            let first = index % endpoints.len();
+            dial_first(endpoints, first, options).map(|(connection, _)| connection)
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(failed)?;
-    let report = drive_all(&spec, connections)?;
-    println!("{}", report.line(&spec));
-    Ok(())
+    drive_all(spec, connections)
 }
 
 /// The flags as a `Spec`; out-of-range values are usage errors.

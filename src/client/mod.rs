@@ -98,6 +98,9 @@ pub struct Client {
 impl Client {
     /// Connects to the first reachable endpoint.
     pub fn connect(config: Config) -> Result<Client, ClientError> {
+        if config.endpoints.is_empty() {
+            return Err(ClientError::BadEndpoint("the endpoint list is empty".to_string()));
+        }
         let mut client = Client { config, connection: None, next_endpoint: 0, cluster_id: 0 };
         client.connection()?;
         Ok(client)
