@@ -402,3 +402,125 @@ fn a_pipeline_goes_on_when_the_server_stops_reading_until_its_answers_are_taken(
     }
     server.join().unwrap();
 }
+
+#[test]
+fn failover_refuses_a_member_of_another_cluster() {
+    let (first, dying) = scripted(|listener| {
+        let mut peer = Peer::accept(&listener, 1);
+        assert!(peer.read_request().is_some());
+    });
+    let (other, stranger) = scripted(|listener| {
+        let (stream, _) = listener.accept().unwrap();
+        let params = ServerParams { cluster_id: 0xBAD, ..server_params(9) };
+        let mut peer = Peer::greet_as(stream, params);
+        assert!(peer.read_request().is_none(), "the client must not send it anything");
+    });
+    let mut client = Client::connect(config(&[&first, &other])).unwrap();
+    let error = client.get(b"k").unwrap_err();
+    let text = error.to_string();
+    assert!(matches!(error, ClientError::Unreachable { .. }), "{error:?}");
+    assert!(text.contains("belongs to cluster bad, not c1"), "{text}");
+    dying.join().unwrap();
+    stranger.join().unwrap();
+}
+
+#[test]
+fn typed_calls_send_their_request_and_unwrap_their_answer() {
+    let (address, server) = scripted(|listener| {
+        let mut peer = Peer::accept(&listener, 1);
+        let h = header(1, 3);
+        while let Some((id, request)) = peer.read_request() {
+            let answer = match request {
+                Request::Txn(txn) => {
+                    assert_eq!(txn.compare.len(), 1);
+                    Response::Txn(TxnResponse { header: h, succeeded: true, responses: vec![] })
+                }
+                Request::Compact(c) => {
+                    assert_eq!((c.revision, c.physical), (3, true));
+                    Response::Compact(CompactionResponse { header: h })
+                }
+                Request::LeaseGrant(g) => Response::LeaseGrant(LeaseGrantResponse {
+                    header: h,
+                    id: 77,
+                    ttl_secs: g.ttl_secs,
+                }),
+                Request::LeaseKeepAlive(k) => Response::LeaseKeepAlive(LeaseKeepAliveResponse {
+                    header: h,
+                    id: k.id,
+                    ttl_secs: 10,
+                }),
+                Request::LeaseTimeToLive(t) => {
+                    assert!(t.keys);
+                    Response::LeaseTimeToLive(LeaseTimeToLiveResponse {
+                        header: h,
+                        id: t.id,
+                        ttl_secs: 9,
+                        granted_ttl_secs: 10,
+                        keys: vec![b"k".to_vec()],
+                    })
+                }
+                Request::LeaseRevoke(_) => Response::LeaseRevoke(LeaseRevokeResponse { header: h }),
+                Request::LeaseLeases => {
+                    Response::LeaseLeases(LeaseLeasesResponse { header: h, leases: vec![77] })
+                }
+                Request::MemberList(m) => {
+                    assert!(m.linearizable);
+                    let member = Member { id: 1, name: "n1".into(), ..Member::default() };
+                    Response::MemberList(MemberListResponse { header: h, members: vec![member] })
+                }
+                Request::DeleteRange(d) => {
+                    assert!(d.range_end.is_empty());
+                    Response::DeleteRange(DeleteRangeResponse {
+                        header: h,
+                        deleted: 1,
+                        prev_kvs: vec![],
+                    })
+                }
+                other => panic!("unexpected {other:?}"),
+            };
+            peer.respond(id, &answer);
+        }
+    });
+    let mut client = Client::connect(config(&[&address])).unwrap();
+    let compare = Compare {
+        result: CompareResult::Equal,
+        target: CompareTarget::Version(0),
+        key: b"k".to_vec(),
+        range_end: vec![],
+    };
+    let txn = TxnRequest { compare: vec![compare], ..TxnRequest::default() };
+    assert!(client.txn(txn).unwrap().succeeded);
+    client.compact(3, true).unwrap();
+    let lease = client.lease_grant(10, 0).unwrap();
+    assert_eq!((lease.id, lease.ttl_secs), (77, 10));
+    assert_eq!(client.lease_keep_alive(77).unwrap().ttl_secs, 10);
+    assert_eq!(client.lease_time_to_live(77, true).unwrap().keys, vec![b"k".to_vec()]);
+    client.lease_revoke(77).unwrap();
+    assert_eq!(client.lease_leases().unwrap().leases, vec![77]);
+    assert_eq!(client.member_list(true).unwrap().members[0].name, "n1");
+    assert_eq!(client.delete(b"k").unwrap(), 1);
+    drop(client);
+    server.join().unwrap();
+}
+
+#[test]
+fn a_cancelled_watch_waits_for_the_servers_word() {
+    let (address, server) = scripted(|listener| {
+        let _client = Peer::accept(&listener, 1);
+        let mut peer = Peer::accept(&listener, 1);
+        let (id, _) = peer.read_request().unwrap();
+        let created = WatchCreateResponse { header: header(1, 4), watch_id: 2 };
+        peer.respond(id, &Response::WatchCreate(created));
+        peer.push(2, &WatchMessage::Events { header: header(1, 5), events: vec![event(5)] });
+        let (id, request) = peer.read_request().unwrap();
+        assert_eq!(request, Request::WatchCancel(WatchCancelRequest { watch_id: 2 }));
+        peer.respond(
+            id,
+            &Response::WatchCancel(WatchCancelResponse { header: header(1, 5), watch_id: 2 }),
+        );
+    });
+    let mut client = Client::connect(config(&[&address])).unwrap();
+    let watch = client.watch(WatchCreateRequest { key: b"w".to_vec(), ..Default::default() });
+    watch.unwrap().cancel().unwrap();
+    server.join().unwrap();
+}

@@ -29,11 +29,15 @@ impl Peer {
         Peer::greet(stream, member_id)
     }
 
-    pub fn greet(mut stream: TcpStream, member_id: u64) -> Peer {
+    pub fn greet(stream: TcpStream, member_id: u64) -> Peer {
+        Peer::greet_as(stream, server_params(member_id))
+    }
+
+    /// Answers the hello as the server `params` describes.
+    pub fn greet_as(mut stream: TcpStream, params: ServerParams) -> Peer {
         let mut hello = [0u8; CLIENT_HELLO_BYTES];
         stream.read_exact(&mut hello).expect("client hello");
         let hello = ClientHello::parse(&hello).expect("valid hello").expect("whole hello");
-        let params = server_params(member_id);
         let answer = negotiate(&hello, &params);
         stream.write_all(&answer.encode(&params)).expect("server hello");
         Peer { stream, buffer: Vec::new(), hello, client_max_frame_bytes: hello.max_frame_bytes }
