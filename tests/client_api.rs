@@ -524,3 +524,22 @@ fn a_cancelled_watch_waits_for_the_servers_word() {
     watch.unwrap().cancel().unwrap();
     server.join().unwrap();
 }
+
+#[test]
+fn a_connection_the_server_closed_while_idle_is_redialed_before_a_write() {
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel();
+    let (address, server) = scripted(move |listener| {
+        drop(Peer::accept(&listener, 1));
+        closed_tx.send(()).unwrap();
+        let mut peer = Peer::accept(&listener, 1);
+        let (id, request) = peer.read_request().unwrap();
+        assert!(matches!(request, Request::Put(_)));
+        peer.respond(id, &put_response(1, 2));
+    });
+    let mut client = Client::connect(config(&[&address])).unwrap();
+    closed_rx.recv().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let put = client.put(b"k", b"v");
+    assert!(put.is_ok(), "{put:?}");
+    server.join().unwrap();
+}

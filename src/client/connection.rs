@@ -245,6 +245,27 @@ impl Connection {
             ServerMessage::Watch { .. } => Ok(message),
         }
     }
+
+    /// True when the server has already closed the connection (a FIN or
+    /// reset is waiting), found without blocking. A request written into
+    /// such a socket would be lost and, for a write, leave its outcome
+    /// unknown for no reason; callers check this first and dial again.
+    pub fn closed_by_server(&mut self) -> bool {
+        if self.broken {
+            return true;
+        }
+        if self.stream.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let mut byte = [0u8; 1];
+        let closed = match self.stream.peek(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(error) => !is_timeout(&error) && error.kind() != ErrorKind::Interrupted,
+        };
+        closed || self.stream.set_nonblocking(false).is_err()
+    }
+
     /// Decodes one complete frame from the read buffer, if one is there.
     fn next_buffered(&mut self) -> Result<Option<ServerMessage>, ClientError> {
         let pending = &self.read_buffer[self.read_start..self.read_end];

@@ -123,6 +123,11 @@ impl Client {
     /// The current connection, dialing endpoints in turn (from the one after
     /// the last failure) when there is none.
     fn connection(&mut self) -> Result<&mut Connection, ClientError> {
+        if self.connection.as_mut().is_some_and(Connection::closed_by_server) {
+            // The member went away while the client was idle (a restart,
+            // say); its endpoint may be back, so dial it first again.
+            self.connection = None;
+        }
         if self.connection.is_none() {
             let options = self.config.connect_options(self.cluster_id);
             let (connection, at) =
