@@ -543,3 +543,29 @@ fn a_connection_the_server_closed_while_idle_is_redialed_before_a_write() {
     assert!(put.is_ok(), "{put:?}");
     server.join().unwrap();
 }
+
+#[test]
+fn an_unavailable_member_is_left_for_the_next_unless_a_write_may_have_been_applied() {
+    let (first, refusing) = scripted(|listener| {
+        let mut peer = Peer::accept(&listener, 1);
+        let (id, _) = peer.read_request().unwrap();
+        peer.fail(id, ErrorCode::NoLeader);
+        let mut peer = Peer::accept(&listener, 1);
+        let (id, _) = peer.read_request().unwrap();
+        peer.fail(id, ErrorCode::Stopped);
+    });
+    let store = FakeStore::default();
+    let second = store.serve(2);
+    let mut client = Client::connect(config(&[&first, &second])).unwrap();
+    // NoLeader: a write that was not applied goes to the next member.
+    client.put(b"k", b"v").unwrap();
+    assert_eq!(client.endpoint(), Some(second.as_str()));
+    // Back on the first member (the second "dies"): Stopped leaves a write
+    // open, so it is not sent again.
+    let mut client = Client::connect(config(&[&first, &second])).unwrap();
+    let error = client.put(b"k", b"v2").unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::Stopped));
+    assert!(error.outcome_unknown());
+    assert_eq!(store.requests.lock().unwrap().len(), 1, "only the NoLeader write was resent");
+    refusing.join().unwrap();
+}

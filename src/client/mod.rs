@@ -21,7 +21,9 @@
 //! client dials the next endpoint in the list and goes on. A read whose
 //! answer was lost is sent again there (reads are safe to repeat); a write
 //! whose answer was lost is not: it comes back as
-//! `ClientError::OutcomeUnknown`, because it may have been applied. Each call
+//! `ClientError::OutcomeUnknown`, because it may have been applied. A member
+//! that answers "unavailable" (no leader, stopping) is left for the next one
+//! too, for reads and for writes the code says were not applied. Each call
 //! tries every endpoint at most once and ends within the command timeout.
 
 mod connection;
@@ -156,6 +158,12 @@ impl Client {
             let connection = self.connection()?;
             match call(connection, request, deadline) {
                 Ok(response) => return Ok(response),
+                Err(Failure::Answered(error))
+                    if self.config.endpoints.len() > 1 && retry_elsewhere(&error, request) =>
+                {
+                    self.drop_connection();
+                    last_error = Some(error);
+                }
                 Err(Failure::Answered(error)) => return Err(error),
                 Err(Failure::NotSent(error)) => {
                     self.drop_connection();
@@ -235,6 +243,15 @@ impl Client {
         let options = self.config.connect_options(self.cluster_id);
         WatchStream::open(self.config.clone(), options, self.next_endpoint, request)
     }
+}
+
+/// True when another member may well serve `request` after this answer: the
+/// member said it cannot serve now (gRPC Unavailable: no leader, stopping,
+/// unhealthy), and sending the request again cannot apply it twice (a read,
+/// or a write the error says was not applied).
+fn retry_elsewhere(error: &ClientError, request: &Request) -> bool {
+    let Some(code) = error.code() else { return false };
+    code.grpc() == GrpcCode::Unavailable && (!request.is_write() || !code.outcome_unknown())
 }
 
 /// How one call on one connection ended badly.
