@@ -113,7 +113,8 @@ fn a_connection_keeps_many_requests_in_flight_within_its_window() {
     let mut connection = Connection::connect(&address, &options).unwrap();
     let put = Request::Put(PutRequest { key: b"k".to_vec(), ..PutRequest::default() });
     let sent: Vec<u64> = (0..4).map(|_| connection.send(&put).unwrap()).collect();
-    assert!(matches!(connection.send(&put), Err(ClientError::WindowFull { max_in_flight: 4 })));
+    let full = connection.send(&put);
+    assert!(matches!(full, Err(ClientError::WindowFull { in_flight: 4, .. })), "{full:?}");
     let mut answered = Vec::new();
     while connection.in_flight() > 0 {
         match connection.recv(None).unwrap() {
@@ -568,4 +569,31 @@ fn an_unavailable_member_is_left_for_the_next_unless_a_write_may_have_been_appli
     assert!(error.outcome_unknown());
     assert_eq!(store.requests.lock().unwrap().len(), 1, "only the NoLeader write was resent");
     refusing.join().unwrap();
+}
+
+#[test]
+fn a_connection_bounds_the_bytes_waiting_to_be_written() {
+    let store = FakeStore::default();
+    let address = store.serve(1);
+    let mut connection = Connection::connect(&address, &ConnectOptions::default()).unwrap();
+    let put = Request::Put(PutRequest {
+        key: b"k".to_vec(),
+        value: vec![0; 1024 * 1024],
+        ..PutRequest::default()
+    });
+    let mut sent = 0;
+    let full = loop {
+        match connection.send(&put) {
+            Ok(_) => sent += 1,
+            Err(error) => break error,
+        }
+    };
+    // Nothing is written before `recv`, so four 1 MiB requests fill 4 MiB.
+    let ClientError::WindowFull { in_flight, unwritten_bytes } = full else { panic!("{full:?}") };
+    assert_eq!((sent, in_flight), (4, 4));
+    assert!(unwritten_bytes >= 4 * 1024 * 1024);
+    while connection.in_flight() > 0 {
+        assert!(matches!(connection.recv(None).unwrap(), ServerMessage::Response { .. }));
+    }
+    connection.send(&put).unwrap();
 }

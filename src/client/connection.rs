@@ -8,10 +8,11 @@
 //! error of the connection itself (`ConnectionLost`, `Timeout`, `Protocol`)
 //! every later call fails: drop it and dial again.
 //!
-//! Bounds: at most `max_in_flight` requests unanswered (`WindowFull`
-//! beyond), so the send buffer holds at most that many frames, each at most
-//! the server's frame limit; the read buffer holds at most one frame of the
-//! client's announced limit plus what one read brings.
+//! Bounds: at most `max_in_flight` requests unanswered and at most
+//! `MAX_UNWRITTEN_BYTES` waiting to be written (plus the one request that
+//! crossed it): beyond either, `send` says `WindowFull` and the caller
+//! `recv`s. The read buffer holds at most one frame of the client's
+//! announced limit plus one read's worth.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -38,6 +39,11 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 /// client stuck in a write would never take them. Short, because it is also
 /// how long a stalled writer waits between two looks.
 const WRITE_STALL: Duration = Duration::from_millis(2);
+
+/// Encoded requests waiting to be written before `send` says `WindowFull`:
+/// a few socket buffers' worth, so the writer never idles for want of
+/// bytes, while a pipeline of large requests holds memory to this.
+const MAX_UNWRITTEN_BYTES: usize = 4 * 1024 * 1024;
 
 /// Bytes read from the socket at a time, and the read buffer's first size.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -159,8 +165,10 @@ impl Connection {
     /// Nothing is written to the socket until `flush` or `recv`.
     pub fn send(&mut self, request: &Request) -> Result<u64, ClientError> {
         self.check_usable()?;
-        if self.in_flight >= self.max_in_flight {
-            return Err(ClientError::WindowFull { max_in_flight: self.max_in_flight });
+        let unwritten_bytes = self.write_buffer.len() - self.write_start;
+        // A request always fits in an empty buffer, however large.
+        if self.in_flight >= self.max_in_flight || unwritten_bytes >= MAX_UNWRITTEN_BYTES {
+            return Err(ClientError::WindowFull { in_flight: self.in_flight, unwritten_bytes });
         }
         let id = self.next_request_id;
         match encode_request(&mut self.write_buffer, id, request, self.server_max_frame_bytes) {
@@ -295,6 +303,11 @@ impl Connection {
                 self.write_start += written;
                 if self.write_start == self.write_buffer.len() {
                     self.write_buffer.clear();
+                    self.write_start = 0;
+                } else if self.write_start >= MAX_UNWRITTEN_BYTES {
+                    // Keep the written prefix from piling up under a stream
+                    // of new requests.
+                    self.write_buffer.drain(..self.write_start);
                     self.write_start = 0;
                 }
                 Ok(true)

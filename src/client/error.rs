@@ -51,8 +51,9 @@ pub enum ClientError {
     Protocol { endpoint: String, detail: String },
     /// The request encodes to more bytes than the server accepts.
     TooLarge { body_len_bytes: usize, max_body_bytes: u32 },
-    /// A `Connection` already has its most requests in flight.
-    WindowFull { max_in_flight: usize },
+    /// A `Connection` has its most requests in flight, or its most bytes
+    /// waiting to be written; `recv` answers to make room.
+    WindowFull { in_flight: usize, unwritten_bytes: usize },
     /// An endpoint address that cannot be used (`https://`, no port, ...).
     BadEndpoint(String),
 }
@@ -108,9 +109,11 @@ impl fmt::Display for ClientError {
                 f,
                 "request of {body_len_bytes} bytes exceeds the server's limit of {max_body_bytes}"
             ),
-            ClientError::WindowFull { max_in_flight } => {
-                write!(f, "{max_in_flight} requests already in flight on the connection")
-            }
+            ClientError::WindowFull { in_flight, unwritten_bytes } => write!(
+                f,
+                "connection window full: {in_flight} requests in flight, \
+                 {unwritten_bytes} bytes not yet written"
+            ),
             ClientError::BadEndpoint(why) => write!(f, "bad endpoint: {why}"),
         }
     }
