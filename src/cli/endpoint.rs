@@ -62,6 +62,14 @@ fn one_endpoint(config: &Config, endpoint: &str) -> Result<Client, ClientError> 
     Client::connect(single)
 }
 
+/// Why one endpoint failed, without repeating its address.
+fn cause(error: &ClientError) -> String {
+    match error {
+        ClientError::Unreachable { tried } if tried.len() == 1 => tried[0].reason.clone(),
+        other => other.to_string(),
+    }
+}
+
 fn status(config: &Config, format: Format) -> Result<(), CliError> {
     let mut rows = Vec::new();
     let mut failures = Vec::new();
@@ -69,7 +77,8 @@ fn status(config: &Config, format: Format) -> Result<(), CliError> {
         match one_endpoint(config, endpoint).and_then(|mut client| client.status()) {
             Ok(status) => rows.push((endpoint.as_str(), status)),
             Err(error) => {
-                eprintln!("ember: failed to get the status of endpoint {endpoint}: {error}");
+                let cause = cause(&error);
+                eprintln!("ember: failed to get the status of endpoint {endpoint}: {cause}");
                 failures.push(endpoint.as_str());
             }
         }
@@ -201,7 +210,7 @@ fn check_health(config: &Config, endpoint: &str) -> Health {
     let started = Instant::now();
     let error = match one_endpoint(config, endpoint) {
         Ok(mut client) => probe(&mut client).err(),
-        Err(error) => Some(error.to_string()),
+        Err(error) => Some(cause(&error)),
     };
     Health { endpoint: endpoint.to_string(), took: started.elapsed(), error }
 }

@@ -35,7 +35,7 @@ const GLOBAL_FLAGS: &[Flag] = &[
     Flag {
         name: "endpoints",
         takes_value: true,
-        help: "client commands: comma-separated host:port list (default 127.0.0.1:7379)",
+        help: "client commands: host:port,... (env EMBER_ENDPOINTS; default 127.0.0.1:7379)",
     },
     Flag {
         name: "dial-timeout",

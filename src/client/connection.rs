@@ -31,8 +31,10 @@ use crate::proto::{
 pub const DEFAULT_MAX_RESPONSE_BYTES: u32 = 16 * 1024 * 1024;
 
 /// Requests one connection keeps unanswered by default. A server bounds its
-/// own per-connection queue; staying below it avoids `TooManyRequests`.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+/// own per-connection queue, and staying below it avoids `TooManyRequests`;
+/// 128 is far past the point where more in flight stops helping (a node
+/// batches a loop iteration's writes into one fsync anyway).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 128;
 
 /// The longest one write blocks before the connection looks for answers.
 /// A server may stop reading a connection until its answers are taken; a
