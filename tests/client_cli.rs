@@ -262,3 +262,20 @@ fn bench_fails_with_exit_1_when_the_server_refuses_requests() {
     assert!(stderr(&output).contains("(code 102)"), "{}", stderr(&output));
     server.join().unwrap();
 }
+
+#[test]
+fn put_and_del_with_prev_kv_and_a_lease() {
+    let store = FakeStore::default();
+    let address = store.serve(1);
+    let output = ember(&address, &["put", "k", "one", "--lease", "1f"]);
+    assert_eq!(stdout(&output), "OK\n", "{}", stderr(&output));
+    let output = ember(&address, &["put", "k", "two", "--prev-kv"]);
+    assert_eq!(stdout(&output), "OK\nk\none\n");
+    let output = ember(&address, &["del", "k", "--prev-kv"]);
+    assert_eq!(stdout(&output), "1\nk\ntwo\n");
+    let requests = store.requests.lock().unwrap();
+    let Request::Put(first) = &requests[0] else { panic!("{requests:?}") };
+    assert_eq!((first.lease, first.prev_kv), (0x1f, false));
+    let output = ember(&address, &["put", "k", "v", "--lease", "xyz"]);
+    assert_eq!(output.status.code(), Some(2));
+}

@@ -94,7 +94,7 @@ const COMMANDS: &[Command] = &[
     Command {
         name: "put",
         summary: "write a key; prints OK",
-        usage: "ember [--endpoints LIST] put KEY VALUE",
+        usage: "ember [--endpoints LIST] put KEY VALUE [--lease HEX_ID] [--prev-kv]",
         examples: "ember put greeting hello\nember --endpoints 10.0.0.1:7379,10.0.0.2:7379 put k v",
         flags: kv::PUT_FLAGS,
         run: kv::run_put,
@@ -110,7 +110,7 @@ const COMMANDS: &[Command] = &[
     Command {
         name: "del",
         summary: "delete a key or a range; prints how many keys were deleted",
-        usage: "ember del KEY [RANGE_END] [--prefix]",
+        usage: "ember del KEY [RANGE_END] [--prefix] [--prev-kv]",
         examples: "ember del greeting\nember del --prefix /config/",
         flags: kv::DEL_FLAGS,
         run: kv::run_del,

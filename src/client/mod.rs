@@ -25,6 +25,30 @@
 //! that answers "unavailable" (no leader, stopping) is left for the next one
 //! too, for reads and for writes the code says were not applied. Each call
 //! tries every endpoint at most once and ends within the command timeout.
+//!
+//! ```no_run
+//! use ember::client::{Client, ClientError, Config};
+//!
+//! let endpoints = vec!["10.0.0.1:7379".to_string(), "10.0.0.2:7379".to_string()];
+//! let mut client = Client::connect(Config::new(endpoints))?;
+//! match client.put(b"/config/mode", b"eco") {
+//!     Ok(_) => {}
+//!     // Applied or not: re-read before deciding what to do.
+//!     Err(error) if error.outcome_unknown() => {
+//!         let now = client.get(b"/config/mode")?;
+//!         println!("after an unknown outcome the key holds {now:?}");
+//!     }
+//!     Err(error) => return Err(error),
+//! }
+//! for message in client.watch(ember::proto::WatchCreateRequest {
+//!     key: b"/config/".to_vec(),
+//!     range_end: ember::proto::prefix_range_end(b"/config/"),
+//!     ..Default::default()
+//! })? {
+//!     println!("{:?}", message?);
+//! }
+//! # Ok::<(), ClientError>(())
+//! ```
 
 mod connection;
 mod endpoint;

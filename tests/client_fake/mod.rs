@@ -170,24 +170,15 @@ impl FakeStore {
         match request {
             Request::Put(put) => {
                 *revision += 1;
-                data.insert(put.key.clone(), put.value.clone());
-                Ok(Response::Put(PutResponse {
-                    header: header(member_id, *revision),
-                    prev_kv: None,
-                }))
+                let old = data.insert(put.key.clone(), put.value.clone());
+                let prev_kv = old.filter(|_| put.prev_kv).map(|value| kv(&put.key, &value));
+                Ok(Response::Put(PutResponse { header: header(member_id, *revision), prev_kv }))
             }
             Request::Range(range) => {
                 let mut kvs: Vec<KeyValue> = data
                     .iter()
                     .filter(|(key, _)| in_range(key, &range.key, &range.range_end))
-                    .map(|(key, value)| KeyValue {
-                        key: key.clone(),
-                        value: value.clone(),
-                        create_revision: 1,
-                        mod_revision: 1,
-                        version: 1,
-                        lease: 0,
-                    })
+                    .map(|(key, value)| kv(key, value))
                     .collect();
                 let count = kvs.len() as i64;
                 if range.limit > 0 {
@@ -203,8 +194,12 @@ impl FakeStore {
                     .filter(|key| in_range(key, &delete.key, &delete.range_end))
                     .cloned()
                     .collect();
+                let mut prev_kvs = Vec::new();
                 for key in &doomed {
-                    data.remove(key);
+                    let value = data.remove(key).expect("listed just now");
+                    if delete.prev_kv {
+                        prev_kvs.push(kv(key, &value));
+                    }
                 }
                 if !doomed.is_empty() {
                     *revision += 1;
@@ -212,7 +207,7 @@ impl FakeStore {
                 Ok(Response::DeleteRange(DeleteRangeResponse {
                     header: header(member_id, *revision),
                     deleted: doomed.len() as i64,
-                    prev_kvs: Vec::new(),
+                    prev_kvs,
                 }))
             }
             Request::Status => Ok(Response::Status(StatusResponse {
@@ -229,5 +224,16 @@ impl FakeStore {
             })),
             _ => Err(ErrorCode::Unsupported),
         }
+    }
+}
+
+fn kv(key: &[u8], value: &[u8]) -> KeyValue {
+    KeyValue {
+        key: key.to_vec(),
+        value: value.to_vec(),
+        create_revision: 1,
+        mod_revision: 1,
+        version: 1,
+        lease: 0,
     }
 }
