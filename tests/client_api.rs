@@ -597,3 +597,48 @@ fn a_connection_bounds_the_bytes_waiting_to_be_written() {
     }
     connection.send(&put).unwrap();
 }
+
+#[test]
+fn a_watch_whose_member_stops_resumes_on_the_next_endpoint() {
+    let (first, stopping) = scripted(|listener| {
+        let _client = Peer::accept(&listener, 1);
+        let mut peer = Peer::accept(&listener, 1);
+        let (id, _) = peer.read_request().unwrap();
+        let created = WatchCreateResponse { header: header(1, 10), watch_id: 3 };
+        peer.respond(id, &Response::WatchCreate(created));
+        peer.push(3, &WatchMessage::Events { header: header(1, 11), events: vec![event(11)] });
+        let cancelled = WatchMessage::Cancelled {
+            header: header(1, 11),
+            reason: CancelReason::ServerStopping,
+            compact_revision: 0,
+        };
+        peer.push(3, &cancelled);
+        assert!(peer.read_request().is_none());
+    });
+    let (second, resumed) = scripted(|listener| {
+        let mut peer = Peer::accept(&listener, 2);
+        let (id, request) = peer.read_request().unwrap();
+        let Request::WatchCreate(create) = request else { panic!("{request:?}") };
+        assert_eq!(create.start_revision, 12);
+        let created = WatchCreateResponse { header: header(2, 12), watch_id: 1 };
+        peer.respond(id, &Response::WatchCreate(created));
+        peer.push(1, &WatchMessage::Events { header: header(2, 12), events: vec![event(12)] });
+        assert!(peer.read_request().is_none());
+    });
+    let mut client = Client::connect(config(&[&first, &second])).unwrap();
+    let request = WatchCreateRequest { key: b"w".to_vec(), ..Default::default() };
+    let mut watch = client.watch(request).unwrap();
+    let kinds: Vec<String> = watch
+        .by_ref()
+        .take(2)
+        .map(|message| match message.unwrap() {
+            WatchMessage::Events { events, .. } => format!("events@{}", events[0].kv.mod_revision),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(kinds, ["events@11", "events@12"], "the stop is not passed on");
+    drop(watch);
+    drop(client);
+    stopping.join().unwrap();
+    resumed.join().unwrap();
+}

@@ -10,7 +10,8 @@
 //! dials the next endpoint and creates the watch again from that revision,
 //! so the caller sees no event twice and misses none, as long as that
 //! revision is not compacted (then the new server cancels the watch with
-//! `Compacted`, which the caller sees as usual).
+//! `Compacted`, which the caller sees as usual). A watch cancelled because
+//! its member is stopping or was removed resumes the same way.
 
 use std::time::Instant;
 
@@ -18,8 +19,8 @@ use super::connection::{ConnectOptions, Connection};
 use super::error::ClientError;
 use super::{Config, dial_first};
 use crate::proto::{
-    Request, Response, ServerMessage, WatchCancelRequest, WatchCreateRequest, WatchCreateResponse,
-    WatchMessage,
+    CancelReason, Request, Response, ServerMessage, WatchCancelRequest, WatchCreateRequest,
+    WatchCreateResponse, WatchMessage,
 };
 
 /// A watch and its connection. Iterate it to get the watch's messages; it
@@ -119,11 +120,28 @@ impl WatchStream {
                     return Some(Err(error));
                 }
             };
-            if let Some(message) = self.accept(message) {
-                return Some(Ok(message));
+            match self.accept(message) {
+                Some(message) if self.member_left(&message) && self.resume().is_ok() => {
+                    self.done = false;
+                }
+                Some(message) => return Some(Ok(message)),
+                None => {}
             }
         }
         None
+    }
+
+    /// A cancel that says nothing about the watch itself, only that its
+    /// member is going away: another member can carry it on.
+    fn member_left(&self, message: &WatchMessage) -> bool {
+        let endpoints = self.config.endpoints.len();
+        matches!(
+            message,
+            WatchMessage::Cancelled {
+                reason: CancelReason::ServerStopping | CancelReason::MemberRemoved,
+                ..
+            }
+        ) && endpoints > 1
     }
 
     /// Keeps what belongs to this watch and moves the resume point past it.
