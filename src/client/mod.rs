@@ -24,7 +24,9 @@
 //! `ClientError::OutcomeUnknown`, because it may have been applied. A member
 //! that answers "unavailable" (no leader, stopping) is left for the next one
 //! too, for reads and for writes the code says were not applied. Each call
-//! tries every endpoint at most once and ends within the command timeout.
+//! tries every endpoint at most once, waits for an answer at most the
+//! command timeout, and starts no new attempt once that has passed (a dial
+//! in progress may add up to the dial timeout).
 //!
 //! ```no_run
 //! use ember::client::{Client, ClientError, Config};
@@ -177,7 +179,10 @@ impl Client {
     pub fn request(&mut self, request: &Request) -> Result<Response, ClientError> {
         let deadline = Instant::now() + self.config.command_timeout;
         let mut last_error = None;
-        for _ in 0..self.config.endpoints.len() {
+        for attempt in 0..self.config.endpoints.len() {
+            if attempt > 0 && Instant::now() >= deadline {
+                break;
+            }
             // When every other endpoint is down too, the error names them all.
             let connection = self.connection()?;
             match call(connection, request, deadline) {
