@@ -8,7 +8,11 @@
 //! except through `server`'s entry point.
 
 pub mod args;
+pub mod bench;
 pub mod debug;
+pub mod endpoint;
+pub mod kv;
+pub mod output;
 
 use std::process::ExitCode;
 
@@ -29,6 +33,21 @@ const GLOBAL_FLAGS: &[Flag] = &[
     Flag { name: "help", takes_value: false, help: "show help for the command" },
     Flag { name: "h", takes_value: false, help: "same as --help" },
     Flag { name: "version", takes_value: false, help: "print the version" },
+    Flag {
+        name: "endpoints",
+        takes_value: true,
+        help: "client commands: comma-separated host:port list (default 127.0.0.1:7379)",
+    },
+    Flag {
+        name: "dial-timeout",
+        takes_value: true,
+        help: "client commands: time to connect to one endpoint (default 2s)",
+    },
+    Flag {
+        name: "command-timeout",
+        takes_value: true,
+        help: "client commands: time for one request, failovers included (default 5s)",
+    },
 ];
 
 /// What a command's `run` reports when it does not succeed.
@@ -84,6 +103,48 @@ const COMMANDS: &[Command] = &[
         examples: "ember version\nember --version",
         flags: &[],
         run: run_version,
+    },
+    Command {
+        name: "put",
+        summary: "write a key; prints OK",
+        usage: "ember [--endpoints LIST] put KEY VALUE",
+        examples: "ember put greeting hello\nember --endpoints 10.0.0.1:7379,10.0.0.2:7379 put k v",
+        flags: kv::PUT_FLAGS,
+        run: kv::run_put,
+    },
+    Command {
+        name: "get",
+        summary: "read a key or a range; prints each key and value on two lines",
+        usage: "ember get KEY [RANGE_END] [--prefix] [--rev N] [--serializable] [--limit N]",
+        examples: "ember get greeting\nember get --prefix /config/ --limit 10\nember get a z --rev 42",
+        flags: kv::GET_FLAGS,
+        run: kv::run_get,
+    },
+    Command {
+        name: "del",
+        summary: "delete a key or a range; prints how many keys were deleted",
+        usage: "ember del KEY [RANGE_END] [--prefix]",
+        examples: "ember del greeting\nember del --prefix /config/",
+        flags: kv::DEL_FLAGS,
+        run: kv::run_del,
+    },
+    Command {
+        name: "endpoint",
+        summary: "status or health of each endpoint",
+        usage: "ember endpoint status|health [-w simple|json|table]",
+        examples: "ember endpoint status -w json\nember --endpoints a:7379,b:7379 endpoint health",
+        flags: endpoint::ENDPOINT_FLAGS,
+        run: endpoint::run_endpoint,
+    },
+    Command {
+        name: "bench",
+        summary: "closed-loop load generator; prints one op=.. line",
+        usage: "ember bench put|get [--serializable] --clients C --conns K --total N \
+                --key-size 8 --val-size V --keyspace S",
+        examples: "ember bench put --clients 64 --conns 8 --total 100000 --val-size 256 --keyspace 100000\n\
+                   ember bench get --serializable --clients 64 --conns 8 --total 100000 --keyspace 10000",
+        flags: bench::BENCH_FLAGS,
+        run: bench::run_bench,
     },
 ];
 

@@ -1,7 +1,475 @@
 //! A blocking Rust client for applications and for the `ember` command.
 //!
-//! Owns: endpoints and failover, following leader changes, pipelining, watch
-//! streams, typed errors.
+//! Owns: endpoints and failover, pipelining, watch streams, typed errors.
 //!
 //! Must not touch: anything inside `server`, `raft` or `wal`; it speaks only the
 //! protocol in `proto`.
+//!
+//! Layout:
+//! - `Client` (this file): one connection at a time to the first reachable
+//!   of several endpoints; typed calls (`put`, `get`, `range`, `delete`,
+//!   `txn`, `compact`, `status`, `member_list`, leases, `watch`) and
+//!   `pipeline` for many requests in flight at once.
+//! - `connection`: `Connection`, the pipelined socket under both: `send`
+//!   returns a request id, `recv` the next answer or pushed watch frame.
+//!   `ember bench` drives it directly.
+//! - `watch`: `WatchStream`, a watch on its own connection that resumes on
+//!   another endpoint when its connection dies.
+//! - `endpoint`: address parsing and dialing; `error`: `ClientError`.
+//!
+//! Failover: any member serves every request, so when a connection dies the
+//! client dials the next endpoint in the list and goes on. A read whose
+//! answer was lost is sent again there (reads are safe to repeat); a write
+//! whose answer was lost is not: it comes back as
+//! `ClientError::OutcomeUnknown`, because it may have been applied. Each call
+//! tries every endpoint at most once and ends within the command timeout.
+
+mod connection;
+mod endpoint;
+mod error;
+mod watch;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+pub use connection::{
+    ConnectOptions, Connection, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_RESPONSE_BYTES,
+};
+pub use endpoint::{parse_endpoint, parse_endpoints};
+pub use error::{ClientError, DialFailure};
+pub use watch::WatchStream;
+
+use crate::proto::*;
+
+/// etcdctl's defaults: 2 s to dial and greet, 5 s for a whole call.
+pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a `Client` connects to and how long it waits.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `host:port` entries, tried in order; see `parse_endpoints`.
+    /// Invariant: not empty.
+    pub endpoints: Vec<String>,
+    pub dial_timeout: Duration,
+    /// The most one call (with its failovers) may take.
+    pub command_timeout: Duration,
+    pub max_response_bytes: u32,
+    pub max_in_flight: usize,
+}
+
+impl Config {
+    pub fn new(endpoints: Vec<String>) -> Config {
+        assert!(!endpoints.is_empty(), "a client needs at least one endpoint");
+        Config {
+            endpoints,
+            dial_timeout: DEFAULT_DIAL_TIMEOUT,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        }
+    }
+
+    fn connect_options(&self, expected_cluster_id: u64) -> ConnectOptions {
+        ConnectOptions {
+            dial_timeout: self.dial_timeout,
+            idle_timeout: Some(self.command_timeout),
+            max_response_bytes: self.max_response_bytes,
+            max_in_flight: self.max_in_flight,
+            expected_cluster_id,
+        }
+    }
+}
+
+/// A blocking client. Not shared between threads: give each thread its own,
+/// or use `pipeline` to keep many requests in flight from one.
+#[derive(Debug)]
+pub struct Client {
+    config: Config,
+    connection: Option<Connection>,
+    /// Index into `config.endpoints` of the next endpoint to dial.
+    /// Invariant: `< config.endpoints.len()`.
+    next_endpoint: usize,
+    /// The cluster of the first server met; later endpoints must match, so a
+    /// wrong endpoint list cannot mix two clusters. 0 until known.
+    cluster_id: u64,
+}
+
+impl Client {
+    /// Connects to the first reachable endpoint.
+    pub fn connect(config: Config) -> Result<Client, ClientError> {
+        let mut client = Client { config, connection: None, next_endpoint: 0, cluster_id: 0 };
+        client.connection()?;
+        Ok(client)
+    }
+
+    /// The endpoint of the current connection, if there is one.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.connection.as_ref().map(Connection::endpoint)
+    }
+
+    /// The member answering on the current connection (from its hello).
+    pub fn member_id(&self) -> Option<u64> {
+        self.connection.as_ref().map(Connection::member_id)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The current connection, dialing endpoints in turn (from the one after
+    /// the last failure) when there is none.
+    fn connection(&mut self) -> Result<&mut Connection, ClientError> {
+        if self.connection.is_none() {
+            let options = self.config.connect_options(self.cluster_id);
+            let (connection, at) =
+                dial_first(&self.config.endpoints, self.next_endpoint, &options)?;
+            self.next_endpoint = at;
+            self.cluster_id = connection.cluster_id();
+            self.connection = Some(connection);
+        }
+        Ok(self.connection.as_mut().expect("a connection was just made"))
+    }
+
+    /// Forgets the current connection; the next call dials the endpoint
+    /// after it.
+    fn drop_connection(&mut self) {
+        self.connection = None;
+        self.next_endpoint = (self.next_endpoint + 1) % self.config.endpoints.len();
+    }
+
+    /// Sends one request and waits for its answer, failing over as the
+    /// module doc describes.
+    pub fn request(&mut self, request: &Request) -> Result<Response, ClientError> {
+        let deadline = Instant::now() + self.config.command_timeout;
+        let mut last_error = None;
+        for _ in 0..self.config.endpoints.len() {
+            // When every other endpoint is down too, the error names them all.
+            let connection = self.connection()?;
+            match call(connection, request, deadline) {
+                Ok(response) => return Ok(response),
+                Err(Failure::Answered(error)) => return Err(error),
+                Err(Failure::NotSent(error)) => {
+                    self.drop_connection();
+                    last_error = Some(error);
+                }
+                Err(Failure::Lost(error)) => {
+                    self.drop_connection();
+                    if request.is_write() {
+                        return Err(self.outcome_unknown(error));
+                    }
+                    last_error = Some(error);
+                }
+                Err(Failure::Fatal(error)) => {
+                    self.drop_connection();
+                    return Err(self.fatal(error, request));
+                }
+            }
+        }
+        Err(last_error.expect("at least one endpoint was tried"))
+    }
+
+    fn outcome_unknown(&self, error: ClientError) -> ClientError {
+        match error {
+            ClientError::ConnectionLost { endpoint, cause } => {
+                ClientError::OutcomeUnknown { endpoint, cause }
+            }
+            other => other,
+        }
+    }
+
+    /// A timeout ends the call: for a write the outcome is unknown.
+    fn fatal(&self, error: ClientError, request: &Request) -> ClientError {
+        match error {
+            ClientError::Timeout { endpoint, .. } => {
+                let after_ms = self.config.command_timeout.as_millis() as u64;
+                if request.is_write() {
+                    let cause = format!("no answer within {after_ms} ms");
+                    ClientError::OutcomeUnknown { endpoint, cause }
+                } else {
+                    ClientError::Timeout { endpoint, after_ms }
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Sends every request at once on one connection (up to the in-flight
+    /// window at a time) and returns their answers in the order of
+    /// `requests`, matched by request id whatever order they arrive in.
+    ///
+    /// No failover inside a pipeline: if the connection dies, each write
+    /// still unanswered gets `OutcomeUnknown` and each read `ConnectionLost`,
+    /// and the next call dials the next endpoint.
+    pub fn pipeline(&mut self, requests: &[Request]) -> Vec<Result<Response, ClientError>> {
+        let deadline = Instant::now() + self.config.command_timeout;
+        let outcome = match self.connection() {
+            Ok(connection) => run_pipeline(connection, requests, deadline),
+            Err(error) => return requests.iter().map(|_| Err(error.clone())).collect(),
+        };
+        let (mut results, broken) = outcome;
+        if let Some(error) = broken {
+            self.drop_connection();
+            for (request, slot) in requests.iter().zip(results.iter_mut()) {
+                if slot.is_none() {
+                    let error = self.fatal(error.clone(), request);
+                    let error =
+                        if request.is_write() { self.outcome_unknown(error) } else { error };
+                    *slot = Some(Err(error));
+                }
+            }
+        }
+        results.into_iter().map(|slot| slot.expect("every request has an outcome")).collect()
+    }
+
+    /// Opens a watch on its own connection; see `WatchStream`.
+    pub fn watch(&mut self, request: WatchCreateRequest) -> Result<WatchStream, ClientError> {
+        let options = self.config.connect_options(self.cluster_id);
+        WatchStream::open(self.config.clone(), options, self.next_endpoint, request)
+    }
+}
+
+/// How one call on one connection ended badly.
+enum Failure {
+    /// The server answered with an error: the connection is fine.
+    Answered(ClientError),
+    /// The request never reached the server whole: safe to send elsewhere.
+    NotSent(ClientError),
+    /// The request was sent, then the connection died.
+    Lost(ClientError),
+    /// A timeout or protocol breach: stop trying.
+    Fatal(ClientError),
+}
+
+fn call(
+    connection: &mut Connection,
+    request: &Request,
+    deadline: Instant,
+) -> Result<Response, Failure> {
+    let id = connection.send(request).map_err(Failure::Answered)?;
+    connection.flush().map_err(Failure::NotSent)?;
+    loop {
+        let message = connection.recv(Some(deadline)).map_err(|error| match error {
+            ClientError::ConnectionLost { .. } => Failure::Lost(error),
+            other => Failure::Fatal(other),
+        })?;
+        match message {
+            ServerMessage::Response { request_id, response } if request_id == id => {
+                return check_variant(connection, request, response).map_err(Failure::Fatal);
+            }
+            ServerMessage::Error { request_id, error } if request_id == id => {
+                let endpoint = connection.endpoint().to_string();
+                return Err(Failure::Answered(ClientError::Server { endpoint, error }));
+            }
+            // Answers to other ids cannot occur on a connection used one call
+            // at a time; watch frames belong to `WatchStream`s. Skip both.
+            _ => {}
+        }
+    }
+}
+
+/// The answer's variant must match the request's (same wire tag).
+fn check_variant(
+    connection: &Connection,
+    request: &Request,
+    response: Response,
+) -> Result<Response, ClientError> {
+    if answers(request, &response) {
+        return Ok(response);
+    }
+    Err(ClientError::Protocol {
+        endpoint: connection.endpoint().to_string(),
+        detail: format!("a {} request was answered with {response:?}", request.name()),
+    })
+}
+
+/// True when `response` is the variant that answers `request`.
+fn answers(request: &Request, response: &Response) -> bool {
+    use Request as Q;
+    use Response as A;
+    matches!(
+        (request, response),
+        (Q::Range(_), A::Range(_))
+            | (Q::Put(_), A::Put(_))
+            | (Q::DeleteRange(_), A::DeleteRange(_))
+            | (Q::Txn(_), A::Txn(_))
+            | (Q::Compact(_), A::Compact(_))
+            | (Q::WatchCreate(_), A::WatchCreate(_))
+            | (Q::WatchCancel(_), A::WatchCancel(_))
+            | (Q::WatchProgress, A::WatchProgress(_))
+            | (Q::LeaseGrant(_), A::LeaseGrant(_))
+            | (Q::LeaseRevoke(_), A::LeaseRevoke(_))
+            | (Q::LeaseKeepAlive(_), A::LeaseKeepAlive(_))
+            | (Q::LeaseTimeToLive(_), A::LeaseTimeToLive(_))
+            | (Q::LeaseLeases, A::LeaseLeases(_))
+            | (Q::MemberList(_), A::MemberList(_))
+            | (Q::Status, A::Status(_))
+    )
+}
+
+/// Each request's outcome (`None` while unanswered), and the error that
+/// broke the connection, if one did.
+type PipelineOutcome = (Vec<Option<Result<Response, ClientError>>>, Option<ClientError>);
+
+/// Keeps up to the window of `requests` in flight and files each answer
+/// under its request's index.
+fn run_pipeline(
+    connection: &mut Connection,
+    requests: &[Request],
+    deadline: Instant,
+) -> PipelineOutcome {
+    let mut results: Vec<Option<Result<Response, ClientError>>> = vec![None; requests.len()];
+    let mut index_of_id: HashMap<u64, usize> = HashMap::with_capacity(requests.len());
+    let mut next = 0;
+    while next < requests.len() || !index_of_id.is_empty() {
+        while next < requests.len() {
+            match connection.send(&requests[next]) {
+                Ok(id) => {
+                    index_of_id.insert(id, next);
+                }
+                Err(ClientError::WindowFull { .. }) => break,
+                Err(error @ ClientError::TooLarge { .. }) => results[next] = Some(Err(error)),
+                Err(error) => return (results, Some(error)),
+            }
+            next += 1;
+        }
+        let message = match connection.recv(Some(deadline)) {
+            Ok(message) => message,
+            Err(error) => return (results, Some(error)),
+        };
+        let endpoint = connection.endpoint().to_string();
+        let (id, result) = match message {
+            ServerMessage::Response { request_id, response } => (request_id, Ok(response)),
+            ServerMessage::Error { request_id, error } => {
+                (request_id, Err(ClientError::Server { endpoint, error }))
+            }
+            ServerMessage::Watch { .. } => continue,
+        };
+        if let Some(index) = index_of_id.remove(&id) {
+            let result = result.and_then(|r| check_variant(connection, &requests[index], r));
+            results[index] = Some(result);
+        }
+    }
+    (results, None)
+}
+
+/// Dials the endpoints in turn, starting at `first`, and returns the first
+/// connection made with its endpoint's index.
+pub(crate) fn dial_first(
+    endpoints: &[String],
+    first: usize,
+    options: &ConnectOptions,
+) -> Result<(Connection, usize), ClientError> {
+    let mut tried = Vec::new();
+    for offset in 0..endpoints.len() {
+        let at = (first + offset) % endpoints.len();
+        match Connection::open(&endpoints[at], options) {
+            Ok(connection) => return Ok((connection, at)),
+            Err(reason) => tried.push(DialFailure { endpoint: endpoints[at].clone(), reason }),
+        }
+    }
+    Err(ClientError::Unreachable { tried })
+}
+
+/// Unwraps the response variant a typed call expects; `check_variant` has
+/// already made sure it is the right one.
+macro_rules! typed_call {
+    ($client:expr, $request:expr, $variant:path) => {
+        match $client.request(&$request)? {
+            $variant(answer) => Ok(answer),
+            other => unreachable!("check_variant let {other:?} through"),
+        }
+    };
+}
+
+impl Client {
+    /// Reads `[key, range_end)` with every option of `RangeRequest`.
+    pub fn range(&mut self, request: RangeRequest) -> Result<RangeResponse, ClientError> {
+        typed_call!(self, Request::Range(request), Response::Range)
+    }
+
+    /// The newest version of one key, linearizable; `None` when absent.
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<KeyValue>, ClientError> {
+        let request = RangeRequest { key: key.to_vec(), ..RangeRequest::default() };
+        Ok(self.range(request)?.kvs.into_iter().next())
+    }
+
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<PutResponse, ClientError> {
+        let request = PutRequest { key: key.to_vec(), value: value.to_vec(), ..Default::default() };
+        self.put_with(request)
+    }
+
+    /// A put with every option of `PutRequest` (lease, prev_kv, ...).
+    pub fn put_with(&mut self, request: PutRequest) -> Result<PutResponse, ClientError> {
+        typed_call!(self, Request::Put(request), Response::Put)
+    }
+
+    /// Deletes one key; returns how many keys were deleted (0 or 1).
+    pub fn delete(&mut self, key: &[u8]) -> Result<i64, ClientError> {
+        let request = DeleteRangeRequest { key: key.to_vec(), ..Default::default() };
+        Ok(self.delete_range(request)?.deleted)
+    }
+
+    pub fn delete_range(
+        &mut self,
+        request: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, ClientError> {
+        typed_call!(self, Request::DeleteRange(request), Response::DeleteRange)
+    }
+
+    pub fn txn(&mut self, request: TxnRequest) -> Result<TxnResponse, ClientError> {
+        typed_call!(self, Request::Txn(request), Response::Txn)
+    }
+
+    pub fn compact(
+        &mut self,
+        revision: i64,
+        physical: bool,
+    ) -> Result<CompactionResponse, ClientError> {
+        let request = CompactionRequest { revision, physical };
+        typed_call!(self, Request::Compact(request), Response::Compact)
+    }
+
+    /// The status of the member on the current connection.
+    pub fn status(&mut self) -> Result<StatusResponse, ClientError> {
+        typed_call!(self, Request::Status, Response::Status)
+    }
+
+    pub fn member_list(&mut self, linearizable: bool) -> Result<MemberListResponse, ClientError> {
+        let request = MemberListRequest { linearizable };
+        typed_call!(self, Request::MemberList(request), Response::MemberList)
+    }
+
+    /// Grants a lease of `ttl_secs`; `id` 0 lets the server choose.
+    pub fn lease_grant(
+        &mut self,
+        ttl_secs: i64,
+        id: i64,
+    ) -> Result<LeaseGrantResponse, ClientError> {
+        let request = LeaseGrantRequest { ttl_secs, id };
+        typed_call!(self, Request::LeaseGrant(request), Response::LeaseGrant)
+    }
+
+    pub fn lease_revoke(&mut self, id: i64) -> Result<LeaseRevokeResponse, ClientError> {
+        typed_call!(self, Request::LeaseRevoke(LeaseRevokeRequest { id }), Response::LeaseRevoke)
+    }
+
+    /// Renews a lease once; call it again well within the TTL.
+    pub fn lease_keep_alive(&mut self, id: i64) -> Result<LeaseKeepAliveResponse, ClientError> {
+        let request = LeaseKeepAliveRequest { id };
+        typed_call!(self, Request::LeaseKeepAlive(request), Response::LeaseKeepAlive)
+    }
+
+    pub fn lease_time_to_live(
+        &mut self,
+        id: i64,
+        keys: bool,
+    ) -> Result<LeaseTimeToLiveResponse, ClientError> {
+        let request = LeaseTimeToLiveRequest { id, keys };
+        typed_call!(self, Request::LeaseTimeToLive(request), Response::LeaseTimeToLive)
+    }
+
+    pub fn lease_leases(&mut self) -> Result<LeaseLeasesResponse, ClientError> {
+        typed_call!(self, Request::LeaseLeases, Response::LeaseLeases)
+    }
+}

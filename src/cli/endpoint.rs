@@ -1,0 +1,263 @@
+//! `ember endpoint status` and `ember endpoint health`: each endpoint of
+//! `--endpoints` asked on its own, as etcdctl does.
+//!
+//! `status` prints one line (or JSON object, or table row) per endpoint that
+//! answered and names the others on stderr; `health` reads a key with a
+//! linearizable range, which needs a leader and a quorum, and times it.
+//! Either exits 1 when any endpoint failed.
+
+use std::time::Instant;
+
+use super::CliError;
+use super::args::{Flag, Parsed, process_env};
+use super::output::{client_config, go_duration, json_string, si_bytes};
+use crate::client::{Client, ClientError, Config};
+use crate::proto::{RangeRequest, StatusResponse};
+
+pub const ENDPOINT_FLAGS: &[Flag] = &[
+    Flag {
+        name: "w",
+        takes_value: true,
+        help: "output format: simple, json or table (also --write-out)",
+    },
+    Flag { name: "write-out", takes_value: true, help: "same as -w" },
+];
+
+/// The key `health` reads, as etcdctl's health check does.
+const HEALTH_KEY: &[u8] = b"health";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Simple,
+    Json,
+    Table,
+}
+
+pub fn run_endpoint(parsed: &Parsed) -> Result<(), CliError> {
+    let format = format(parsed)?;
+    let config = client_config(parsed)?;
+    match parsed.positionals.as_slice() {
+        [what] if what == "status" => status(&config, format),
+        [what] if what == "health" => health(&config, format),
+        _ => Err(CliError::Usage("endpoint takes 'status' or 'health'".to_string())),
+    }
+}
+
+fn format(parsed: &Parsed) -> Result<Format, CliError> {
+    let text = parsed.value("w", process_env).or_else(|| parsed.value("write-out", process_env));
+    match text.as_deref() {
+        None | Some("simple") => Ok(Format::Simple),
+        Some("json") => Ok(Format::Json),
+        Some("table") => Ok(Format::Table),
+        Some(other) => Err(CliError::Usage(format!(
+            "invalid value {other:?} for -w: expected simple, json or table"
+        ))),
+    }
+}
+
+/// A client for one endpoint of the list, with the list's timeouts.
+fn one_endpoint(config: &Config, endpoint: &str) -> Result<Client, ClientError> {
+    let mut single = config.clone();
+    single.endpoints = vec![endpoint.to_string()];
+    Client::connect(single)
+}
+
+fn status(config: &Config, format: Format) -> Result<(), CliError> {
+    let mut rows = Vec::new();
+    let mut failures = Vec::new();
+    for endpoint in &config.endpoints {
+        match one_endpoint(config, endpoint).and_then(|mut client| client.status()) {
+            Ok(status) => rows.push((endpoint.as_str(), status)),
+            Err(error) => {
+                eprintln!("ember: failed to get the status of endpoint {endpoint}: {error}");
+                failures.push(endpoint.as_str());
+            }
+        }
+    }
+    match format {
+        Format::Simple => rows.iter().for_each(|(e, s)| println!("{}", status_line(e, s))),
+        Format::Json => println!("{}", status_json(&rows)),
+        Format::Table => print!("{}", status_table(&rows)),
+    }
+    finish(&failures, "could not get the status of")
+}
+
+fn finish(failures: &[&str], what: &str) -> Result<(), CliError> {
+    if failures.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::Failed(format!("{what} {}", failures.join(", "))))
+}
+
+/// The columns of `status`, in etcdctl's order with revision and leader id
+/// added before the errors.
+const STATUS_COLUMNS: [&str; 12] = [
+    "ENDPOINT",
+    "ID",
+    "VERSION",
+    "DB SIZE",
+    "IS LEADER",
+    "IS LEARNER",
+    "RAFT TERM",
+    "RAFT INDEX",
+    "RAFT APPLIED INDEX",
+    "REVISION",
+    "LEADER ID",
+    "ERRORS",
+];
+
+fn status_cells(endpoint: &str, status: &StatusResponse) -> [String; 12] {
+    [
+        endpoint.to_string(),
+        format!("{:x}", status.header.member_id),
+        status.version.clone(),
+        si_bytes(status.data_size_bytes),
+        is_leader(status).to_string(),
+        status.is_learner.to_string(),
+        status.raft_term.to_string(),
+        status.raft_commit_index.to_string(),
+        status.raft_applied_index.to_string(),
+        status.header.revision.to_string(),
+        format!("{:x}", status.leader_id),
+        status.errors.join(", "),
+    ]
+}
+
+fn is_leader(status: &StatusResponse) -> bool {
+    status.leader_id != 0 && status.leader_id == status.header.member_id
+}
+
+pub(crate) fn status_line(endpoint: &str, status: &StatusResponse) -> String {
+    status_cells(endpoint, status).join(", ")
+}
+
+/// One JSON array, an object per endpoint, numbers as numbers.
+pub(crate) fn status_json(rows: &[(&str, StatusResponse)]) -> String {
+    let objects: Vec<String> = rows
+        .iter()
+        .map(|(endpoint, s)| {
+            let errors: Vec<String> = s.errors.iter().map(|e| json_string(e)).collect();
+            format!(
+                "{{\"endpoint\":{},\"cluster_id\":{},\"member_id\":{},\"leader_id\":{},\
+                 \"is_leader\":{},\"is_learner\":{},\"raft_term\":{},\"raft_index\":{},\
+                 \"raft_applied_index\":{},\"revision\":{},\"compact_revision\":{},\
+                 \"data_size_bytes\":{},\"version\":{},\"errors\":[{}]}}",
+                json_string(endpoint),
+                s.header.cluster_id,
+                s.header.member_id,
+                s.leader_id,
+                is_leader(s),
+                s.is_learner,
+                s.raft_term,
+                s.raft_commit_index,
+                s.raft_applied_index,
+                s.header.revision,
+                s.compact_revision,
+                s.data_size_bytes,
+                json_string(&s.version),
+                errors.join(","),
+            )
+        })
+        .collect();
+    format!("[{}]", objects.join(","))
+}
+
+fn status_table(rows: &[(&str, StatusResponse)]) -> String {
+    let cells: Vec<[String; 12]> = rows.iter().map(|(e, s)| status_cells(e, s)).collect();
+    let header = STATUS_COLUMNS.map(str::to_string);
+    table(&header, &cells)
+}
+
+/// An ASCII table like etcdctl's `-w table`.
+fn table<const N: usize>(header: &[String; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let rule: String =
+        widths.iter().map(|w| format!("+{}", "-".repeat(w + 2))).collect::<String>() + "+\n";
+    let line = |row: &[String; N]| {
+        let cells: String =
+            row.iter().zip(&widths).map(|(cell, w)| format!("| {cell:^w$} ", w = *w)).collect();
+        cells + "|\n"
+    };
+    let mut text = rule.clone() + &line(header) + &rule;
+    for row in rows {
+        text.push_str(&line(row));
+    }
+    text + &rule
+}
+
+/// One endpoint's health: how long the check took, or why it failed.
+struct Health {
+    endpoint: String,
+    took: std::time::Duration,
+    error: Option<String>,
+}
+
+fn check_health(config: &Config, endpoint: &str) -> Health {
+    let started = Instant::now();
+    let error = match one_endpoint(config, endpoint) {
+        Ok(mut client) => probe(&mut client).err(),
+        Err(error) => Some(error.to_string()),
+    };
+    Health { endpoint: endpoint.to_string(), took: started.elapsed(), error }
+}
+
+/// A linearizable read (it needs a leader and a quorum), then the member's
+/// alarms, which make it unhealthy too.
+fn probe(client: &mut Client) -> Result<(), String> {
+    let request = RangeRequest { key: HEALTH_KEY.to_vec(), ..RangeRequest::default() };
+    client.range(request).map_err(|error| error.to_string())?;
+    let status = client.status().map_err(|error| error.to_string())?;
+    if !status.errors.is_empty() {
+        return Err(format!("active alarm(s): {}", status.errors.join(", ")));
+    }
+    Ok(())
+}
+
+fn health(config: &Config, format: Format) -> Result<(), CliError> {
+    let checks: Vec<Health> = config.endpoints.iter().map(|e| check_health(config, e)).collect();
+    match format {
+        Format::Json => println!("{}", health_json(&checks)),
+        Format::Simple | Format::Table => checks.iter().for_each(print_health),
+    }
+    let failures: Vec<&str> =
+        checks.iter().filter(|c| c.error.is_some()).map(|c| c.endpoint.as_str()).collect();
+    finish(&failures, "unhealthy cluster:")
+}
+
+fn print_health(check: &Health) {
+    let took = go_duration(check.took);
+    match &check.error {
+        None => println!(
+            "{} is healthy: successfully committed proposal: took = {took}",
+            check.endpoint
+        ),
+        Some(error) => eprintln!(
+            "{} is unhealthy: failed to commit proposal: {error} (took = {took})",
+            check.endpoint
+        ),
+    }
+}
+
+fn health_json(checks: &[Health]) -> String {
+    let objects: Vec<String> = checks
+        .iter()
+        .map(|check| {
+            let error = match &check.error {
+                Some(error) => format!(",\"error\":{}", json_string(error)),
+                None => String::new(),
+            };
+            format!(
+                "{{\"endpoint\":{},\"health\":{},\"took\":{}{error}}}",
+                json_string(&check.endpoint),
+                check.error.is_none(),
+                json_string(&go_duration(check.took)),
+            )
+        })
+        .collect();
+    format!("[{}]", objects.join(","))
+}

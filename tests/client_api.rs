@@ -1,0 +1,374 @@
+//! The Rust client against a scripted fake server: handshake, pipelining
+//! with answers out of order, failover, unknown outcomes, error codes,
+//! timeouts and watch streams.
+
+mod client_fake;
+
+use std::time::Duration;
+
+use client_fake::*;
+use ember::client::{Client, ClientError, Config, ConnectOptions, Connection};
+use ember::proto::*;
+
+fn config(endpoints: &[&str]) -> Config {
+    let mut config = Config::new(endpoints.iter().map(|e| e.to_string()).collect());
+    config.dial_timeout = Duration::from_millis(500);
+    config.command_timeout = Duration::from_secs(3);
+    config
+}
+
+fn put_response(member_id: u64, revision: i64) -> Response {
+    Response::Put(PutResponse { header: header(member_id, revision), prev_kv: None })
+}
+
+fn range_response(member_id: u64, key: &[u8], value: &[u8]) -> Response {
+    let kv = KeyValue { key: key.to_vec(), value: value.to_vec(), ..KeyValue::default() };
+    Response::Range(RangeResponse {
+        header: header(member_id, 5),
+        kvs: vec![kv],
+        more: false,
+        count: 1,
+    })
+}
+
+#[test]
+fn the_handshake_announces_the_limit_and_learns_the_member() {
+    let (address, server) = scripted(|listener| {
+        let mut peer = Peer::accept(&listener, 0xA1);
+        assert_eq!(peer.hello, ClientHello::new(ember::client::DEFAULT_MAX_RESPONSE_BYTES));
+        let (id, request) = peer.read_request().unwrap();
+        assert_eq!(id, 1, "request ids start at 1");
+        assert_eq!(request, Request::Status);
+        peer.respond(
+            id,
+            &Response::Status(StatusResponse {
+                header: header(0xA1, 9),
+                leader_id: 0xA1,
+                ..StatusResponse::default()
+            }),
+        );
+    });
+    let mut client = Client::connect(config(&[&address])).unwrap();
+    assert_eq!(client.member_id(), Some(0xA1));
+    let status = client.status().unwrap();
+    assert_eq!((status.header.revision, status.leader_id), (9, 0xA1));
+    server.join().unwrap();
+}
+
+#[test]
+fn a_refused_handshake_moves_on_to_the_next_endpoint() {
+    let (refusing, first) = scripted(|listener| {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut hello = [0u8; CLIENT_HELLO_BYTES];
+        std::io::Read::read_exact(&mut stream, &mut hello).unwrap();
+        let refusal = ServerHello::Refused {
+            reason: Refusal::TooManyConnections,
+            server_min_version: 1,
+            server_max_version: 1,
+        };
+        std::io::Write::write_all(&mut stream, &refusal.encode(&server_params(1))).unwrap();
+    });
+    let store = FakeStore::default();
+    let second = store.serve(2);
+    let client = Client::connect(config(&[&refusing, &second])).unwrap();
+    assert_eq!(client.endpoint(), Some(second.as_str()));
+    first.join().unwrap();
+}
+
+#[test]
+fn pipelined_answers_out_of_order_are_matched_by_id() {
+    let (address, server) = scripted(|listener| {
+        let mut peer = Peer::accept(&listener, 1);
+        let requests: Vec<(u64, Request)> = (0..3).map(|_| peer.read_request().unwrap()).collect();
+        // Answer last first: the ids, not the order, tie answers to requests.
+        for (id, request) in requests.iter().rev() {
+            match request {
+                Request::Put(_) => peer.respond(*id, &put_response(1, 7)),
+                Request::Range(range) => peer.respond(*id, &range_response(1, &range.key, b"v")),
+                Request::Status => peer.fail(*id, ErrorCode::NoLeader),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    let mut client = Client::connect(config(&[&address])).unwrap();
+    let put = Request::Put(PutRequest { key: b"a".to_vec(), ..PutRequest::default() });
+    let get = Request::Range(RangeRequest { key: b"b".to_vec(), ..RangeRequest::default() });
+    let results = client.pipeline(&[put, get, Request::Status]);
+    assert!(matches!(&results[0], Ok(Response::Put(p)) if p.header.revision == 7));
+    assert!(matches!(&results[1], Ok(Response::Range(r)) if r.kvs[0].key == b"b"));
+    assert_eq!(results[2].as_ref().unwrap_err().code(), Some(ErrorCode::NoLeader));
+    server.join().unwrap();
+}
+
+#[test]
+fn a_connection_keeps_many_requests_in_flight_within_its_window() {
+    let (address, server) = scripted(|listener| {
+        let mut peer = Peer::accept(&listener, 1);
+        let ids: Vec<u64> = (0..4).map(|_| peer.read_request().unwrap().0).collect();
+        for id in [ids[2], ids[0], ids[3], ids[1]] {
+            peer.respond(id, &put_response(1, id as i64));
+        }
+    });
+    let options = ConnectOptions { max_in_flight: 4, ..ConnectOptions::default() };
+    let mut connection = Connection::connect(&address, &options).unwrap();
+    let put = Request::Put(PutRequest { key: b"k".to_vec(), ..PutRequest::default() });
+    let sent: Vec<u64> = (0..4).map(|_| connection.send(&put).unwrap()).collect();
+    assert!(matches!(connection.send(&put), Err(ClientError::WindowFull { max_in_flight: 4 })));
+    let mut answered = Vec::new();
+    while connection.in_flight() > 0 {
+        match connection.recv(None).unwrap() {
+            ServerMessage::Response { request_id, .. } => answered.push(request_id),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(answered, [sent[2], sent[0], sent[3], sent[1]]);
+    server.join().unwrap();
+}
+
+#[test]
+fn a_down_endpoint_is_skipped() {
+    let store = FakeStore::default();
+    let live = store.serve(2);
+    let dead = dead_endpoint();
+    let mut client = Client::connect(config(&[&dead, &live])).unwrap();
+    client.put(b"k", b"v").unwrap();
+    assert_eq!(client.endpoint(), Some(live.as_str()));
+    assert_eq!(client.get(b"k").unwrap().unwrap().value, b"v");
+}
+
+#[test]
+fn no_reachable_endpoint_names_every_address_tried() {
+    let (first, second) = (dead_endpoint(), dead_endpoint());
+    let error = Client::connect(config(&[&first, &second])).unwrap_err();
+    let ClientError::Unreachable { tried } = &error else { panic!("{error:?}") };
+    assert_eq!(tried.len(), 2);
+    let text = error.to_string();
+    assert!(text.contains(&first) && text.contains(&second), "{text}");
+}
+
+#[test]
+fn a_read_is_retried_on_the_next_endpoint_when_its_connection_dies() {
+    let (first, dying) = scripted(|listener| {
+        let mut peer = Peer::accept(&listener, 1);
+        assert!(matches!(peer.read_request(), Some((_, Request::Range(_)))));
+        // Close without answering.
+    });
+    let store = FakeStore::default();
+    store.data.lock().unwrap().insert(b"k".to_vec(), b"from-second".to_vec());
+    let second = store.serve(2);
+    let mut client = Client::connect(config(&[&first, &second])).unwrap();
+    let kv = client.get(b"k").unwrap().unwrap();
+    assert_eq!(kv.value, b"from-second");
+    assert_eq!(client.endpoint(), Some(second.as_str()));
+    dying.join().unwrap();
+}
+
+#[test]
+fn a_write_whose_answer_is_lost_has_an_unknown_outcome_and_is_not_resent() {
+    let (first, dying) = scripted(|listener| {
+        let mut peer = Peer::accept(&listener, 1);
+        assert!(matches!(peer.read_request(), Some((_, Request::Put(_)))));
+    });
+    let store = FakeStore::default();
+    let second = store.serve(2);
+    let mut client = Client::connect(config(&[&first, &second])).unwrap();
+    let error = client.put(b"k", b"v").unwrap_err();
+    assert!(matches!(error, ClientError::OutcomeUnknown { .. }), "{error:?}");
+    assert!(error.outcome_unknown());
+    assert!(error.to_string().contains("may or may not"), "{error}");
+    dying.join().unwrap();
+    assert!(store.requests.lock().unwrap().is_empty(), "the write was sent again");
+    // The client carries on with the next endpoint.
+    client.put(b"k", b"v2").unwrap();
+    assert_eq!(client.endpoint(), Some(second.as_str()));
+}
+
+#[test]
+fn server_error_codes_are_surfaced() {
+    let (address, server) = scripted(|listener| {
+        let mut peer = Peer::accept(&listener, 1);
+        for code in [ErrorCode::NoLeader, ErrorCode::LeaderChanged, ErrorCode::Compacted] {
+            let (id, _) = peer.read_request().unwrap();
+            peer.fail(id, code);
+        }
+        let (id, _) = peer.read_request().unwrap();
+        peer.write(&unknown_code_frame(id));
+    });
+    let mut client = Client::connect(config(&[&address])).unwrap();
+    let error = client.put(b"k", b"v").unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::NoLeader));
+    assert!(!error.outcome_unknown());
+    let error = client.put(b"k", b"v").unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::LeaderChanged));
+    assert!(error.outcome_unknown(), "LeaderChanged leaves a write's outcome open");
+    let error = client.get(b"k").unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::Compacted));
+    let error = client.get(b"k").unwrap_err();
+    let ClientError::Server { error: body, .. } = &error else { panic!("{error:?}") };
+    assert_eq!((body.code_number, body.code()), (4242, None));
+    server.join().unwrap();
+}
+
+fn unknown_code_frame(id: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let body = ErrorBody { code_number: 4242, message: "from the future".to_string() };
+    encode_error(&mut out, id, &body, 1 << 20);
+    out
+}
+
+#[test]
+fn no_answer_within_the_command_timeout() {
+    let (address, server) = scripted(|listener| {
+        let mut peer = Peer::accept(&listener, 1);
+        assert!(peer.read_request().is_some());
+        let mut peer = Peer::accept(&listener, 1);
+        assert!(peer.read_request().is_some());
+        // Hold both connections open until the client gives up on them.
+        assert!(peer.read_request().is_none());
+    });
+    let mut config = config(&[&address]);
+    config.command_timeout = Duration::from_millis(200);
+    let mut client = Client::connect(config).unwrap();
+    let error = client.get(b"k").unwrap_err();
+    assert!(matches!(error, ClientError::Timeout { after_ms: 200, .. }), "{error:?}");
+    let error = client.put(b"k", b"v").unwrap_err();
+    assert!(matches!(error, ClientError::OutcomeUnknown { .. }), "{error:?}");
+    drop(client);
+    server.join().unwrap();
+}
+
+#[test]
+fn a_wrong_answer_type_is_a_protocol_error() {
+    let (address, server) = scripted(|listener| {
+        let mut peer = Peer::accept(&listener, 1);
+        let (id, _) = peer.read_request().unwrap();
+        peer.respond(id, &put_response(1, 3));
+    });
+    let mut client = Client::connect(config(&[&address])).unwrap();
+    let error = client.status().unwrap_err();
+    assert!(matches!(error, ClientError::Protocol { .. }), "{error:?}");
+    server.join().unwrap();
+}
+
+#[test]
+fn an_answer_larger_than_the_read_buffer_arrives_whole() {
+    let big = vec![b'x'; 300 * 1024];
+    let value = big.clone();
+    let (address, server) = scripted(move |listener| {
+        let mut peer = Peer::accept(&listener, 1);
+        let (id, _) = peer.read_request().unwrap();
+        peer.respond(id, &range_response(1, b"big", &value));
+        let (id, _) = peer.read_request().unwrap();
+        peer.respond(id, &range_response(1, b"small", b"s"));
+    });
+    let mut client = Client::connect(config(&[&address])).unwrap();
+    assert_eq!(client.get(b"big").unwrap().unwrap().value, big);
+    assert_eq!(client.get(b"small").unwrap().unwrap().value, b"s");
+    server.join().unwrap();
+}
+
+#[test]
+fn a_request_over_the_server_limit_is_refused_before_sending() {
+    let store = FakeStore::default();
+    let address = store.serve(1);
+    let mut client = Client::connect(config(&[&address])).unwrap();
+    let huge = vec![0u8; DEFAULT_MAX_REQUEST_BYTES as usize + 1];
+    let error = client.put(b"k", &huge).unwrap_err();
+    assert!(matches!(error, ClientError::TooLarge { .. }), "{error:?}");
+    client.put(b"k", b"small").unwrap();
+    assert_eq!(store.requests.lock().unwrap().len(), 1);
+}
+
+fn event(revision: i64) -> Event {
+    let kv = KeyValue {
+        key: b"w".to_vec(),
+        value: revision.to_string().into_bytes(),
+        mod_revision: revision,
+        ..KeyValue::default()
+    };
+    Event { kind: EventKind::Put, kv, prev_kv: None }
+}
+
+#[test]
+fn a_watch_stream_yields_events_progress_and_its_end() {
+    let (address, server) = scripted(|listener| {
+        // The client's own connection; the watch opens a second one.
+        let _client = Peer::accept(&listener, 1);
+        let mut peer = Peer::accept(&listener, 1);
+        let (id, request) = peer.read_request().unwrap();
+        let Request::WatchCreate(create) = request else { panic!("{request:?}") };
+        assert_eq!((create.key.as_slice(), create.start_revision), (&b"w"[..], 11));
+        peer.respond(
+            id,
+            &Response::WatchCreate(WatchCreateResponse { header: header(1, 10), watch_id: 7 }),
+        );
+        peer.push(
+            7,
+            &WatchMessage::Events { header: header(1, 12), events: vec![event(11), event(12)] },
+        );
+        peer.push(99, &WatchMessage::Progress { header: header(1, 12) });
+        let (id, request) = peer.read_request().unwrap();
+        assert_eq!(request, Request::WatchProgress);
+        peer.respond(id, &Response::WatchProgress(header(1, 12)));
+        peer.push(
+            7,
+            &WatchMessage::Cancelled {
+                header: header(1, 12),
+                reason: CancelReason::Compacted,
+                compact_revision: 12,
+            },
+        );
+    });
+    let mut client = Client::connect(config(&[&address])).unwrap();
+    let request =
+        WatchCreateRequest { key: b"w".to_vec(), start_revision: 11, ..Default::default() };
+    let mut watch = client.watch(request).unwrap();
+    assert_eq!(watch.watch_id(), 7);
+    let Some(Ok(WatchMessage::Events { events, .. })) = watch.next() else { panic!() };
+    assert_eq!(events.len(), 2);
+    watch.request_progress().unwrap();
+    let progress = watch.next().unwrap().unwrap();
+    assert_eq!(progress, WatchMessage::Progress { header: header(1, 12) });
+    let cancelled = watch.next().unwrap().unwrap();
+    assert!(matches!(cancelled, WatchMessage::Cancelled { compact_revision: 12, .. }));
+    assert!(watch.next().is_none(), "nothing follows a cancel");
+    server.join().unwrap();
+}
+
+#[test]
+fn a_watch_resumes_on_the_next_endpoint_after_the_last_revision_seen() {
+    let (first, dying) = scripted(|listener| {
+        let _client = Peer::accept(&listener, 1);
+        let mut peer = Peer::accept(&listener, 1);
+        let (id, _) = peer.read_request().unwrap();
+        let created = WatchCreateResponse { header: header(1, 10), watch_id: 3 };
+        peer.respond(id, &Response::WatchCreate(created));
+        peer.push(3, &WatchMessage::Events { header: header(1, 11), events: vec![event(11)] });
+    });
+    let (second, resumed) = scripted(|listener| {
+        let mut peer = Peer::accept(&listener, 2);
+        let (id, request) = peer.read_request().unwrap();
+        let Request::WatchCreate(create) = request else { panic!("{request:?}") };
+        assert_eq!(create.start_revision, 12, "resumes after the last event delivered");
+        let created = WatchCreateResponse { header: header(2, 12), watch_id: 1 };
+        peer.respond(id, &Response::WatchCreate(created));
+        peer.push(1, &WatchMessage::Events { header: header(2, 12), events: vec![event(12)] });
+        assert!(peer.read_request().is_none());
+    });
+    let mut client = Client::connect(config(&[&first, &second])).unwrap();
+    let request = WatchCreateRequest { key: b"w".to_vec(), ..Default::default() };
+    let mut watch = client.watch(request).unwrap();
+    let revisions: Vec<i64> = watch
+        .by_ref()
+        .take(2)
+        .map(|message| match message.unwrap() {
+            WatchMessage::Events { events, .. } => events[0].kv.mod_revision,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(revisions, [11, 12]);
+    assert_eq!(watch.endpoint(), second);
+    dying.join().unwrap();
+    drop(watch);
+    resumed.join().unwrap();
+}
