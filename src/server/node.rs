@@ -132,7 +132,11 @@ impl Node {
         let now = Instant::now();
         let (storage, store, snapshot_meta) = open_state(&config)?;
         let raft_config = raft_config(&config, snapshot_meta.index);
-        let raft = RawNode::new(&raft_config, storage).map_err(ServeError::Raft)?;
+        let mut raft = RawNode::new(&raft_config, storage).map_err(ServeError::Raft)?;
+        // The only voter need not wait an election timeout to lead.
+        if raft.conf_state().voters == [config.member_id] {
+            raft.campaign();
+        }
         let status = raft.status();
         let poll = Poll::new().map_err(|e| ServeError::io("poll", e))?;
         let listeners = bind_clients(&config, &poll)?;
