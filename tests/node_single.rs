@@ -190,3 +190,57 @@ fn sigterm_stops_cleanly_and_bad_flags_exit_2() {
     assert_eq!(status.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&status.stderr).contains("election-timeout"));
 }
+
+#[test]
+fn a_watcher_that_does_not_read_holds_nobody_up_and_misses_nothing() {
+    let node = Cluster::start("slow", 1, &[]);
+    node.wait_leader(Duration::from_secs(10));
+    let mut slow = handshake(&node.members[0].endpoint());
+    let create = Request::WatchCreate(WatchCreateRequest {
+        key: b"s/".to_vec(),
+        range_end: proto::prefix_range_end(b"s/"),
+        ..Default::default()
+    });
+    let mut frame = Vec::new();
+    proto::encode_request(&mut frame, 1, &create, 1 << 20).unwrap();
+    slow.write_all(&frame).unwrap();
+    // About 16 MB of events, far more than the socket buffers hold.
+    let mut client = node.client(0);
+    let writes = 4000;
+    let value = vec![b'v'; 4096];
+    for batch in 0..writes / 500 {
+        let requests: Vec<Request> =
+            (batch * 500..(batch + 1) * 500).map(|i| put(format!("s/{i:05}"), &value)).collect();
+        for result in client.pipeline(&requests) {
+            assert!(result.is_ok());
+        }
+    }
+    // Another client is served at once while the watcher lags.
+    let mut other = node.client(0);
+    other.put(b"other", b"1").unwrap();
+    assert!(other.get(b"other").unwrap().is_some());
+    // When the watcher reads at last, every event is there, in order.
+    let mut buffer = Vec::new();
+    let mut next_revision = 2;
+    let mut chunk = vec![0u8; 1 << 16];
+    while next_revision < writes as i64 + 2 {
+        let n = slow.read(&mut chunk).unwrap();
+        assert!(n > 0, "connection closed at revision {next_revision}");
+        buffer.extend_from_slice(&chunk[..n]);
+        let mut decoder = FrameDecoder::new(&buffer, 1 << 20);
+        for frame in decoder.by_ref() {
+            match proto::decode_server_message(&frame.unwrap()).unwrap() {
+                ServerMessage::Watch { message: WatchMessage::Events { events, .. }, .. } => {
+                    for event in events {
+                        assert_eq!(event.kv.mod_revision, next_revision);
+                        next_revision += 1;
+                    }
+                }
+                ServerMessage::Response { .. } => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        let consumed = decoder.consumed_bytes();
+        buffer.drain(..consumed);
+    }
+}

@@ -398,6 +398,21 @@ impl Node {
         behind
     }
 
+    /// Sends a progress message to every caught-up watch that asked for them.
+    pub(super) fn notify_progress(&mut self) {
+        let header = self.header();
+        let current = self.store.current_revision();
+        for conn in self.conns.iter_mut().flatten() {
+            let Phase::Open(session) = conn.phase else { continue };
+            for (id, watcher) in &conn.watchers {
+                if watcher.progress_notify && watcher.next.main > current {
+                    let max = session.client_max_frame_bytes;
+                    watch::progress(*id, header, max, &mut conn.write_buf);
+                }
+            }
+        }
+    }
+
     pub(super) fn flush_conn(&mut self, slot: usize) {
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
         if conn.pending_write_bytes() > 0 && conn.flush().is_err() {

@@ -49,6 +49,9 @@ const EVENTS_CAPACITY: usize = 1024;
 pub const MAX_SNAPSHOT_BYTES: usize = 1 << 30;
 /// Keys a pending compaction drops per iteration, so it never stalls the loop.
 pub const COMPACT_STEP_KEYS: usize = 1024;
+/// How often a watch that asked for progress notifications gets one while
+/// idle (etcd's default).
+pub const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
 /// Bytes per chunk when a snapshot image is written.
 pub const IMAGE_CHUNK_BYTES: usize = 1 << 20;
 
@@ -118,6 +121,7 @@ pub struct Node {
     pub(super) snapshot_reports: Vec<(u64, bool)>,
     pub(super) tick_interval: Duration,
     pub(super) next_tick: Instant,
+    pub(super) next_progress_notify: Instant,
     pub(super) request_timeout: Duration,
     pub(super) notifier: Notifier,
     pub(super) watchdog: Option<WatchdogTimer>,
@@ -191,6 +195,7 @@ impl Node {
             snapshot_reports: Vec::new(),
             tick_interval: config.tick_interval(),
             next_tick: now + config.tick_interval(),
+            next_progress_notify: now + PROGRESS_NOTIFY_INTERVAL,
             // etcd's rule: five seconds plus two election timeouts.
             request_timeout: Duration::from_secs(5) + 2 * election,
             notifier,
@@ -258,6 +263,10 @@ impl Node {
         self.handle_ready()?;
         self.serve_ready_reads();
         let watches_behind = self.feed_watches();
+        if now >= self.next_progress_notify {
+            self.next_progress_notify = now + PROGRESS_NOTIFY_INTERVAL;
+            self.notify_progress();
+        }
         self.expire(now);
         let compacting = !self.store.compact_step(COMPACT_STEP_KEYS);
         self.maybe_snapshot()?;

@@ -158,6 +158,18 @@ pub fn cancel(
         .expect("a cancel frame is far below the smallest frame limit");
 }
 
+/// Appends a progress frame: every event up to `header.revision` was sent.
+pub fn progress(
+    watch_id: u64,
+    header: ResponseHeader,
+    client_max_frame_bytes: u32,
+    out: &mut Vec<u8>,
+) {
+    let message = WatchMessage::Progress { header };
+    encode_watch(out, watch_id, &message, client_max_frame_bytes)
+        .expect("a progress frame is far below the smallest frame limit");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
