@@ -244,3 +244,44 @@ fn a_watcher_that_does_not_read_holds_nobody_up_and_misses_nothing() {
         buffer.drain(..consumed);
     }
 }
+
+#[test]
+fn systemd_hears_ready_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = std::env::temp_dir().join(format!("ember-notify-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket_path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let client_port = support::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ember"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--listen-client-urls", &format!("127.0.0.1:{client_port}")])
+        .args(["--listen-peer-urls", &format!("127.0.0.1:{}", support::free_port())])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    let mut buffer = [0u8; 512];
+    while !(seen.contains("READY=1") && seen.matches("WATCHDOG=1").count() >= 2) {
+        let Ok(n) = socket.recv(&mut buffer) else { break };
+        seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
+        seen.push('\n');
+    }
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    while !seen.contains("STOPPING=1") {
+        let Ok(n) = socket.recv(&mut buffer) else { break };
+        seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
+    }
+    let status = child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(seen.contains("READY=1"), "{seen}");
+    assert!(seen.matches("WATCHDOG=1").count() >= 2, "{seen}");
+    assert!(seen.contains("STOPPING=1"), "{seen}");
+    assert!(status.success());
+}

@@ -305,6 +305,7 @@ impl Node {
         if self.applied_index < self.snapshot_index + count {
             return Ok(());
         }
+        let started = Instant::now();
         let meta = SnapshotMeta {
             index: self.applied_index,
             term: self.applied_term,
@@ -319,8 +320,9 @@ impl Node {
         let released = storage.wal.release_to(meta.index).map_err(ServeError::Wal)?;
         self.snapshot_index = meta.index;
         log::info!(
-            "snapshot at index {} ({bytes} bytes); {released} WAL segments released",
-            meta.index
+            "snapshot at index {} ({bytes} bytes) in {} ms; {released} WAL segments released",
+            meta.index,
+            started.elapsed().as_millis()
         );
         Ok(())
     }
