@@ -24,6 +24,10 @@
 //! its applied index and hands out the committed entries after it, which the
 //! loop applies like any others.
 //!
+//! Threads: the loop is the only thread that touches sockets, Raft, the WAL
+//! and the store. A snapshot's file is written by a short-lived helper
+//! thread (see `ready.rs`), at most one at a time.
+//!
 //! Failure: a failed fsync (or any WAL or snapshot write error) ends the
 //! loop with an error; the command logs it and exits non-zero. Nothing
 //! retries a sync whose pages may be gone.

@@ -92,7 +92,10 @@ pub struct Node {
     /// Invariant: ≤ the durable commit index; every entry up to it applied.
     pub(super) applied_index: u64,
     pub(super) applied_term: u64,
+    /// The index of the newest snapshot taken (its file may still be
+    /// being written by `snapshot_job`).
     pub(super) snapshot_index: u64,
+    pub(super) snapshot_job: Option<super::ready::SnapshotJob>,
     pub(super) term: u64,
     pub(super) leader_id: u64,
     pub(super) transport: Transport<Message>,
@@ -177,6 +180,7 @@ impl Node {
             applied_index: snapshot_meta.index,
             applied_term: snapshot_meta.term,
             snapshot_index: snapshot_meta.index,
+            snapshot_job: None,
             term: status.term,
             leader_id: status.leader_id,
             transport,
@@ -273,6 +277,7 @@ impl Node {
         self.flush_conns();
         self.transport.flush(self.poll.registry(), now);
         self.ping_watchdog(now);
+        // A snapshot being written is checked at least every tick.
         self.busy = watches_behind || compacting || self.raft.has_ready();
         Ok(())
     }
@@ -318,6 +323,7 @@ impl Node {
         }
         self.fail_everything(proto::ErrorCode::Stopped);
         self.flush_conns();
+        self.finish_snapshot(true)?;
         self.raft.storage_mut().wal.sync().map_err(ServeError::Wal)?;
         log::info!("stopped; the WAL is synced");
         Ok(())

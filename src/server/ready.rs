@@ -9,11 +9,17 @@
 //!
 //! Snapshots are taken every `--snapshot-count` applied entries. The image
 //! records the store at the applied index, which is the snapshot's index:
-//! that is the only place the applied index is persisted. A snapshot for a
+//! that is the only place the applied index is persisted. Building the image
+//! is memory work done in the loop; writing and syncing its file (tens of
+//! megabytes on a card that syncs at a few MB/s) is left to a short-lived
+//! helper thread that touches nothing but that file. Only when the file is
+//! durable does the loop write the WAL's snapshot marker and release
+//! segments, so a crash in between leaves the previous snapshot in charge. A snapshot for a
 //! follower travels on the transport's stream (chunks, CRC-checked), not
 //! inside a message, and is decoded into a store before Raft sees it.
 
 use std::io::Cursor;
+use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::Instant;
 
 use super::ServeError;
@@ -21,6 +27,7 @@ use super::command::{self, Command, Op};
 use super::node::{MAX_SNAPSHOT_BYTES, Node, PendingWrite, ReadRound, image_of, restore_store};
 use crate::proto::{self, ErrorBody, ErrorCode, Response};
 use crate::raft::{EntryKind, Message, MessageKind, RaftError, Ready, Snapshot, SnapshotMeta};
+use crate::snap::{RETAIN_COUNT_DEFAULT, SnapDir, SnapError};
 use crate::transport::StreamEvent;
 
 impl Node {
@@ -213,6 +220,10 @@ impl Node {
 
     /// Step 2: snapshot file and marker, entries, hard state, one fsync.
     fn persist(&mut self, ready: &Ready) -> Result<(), ServeError> {
+        if ready.snapshot.is_some() {
+            // One writer in the snapshot directory at a time.
+            self.finish_snapshot(true)?;
+        }
         let storage = self.raft.storage_mut();
         if let Some(snapshot) = &ready.snapshot {
             storage.snaps.save(snapshot).map_err(ServeError::Snap)?;
@@ -298,11 +309,15 @@ impl Node {
         }
     }
 
-    /// Writes a snapshot once `--snapshot-count` entries were applied since
-    /// the last one, then releases the WAL segments it covers.
+    /// Starts a snapshot once `--snapshot-count` entries were applied since
+    /// the last one. The image is taken here, at the applied index; the
+    /// file is written and synced by a helper thread (a slow card must not
+    /// stall the loop), and `finish_snapshot` records it in the WAL and
+    /// releases the segments it covers once the file is durable.
     pub(super) fn maybe_snapshot(&mut self) -> Result<(), ServeError> {
+        self.finish_snapshot(false)?;
         let count = self.config.snapshot_count.max(1);
-        if self.applied_index < self.snapshot_index + count {
+        if self.snapshot_job.is_some() || self.applied_index < self.snapshot_index + count {
             return Ok(());
         }
         let started = Instant::now();
@@ -313,19 +328,59 @@ impl Node {
         };
         let snapshot = Snapshot { meta: meta.clone(), data: image_of(&self.store) };
         let bytes = snapshot.data.len();
-        let storage = self.raft.storage_mut();
-        storage.snaps.save(&snapshot).map_err(ServeError::Snap)?;
-        storage.wal.save_snapshot_marker(&meta).map_err(ServeError::Wal)?;
-        storage.wal.sync().map_err(ServeError::Wal)?;
-        let released = storage.wal.release_to(meta.index).map_err(ServeError::Wal)?;
+        let data_dir = self.config.data_dir.clone();
+        let (done, receiver) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("ember-snapshot".into())
+            .spawn(move || {
+                let saved = SnapDir::open(&data_dir, RETAIN_COUNT_DEFAULT)
+                    .and_then(|snaps| snaps.save(&snapshot).map(|_| ()));
+                let _ = done.send(saved);
+            })
+            .map_err(|e| ServeError::Io { what: "start the snapshot writer".into(), source: e })?;
         self.snapshot_index = meta.index;
+        self.snapshot_job = Some(SnapshotJob { meta, bytes, started, receiver });
+        Ok(())
+    }
+
+    /// Records a snapshot whose file is durable in the WAL and releases the
+    /// segments behind it; with `wait`, waits for the file first.
+    pub(super) fn finish_snapshot(&mut self, wait: bool) -> Result<(), ServeError> {
+        let Some(job) = &self.snapshot_job else { return Ok(()) };
+        let saved = if wait {
+            job.receiver.recv().map_err(|_| TryRecvError::Disconnected)
+        } else {
+            job.receiver.try_recv()
+        };
+        let saved = match saved {
+            Err(TryRecvError::Empty) => return Ok(()),
+            Err(TryRecvError::Disconnected) => {
+                return Err(ServeError::Corrupt("the snapshot writer died".into()));
+            }
+            Ok(saved) => saved,
+        };
+        let job = self.snapshot_job.take().expect("checked above");
+        saved.map_err(ServeError::Snap)?;
+        let storage = self.raft.storage_mut();
+        storage.wal.save_snapshot_marker(&job.meta).map_err(ServeError::Wal)?;
+        storage.wal.sync().map_err(ServeError::Wal)?;
+        let released = storage.wal.release_to(job.meta.index).map_err(ServeError::Wal)?;
         log::info!(
-            "snapshot at index {} ({bytes} bytes) in {} ms; {released} WAL segments released",
-            meta.index,
-            started.elapsed().as_millis()
+            "snapshot at index {} ({} bytes) in {} ms; {released} WAL segments released",
+            job.meta.index,
+            job.bytes,
+            job.started.elapsed().as_millis()
         );
         Ok(())
     }
+}
+
+/// A snapshot whose file a helper thread is writing.
+pub(super) struct SnapshotJob {
+    meta: SnapshotMeta,
+    bytes: usize,
+    started: Instant,
+    receiver: Receiver<Result<(), SnapError>>,
 }
 
 enum Applied {
