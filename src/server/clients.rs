@@ -277,10 +277,7 @@ impl Node {
     fn members(&self) -> Vec<proto::Member> {
         let mut members: Vec<proto::Member> = Vec::new();
         for m in &self.config.initial_cluster {
-            let url = format!(
-                "http://{}",
-                m.peer_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",")
-            );
+            let peer_urls = m.peer_addrs.iter().map(|a| format!("http://{a}")).collect();
             let client_urls = if m.id == self.config.member_id {
                 self.config.advertise_client_addrs.iter().map(|a| format!("http://{a}")).collect()
             } else {
@@ -289,7 +286,7 @@ impl Node {
             members.push(proto::Member {
                 id: m.id,
                 name: m.name.clone(),
-                peer_urls: vec![url],
+                peer_urls,
                 client_urls,
                 is_learner: false,
             });

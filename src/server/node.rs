@@ -277,8 +277,8 @@ impl Node {
         self.flush_conns();
         self.transport.flush(self.poll.registry(), now);
         self.ping_watchdog(now);
-        // A snapshot being written is checked at least every tick.
-        self.busy = watches_behind || compacting || self.raft.has_ready();
+        let resumable = self.conns.iter().flatten().any(|c| c.paused && c.accepts_requests());
+        self.busy = watches_behind || compacting || resumable || self.raft.has_ready();
         Ok(())
     }
 
