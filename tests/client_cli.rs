@@ -1,4 +1,4 @@
-//! The client commands (`put`, `get`, `del`, `endpoint`, `bench`) as an
+//! The client commands (`put`, `get`, `del`, `endpoint`, `bench`, usage errors) as an
 //! operator meets them: output formats and exit codes, against the
 //! in-process fake server of `client_fake`.
 
@@ -108,8 +108,18 @@ fn a_server_error_exits_1_with_its_message() {
 #[test]
 fn usage_errors_exit_2() {
     for args in [
-        &["put", "k"][..],
+        &["put"][..],
+        &["put", "k", "v", "--ignore-value"][..],
         &["get"][..],
+        &["get", "k", "-w", "table"][..],
+        &["get", "k", "--prefix", "--from-key"][..],
+        &["get", "k", "--sort-by", "size"][..],
+        &["get", "k", "--consistency", "x"][..],
+        &["txn", "extra"][..],
+        &["watch", "k", "--"][..],
+        &["compaction", "zero"][..],
+        &["member", "add"][..],
+        &["completion", "fish"][..],
         &["get", "a", "b", "--prefix"][..],
         &["get", "k", "--limit", "many"][..],
         &["endpoint", "nonsense"][..],

@@ -10,49 +10,56 @@ use std::time::Instant;
 
 use super::CliError;
 use super::args::{Flag, Parsed, process_env};
-use super::output::{client_config, go_duration, json_string, si_bytes};
-use crate::client::{Client, ClientError, Config};
+use super::format::{self, Format};
+use super::output::{client_config, failed, go_duration, json_string, si_bytes};
+use crate::client::{Client, ClientError, Config, parse_endpoint};
 use crate::proto::{RangeRequest, StatusResponse};
 
-pub const ENDPOINT_FLAGS: &[Flag] = &[
-    Flag {
-        name: "w",
-        takes_value: true,
-        help: "output format: simple, json or table (also --write-out)",
-    },
-    Flag { name: "write-out", takes_value: true, help: "same as -w" },
-];
+pub const ENDPOINT_FLAGS: &[Flag] = &[Flag {
+    name: "cluster",
+    takes_value: false,
+    help: "ask every member the cluster lists, not only --endpoints",
+}];
 
 /// The key `health` reads, as etcdctl's health check does.
 const HEALTH_KEY: &[u8] = b"health";
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Simple,
-    Json,
-    Table,
-}
-
 pub fn run_endpoint(parsed: &Parsed) -> Result<(), CliError> {
-    let format = format(parsed)?;
-    let config = client_config(parsed)?;
-    match parsed.positionals.as_slice() {
-        [what] if what == "status" => status(&config, format),
-        [what] if what == "health" => health(&config, format),
-        _ => Err(CliError::Usage("endpoint takes 'status' or 'health'".to_string())),
+    let format = match format::write_format(parsed)? {
+        Format::Fields => {
+            return Err(CliError::Usage("endpoint is not supported in fields format".to_string()));
+        }
+        format => format,
+    };
+    let mut config = client_config(parsed)?;
+    let what = match parsed.positionals.as_slice() {
+        [what] if what == "status" || what == "health" => what.as_str(),
+        _ => return Err(CliError::Usage("endpoint takes 'status' or 'health'".to_string())),
+    };
+    if parsed.switch("cluster", process_env)? {
+        config.endpoints = cluster_endpoints(&config)?;
+    }
+    match what {
+        "status" => status(&config, format),
+        _ => health(&config, format),
     }
 }
 
-fn format(parsed: &Parsed) -> Result<Format, CliError> {
-    let text = parsed.value("w", process_env).or_else(|| parsed.value("write-out", process_env));
-    match text.as_deref() {
-        None | Some("simple") => Ok(Format::Simple),
-        Some("json") => Ok(Format::Json),
-        Some("table") => Ok(Format::Table),
-        Some(other) => Err(CliError::Usage(format!(
-            "invalid value {other:?} for -w: expected simple, json or table"
-        ))),
+/// The client addresses of every member, as the cluster lists them.
+fn cluster_endpoints(config: &Config) -> Result<Vec<String>, CliError> {
+    let mut client = Client::connect(config.clone()).map_err(failed)?;
+    let members = client.member_list(true).map_err(failed)?.members;
+    let mut endpoints: Vec<String> = Vec::new();
+    for url in members.iter().flat_map(|m| &m.client_urls) {
+        let endpoint = parse_endpoint(url).map_err(failed)?;
+        if !endpoints.contains(&endpoint) {
+            endpoints.push(endpoint);
+        }
     }
+    if endpoints.is_empty() {
+        return Err(CliError::Failed("the cluster lists no client addresses".to_string()));
+    }
+    Ok(endpoints)
 }
 
 /// A client for one endpoint of the list, with the list's timeouts.
@@ -84,9 +91,9 @@ fn status(config: &Config, format: Format) -> Result<(), CliError> {
         }
     }
     match format {
-        Format::Simple => rows.iter().for_each(|(e, s)| println!("{}", status_line(e, s))),
         Format::Json => println!("{}", status_json(&rows)),
         Format::Table => print!("{}", status_table(&rows)),
+        _ => rows.iter().for_each(|(e, s)| println!("{}", status_line(e, s))),
     }
     finish(&failures, "could not get the status of")
 }
@@ -231,11 +238,23 @@ fn health(config: &Config, format: Format) -> Result<(), CliError> {
     let checks: Vec<Health> = config.endpoints.iter().map(|e| check_health(config, e)).collect();
     match format {
         Format::Json => println!("{}", health_json(&checks)),
-        Format::Simple | Format::Table => checks.iter().for_each(print_health),
+        Format::Table => print!("{}", health_table(&checks)),
+        _ => checks.iter().for_each(print_health),
     }
     let failures: Vec<&str> =
         checks.iter().filter(|c| c.error.is_some()).map(|c| c.endpoint.as_str()).collect();
     finish(&failures, "unhealthy cluster:")
+}
+
+fn health_table(checks: &[Health]) -> String {
+    let rows: Vec<Vec<String>> = checks
+        .iter()
+        .map(|c| {
+            let error = c.error.clone().unwrap_or_default();
+            vec![c.endpoint.clone(), c.error.is_none().to_string(), go_duration(c.took), error]
+        })
+        .collect();
+    format::table(&["ENDPOINT", "HEALTH", "TOOK", "ERROR"], &rows)
 }
 
 fn print_health(check: &Health) {
