@@ -160,7 +160,8 @@ const COMMANDS: &[Command] = &[
         name: "txn",
         summary: "a transaction from stdin: compares, blank line, success ops, blank line, failure ops",
         usage: "ember txn [-i] < FILE",
-        examples: "printf 'mod(\"k\") = \"0\"\\n\\nput k v\\n\\nget k\\n' | ember txn\n\
+        examples: "ember txn < transaction.txt\n\
+                   printf 'mod(\"k\") = \"0\"\\n\\nput k v\\n\\nget k\\n' | ember txn\n\
                    ember txn -i\n\
                    compare lines: value(\"k\") = \"v\", version(\"k\") > \"1\", create(\"k\") < \"9\", \
                    mod(\"k\") != \"4\", lease(\"k\") = \"694d\"",
