@@ -18,7 +18,7 @@ use crate::proto::{RangeRequest, StatusResponse};
 pub const ENDPOINT_FLAGS: &[Flag] = &[Flag {
     name: "cluster",
     takes_value: false,
-    help: "ask every member the cluster lists, not only --endpoints",
+    help: "ask every member the cluster lists (with a client address), and --endpoints",
 }];
 
 /// The key `health` reads, as etcdctl's health check does.
@@ -45,20 +45,33 @@ pub fn run_endpoint(parsed: &Parsed) -> Result<(), CliError> {
     }
 }
 
-/// The client addresses of every member, as the cluster lists them.
+/// The client addresses of every member as the cluster lists them, then
+/// those of `--endpoints` not among them. A member that lists no client
+/// address (a member knows only its own) is named on stderr: it is reached
+/// only through an address given in `--endpoints`.
 fn cluster_endpoints(config: &Config) -> Result<Vec<String>, CliError> {
     let mut client = Client::connect(config.clone()).map_err(failed)?;
-    let members = client.member_list(true).map_err(failed)?.members;
+    // The member's own view: a cluster without a leader is what one checks.
+    let members = client.member_list(false).map_err(failed)?.members;
     let mut endpoints: Vec<String> = Vec::new();
-    for url in members.iter().flat_map(|m| &m.client_urls) {
-        let endpoint = parse_endpoint(url).map_err(failed)?;
-        if !endpoints.contains(&endpoint) {
-            endpoints.push(endpoint);
+    for member in &members {
+        if member.client_urls.is_empty() {
+            eprintln!(
+                "ember: member {} ({:x}) lists no client address; it is reached only through --endpoints",
+                member.name, member.id
+            );
+        }
+        for url in &member.client_urls {
+            endpoints.push(parse_endpoint(url).map_err(failed)?);
         }
     }
-    if endpoints.is_empty() {
-        return Err(CliError::Failed("the cluster lists no client addresses".to_string()));
-    }
+    endpoints.extend(config.endpoints.iter().cloned());
+    let mut seen = Vec::new();
+    endpoints.retain(|e| {
+        let fresh = !seen.contains(e);
+        seen.push(e.clone());
+        fresh
+    });
     Ok(endpoints)
 }
 
