@@ -283,16 +283,15 @@ fn a_three_member_cluster_through_member_list_and_endpoint_cluster() {
         "{health}"
     );
     let status = ok(&all, &["endpoint", "status", "--cluster", "-w", "json"]);
-    assert_eq!(status.matches("\"endpoint\":").count(), 3, "{status}");
-    // A member lists only its own client address: the others are named.
+    assert_eq!(status.matches("\"Endpoint\":").count(), 3, "{status}");
+    // A member lists only its own client address: given only one, the
+    // others are named as not reached, and the command fails.
     let output = ember(first, &["endpoint", "health", "--cluster"]);
-    assert_eq!(output.status.code(), Some(0));
-    assert_eq!(
-        stderr(&output).matches("lists no client address").count(),
-        2,
-        "{}",
-        stderr(&output)
-    );
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(stdout(&output).matches("is healthy").count(), 1);
+    assert_eq!(stderr(&output).matches("not reached: it lists no client address").count(), 2);
+    let output = ember(&all, &["endpoint", "status", "--cluster"]);
+    assert_eq!((output.status.code(), stderr(&output)), (Some(0), String::new()));
     let survivor = (leader + 1) % 3;
     cluster.kill(leader);
     cluster.wait_leader(WAIT);
