@@ -12,6 +12,11 @@ pub struct Completable {
     pub flags: Vec<&'static str>,
 }
 
+/// A flag as typed: one dash for one letter (`-w`), two otherwise.
+fn spell(flag: &str) -> String {
+    if flag.len() == 1 { format!("-{flag}") } else { format!("--{flag}") }
+}
+
 /// Words that follow a command as its subcommand (`endpoint status`).
 fn subcommands(command: &str) -> &'static str {
     match command {
@@ -28,7 +33,7 @@ pub fn bash(commands: &[Completable], global_flags: &[&str]) -> String {
     let names: Vec<&str> = commands.iter().map(|c| c.name).collect();
     let mut cases = String::new();
     for command in commands {
-        let flags: Vec<String> = command.flags.iter().map(|f| format!("--{f}")).collect();
+        let flags: Vec<String> = command.flags.iter().map(|f| spell(f)).collect();
         let _ = writeln!(
             cases,
             "        {}) words=\"{} {}\" ;;",
@@ -37,7 +42,7 @@ pub fn bash(commands: &[Completable], global_flags: &[&str]) -> String {
             flags.join(" ")
         );
     }
-    let globals: Vec<String> = global_flags.iter().map(|f| format!("--{f}")).collect();
+    let globals: Vec<String> = global_flags.iter().map(|f| spell(f)).collect();
     format!(
         r#"# bash completion for ember
 _ember() {{
@@ -68,7 +73,7 @@ complete -o default -F _ember ember
 pub fn zsh(commands: &[Completable], global_flags: &[&str]) -> String {
     let mut text = String::from("#compdef ember\n# zsh completion for ember\n_ember() {\n");
     let names: Vec<&str> = commands.iter().map(|c| c.name).collect();
-    let globals: Vec<String> = global_flags.iter().map(|f| format!("--{f}")).collect();
+    let globals: Vec<String> = global_flags.iter().map(|f| spell(f)).collect();
     let _ = writeln!(text, "    local -a commands globals\n    commands=({})", names.join(" "));
     let _ = writeln!(text, "    globals=({})", globals.join(" "));
     text.push_str("    local command=\"\" w\n    for w in ${words[2,CURRENT-1]}; do\n");
@@ -76,7 +81,7 @@ pub fn zsh(commands: &[Completable], global_flags: &[&str]) -> String {
     text.push_str("    if [[ -z $command ]]; then\n        compadd -- $commands $globals\n        return\n    fi\n");
     text.push_str("    case $command in\n");
     for command in commands {
-        let flags: Vec<String> = command.flags.iter().map(|f| format!("--{f}")).collect();
+        let flags: Vec<String> = command.flags.iter().map(|f| spell(f)).collect();
         let _ = writeln!(
             text,
             "        {}) compadd -- {} {} $globals ;;",

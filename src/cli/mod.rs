@@ -375,10 +375,12 @@ fn command_help(command: &Command) -> String {
 
 fn push_flags(text: &mut String, flags: &[Flag]) {
     for flag in flags {
+        // One-letter flags are written with one dash, as users type them.
+        let dashes = if flag.name.len() == 1 { "-" } else { "--" };
         let spelled = if flag.takes_value {
-            format!("--{} VALUE", flag.name)
+            format!("{dashes}{} VALUE", flag.name)
         } else {
-            format!("--{}", flag.name)
+            format!("{dashes}{}", flag.name)
         };
         text.push_str(&format!("  {spelled:<28} {}\n", flag.help));
     }
