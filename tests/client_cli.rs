@@ -1,4 +1,4 @@
-//! The client commands (`put`, `get`, `del`, `endpoint`, `bench`) as an
+//! The client commands (`put`, `get`, `del`, `endpoint`, `bench`, usage errors) as an
 //! operator meets them: output formats and exit codes, against the
 //! in-process fake server of `client_fake`.
 
@@ -108,8 +108,18 @@ fn a_server_error_exits_1_with_its_message() {
 #[test]
 fn usage_errors_exit_2() {
     for args in [
-        &["put", "k"][..],
+        &["put"][..],
+        &["put", "k", "v", "--ignore-value"][..],
         &["get"][..],
+        &["get", "k", "-w", "table"][..],
+        &["get", "k", "--prefix", "--from-key"][..],
+        &["get", "k", "--sort-by", "size"][..],
+        &["get", "k", "--consistency", "x"][..],
+        &["txn", "extra"][..],
+        &["watch", "k", "--"][..],
+        &["compaction", "zero"][..],
+        &["member", "add"][..],
+        &["completion", "fish"][..],
         &["get", "a", "b", "--prefix"][..],
         &["get", "k", "--limit", "many"][..],
         &["endpoint", "nonsense"][..],
@@ -142,14 +152,25 @@ fn endpoint_status_as_lines_json_and_table() {
 
     let output = ember(&list, &["endpoint", "status", "-w", "json"]);
     let expected = format!(
-        "[{{\"endpoint\":\"{leader}\",\"cluster_id\":193,\"member_id\":1,\"leader_id\":1,\
-         \"is_leader\":true,\"is_learner\":false,\"raft_term\":2,\"raft_index\":40,\
-         \"raft_applied_index\":40,\"revision\":0,\"compact_revision\":0,\
-         \"data_size_bytes\":4096,\"version\":\"0.1.0\",\"errors\":[]}},"
+        "[{{\"Endpoint\":\"{leader}\",\"Status\":{{\"header\":{{\"cluster_id\":193,\"member_id\":1,\
+         \"raft_term\":2}},\"version\":\"0.1.0\",\"dbSize\":4096,\"leader\":1,\"raftIndex\":40,\
+         \"raftTerm\":2,\"raftAppliedIndex\":40}}}},"
     );
     assert!(stdout(&output).starts_with(&expected), "{}", stdout(&output));
-    assert!(stdout(&output).contains("\"member_id\":2,\"leader_id\":1,\"is_leader\":false"));
+    assert!(stdout(&output).contains(
+        "\"member_id\":2,\"raft_term\":2},\"version\":\"0.1.0\",\"dbSize\":4096,\"leader\":1,"
+    ));
     assert_eq!(stdout(&output).lines().count(), 1);
+
+    let output = ember(&leader, &["endpoint", "status", "-w", "fields"]);
+    assert_eq!(
+        stdout(&output),
+        "\"ClusterID\" : 193\n\"MemberID\" : 1\n\"Revision\" : 0\n\"RaftTerm\" : 2\n\
+         \"Version\" : \"0.1.0\"\n\"DBSize\" : 4096\n\"Leader\" : 1\n\"IsLearner\" : false\n\
+         \"RaftIndex\" : 40\n\"RaftTerm\" : 2\n\"RaftAppliedIndex\" : 40\n\"Errors\" : []\n\
+         \"Endpoint\" : \"{leader}\"\n\n"
+            .replace("{leader}", &leader)
+    );
 
     let output = ember(&list, &["endpoint", "status", "-w", "table"]);
     let text = stdout(&output);

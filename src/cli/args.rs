@@ -47,9 +47,12 @@ impl fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 /// The flags and positional arguments of one command line.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Parsed {
     pub positionals: Vec<String>,
+    /// Where a bare `--` stood: the index in `positionals` of the first
+    /// argument after it (`watch KEY -- COMMAND` needs the boundary).
+    pub dash_dash_at: Option<usize>,
     /// Invariant: keys are names from the command's `Flag` list.
     values: BTreeMap<&'static str, String>,
 }
@@ -61,6 +64,7 @@ pub fn parse(args: &[String], flags: &[Flag]) -> Result<Parsed, UsageError> {
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         if arg == "--" {
+            parsed.dash_dash_at = Some(parsed.positionals.len());
             parsed.positionals.extend(rest.by_ref().cloned());
             break;
         }

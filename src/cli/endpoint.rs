@@ -10,49 +10,85 @@ use std::time::Instant;
 
 use super::CliError;
 use super::args::{Flag, Parsed, process_env};
-use super::output::{client_config, go_duration, json_string, si_bytes};
-use crate::client::{Client, ClientError, Config};
+use super::format::{self, Format, JsonObject, json_header};
+use super::output::{client_config, failed, go_duration, json_string, si_bytes};
+use crate::client::{Client, ClientError, Config, parse_endpoint};
 use crate::proto::{RangeRequest, StatusResponse};
 
-pub const ENDPOINT_FLAGS: &[Flag] = &[
-    Flag {
-        name: "w",
-        takes_value: true,
-        help: "output format: simple, json or table (also --write-out)",
-    },
-    Flag { name: "write-out", takes_value: true, help: "same as -w" },
-];
+pub const ENDPOINT_FLAGS: &[Flag] = &[Flag {
+    name: "cluster",
+    takes_value: false,
+    help: "ask every member the cluster lists (with a client address), and --endpoints",
+}];
 
 /// The key `health` reads, as etcdctl's health check does.
 const HEALTH_KEY: &[u8] = b"health";
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Simple,
-    Json,
-    Table,
-}
-
 pub fn run_endpoint(parsed: &Parsed) -> Result<(), CliError> {
-    let format = format(parsed)?;
-    let config = client_config(parsed)?;
-    match parsed.positionals.as_slice() {
-        [what] if what == "status" => status(&config, format),
-        [what] if what == "health" => health(&config, format),
-        _ => Err(CliError::Usage("endpoint takes 'status' or 'health'".to_string())),
+    let format = format::write_format(parsed)?;
+    let mut config = client_config(parsed)?;
+    let what = match parsed.positionals.as_slice() {
+        [what] if what == "status" || what == "health" => what.as_str(),
+        _ => return Err(CliError::Usage("endpoint takes 'status' or 'health'".to_string())),
+    };
+    if what == "health" && format == Format::Fields {
+        // etcdctl has no fields form of health either.
+        return Err(CliError::Usage(
+            "endpoint health is not supported in fields format".to_string(),
+        ));
+    }
+    let mut unlisted = Vec::new();
+    if parsed.switch("cluster", process_env)? {
+        (config.endpoints, unlisted) = cluster_endpoints(&config)?;
+    }
+    match what {
+        "status" => status(&config, format, &unlisted),
+        _ => health(&config, format, &unlisted),
     }
 }
 
-fn format(parsed: &Parsed) -> Result<Format, CliError> {
-    let text = parsed.value("w", process_env).or_else(|| parsed.value("write-out", process_env));
-    match text.as_deref() {
-        None | Some("simple") => Ok(Format::Simple),
-        Some("json") => Ok(Format::Json),
-        Some("table") => Ok(Format::Table),
-        Some(other) => Err(CliError::Usage(format!(
-            "invalid value {other:?} for -w: expected simple, json or table"
-        ))),
+/// A member that lists no client address: its name and id.
+type Unlisted = (String, u64);
+
+/// The members of `unlisted` that none of `reached` (member ids) is; each
+/// is named on stderr.
+fn unreached(unlisted: &[Unlisted], reached: &[u64]) -> Vec<String> {
+    let missing: Vec<&Unlisted> = unlisted.iter().filter(|(_, id)| !reached.contains(id)).collect();
+    for (name, id) in &missing {
+        eprintln!(
+            "ember: member {name} ({id:x}) not reached: it lists no client address; \
+             add its address to --endpoints"
+        );
     }
+    missing.into_iter().map(|(name, _)| format!("member {name}")).collect()
+}
+
+/// The client addresses of every member as the cluster lists them, then
+/// those of `--endpoints` not among them, and the members that list no
+/// client address (a member may know only its own): those are reached only
+/// through an address given in `--endpoints`.
+fn cluster_endpoints(config: &Config) -> Result<(Vec<String>, Vec<Unlisted>), CliError> {
+    let mut client = Client::connect(config.clone()).map_err(failed)?;
+    // The member's own view: a cluster without a leader is what one checks.
+    let members = client.member_list(false).map_err(failed)?.members;
+    let mut endpoints: Vec<String> = Vec::new();
+    let mut unlisted = Vec::new();
+    for member in &members {
+        if member.client_urls.is_empty() {
+            unlisted.push((member.name.clone(), member.id));
+        }
+        for url in &member.client_urls {
+            endpoints.push(parse_endpoint(url).map_err(failed)?);
+        }
+    }
+    endpoints.extend(config.endpoints.iter().cloned());
+    let mut seen = Vec::new();
+    endpoints.retain(|e| {
+        let fresh = !seen.contains(e);
+        seen.push(e.clone());
+        fresh
+    });
+    Ok((endpoints, unlisted))
 }
 
 /// A client for one endpoint of the list, with the list's timeouts.
@@ -70,7 +106,7 @@ fn cause(error: &ClientError) -> String {
     }
 }
 
-fn status(config: &Config, format: Format) -> Result<(), CliError> {
+fn status(config: &Config, format: Format, unlisted: &[Unlisted]) -> Result<(), CliError> {
     let mut rows = Vec::new();
     let mut failures = Vec::new();
     for endpoint in &config.endpoints {
@@ -79,19 +115,22 @@ fn status(config: &Config, format: Format) -> Result<(), CliError> {
             Err(error) => {
                 let cause = cause(&error);
                 eprintln!("ember: failed to get the status of endpoint {endpoint}: {cause}");
-                failures.push(endpoint.as_str());
+                failures.push(endpoint.to_string());
             }
         }
     }
+    let reached: Vec<u64> = rows.iter().map(|(_, s)| s.header.member_id).collect();
+    failures.extend(unreached(unlisted, &reached));
     match format {
-        Format::Simple => rows.iter().for_each(|(e, s)| println!("{}", status_line(e, s))),
         Format::Json => println!("{}", status_json(&rows)),
         Format::Table => print!("{}", status_table(&rows)),
+        Format::Fields => print!("{}", status_fields(&rows)),
+        Format::Simple => rows.iter().for_each(|(e, s)| println!("{}", status_line(e, s))),
     }
     finish(&failures, "could not get the status of")
 }
 
-fn finish(failures: &[&str], what: &str) -> Result<(), CliError> {
+fn finish(failures: &[String], what: &str) -> Result<(), CliError> {
     if failures.is_empty() {
         return Ok(());
     }
@@ -140,35 +179,59 @@ pub(crate) fn status_line(endpoint: &str, status: &StatusResponse) -> String {
     status_cells(endpoint, status).join(", ")
 }
 
-/// One JSON array, an object per endpoint, numbers as numbers.
+/// One JSON array as etcdctl writes it: per endpoint `Endpoint` and the
+/// `Status` in etcd's field names, zero fields left out.
 pub(crate) fn status_json(rows: &[(&str, StatusResponse)]) -> String {
     let objects: Vec<String> = rows
         .iter()
         .map(|(endpoint, s)| {
             let errors: Vec<String> = s.errors.iter().map(|e| json_string(e)).collect();
-            format!(
-                "{{\"endpoint\":{},\"cluster_id\":{},\"member_id\":{},\"leader_id\":{},\
-                 \"is_leader\":{},\"is_learner\":{},\"raft_term\":{},\"raft_index\":{},\
-                 \"raft_applied_index\":{},\"revision\":{},\"compact_revision\":{},\
-                 \"data_size_bytes\":{},\"version\":{},\"errors\":[{}]}}",
-                json_string(endpoint),
-                s.header.cluster_id,
-                s.header.member_id,
-                s.leader_id,
-                is_leader(s),
-                s.is_learner,
-                s.raft_term,
-                s.raft_commit_index,
-                s.raft_applied_index,
-                s.header.revision,
-                s.compact_revision,
-                s.data_size_bytes,
-                json_string(&s.version),
-                errors.join(","),
-            )
+            let status = JsonObject::default()
+                .raw("header", json_header(&s.header))
+                .raw("version", json_string(&s.version))
+                .int("dbSize", s.data_size_bytes.into())
+                .int("leader", s.leader_id.into())
+                .int("raftIndex", s.raft_commit_index.into())
+                .int("raftTerm", s.raft_term.into())
+                .int("raftAppliedIndex", s.raft_applied_index.into())
+                .list("errors", errors)
+                .flag("isLearner", s.is_learner)
+                .int("compactRevision", s.compact_revision.into())
+                .finish();
+            JsonObject::default()
+                .raw("Endpoint", json_string(endpoint))
+                .raw("Status", status)
+                .finish()
         })
         .collect();
     format!("[{}]", objects.join(","))
+}
+
+/// `"Name" : value` lines per endpoint, a blank line after each.
+fn status_fields(rows: &[(&str, StatusResponse)]) -> String {
+    let mut out = String::new();
+    for (endpoint, s) in rows {
+        let h = &s.header;
+        out.push_str(&format!(
+            "\"ClusterID\" : {}\n\"MemberID\" : {}\n\"Revision\" : {}\n\"RaftTerm\" : {}\n",
+            h.cluster_id, h.member_id, h.revision, h.raft_term
+        ));
+        out.push_str(&format!(
+            "\"Version\" : {}\n\"DBSize\" : {}\n\"Leader\" : {}\n\"IsLearner\" : {}\n\
+             \"RaftIndex\" : {}\n\"RaftTerm\" : {}\n\"RaftAppliedIndex\" : {}\n\"Errors\" : {:?}\n\
+             \"Endpoint\" : {}\n\n",
+            json_string(&s.version),
+            s.data_size_bytes,
+            s.leader_id,
+            s.is_learner,
+            s.raft_commit_index,
+            s.raft_term,
+            s.raft_applied_index,
+            s.errors,
+            json_string(endpoint),
+        ));
+    }
+    out
 }
 
 fn status_table(rows: &[(&str, StatusResponse)]) -> String {
@@ -202,17 +265,19 @@ fn table<const N: usize>(header: &[String; N], rows: &[[String; N]]) -> String {
 /// One endpoint's health: how long the check took, or why it failed.
 struct Health {
     endpoint: String,
+    /// The member that answered the connection, when one did.
+    member_id: Option<u64>,
     took: std::time::Duration,
     error: Option<String>,
 }
 
 fn check_health(config: &Config, endpoint: &str) -> Health {
     let started = Instant::now();
-    let error = match one_endpoint(config, endpoint) {
-        Ok(mut client) => probe(&mut client).err(),
-        Err(error) => Some(cause(&error)),
+    let (member_id, error) = match one_endpoint(config, endpoint) {
+        Ok(mut client) => (client.member_id(), probe(&mut client).err()),
+        Err(error) => (None, Some(cause(&error))),
     };
-    Health { endpoint: endpoint.to_string(), took: started.elapsed(), error }
+    Health { endpoint: endpoint.to_string(), member_id, took: started.elapsed(), error }
 }
 
 /// A linearizable read (it needs a leader and a quorum), then the member's
@@ -227,15 +292,29 @@ fn probe(client: &mut Client) -> Result<(), String> {
     Ok(())
 }
 
-fn health(config: &Config, format: Format) -> Result<(), CliError> {
+fn health(config: &Config, format: Format, unlisted: &[Unlisted]) -> Result<(), CliError> {
     let checks: Vec<Health> = config.endpoints.iter().map(|e| check_health(config, e)).collect();
     match format {
         Format::Json => println!("{}", health_json(&checks)),
-        Format::Simple | Format::Table => checks.iter().for_each(print_health),
+        Format::Table => print!("{}", health_table(&checks)),
+        _ => checks.iter().for_each(print_health),
     }
-    let failures: Vec<&str> =
-        checks.iter().filter(|c| c.error.is_some()).map(|c| c.endpoint.as_str()).collect();
+    let mut failures: Vec<String> =
+        checks.iter().filter(|c| c.error.is_some()).map(|c| c.endpoint.clone()).collect();
+    let reached: Vec<u64> = checks.iter().filter_map(|c| c.member_id).collect();
+    failures.extend(unreached(unlisted, &reached));
     finish(&failures, "unhealthy cluster:")
+}
+
+fn health_table(checks: &[Health]) -> String {
+    let rows: Vec<Vec<String>> = checks
+        .iter()
+        .map(|c| {
+            let error = c.error.clone().unwrap_or_default();
+            vec![c.endpoint.clone(), c.error.is_none().to_string(), go_duration(c.took), error]
+        })
+        .collect();
+    format::table(&["ENDPOINT", "HEALTH", "TOOK", "ERROR"], &rows)
 }
 
 fn print_health(check: &Health) {

@@ -9,11 +9,16 @@
 
 pub mod args;
 pub mod bench;
+pub mod cluster;
+pub mod completion;
 pub mod debug;
 pub mod endpoint;
+pub mod format;
 pub mod kv;
 pub mod output;
 pub mod serve;
+pub mod txn;
+pub mod watch;
 
 use std::process::ExitCode;
 
@@ -49,6 +54,12 @@ const GLOBAL_FLAGS: &[Flag] = &[
         takes_value: true,
         help: "client commands: time for one request, failovers included (default 5s)",
     },
+    Flag {
+        name: "w",
+        takes_value: true,
+        help: "client commands: output format simple, json, fields or table",
+    },
+    Flag { name: "write-out", takes_value: true, help: "same as -w" },
 ];
 
 /// What a command's `run` reports when it does not succeed.
@@ -116,34 +127,91 @@ const COMMANDS: &[Command] = &[
     Command {
         name: "put",
         summary: "write a key; prints OK",
-        usage: "ember [--endpoints LIST] put KEY VALUE [--lease HEX_ID] [--prev-kv]",
-        examples: "ember put greeting hello\nember --endpoints 10.0.0.1:7379,10.0.0.2:7379 put k v",
+        usage: "ember put KEY [VALUE] [--lease HEX_ID] [--prev-kv] [--ignore-value] [--ignore-lease]",
+        examples: "ember put greeting hello\n\
+                   echo -n hello | ember put greeting\n\
+                   ember put greeting hi --prev-kv -w json\n\
+                   ember --endpoints 10.0.0.1:7379,10.0.0.2:7379 put k v",
         flags: kv::PUT_FLAGS,
         run: kv::run_put,
     },
     Command {
         name: "get",
         summary: "read a key or a range; prints each key and value on two lines",
-        usage: "ember get KEY [RANGE_END] [--prefix] [--rev N] [--serializable] [--limit N]",
-        examples: "ember get greeting\nember get --prefix /config/ --limit 10\nember get a z --rev 42",
+        usage: "ember get KEY [RANGE_END] [--prefix|--from-key] [--rev N] [--limit N] \
+                [--sort-by TARGET --order ORDER] [--keys-only|--count-only|--print-value-only] \
+                [--consistency l|s] [--min/max-mod/create-revision N]",
+        examples: "ember get greeting\n\
+                   ember get --prefix /config/ --limit 10 --sort-by modify --order descend\n\
+                   ember get a z --rev 42 -w json\n\
+                   ember get '' --prefix --keys-only",
         flags: kv::GET_FLAGS,
         run: kv::run_get,
     },
     Command {
         name: "del",
         summary: "delete a key or a range; prints how many keys were deleted",
-        usage: "ember del KEY [RANGE_END] [--prefix] [--prev-kv]",
-        examples: "ember del greeting\nember del --prefix /config/",
+        usage: "ember del KEY [RANGE_END] [--prefix|--from-key] [--prev-kv]",
+        examples: "ember del greeting\nember del --prefix /config/ --prev-kv",
         flags: kv::DEL_FLAGS,
         run: kv::run_del,
     },
     Command {
+        name: "txn",
+        summary: "a transaction from stdin: compares, blank line, success ops, blank line, failure ops",
+        usage: "ember txn [-i] < FILE",
+        examples: "ember txn < transaction.txt\n\
+                   printf 'mod(\"k\") = \"0\"\\n\\nput k v\\n\\nget k\\n' | ember txn\n\
+                   ember txn -i\n\
+                   compare lines: value(\"k\") = \"v\", version(\"k\") > \"1\", create(\"k\") < \"9\", \
+                   mod(\"k\") != \"4\", lease(\"k\") = \"694d\"",
+        flags: txn::TXN_FLAGS,
+        run: txn::run_txn,
+    },
+    Command {
+        name: "watch",
+        summary: "print changes to a key or range as they happen; optionally run a command per event",
+        usage: "ember watch KEY [RANGE_END] [--prefix|--from-key] [--rev N] [--prev-kv] \
+                [--progress-notify] [-- COMMAND ARGS...]",
+        examples: "ember watch greeting\n\
+                   ember watch --prefix /config/ --rev 1 --prev-kv\n\
+                   ember watch /config/reload -- sh -c 'echo \"$EMBER_WATCH_EVENT_TYPE $EMBER_WATCH_KEY=$EMBER_WATCH_VALUE\"'",
+        flags: watch::WATCH_FLAGS,
+        run: watch::run_watch,
+    },
+    Command {
+        name: "compaction",
+        summary: "drop the history before a revision",
+        usage: "ember compaction REVISION [--physical]",
+        examples: "ember compaction 1234\nember compaction 1234 --physical",
+        flags: cluster::COMPACTION_FLAGS,
+        run: cluster::run_compaction,
+    },
+    Command {
+        name: "member",
+        summary: "list the members of the cluster",
+        usage: "ember member list [-w simple|json|fields|table]",
+        examples: "ember member list\nember member list -w table",
+        flags: cluster::MEMBER_FLAGS,
+        run: cluster::run_member,
+    },
+    Command {
         name: "endpoint",
         summary: "status or health of each endpoint",
-        usage: "ember endpoint status|health [-w simple|json|table]",
-        examples: "ember endpoint status -w json\nember --endpoints a:7379,b:7379 endpoint health",
+        usage: "ember endpoint status|health [--cluster] [-w simple|json|table]",
+        examples: "ember endpoint status -w table\n\
+                   ember --endpoints a:7379 endpoint health --cluster",
         flags: endpoint::ENDPOINT_FLAGS,
         run: endpoint::run_endpoint,
+    },
+    Command {
+        name: "completion",
+        summary: "print a shell completion script",
+        usage: "ember completion bash|zsh",
+        examples: "ember completion bash > /etc/bash_completion.d/ember\n\
+                   ember completion zsh > \"${fpath[1]}/_ember\"",
+        flags: &[],
+        run: run_completion,
     },
     Command {
         name: "bench",
@@ -261,6 +329,23 @@ fn run_help(parsed: &Parsed) -> Result<(), CliError> {
     Ok(())
 }
 
+fn run_completion(parsed: &Parsed) -> Result<(), CliError> {
+    let commands: Vec<completion::Completable> = COMMANDS
+        .iter()
+        .map(|c| completion::Completable {
+            name: c.name,
+            flags: c.flags.iter().map(|f| f.name).collect(),
+        })
+        .collect();
+    let globals: Vec<&str> = GLOBAL_FLAGS.iter().map(|f| f.name).collect();
+    match parsed.positionals.as_slice() {
+        [shell] if shell == "bash" => print!("{}", completion::bash(&commands, &globals)),
+        [shell] if shell == "zsh" => print!("{}", completion::zsh(&commands, &globals)),
+        _ => return Err(CliError::Usage("completion takes bash or zsh".to_string())),
+    }
+    Ok(())
+}
+
 fn overview() -> String {
     let mut text = format!(
         "ember {}: a small etcd for edge clusters\n\nusage: ember [--log-level LEVEL] COMMAND [ARGS...]\n\ncommands:\n",
@@ -290,10 +375,12 @@ fn command_help(command: &Command) -> String {
 
 fn push_flags(text: &mut String, flags: &[Flag]) {
     for flag in flags {
+        // One-letter flags are written with one dash, as users type them.
+        let dashes = if flag.name.len() == 1 { "-" } else { "--" };
         let spelled = if flag.takes_value {
-            format!("--{} VALUE", flag.name)
+            format!("{dashes}{} VALUE", flag.name)
         } else {
-            format!("--{}", flag.name)
+            format!("{dashes}{}", flag.name)
         };
         text.push_str(&format!("  {spelled:<28} {}\n", flag.help));
     }
