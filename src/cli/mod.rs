@@ -13,6 +13,7 @@ pub mod debug;
 pub mod endpoint;
 pub mod kv;
 pub mod output;
+pub mod serve;
 
 use std::process::ExitCode;
 
@@ -95,6 +96,14 @@ const COMMANDS: &[Command] = &[
             help: "data directory when none is given (default default.ember)",
         }],
         run: debug::run,
+    },
+    Command {
+        name: "serve",
+        summary: "run a node (alone, or as a member of a cluster)",
+        usage: "ember serve [FLAGS]",
+        examples: "ember serve\nember serve --name n1 --data-dir n1.ember \\\n  --listen-client-urls http://10.0.0.1:2379 --listen-peer-urls http://10.0.0.1:2380 \\\n  --initial-cluster n1=http://10.0.0.1:2380,n2=http://10.0.0.2:2380,n3=http://10.0.0.3:2380",
+        flags: crate::server::config::SERVE_FLAGS,
+        run: serve::run,
     },
     Command {
         name: "version",

@@ -1,0 +1,14 @@
+//! `ember serve`: run a node with etcd's flags (see `server::config`).
+
+use super::CliError;
+use super::args::{Parsed, process_env};
+use crate::server::{self, Config};
+
+pub fn run(parsed: &Parsed) -> Result<(), CliError> {
+    if let Some(extra) = parsed.positionals.first() {
+        return Err(CliError::Usage(format!("serve takes no arguments, got '{extra}'")));
+    }
+    let config =
+        Config::from_parsed(parsed, process_env).map_err(|e| CliError::Usage(e.to_string()))?;
+    server::serve(config).map_err(|e| CliError::Failed(e.to_string()))
+}

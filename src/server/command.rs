@@ -1,0 +1,254 @@
+//! What a Raft entry carries, and the translation between the client
+//! protocol's types (`proto`, etcd's signed integers) and the store's
+//! (`mvcc`, unsigned revisions).
+//!
+//! An entry's payload is a postcard `Command`: the member that proposed it,
+//! a sequence number unique on that member, and the write itself in the
+//! store's types. Every member applies every command; only the proposing
+//! member finds the sequence number among its waiting requests and answers
+//! the client. An empty payload is a leader's no-op and changes nothing.
+//!
+//! Requests are validated (`proto::validate`) before they get here, so the
+//! conversions below only map domains: a negative revision that validation
+//! let through means "the newest" and becomes 0.
+
+use serde::{Deserialize, Serialize};
+
+use crate::mvcc;
+use crate::proto::{self, ErrorBody, ErrorCode, ResponseHeader};
+
+/// A write, as replicated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Put(mvcc::PutRequest),
+    DeleteRange(mvcc::DeleteRangeRequest),
+    Txn(mvcc::TxnRequest),
+    Compact(u64),
+}
+
+/// The payload of a normal Raft entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// The member whose client asked for it.
+    pub origin: u64,
+    /// Unique per origin (restarts included: it starts from the wall clock
+    /// in microseconds, see `Node::new`).
+    pub seq: u64,
+    pub op: Op,
+}
+
+impl Command {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("commands always serialize")
+    }
+
+    /// `None` for a payload that is not a command (logged by the caller).
+    pub fn decode(bytes: &[u8]) -> Option<Command> {
+        postcard::from_bytes(bytes).ok()
+    }
+}
+
+/// The write a client request asks for, or `None` for a request that is not
+/// replicated.
+pub fn op_of(request: &proto::Request) -> Option<Op> {
+    match request {
+        proto::Request::Put(r) => Some(Op::Put(put_request(r))),
+        proto::Request::DeleteRange(r) => Some(Op::DeleteRange(delete_request(r))),
+        proto::Request::Txn(r) => Some(Op::Txn(txn_request(r))),
+        proto::Request::Compact(r) => Some(Op::Compact(r.revision.max(0) as u64)),
+        _ => None,
+    }
+}
+
+fn unsigned(value: i64) -> u64 {
+    value.max(0) as u64
+}
+
+pub fn range_request(r: &proto::RangeRequest) -> mvcc::RangeRequest {
+    mvcc::RangeRequest {
+        key: r.key.clone(),
+        range_end: r.range_end.clone(),
+        limit: unsigned(r.limit),
+        revision: unsigned(r.revision),
+        sort_order: match r.sort_order {
+            proto::SortOrder::None => mvcc::SortOrder::None,
+            proto::SortOrder::Ascend => mvcc::SortOrder::Ascend,
+            proto::SortOrder::Descend => mvcc::SortOrder::Descend,
+        },
+        sort_target: match r.sort_target {
+            proto::SortTarget::Key => mvcc::SortTarget::Key,
+            proto::SortTarget::Version => mvcc::SortTarget::Version,
+            proto::SortTarget::Create => mvcc::SortTarget::Create,
+            proto::SortTarget::Mod => mvcc::SortTarget::Mod,
+            proto::SortTarget::Value => mvcc::SortTarget::Value,
+        },
+        keys_only: r.keys_only,
+        count_only: r.count_only,
+        min_mod_revision: unsigned(r.min_mod_revision),
+        max_mod_revision: unsigned(r.max_mod_revision),
+        min_create_revision: unsigned(r.min_create_revision),
+        max_create_revision: unsigned(r.max_create_revision),
+    }
+}
+
+fn put_request(r: &proto::PutRequest) -> mvcc::PutRequest {
+    mvcc::PutRequest {
+        key: r.key.clone(),
+        value: r.value.clone(),
+        lease: r.lease,
+        prev_kv: r.prev_kv,
+        ignore_value: r.ignore_value,
+        ignore_lease: r.ignore_lease,
+    }
+}
+
+fn delete_request(r: &proto::DeleteRangeRequest) -> mvcc::DeleteRangeRequest {
+    mvcc::DeleteRangeRequest {
+        key: r.key.clone(),
+        range_end: r.range_end.clone(),
+        prev_kv: r.prev_kv,
+    }
+}
+
+fn compare(c: &proto::Compare) -> mvcc::Compare {
+    mvcc::Compare {
+        key: c.key.clone(),
+        range_end: c.range_end.clone(),
+        result: match c.result {
+            proto::CompareResult::Equal => mvcc::CompareResult::Equal,
+            proto::CompareResult::NotEqual => mvcc::CompareResult::NotEqual,
+            proto::CompareResult::Greater => mvcc::CompareResult::Greater,
+            proto::CompareResult::Less => mvcc::CompareResult::Less,
+        },
+        target: match &c.target {
+            proto::CompareTarget::Version(v) => mvcc::CompareTarget::Version(unsigned(*v)),
+            proto::CompareTarget::Create(v) => mvcc::CompareTarget::Create(unsigned(*v)),
+            proto::CompareTarget::Mod(v) => mvcc::CompareTarget::Mod(unsigned(*v)),
+            proto::CompareTarget::Value(v) => mvcc::CompareTarget::Value(v.clone()),
+            proto::CompareTarget::Lease(v) => mvcc::CompareTarget::Lease(*v),
+        },
+    }
+}
+
+fn request_op(op: &proto::RequestOp) -> mvcc::RequestOp {
+    match op {
+        proto::RequestOp::Range(r) => mvcc::RequestOp::Range(range_request(r)),
+        proto::RequestOp::Put(r) => mvcc::RequestOp::Put(put_request(r)),
+        proto::RequestOp::DeleteRange(r) => mvcc::RequestOp::DeleteRange(delete_request(r)),
+        proto::RequestOp::Txn(r) => mvcc::RequestOp::Txn(txn_request(r)),
+    }
+}
+
+fn txn_request(r: &proto::TxnRequest) -> mvcc::TxnRequest {
+    mvcc::TxnRequest {
+        compare: r.compare.iter().map(compare).collect(),
+        success: r.success.iter().map(request_op).collect(),
+        failure: r.failure.iter().map(request_op).collect(),
+    }
+}
+
+fn signed(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+pub fn key_value(kv: mvcc::KeyValue) -> proto::KeyValue {
+    proto::KeyValue {
+        key: kv.key,
+        create_revision: signed(kv.create_revision),
+        mod_revision: signed(kv.mod_revision),
+        version: signed(kv.version),
+        value: kv.value,
+        lease: kv.lease,
+    }
+}
+
+pub fn range_response(r: mvcc::RangeResponse, header: ResponseHeader) -> proto::RangeResponse {
+    proto::RangeResponse {
+        header,
+        kvs: r.kvs.into_iter().map(key_value).collect(),
+        more: r.more,
+        count: signed(r.count),
+    }
+}
+
+pub fn put_response(r: mvcc::PutResponse, header: ResponseHeader) -> proto::PutResponse {
+    proto::PutResponse { header, prev_kv: r.prev_kv.map(key_value) }
+}
+
+pub fn delete_response(
+    r: mvcc::DeleteRangeResponse,
+    header: ResponseHeader,
+) -> proto::DeleteRangeResponse {
+    proto::DeleteRangeResponse {
+        header,
+        deleted: signed(r.deleted),
+        prev_kvs: r.prev_kvs.into_iter().map(key_value).collect(),
+    }
+}
+
+pub fn txn_response(r: mvcc::TxnResponse, header: ResponseHeader) -> proto::TxnResponse {
+    let responses = r
+        .responses
+        .into_iter()
+        .map(|op| match op {
+            mvcc::ResponseOp::Range(r) => proto::ResponseOp::Range(range_response(r, header)),
+            mvcc::ResponseOp::Put(r) => proto::ResponseOp::Put(put_response(r, header)),
+            mvcc::ResponseOp::DeleteRange(r) => {
+                proto::ResponseOp::DeleteRange(delete_response(r, header))
+            }
+            mvcc::ResponseOp::Txn(r) => proto::ResponseOp::Txn(txn_response(r, header)),
+        })
+        .collect();
+    proto::TxnResponse { header, succeeded: r.succeeded, responses }
+}
+
+pub fn event(e: mvcc::Event) -> proto::Event {
+    proto::Event {
+        kind: match e.kind {
+            mvcc::EventKind::Put => proto::EventKind::Put,
+            mvcc::EventKind::Delete => proto::EventKind::Delete,
+        },
+        kv: key_value(e.kv),
+        prev_kv: e.prev_kv.map(key_value),
+    }
+}
+
+/// The protocol error for a store error.
+pub fn store_error(error: mvcc::Error) -> ErrorBody {
+    let code = match error {
+        mvcc::Error::Compacted { .. } => ErrorCode::Compacted,
+        mvcc::Error::FutureRevision { .. } => ErrorCode::FutureRevision,
+        mvcc::Error::DuplicateKeyInTxn => ErrorCode::DuplicateKey,
+        mvcc::Error::TooManyOps { .. } | mvcc::Error::TxnTooDeep => ErrorCode::TooManyOps,
+        mvcc::Error::KeyNotFound => ErrorCode::KeyNotFound,
+        mvcc::Error::EmptyKey => ErrorCode::EmptyKey,
+        mvcc::Error::ValueProvided => ErrorCode::ValueProvided,
+        mvcc::Error::LeaseProvided => ErrorCode::LeaseProvided,
+    };
+    ErrorBody::new(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_round_trip_and_garbage_is_refused() {
+        let put = proto::Request::Put(proto::PutRequest {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        });
+        let command = Command { origin: 7, seq: 9, op: op_of(&put).unwrap() };
+        assert_eq!(Command::decode(&command.encode()), Some(command));
+        assert_eq!(Command::decode(&[0xff, 0xff, 0xff]), None);
+        assert!(op_of(&proto::Request::Status).is_none());
+    }
+
+    #[test]
+    fn negative_revisions_mean_the_newest() {
+        let r = proto::RangeRequest { key: b"a".to_vec(), revision: -3, ..Default::default() };
+        assert_eq!(range_request(&r).revision, 0);
+        assert_eq!(signed(u64::MAX), i64::MAX);
+    }
+}

@@ -1,0 +1,156 @@
+//! One client connection: its socket, read and write buffers, the phase of
+//! the protocol it is in, and its watches.
+//!
+//! Bounds: the read buffer never holds more than one largest frame plus one
+//! read (`read_limit_bytes`); requests stop being read while
+//! `MAX_IN_FLIGHT_PER_CONN` of them wait for an answer or while the write
+//! buffer holds more than `WRITE_HIGH_WATER_BYTES` (the client is not reading
+//! its answers). Reading resumes when both fall back; the socket's own buffer
+//! and TCP flow control then hold the client back.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+
+use mio::net::TcpStream;
+
+use super::watch::Watcher;
+use crate::proto::Session;
+
+/// Requests of one connection waiting for an answer (pipelining depth).
+pub const MAX_IN_FLIGHT_PER_CONN: usize = 1024;
+/// Unsent answer bytes past which a connection's requests stop being read.
+pub const WRITE_HIGH_WATER_BYTES: usize = 4 << 20;
+/// Unsent bytes past which watches of the connection stop being fed; they
+/// keep their place in the store's history and resume when it drains.
+pub const WATCH_FEED_LIMIT_BYTES: usize = 1 << 20;
+/// Bytes asked of the socket per read call.
+const READ_CHUNK_BYTES: usize = 64 << 10;
+/// Watches one connection may hold.
+pub const MAX_WATCHES_PER_CONN: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for the hello or an HTTP request head.
+    Opening,
+    Open(Session),
+    /// Write what is buffered, then close.
+    Closing,
+}
+
+/// What a read pass found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// The socket has nothing more for now.
+    Drained,
+    /// The buffer is full; reading stopped early.
+    Full,
+    /// The peer closed its side, or the socket failed.
+    Closed,
+}
+
+pub struct Conn {
+    pub stream: TcpStream,
+    /// Distinguishes this connection from later ones in the same slot, so a
+    /// late answer never reaches a stranger.
+    pub serial: u64,
+    pub phase: Phase,
+    pub read_buf: Vec<u8>,
+    /// Invariant: `written_bytes <= write_buf.len()`.
+    pub write_buf: Vec<u8>,
+    pub written_bytes: usize,
+    /// Requests read and not yet answered. Invariant: at most
+    /// `MAX_IN_FLIGHT_PER_CONN`.
+    pub in_flight: usize,
+    pub watchers: BTreeMap<u64, Watcher>,
+    /// Next id for a watch whose creator let the server choose.
+    pub next_watch_id: u64,
+    /// Reading stopped on a bound; the loop resumes it once the bound clears.
+    pub paused: bool,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, serial: u64) -> Conn {
+        Conn {
+            stream,
+            serial,
+            phase: Phase::Opening,
+            read_buf: Vec::new(),
+            write_buf: Vec::new(),
+            written_bytes: 0,
+            in_flight: 0,
+            watchers: BTreeMap::new(),
+            next_watch_id: 1,
+            paused: false,
+        }
+    }
+
+    /// Unsent bytes.
+    pub fn pending_write_bytes(&self) -> usize {
+        self.write_buf.len() - self.written_bytes
+    }
+
+    /// Whether new requests may be read now.
+    pub fn accepts_requests(&self) -> bool {
+        self.in_flight < MAX_IN_FLIGHT_PER_CONN
+            && self.pending_write_bytes() <= WRITE_HIGH_WATER_BYTES
+    }
+
+    /// Reads until the socket is drained or the buffer holds `limit_bytes`.
+    pub fn fill(&mut self, limit_bytes: usize) -> ReadOutcome {
+        loop {
+            let room = limit_bytes.saturating_sub(self.read_buf.len());
+            if room == 0 {
+                return ReadOutcome::Full;
+            }
+            let start = self.read_buf.len();
+            self.read_buf.resize(start + room.min(READ_CHUNK_BYTES), 0);
+            match self.stream.read(&mut self.read_buf[start..]) {
+                Ok(0) => {
+                    self.read_buf.truncate(start);
+                    return ReadOutcome::Closed;
+                }
+                Ok(n) => self.read_buf.truncate(start + n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.read_buf.truncate(start);
+                    return ReadOutcome::Drained;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.read_buf.truncate(start),
+                Err(_) => {
+                    self.read_buf.truncate(start);
+                    return ReadOutcome::Closed;
+                }
+            }
+        }
+    }
+
+    /// Writes buffered bytes until the socket refuses more. `Err` when the
+    /// connection failed.
+    pub fn flush(&mut self) -> io::Result<()> {
+        while self.written_bytes < self.write_buf.len() {
+            match self.stream.write(&self.write_buf[self.written_bytes..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.written_bytes += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.written_bytes == self.write_buf.len() {
+            self.write_buf.clear();
+            self.written_bytes = 0;
+            // A burst's buffer is not kept for an idle connection.
+            if self.write_buf.capacity() > WRITE_HIGH_WATER_BYTES {
+                self.write_buf.shrink_to(READ_CHUNK_BYTES);
+            }
+        } else if self.written_bytes > WRITE_HIGH_WATER_BYTES {
+            self.write_buf.drain(..self.written_bytes);
+            self.written_bytes = 0;
+        }
+        Ok(())
+    }
+
+    /// Whether a closing connection has written everything.
+    pub fn done_closing(&self) -> bool {
+        self.phase == Phase::Closing && self.pending_write_bytes() == 0
+    }
+}
