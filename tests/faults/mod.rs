@@ -7,3 +7,5 @@
 #![allow(dead_code)]
 
 pub mod checker;
+pub mod proxy;
+pub mod rng;
