@@ -20,7 +20,8 @@ struct Link {
 /// Member `to` listens behind a proxy; member `from` dials through it.
 fn setup(seed: u64) -> (Proxy, TcpListener) {
     let member = TcpListener::bind("127.0.0.1:0").unwrap();
-    let proxy = Proxy::start(member.local_addr().unwrap(), IDS.to_vec(), seed);
+    let proxy = Proxy::start(member.local_addr().unwrap(), IDS.len(), seed);
+    proxy.set_member_ids(IDS.to_vec());
     (proxy, member)
 }
 

@@ -7,5 +7,6 @@
 #![allow(dead_code)]
 
 pub mod checker;
+pub mod cluster;
 pub mod proxy;
 pub mod rng;

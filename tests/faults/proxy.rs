@@ -77,17 +77,16 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Listens on a free 127.0.0.1 port and forwards to `target`.
-    /// `member_ids[i]` is the id member `i` puts in its hellos.
-    pub fn start(target: SocketAddr, member_ids: Vec<u64>, seed: u64) -> Proxy {
+    /// Listens on a free 127.0.0.1 port and forwards to `target`, for a
+    /// cluster of `members`. Every hello is refused until `set_member_ids`.
+    pub fn start(target: SocketAddr, members: usize, seed: u64) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("proxy binds");
         listener.set_nonblocking(true).unwrap();
         let listen_addr = listener.local_addr().unwrap();
-        let members = member_ids.len();
         let control = Arc::new(Mutex::new(Control {
             links: vec![LinkFaults::default(); members],
             cut_epochs: vec![0; members],
-            member_ids,
+            member_ids: Vec::new(),
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let mut state = Forwarder {
@@ -103,6 +102,14 @@ impl Proxy {
             .spawn(move || state.run(&stop_flag))
             .unwrap();
         Proxy { listen_addr, control, stop, thread: Some(thread) }
+    }
+
+    /// `ids[i]` is the id member `i` puts in its hellos. Invariant: one id
+    /// per member of the cluster.
+    pub fn set_member_ids(&self, ids: Vec<u64>) {
+        let mut control = self.control.lock().unwrap();
+        assert_eq!(ids.len(), control.links.len());
+        control.member_ids = ids;
     }
 
     /// Sets the faults of the link from member `from` to this proxy's member.
