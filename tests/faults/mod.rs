@@ -8,5 +8,7 @@
 
 pub mod checker;
 pub mod cluster;
+pub mod history;
 pub mod proxy;
 pub mod rng;
+pub mod scenario;
