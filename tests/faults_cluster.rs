@@ -17,7 +17,7 @@ fn put(cluster: &Cluster, i: usize, key: &str, value: &str) -> i64 {
 
 #[test]
 fn members_talk_through_the_proxies_and_an_isolated_leader_is_replaced() {
-    let mut cluster = Cluster::start("harness-isolate", 3, 1);
+    let mut cluster = Cluster::start("harness-isolate", 3, 1, Vec::new());
     let all = cluster.live();
     let leader = cluster.wait_leader(&all, LEADER_WAIT).expect("a leader");
     put(&cluster, leader, "a", "1");

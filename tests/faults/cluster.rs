@@ -61,6 +61,8 @@ impl Member {
 pub struct Cluster {
     pub dir: PathBuf,
     pub members: Vec<Member>,
+    /// Flags added to every `ember serve`.
+    pub extra_args: Vec<String>,
 }
 
 /// A port nobody listens on right now.
@@ -70,7 +72,7 @@ fn free_port() -> u16 {
 
 impl Cluster {
     /// Starts `size` members, each behind its own proxy.
-    pub fn start(test: &str, size: usize, seed: u64) -> Cluster {
+    pub fn start(test: &str, size: usize, seed: u64, extra_args: Vec<String>) -> Cluster {
         let n = NEXT_CLUSTER.fetch_add(1, Ordering::Relaxed);
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("faults-{test}-{}-{n}", std::process::id()));
@@ -100,7 +102,7 @@ impl Cluster {
         for m in &mut members {
             m.proxy.set_member_ids(ids.clone());
         }
-        let mut cluster = Cluster { dir, members };
+        let mut cluster = Cluster { dir, members, extra_args };
         for i in 0..size {
             cluster.spawn(i);
         }
@@ -142,6 +144,7 @@ impl Cluster {
             .args(["--initial-cluster-token", TOKEN])
             .args(["--heartbeat-interval", &HEARTBEAT_MS.to_string()])
             .args(["--election-timeout", &ELECTION_TIMEOUT_MS.to_string()])
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -41,6 +41,10 @@ const ERROR_BACKOFF: Duration = Duration::from_millis(30);
 const WATCH_EVENTS_MAX: usize = 1 << 20;
 /// A watch stream idle this long ends and is resumed, so a watcher notices
 /// the stop flag soon after the load ends.
+/// The compactor's period and how many revisions it leaves behind: a
+/// watcher that falls further back than that must see a compaction cancel.
+const COMPACT_EVERY: Duration = Duration::from_millis(300);
+const COMPACT_KEEP_REVISIONS: i64 = 200;
 const WATCH_IDLE: Duration = Duration::from_millis(500);
 
 pub fn key_name(key: u32) -> Vec<u8> {
@@ -75,6 +79,11 @@ pub struct History {
     pub serializable: Vec<Operation>,
     /// Per watcher, the (key, revision, value or None for a delete) seen.
     pub watches: Vec<Vec<WatchEvent>>,
+    /// Per watcher, the indices into its events where it resumed past a
+    /// compaction: the one place a gap is allowed.
+    pub compaction_jumps: Vec<Vec<usize>>,
+    /// Compactions the compactor made.
+    pub compactions: usize,
 }
 
 /// The running recorder; `finish` stops the clients and returns the history.
@@ -82,12 +91,14 @@ pub struct Recorder {
     pub start: Instant,
     stop: Arc<AtomicBool>,
     clients: Vec<JoinHandle<(Vec<Operation>, Vec<Operation>)>>,
-    watchers: Vec<JoinHandle<Vec<WatchEvent>>>,
+    watchers: Vec<JoinHandle<(Vec<WatchEvent>, Vec<usize>)>>,
+    compactor: Option<JoinHandle<usize>>,
 }
 
 impl Recorder {
-    /// Starts `per_member` clients on each config and one watcher on each.
-    pub fn start(configs: &[Config], per_member: usize, seed: u64) -> Recorder {
+    /// Starts `per_member` clients on each config and one watcher on each;
+    /// with `compact`, also a compactor.
+    pub fn start(configs: &[Config], per_member: usize, seed: u64, compact: bool) -> Recorder {
         let start = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
         let mut clients = Vec::new();
@@ -106,7 +117,11 @@ impl Recorder {
                 thread::spawn(move || run_watcher(config, &stop))
             })
             .collect();
-        Recorder { start, stop, clients, watchers }
+        let compactor = compact.then(|| {
+            let (configs, stop) = (configs.to_vec(), stop.clone());
+            thread::spawn(move || run_compactor(&configs, &stop))
+        });
+        Recorder { start, stop, clients, watchers, compactor }
     }
 
     /// Nanoseconds since the start, on the recorder's clock.
@@ -123,7 +138,12 @@ impl Recorder {
             history.serializable.extend(serializable);
         }
         for handle in self.watchers {
-            history.watches.push(handle.join().expect("watcher thread"));
+            let (events, jumps) = handle.join().expect("watcher thread");
+            history.watches.push(events);
+            history.compaction_jumps.push(jumps);
+        }
+        if let Some(handle) = self.compactor {
+            history.compactions = handle.join().expect("compactor thread");
         }
         history
     }
@@ -265,36 +285,75 @@ fn cas_request(key: Vec<u8>, compare: Compare, value: Value) -> TxnRequest {
 /// Watches every key of the workload from revision 1 until stopped. When a
 /// stream ends (its member died, or it was idle past the command timeout),
 /// a new one starts from the revision after the last event kept: the
-/// resumption the watch guarantees promise.
-fn run_watcher(mut config: Config, stop: &AtomicBool) -> Vec<WatchEvent> {
+/// resumption the watch guarantees promise. A start below the compacted
+/// revision is cancelled with that revision; the watcher then resumes there
+/// and notes the jump.
+fn run_watcher(mut config: Config, stop: &AtomicBool) -> (Vec<WatchEvent>, Vec<usize>) {
     config.command_timeout = WATCH_IDLE;
     let mut events: Vec<WatchEvent> = Vec::new();
-    let mut range_end = KEY_PREFIX.as_bytes().to_vec();
-    *range_end.last_mut().unwrap() += 1;
+    let mut jumps = Vec::new();
+    let mut next_revision = 1;
     while !stop.load(Ordering::Relaxed) && events.len() < WATCH_EVENTS_MAX {
-        let start_revision = events.last().map_or(1, |e| e.1 + 1);
-        let request = WatchCreateRequest {
-            key: KEY_PREFIX.as_bytes().to_vec(),
-            range_end: range_end.clone(),
-            start_revision,
-            ..Default::default()
-        };
+        let request = watch_request(next_revision);
         let stream = Client::connect(config.clone()).and_then(|mut c| c.watch(request));
         let Ok(stream) = stream else {
             sleep(ERROR_BACKOFF);
             continue;
         };
         for message in stream {
-            let Ok(WatchMessage::Events { events: batch, .. }) = message else { break };
-            for event in batch {
-                let Some(key) = key_index(&event.kv.key) else { continue };
-                let value = (event.kind == EventKind::Put).then(|| parse_value(&event.kv.value));
-                events.push((key, event.kv.mod_revision, value));
+            match message {
+                Ok(WatchMessage::Events { events: batch, .. }) => keep(&mut events, batch),
+                Ok(WatchMessage::Cancelled { compact_revision, .. }) if compact_revision > 0 => {
+                    jumps.push(events.len());
+                    next_revision = next_revision.max(compact_revision);
+                    break;
+                }
+                _ => break,
             }
+            next_revision = events.last().map_or(next_revision, |e| e.1 + 1);
             if stop.load(Ordering::Relaxed) {
                 break;
             }
         }
     }
-    events
+    (events, jumps)
+}
+
+fn watch_request(start_revision: i64) -> WatchCreateRequest {
+    let mut range_end = KEY_PREFIX.as_bytes().to_vec();
+    *range_end.last_mut().unwrap() += 1;
+    WatchCreateRequest {
+        key: KEY_PREFIX.as_bytes().to_vec(),
+        range_end,
+        start_revision,
+        ..Default::default()
+    }
+}
+
+fn keep(events: &mut Vec<WatchEvent>, batch: Vec<ember::proto::Event>) {
+    for event in batch {
+        let Some(key) = key_index(&event.kv.key) else { continue };
+        let value = (event.kind == EventKind::Put).then(|| parse_value(&event.kv.value));
+        events.push((key, event.kv.mod_revision, value));
+    }
+}
+
+/// Compacts to a little below the current revision every `COMPACT_EVERY`,
+/// through whichever member answers; returns how many compactions succeeded.
+fn run_compactor(configs: &[Config], stop: &AtomicBool) -> usize {
+    let mut done = 0;
+    let mut turn = 0;
+    while !stop.load(Ordering::Relaxed) {
+        sleep(COMPACT_EVERY);
+        turn += 1;
+        let Ok(mut client) = Client::connect(configs[turn % configs.len()].clone()) else {
+            continue;
+        };
+        let Ok(status) = client.status() else { continue };
+        let target = status.header.revision - COMPACT_KEEP_REVISIONS;
+        if target > status.compact_revision && client.compact(target, false).is_ok() {
+            done += 1;
+        }
+    }
+    done
 }
