@@ -9,10 +9,10 @@
 //! one write it saw. The mix: puts, linearizable and serializable gets,
 //! deletes, and txn compare-and-swaps on version or on value.
 //!
-//! How an error is recorded: a write whose answer was lost or that timed out
-//! (`ClientError::outcome_unknown`) gets an unknown outcome; a write refused
-//! before it could apply (no connection, or a server error that says it did
-//! not apply) is left out, as it never happened; a failed read is left out.
+//! How an error is recorded: a write refused before it could apply (never
+//! sent, or a server error whose code says it did not apply) is left out, as
+//! it never happened; any other failed write (answer lost, timed out, ...)
+//! gets an unknown outcome; a failed read is left out.
 //!
 //! A watcher thread per member watches the whole key prefix from revision 1
 //! and keeps every event, for the watch checks.
@@ -22,10 +22,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle, sleep};
 use std::time::{Duration, Instant};
 
-use ember::client::{Client, ClientError, Config};
+use ember::client::{Client, ClientError, Config, ConnectOptions, Connection};
 use ember::proto::{
     Compare as WireCompare, CompareResult, CompareTarget, EventKind, KeyValue, PutRequest,
-    RangeRequest, RequestOp, TxnRequest, WatchCreateRequest, WatchMessage,
+    RangeRequest, Request, RequestOp, ServerMessage, TxnRequest, WatchCreateRequest, WatchMessage,
 };
 
 use super::checker::{Compare, Input, NEVER_WRITTEN, Observed, Operation, Output, Value};
@@ -39,8 +39,8 @@ const KEY_PREFIX: &str = "fk/";
 const ERROR_BACKOFF: Duration = Duration::from_millis(30);
 /// Events one watcher keeps; a scenario of minutes writes far fewer.
 const WATCH_EVENTS_MAX: usize = 1 << 20;
-/// A watch stream idle this long ends and is resumed, so a watcher notices
-/// the stop flag soon after the load ends.
+/// A watch connection idle this long is dropped and the watch resumed, so
+/// a watcher notices the stop flag soon after the load ends.
 /// The compactor's period and how many revisions it leaves behind: a
 /// watcher that falls further back than that must see a compaction cancel.
 const COMPACT_EVERY: Duration = Duration::from_millis(300);
@@ -183,7 +183,7 @@ fn run_client(
             Err(e) => {
                 connection = None;
                 sleep(ERROR_BACKOFF);
-                if !(input != Input::Get && e.outcome_unknown()) {
+                if input == Input::Get || surely_not_applied(&e) {
                     continue;
                 }
                 Output::Unknown
@@ -195,6 +195,18 @@ fn run_client(
         if is_serializable { serializable.push(op) } else { ops.push(op) }
     }
     (ops, serializable)
+}
+
+/// A write failed in a way that proves it was never applied: it was never
+/// sent, or the server answered with a code it knows and that says so. Any
+/// other failure (lost answer, timeout, protocol trouble, an unknown code)
+/// leaves the outcome open.
+fn surely_not_applied(error: &ClientError) -> bool {
+    match error {
+        ClientError::Unreachable { .. } => true,
+        ClientError::Server { .. } => error.code().is_some() && !error.outcome_unknown(),
+        _ => false,
+    }
 }
 
 fn connected<'a>(slot: &'a mut Option<Client>, config: &Config) -> Option<&'a mut Client> {
@@ -283,37 +295,43 @@ fn cas_request(key: Vec<u8>, compare: Compare, value: Value) -> TxnRequest {
 }
 
 /// Watches every key of the workload from revision 1 until stopped. When a
-/// stream ends (its member died, or it was idle past the command timeout),
-/// a new one starts from the revision after the last event kept: the
-/// resumption the watch guarantees promise. A start below the compacted
-/// revision is cancelled with that revision; the watcher then resumes there
-/// and notes the jump.
-fn run_watcher(mut config: Config, stop: &AtomicBool) -> (Vec<WatchEvent>, Vec<usize>) {
-    config.command_timeout = WATCH_IDLE;
+/// stream ends (its member died, or nothing came for `WATCH_IDLE`), a new
+/// one starts from the revision after the last event kept: the resumption
+/// the watch guarantees promise. A start below the compacted revision is
+/// cancelled with that revision; the watcher then resumes there and notes
+/// the jump. It reads with deadlines (a raw `Connection`, not the blocking
+/// `WatchStream`) so that it always notices the stop flag.
+fn run_watcher(config: Config, stop: &AtomicBool) -> (Vec<WatchEvent>, Vec<usize>) {
+    let options = ConnectOptions { dial_timeout: config.dial_timeout, ..Default::default() };
+    let endpoint = &config.endpoints[0];
     let mut events: Vec<WatchEvent> = Vec::new();
     let mut jumps = Vec::new();
     let mut next_revision = 1;
     while !stop.load(Ordering::Relaxed) && events.len() < WATCH_EVENTS_MAX {
-        let request = watch_request(next_revision);
-        let stream = Client::connect(config.clone()).and_then(|mut c| c.watch(request));
-        let Ok(stream) = stream else {
+        let Ok(mut connection) = Connection::connect(endpoint, &options) else {
             sleep(ERROR_BACKOFF);
             continue;
         };
-        for message in stream {
+        if connection.send(&Request::WatchCreate(watch_request(next_revision))).is_err() {
+            continue;
+        }
+        while !stop.load(Ordering::Relaxed) {
+            let message = match connection.recv(Some(Instant::now() + WATCH_IDLE)) {
+                Ok(ServerMessage::Watch { message, .. }) => message,
+                Ok(ServerMessage::Response { .. }) => continue,
+                _ => break,
+            };
             match message {
-                Ok(WatchMessage::Events { events: batch, .. }) => keep(&mut events, batch),
-                Ok(WatchMessage::Cancelled { compact_revision, .. }) if compact_revision > 0 => {
+                WatchMessage::Events { events: batch, .. } => keep(&mut events, batch),
+                WatchMessage::Cancelled { compact_revision, .. } if compact_revision > 0 => {
                     jumps.push(events.len());
                     next_revision = next_revision.max(compact_revision);
                     break;
                 }
-                _ => break,
+                WatchMessage::Cancelled { .. } => break,
+                WatchMessage::Progress { .. } => {}
             }
             next_revision = events.last().map_or(next_revision, |e| e.1 + 1);
-            if stop.load(Ordering::Relaxed) {
-                break;
-            }
         }
     }
     (events, jumps)
