@@ -1,0 +1,133 @@
+//! Fault scenarios on followers, minorities, frozen processes and flaky
+//! links, under the recorder's load and the checks of `faults::scenario`.
+
+mod faults;
+
+use std::thread::sleep;
+use std::time::Duration;
+
+use faults::cluster::ELECTION_TIMEOUT_MS;
+use faults::proxy::LinkFaults;
+use faults::scenario::{Run, run};
+
+const FAULT_MS: u64 = 2 * ELECTION_TIMEOUT_MS;
+const CALM_MS: u64 = 500;
+
+/// Runs `step` until the scenario's time is up, at least once.
+fn repeat(run: &mut Run, mut step: impl FnMut(&mut Run)) {
+    loop {
+        step(run);
+        sleep(Duration::from_millis(CALM_MS));
+        if !run.time_left() {
+            break;
+        }
+    }
+}
+
+fn followers(run: &Run, leader: usize) -> Vec<usize> {
+    run.cluster.live().into_iter().filter(|&i| i != leader).collect()
+}
+
+#[test]
+fn kill_follower() {
+    run("kill_follower", 3, |run| {
+        repeat(run, |run| {
+            let leader = run.leader();
+            let follower = followers(run, leader)[run.rng.below(2) as usize];
+            run.fault_now();
+            run.cluster.kill(follower);
+            sleep(Duration::from_millis(FAULT_MS));
+            run.cluster.spawn(follower);
+        })
+    });
+}
+
+#[test]
+fn kill_minority_of_five() {
+    run("kill_minority_of_five", 5, |run| {
+        repeat(run, |run| {
+            // Two of five, the leader among them half of the time.
+            let leader = run.leader();
+            let mut victims = followers(run, leader);
+            let first = victims.remove(run.rng.below(4) as usize);
+            let second = if run.rng.chance(50) { leader } else { victims[0] };
+            run.fault_now();
+            run.cluster.kill(first);
+            run.cluster.kill(second);
+            sleep(Duration::from_millis(FAULT_MS));
+            run.cluster.spawn(first);
+            run.cluster.spawn(second);
+        })
+    });
+}
+
+#[test]
+fn stop_leader_longer_than_election_timeout() {
+    run("sigstop_leader", 3, |run| {
+        repeat(run, |run| {
+            let leader = run.leader();
+            run.fault_now();
+            run.cluster.stop(leader);
+            sleep(Duration::from_millis(FAULT_MS));
+            run.cluster.resume(leader);
+        })
+    });
+}
+
+#[test]
+fn follower_isolated_then_rejoined_does_not_disrupt() {
+    run("isolate_follower", 3, |run| {
+        repeat(run, |run| {
+            let leader = run.leader();
+            let follower = followers(run, leader)[0];
+            let term = run.cluster.status(leader).map(|s| s.raft_term);
+            run.cluster.isolate(&[follower], false);
+            sleep(Duration::from_millis(FAULT_MS));
+            run.cluster.heal();
+            sleep(Duration::from_millis(ELECTION_TIMEOUT_MS));
+            // Pre-vote: the returning follower cannot win votes from members
+            // that hear a leader, so the leader and its term stay.
+            let after = run.cluster.status(leader).map(|s| s.raft_term);
+            assert_eq!(after, term, "the rejoining follower disrupted the leader");
+        })
+    });
+}
+
+#[test]
+fn lossy_and_slow_links() {
+    run("lossy_slow_links", 3, |run| {
+        let members = run.cluster.members.len();
+        for from in 0..members {
+            for to in (0..members).filter(|&to| to != from) {
+                let faults = LinkFaults {
+                    blackhole: false,
+                    drop_per_million: run.rng.below(200_000),
+                    delay_ms: u64::from(run.rng.below(50)),
+                };
+                run.cluster.link(from, to, faults);
+            }
+        }
+        while run.time_left() {
+            sleep(Duration::from_millis(100));
+        }
+    });
+}
+
+#[test]
+fn links_cut_and_healed_in_random_order() {
+    run("random_cuts", 3, |run| {
+        let members = run.cluster.members.len();
+        let hole = LinkFaults { blackhole: true, ..LinkFaults::default() };
+        while run.time_left() {
+            let from = run.rng.below(members as u32) as usize;
+            let to = (from + 1 + run.rng.below(members as u32 - 1) as usize) % members;
+            if run.rng.chance(60) {
+                run.cluster.link(from, to, hole);
+            } else {
+                run.cluster.link(from, to, LinkFaults::default());
+                run.cluster.members[to].proxy.cut(from);
+            }
+            sleep(Duration::from_millis(u64::from(run.rng.below(400))));
+        }
+    });
+}
