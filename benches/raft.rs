@@ -111,7 +111,7 @@ fn measure(batch: usize) -> f64 {
         members[0].node.propose_batch(proposals).expect("the leader takes proposals");
         iterate(&mut members);
         iterations += 1;
-        if iterations % 64 == 0 && start.elapsed() >= MEASURE_FOR {
+        if iterations.is_multiple_of(64) && start.elapsed() >= MEASURE_FOR {
             break;
         }
     }

@@ -280,10 +280,10 @@ impl Model {
             }
         }
         for op in ops {
-            if let RequestOp::Put(p) = op {
-                if dels.contains(&p.key) || !puts.insert(p.key.clone()) {
-                    return Err(Error::DuplicateKeyInTxn);
-                }
+            if let RequestOp::Put(p) = op
+                && (dels.contains(&p.key) || !puts.insert(p.key.clone()))
+            {
+                return Err(Error::DuplicateKeyInTxn);
             }
         }
         Ok((puts, dels))

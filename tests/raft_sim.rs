@@ -759,7 +759,7 @@ impl Sim {
             self.check_leader(id);
             self.check_committed(id);
         }
-        if self.tick % LOG_MATCHING_EVERY_TICKS == 0 {
+        if self.tick.is_multiple_of(LOG_MATCHING_EVERY_TICKS) {
             self.check_log_matching();
         }
     }

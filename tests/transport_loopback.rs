@@ -499,12 +499,12 @@ fn a_big_chunked_payload_arrives_intact_with_bounded_memory() {
     run_until(&mut [&mut a, &mut b], "the whole stream", |n| {
         turns += 1;
         assert!(n[1].transport.received_stream_bytes() <= INBOX + CHUNK);
-        if turns % 4 == 0 {
+        if turns.is_multiple_of(4) {
             let events: Vec<_> = n[1].transport.drain_stream_events().collect();
             n[1].stream_events.extend(events);
         }
         // Messages keep flowing beside the stream.
-        if turns % 16 == 0 && n[0].transport.send(2, &msg(heartbeats)).is_ok() {
+        if turns.is_multiple_of(16) && n[0].transport.send(2, &msg(heartbeats)).is_ok() {
             heartbeats += 1;
         }
         matches!(n[1].stream_events.last(), Some(StreamEvent::Finished { .. }))

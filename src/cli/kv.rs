@@ -251,14 +251,14 @@ fn key_range(parsed: &Parsed, command: &str) -> Result<(Vec<u8>, Vec<u8>), CliEr
 /// A failed operation as one line. A compacted revision is named: the
 /// server's error carries no number, so the member's status supplies it.
 pub fn op_failed(client: &mut Client, error: ClientError) -> CliError {
-    if error.code() == Some(ErrorCode::Compacted) {
-        if let Ok(status) = client.status() {
-            return CliError::Failed(format!(
-                "{error}: the oldest revision kept is {} (compact revision {})",
-                status.compact_revision + 1,
-                status.compact_revision
-            ));
-        }
+    if error.code() == Some(ErrorCode::Compacted)
+        && let Ok(status) = client.status()
+    {
+        return CliError::Failed(format!(
+            "{error}: the oldest revision kept is {} (compact revision {})",
+            status.compact_revision + 1,
+            status.compact_revision
+        ));
     }
     failed(error)
 }

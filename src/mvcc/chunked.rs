@@ -25,7 +25,7 @@ impl<T, const N: usize> ChunkedVec<T, N> {
 
     /// Appends and returns the new element's index.
     pub(crate) fn push(&mut self, value: T) -> usize {
-        if self.len % N == 0 {
+        if self.len.is_multiple_of(N) {
             self.chunks.push(Vec::with_capacity(N));
         }
         let last = self.chunks.last_mut().expect("a chunk was just ensured");

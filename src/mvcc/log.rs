@@ -62,7 +62,7 @@ impl RevLog {
         let mut entry = id;
         if rev.sub == 0 {
             assert_eq!(rev.main, self.last_rev + 1, "log revisions must be consecutive");
-            if (rev.main - self.first_rev) % MARK_STRIDE == 0 {
+            if (rev.main - self.first_rev).is_multiple_of(MARK_STRIDE) {
                 self.marks.push_back(self.end_seq);
             }
             self.last_rev = rev.main;

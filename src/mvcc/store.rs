@@ -470,10 +470,10 @@ impl Store {
             None => self.tree.first(),
             Some(after) => self.tree.seek(&self.keys, after),
         };
-        if let (Some(after), Some(id)) = (&job.resume_after, self.tree.at(cursor)) {
-            if self.keys.get(id).key() == after.as_slice() {
-                cursor = self.tree.advance(cursor);
-            }
+        if let (Some(after), Some(id)) = (&job.resume_after, self.tree.at(cursor))
+            && self.keys.get(id).key() == after.as_slice()
+        {
+            cursor = self.tree.advance(cursor);
         }
         let ids: Vec<u32> = self.tree.iter_from(cursor).take(max_keys.max(1)).collect();
         let done = ids.len() < max_keys.max(1);

@@ -729,7 +729,7 @@ mod tests {
                 xorshift(&mut seed) % 500
             );
             let k = k.into_bytes();
-            let remove = round > 6000 && xorshift(&mut seed) % 3 == 0;
+            let remove = round > 6000 && xorshift(&mut seed).is_multiple_of(3);
             if remove {
                 assert_eq!(tree.remove(&keys, &k), model.remove(&k));
             } else if !model.contains_key(&k) {

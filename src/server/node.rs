@@ -219,10 +219,10 @@ impl Node {
         log::info!("serving clients on {:?}", self.config.listen_client_addrs);
         loop {
             let timeout = self.poll_timeout(Instant::now());
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(ServeError::io("poll", e));
-                }
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                return Err(ServeError::io("poll", e));
             }
             let now = Instant::now();
             for event in events.iter() {
@@ -297,10 +297,10 @@ impl Node {
     }
 
     fn ping_watchdog(&mut self, now: Instant) {
-        if self.watchdog.as_mut().is_some_and(|w| w.poll(now)) {
-            if let Err(e) = self.notifier.watchdog() {
-                log::warn!("{e}");
-            }
+        if self.watchdog.as_mut().is_some_and(|w| w.poll(now))
+            && let Err(e) = self.notifier.watchdog()
+        {
+            log::warn!("{e}");
         }
     }
 

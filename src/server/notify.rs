@@ -164,10 +164,10 @@ pub fn watchdog_interval(
     own_pid: u32,
 ) -> Result<Option<Duration>, NotifyError> {
     let Some(text) = env("WATCHDOG_USEC") else { return Ok(None) };
-    if let Some(pid) = env("WATCHDOG_PID") {
-        if pid.trim().parse::<u32>().ok() != Some(own_pid) {
-            return Ok(None);
-        }
+    if let Some(pid) = env("WATCHDOG_PID")
+        && pid.trim().parse::<u32>().ok() != Some(own_pid)
+    {
+        return Ok(None);
     }
     let usec: u64 = text.trim().parse().map_err(|_| NotifyError::BadWatchdogUsec(text.clone()))?;
     if usec == 0 {

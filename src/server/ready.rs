@@ -269,10 +269,10 @@ impl Node {
             return;
         };
         let result = self.apply_op(command.op);
-        if command.origin == self.config.member_id {
-            if let Some(pending) = self.pending_writes.remove(&command.seq) {
-                self.answer(pending.waiter, result);
-            }
+        if command.origin == self.config.member_id
+            && let Some(pending) = self.pending_writes.remove(&command.seq)
+        {
+            self.answer(pending.waiter, result);
         }
     }
 

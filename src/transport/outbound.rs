@@ -483,10 +483,10 @@ fn flush_queue(
         }
         let written = queue.write_to(conn).map_err(Failure::Io)?;
         wrote_any |= written.bytes > 0;
-        if let Some(s) = stream.as_mut() {
-            if written.stream_frame {
-                s.frame_queued = false;
-            }
+        if let Some(s) = stream.as_mut()
+            && written.stream_frame
+        {
+            s.frame_queued = false;
         }
         if written.stream_end {
             let s = stream.take().expect("an end frame belongs to a stream");

@@ -101,7 +101,7 @@ impl WalConfig {
         if usize::try_from(size).is_err() {
             return Err(WalError::Config("segment size exceeds the address space"));
         }
-        if size % page_bytes as u64 != 0 {
+        if !size.is_multiple_of(page_bytes as u64) {
             return Err(WalError::Config("segment size is not a multiple of the page size"));
         }
         if size < 4 * tail_reserve_bytes(page_bytes) as u64 {
@@ -259,7 +259,7 @@ impl Wal {
     /// pad was lost), pads to the page boundary and syncs, so later batches
     /// never rewrite the page that holds these durable records.
     fn close_partial_page(&mut self) -> Result<(), WalError> {
-        if self.sealed || self.write_offset % self.page_bytes == 0 {
+        if self.sealed || self.write_offset.is_multiple_of(self.page_bytes) {
             return Ok(());
         }
         self.write_pad();

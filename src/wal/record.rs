@@ -367,7 +367,7 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, BadHeader> {
     };
     let offset = header.records_offset as usize;
     if offset < SEGMENT_HEADER_BYTES
-        || offset % RECORD_ALIGN_BYTES != 0
+        || !offset.is_multiple_of(RECORD_ALIGN_BYTES)
         || offset as u64 >= header.segment_size_bytes
     {
         return Err(BadHeader::RecordsOffset(header.records_offset));

@@ -359,7 +359,7 @@ fn check_key(ops: &[Operation], deadline: Instant) -> Search {
     let mut steps: u64 = 0;
     while slot != NIL {
         steps += 1;
-        if steps % 4096 == 0 && Instant::now() > deadline {
+        if steps.is_multiple_of(4096) && Instant::now() > deadline {
             return Search::OutOfTime;
         }
         let event = list.events[slot];
