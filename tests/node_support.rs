@@ -6,7 +6,6 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
@@ -19,10 +18,9 @@ use ember::proto::StatusResponse;
 pub const ELECTION_TIMEOUT_MS: u64 = 1000;
 pub const HEARTBEAT_MS: u64 = 100;
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+#[path = "test_ports/mod.rs"]
+mod test_ports;
+pub use test_ports::free_port;
 
 pub struct Member {
     pub name: String,

@@ -65,10 +65,7 @@ pub struct Cluster {
     pub extra_args: Vec<String>,
 }
 
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use super::test_ports::free_port;
 
 impl Cluster {
     /// Starts `size` members, each behind its own proxy.

@@ -12,3 +12,5 @@ pub mod history;
 pub mod proxy;
 pub mod rng;
 pub mod scenario;
+#[path = "../test_ports/mod.rs"]
+pub mod test_ports;
