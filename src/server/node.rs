@@ -216,7 +216,9 @@ impl Node {
         if let Err(e) = self.notifier.ready() {
             log::warn!("{e}");
         }
-        log::info!("serving clients on {:?}", self.config.listen_client_addrs);
+        let addrs: Vec<String> =
+            self.config.listen_client_addrs.iter().map(ToString::to_string).collect();
+        log::info!("serving clients on {}", addrs.join(", "));
         loop {
             let timeout = self.poll_timeout(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
