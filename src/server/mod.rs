@@ -15,6 +15,7 @@
 //! - `clients.rs`: client connections, requests, answers, watch feeding.
 //! - `conn.rs`: one connection's buffers and bounds. `watch.rs`: one watch.
 //! - `command.rs`: the entry payload and proto ↔ mvcc translation.
+//! - `image.rs`: the snapshot payload (member table, leases, store image).
 //! - `config.rs`, `notify.rs`, `signal.rs`: flags, sd_notify, stop signals.
 //!
 //! Start-up: open the WAL (recovering a torn tail), open the snapshot
@@ -36,6 +37,7 @@ mod clients;
 mod command;
 pub mod config;
 mod conn;
+mod image;
 mod node;
 pub mod notify;
 mod ready;

@@ -23,6 +23,7 @@ use mio::{Events, Interest, Poll, Token};
 use super::command::Op;
 use super::config::{ClusterState, Config};
 use super::conn::Conn;
+use super::image::{self, Sections};
 use super::notify::{Notifier, WatchdogTimer, watchdog_interval};
 use super::{ServeError, signal};
 use crate::cli::args::process_env;
@@ -89,6 +90,9 @@ pub struct Node {
     pub(super) poll: Poll,
     pub(super) raft: RawNode<DiskStorage>,
     pub(super) store: Store,
+    /// Replicated state outside the keyspace, at `applied_index` like the
+    /// store; a snapshot carries both.
+    pub(super) sections: Sections,
     /// Invariant: ≤ the durable commit index; every entry up to it applied.
     pub(super) applied_index: u64,
     pub(super) applied_term: u64,
@@ -120,7 +124,7 @@ pub struct Node {
     /// Snapshots being received: (from, stream) → (header, bytes so far).
     pub(super) incoming: BTreeMap<(u64, u64), (Message, Vec<u8>)>,
     /// A received snapshot already decoded, for the `Ready` that applies it.
-    pub(super) staged_store: Option<(u64, Store)>,
+    pub(super) staged_store: Option<(u64, Sections, Store)>,
     pub(super) snapshot_reports: Vec<(u64, bool)>,
     pub(super) tick_interval: Duration,
     pub(super) next_tick: Instant,
@@ -137,7 +141,7 @@ impl Node {
     /// Opens the data directory, recovers, binds the sockets.
     pub fn new(config: Config) -> Result<Node, ServeError> {
         let now = Instant::now();
-        let (storage, store, snapshot_meta) = open_state(&config)?;
+        let OpenState { storage, sections, store, snapshot_meta } = open_state(&config)?;
         let raft_config = raft_config(&config, snapshot_meta.index);
         let mut raft = RawNode::new(&raft_config, storage).map_err(ServeError::Raft)?;
         // The only voter need not wait an election timeout to lead.
@@ -177,6 +181,7 @@ impl Node {
             poll,
             raft,
             store,
+            sections,
             applied_index: snapshot_meta.index,
             applied_term: snapshot_meta.term,
             snapshot_index: snapshot_meta.index,
@@ -351,9 +356,17 @@ fn raft_config(config: &Config, applied: u64) -> raft::Config {
     raft_config
 }
 
+/// What start-up recovered from disk.
+struct OpenState {
+    storage: DiskStorage,
+    sections: Sections,
+    store: Store,
+    snapshot_meta: SnapshotMeta,
+}
+
 /// Opens WAL and snapshots, bootstraps a fresh data directory, and restores
 /// the store from the snapshot the WAL names. Raft replays the rest.
-fn open_state(config: &Config) -> Result<(DiskStorage, Store, SnapshotMeta), ServeError> {
+fn open_state(config: &Config) -> Result<OpenState, ServeError> {
     let dir = &config.data_dir;
     fs::create_dir_all(dir).map_err(|e| ServeError::io("create the data directory", e))?;
     let wal = Wal::open(dir, WalConfig::default()).map_err(ServeError::Wal)?;
@@ -367,24 +380,26 @@ fn open_state(config: &Config) -> Result<(DiskStorage, Store, SnapshotMeta), Ser
     }
     let snapshot = raft::Storage::snapshot(&storage, 0)
         .map_err(|e| ServeError::Corrupt(format!("loading the newest snapshot: {e}")))?;
-    let store = if snapshot.is_empty() {
-        Store::new(store_config(config))
+    let (sections, store) = if snapshot.is_empty() {
+        (Sections::default(), Store::new(store_config(config)))
     } else {
         restore_store(config, &snapshot.data)
             .map_err(|e| ServeError::Corrupt(format!("snapshot {}: {e}", snapshot.meta.index)))?
     };
-    Ok((storage, store, snapshot.meta))
+    Ok(OpenState { storage, sections, store, snapshot_meta: snapshot.meta })
 }
 
 pub(super) fn store_config(config: &Config) -> StoreConfig {
     StoreConfig { max_txn_ops: config.max_txn_ops as usize }
 }
 
-/// A store from a snapshot image.
-pub(super) fn restore_store(config: &Config, image: &[u8]) -> Result<Store, String> {
+/// The replicated state a snapshot payload holds (see `image.rs`).
+pub(super) fn restore_store(config: &Config, payload: &[u8]) -> Result<(Sections, Store), String> {
+    let (sections, image) = image::split(payload).map_err(|e| e.to_string())?;
     let mut reader = ImageReader::new(store_config(config));
-    reader.feed(image).map_err(|e| format!("{e:?}"))?;
-    reader.finish().map_err(|e| format!("{e:?}"))
+    reader.feed(image).map_err(|e| e.to_string())?;
+    let store = reader.finish().map_err(|e| e.to_string())?;
+    Ok((sections, store))
 }
 
 /// Every member of a new cluster starts from the same snapshot at index 1,
@@ -397,7 +412,7 @@ fn bootstrap(storage: &mut DiskStorage, config: &Config) -> Result<(), ServeErro
     let conf_state = ConfState { voters, ..ConfState::default() };
     let meta = SnapshotMeta { index: 1, term: 1, conf_state };
     let store = Store::new(store_config(config));
-    let snapshot = Snapshot { meta: meta.clone(), data: image_of(&store) };
+    let snapshot = Snapshot { meta: meta.clone(), data: image_of(&Sections::default(), &store) };
     storage.snaps.save(&snapshot).map_err(ServeError::Snap)?;
     storage.wal.save_snapshot_marker(&meta).map_err(ServeError::Wal)?;
     storage
@@ -409,9 +424,10 @@ fn bootstrap(storage: &mut DiskStorage, config: &Config) -> Result<(), ServeErro
     Ok(())
 }
 
-pub(super) fn image_of(store: &Store) -> Vec<u8> {
+/// A snapshot payload: the sections, then the store's image.
+pub(super) fn image_of(sections: &Sections, store: &Store) -> Vec<u8> {
     let mut writer = store.image();
-    let mut image = Vec::new();
+    let mut image = image::encode_prefix(sections);
     while let Some(chunk) = writer.next_chunk(IMAGE_CHUNK_BYTES) {
         image.extend_from_slice(&chunk);
     }

@@ -93,13 +93,13 @@ impl Node {
         let Some(snapshot) = header.snapshot.as_mut() else { return };
         let index = snapshot.meta.index;
         match restore_store(&self.config, &bytes) {
-            Ok(store) => {
+            Ok((sections, store)) => {
                 log::info!(
                     "received a snapshot at index {index} ({} bytes) from {from:016x}",
                     bytes.len()
                 );
                 snapshot.data = bytes;
-                self.staged_store = Some((index, store));
+                self.staged_store = Some((index, sections, store));
                 self.step_from(from, header);
             }
             Err(e) => log::warn!("snapshot at {index} from {from:016x} does not decode: {e}"),
@@ -240,8 +240,8 @@ impl Node {
     }
 
     fn apply_snapshot(&mut self, meta: SnapshotMeta) -> Result<(), ServeError> {
-        let store = match self.staged_store.take() {
-            Some((index, store)) if index == meta.index => store,
+        let (sections, store) = match self.staged_store.take() {
+            Some((index, sections, store)) if index == meta.index => (sections, store),
             _ => {
                 let snapshot = self.raft.storage().snaps.load(meta.index, meta.term);
                 let snapshot = snapshot.map_err(ServeError::Snap)?;
@@ -251,6 +251,7 @@ impl Node {
         };
         log::info!("restored the store from the snapshot at index {}", meta.index);
         self.store = store;
+        self.sections = sections;
         self.applied_index = meta.index;
         self.applied_term = meta.term;
         self.snapshot_index = meta.index;
@@ -326,7 +327,7 @@ impl Node {
             term: self.applied_term,
             conf_state: self.raft.conf_state().clone(),
         };
-        let snapshot = Snapshot { meta: meta.clone(), data: image_of(&self.store) };
+        let snapshot = Snapshot { meta: meta.clone(), data: image_of(&self.sections, &self.store) };
         let bytes = snapshot.data.len();
         let data_dir = self.config.data_dir.clone();
         let (done, receiver) = mpsc::channel();

@@ -1,0 +1,178 @@
+//! A snapshot's payload: the node's replicated state besides the keyspace
+//! (the member table and the leases), then the store's image.
+//!
+//! ```text
+//! payload  = "EMBRNODE" format:u8(=1) len:u32le sections  mvcc-image
+//! sections = postcard(Sections), `len` bytes
+//! ```
+//!
+//! The sections are small (a handful of members, one record per lease) and
+//! are encoded whole when a snapshot starts; the store's image after them
+//! is written in bounded chunks (see `mvcc::image`). Everything in the
+//! payload is replicated state, so two members at the same applied index
+//! write the same bytes. A payload comes from a peer or a file: `split`
+//! bounds and checks it and answers a typed error, never a panic.
+
+use serde::{Deserialize, Serialize};
+
+const MAGIC: &[u8; 8] = b"EMBRNODE";
+const FORMAT: u8 = 1;
+const HEADER_BYTES: usize = 8 + 1 + 4;
+/// The largest sections a payload may carry: room for about half a million
+/// leases, far more than a board keeps, and a bound on what a bad length
+/// can make the reader allocate.
+pub const SECTIONS_MAX_BYTES: usize = 16 << 20;
+
+/// A member as the cluster knows it, replicated through the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    pub id: u64,
+    /// Empty until the member has published its attributes.
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    /// Empty until the member has published its attributes.
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+/// A lease as replicated: its id and granted time to live. The time left
+/// is not replicated; a new leader gives every lease its full TTL again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    pub id: i64,
+    pub ttl_secs: i64,
+}
+
+/// Replicated state outside the keyspace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sections {
+    /// Ascending by id.
+    pub members: Vec<MemberRecord>,
+    /// Ascending by id.
+    pub leases: Vec<LeaseRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayloadError {
+    BadMagic,
+    UnsupportedFormat(u8),
+    Truncated,
+    SectionsTooLarge(usize),
+    Malformed(&'static str),
+}
+
+impl std::fmt::Display for PayloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PayloadError::BadMagic => write!(f, "not a snapshot payload"),
+            PayloadError::UnsupportedFormat(v) => write!(f, "payload format {v} is not supported"),
+            PayloadError::Truncated => write!(f, "payload is truncated"),
+            PayloadError::SectionsTooLarge(n) => {
+                write!(f, "payload sections of {n} bytes exceed {SECTIONS_MAX_BYTES}")
+            }
+            PayloadError::Malformed(why) => write!(f, "payload is malformed: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for PayloadError {}
+
+/// The payload's header and sections; the store's image follows them.
+pub fn encode_prefix(sections: &Sections) -> Vec<u8> {
+    let body = postcard::to_allocvec(sections).expect("sections always serialize");
+    let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
+    out.extend_from_slice(MAGIC);
+    out.push(FORMAT);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// The sections of a payload and the store's image after them.
+pub fn split(payload: &[u8]) -> Result<(Sections, &[u8]), PayloadError> {
+    if payload.len() < HEADER_BYTES {
+        return Err(PayloadError::Truncated);
+    }
+    if &payload[..8] != MAGIC {
+        return Err(PayloadError::BadMagic);
+    }
+    if payload[8] != FORMAT {
+        return Err(PayloadError::UnsupportedFormat(payload[8]));
+    }
+    let len = u32::from_le_bytes(payload[9..13].try_into().expect("4 bytes")) as usize;
+    if len > SECTIONS_MAX_BYTES {
+        return Err(PayloadError::SectionsTooLarge(len));
+    }
+    let rest = &payload[HEADER_BYTES..];
+    if rest.len() < len {
+        return Err(PayloadError::Truncated);
+    }
+    let sections: Sections = postcard::from_bytes(&rest[..len])
+        .map_err(|_| PayloadError::Malformed("sections do not decode"))?;
+    check_sorted(&sections)?;
+    Ok((sections, &rest[len..]))
+}
+
+fn check_sorted(sections: &Sections) -> Result<(), PayloadError> {
+    if !sections.members.windows(2).all(|w| w[0].id < w[1].id) {
+        return Err(PayloadError::Malformed("members not ascending by id"));
+    }
+    if !sections.leases.windows(2).all(|w| w[0].id < w[1].id) {
+        return Err(PayloadError::Malformed("leases not ascending by id"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Sections {
+        Sections {
+            members: vec![
+                MemberRecord {
+                    id: 1,
+                    name: "a".into(),
+                    peer_urls: vec!["http://10.0.0.1:7380".into()],
+                    client_urls: vec!["http://10.0.0.1:7379".into()],
+                    is_learner: false,
+                },
+                MemberRecord { id: 9, ..MemberRecord::default() },
+            ],
+            leases: vec![LeaseRecord { id: 5, ttl_secs: 10 }],
+        }
+    }
+
+    #[test]
+    fn round_trip_keeps_the_image_after_the_sections() {
+        let mut payload = encode_prefix(&sample());
+        payload.extend_from_slice(b"IMAGE");
+        let (sections, image) = split(&payload).unwrap();
+        assert_eq!(sections, sample());
+        assert_eq!(image, b"IMAGE");
+    }
+
+    #[test]
+    fn every_truncation_and_bad_header_is_an_error() {
+        let payload = encode_prefix(&sample());
+        for len in 0..payload.len() {
+            assert!(split(&payload[..len]).is_err(), "prefix of {len} bytes accepted");
+        }
+        let mut bad = payload.clone();
+        bad[0] ^= 1;
+        assert_eq!(split(&bad), Err(PayloadError::BadMagic));
+        let mut bad = payload.clone();
+        bad[8] = 7;
+        assert_eq!(split(&bad), Err(PayloadError::UnsupportedFormat(7)));
+        let mut bad = payload;
+        bad[9..13].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(split(&bad), Err(PayloadError::SectionsTooLarge(u32::MAX as usize)));
+    }
+
+    #[test]
+    fn unsorted_sections_are_refused() {
+        let mut s = sample();
+        s.members.reverse();
+        assert!(matches!(split(&encode_prefix(&s)), Err(PayloadError::Malformed(_))));
+    }
+}
