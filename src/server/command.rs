@@ -31,8 +31,8 @@ pub enum Op {
 pub struct Command {
     /// The member whose client asked for it.
     pub origin: u64,
-    /// Unique per origin (restarts included: it starts from the wall clock
-    /// in microseconds, see `Node::new`).
+    /// Unique per origin, restarts included: each run starts at a random
+    /// point (see `first_sequence_number` in node.rs).
     pub seq: u64,
     pub op: Op,
 }
