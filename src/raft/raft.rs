@@ -218,7 +218,7 @@ impl<S: Storage> Raft<S> {
         self.reset(term);
         self.role = Role::Follower;
         self.leader_id = leader_id;
-        debug!("raft {}: follower in term {term}, leader {leader_id}", self.id);
+        debug!("raft {:016x}: follower in term {term}, leader {leader_id:016x}", self.id);
     }
 
     fn become_pre_candidate(&mut self) {
@@ -229,7 +229,7 @@ impl<S: Storage> Raft<S> {
         self.election_elapsed_ticks = 0;
         self.randomized_election_timeout_ticks =
             self.election_tick + self.rng.below(self.election_tick as u64) as usize;
-        debug!("raft {}: pre-candidate in term {}", self.id, self.term);
+        debug!("raft {:016x}: pre-candidate in term {}", self.id, self.term);
     }
 
     fn become_candidate(&mut self) {
@@ -238,7 +238,7 @@ impl<S: Storage> Raft<S> {
         self.reset(term);
         self.vote = self.id;
         self.role = Role::Candidate;
-        debug!("raft {}: candidate in term {term}", self.id);
+        debug!("raft {:016x}: candidate in term {term}", self.id);
     }
 
     fn become_leader(&mut self) {
@@ -262,7 +262,7 @@ impl<S: Storage> Raft<S> {
             data: Vec::new(),
         };
         self.log.append(&[noop]);
-        info!("raft {}: leader in term {term}", self.id);
+        info!("raft {:016x}: leader in term {term}", self.id);
     }
 
     // ----- time -----
@@ -292,7 +292,7 @@ impl<S: Storage> Raft<S> {
             self.election_elapsed_ticks = 0;
             if self.check_quorum && !self.quorum_recently_active() {
                 warn!(
-                    "raft {}: lost contact with a quorum, stepping down in term {}",
+                    "raft {:016x}: lost contact with a quorum, stepping down in term {}",
                     self.id, self.term
                 );
                 let term = self.term;
@@ -301,7 +301,7 @@ impl<S: Storage> Raft<S> {
             }
             if self.lead_transferee != NO_NODE {
                 info!(
-                    "raft {}: leadership transfer to {} timed out",
+                    "raft {:016x}: leadership transfer to {:016x} timed out",
                     self.id, self.lead_transferee
                 );
                 self.lead_transferee = NO_NODE;
@@ -333,7 +333,7 @@ impl<S: Storage> Raft<S> {
             return;
         }
         if self.has_unapplied_conf_change() {
-            warn!("raft {}: not campaigning with an unapplied membership change", self.id);
+            warn!("raft {:016x}: not campaigning with an unapplied membership change", self.id);
             return;
         }
         self.campaign(if self.pre_vote { Campaign::PreElection } else { Campaign::Election });
@@ -398,7 +398,10 @@ impl<S: Storage> Raft<S> {
 
     fn send(&mut self, mut m: Message) {
         if self.msgs.len() >= MAX_QUEUED_MESSAGES {
-            warn!("raft {}: message queue full, dropping {:?} to {}", self.id, m.kind, m.to);
+            warn!(
+                "raft {:016x}: message queue full, dropping {:?} to {:016x}",
+                self.id, m.kind, m.to
+            );
             return;
         }
         m.from = self.id;
@@ -451,22 +454,25 @@ impl<S: Storage> Raft<S> {
         let snapshot = match self.log.snapshot(request_index) {
             Ok(snapshot) => snapshot,
             Err(StorageError::SnapshotTemporarilyUnavailable) => {
-                debug!("raft {}: snapshot for {to} not ready yet", self.id);
+                debug!("raft {:016x}: snapshot for {to:016x} not ready yet", self.id);
                 return false;
             }
             Err(e) => {
-                warn!("raft {}: cannot read a snapshot for {to}: {e}", self.id);
+                warn!("raft {:016x}: cannot read a snapshot for {to:016x}: {e}", self.id);
                 return false;
             }
         };
         if snapshot.is_empty() {
-            warn!("raft {}: entries for {to} are compacted but storage has no snapshot", self.id);
+            warn!(
+                "raft {:016x}: entries for {to:016x} are compacted but storage has no snapshot",
+                self.id
+            );
             return false;
         }
         if let Some(progress) = self.progress.get_mut(&to) {
             progress.become_snapshot(snapshot.meta.index);
         }
-        debug!("raft {}: sending snapshot at {} to {to}", self.id, snapshot.meta.index);
+        debug!("raft {:016x}: sending snapshot at {} to {to:016x}", self.id, snapshot.meta.index);
         let mut m = Message::new(MessageKind::Snapshot, to);
         m.snapshot = Some(snapshot);
         self.send(m);
@@ -674,7 +680,7 @@ impl<S: Storage> Raft<S> {
         if target == self.id || target == self.lead_transferee {
             return Ok(());
         }
-        info!("raft {}: transferring leadership to {target}", self.id);
+        info!("raft {:016x}: transferring leadership to {target:016x}", self.id);
         self.lead_transferee = target;
         self.election_elapsed_ticks = 0;
         let caught_up =
@@ -716,19 +722,19 @@ impl<S: Storage> Raft<S> {
         let change = match ConfChange::decode(&entry.data) {
             Ok(change) => change,
             Err(e) => {
-                warn!("raft {}: skipping membership entry {}: {e}", self.id, entry.index);
+                warn!("raft {:016x}: skipping membership entry {}: {e}", self.id, entry.index);
                 return;
             }
         };
         let conf = match confchange::apply(&self.conf, change) {
             Ok(conf) => conf,
             Err(e) => {
-                warn!("raft {}: skipping membership entry {}: {e}", self.id, entry.index);
+                warn!("raft {:016x}: skipping membership entry {}: {e}", self.id, entry.index);
                 return;
             }
         };
         info!(
-            "raft {}: membership {:?} -> voters {:?} learners {:?}",
+            "raft {:016x}: membership {:?} -> voters {:?} learners {:?}",
             self.id, change, conf.voters, conf.learners
         );
         self.conf = conf;
@@ -742,7 +748,7 @@ impl<S: Storage> Raft<S> {
             return;
         }
         if !self.promotable() {
-            info!("raft {}: no longer a voter, stepping down", self.id);
+            info!("raft {:016x}: no longer a voter, stepping down", self.id);
             let term = self.term;
             self.become_follower(term, NO_NODE);
             return;
@@ -766,9 +772,9 @@ impl<S: Storage> Raft<S> {
         if let Err(e) = &result {
             match e {
                 StepError::StaleTerm | StepError::Unexpected(_) => {
-                    debug!("raft {}: dropped: {e}", self.id)
+                    debug!("raft {:016x}: dropped: {e}", self.id)
                 }
-                _ => warn!("raft {}: dropped: {e}", self.id),
+                _ => warn!("raft {:016x}: dropped: {e}", self.id),
             }
         }
         result
@@ -875,7 +881,10 @@ impl<S: Storage> Raft<S> {
                 && self.leader_id != NO_NODE
                 && self.election_elapsed_ticks < self.election_tick;
             if in_lease && !forced {
-                debug!("raft {}: ignoring vote from {} while a leader is heard", self.id, m.from);
+                debug!(
+                    "raft {:016x}: ignoring vote from {:016x} while a leader is heard",
+                    self.id, m.from
+                );
                 return false;
             }
         }
@@ -977,7 +986,7 @@ impl<S: Storage> Raft<S> {
             while self.send_append(m.from, false) {}
         }
         if m.from == self.lead_transferee && caught_up {
-            info!("raft {}: {} caught up, asking it to campaign", self.id, m.from);
+            info!("raft {:016x}: {:016x} caught up, asking it to campaign", self.id, m.from);
             self.send(Message::new(MessageKind::TimeoutNow, m.from));
         }
         Ok(())
@@ -1051,7 +1060,7 @@ impl<S: Storage> Raft<S> {
                 Ok(())
             }
             MessageKind::TimeoutNow if self.promotable() => {
-                info!("raft {}: campaigning at the leader's request", self.id);
+                info!("raft {:016x}: campaigning at the leader's request", self.id);
                 self.campaign(Campaign::Transfer);
                 Ok(())
             }
@@ -1113,7 +1122,7 @@ impl<S: Storage> Raft<S> {
         let Some(snapshot) = m.snapshot else { return Err(StepError::Malformed("no snapshot")) };
         let index = snapshot.meta.index;
         if self.restore(snapshot) {
-            info!("raft {}: restored snapshot at {index} from {from}", self.id);
+            info!("raft {:016x}: restored snapshot at {index} from {from:016x}", self.id);
             let last_index = self.log.last_index();
             self.respond_append(from, last_index);
         } else {
