@@ -42,8 +42,8 @@ const RULES: &[(&str, &[&str], &str)] = &[
         "mvcc knows nothing of consensus",
     ),
     (
-        "src/lease.rs",
-        &["mio", "std::fs", "std::net", "Instant::now", "SystemTime"],
+        "src/lease",
+        &["mio", "std::fs", "std::net", "std::time", "Instant::now", "SystemTime"],
         "leases expire through proposals",
     ),
     ("src/auth.rs", &["mio", "std::fs", "std::net"], "auth changes only by applying entries"),

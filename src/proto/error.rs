@@ -188,6 +188,10 @@ error_codes! {
     MalformedFrame = 900, InvalidArgument, "ember: malformed frame";
     /// A bug on our side; the message may say more.
     Internal = 999, Internal, "ember: internal error";
+
+    // Leases, continued.
+    /// A grant would take the cluster past `--max-leases`.
+    TooManyLeases = 203, ResourceExhausted, "ember: too many leases";
 }
 
 impl ErrorCode {

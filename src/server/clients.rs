@@ -211,6 +211,11 @@ impl Node {
                 let status = self.status();
                 self.answer(waiter, Ok(Response::Status(status)));
             }
+            lease @ (Request::LeaseGrant(_)
+            | Request::LeaseRevoke(_)
+            | Request::LeaseKeepAlive(_)
+            | Request::LeaseTimeToLive(_)
+            | Request::LeaseLeases) => self.lease_request(waiter, lease),
             _ => self.answer(waiter, Err(ErrorBody::new(ErrorCode::Unsupported))),
         }
     }

@@ -24,6 +24,18 @@ pub enum Op {
     DeleteRange(mvcc::DeleteRangeRequest),
     Txn(mvcc::TxnRequest),
     Compact(u64),
+    /// A grant whose id and TTL the proposing member already settled (a
+    /// chosen id, the TTL raised to the minimum), so every member applies
+    /// the same lease.
+    LeaseGrant {
+        id: i64,
+        ttl_secs: i64,
+    },
+    /// Revokes a lease and deletes its keys in one revision: asked by a
+    /// client, or proposed by the leader when the lease expired.
+    LeaseRevoke(i64),
+    /// A keep-alive that reached a follower; see `leases.rs`.
+    LeaseRenew(i64),
 }
 
 /// The payload of a normal Raft entry.

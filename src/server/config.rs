@@ -53,6 +53,11 @@ pub const DEFAULT_SNAPSHOT_COUNT: u64 = 10_000;
 pub const DEFAULT_MAX_REQUEST_BYTES: u32 = 1536 * 1024;
 /// Most operations in one transaction, etcd's 128.
 pub const DEFAULT_MAX_TXN_OPS: u32 = 128;
+/// Default lease cap (`--max-leases`).
+pub const DEFAULT_MAX_LEASES: u32 = crate::lease::DEFAULT_MAX_LEASES;
+/// The largest `--max-leases`: a million leases take about 40 MiB of table
+/// and 16 MiB of snapshot sections, the most a board should give them.
+pub const MAX_LEASES_LIMIT: u32 = 1_000_000;
 /// An election timeout must span at least this many heartbeats (etcd's rule:
 /// with fewer, one delayed heartbeat starts an election).
 pub const ELECTION_HEARTBEATS_MIN: u64 = 5;
@@ -82,6 +87,7 @@ pub const SERVE_FLAGS: &[Flag] = &[
     flag("snapshot-count", "applied entries between snapshots (default 10000)"),
     flag("max-request-bytes", "largest client request in bytes (default 1572864)"),
     flag("max-txn-ops", "most operations in one transaction (default 128)"),
+    flag("max-leases", "most leases the cluster keeps (default 10000)"),
 ];
 
 const fn flag(name: &'static str, help: &'static str) -> Flag {
@@ -177,6 +183,9 @@ pub struct Config {
     pub snapshot_count: u64,
     pub max_request_bytes: u32,
     pub max_txn_ops: u32,
+    /// Most leases; a grant past it is refused. Give every member the same
+    /// value: the cap is checked where the grant is asked for.
+    pub max_leases: u32,
     /// This member's id: the id of `name` in `initial_cluster`.
     pub member_id: u64,
     /// Invariant: `cluster_id(initial_cluster ids, token)`, never 0.
@@ -227,6 +236,7 @@ impl Config {
                 MAX_REQUEST_BYTES_LIMIT,
             )?,
             max_txn_ops: number_or("max-txn-ops", get, DEFAULT_MAX_TXN_OPS, u32::MAX)?,
+            max_leases: number_or("max-leases", get, DEFAULT_MAX_LEASES, MAX_LEASES_LIMIT)?,
             member_id,
             cluster_id,
         })

@@ -16,6 +16,7 @@
 //! - `conn.rs`: one connection's buffers and bounds. `watch.rs`: one watch.
 //! - `command.rs`: the entry payload and proto ↔ mvcc translation.
 //! - `image.rs`: the snapshot payload (member table, leases, store image).
+//! - `leases.rs`: lease requests, apply of lease entries, expiry on ticks.
 //! - `config.rs`, `notify.rs`, `signal.rs`: flags, sd_notify, stop signals.
 //!
 //! Start-up: open the WAL (recovering a torn tail), open the snapshot
@@ -38,6 +39,7 @@ mod command;
 pub mod config;
 mod conn;
 mod image;
+mod leases;
 mod node;
 pub mod notify;
 mod ready;

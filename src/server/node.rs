@@ -93,6 +93,8 @@ pub struct Node {
     /// Replicated state outside the keyspace, at `applied_index` like the
     /// store; a snapshot carries both.
     pub(super) sections: Sections,
+    /// The lease table (its replicated part mirrors `sections.leases`).
+    pub(super) leases: super::leases::NodeLeases,
     /// Invariant: ≤ the durable commit index; every entry up to it applied.
     pub(super) applied_index: u64,
     pub(super) applied_term: u64,
@@ -181,6 +183,7 @@ impl Node {
             poll,
             raft,
             store,
+            leases: super::leases::NodeLeases::new(&config, &sections, now),
             sections,
             applied_index: snapshot_meta.index,
             applied_term: snapshot_meta.term,
@@ -267,6 +270,7 @@ impl Node {
         if now >= self.next_tick {
             self.raft.tick();
             self.next_tick = (self.next_tick + self.tick_interval).max(now);
+            self.tick_leases(now);
         }
         self.resume_paused();
         self.propose_writes(now);

@@ -197,6 +197,9 @@ impl Node {
         log::info!("leader is now {:016x} (term {})", soft.leader_id, self.term);
         let had_leader = self.leader_id != 0;
         self.leader_id = soft.leader_id;
+        if self.leader_id == self.config.member_id {
+            self.promote_leases();
+        }
         if had_leader {
             self.fail_pending(ErrorCode::LeaderChanged);
         }
@@ -252,6 +255,7 @@ impl Node {
         log::info!("restored the store from the snapshot at index {}", meta.index);
         self.store = store;
         self.sections = sections;
+        self.restore_leases();
         self.applied_index = meta.index;
         self.applied_term = meta.term;
         self.snapshot_index = meta.index;
@@ -278,12 +282,18 @@ impl Node {
     }
 
     fn apply_op(&mut self, op: Op) -> Result<Response, ErrorBody> {
+        if let Some(result) = self.apply_lease_op(&op) {
+            return result;
+        }
         let store = &mut self.store;
         let outcome = match op {
             Op::Put(r) => store.apply_put(&r).map(|a| Applied::Put(a.response)),
             Op::DeleteRange(r) => store.apply_delete_range(&r).map(|a| Applied::Delete(a.response)),
             Op::Txn(r) => store.apply_txn(&r).map(|a| Applied::Txn(a.response)),
             Op::Compact(revision) => store.compact(revision).map(|()| Applied::Compact),
+            Op::LeaseGrant { .. } | Op::LeaseRevoke(_) | Op::LeaseRenew(_) => {
+                unreachable!("lease entries are applied by apply_lease_op")
+            }
         };
         let header = self.header();
         match outcome.map_err(command::store_error)? {
