@@ -114,3 +114,80 @@ fn an_interrupted_prune_only_leaves_extra_old_files() {
     let kept: Vec<u64> = snaps.list().unwrap().iter().map(|(index, _, _)| *index).collect();
     assert_eq!(kept, vec![40, 30]);
 }
+
+/// Streams `snapshot`'s payload into `snaps` in chunks of `chunk_bytes`,
+/// without finishing.
+fn stream(snaps: &SnapDir, snapshot: &Snapshot, chunk_bytes: usize) -> snap::SnapWriter {
+    let mut writer = snaps.create(&snapshot.meta).unwrap();
+    for chunk in snapshot.data.chunks(chunk_bytes) {
+        writer.write(chunk).unwrap();
+    }
+    assert_eq!(writer.payload_bytes(), snapshot.data.len() as u64);
+    writer
+}
+
+fn temp_files(dir: &std::path::Path) -> Vec<String> {
+    fs::read_dir(dir.join("snap"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect()
+}
+
+#[test]
+fn a_streamed_snapshot_is_the_same_file_as_a_saved_one() {
+    let Some(dir) = durable_dir("snap-stream") else { return };
+    let snaps = SnapDir::open(&dir, 3).unwrap();
+    for (index, chunk_bytes) in [(10, 1), (20, 7), (30, 2000), (40, 5000)] {
+        let path = stream(&snaps, &snapshot(index, 3), chunk_bytes).finish().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), snap::encode(&snapshot(index, 3)), "{chunk_bytes}");
+        assert_eq!(snaps.load_newest().unwrap(), Some(snapshot(index, 3)));
+    }
+    // An empty payload, and retention as for saved files.
+    let empty = Snapshot { data: Vec::new(), ..snapshot(50, 3) };
+    snaps.create(&empty.meta).unwrap().finish().unwrap();
+    assert_eq!(snaps.load_newest().unwrap(), Some(empty));
+    let kept: Vec<u64> = snaps.list().unwrap().iter().map(|(index, _, _)| *index).collect();
+    assert_eq!(kept, vec![50, 40, 30]);
+    assert!(temp_files(&dir).is_empty());
+}
+
+#[test]
+fn an_aborted_or_dropped_stream_leaves_the_previous_snapshot() {
+    let Some(dir) = durable_dir("snap-stream-abort") else { return };
+    let snaps = SnapDir::open(&dir, 3).unwrap();
+    snaps.save(&snapshot(10, 1)).unwrap();
+    let writer = stream(&snaps, &snapshot(20, 1), 300);
+    assert_eq!(temp_files(&dir).len(), 1);
+    writer.abort().unwrap();
+    assert!(temp_files(&dir).is_empty());
+    drop(stream(&snaps, &snapshot(20, 1), 300));
+    assert!(temp_files(&dir).is_empty());
+    assert_eq!(snaps.list().unwrap().len(), 1);
+    assert_eq!(snaps.load_newest().unwrap(), Some(snapshot(10, 1)));
+}
+
+/// A process killed while streaming (or after the last chunk, before the
+/// rename) leaves a temp file: the next open deletes it and the previous
+/// snapshot is in charge; a new stream of the same snapshot then succeeds.
+#[test]
+fn a_crash_during_a_stream_leaves_the_previous_snapshot_in_charge() {
+    let Some(dir) = durable_dir("snap-stream-crash") else { return };
+    let snaps = SnapDir::open(&dir, 3).unwrap();
+    snaps.save(&snapshot(10, 1)).unwrap();
+    let new = snapshot(20, 1);
+    for written in [0, 1, 999, new.data.len()] {
+        let mut writer = snaps.create(&new.meta).unwrap();
+        writer.write(&new.data[..written]).unwrap();
+        // A crash runs no destructor.
+        std::mem::forget(writer);
+        assert_eq!(temp_files(&dir).len(), 1, "{written}");
+        let reopened = SnapDir::open(&dir, 3).unwrap();
+        assert!(temp_files(&dir).is_empty(), "{written}");
+        assert_eq!(reopened.load_newest().unwrap(), Some(snapshot(10, 1)), "{written}");
+    }
+    // A temp file of the same name is replaced by the next stream.
+    std::mem::forget(stream(&snaps, &new, 64));
+    stream(&snaps, &new, 64).finish().unwrap();
+    assert_eq!(SnapDir::open(&dir, 3).unwrap().load_newest().unwrap(), Some(new));
+}

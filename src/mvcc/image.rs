@@ -17,8 +17,12 @@
 //! nothing: every field is bounded and checked (order of keys and versions,
 //! the fields implied by the version before, dense revisions), and a bad
 //! image is an [`ImageError`], never a panic.
+//!
+//! Two writers produce the same bytes: [`ImageWriter`] borrows the store and
+//! writes it as it is; [`LiveImage`] holds no borrow and writes the store as
+//! it was at the revision it began at, while writes go on between chunks.
 
-use super::block::{Version, encode_block, get_varint, put_varint};
+use super::block::{Block, Version, encode_block, get_varint, put_varint};
 use super::store::{KeyTable, Store, retained};
 use super::tree::{Cursor, Tree};
 use super::types::{Revision, StoreConfig};
@@ -63,45 +67,85 @@ enum Stage {
     Done,
 }
 
-/// Writes a store's image chunk by chunk. It borrows the store, so the store
-/// cannot change between chunks.
-pub struct ImageWriter<'s> {
-    store: &'s Store,
+/// Writes the image of a store at the revision it had when the image began,
+/// a chunk at a time, while the store keeps changing between chunks.
+///
+/// It holds no borrow of the store: each [`LiveImage::next_chunk`] is handed
+/// the store, seeks just after the last key it visited and writes, for each
+/// further key, the versions a compaction at the captured compact revision
+/// keeps that are no newer than the captured revision `R`. Changes applied
+/// between chunks cannot alter that output:
+///
+/// * a put, delete or new key only adds versions above `R`, which are
+///   skipped, and never changes which version below the compact revision is
+///   the newest one there, so `retained` filtered to `R` is what the store
+///   held at `R`;
+/// * a logical `compact` after the start only moves the store's compact
+///   revision; the image keeps the one captured at start;
+/// * the physical compaction (`compact_step`) is what could remove versions
+///   still needed, so the store pauses it while an image is open whenever
+///   its compact revision is above the image's (see [`Store::begin_image`]);
+///   steps of a compaction at the image's own compact revision only drop
+///   versions the image skips anyway, so they go on;
+/// * the writer remembers keys by their bytes, never by key id, so ids freed
+///   and reused by compaction cannot confuse it.
+///
+/// The bytes are exactly those [`Store::image`] gives for the store at `R`.
+/// Memory held is bounded by `max_bytes` plus the records of one key.
+#[derive(Debug)]
+pub struct LiveImage {
+    /// The revision the image describes; newer versions are skipped.
+    revision: u64,
+    /// The compact revision at the start. Invariant: ≤ `revision`.
+    compact_revision: u64,
     stage: Stage,
-    /// The next key to start.
-    cursor: Cursor,
-    /// Versions of the key being written that are still to go, newest last.
-    versions: Vec<Version<'s>>,
-    next_version: usize,
+    /// The last key visited (written or skipped); `None` before the first.
+    resume_after: Option<Vec<u8>>,
+    /// Encoded bytes not yet handed out. Invariant: shorter than the last
+    /// `max_bytes` asked for plus the records of one key.
     buf: Vec<u8>,
     keys_written: u64,
     versions_written: u64,
 }
 
-impl Store {
-    /// An image writer over this store.
-    pub fn image(&self) -> ImageWriter<'_> {
-        ImageWriter {
-            store: self,
+impl LiveImage {
+    fn new(revision: u64, compact_revision: u64) -> LiveImage {
+        assert!(compact_revision <= revision, "compact revision above current");
+        LiveImage {
+            revision,
+            compact_revision,
             stage: Stage::Header,
-            cursor: self.tree.first(),
-            versions: Vec::new(),
-            next_version: 0,
+            resume_after: None,
             buf: Vec::new(),
             keys_written: 0,
             versions_written: 0,
         }
     }
-}
 
-impl<'s> ImageWriter<'s> {
+    /// The revision the image describes.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// The compact revision the image describes.
+    pub fn compact_revision(&self) -> u64 {
+        self.compact_revision
+    }
+
+    /// Whether every byte was handed out.
+    pub fn is_done(&self) -> bool {
+        self.stage == Stage::Done && self.buf.is_empty()
+    }
+
     /// The next chunk of at most `max_bytes` (≥ 1) bytes; `None` when the
-    /// image is complete. Memory held is bounded by `max_bytes` plus one
-    /// record.
-    pub fn next_chunk(&mut self, max_bytes: usize) -> Option<Vec<u8>> {
+    /// image is complete. `store` must be the store the image began on
+    /// (it may have changed since; its physical compaction must have been
+    /// held back as [`Store::begin_image`] describes).
+    pub fn next_chunk(&mut self, store: &Store, max_bytes: usize) -> Option<Vec<u8>> {
+        debug_assert!(store.current_revision() >= self.revision, "a store from the past");
         let max_bytes = max_bytes.max(1);
-        while self.buf.len() < max_bytes && self.stage != Stage::Done {
-            self.emit_record();
+        if self.buf.len() < max_bytes && self.stage != Stage::Done {
+            self.fill(store, max_bytes);
         }
         if self.buf.is_empty() {
             return None;
@@ -110,47 +154,106 @@ impl<'s> ImageWriter<'s> {
         Some(std::mem::replace(&mut self.buf, rest))
     }
 
-    fn emit_record(&mut self) {
-        match self.stage {
-            Stage::Header => {
-                self.buf.extend_from_slice(MAGIC);
-                self.buf.push(FORMAT);
-                self.buf.extend_from_slice(&self.store.current_revision().to_le_bytes());
-                self.buf.extend_from_slice(&self.store.compact_revision().to_le_bytes());
-                self.stage = Stage::Keys;
-            }
-            Stage::Keys if self.next_version < self.versions.len() => {
-                let v = self.versions[self.next_version];
-                self.next_version += 1;
-                self.versions_written += 1;
-                encode_version_record(&mut self.buf, &v);
-            }
-            Stage::Keys => self.start_next_key(),
-            Stage::Done => {}
+    /// Encodes records until `max_bytes` are buffered or the image ends.
+    fn fill(&mut self, store: &Store, max_bytes: usize) {
+        if self.stage == Stage::Header {
+            self.buf.extend_from_slice(MAGIC);
+            self.buf.push(FORMAT);
+            self.buf.extend_from_slice(&self.revision.to_le_bytes());
+            self.buf.extend_from_slice(&self.compact_revision.to_le_bytes());
+            self.stage = Stage::Keys;
+        }
+        let mut cursor = self.resume_cursor(store);
+        let mut visited = None;
+        while self.buf.len() < max_bytes {
+            let Some(id) = store.tree.at(cursor) else {
+                self.buf.push(TAG_END);
+                put_varint(&mut self.buf, self.keys_written);
+                put_varint(&mut self.buf, self.versions_written);
+                self.stage = Stage::Done;
+                break;
+            };
+            cursor = store.tree.advance(cursor);
+            visited = Some(id);
+            self.write_key(store.keys.get(id));
+        }
+        if let Some(id) = visited {
+            self.resume_after = Some(store.keys.get(id).key().to_vec());
         }
     }
 
-    /// Emits the next key that keeps at least one version, or the end record.
-    fn start_next_key(&mut self) {
-        let store = self.store;
-        while let Some(id) = store.tree.at(self.cursor) {
-            self.cursor = store.tree.advance(self.cursor);
-            let block = store.keys.get(id);
-            let versions = retained(block, store.compact_revision());
-            if versions.is_empty() {
-                continue;
-            }
-            self.buf.push(TAG_KEY);
-            put_varint(&mut self.buf, block.key().len() as u64);
-            self.buf.extend_from_slice(block.key());
-            self.keys_written += 1;
-            (self.versions, self.next_version) = (versions, 0);
+    /// Where the walk goes on: the first key after the last one visited.
+    fn resume_cursor(&self, store: &Store) -> Cursor {
+        let Some(after) = &self.resume_after else { return store.tree.first() };
+        let cursor = store.tree.seek(&store.keys, after);
+        match store.tree.at(cursor) {
+            Some(id) if store.keys.get(id).key() == after.as_slice() => store.tree.advance(cursor),
+            _ => cursor,
+        }
+    }
+
+    /// Writes one key and its versions as of the image, if it has any.
+    fn write_key(&mut self, block: &Block) {
+        let revision = self.revision;
+        let kept = retained(block, self.compact_revision);
+        let mut versions = kept.iter().filter(|v| v.main <= revision).peekable();
+        if versions.peek().is_none() {
             return;
         }
-        self.buf.push(TAG_END);
-        put_varint(&mut self.buf, self.keys_written);
-        put_varint(&mut self.buf, self.versions_written);
-        self.stage = Stage::Done;
+        self.buf.push(TAG_KEY);
+        put_varint(&mut self.buf, block.key().len() as u64);
+        self.buf.extend_from_slice(block.key());
+        self.keys_written += 1;
+        for v in versions {
+            encode_version_record(&mut self.buf, v);
+            self.versions_written += 1;
+        }
+    }
+}
+
+/// Writes a store's image chunk by chunk. It borrows the store, so the store
+/// cannot change between chunks; [`LiveImage`] is the writer that lets it.
+pub struct ImageWriter<'s> {
+    store: &'s Store,
+    image: LiveImage,
+}
+
+impl Store {
+    /// An image writer over this store as it is now.
+    pub fn image(&self) -> ImageWriter<'_> {
+        ImageWriter {
+            store: self,
+            image: LiveImage::new(self.current_revision(), self.compact_revision()),
+        }
+    }
+
+    /// Begins an image of the store at its current revision that survives
+    /// later writes, and holds back physical compaction beyond the image's
+    /// compact revision until [`Store::end_image`]. One image at a time.
+    pub fn begin_image(&mut self) -> LiveImage {
+        assert!(self.image_pin.is_none(), "an image is already open");
+        self.image_pin = Some(self.compact_revision());
+        LiveImage::new(self.current_revision(), self.compact_revision())
+    }
+
+    /// Ends the open image (done or abandoned): compaction may go on.
+    pub fn end_image(&mut self, image: LiveImage) {
+        assert_eq!(self.image_pin, Some(image.compact_revision), "not this store's open image");
+        self.image_pin = None;
+    }
+
+    /// Whether an image begun by [`Store::begin_image`] is open.
+    pub fn image_open(&self) -> bool {
+        self.image_pin.is_some()
+    }
+}
+
+impl ImageWriter<'_> {
+    /// The next chunk of at most `max_bytes` (≥ 1) bytes; `None` when the
+    /// image is complete. Memory held is bounded by `max_bytes` plus the
+    /// records of one key.
+    pub fn next_chunk(&mut self, max_bytes: usize) -> Option<Vec<u8>> {
+        self.image.next_chunk(self.store, max_bytes)
     }
 }
 

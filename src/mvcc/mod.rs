@@ -50,6 +50,11 @@
 //! of a bounded number of keys each, so a large keyspace never stalls the
 //! apply loop. Hashes and images describe what the compaction keeps, so they
 //! do not depend on how far the physical compaction has got.
+//!
+//! A snapshot image may be written while writes go on (`LiveImage`): it
+//! describes the store at the revision it began at, and while it is open the
+//! physical steps of a later compaction wait, so the versions it still has to
+//! write stay in place.
 
 mod block;
 mod chunked;
@@ -61,7 +66,7 @@ mod txn;
 mod types;
 mod watch;
 
-pub use image::{IMAGE_MAX_FIELD_BYTES, ImageError, ImageReader, ImageWriter};
+pub use image::{IMAGE_MAX_FIELD_BYTES, ImageError, ImageReader, ImageWriter, LiveImage};
 pub use store::Store;
 pub use types::*;
 pub use watch::MAX_WATCH_SCAN_CHANGES;

@@ -94,6 +94,10 @@ pub struct Store {
     /// Invariant: ≤ current_revision. Reads below it fail.
     pub(super) compact_revision: u64,
     compaction: Option<Compaction>,
+    /// The compact revision of the open live image (`image.rs`), if any.
+    /// Invariant: ≤ compact_revision. While it is below, `compact_step`
+    /// waits: it would drop versions the image still has to write.
+    pub(super) image_pin: Option<u64>,
 }
 
 impl Default for Store {
@@ -113,6 +117,7 @@ impl Store {
             current_revision: 1,
             compact_revision: 0,
             compaction: None,
+            image_pin: None,
         }
     }
 
@@ -462,9 +467,18 @@ impl Store {
         self.compaction.is_some()
     }
 
+    /// Whether a pending compaction waits for an open image to end.
+    pub fn compaction_paused(&self) -> bool {
+        self.compaction.is_some() && self.image_pin.is_some_and(|at| at < self.compact_revision)
+    }
+
     /// Compacts up to `max_keys` keys of a pending compaction; returns true
-    /// when none is left pending.
+    /// when none is left pending. Does nothing while the compaction is
+    /// paused (see [`Store::compaction_paused`]).
     pub fn compact_step(&mut self, max_keys: usize) -> bool {
+        if self.compaction_paused() {
+            return false;
+        }
         let Some(job) = &self.compaction else { return true };
         let mut cursor = match &job.resume_after {
             None => self.tree.first(),
@@ -485,8 +499,9 @@ impl Store {
         done
     }
 
-    /// Runs a pending compaction to its end.
+    /// Runs a pending compaction to its end. Not while it is paused.
     pub fn compact_all(&mut self) {
+        assert!(!self.compaction_paused(), "compaction is paused by an open image");
         while !self.compact_step(usize::MAX) {}
     }
 
@@ -594,6 +609,7 @@ impl Store {
             current_revision,
             compact_revision,
             compaction: None,
+            image_pin: None,
         })
     }
 }

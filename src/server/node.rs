@@ -15,10 +15,11 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::command::Op;
 use super::config::{ClusterState, Config};
@@ -55,6 +56,9 @@ pub const COMPACT_STEP_KEYS: usize = 1024;
 pub const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
 /// Bytes per chunk when a snapshot image is written.
 pub const IMAGE_CHUNK_BYTES: usize = 1 << 20;
+/// The token of the waker the snapshot writer thread uses to bring the loop
+/// back when its queue has room: the free token after the client listeners.
+pub const SNAPSHOT_WAKER_TOKEN: usize = LISTENER_TOKEN_BASE + MAX_CLIENT_LISTENERS;
 
 /// Who waits for an answer: a request on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +106,8 @@ pub struct Node {
     /// being written by `snapshot_job`).
     pub(super) snapshot_index: u64,
     pub(super) snapshot_job: Option<super::ready::SnapshotJob>,
+    /// Wakes the loop from the snapshot writer thread.
+    pub(super) snapshot_waker: Arc<Waker>,
     pub(super) term: u64,
     pub(super) leader_id: u64,
     pub(super) transport: Transport<Message>,
@@ -152,6 +158,9 @@ impl Node {
         }
         let status = raft.status();
         let poll = Poll::new().map_err(|e| ServeError::io("poll", e))?;
+        let snapshot_waker = Waker::new(poll.registry(), Token(SNAPSHOT_WAKER_TOKEN))
+            .map_err(|e| ServeError::io("create the snapshot waker", e))?;
+        let snapshot_waker = Arc::new(snapshot_waker);
         let listeners = bind_clients(&config, &poll)?;
         let transport = start_transport(&config, &poll, now)?;
         let max_frame = config.max_request_bytes.max(proto::MIN_FRAME_BYTES);
@@ -189,6 +198,7 @@ impl Node {
             applied_term: snapshot_meta.term,
             snapshot_index: snapshot_meta.index,
             snapshot_job: None,
+            snapshot_waker,
             term: status.term,
             leader_id: status.leader_id,
             transport,
@@ -283,13 +293,16 @@ impl Node {
             self.notify_progress();
         }
         self.expire(now);
-        let compacting = !self.store.compact_step(COMPACT_STEP_KEYS);
+        // A compaction paused for a snapshot image is resumed by the job.
+        let compacting =
+            !self.store.compact_step(COMPACT_STEP_KEYS) && !self.store.compaction_paused();
         self.maybe_snapshot()?;
         self.flush_conns();
         self.transport.flush(self.poll.registry(), now);
         self.ping_watchdog(now);
         let resumable = self.conns.iter().flatten().any(|c| c.paused && c.accepts_requests());
         self.busy = watches_behind || compacting || resumable || self.raft.has_ready();
+        self.busy |= self.snapshot_wants_iteration();
         Ok(())
     }
 

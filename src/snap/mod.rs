@@ -1,7 +1,7 @@
 //! Snapshot files under `<data-dir>/snap/`.
 //!
 //! Owns: writing a snapshot atomically (temp file, fsync, rename, directory
-//! fsync), verifying its CRC on load, loading the newest valid one and keeping
+//! fsync), whole or streamed in chunks (`stream.rs`), verifying its CRC on load, loading the newest valid one and keeping
 //! only the newest few.
 //!
 //! Must not touch: when to snapshot (the server decides) or what the payload
@@ -28,6 +28,10 @@ use std::path::{Path, PathBuf};
 
 use crate::raft::{Snapshot, SnapshotMeta};
 
+mod stream;
+
+pub use stream::SnapWriter;
+
 /// First bytes of every snapshot file.
 pub const SNAP_MAGIC: [u8; 8] = *b"EMBERSNP";
 /// Version of the layout above.
@@ -35,6 +39,9 @@ pub const SNAP_FORMAT_VERSION: u32 = 1;
 /// Fixed part of the header, before the encoded meta.
 const HEADER_BYTES: usize = 24;
 const CRC_BYTES: usize = 4;
+/// Where the header holds the payload length, which a streamed file writes
+/// last.
+const PAYLOAD_LEN_OFFSET: usize = 16;
 /// An encoded `SnapshotMeta` longer than this is damage: even a 1,000-member
 /// configuration encodes in a few kilobytes.
 pub const META_MAX_BYTES: usize = 64 << 10;
@@ -106,15 +113,22 @@ fn parse_snap_name(name: &str) -> Option<(u64, u64)> {
     Some((u64::from_str_radix(index, 16).ok()?, u64::from_str_radix(term, 16).ok()?))
 }
 
-/// The encoded file for `snapshot`.
-pub fn encode(snapshot: &Snapshot) -> Vec<u8> {
-    let meta = postcard::to_stdvec(&snapshot.meta).expect("snapshot meta always encodes");
-    let mut out = Vec::with_capacity(HEADER_BYTES + meta.len() + snapshot.data.len() + CRC_BYTES);
+/// The header and meta of a file whose payload is `payload_bytes` long.
+fn encode_header(meta: &SnapshotMeta, payload_bytes: u64) -> Vec<u8> {
+    let meta = postcard::to_stdvec(meta).expect("snapshot meta always encodes");
+    let mut out = Vec::with_capacity(HEADER_BYTES + meta.len());
     out.extend_from_slice(&SNAP_MAGIC);
     out.extend_from_slice(&SNAP_FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(snapshot.data.len() as u64).to_le_bytes());
+    out.extend_from_slice(&payload_bytes.to_le_bytes());
     out.extend_from_slice(&meta);
+    out
+}
+
+/// The encoded file for `snapshot`.
+pub fn encode(snapshot: &Snapshot) -> Vec<u8> {
+    let mut out = encode_header(&snapshot.meta, snapshot.data.len() as u64);
+    out.reserve(snapshot.data.len() + CRC_BYTES);
     out.extend_from_slice(&snapshot.data);
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -151,7 +165,7 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, (u64, &'static str)> {
 }
 
 /// The snapshot directory of one node.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SnapDir {
     dir: PathBuf,
     /// Invariant: at least 1.
