@@ -23,7 +23,8 @@
 //!   follower already has to the leader (proposal forwarding), survives a
 //!   leader change like any write, and answers only once the renewal is
 //!   committed, which is when a later leader is sure to know the lease.
-//! - Time-to-live and the lease list are answered from this member's table.
+//! - Time-to-live and the lease list are answered from this member's table;
+//!   as in etcd, a lease that does not exist has a time-to-live of -1.
 //!   A follower's deadlines move only on grants, `LeaseRenew` entries and
 //!   its own promotion, so its remaining TTL is a lower bound of the
 //!   leader's; ask the leader for the exact figure.
@@ -199,8 +200,8 @@ impl Node {
     ) -> Result<Response, ErrorBody> {
         let table = &self.leases.table;
         let now_ms = self.leases.now_ms(now);
-        let ttl_secs =
-            table.remaining_secs(r.id, now_ms).ok_or_else(|| lease_error(LeaseError::NotFound))?;
+        // As etcd: an unknown (expired, revoked) lease answers a TTL of -1.
+        let ttl_secs = table.remaining_secs(r.id, now_ms).unwrap_or(-1);
         let granted_ttl_secs = table.ttl_secs(r.id).unwrap_or_default();
         let keys = if r.keys { self.store.lease_keys(r.id) } else { Vec::new() };
         let header = self.header();
