@@ -25,6 +25,7 @@ fn subcommands(command: &str) -> &'static str {
         "completion" => "bash zsh",
         "bench" => "put get",
         "debug" => "wal",
+        "lease" => "grant revoke timetolive list keep-alive",
         _ => "",
     }
 }

@@ -15,6 +15,7 @@ pub mod debug;
 pub mod endpoint;
 pub mod format;
 pub mod kv;
+pub mod lease;
 pub mod output;
 pub mod serve;
 pub mod txn;
@@ -178,6 +179,20 @@ const COMMANDS: &[Command] = &[
                    ember watch /config/reload -- sh -c 'echo \"$EMBER_WATCH_EVENT_TYPE $EMBER_WATCH_KEY=$EMBER_WATCH_VALUE\"'",
         flags: watch::WATCH_FLAGS,
         run: watch::run_watch,
+    },
+    Command {
+        name: "lease",
+        summary: "grant, revoke, inspect, list and keep alive leases (ids in hex)",
+        usage: "ember lease grant TTL [--id HEX] | revoke ID | timetolive ID [--keys] | list | \
+                keep-alive [--once] ID  [-w simple|json|fields|table]",
+        examples: "ember lease grant 60\n\
+                   ember put --lease 694d77aa9e38260f session/n1 up\n\
+                   ember lease keep-alive 694d77aa9e38260f\n\
+                   ember lease timetolive 694d77aa9e38260f --keys -w json\n\
+                   ember lease list\n\
+                   ember lease revoke 694d77aa9e38260f",
+        flags: lease::LEASE_FLAGS,
+        run: lease::run_lease,
     },
     Command {
         name: "compaction",

@@ -55,8 +55,9 @@ pub const DEFAULT_MAX_REQUEST_BYTES: u32 = 1536 * 1024;
 pub const DEFAULT_MAX_TXN_OPS: u32 = 128;
 /// Default lease cap (`--max-leases`).
 pub const DEFAULT_MAX_LEASES: u32 = crate::lease::DEFAULT_MAX_LEASES;
-/// The largest `--max-leases`: a million leases take about 40 MiB of table
-/// and 16 MiB of snapshot sections, the most a board should give them.
+/// The largest `--max-leases`: a million leases take about 40 MB of table
+/// (`benches/lease.rs`) and 12 MB of snapshot sections, which stays under
+/// `image::SECTIONS_MAX_BYTES` and is the most a board should give them.
 pub const MAX_LEASES_LIMIT: u32 = 1_000_000;
 /// An election timeout must span at least this many heartbeats (etcd's rule:
 /// with fewer, one delayed heartbeat starts an election).

@@ -23,10 +23,12 @@
 //!   follower already has to the leader (proposal forwarding), survives a
 //!   leader change like any write, and answers only once the renewal is
 //!   committed, which is when a later leader is sure to know the lease.
-//! - Time-to-live and the lease list are answered from this member's table.
+//! - Time-to-live and the lease list are answered from this member's table;
+//!   as in etcd, a lease that does not exist has a time-to-live of -1.
 //!   A follower's deadlines move only on grants, `LeaseRenew` entries and
 //!   its own promotion, so its remaining TTL is a lower bound of the
-//!   leader's; ask the leader for the exact figure.
+//!   leader's (0 once its local deadline passed, never -1 while the lease
+//!   exists); ask the leader for the exact figure.
 //!
 //! The cap (`--max-leases`) is checked where a grant is asked for, against
 //! the leases applied there: two members taking grants at the same moment
@@ -199,8 +201,14 @@ impl Node {
     ) -> Result<Response, ErrorBody> {
         let table = &self.leases.table;
         let now_ms = self.leases.now_ms(now);
-        let ttl_secs =
-            table.remaining_secs(r.id, now_ms).ok_or_else(|| lease_error(LeaseError::NotFound))?;
+        // As etcd: an unknown (expired, revoked) lease answers a TTL of -1.
+        // A follower never decides expiry, so a lease it still has is alive
+        // as far as it knows, even past its local deadline: 0, not -1.
+        let ttl_secs = match table.remaining_secs(r.id, now_ms) {
+            None => -1,
+            Some(left) if self.is_leader() => left,
+            Some(left) => left.max(0),
+        };
         let granted_ttl_secs = table.ttl_secs(r.id).unwrap_or_default();
         let keys = if r.keys { self.store.lease_keys(r.id) } else { Vec::new() };
         let header = self.header();
@@ -231,6 +239,8 @@ impl Node {
 
     fn apply_grant(&mut self, id: i64, ttl_secs: i64, now_ms: u64) -> Result<Response, LeaseError> {
         self.leases.table.grant(id, ttl_secs, now_ms)?;
+        // The table's TTL, so the snapshot records what the table holds.
+        let ttl_secs = self.leases.table.ttl_secs(id).expect("granted above");
         let records = &mut self.sections.leases;
         if let Err(at) = records.binary_search_by_key(&id, |r| r.id) {
             records.insert(at, LeaseRecord { id, ttl_secs });
