@@ -293,7 +293,7 @@ impl Node {
             self.notify_progress();
         }
         self.expire(now);
-        // A compaction paused for a snapshot image is resumed by the job.
+        // A compaction paused by a snapshot image waits for the image to end.
         let compacting =
             !self.store.compact_step(COMPACT_STEP_KEYS) && !self.store.compaction_paused();
         self.maybe_snapshot()?;
