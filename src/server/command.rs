@@ -24,6 +24,8 @@ pub enum Op {
     DeleteRange(mvcc::DeleteRangeRequest),
     Txn(mvcc::TxnRequest),
     Compact(u64),
+    /// A change of the member table (see `members.rs`).
+    Member(super::members::MemberOp),
 }
 
 /// The payload of a normal Raft entry.

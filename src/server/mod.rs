@@ -16,6 +16,8 @@
 //! - `conn.rs`: one connection's buffers and bounds. `watch.rs`: one watch.
 //! - `command.rs`: the entry payload and proto ↔ mvcc translation.
 //! - `image.rs`: the snapshot payload (member table, leases, store image).
+//! - `members.rs`: member table changes; Raft's configuration and the peer
+//!   connections follow the table. `identity.rs`: the data directory's owner.
 //! - `config.rs`, `notify.rs`, `signal.rs`: flags, sd_notify, stop signals.
 //!
 //! Start-up: open the WAL (recovering a torn tail), open the snapshot
@@ -37,7 +39,9 @@ mod clients;
 mod command;
 pub mod config;
 mod conn;
+mod identity;
 mod image;
+mod members;
 mod node;
 pub mod notify;
 mod ready;

@@ -53,6 +53,10 @@ impl Node {
             );
             return;
         }
+        if !self.is_member(from) {
+            log::debug!("dropping a message from {from:016x}, not a member");
+            return;
+        }
         if let Err(e) = self.raft.step(message) {
             log::debug!("dropped a message from {from:016x}: {e:?}");
         }
@@ -252,6 +256,7 @@ impl Node {
         log::info!("restored the store from the snapshot at index {}", meta.index);
         self.store = store;
         self.sections = sections;
+        self.sync_peers();
         self.applied_index = meta.index;
         self.applied_term = meta.term;
         self.snapshot_index = meta.index;
@@ -284,6 +289,7 @@ impl Node {
             Op::DeleteRange(r) => store.apply_delete_range(&r).map(|a| Applied::Delete(a.response)),
             Op::Txn(r) => store.apply_txn(&r).map(|a| Applied::Txn(a.response)),
             Op::Compact(revision) => store.compact(revision).map(|()| Applied::Compact),
+            Op::Member(change) => return self.apply_member(change),
         };
         let header = self.header();
         match outcome.map_err(command::store_error)? {
