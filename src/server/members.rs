@@ -281,9 +281,11 @@ impl Node {
         })
     }
 
-    /// Peer connections to every other member of the table, and to no one
-    /// else. An empty table (a joining member before its first snapshot)
-    /// keeps the peers of `--initial-cluster`.
+    /// Peer connections to every other member of the table or of Raft's
+    /// configuration, and to no one else. A removed member stays a peer
+    /// until Raft drops it too: the leader's next append carries the commit
+    /// that tells it it was removed. An empty table (a joining member
+    /// before its first snapshot) keeps the peers of `--initial-cluster`.
     pub(super) fn sync_peers(&mut self) {
         if self.sections.members.is_empty() {
             return;
@@ -291,7 +293,7 @@ impl Node {
         let own = self.config.member_id;
         let now = Instant::now();
         for id in self.transport.peer_ids() {
-            if !self.sections.members.iter().any(|m| m.id == id && m.id != own) {
+            if !self.is_member(id) || id == own {
                 self.transport.remove_peer(self.poll.registry(), id, now);
             }
         }
@@ -316,9 +318,13 @@ impl Node {
     }
 
     /// Whether a message from `from` may be stepped: once the table is
-    /// known, only its members speak.
+    /// known, only its members (and those Raft has not yet dropped) speak.
     pub(super) fn is_member(&self, from: u64) -> bool {
-        self.sections.members.is_empty() || self.sections.members.iter().any(|m| m.id == from)
+        let conf = self.raft.conf_state();
+        self.sections.members.is_empty()
+            || self.sections.members.iter().any(|m| m.id == from)
+            || conf.voters.contains(&from)
+            || conf.learners.contains(&from)
     }
 
     /// Leader only: proposes the Raft change the table calls for.
@@ -361,11 +367,17 @@ impl Node {
     }
 
     /// True once this member has applied its own removal and may stop. A
+    /// joining member's first snapshot may predate its addition, so only a
+    /// member that has seen itself in the table can find itself removed. A
     /// leader waits until Raft has applied the removal too, so the others
     /// are not left to time it out.
-    pub(super) fn removed_from_cluster(&self) -> bool {
+    pub(super) fn removed_from_cluster(&mut self) -> bool {
         let id = self.config.member_id;
-        if self.sections.members.is_empty() || self.sections.members.iter().any(|m| m.id == id) {
+        if self.sections.members.iter().any(|m| m.id == id) {
+            self.seen_in_table = true;
+            return false;
+        }
+        if !self.seen_in_table {
             return false;
         }
         let conf = self.raft.conf_state();

@@ -137,6 +137,9 @@ pub struct Node {
     pub(super) stopping: bool,
     /// When this member may next propose its name and client URLs.
     pub(super) next_publish: Instant,
+    /// This member has been in the applied member table (so its absence
+    /// later means it was removed).
+    pub(super) seen_in_table: bool,
 }
 
 impl Node {
@@ -215,6 +218,7 @@ impl Node {
             busy: false,
             stopping: false,
             next_publish: now,
+            seen_in_table: false,
             config,
         };
         node.sync_peers();

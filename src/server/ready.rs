@@ -266,7 +266,11 @@ impl Node {
     fn apply_entry(&mut self, entry: crate::raft::Entry) {
         self.applied_index = entry.index;
         self.applied_term = entry.term;
-        // Membership changes took effect inside Raft; no-ops change nothing.
+        // Membership changes took effect inside Raft; the peer connections
+        // follow (members.rs). No-ops change nothing.
+        if entry.kind == EntryKind::ConfChange {
+            self.sync_peers();
+        }
         if entry.kind != EntryKind::Normal || entry.data.is_empty() {
             return;
         }
