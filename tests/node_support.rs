@@ -191,6 +191,69 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Adds a member that is not started yet, on new ports; its index.
+    pub fn push_member(&mut self, name: &str) -> usize {
+        self.members.push(Member {
+            name: name.to_string(),
+            client_port: free_port(),
+            peer_port: free_port(),
+            child: None,
+        });
+        self.members.len() - 1
+    }
+
+    /// Starts member `i` with only its data dir, ports and timing on the
+    /// command line; `env` (`EMBER_NAME=...` and so on, as `ember member
+    /// add` prints them) supplies the rest.
+    pub fn spawn_with_env(&mut self, i: usize, env: &[(String, String)]) {
+        let m = &self.members[i];
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{}.log", m.name)))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ember"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(self.dir.join(&m.name))
+            .args(["--listen-client-urls", &m.endpoint()])
+            .args(["--listen-peer-urls", &format!("127.0.0.1:{}", m.peer_port)])
+            .args(["--heartbeat-interval", &HEARTBEAT_MS.to_string()])
+            .args(["--election-timeout", &ELECTION_TIMEOUT_MS.to_string()])
+            .args(&self.extra_args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("ember serve starts");
+        self.members[i].child = Some(child);
+    }
+
+    /// Waits for member `i` to exit on its own; its exit status.
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.members[i].child.take().expect("member is running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("member {i} did not exit within {timeout:?}");
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The log member `i` wrote so far.
+    pub fn log_of(&self, i: usize) -> String {
+        let path = self.dir.join(format!("{}.log", self.members[i].name));
+        fs::read_to_string(path).unwrap_or_default()
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for i in 0..self.members.len() {

@@ -21,7 +21,7 @@ fn spell(flag: &str) -> String {
 fn subcommands(command: &str) -> &'static str {
     match command {
         "endpoint" => "status health",
-        "member" => "list",
+        "member" => "list add remove update promote",
         "completion" => "bash zsh",
         "bench" => "put get",
         "debug" => "wal",

@@ -204,9 +204,18 @@ const COMMANDS: &[Command] = &[
     },
     Command {
         name: "member",
-        summary: "list the members of the cluster",
-        usage: "ember member list [-w simple|json|fields|table]",
-        examples: "ember member list\nember member list -w table",
+        summary: "list, add, remove, update or promote the members of the cluster",
+        usage: "ember member list [-w simple|json|fields|table]\n\
+                ember member add NAME --peer-urls=URL[,URL...] [--learner]\n\
+                ember member remove ID\n\
+                ember member update ID --peer-urls=URL[,URL...]\n\
+                ember member promote ID",
+        examples: "ember member list -w table\n\
+                   ember member add pi-4 --peer-urls=http://10.0.0.4:7380\n\
+                   ember member add pi-5 --peer-urls=http://10.0.0.5:7380 --learner\n\
+                   ember member promote 8e9e05c52164694d\n\
+                   ember member update 8e9e05c52164694d --peer-urls=http://10.0.0.9:7380\n\
+                   ember member remove 8e9e05c52164694d",
         flags: cluster::MEMBER_FLAGS,
         run: cluster::run_member,
     },

@@ -358,6 +358,10 @@ fn answers(request: &Request, response: &Response) -> bool {
             | (Q::LeaseLeases, A::LeaseLeases(_))
             | (Q::MemberList(_), A::MemberList(_))
             | (Q::Status, A::Status(_))
+            | (Q::MemberAdd(_), A::MemberAdd(_))
+            | (Q::MemberRemove(_), A::MemberRemove(_))
+            | (Q::MemberUpdate(_), A::MemberUpdate(_))
+            | (Q::MemberPromote(_), A::MemberPromote(_))
     )
 }
 
@@ -492,6 +496,39 @@ impl Client {
     pub fn member_list(&mut self, linearizable: bool) -> Result<MemberListResponse, ClientError> {
         let request = MemberListRequest { linearizable };
         typed_call!(self, Request::MemberList(request), Response::MemberList)
+    }
+
+    /// Adds a member named `name` at `peer_urls`, as a learner or a voter.
+    /// The name fixes its id: the new member must start with that `--name`.
+    pub fn member_add(
+        &mut self,
+        name: &str,
+        peer_urls: Vec<String>,
+        is_learner: bool,
+    ) -> Result<MemberAddResponse, ClientError> {
+        let request = MemberAddRequest { peer_urls, is_learner, name: name.to_string() };
+        typed_call!(self, Request::MemberAdd(request), Response::MemberAdd)
+    }
+
+    pub fn member_remove(&mut self, id: u64) -> Result<MemberChangeResponse, ClientError> {
+        let request = MemberRemoveRequest { id };
+        typed_call!(self, Request::MemberRemove(request), Response::MemberRemove)
+    }
+
+    pub fn member_update(
+        &mut self,
+        id: u64,
+        peer_urls: Vec<String>,
+    ) -> Result<MemberChangeResponse, ClientError> {
+        let request = MemberUpdateRequest { id, peer_urls };
+        typed_call!(self, Request::MemberUpdate(request), Response::MemberUpdate)
+    }
+
+    /// Makes a learner a voter; refused until its log is close to the
+    /// leader's.
+    pub fn member_promote(&mut self, id: u64) -> Result<MemberChangeResponse, ClientError> {
+        let request = MemberPromoteRequest { id };
+        typed_call!(self, Request::MemberPromote(request), Response::MemberPromote)
     }
 
     /// Grants a lease of `ttl_secs`; `id` 0 lets the server choose.

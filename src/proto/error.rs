@@ -171,6 +171,18 @@ error_codes! {
     MemberExists = 501, FailedPrecondition, "etcdserver: member ID already exist";
     /// A peer URL could not be parsed.
     MemberBadUrls = 502, InvalidArgument, "etcdserver: given member URLs are invalid";
+    /// Another member already has one of those peer URLs.
+    PeerUrlExists = 503, FailedPrecondition, "etcdserver: Peer URLs already exists";
+    /// A promote named a member that is already a voter.
+    MemberNotLearner = 504, FailedPrecondition, "etcdserver: can only promote a learner member";
+    /// A promote named a learner whose log is not yet close to the leader's.
+    LearnerNotReady = 505, FailedPrecondition,
+        "etcdserver: can only promote a learner member which is in sync with leader";
+    /// A remove would leave fewer started voters than a quorum.
+    NotEnoughStartedMembers = 506, FailedPrecondition,
+        "etcdserver: re-configuration failed due to not enough started members";
+    /// The cluster already has the most members (or voters) it may have.
+    TooManyMembers = 507, FailedPrecondition, "ember: the cluster has the most members it may have";
 
     // Auth.
     /// The request lacks the permission it needs.

@@ -413,6 +413,49 @@ pub struct MemberListResponse {
     pub members: Vec<Member>,
 }
 
+/// Adds a member. Its id is derived from `name`, the sorted peer URLs and
+/// the cluster token (see docs/PROTOCOL.md, "Members"), so the member that
+/// joins with the same `--name` and peer URLs finds the same id.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAddRequest {
+    pub peer_urls: Vec<String>,
+    pub is_learner: bool,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAddResponse {
+    pub header: ResponseHeader,
+    /// The member added.
+    pub member: Member,
+    /// Every member once the change is applied.
+    pub members: Vec<Member>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRemoveRequest {
+    pub id: u64,
+}
+
+/// The answer to a remove, an update and a promote: the members once the
+/// change is applied.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberChangeResponse {
+    pub header: ResponseHeader,
+    pub members: Vec<Member>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberUpdateRequest {
+    pub id: u64,
+    pub peer_urls: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberPromoteRequest {
+    pub id: u64,
+}
+
 /// The answering member's view of itself; `header.member_id` says which
 /// member, `header.revision` the store's revision.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -452,6 +495,10 @@ pub enum Request {
     LeaseLeases,
     MemberList(MemberListRequest),
     Status,
+    MemberAdd(MemberAddRequest),
+    MemberRemove(MemberRemoveRequest),
+    MemberUpdate(MemberUpdateRequest),
+    MemberPromote(MemberPromoteRequest),
 }
 
 /// A successful answer; the variant matches the request's. A failure is an
@@ -475,6 +522,10 @@ pub enum Response {
     LeaseLeases(LeaseLeasesResponse),
     MemberList(MemberListResponse),
     Status(StatusResponse),
+    MemberAdd(MemberAddResponse),
+    MemberRemove(MemberChangeResponse),
+    MemberUpdate(MemberChangeResponse),
+    MemberPromote(MemberChangeResponse),
 }
 
 impl Request {
@@ -496,6 +547,10 @@ impl Request {
             Request::LeaseLeases => "LeaseLeases",
             Request::MemberList(_) => "MemberList",
             Request::Status => "Status",
+            Request::MemberAdd(_) => "MemberAdd",
+            Request::MemberRemove(_) => "MemberRemove",
+            Request::MemberUpdate(_) => "MemberUpdate",
+            Request::MemberPromote(_) => "MemberPromote",
         }
     }
 
@@ -508,7 +563,11 @@ impl Request {
             | Request::DeleteRange(_)
             | Request::Compact(_)
             | Request::LeaseGrant(_)
-            | Request::LeaseRevoke(_) => true,
+            | Request::LeaseRevoke(_)
+            | Request::MemberAdd(_)
+            | Request::MemberRemove(_)
+            | Request::MemberUpdate(_)
+            | Request::MemberPromote(_) => true,
             Request::Txn(txn) => txn.is_write(),
             _ => false,
         }
@@ -545,6 +604,10 @@ impl Response {
             Response::LeaseLeases(r) => &r.header,
             Response::MemberList(r) => &r.header,
             Response::Status(r) => &r.header,
+            Response::MemberAdd(r) => &r.header,
+            Response::MemberRemove(r) | Response::MemberUpdate(r) | Response::MemberPromote(r) => {
+                &r.header
+            }
         }
     }
 }

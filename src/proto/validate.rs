@@ -17,7 +17,11 @@
 //!   `MAX_TXN_ITEMS / MAX_TXN_DEPTH` = 2048 cannot raise the total);
 //! - within one branch of a txn (nested txns included) no key is put twice
 //!   and no put falls in a deleted range;
-//! - a lease TTL is at most `MAX_LEASE_TTL_SECS`.
+//! - a lease TTL is at most `MAX_LEASE_TTL_SECS`;
+//! - a member change names a member (id not 0); an add or update carries
+//!   1 to `MAX_MEMBER_URLS` peer URLs of at most `MAX_MEMBER_URL_BYTES`
+//!   each (whether they parse is the server's check), and an add a name of
+//!   at most `MAX_MEMBER_NAME_BYTES` without '=', ',' or outer spaces.
 //!
 //! Not checked here, because the answer depends on state: compacted or
 //! future revisions, whether a lease or key exists, leadership, quotas. The
@@ -30,6 +34,13 @@ use super::error::ErrorCode;
 use super::types::{
     Compare, DeleteRangeRequest, PutRequest, RangeRequest, Request, RequestOp, TxnRequest,
 };
+
+/// Peer URLs one member may have.
+pub const MAX_MEMBER_URLS: usize = 8;
+/// The longest peer URL accepted.
+pub const MAX_MEMBER_URL_BYTES: usize = 256;
+/// The longest member name accepted.
+pub const MAX_MEMBER_NAME_BYTES: usize = 256;
 
 /// etcd's `--max-txn-ops` default.
 pub const DEFAULT_MAX_TXN_OPS: usize = 128;
@@ -111,6 +122,16 @@ impl Checker<'_> {
             Request::LeaseGrant(grant) if grant.ttl_secs > MAX_LEASE_TTL_SECS => {
                 Err(ErrorCode::LeaseTtlTooLarge)
             }
+            Request::MemberAdd(add) => {
+                member_urls(&add.peer_urls)?;
+                member_name(&add.name)
+            }
+            Request::MemberUpdate(update) => {
+                member_id(update.id)?;
+                member_urls(&update.peer_urls)
+            }
+            Request::MemberRemove(r) => member_id(r.id),
+            Request::MemberPromote(r) => member_id(r.id),
             _ => Ok(()),
         }
     }
@@ -246,4 +267,25 @@ pub fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
         [0] => key >= start,
         _ => key >= start && key < end,
     }
+}
+
+fn member_id(id: u64) -> Result<(), ErrorCode> {
+    if id == 0 { Err(ErrorCode::MemberNotFound) } else { Ok(()) }
+}
+
+fn member_urls(urls: &[String]) -> Result<(), ErrorCode> {
+    let bad = |u: &String| u.is_empty() || u.len() > MAX_MEMBER_URL_BYTES;
+    if urls.is_empty() || urls.len() > MAX_MEMBER_URLS || urls.iter().any(bad) {
+        return Err(ErrorCode::MemberBadUrls);
+    }
+    Ok(())
+}
+
+/// The same rule as `--name`: the name is written into `--initial-cluster`.
+fn member_name(name: &str) -> Result<(), ErrorCode> {
+    let bad = name.is_empty()
+        || name.len() > MAX_MEMBER_NAME_BYTES
+        || name.contains(['=', ','])
+        || name.trim() != name;
+    if bad { Err(ErrorCode::InvalidField) } else { Ok(()) }
 }

@@ -199,6 +199,10 @@ impl Node {
             Request::WatchCreate(r) => self.create_watch(waiter, r),
             Request::WatchCancel(r) => self.cancel_watch(waiter, r.watch_id),
             Request::WatchProgress => self.watch_progress(waiter, session),
+            Request::MemberAdd(_)
+            | Request::MemberRemove(_)
+            | Request::MemberUpdate(_)
+            | Request::MemberPromote(_) => self.member_request(waiter, request),
             Request::MemberList(_) => {
                 let members = self.members();
                 let header = self.header();
@@ -273,13 +277,17 @@ impl Node {
             raft_commit_index: status.commit,
             raft_applied_index: self.applied_index,
             compact_revision: i64::try_from(self.store.compact_revision()).unwrap_or(i64::MAX),
-            is_learner: false,
+            is_learner: self.raft.conf_state().learners.contains(&self.config.member_id),
             errors: Vec::new(),
         }
     }
 
-    /// The initial members; client URLs are known only for this member.
+    /// The member table; before it is known (a joining member), the
+    /// initial members, with client URLs only for this member.
     fn members(&self) -> Vec<proto::Member> {
+        if !self.sections.members.is_empty() {
+            return self.sections.members.iter().map(super::members::member_of).collect();
+        }
         let mut members: Vec<proto::Member> = Vec::new();
         for m in &self.config.initial_cluster {
             let peer_urls = m.peer_addrs.iter().map(|a| format!("http://{a}")).collect();

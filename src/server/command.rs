@@ -36,6 +36,8 @@ pub enum Op {
     LeaseRevoke(i64),
     /// A keep-alive that reached a follower; see `leases.rs`.
     LeaseRenew(i64),
+    /// A change of the member table (see `members.rs`).
+    Member(super::members::MemberOp),
 }
 
 /// The payload of a normal Raft entry.

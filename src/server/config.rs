@@ -189,7 +189,7 @@ pub struct Config {
     pub max_leases: u32,
     /// This member's id: the id of `name` in `initial_cluster`.
     pub member_id: u64,
-    /// Invariant: `cluster_id(initial_cluster ids, token)`, never 0.
+    /// Invariant: `cluster_id(no ids, token)` (the token alone), never 0.
     pub cluster_id: u64,
 }
 
@@ -216,7 +216,9 @@ impl Config {
         };
         let member_id = own_member_id(&initial_cluster, &name, &initial_advertise_peer_addrs)?;
         let (heartbeat_interval_ms, election_timeout_ms) = parse_timing(get)?;
-        let cluster_id = cluster_id(initial_cluster.iter().map(|m| m.id), &token);
+        // From the token alone: a member joining later knows the token but
+        // not the members the cluster started with (docs/PROTOCOL.md).
+        let cluster_id = cluster_id(std::iter::empty(), &token);
         Ok(Config {
             name,
             data_dir,

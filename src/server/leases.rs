@@ -232,7 +232,7 @@ impl Node {
                 let missing = op_leases(op).into_iter().any(|id| !self.leases.table.contains(id));
                 return missing.then(|| Err(lease_error(LeaseError::NotFound)));
             }
-            Op::DeleteRange(_) | Op::Compact(_) => return None,
+            Op::DeleteRange(_) | Op::Compact(_) | Op::Member(_) => return None,
         };
         Some(result.map_err(lease_error))
     }

@@ -17,6 +17,8 @@
 //! - `command.rs`: the entry payload and proto ↔ mvcc translation.
 //! - `image.rs`: the snapshot payload (member table, leases, store image).
 //! - `leases.rs`: lease requests, apply of lease entries, expiry on ticks.
+//! - `members.rs`: member table changes; Raft's configuration and the peer
+//!   connections follow the table. `identity.rs`: the data directory's owner.
 //! - `config.rs`, `notify.rs`, `signal.rs`: flags, sd_notify, stop signals.
 //!
 //! Start-up: open the WAL (recovering a torn tail), open the snapshot
@@ -38,8 +40,10 @@ mod clients;
 mod command;
 pub mod config;
 mod conn;
+mod identity;
 mod image;
 mod leases;
+mod members;
 mod node;
 pub mod notify;
 mod ready;

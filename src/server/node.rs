@@ -24,7 +24,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::command::Op;
 use super::config::{ClusterState, Config};
 use super::conn::Conn;
-use super::image::{self, Sections};
+use super::image::{self, MemberRecord, Sections};
 use super::notify::{Notifier, WatchdogTimer, watchdog_interval};
 use super::{ServeError, signal};
 use crate::cli::args::process_env;
@@ -143,12 +143,18 @@ pub struct Node {
     /// Work is left that the next iteration should do without sleeping.
     pub(super) busy: bool,
     pub(super) stopping: bool,
+    /// When this member may next propose its name and client URLs.
+    pub(super) next_publish: Instant,
+    /// This member has been in the applied member table (so its absence
+    /// later means it was removed).
+    pub(super) seen_in_table: bool,
 }
 
 impl Node {
     /// Opens the data directory, recovers, binds the sockets.
-    pub fn new(config: Config) -> Result<Node, ServeError> {
+    pub fn new(mut config: Config) -> Result<Node, ServeError> {
         let now = Instant::now();
+        super::identity::check(&mut config)?;
         let OpenState { storage, sections, store, snapshot_meta } = open_state(&config)?;
         let raft_config = raft_config(&config, snapshot_meta.index);
         let mut raft = RawNode::new(&raft_config, storage).map_err(ServeError::Raft)?;
@@ -176,7 +182,7 @@ impl Node {
             snapshot_meta.index,
             status.term
         );
-        Ok(Node {
+        let mut node = Node {
             server_params: ServerParams {
                 min_version: proto::PROTOCOL_VERSION,
                 max_version: proto::PROTOCOL_VERSION,
@@ -224,8 +230,12 @@ impl Node {
             watchdog,
             busy: false,
             stopping: false,
+            next_publish: now,
+            seen_in_table: false,
             config,
-        })
+        };
+        node.sync_peers();
+        Ok(node)
     }
 
     /// Runs until SIGTERM or SIGINT (`Ok`) or a fatal error.
@@ -249,6 +259,13 @@ impl Node {
                 self.dispatch(event.token(), now);
             }
             if signal::stop_requested() {
+                return self.shutdown();
+            }
+            if self.removed_from_cluster() {
+                log::warn!(
+                    "member {:016x} was removed from the cluster: stopping",
+                    self.config.member_id
+                );
                 return self.shutdown();
             }
             self.iteration(now)?;
@@ -278,11 +295,13 @@ impl Node {
             self.raft.report_snapshot(outcome.to, outcome.result.is_ok());
         }
         if now >= self.next_tick {
+            self.reconcile_conf();
             self.raft.tick();
             self.next_tick = (self.next_tick + self.tick_interval).max(now);
             self.tick_leases(now);
         }
         self.resume_paused();
+        self.maybe_publish(now);
         self.propose_writes(now);
         self.ask_read_index(now);
         self.handle_ready()?;
@@ -444,7 +463,8 @@ fn bootstrap(storage: &mut DiskStorage, config: &Config) -> Result<(), ServeErro
     let conf_state = ConfState { voters, ..ConfState::default() };
     let meta = SnapshotMeta { index: 1, term: 1, conf_state };
     let store = Store::new(store_config(config));
-    let snapshot = Snapshot { meta: meta.clone(), data: image_of(&Sections::default(), &store) };
+    let sections = Sections { members: initial_members(config), ..Sections::default() };
+    let snapshot = Snapshot { meta: meta.clone(), data: image_of(&sections, &store) };
     storage.snaps.save(&snapshot).map_err(ServeError::Snap)?;
     storage.wal.save_snapshot_marker(&meta).map_err(ServeError::Wal)?;
     storage
@@ -454,6 +474,25 @@ fn bootstrap(storage: &mut DiskStorage, config: &Config) -> Result<(), ServeErro
     storage.wal.sync().map_err(ServeError::Wal)?;
     log::info!("bootstrapped a new cluster of {} members", snapshot.meta.conf_state.voters.len());
     Ok(())
+}
+
+/// The member table of a new cluster: every initial member with its name
+/// and peer URLs; client URLs come when each member publishes them.
+fn initial_members(config: &Config) -> Vec<MemberRecord> {
+    let mut members: Vec<MemberRecord> = config
+        .initial_cluster
+        .iter()
+        .map(|m| MemberRecord {
+            id: m.id,
+            name: m.name.clone(),
+            peer_urls: m.peer_addrs.iter().map(super::members::url_of).collect(),
+            client_urls: Vec::new(),
+            is_learner: false,
+        })
+        .collect();
+    members.sort_by_key(|m| m.id);
+    members.dedup_by_key(|m| m.id);
+    members
 }
 
 /// A snapshot payload: the sections, then the store's image.

@@ -65,6 +65,10 @@ impl Node {
             );
             return;
         }
+        if !self.is_member(from) {
+            log::debug!("dropping a message from {from:016x}, not a member");
+            return;
+        }
         if let Err(e) = self.raft.step(message) {
             log::debug!("dropped a message from {from:016x}: {e:?}");
         }
@@ -270,6 +274,7 @@ impl Node {
         self.store = store;
         self.sections = sections;
         self.restore_leases();
+        self.sync_peers();
         self.applied_index = meta.index;
         self.applied_term = meta.term;
         self.snapshot_index = meta.index;
@@ -279,7 +284,11 @@ impl Node {
     fn apply_entry(&mut self, entry: crate::raft::Entry) {
         self.applied_index = entry.index;
         self.applied_term = entry.term;
-        // Membership changes took effect inside Raft; no-ops change nothing.
+        // Membership changes took effect inside Raft; the peer connections
+        // follow (members.rs). No-ops change nothing.
+        if entry.kind == EntryKind::ConfChange {
+            self.sync_peers();
+        }
         if entry.kind != EntryKind::Normal || entry.data.is_empty() {
             return;
         }
@@ -308,6 +317,7 @@ impl Node {
             Op::LeaseGrant { .. } | Op::LeaseRevoke(_) | Op::LeaseRenew(_) => {
                 unreachable!("lease entries are applied by apply_lease_op")
             }
+            Op::Member(change) => return self.apply_member(change),
         };
         let header = self.header();
         match outcome.map_err(command::store_error)? {

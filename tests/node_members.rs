@@ -1,0 +1,254 @@
+//! Membership end to end with real `ember serve` processes: the replicated
+//! member table, a member joining with the settings `ember member add`
+//! prints (by snapshot), removal, promotion of a learner, the changes that
+//! are refused, and a data directory that refuses another identity.
+
+#[path = "node_support.rs"]
+mod node_support;
+
+use std::process::{Command, Output, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use ember::client::{Client, ClientError, Config};
+use ember::proto::{ErrorCode, Member, RangeRequest};
+use node_support::{Cluster, free_port};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn put(client: &mut Client, key: &str, value: &str) {
+    client.put(key.as_bytes(), value.as_bytes()).expect("put");
+}
+
+fn get(client: &mut Client, key: &str) -> Option<Vec<u8>> {
+    let request = RangeRequest { key: key.into(), ..RangeRequest::default() };
+    client.range(request).ok()?.kvs.into_iter().next().map(|kv| kv.value)
+}
+
+/// Waits until member `i` lists `count` members, each started (a name and
+/// client URLs); the list.
+fn wait_members(c: &Cluster, i: usize, count: usize) -> Vec<Member> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let members = c.client(i).member_list(false).map(|r| r.members).unwrap_or_default();
+        let started = members.iter().all(|m| !m.name.is_empty() && !m.client_urls.is_empty());
+        if members.len() == count && started {
+            return members;
+        }
+        assert!(Instant::now() < deadline, "member {i} lists {members:?}");
+        sleep(Duration::from_millis(50));
+    }
+}
+
+fn all_endpoints(c: &Cluster, skip: &[usize]) -> Client {
+    let endpoints: Vec<String> = (0..c.members.len())
+        .filter(|i| !skip.contains(i) && c.members[*i].child.is_some())
+        .map(|i| c.members[i].endpoint())
+        .collect();
+    Client::connect(Config::new(endpoints)).expect("a member answers")
+}
+
+fn code(error: &ClientError) -> Option<ErrorCode> {
+    error.code()
+}
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ember")).args(args).output().expect("ember runs")
+}
+
+/// `EMBER_X="v"` lines → (name, value).
+fn env_lines(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| k.starts_with("EMBER_"))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+        .collect()
+}
+
+#[test]
+fn a_fourth_member_joins_by_snapshot_and_a_removed_member_stops() {
+    let mut c = Cluster::start("members-join", 3, &["--snapshot-count", "20"]);
+    let leader = c.wait_leader(WAIT);
+    for i in 0..3 {
+        let members = wait_members(&c, i, 3);
+        for (m, harness) in members.iter().zip(sorted_by_id(&c, &members)) {
+            assert_eq!(m.client_urls, [format!("http://{}", c.members[harness].endpoint())]);
+            assert_eq!(m.name, c.members[harness].name);
+        }
+    }
+    let mut client = c.client(leader);
+    for k in 0..60 {
+        put(&mut client, &format!("k{k}"), &format!("v{k}"));
+    }
+    let n4 = c.push_member("n4");
+    let peer_url = format!("http://127.0.0.1:{}", c.members[n4].peer_port);
+    let endpoint = c.members[leader].endpoint();
+    let out = cli(&["member", "add", "n4", "--peer-urls", &peer_url, "--endpoints", &endpoint]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.lines().next().unwrap().contains(" added to cluster "), "{text}");
+    let env = env_lines(&text);
+    assert_eq!(env.len(), 4, "{text}");
+    c.spawn_with_env(n4, &env);
+    let mut joined = c.client(n4);
+    let deadline = Instant::now() + WAIT;
+    while get(&mut joined, "k59").as_deref() != Some(b"v59".as_slice()) {
+        assert!(Instant::now() < deadline, "n4 did not catch up");
+        sleep(Duration::from_millis(50));
+    }
+    assert!(c.log_of(n4).contains("received a snapshot"), "n4 caught up without a snapshot");
+    wait_members(&c, n4, 4);
+
+    let follower = (0..3).find(|&i| i != leader).unwrap();
+    let id = c.status(follower).unwrap().header.member_id;
+    let removed = client.member_remove(id).expect("remove a follower");
+    assert_eq!(removed.members.len(), 3);
+    assert!(c.wait_exit(follower, WAIT).success(), "a removed member exits 0");
+    assert!(c.log_of(follower).contains("removed from the cluster"));
+    let mut rest = all_endpoints(&c, &[follower]);
+    put(&mut rest, "after", "removal");
+    assert_eq!(get(&mut joined, "after").as_deref(), Some(b"removal".as_slice()));
+    assert_eq!(wait_members(&c, n4, 3).len(), 3);
+}
+
+/// The harness index of each listed member.
+fn sorted_by_id(c: &Cluster, members: &[Member]) -> Vec<usize> {
+    members
+        .iter()
+        .map(|m| (0..c.members.len()).find(|&i| c.status(i).unwrap().header.member_id == m.id))
+        .map(|i| i.expect("every listed member runs"))
+        .collect()
+}
+
+#[test]
+fn unsafe_changes_are_refused_and_a_caught_up_learner_is_promoted() {
+    let mut c = Cluster::start("members-rules", 3, &[]);
+    let leader = c.wait_leader(WAIT);
+    wait_members(&c, leader, 3);
+    let mut l = c.client(leader);
+    let n4 = c.push_member("n4");
+    let url4 = format!("http://127.0.0.1:{}", c.members[n4].peer_port);
+    let added = l.member_add("n4", vec![url4.clone()], true).expect("add a learner");
+    assert!(added.member.is_learner);
+    let learner = added.member.id;
+    assert_eq!(added.members.len(), 4);
+
+    let own = c.status(leader).unwrap().header.member_id;
+    assert_eq!(code(&l.member_promote(learner).unwrap_err()), Some(ErrorCode::LearnerNotReady));
+    assert_eq!(code(&l.member_promote(own).unwrap_err()), Some(ErrorCode::MemberNotLearner));
+    let same_url = l.member_add("n9", vec![url4.clone()], false).unwrap_err();
+    assert_eq!(code(&same_url), Some(ErrorCode::PeerUrlExists));
+    assert_eq!(code(&l.member_remove(0x1234).unwrap_err()), Some(ErrorCode::MemberNotFound));
+    let bad = l.member_add("n9", vec!["nope".into()], false).unwrap_err();
+    assert_eq!(code(&bad), Some(ErrorCode::MemberBadUrls));
+
+    // Two voters that never start: five voters, three started, still a
+    // quorum. A sixth would need four started; removing a started one
+    // would leave two started of four.
+    let mut ghosts = Vec::new();
+    for name in ["g1", "g2"] {
+        let url = format!("http://127.0.0.1:{}", free_port());
+        ghosts.push(l.member_add(name, vec![url], false).expect("add a voter").member.id);
+    }
+    let url = format!("http://127.0.0.1:{}", free_port());
+    assert_eq!(
+        code(&l.member_add("g3", vec![url], false).unwrap_err()),
+        Some(ErrorCode::Unhealthy)
+    );
+    let follower = (0..3).find(|&i| i != leader).unwrap();
+    let started = c.status(follower).unwrap().header.member_id;
+    let refused = l.member_remove(started).unwrap_err();
+    assert_eq!(code(&refused), Some(ErrorCode::NotEnoughStartedMembers));
+    for ghost in ghosts {
+        l.member_remove(ghost).expect("remove an unstarted voter");
+    }
+
+    let cluster: Vec<String> = (0..4)
+        .map(|i| format!("{}=http://127.0.0.1:{}", c.members[i].name, c.members[i].peer_port))
+        .collect();
+    let env = [
+        ("EMBER_NAME", "n4".to_string()),
+        ("EMBER_INITIAL_CLUSTER", cluster.join(",")),
+        ("EMBER_INITIAL_ADVERTISE_PEER_URLS", url4),
+        ("EMBER_INITIAL_CLUSTER_STATE", "existing".to_string()),
+    ];
+    let env: Vec<(String, String)> = env.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    c.spawn_with_env(n4, &env);
+    assert!(c.status(n4).is_none_or(|s| s.is_learner || s.raft_applied_index == 0));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match l.member_promote(learner) {
+            Ok(r) => {
+                assert!(r.members.iter().all(|m| !m.is_learner));
+                break;
+            }
+            Err(e) if code(&e) == Some(ErrorCode::LearnerNotReady) => {}
+            Err(e) => panic!("promote: {e}"),
+        }
+        assert!(Instant::now() < deadline, "the learner never caught up");
+        sleep(Duration::from_millis(50));
+    }
+    let deadline = Instant::now() + WAIT;
+    while c.status(n4).is_none_or(|s| s.is_learner) {
+        assert!(Instant::now() < deadline, "n4 is still a learner in Raft");
+        sleep(Duration::from_millis(50));
+    }
+    put(&mut l, "promoted", "yes");
+}
+
+/// Runs `ember serve` with `args`; its output once it exits (killed after
+/// ten seconds, which fails the caller's assertions).
+fn serve_until_exit(args: &[String]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ember"))
+        .arg("serve")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ember serve starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_data_directory_refuses_another_name_or_token() {
+    let mut c = Cluster::start("members-identity", 1, &[]);
+    let leader = c.wait_leader(WAIT);
+    put(&mut c.client(leader), "kept", "1");
+    assert!(c.terminate(0).success());
+    let m = &c.members[0];
+    let peer = format!("127.0.0.1:{}", m.peer_port);
+    let data_dir = c.dir.join(&m.name).display().to_string();
+    let run = |name: &str, token: &str| {
+        let args = [
+            "--name",
+            name,
+            "--data-dir",
+            &data_dir,
+            "--listen-client-urls",
+            &m.endpoint(),
+            "--listen-peer-urls",
+            &peer,
+            "--initial-cluster",
+            &format!("{name}=http://{peer}"),
+            "--initial-cluster-token",
+            token,
+        ];
+        serve_until_exit(&args.map(String::from))
+    };
+    let out = run("other", "ember-cluster");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("\"n1\"") && stderr.contains("\"other\""), "{stderr}");
+    let out = run("n1", "another-token");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("\"ember-cluster\"") && stderr.contains("\"another-token\""));
+    c.spawn(0);
+    let leader = c.wait_leader(WAIT);
+    assert_eq!(get(&mut c.client(leader), "kept").as_deref(), Some(b"1".as_slice()));
+}
