@@ -23,6 +23,18 @@ impl Store {
         Ok(self.finish(w, response))
     }
 
+    /// The leases named by the puts on the path this transaction would take
+    /// now (nested ones too): the leases that must exist for it to apply.
+    /// Puts on the branches not taken need nothing, as in etcd.
+    pub fn txn_leases_on_path(&self, req: &TxnRequest) -> Vec<i64> {
+        let mut path = Vec::new();
+        self.txn_path(req, &mut path);
+        let mut leases = Vec::new();
+        path_leases(req, &path, &mut 0, &mut leases);
+        leases.retain(|id| *id != 0);
+        leases
+    }
+
     fn txn_path(&self, req: &TxnRequest, path: &mut Vec<bool>) {
         let succeeded = req.compare.iter().all(|c| self.compare_holds(c));
         path.push(succeeded);
@@ -95,6 +107,18 @@ impl Store {
             value: &[],
         };
         !matches!(c.target, CompareTarget::Value(_)) && compare_version(c, &zero)
+    }
+}
+
+fn path_leases(req: &TxnRequest, path: &[bool], at: &mut usize, out: &mut Vec<i64>) {
+    let succeeded = path[*at];
+    *at += 1;
+    for op in if succeeded { &req.success } else { &req.failure } {
+        match op {
+            RequestOp::Put(p) => out.push(p.lease),
+            RequestOp::Txn(nested) => path_leases(nested, path, at, out),
+            RequestOp::Range(_) | RequestOp::DeleteRange(_) => {}
+        }
     }
 }
 

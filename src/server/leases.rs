@@ -229,7 +229,9 @@ impl Node {
                 Response::LeaseKeepAlive(proto::LeaseKeepAliveResponse { header, id, ttl_secs })
             }),
             Op::Put(_) | Op::Txn(_) => {
-                let missing = op_leases(op).into_iter().any(|id| !self.leases.table.contains(id));
+                let missing = op_leases(&self.store, op)
+                    .into_iter()
+                    .any(|id| !self.leases.table.contains(id));
                 return missing.then(|| Err(lease_error(LeaseError::NotFound)));
             }
             Op::DeleteRange(_) | Op::Compact(_) | Op::Member(_) => return None,
@@ -307,24 +309,14 @@ impl Node {
 /// The leases a put or txn (at any depth, in both branches) attaches keys
 /// to. Both branches are checked, not only the one taken: a stricter rule
 /// than etcd's that needs no compare evaluated twice.
-fn op_leases(op: &Op) -> Vec<i64> {
-    let mut leases = Vec::new();
+/// The leases a write needs: a put's, or those of the puts on the path a
+/// transaction takes against the store as it is now (branches not taken
+/// need nothing, as in etcd).
+fn op_leases(store: &mvcc::Store, op: &Op) -> Vec<i64> {
     match op {
-        Op::Put(p) => leases.push(p.lease),
-        Op::Txn(t) => txn_leases(t, &mut leases),
-        _ => {}
-    }
-    leases.retain(|id| *id != 0);
-    leases
-}
-
-fn txn_leases(txn: &mvcc::TxnRequest, out: &mut Vec<i64>) {
-    for op in txn.success.iter().chain(&txn.failure) {
-        match op {
-            mvcc::RequestOp::Put(p) => out.push(p.lease),
-            mvcc::RequestOp::Txn(t) => txn_leases(t, out),
-            mvcc::RequestOp::Range(_) | mvcc::RequestOp::DeleteRange(_) => {}
-        }
+        Op::Put(p) if p.lease != 0 => vec![p.lease],
+        Op::Txn(t) => store.txn_leases_on_path(t),
+        _ => Vec::new(),
     }
 }
 
@@ -337,15 +329,26 @@ mod tests {
     }
 
     #[test]
-    fn leases_of_nested_txns_in_both_branches_are_found() {
+    fn only_the_leases_on_the_path_taken_are_needed() {
+        let store = mvcc::Store::new(mvcc::StoreConfig::default());
         let inner = mvcc::TxnRequest { compare: vec![], success: vec![put(3)], failure: vec![] };
-        let txn = mvcc::TxnRequest {
-            compare: vec![],
-            success: vec![put(1), put(0)],
-            failure: vec![mvcc::RequestOp::Txn(inner)],
+        // "k" is missing, so a value compare fails and the failure branch runs.
+        let value_is_x = mvcc::Compare {
+            key: b"k".to_vec(),
+            range_end: Vec::new(),
+            result: mvcc::CompareResult::Equal,
+            target: mvcc::CompareTarget::Value(b"x".to_vec()),
         };
-        assert_eq!(op_leases(&Op::Txn(txn)), vec![1, 3]);
-        assert!(op_leases(&Op::Compact(3)).is_empty());
+        let txn = mvcc::TxnRequest {
+            compare: vec![value_is_x],
+            success: vec![put(1), put(0)],
+            failure: vec![mvcc::RequestOp::Txn(inner), put(0)],
+        };
+        assert_eq!(op_leases(&store, &Op::Txn(txn.clone())), vec![3]);
+        let taken = mvcc::TxnRequest { compare: vec![], ..txn };
+        assert_eq!(op_leases(&store, &Op::Txn(taken)), vec![1]);
+        assert_eq!(op_leases(&store, &Op::Put(mvcc::PutRequest::default())), Vec::<i64>::new());
+        assert!(op_leases(&store, &Op::Compact(3)).is_empty());
     }
 
     #[test]
