@@ -177,7 +177,8 @@ pub struct Config {
     pub snapshot_count: u64,
     pub max_request_bytes: u32,
     pub max_txn_ops: u32,
-    /// This member's id: the id of `name` in `initial_cluster`.
+    /// This member's id: the id of `name` in `initial_cluster`, or the id
+    /// its data directory recorded (`identity.rs`), which wins.
     pub member_id: u64,
     /// Invariant: `cluster_id(no ids, token)` (the token alone), never 0.
     pub cluster_id: u64,
