@@ -187,7 +187,8 @@ pub struct Config {
     /// Most leases; a grant past it is refused. Give every member the same
     /// value: the cap is checked where the grant is asked for.
     pub max_leases: u32,
-    /// This member's id: the id of `name` in `initial_cluster`.
+    /// This member's id: the id of `name` in `initial_cluster`, or the id
+    /// its data directory recorded (`identity.rs`), which wins.
     pub member_id: u64,
     /// Invariant: `cluster_id(no ids, token)` (the token alone), never 0.
     pub cluster_id: u64,
