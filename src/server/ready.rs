@@ -385,13 +385,19 @@ impl Node {
             })
             .map_err(|e| ServeError::Io { what: "start the snapshot writer".into(), source: e })?;
         let prefix = image::encode_prefix(&self.sections);
+        let bytes = prefix.len() as u64;
+        // The queue is empty: the prefix goes in at once, and the next
+        // iteration builds the first slice of the image.
+        let held = sender.try_send(Slice::Data(prefix)).err().map(|e| match e {
+            TrySendError::Full(slice) | TrySendError::Disconnected(slice) => slice,
+        });
         self.snapshot_job = Some(SnapshotJob {
             previous_index: self.snapshot_index,
             meta,
             started: Instant::now(),
-            bytes: prefix.len() as u64,
+            bytes,
             image: Some(self.store.begin_image()),
-            held: Some(Slice::Data(prefix)),
+            held,
             sender,
             receiver,
             slices: 0,
