@@ -21,9 +21,13 @@
 //!   connections follow the table. `identity.rs`: the data directory's owner.
 //! - `config.rs`, `notify.rs`, `signal.rs`: flags, sd_notify, stop signals.
 //!
-//! Start-up: open the WAL (recovering a torn tail), open the snapshot
+//! Start-up: check the data directory's identity (`identity.rs`), open the
+//! WAL (recovering a torn tail), open the snapshot
 //! directory; a fresh directory of a new cluster is bootstrapped with a
-//! snapshot at index 1 holding the initial membership; the store is restored
+//! snapshot at index 1 holding the initial membership (Raft's voters and
+//! the member table); a fresh directory started with
+//! `--initial-cluster-state existing` is not bootstrapped and waits for the
+//! leader's snapshot once `member add` has made it a member; the store is restored
 //! from the snapshot the WAL names; Raft starts with that snapshot's index as
 //! its applied index and hands out the committed entries after it, which the
 //! loop applies like any others.
