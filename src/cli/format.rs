@@ -431,9 +431,10 @@ pub fn json_watch(
     )
 }
 
-/// `started` once a member has a name (it has run), `unstarted` before.
+/// `started` once a member has published its client URLs (it has run),
+/// `unstarted` before: added members carry a name from the start.
 fn member_status(member: &Member) -> &'static str {
-    if member.name.is_empty() { "unstarted" } else { "started" }
+    if member.client_urls.is_empty() { "unstarted" } else { "started" }
 }
 
 pub fn member_list(format: Format, response: &MemberListResponse) -> Vec<u8> {
