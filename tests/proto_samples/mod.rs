@@ -108,7 +108,28 @@ pub fn requests() -> Vec<Request> {
         Request::LeaseLeases,
         Request::MemberList(MemberListRequest { linearizable: true }),
         Request::Status,
+        Request::MemberAdd(MemberAddRequest {
+            peer_urls: vec!["http://10.0.0.4:7380".into()],
+            is_learner: true,
+            name: "pi-4".into(),
+        }),
+        Request::MemberRemove(MemberRemoveRequest { id: 0xAB }),
+        Request::MemberUpdate(MemberUpdateRequest {
+            id: 0xAB,
+            peer_urls: vec!["http://10.0.0.9:7380".into()],
+        }),
+        Request::MemberPromote(MemberPromoteRequest { id: 0xCD }),
     ]
+}
+
+fn member() -> Member {
+    Member {
+        id: 0xAB,
+        name: "pi-1".into(),
+        peer_urls: vec!["http://10.0.0.1:7380".into()],
+        client_urls: vec!["http://10.0.0.1:7379".into()],
+        is_learner: false,
+    }
 }
 
 pub fn responses() -> Vec<Response> {
@@ -157,16 +178,7 @@ pub fn responses() -> Vec<Response> {
             keys: vec![b"/a".to_vec(), b"/b".to_vec()],
         }),
         Response::LeaseLeases(LeaseLeasesResponse { header: header(22), leases: vec![1, 2, 0x77] }),
-        Response::MemberList(MemberListResponse {
-            header: header(23),
-            members: vec![Member {
-                id: 0xAB,
-                name: "pi-1".into(),
-                peer_urls: vec!["http://10.0.0.1:7380".into()],
-                client_urls: vec!["http://10.0.0.1:7379".into()],
-                is_learner: false,
-            }],
-        }),
+        Response::MemberList(MemberListResponse { header: header(23), members: vec![member()] }),
         Response::Status(StatusResponse {
             header: header(24),
             version: "0.1.0".into(),
@@ -178,6 +190,20 @@ pub fn responses() -> Vec<Response> {
             compact_revision: 8,
             is_learner: false,
             errors: vec!["NOSPACE".into()],
+        }),
+        Response::MemberAdd(MemberAddResponse {
+            header: header(25),
+            member: member(),
+            members: vec![member()],
+        }),
+        Response::MemberRemove(MemberChangeResponse { header: header(26), members: vec![] }),
+        Response::MemberUpdate(MemberChangeResponse {
+            header: header(27),
+            members: vec![member()],
+        }),
+        Response::MemberPromote(MemberChangeResponse {
+            header: header(28),
+            members: vec![member()],
         }),
     ]
 }
