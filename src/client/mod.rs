@@ -358,6 +358,7 @@ fn answers(request: &Request, response: &Response) -> bool {
             | (Q::LeaseLeases, A::LeaseLeases(_))
             | (Q::MemberList(_), A::MemberList(_))
             | (Q::Status, A::Status(_))
+            | (Q::HashKv(_), A::HashKv(_))
     )
 }
 
@@ -487,6 +488,12 @@ impl Client {
     /// The status of the member on the current connection.
     pub fn status(&mut self) -> Result<StatusResponse, ClientError> {
         typed_call!(self, Request::Status, Response::Status)
+    }
+
+    /// The keyspace hash of the member on the current connection at
+    /// `revision` (0: its newest), as etcd's HashKV.
+    pub fn hash_kv(&mut self, revision: i64) -> Result<HashKvResponse, ClientError> {
+        typed_call!(self, Request::HashKv(HashKvRequest { revision }), Response::HashKv)
     }
 
     pub fn member_list(&mut self, linearizable: bool) -> Result<MemberListResponse, ClientError> {

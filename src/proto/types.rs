@@ -433,6 +433,25 @@ pub struct StatusResponse {
     pub errors: Vec<String>,
 }
 
+/// etcd's HashKV: a CRC32 over this member's keyspace up to `revision`
+/// (0: the newest), so members can be compared. Served locally by any member.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashKvRequest {
+    pub revision: i64,
+}
+
+/// Two members that applied the same writes answer the same `hash` for the
+/// same `hash_revision`, whether or not their compactions have finished.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashKvResponse {
+    pub header: ResponseHeader,
+    pub hash: u32,
+    /// The member's compact revision when it hashed.
+    pub compact_revision: i64,
+    /// The revision the hash covers (the newest when 0 was asked).
+    pub hash_revision: i64,
+}
+
 /// Everything a client may ask. The variant index is the wire tag.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -452,6 +471,7 @@ pub enum Request {
     LeaseLeases,
     MemberList(MemberListRequest),
     Status,
+    HashKv(HashKvRequest),
 }
 
 /// A successful answer; the variant matches the request's. A failure is an
@@ -475,6 +495,7 @@ pub enum Response {
     LeaseLeases(LeaseLeasesResponse),
     MemberList(MemberListResponse),
     Status(StatusResponse),
+    HashKv(HashKvResponse),
 }
 
 impl Request {
@@ -496,6 +517,7 @@ impl Request {
             Request::LeaseLeases => "LeaseLeases",
             Request::MemberList(_) => "MemberList",
             Request::Status => "Status",
+            Request::HashKv(_) => "HashKv",
         }
     }
 
@@ -545,6 +567,7 @@ impl Response {
             Response::LeaseLeases(r) => &r.header,
             Response::MemberList(r) => &r.header,
             Response::Status(r) => &r.header,
+            Response::HashKv(r) => &r.header,
         }
     }
 }
