@@ -271,12 +271,15 @@ fn print_recoveries(name: &str, recoveries: &[Duration]) {
     let mut ms: Vec<u128> = recoveries.iter().map(Duration::as_millis).collect();
     ms.sort_unstable();
     let pick = |q: usize| ms[(ms.len() - 1) * q / 100];
+    let all: Vec<String> = ms.iter().map(u128::to_string).collect();
     println!(
-        "faults scenario={name} recoveries={} recovery_ms_min={} recovery_ms_p50={} recovery_ms_max={}",
+        "faults scenario={name} recoveries={} recovery_ms_min={} recovery_ms_p50={} recovery_ms_p90={} recovery_ms_max={} recovery_ms_all={}",
         ms.len(),
         ms[0],
         pick(50),
-        ms[ms.len() - 1]
+        pick(90),
+        ms[ms.len() - 1],
+        all.join(",")
     );
 }
 
