@@ -96,6 +96,13 @@ pub struct Options {
     pub compact: bool,
     /// `--snapshot-count` of the members (0: the default).
     pub snapshot_count: u64,
+    /// Report, rather than fail on, a serializable read whose revision went
+    /// back for its client. Only for power loss: a member syncs its hard
+    /// state only with new entries or a new vote (etcd's MustSync rule), so
+    /// a commit index it applied up to may not be durable, and after a power
+    /// cut it serves an older revision until the leader tells it the commit
+    /// again. See `faults_power.rs` for the test that still asserts it.
+    pub serializable_may_regress: bool,
 }
 
 /// Runs one scenario on `size` members and asserts every check.
@@ -155,6 +162,12 @@ pub fn run_with(name: &str, size: usize, options: Options, faults: impl FnOnce(&
     if options.compact {
         println!("faults scenario={name} compactions={}", history.compactions);
         assert!(history.compactions > 0, "the compactor never compacted");
+    }
+    let mut report = report;
+    if options.serializable_may_regress
+        && let Err(regression) = std::mem::replace(&mut report.serializable, Ok(()))
+    {
+        println!("faults scenario={name} serializable_regression={regression:?}");
     }
     assert_report(&cluster, &report, &recoveries, settings.seed);
     assert_eq!(bounds::check(&maxima), Ok(()), "replay with EMBER_FAULT_SEED={}", settings.seed);
