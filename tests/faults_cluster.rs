@@ -40,6 +40,37 @@ fn members_talk_through_the_proxies_and_an_isolated_leader_is_replaced() {
         std::thread::sleep(Duration::from_millis(50));
     }
     kill_stop_restart(&mut cluster);
+    hashes_agree_through_the_cli(&cluster);
+}
+
+/// `ember endpoint hashkv` at one revision every member holds: one hash.
+fn hashes_agree_through_the_cli(cluster: &Cluster) {
+    let all = cluster.live();
+    let leader = cluster.wait_leader(&all, LEADER_WAIT).unwrap();
+    let revision = put(cluster, leader, "c", "1");
+    let endpoints = cluster.endpoints().join(",");
+    let deadline = std::time::Instant::now() + LEADER_WAIT;
+    let rev = revision.to_string();
+    let args = ["--endpoints", &endpoints, "endpoint", "hashkv", "--rev", &rev];
+    let lines = loop {
+        let output = ember_cli(&args);
+        // A member still applying `revision` answers FutureRevision; retry.
+        if output.status.success() {
+            break String::from_utf8(output.stdout).unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "hashkv failed: {output:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let rows: Vec<Vec<&str>> = lines.lines().map(|l| l.split(", ").collect()).collect();
+    assert_eq!(rows.len(), 3, "{lines}");
+    assert!(rows.iter().all(|r| r[1] == rows[0][1] && r[2] == rev), "{lines}");
+    let future = (revision + 1000).to_string();
+    let output = ember_cli(&["--endpoints", &endpoints, "endpoint", "hashkv", "--rev", &future]);
+    assert_eq!(output.status.code(), Some(1), "a future revision fails: {output:?}");
+}
+
+fn ember_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ember")).args(args).output().unwrap()
 }
 
 fn kill_stop_restart(cluster: &mut Cluster) {

@@ -1,6 +1,8 @@
 //! Fault scenarios around the leader: kill -9 of the leader, repeatedly, and
-//! the leader cut off from the majority, both ways and one way. Each runs
-//! under the recorder's load and the checks of `faults::scenario`.
+//! the leader cut off from the majority, both ways and one way; on three
+//! members and on five (there also with a follower cut off beside the
+//! leader). Each runs under the recorder's load and the checks of
+//! `faults::scenario`.
 
 mod faults;
 
@@ -58,4 +60,29 @@ fn partition_leader() {
 #[test]
 fn partition_leader_one_way() {
     run("partition_leader_one_way", 3, |run| isolate_leader_repeatedly(run, true));
+}
+
+#[test]
+fn kill_leader_of_five() {
+    run("kill_leader_of_five", 5, kill_leader_repeatedly);
+}
+
+/// The leader and one follower cut off from the other three (2|3): the
+/// three elect, the two must not commit.
+#[test]
+fn partition_leader_and_one_of_five() {
+    run("partition_two_of_five", 5, |run| {
+        loop {
+            let leader = run.leader();
+            let partner = (leader + 1 + run.rng.below(4) as usize) % 5;
+            run.fault_now();
+            run.cluster.isolate(&[leader, partner], false);
+            sleep(Duration::from_millis(FAULT_MS));
+            run.cluster.heal();
+            sleep(Duration::from_millis(CALM_MS));
+            if !run.time_left() {
+                break;
+            }
+        }
+    });
 }

@@ -1,5 +1,6 @@
-//! Fault scenarios on followers, minorities, frozen processes and flaky
-//! links, under the recorder's load and the checks of `faults::scenario`.
+//! Fault scenarios on followers, minorities (two of five), frozen leaders
+//! (of three and of five) and flaky links, under the recorder's load and the
+//! checks of `faults::scenario`.
 
 mod faults;
 
@@ -129,5 +130,18 @@ fn links_cut_and_healed_in_random_order() {
             }
             sleep(Duration::from_millis(u64::from(run.rng.below(400))));
         }
+    });
+}
+
+#[test]
+fn stop_leader_of_five_longer_than_election_timeout() {
+    run("sigstop_leader_of_five", 5, |run| {
+        repeat(run, |run| {
+            let leader = run.leader();
+            run.fault_now();
+            run.cluster.stop(leader);
+            sleep(Duration::from_millis(FAULT_MS));
+            run.cluster.resume(leader);
+        })
     });
 }

@@ -70,7 +70,7 @@ fn compaction_during_kills_and_partitions() {
 /// come back whole.
 #[test]
 fn follower_needs_a_snapshot_and_is_killed_during_it() {
-    let options = Options { compact: false, snapshot_count: 200 };
+    let options = Options { snapshot_count: 200, ..Options::default() };
     run_with("snapshot_kill", 3, options, |run| {
         loop {
             let leader = run.leader();

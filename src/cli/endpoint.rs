@@ -1,25 +1,30 @@
-//! `ember endpoint status` and `ember endpoint health`: each endpoint of
+//! `ember endpoint status`, `health` and `hashkv`: each endpoint of
 //! `--endpoints` asked on its own, as etcdctl does.
 //!
 //! `status` prints one line (or JSON object, or table row) per endpoint that
 //! answered and names the others on stderr; `health` reads a key with a
-//! linearizable range, which needs a leader and a quorum, and times it.
-//! Either exits 1 when any endpoint failed.
+//! linearizable range, which needs a leader and a quorum, and times it;
+//! `hashkv` prints each member's keyspace hash at `--rev` (0: each member's
+//! newest), so members can be compared at one revision. Each exits 1 when
+//! any endpoint failed.
 
 use std::time::Instant;
 
 use super::CliError;
 use super::args::{Flag, Parsed, process_env};
 use super::format::{self, Format, JsonObject, json_header};
-use super::output::{client_config, failed, go_duration, json_string, si_bytes};
+use super::output::{client_config, failed, flag_number, go_duration, json_string, si_bytes};
 use crate::client::{Client, ClientError, Config, parse_endpoint};
-use crate::proto::{RangeRequest, StatusResponse};
+use crate::proto::{HashKvResponse, RangeRequest, StatusResponse};
 
-pub const ENDPOINT_FLAGS: &[Flag] = &[Flag {
-    name: "cluster",
-    takes_value: false,
-    help: "ask every member the cluster lists (with a client address), and --endpoints",
-}];
+pub const ENDPOINT_FLAGS: &[Flag] = &[
+    Flag {
+        name: "cluster",
+        takes_value: false,
+        help: "ask every member the cluster lists (with a client address), and --endpoints",
+    },
+    Flag { name: "rev", takes_value: true, help: "hashkv: hash at this revision (0: the newest)" },
+];
 
 /// The key `health` reads, as etcdctl's health check does.
 const HEALTH_KEY: &[u8] = b"health";
@@ -28,9 +33,17 @@ pub fn run_endpoint(parsed: &Parsed) -> Result<(), CliError> {
     let format = format::write_format(parsed)?;
     let mut config = client_config(parsed)?;
     let what = match parsed.positionals.as_slice() {
-        [what] if what == "status" || what == "health" => what.as_str(),
-        _ => return Err(CliError::Usage("endpoint takes 'status' or 'health'".to_string())),
+        [what] if ["status", "health", "hashkv"].contains(&what.as_str()) => what.as_str(),
+        _ => {
+            return Err(CliError::Usage(
+                "endpoint takes 'status', 'health' or 'hashkv'".to_string(),
+            ));
+        }
     };
+    let revision: i64 = flag_number(parsed, "rev", 0)?;
+    if revision < 0 {
+        return Err(CliError::Usage("--rev must not be negative".to_string()));
+    }
     if what == "health" && format == Format::Fields {
         // etcdctl has no fields form of health either.
         return Err(CliError::Usage(
@@ -43,6 +56,7 @@ pub fn run_endpoint(parsed: &Parsed) -> Result<(), CliError> {
     }
     match what {
         "status" => status(&config, format, &unlisted),
+        "hashkv" => hashkv(&config, format, &unlisted, revision),
         _ => health(&config, format, &unlisted),
     }
 }
@@ -348,4 +362,126 @@ fn health_json(checks: &[Health]) -> String {
         })
         .collect();
     format!("[{}]", objects.join(","))
+}
+
+fn hashkv(
+    config: &Config,
+    format: Format,
+    unlisted: &[Unlisted],
+    revision: i64,
+) -> Result<(), CliError> {
+    let mut rows = Vec::new();
+    let mut failures = Vec::new();
+    for endpoint in &config.endpoints {
+        match one_endpoint(config, endpoint).and_then(|mut client| client.hash_kv(revision)) {
+            Ok(hash) => rows.push((endpoint.as_str(), hash)),
+            Err(error) => {
+                let cause = cause(&error);
+                eprintln!("ember: failed to get the hash of endpoint {endpoint}: {cause}");
+                failures.push(endpoint.to_string());
+            }
+        }
+    }
+    let reached: Vec<u64> = rows.iter().map(|(_, h)| h.header.member_id).collect();
+    failures.extend(unreached(unlisted, &reached));
+    print!("{}", hashkv_text(&rows, format));
+    finish(&failures, "could not get the hash of")
+}
+
+/// etcdctl's columns (endpoint, hash), then the revision the hash covers and
+/// the member's compact revision: a hash means little without them.
+const HASHKV_COLUMNS: [&str; 4] = ["ENDPOINT", "HASH", "HASH REVISION", "COMPACT REVISION"];
+
+fn hashkv_cells(endpoint: &str, h: &HashKvResponse) -> Vec<String> {
+    vec![
+        endpoint.to_string(),
+        h.hash.to_string(),
+        h.hash_revision.to_string(),
+        h.compact_revision.to_string(),
+    ]
+}
+
+/// The answers of `hashkv` in one output format, newline-terminated.
+pub(crate) fn hashkv_text(rows: &[(&str, HashKvResponse)], format: Format) -> String {
+    match format {
+        Format::Json => hashkv_json(rows) + "\n",
+        Format::Table => {
+            let cells: Vec<Vec<String>> = rows.iter().map(|(e, h)| hashkv_cells(e, h)).collect();
+            format::table(&HASHKV_COLUMNS, &cells)
+        }
+        Format::Fields => hashkv_fields(rows),
+        Format::Simple => rows.iter().map(|(e, h)| hashkv_cells(e, h).join(", ") + "\n").collect(),
+    }
+}
+
+/// One JSON array as etcdctl writes it: per endpoint `Endpoint` and the
+/// `HashKV` answer in etcd's field names.
+fn hashkv_json(rows: &[(&str, HashKvResponse)]) -> String {
+    let objects: Vec<String> = rows
+        .iter()
+        .map(|(endpoint, h)| {
+            let answer = JsonObject::default()
+                .raw("header", json_header(&h.header))
+                .int("hash", h.hash.into())
+                .int("compact_revision", h.compact_revision.into())
+                .int("hash_revision", h.hash_revision.into())
+                .finish();
+            JsonObject::default()
+                .raw("Endpoint", json_string(endpoint))
+                .raw("HashKV", answer)
+                .finish()
+        })
+        .collect();
+    format!("[{}]", objects.join(","))
+}
+
+/// `"Name" : value` lines per endpoint, a blank line after each.
+fn hashkv_fields(rows: &[(&str, HashKvResponse)]) -> String {
+    let mut out = String::new();
+    for (endpoint, h) in rows {
+        let head = &h.header;
+        out.push_str(&format!(
+            "\"ClusterID\" : {}\n\"MemberID\" : {}\n\"Revision\" : {}\n\"RaftTerm\" : {}\n",
+            head.cluster_id, head.member_id, head.revision, head.raft_term
+        ));
+        out.push_str(&format!(
+            "\"Endpoint\" : {}\n\"Hash\" : {}\n\"HashRevision\" : {}\n\"CompactRevision\" : {}\n\n",
+            json_string(endpoint),
+            h.hash,
+            h.hash_revision,
+            h.compact_revision,
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::ResponseHeader;
+
+    fn rows() -> Vec<(&'static str, HashKvResponse)> {
+        let header = ResponseHeader { cluster_id: 7, member_id: 9, revision: 12, raft_term: 3 };
+        let answer =
+            HashKvResponse { header, hash: 3_735_928_559, compact_revision: 4, hash_revision: 10 };
+        vec![("127.0.0.1:2379", answer)]
+    }
+
+    #[test]
+    fn hashkv_prints_every_format() {
+        let rows = rows();
+        assert_eq!(hashkv_text(&rows, Format::Simple), "127.0.0.1:2379, 3735928559, 10, 4\n");
+        let json = hashkv_text(&rows, Format::Json);
+        assert!(json.starts_with("[{\"Endpoint\":\"127.0.0.1:2379\",\"HashKV\":{\"header\":"));
+        assert!(
+            json.contains("\"hash\":3735928559,\"compact_revision\":4,\"hash_revision\":10}}]")
+        );
+        let fields = hashkv_text(&rows, Format::Fields);
+        assert!(fields.contains("\"MemberID\" : 9\n"));
+        assert!(fields.contains("\"Hash\" : 3735928559\n\"HashRevision\" : 10\n"));
+        let table = hashkv_text(&rows, Format::Table);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 5, "{table}");
+        assert!(lines[1].contains("HASH REVISION") && lines[3].contains("3735928559"));
+    }
 }

@@ -221,10 +221,11 @@ const COMMANDS: &[Command] = &[
     },
     Command {
         name: "endpoint",
-        summary: "status or health of each endpoint",
-        usage: "ember endpoint status|health [--cluster] [-w simple|json|table]",
+        summary: "status, health or keyspace hash of each endpoint",
+        usage: "ember endpoint status|health|hashkv [--cluster] [--rev N] [-w simple|json|fields|table]",
         examples: "ember endpoint status -w table\n\
-                   ember --endpoints a:7379 endpoint health --cluster",
+                   ember --endpoints a:7379 endpoint health --cluster\n\
+                   ember endpoint hashkv --cluster --rev 42",
         flags: endpoint::ENDPOINT_FLAGS,
         run: endpoint::run_endpoint,
     },

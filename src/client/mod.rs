@@ -362,6 +362,7 @@ fn answers(request: &Request, response: &Response) -> bool {
             | (Q::MemberRemove(_), A::MemberRemove(_))
             | (Q::MemberUpdate(_), A::MemberUpdate(_))
             | (Q::MemberPromote(_), A::MemberPromote(_))
+            | (Q::HashKv(_), A::HashKv(_))
     )
 }
 
@@ -491,6 +492,12 @@ impl Client {
     /// The status of the member on the current connection.
     pub fn status(&mut self) -> Result<StatusResponse, ClientError> {
         typed_call!(self, Request::Status, Response::Status)
+    }
+
+    /// The keyspace hash of the member on the current connection at
+    /// `revision` (0: its newest), as etcd's HashKV.
+    pub fn hash_kv(&mut self, revision: i64) -> Result<HashKvResponse, ClientError> {
+        typed_call!(self, Request::HashKv(HashKvRequest { revision }), Response::HashKv)
     }
 
     pub fn member_list(&mut self, linearizable: bool) -> Result<MemberListResponse, ClientError> {

@@ -476,6 +476,25 @@ pub struct StatusResponse {
     pub errors: Vec<String>,
 }
 
+/// etcd's HashKV: a CRC32 over this member's keyspace up to `revision`
+/// (0: the newest), so members can be compared. Served locally by any member.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashKvRequest {
+    pub revision: i64,
+}
+
+/// Two members that applied the same writes answer the same `hash` for the
+/// same `hash_revision`, whether or not their compactions have finished.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashKvResponse {
+    pub header: ResponseHeader,
+    pub hash: u32,
+    /// The member's compact revision when it hashed.
+    pub compact_revision: i64,
+    /// The revision the hash covers (the newest when 0 was asked).
+    pub hash_revision: i64,
+}
+
 /// Everything a client may ask. The variant index is the wire tag.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -499,6 +518,7 @@ pub enum Request {
     MemberRemove(MemberRemoveRequest),
     MemberUpdate(MemberUpdateRequest),
     MemberPromote(MemberPromoteRequest),
+    HashKv(HashKvRequest),
 }
 
 /// A successful answer; the variant matches the request's. A failure is an
@@ -526,6 +546,7 @@ pub enum Response {
     MemberRemove(MemberChangeResponse),
     MemberUpdate(MemberChangeResponse),
     MemberPromote(MemberChangeResponse),
+    HashKv(HashKvResponse),
 }
 
 impl Request {
@@ -551,6 +572,7 @@ impl Request {
             Request::MemberRemove(_) => "MemberRemove",
             Request::MemberUpdate(_) => "MemberUpdate",
             Request::MemberPromote(_) => "MemberPromote",
+            Request::HashKv(_) => "HashKv",
         }
     }
 
@@ -608,6 +630,7 @@ impl Response {
             Response::MemberRemove(r) | Response::MemberUpdate(r) | Response::MemberPromote(r) => {
                 &r.header
             }
+            Response::HashKv(r) => &r.header,
         }
     }
 }

@@ -7,7 +7,8 @@
 //!   rewritten to `[0]`) and at most `max_key_bytes`, and so is every
 //!   `range_end`;
 //! - limits, revisions and revision filters are not negative (`revision` of
-//!   a range may be: 0 or less means the newest, as in etcd);
+//!   a range may be: 0 or less means the newest, as in etcd; a `HashKv`
+//!   revision may not);
 //! - `ignore_value` comes without a value and `ignore_lease` without a lease;
 //! - a txn's compares, success ops and failure ops each number at most
 //!   `max_txn_ops` at every level, its whole tree at most
@@ -119,6 +120,7 @@ impl Checker<'_> {
                 branch_writes(&txn.failure).map(drop)
             }
             Request::Compact(compact) => non_negative(&[compact.revision]),
+            Request::HashKv(hash) => non_negative(&[hash.revision]),
             Request::LeaseGrant(grant) if grant.ttl_secs > MAX_LEASE_TTL_SECS => {
                 Err(ErrorCode::LeaseTtlTooLarge)
             }

@@ -220,6 +220,19 @@ impl Node {
             | Request::LeaseKeepAlive(_)
             | Request::LeaseTimeToLive(_)
             | Request::LeaseLeases) => self.lease_request(waiter, lease),
+            Request::HashKv(r) => {
+                // Local, like a serializable read: comparing members is the point.
+                let result = match self.store.hash_kv(r.revision.max(0) as u64) {
+                    Ok(h) => Ok(Response::HashKv(proto::HashKvResponse {
+                        header: self.header(),
+                        hash: h.hash,
+                        compact_revision: i64::try_from(h.compact_revision).unwrap_or(i64::MAX),
+                        hash_revision: i64::try_from(h.hash_revision).unwrap_or(i64::MAX),
+                    })),
+                    Err(e) => Err(command::store_error(e)),
+                };
+                self.answer(waiter, result);
+            }
             _ => self.answer(waiter, Err(ErrorBody::new(ErrorCode::Unsupported))),
         }
     }

@@ -290,7 +290,12 @@ impl SnapDir {
 
 fn sync_dir(dir: &Path) -> Result<(), SnapError> {
     let handle = File::open(dir).map_err(io_error(dir, "open directory"))?;
-    handle.sync_all().map_err(|source| SnapError::SyncFailed { file: dir.to_path_buf(), source })
+    handle
+        .sync_all()
+        .map_err(|source| SnapError::SyncFailed { file: dir.to_path_buf(), source })?;
+    #[cfg(feature = "fault-injection")]
+    crate::wal::sync_log::note_dir_synced(dir);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -42,6 +42,8 @@ pub mod record;
 pub mod recover;
 mod segment;
 mod storage;
+#[cfg(feature = "fault-injection")]
+pub mod sync_log;
 
 use std::collections::VecDeque;
 use std::fs;

@@ -90,7 +90,10 @@ fn io_error(path: &Path, op: &'static str, source: io::Error) -> WalError {
 /// Makes the directory entries of `dir` durable.
 pub fn sync_dir(dir: &Path) -> Result<(), WalError> {
     let handle = File::open(dir).map_err(|e| io_error(dir, "open directory", e))?;
-    handle.sync_all().map_err(|source| WalError::SyncFailed { file: dir.to_path_buf(), source })
+    handle.sync_all().map_err(|source| WalError::SyncFailed { file: dir.to_path_buf(), source })?;
+    #[cfg(feature = "fault-injection")]
+    super::sync_log::note_dir_synced(dir);
+    Ok(())
 }
 
 /// Allocates `size_bytes` of real blocks for `file`.
@@ -207,6 +210,9 @@ impl Segment {
         }
         self.map
             .flush_range(start, end - start)
-            .map_err(|source| WalError::SyncFailed { file: self.path.clone(), source })
+            .map_err(|source| WalError::SyncFailed { file: self.path.clone(), source })?;
+        #[cfg(feature = "fault-injection")]
+        super::sync_log::note_synced(&self.path, end);
+        Ok(())
     }
 }

@@ -27,6 +27,7 @@ use ember::client::{Client, Config};
 use ember::proto::StatusResponse;
 use ember::server::config::{HostPort, member_id};
 
+use super::bounds::Pids;
 use super::proxy::{LinkFaults, Proxy};
 
 /// Election timeout of the members (heartbeat a tenth of it). Short, so a
@@ -34,6 +35,8 @@ use super::proxy::{LinkFaults, Proxy};
 pub const ELECTION_TIMEOUT_MS: u64 = 1000;
 pub const HEARTBEAT_MS: u64 = 100;
 const TOKEN: &str = "ember-faults";
+/// `src/wal/sync_log.rs`'s variable; the binary ignores it without the feature.
+const SYNC_LOG_ENV: &str = "EMBER_FAULT_SYNC_LOG";
 
 static NEXT_CLUSTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -63,6 +66,8 @@ pub struct Cluster {
     pub members: Vec<Member>,
     /// Flags added to every `ember serve`.
     pub extra_args: Vec<String>,
+    /// Invariant: entry `i` is the pid of member `i`'s child while it has one.
+    pub pids: Pids,
 }
 
 use super::test_ports::free_port;
@@ -99,7 +104,8 @@ impl Cluster {
         for m in &mut members {
             m.proxy.set_member_ids(ids.clone());
         }
-        let mut cluster = Cluster { dir, members, extra_args };
+        let pids = Pids::new(std::sync::Mutex::new(vec![None; size]));
+        let mut cluster = Cluster { dir, members, extra_args, pids };
         for i in 0..size {
             cluster.spawn(i);
         }
@@ -117,6 +123,12 @@ impl Cluster {
 
     pub fn data_dir(&self, i: usize) -> PathBuf {
         self.dir.join(&self.members[i].name)
+    }
+
+    /// Where member `i` notes what is durable (only a build with the
+    /// `fault-injection` feature writes it; see `power.rs`).
+    pub fn sync_log(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("{}.synclog", self.members[i].name))
     }
 
     /// Starts member `i` (again, on the same data) with the same flags.
@@ -142,10 +154,12 @@ impl Cluster {
             .args(["--heartbeat-interval", &HEARTBEAT_MS.to_string()])
             .args(["--election-timeout", &ELECTION_TIMEOUT_MS.to_string()])
             .args(&self.extra_args)
+            .env(SYNC_LOG_ENV, self.sync_log(i))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("ember serve starts");
+        self.pids.lock().unwrap()[i] = Some(child.id());
         self.members[i].child = Some(child);
         self.members[i].stopped = false;
     }
@@ -153,6 +167,7 @@ impl Cluster {
     /// kill -9, and reaps the process.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.members[i].child.take() {
+            self.pids.lock().unwrap()[i] = None;
             let _ = child.kill();
             let _ = child.wait();
         }

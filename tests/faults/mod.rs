@@ -6,9 +6,11 @@
 
 #![allow(dead_code)]
 
+pub mod bounds;
 pub mod checker;
 pub mod cluster;
 pub mod history;
+pub mod power;
 pub mod proxy;
 pub mod rng;
 pub mod scenario;

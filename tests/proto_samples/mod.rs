@@ -119,6 +119,7 @@ pub fn requests() -> Vec<Request> {
             peer_urls: vec!["http://10.0.0.9:7380".into()],
         }),
         Request::MemberPromote(MemberPromoteRequest { id: 0xCD }),
+        Request::HashKv(HashKvRequest { revision: 42 }),
     ]
 }
 
@@ -204,6 +205,12 @@ pub fn responses() -> Vec<Response> {
         Response::MemberPromote(MemberChangeResponse {
             header: header(28),
             members: vec![member()],
+        }),
+        Response::HashKv(HashKvResponse {
+            header: header(29),
+            hash: 0xDEAD_BEEF,
+            compact_revision: 7,
+            hash_revision: 42,
         }),
     ]
 }
