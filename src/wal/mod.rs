@@ -198,6 +198,10 @@ impl Wal {
         drop(views);
         let mut wal = Wal::from_recovered(dir, config, page_bytes, segments, recovered);
         wal.repair_tail()?;
+        // Recovery read every segment through its map; only the tail is
+        // written again.
+        let sealed_count = wal.segments.len().saturating_sub(1);
+        wal.segments.iter().take(sealed_count).for_each(Segment::drop_resident_pages);
         match wal.segments.back() {
             Some(tail) => tail.prepare_for_appends(wal.write_offset)?,
             None => wal.open_first_segment()?,
@@ -463,6 +467,7 @@ impl Wal {
             self.sync_tail()?;
             self.sealed = true;
         }
+        self.tail().drop_resident_pages();
         let seq = self.tail().seq + 1;
         self.create_segment(seq, self.index.last_index() + 1)
     }
