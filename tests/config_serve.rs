@@ -54,7 +54,7 @@ fn no_flags_is_a_single_member_cluster_on_loopback() {
     assert_eq!(c.initial_cluster_state, ClusterState::New);
     assert_eq!(c.initial_cluster_token, "ember-cluster");
     assert_eq!((c.heartbeat_interval_ms, c.election_timeout_ms), (100, 1000));
-    assert_eq!(c.snapshot_count, 10_000);
+    assert_eq!(c.snapshot_count, 100_000);
     assert_eq!(c.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES);
     assert_eq!(c.max_request_bytes, 1_572_864);
     assert_eq!(c.max_txn_ops, 128);

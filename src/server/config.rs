@@ -46,9 +46,12 @@ pub const DEFAULT_CLUSTER_TOKEN: &str = "ember-cluster";
 pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 100;
 /// etcd's default election timeout: ten heartbeats.
 pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 1000;
-/// Applied entries between two snapshots (etcd 3.4 uses 100000; a board has
-/// less memory for the log kept behind a snapshot).
-pub const DEFAULT_SNAPSHOT_COUNT: u64 = 10_000;
+/// Applied entries between two snapshots (etcd 3.4's default). Each snapshot
+/// writes the whole store, so at 10000 a store of 100k keys spent more time
+/// on images than on puts (9k puts/s against 32k-43k). The log kept behind a
+/// snapshot costs little memory: 4 bytes of index per entry, and the WAL
+/// drops sealed segments' pages from the RSS.
+pub const DEFAULT_SNAPSHOT_COUNT: u64 = 100_000;
 /// Largest client request, etcd's 1.5 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: u32 = 1536 * 1024;
 /// Most operations in one transaction, etcd's 128.
@@ -85,7 +88,7 @@ pub const SERVE_FLAGS: &[Flag] = &[
     flag("initial-cluster-token", "unique token of this cluster (default \"ember-cluster\")"),
     flag("heartbeat-interval", "milliseconds between heartbeats (default 100)"),
     flag("election-timeout", "milliseconds before a follower stands (default 1000)"),
-    flag("snapshot-count", "applied entries between snapshots (default 10000)"),
+    flag("snapshot-count", "applied entries between snapshots (default 100000)"),
     flag("max-request-bytes", "largest client request in bytes (default 1572864)"),
     flag("max-txn-ops", "most operations in one transaction (default 128)"),
     flag("max-leases", "most leases the cluster keeps (default 10000)"),

@@ -4,9 +4,10 @@
 //! the time to the next tick → handle every event (accept, read and decode
 //! client frames, peer I/O) → step peer messages, tick when due → propose
 //! this iteration's writes as one batch and ask for one ReadIndex covering
-//! this iteration's linearizable reads → handle at most one `Ready` (at most
-//! one fsync) → serve reads whose index is applied, feed watches, expire
-//! requests, snapshot when due → write answers and peer messages.
+//! this iteration's linearizable reads → handle the `Ready`s (at most one
+//! fsync in steady state; see `iteration`) → serve reads whose index is
+//! applied, feed watches, expire requests, snapshot when due → write answers
+//! and peer messages.
 //!
 //! Tokens: client listeners from `LISTENER_TOKEN_BASE`, the transport's range
 //! from `TRANSPORT_TOKEN_BASE`, client connections from `CONN_TOKEN_BASE`
@@ -302,8 +303,17 @@ impl Node {
         }
         self.resume_paused();
         self.maybe_publish(now);
+        // What peers and ticks produced first: writes the followers' acks
+        // committed are applied and answered before this iteration's fsync,
+        // not after it.
+        self.handle_ready()?;
+        self.flush_conns();
         self.propose_writes(now);
         self.ask_read_index(now);
+        self.handle_ready()?;
+        // A lone voter commits its batch as the fsync above completes:
+        // applying it now answers in one fsync instead of two. This Ready
+        // holds no new entries (nothing was proposed since), so no fsync.
         self.handle_ready()?;
         self.serve_ready_reads();
         let watches_behind = self.feed_watches();

@@ -181,6 +181,9 @@ impl Node {
         }
         self.note_leader(&ready);
         self.send(std::mem::take(&mut ready.messages));
+        // Out before the fsync: followers write their copy while the leader
+        // writes its own (thesis §10.2.1) instead of after it.
+        self.transport.flush(self.poll.registry(), Instant::now());
         self.persist(&ready)?;
         self.send(std::mem::take(&mut ready.persisted_messages));
         if let Some(snapshot) = ready.snapshot.take() {

@@ -190,6 +190,22 @@ impl Segment {
         self.map.advise(memmap2::Advice::Random).map_err(|e| io_error(&self.path, "madvise", e))
     }
 
+    /// Unmaps the resident pages of a segment no longer written to, so the
+    /// process's RSS holds the tail segment only, not the whole log: the
+    /// pages stay in the page cache (they are clean once synced) and a later
+    /// read of an entry faults them back in. Best effort: a refusal only
+    /// leaves the memory counted.
+    pub fn drop_resident_pages(&self) {
+        // SAFETY: the map is a shared mapping of a file, not anonymous
+        // memory: MADV_DONTNEED drops page table entries only, and the next
+        // access maps the same file bytes again, so no view of the contents
+        // changes under a borrow.
+        let result = unsafe { self.map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        if let Err(e) = result {
+            log::debug!("wal: madvise(DONTNEED) on {}: {e}", self.path.display());
+        }
+    }
+
     pub fn bytes(&self) -> &[u8] {
         &self.map
     }
