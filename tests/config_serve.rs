@@ -147,6 +147,7 @@ fn bad_values_name_their_flag() {
         (&["--snapshot-count", "0"], "snapshot-count"),
         (&["--max-request-bytes", "1.5MiB"], "max-request-bytes"),
         (&["--max-request-bytes", "999999999999"], "max-request-bytes"),
+        (&["--max-request-bytes", "4194305"], "max-request-bytes"),
         (&["--max-txn-ops", ""], "max-txn-ops"),
         (&["--initial-cluster-state", "old"], "initial-cluster-state"),
         (&["--initial-cluster-token", ""], "initial-cluster-token"),

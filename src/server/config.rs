@@ -69,8 +69,10 @@ pub const ELECTION_HEARTBEATS_MIN: u64 = 5;
 /// unnoticed for most of a minute.
 pub const ELECTION_TIMEOUT_MS_MAX: u64 = 50_000;
 /// The largest request size accepted as configuration: a request must fit in
-/// a Raft entry and in a board's memory several times over.
-pub const MAX_REQUEST_BYTES_LIMIT: u32 = 64 * 1024 * 1024;
+/// a Raft entry, and an entry in one WAL segment (8 MiB by default) with
+/// room to spare for the command around it; and in a board's memory several
+/// times over. Proposals are checked against the WAL's bound as well.
+pub const MAX_REQUEST_BYTES_LIMIT: u32 = 4 * 1024 * 1024;
 /// The most members an initial cluster may list; Raft clusters beyond seven
 /// voters only get slower, and the bound keeps id checks trivially cheap.
 pub const INITIAL_MEMBERS_MAX: usize = 15;
@@ -89,7 +91,7 @@ pub const SERVE_FLAGS: &[Flag] = &[
     flag("heartbeat-interval", "milliseconds between heartbeats (default 100)"),
     flag("election-timeout", "milliseconds before a follower stands (default 1000)"),
     flag("snapshot-count", "applied entries between snapshots (default 100000)"),
-    flag("max-request-bytes", "largest client request in bytes (default 1572864)"),
+    flag("max-request-bytes", "largest client request in bytes (default 1572864, at most 4194304)"),
     flag("max-txn-ops", "most operations in one transaction (default 128)"),
     flag("max-leases", "most leases the cluster keeps (default 10000)"),
 ];

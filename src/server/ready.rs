@@ -131,10 +131,18 @@ impl Node {
         let mut payloads = Vec::with_capacity(batch.len());
         let mut seqs = Vec::with_capacity(batch.len());
         let deadline = now + self.request_timeout;
+        // An entry the WAL cannot hold would stop every member that appends
+        // it: refuse it here, before Raft has it.
+        let payload_max_bytes = self.raft.storage().wal.payload_max_bytes();
         for (waiter, op) in batch {
             let seq = self.next_seq;
             self.next_seq += 1;
-            payloads.push(Command { origin: self.config.member_id, seq, op }.encode());
+            let payload = Command { origin: self.config.member_id, seq, op }.encode();
+            if payload.len() > payload_max_bytes {
+                self.answer(waiter, Err(ErrorBody::new(ErrorCode::RequestTooLarge)));
+                continue;
+            }
+            payloads.push(payload);
             self.pending_writes.insert(seq, PendingWrite { waiter, deadline });
             seqs.push(seq);
         }
