@@ -191,7 +191,7 @@ impl Node {
             return;
         }
         match request {
-            Request::Range(r) if r.serializable => {
+            Request::Range(r) if r.serializable && self.caught_up_since_start => {
                 let result = self.range_now(&r);
                 self.answer(waiter, result);
             }

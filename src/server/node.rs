@@ -130,6 +130,12 @@ pub struct Node {
     pub(super) read_rounds: BTreeMap<u64, ReadRound>,
     /// Rounds Raft confirmed: (index to reach, reads).
     pub(super) reads_ready: Vec<(u64, Vec<ReadWait>)>,
+    /// False from start-up until this member has applied up to a read
+    /// index confirmed by a leader. Before that its applied index may be
+    /// behind what it served before a crash (a commit index is written but
+    /// not synced on its own), so serializable reads take the linearizable
+    /// path meanwhile: a client never sees a member's revision go back.
+    pub(super) caught_up_since_start: bool,
     /// Snapshots being received: (from, stream) → (header, bytes so far).
     pub(super) incoming: BTreeMap<(u64, u64), (Message, Vec<u8>)>,
     /// A received snapshot already decoded, for the `Ready` that applies it.
@@ -219,6 +225,7 @@ impl Node {
             next_read_context: 1,
             read_rounds: BTreeMap::new(),
             reads_ready: Vec::new(),
+            caught_up_since_start: false,
             incoming: BTreeMap::new(),
             staged_store: None,
             snapshot_reports: Vec::new(),

@@ -349,6 +349,7 @@ impl Node {
             .into_iter()
             .partition(|(index, _)| *index <= applied);
         self.reads_ready = waiting;
+        self.caught_up_since_start |= !due.is_empty();
         for read in due.into_iter().flat_map(|(_, reads)| reads) {
             let result = self.range_now(&read.request);
             self.answer(read.waiter, result);
