@@ -9,12 +9,11 @@
 #[path = "node_support.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use support::Cluster;
+use support::{Cluster, Reaped, lines_of};
 
 /// Longest any single wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(10);
@@ -157,31 +156,6 @@ fn txn_with_each_compare_kind_on_a_real_node() {
     assert_eq!(ok(&e, &["get", "k"]), "");
     let output = ember_with_stdin(&e, &["txn"], b"mod(\"k\") > \"x\"\n");
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-}
-
-/// Lines of a child's stdout as they come, read by a thread.
-fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
-    let out = child.stdout.take().expect("piped stdout");
-    let (send, receive) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { return };
-            if send.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    receive
-}
-
-/// Kills a child on drop, so a failing test leaves no watch running.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

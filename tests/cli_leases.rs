@@ -6,12 +6,10 @@
 #[path = "node_support.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::Cluster;
+use support::{Cluster, Reaped, lines_of};
 
 /// Longest any single wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(10);
@@ -109,31 +107,6 @@ fn errors_exit_1_and_bad_command_lines_exit_2() {
     assert!(help.contains("keep-alive") && help.contains("timetolive"), "{help}");
     let completion = ok(&e, &["completion", "bash"]);
     assert!(completion.contains("grant revoke timetolive list keep-alive"), "{completion}");
-}
-
-/// Lines of a child's stdout as they come, read by a thread.
-fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
-    let out = child.stdout.take().expect("piped stdout");
-    let (send, receive) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { return };
-            if send.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    receive
-}
-
-/// Kills a child on drop, so a failing test leaves nothing running.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
