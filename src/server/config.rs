@@ -90,7 +90,10 @@ pub const SERVE_FLAGS: &[Flag] = &[
     flag("initial-cluster-token", "unique token of this cluster (default \"ember-cluster\")"),
     flag("heartbeat-interval", "milliseconds between heartbeats (default 100)"),
     flag("election-timeout", "milliseconds before a follower stands (default 1000)"),
-    flag("snapshot-count", "applied entries between snapshots (default 100000)"),
+    flag(
+        "snapshot-count",
+        "applied entries between snapshots (default 100000; sooner once the log holds 64 MiB)",
+    ),
     flag("max-request-bytes", "largest client request in bytes (default 1572864, at most 4194304)"),
     flag("max-txn-ops", "most operations in one transaction (default 128)"),
     flag("max-leases", "most leases the cluster keeps (default 10000)"),

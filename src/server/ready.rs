@@ -7,7 +7,8 @@
 //! committed entries; `advance`. Raft hands out only entries that are
 //! committed and durable here, so apply never runs ahead of the local log.
 //!
-//! Snapshots are taken every `--snapshot-count` applied entries. The image
+//! Snapshots are taken every `--snapshot-count` applied entries, or sooner
+//! once the WAL holds `SNAPSHOT_WAL_SEGMENTS` segments. The image
 //! records the store at the applied index, which is the snapshot's index:
 //! that is the only place the applied index is persisted. Building the image
 //! is memory work done in the loop, but a slice of at most
@@ -41,6 +42,7 @@ use crate::proto::{self, ErrorBody, ErrorCode, Response};
 use crate::raft::{EntryKind, Message, MessageKind, RaftError, Ready, SnapshotMeta};
 use crate::snap::{SnapError, SnapWriter};
 use crate::transport::StreamEvent;
+use crate::wal::CATCH_UP_MARGIN_ENTRIES_DEFAULT;
 
 impl Node {
     /// Steps messages and finished snapshot streams from peers.
@@ -356,8 +358,8 @@ impl Node {
         }
     }
 
-    /// Starts a snapshot once `--snapshot-count` entries were applied since
-    /// the last one, and while one runs builds its next slice. The image is
+    /// Starts a snapshot once one is due (`snapshot_due`), and while one
+    /// runs builds its next slice. The image is
     /// that of the store at the applied index when the job starts; it is
     /// built a slice per iteration while newer writes apply (see
     /// `mvcc::LiveImage`), and a helper thread writes and syncs the file.
@@ -369,8 +371,9 @@ impl Node {
             self.snapshot_slice();
             return Ok(());
         }
-        let count = self.config.snapshot_count.max(1);
-        if self.applied_index < self.snapshot_index + count {
+        let since_snapshot = self.applied_index.saturating_sub(self.snapshot_index);
+        let wal_segments = self.raft.storage().wal.segment_count();
+        if !snapshot_due(since_snapshot, self.config.snapshot_count, wal_segments) {
             return Ok(());
         }
         self.start_snapshot()
@@ -617,11 +620,42 @@ enum Applied {
     Compact,
 }
 
+/// WAL segments (8 MiB each by default) that make a snapshot due before
+/// `--snapshot-count` entries. At one sync per write every entry takes a
+/// page of log, so 100,000 entries could hold 400 MB of log on disk, all of
+/// it replayed through the map at restart; this keeps it near 64 MiB.
+pub const SNAPSHOT_WAL_SEGMENTS: usize = 8;
+
+/// Whether a snapshot is due: `--snapshot-count` entries applied since the
+/// last one, or a log of `SNAPSHOT_WAL_SEGMENTS` segments. The second needs
+/// at least the WAL's catch-up margin of new entries, which a snapshot
+/// keeps anyway: without it a log of large entries would be snapshotted
+/// again and again without releasing a segment.
+fn snapshot_due(since_snapshot: u64, snapshot_count: u64, wal_segments: usize) -> bool {
+    since_snapshot >= snapshot_count.max(1)
+        || (wal_segments >= SNAPSHOT_WAL_SEGMENTS
+            && since_snapshot >= CATCH_UP_MARGIN_ENTRIES_DEFAULT)
+}
+
 /// The client's error for a proposal or read Raft refused.
 fn proposal_error(error: &RaftError) -> ErrorCode {
     match error {
         RaftError::ProposalDropped | RaftError::NotLeader => ErrorCode::NoLeader,
         RaftError::UncommittedCapExceeded | RaftError::ReadQueueFull => ErrorCode::TooManyProposals,
         _ => ErrorCode::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_log_makes_a_snapshot_due_before_the_count() {
+        assert!(!snapshot_due(9_999, 100_000, 1));
+        assert!(snapshot_due(100_000, 100_000, 1));
+        assert!(snapshot_due(CATCH_UP_MARGIN_ENTRIES_DEFAULT, 100_000, SNAPSHOT_WAL_SEGMENTS));
+        // Too few new entries to release anything: not yet.
+        assert!(!snapshot_due(CATCH_UP_MARGIN_ENTRIES_DEFAULT - 1, 100_000, 50));
     }
 }
