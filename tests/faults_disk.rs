@@ -82,6 +82,9 @@ fn flip_bit_mid_log(data_dir: &Path) {
     write_at(&path, at, &[bytes[at] ^ 0x10]);
 }
 
+/// How far a file's modification time may lag `SystemTime::now()`.
+const MTIME_SLACK: Duration = Duration::from_millis(100);
+
 /// The side files where recovery keeps the bytes of each torn tail it cut,
 /// written at `since` or later. A member that appended nothing between two
 /// tears (a follower still waiting for a snapshot) has its tail torn at the
@@ -112,7 +115,9 @@ fn torn_wal_tail_is_cut_at_restart() {
             run.fault_now();
             run.cluster.kill(victim);
             tear_tail(&run.cluster.data_dir(victim));
-            let restarted_at = SystemTime::now();
+            // File times come from the kernel's coarse clock, a few ms
+            // behind this one; the previous side file is STAY_UP older.
+            let restarted_at = SystemTime::now() - MTIME_SLACK;
             run.cluster.spawn(victim);
             stays_up(run, victim);
             let cut = torn_side_files_since(&run.cluster.data_dir(victim), restarted_at);
