@@ -22,8 +22,8 @@
 //! so a damaged one is disk rot, not a crash: it is skipped with a warning and
 //! the next older valid one is used.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::raft::{Snapshot, SnapshotMeta};
@@ -208,22 +208,9 @@ impl SnapDir {
     /// Writes `snapshot` durably and atomically, then drops all but the
     /// newest `retain_count` files. Returns the new file's path.
     pub fn save(&self, snapshot: &Snapshot) -> Result<PathBuf, SnapError> {
-        let name = snap_file_name(snapshot.meta.index, snapshot.meta.term);
-        let path = self.dir.join(&name);
-        let temp = self.dir.join(format!("{name}.tmp"));
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)
-            .map_err(io_error(&temp, "create"))?;
-        file.write_all(&encode(snapshot)).map_err(io_error(&temp, "write"))?;
-        file.sync_all().map_err(|source| SnapError::SyncFailed { file: temp.clone(), source })?;
-        drop(file);
-        fs::rename(&temp, &path).map_err(io_error(&path, "rename"))?;
-        sync_dir(&self.dir)?;
-        self.prune()?;
-        Ok(path)
+        let mut writer = self.create(&snapshot.meta)?;
+        writer.write(&snapshot.data)?;
+        writer.finish()
     }
 
     /// Snapshot files by name, newest (highest index, then term) first.
