@@ -76,28 +76,35 @@ impl Cluster {
     /// Starts member `i` (again) with the same command line.
     pub fn spawn(&mut self, i: usize) {
         let initial_cluster = self.initial_cluster();
+        let mut command = self.serve_command(i);
+        command
+            .args(["--name", &self.members[i].name])
+            .args(["--initial-cluster", &initial_cluster]);
+        self.members[i].child = Some(command.spawn().expect("ember serve starts"));
+    }
+
+    /// `ember serve` for member `i` with its data dir, ports, timing and the
+    /// extra arguments, logging to `<name>.log`.
+    fn serve_command(&self, i: usize) -> Command {
         let m = &self.members[i];
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join(format!("{}.log", m.name)))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ember"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ember"));
+        command
             .arg("serve")
-            .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(self.dir.join(&m.name))
             .args(["--listen-client-urls", &m.endpoint()])
             .args(["--listen-peer-urls", &format!("127.0.0.1:{}", m.peer_port)])
-            .args(["--initial-cluster", &initial_cluster])
             .args(["--heartbeat-interval", &HEARTBEAT_MS.to_string()])
             .args(["--election-timeout", &ELECTION_TIMEOUT_MS.to_string()])
             .args(&self.extra_args)
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("ember serve starts");
-        self.members[i].child = Some(child);
+            .stderr(log);
+        command
     }
 
     /// kill -9.
@@ -207,27 +214,9 @@ impl Cluster {
     /// command line; `env` (`EMBER_NAME=...` and so on, as `ember member
     /// add` prints them) supplies the rest.
     pub fn spawn_with_env(&mut self, i: usize, env: &[(String, String)]) {
-        let m = &self.members[i];
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(format!("{}.log", m.name)))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ember"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(self.dir.join(&m.name))
-            .args(["--listen-client-urls", &m.endpoint()])
-            .args(["--listen-peer-urls", &format!("127.0.0.1:{}", m.peer_port)])
-            .args(["--heartbeat-interval", &HEARTBEAT_MS.to_string()])
-            .args(["--election-timeout", &ELECTION_TIMEOUT_MS.to_string()])
-            .args(&self.extra_args)
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("ember serve starts");
-        self.members[i].child = Some(child);
+        let mut command = self.serve_command(i);
+        command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        self.members[i].child = Some(command.spawn().expect("ember serve starts"));
     }
 
     /// Waits for member `i` to exit on its own; its exit status.
