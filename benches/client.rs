@@ -77,7 +77,7 @@ fn answer_all(mut stream: TcpStream) {
     let params = ServerParams {
         min_version: PROTOCOL_VERSION,
         max_version: PROTOCOL_VERSION,
-        max_frame_bytes: DEFAULT_MAX_REQUEST_BYTES,
+        max_frame_bytes: REQUEST_BYTES_MAX_DEFAULT,
         cluster_id: 1,
         member_id: 1,
     };

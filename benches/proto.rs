@@ -55,7 +55,7 @@ fn measure(name: &str, mut batch: impl FnMut() -> usize) {
 fn main() {
     let requests: Vec<Request> = (0..FRAMES_PER_BATCH).map(put_request).collect();
     let responses: Vec<Response> = (0..FRAMES_PER_BATCH).map(range_response).collect();
-    let cap = DEFAULT_MAX_REQUEST_BYTES;
+    let cap = REQUEST_BYTES_MAX_DEFAULT;
 
     let mut out = Vec::with_capacity(FRAMES_PER_BATCH * 300);
     measure("put_request_encode", || {

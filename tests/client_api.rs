@@ -273,7 +273,7 @@ fn a_request_over_the_server_limit_is_refused_before_sending() {
     let store = FakeStore::default();
     let address = store.serve(1);
     let mut client = Client::connect(config(&[&address])).unwrap();
-    let huge = vec![0u8; DEFAULT_MAX_REQUEST_BYTES as usize + 1];
+    let huge = vec![0u8; REQUEST_BYTES_MAX_DEFAULT as usize + 1];
     let error = client.put(b"k", &huge).unwrap_err();
     assert!(matches!(error, ClientError::TooLarge { .. }), "{error:?}");
     client.put(b"k", b"small").unwrap();

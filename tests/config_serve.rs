@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use ember::cli::args::parse;
 use ember::server::config::{
-    ClusterState, Config, ConfigError, DEFAULT_MAX_REQUEST_BYTES, SERVE_FLAGS,
+    ClusterState, Config, ConfigError, REQUEST_BYTES_MAX_DEFAULT, SERVE_FLAGS,
 };
 
 fn config_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -55,7 +55,7 @@ fn no_flags_is_a_single_member_cluster_on_loopback() {
     assert_eq!(c.initial_cluster_token, "ember-cluster");
     assert_eq!((c.heartbeat_interval_ms, c.election_timeout_ms), (100, 1000));
     assert_eq!(c.snapshot_count, 100_000);
-    assert_eq!(c.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES);
+    assert_eq!(c.max_request_bytes, REQUEST_BYTES_MAX_DEFAULT);
     assert_eq!(c.max_request_bytes, 1_572_864);
     assert_eq!(c.max_txn_ops, 128);
     assert_eq!(c.member_id, c.initial_cluster[0].id);

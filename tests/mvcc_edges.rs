@@ -301,7 +301,7 @@ fn txn_limits_and_duplicate_keys() {
         TxnRequest { success: vec![RequestOp::Txn(branches)], ..Default::default() };
     assert!(s.apply_txn(&nested_branches).is_ok(), "then and else may put the same key");
     let mut deep = TxnRequest::default();
-    for _ in 0..MAX_TXN_DEPTH {
+    for _ in 0..TXN_DEPTH_MAX {
         deep = TxnRequest { success: vec![RequestOp::Txn(deep)], ..Default::default() };
     }
     assert_eq!(s.apply_txn(&deep), Err(Error::TxnTooDeep));

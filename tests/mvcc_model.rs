@@ -290,7 +290,7 @@ impl Model {
     }
 
     fn check_shape(&self, t: &TxnRequest, depth: usize) -> Result<(), Error> {
-        if depth > MAX_TXN_DEPTH {
+        if depth > TXN_DEPTH_MAX {
             return Err(Error::TxnTooDeep);
         }
         let max = self.max_ops;
@@ -785,7 +785,7 @@ fn universe(rng: &mut Rng) -> Vec<Vec<u8>> {
 fn run_case(seed: u64) {
     let mut rng = Rng(seed, Vec::new());
     rng.1 = universe(&mut rng);
-    let max_ops = if rng.chance(20) { 2 } else { DEFAULT_MAX_TXN_OPS };
+    let max_ops = if rng.chance(20) { 2 } else { TXN_OPS_MAX_DEFAULT };
     let mut store = Store::new(StoreConfig { max_txn_ops: max_ops });
     let mut m = Model::new(max_ops, rng.1.clone());
     let steps = if rng.1.len() > KEYS.len() { 100 + rng.below(200) } else { 20 + rng.below(80) };

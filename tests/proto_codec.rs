@@ -7,7 +7,7 @@ mod proto_samples;
 use ember::proto::*;
 use proto_samples::*;
 
-const CAP: u32 = DEFAULT_MAX_REQUEST_BYTES;
+const CAP: u32 = REQUEST_BYTES_MAX_DEFAULT;
 
 fn request_stream() -> (Vec<u8>, Vec<(u64, Request)>) {
     let mut stream = Vec::new();
@@ -221,15 +221,15 @@ fn nested_txn_bytes(depth: usize) -> Vec<u8> {
 
 #[test]
 fn txn_nesting_is_bounded_when_decoding() {
-    let ok: Request = decode_body(&nested_txn_bytes(MAX_TXN_DEPTH as usize)).unwrap();
+    let ok: Request = decode_body(&nested_txn_bytes(TXN_DEPTH_MAX)).unwrap();
     assert!(matches!(ok, Request::Txn(_)));
-    let too_deep = decode_body::<Request>(&nested_txn_bytes(MAX_TXN_DEPTH as usize + 1));
+    let too_deep = decode_body::<Request>(&nested_txn_bytes(TXN_DEPTH_MAX + 1));
     assert!(matches!(too_deep, Err(BodyError::Malformed(_))));
     // Deep enough to overflow the stack without the bound.
     let hostile = decode_body::<Request>(&nested_txn_bytes(500_000));
     assert!(matches!(hostile, Err(BodyError::Malformed(_))));
     // The bound resets after a failure: the next decode starts at depth 0.
-    assert!(decode_body::<Request>(&nested_txn_bytes(MAX_TXN_DEPTH as usize)).is_ok());
+    assert!(decode_body::<Request>(&nested_txn_bytes(TXN_DEPTH_MAX)).is_ok());
 }
 
 /// The byte layouts that docs/PROTOCOL.md promises.
@@ -273,10 +273,10 @@ fn decodes(txn: TxnRequest) -> bool {
 fn a_txn_holds_a_bounded_number_of_items_when_decoding() {
     // A delete op is 4 bytes on the wire and 104 in memory: the count stops
     // a 1.5 MiB body from growing twenty-fold before validation sees it.
-    assert!(decodes(txn_with_deletes(MAX_TXN_ITEMS)));
-    assert!(!decodes(txn_with_deletes(MAX_TXN_ITEMS + 1)));
+    assert!(decodes(txn_with_deletes(TXN_ITEMS_MAX)));
+    assert!(!decodes(txn_with_deletes(TXN_ITEMS_MAX + 1)));
     // The count covers the whole tree: two nested txns plus their ops.
-    let half = (MAX_TXN_ITEMS - 2) / 2;
+    let half = (TXN_ITEMS_MAX - 2) / 2;
     let nested = |n| RequestOp::Txn(txn_with_deletes(n));
     let fits = TxnRequest { success: vec![nested(half), nested(half)], ..TxnRequest::default() };
     assert!(decodes(fits));
@@ -284,14 +284,14 @@ fn a_txn_holds_a_bounded_number_of_items_when_decoding() {
         TxnRequest { success: vec![nested(half), nested(half + 1)], ..TxnRequest::default() };
     assert!(!decodes(over));
     // Each request starts with a fresh count.
-    assert!(decodes(txn_with_deletes(MAX_TXN_ITEMS)));
+    assert!(decodes(txn_with_deletes(TXN_ITEMS_MAX)));
 }
 
 #[test]
 fn an_oversized_frame_arriving_byte_by_byte_is_refused_after_its_header() {
     // A hostile client trickles a frame that claims 1 GiB. The server's read
     // buffer holds the header and no more before the refusal.
-    let cap = DEFAULT_MAX_REQUEST_BYTES;
+    let cap = REQUEST_BYTES_MAX_DEFAULT;
     let header = FrameHeader { body_len_bytes: 1 << 30, kind: FrameKind::Request, id: 77 };
     let mut incoming = header.to_bytes().to_vec();
     incoming.extend(std::iter::repeat_n(0xAB, 4096));

@@ -79,7 +79,7 @@ fn mutate(rng: &mut Rng, valid: &[u8]) -> Vec<u8> {
 fn request_stream() -> Vec<u8> {
     let mut stream = Vec::new();
     for (id, request) in requests().iter().enumerate() {
-        encode_request(&mut stream, id as u64, request, DEFAULT_MAX_REQUEST_BYTES).unwrap();
+        encode_request(&mut stream, id as u64, request, REQUEST_BYTES_MAX_DEFAULT).unwrap();
     }
     stream
 }
@@ -87,7 +87,7 @@ fn request_stream() -> Vec<u8> {
 fn server_stream() -> Vec<u8> {
     let mut stream = Vec::new();
     for message in &server_messages() {
-        encode_server_message(&mut stream, message, DEFAULT_MAX_REQUEST_BYTES);
+        encode_server_message(&mut stream, message, REQUEST_BYTES_MAX_DEFAULT);
     }
     stream
 }
@@ -128,7 +128,7 @@ fn connection_start(bytes: &[u8]) {
     let server = ServerParams {
         min_version: 1,
         max_version: 2,
-        max_frame_bytes: DEFAULT_MAX_REQUEST_BYTES,
+        max_frame_bytes: REQUEST_BYTES_MAX_DEFAULT,
         cluster_id: 1,
         member_id: 2,
     };
@@ -200,7 +200,7 @@ fn frame_decoding_never_panics_on_noise_or_mutated_streams() {
                 mutate(&mut rng, &valid[which])
             }
         };
-        let cap = [0, 1, 64, MIN_FRAME_BYTES, DEFAULT_MAX_REQUEST_BYTES, u32::MAX][rng.below(6)];
+        let cap = [0, 1, 64, MIN_FRAME_BYTES, REQUEST_BYTES_MAX_DEFAULT, u32::MAX][rng.below(6)];
         run("server read path", seed, &input, |bytes| server_reads(bytes, cap));
         run("client read path", seed, &input, |bytes| client_reads(bytes, cap));
     }

@@ -3,7 +3,7 @@
 
 mod proto_samples;
 
-use ember::proto::validate::{DEFAULT_MAX_KEY_BYTES, MAX_LEASE_TTL_SECS};
+use ember::proto::validate::{DEFAULT_MAX_KEY_BYTES, LEASE_TTL_SECS_MAX};
 use ember::proto::*;
 use proto_samples::*;
 
@@ -166,8 +166,8 @@ fn nested_txns_collide_with_their_enclosing_branch() {
 #[test]
 fn lease_ttl_is_capped() {
     let grant = |ttl_secs| Request::LeaseGrant(LeaseGrantRequest { ttl_secs, id: 0 });
-    assert!(check(grant(MAX_LEASE_TTL_SECS)).is_ok());
-    assert_eq!(check(grant(MAX_LEASE_TTL_SECS + 1)), Err(ErrorCode::LeaseTtlTooLarge));
+    assert!(check(grant(LEASE_TTL_SECS_MAX)).is_ok());
+    assert_eq!(check(grant(LEASE_TTL_SECS_MAX + 1)), Err(ErrorCode::LeaseTtlTooLarge));
     assert_eq!(ErrorCode::LeaseTtlTooLarge.grpc(), GrpcCode::OutOfRange);
 }
 

@@ -41,6 +41,19 @@ const RULES: &[(&str, &[&str], &str)] = &[
         &["crate::raft", "crate::wal", "crate::server"],
         "mvcc knows nothing of consensus",
     ),
+    ("src/state", IMPURE, "the state machine is pure"),
+    (
+        "src/state",
+        &[
+            "crate::server",
+            "crate::wal",
+            "crate::snap",
+            "crate::transport",
+            "crate::client",
+            "crate::cli",
+        ],
+        "the state machine applies entries; the drivers carry out its effects",
+    ),
     (
         "src/lease",
         &["mio", "std::fs", "std::net", "std::time", "Instant::now", "SystemTime"],

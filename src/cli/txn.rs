@@ -22,7 +22,7 @@ use super::args::{self, Flag, Parsed};
 use super::format::{self, emit};
 use super::kv::{self, DEL_FLAGS, GET_FLAGS, PUT_FLAGS, op_failed};
 use super::output::connect;
-use crate::proto::{Compare, CompareResult, CompareTarget, MAX_TXN_ITEMS, RequestOp, TxnRequest};
+use crate::proto::{Compare, CompareResult, CompareTarget, RequestOp, TXN_ITEMS_MAX, TxnRequest};
 
 pub const TXN_FLAGS: &[Flag] = &[
     Flag {
@@ -78,8 +78,8 @@ fn read_section<R: BufRead>(input: &mut R) -> Result<Vec<String>, CliError> {
         if read == 0 || line.is_empty() {
             return Ok(lines);
         }
-        if lines.len() >= MAX_TXN_ITEMS {
-            return Err(CliError::Usage(format!("txn: more than {MAX_TXN_ITEMS} lines in a part")));
+        if lines.len() >= TXN_ITEMS_MAX {
+            return Err(CliError::Usage(format!("txn: more than {TXN_ITEMS_MAX} lines in a part")));
         }
         lines.push(line.to_string());
     }

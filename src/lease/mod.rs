@@ -19,7 +19,7 @@
 //! and proposes their revocation; followers keep deadlines only to answer
 //! time-to-live questions.
 //!
-//! Numbers: the table is capped by configuration (`DEFAULT_MAX_LEASES`, the
+//! Numbers: the table is capped by configuration (`LEASES_MAX_DEFAULT`, the
 //! `--max-leases` flag), not by load; each lease costs about 40 bytes here
 //! (`benches/lease.rs`) and at most 12 in a snapshot (two varints).
 //! `take_expired` scans the table: at the default cap that is ten thousand
@@ -28,10 +28,8 @@
 
 use std::collections::BTreeMap;
 
-/// etcd's largest TTL, in seconds (about 285 years).
-pub const MAX_TTL_SECS: i64 = 9_000_000_000;
-/// Leases a cluster keeps by default; `--max-leases` changes it.
-pub const DEFAULT_MAX_LEASES: u32 = 10_000;
+pub use crate::limits::{LEASE_TTL_SECS_MAX, LEASES_MAX_DEFAULT};
+
 /// etcd's default rate of revocations for expired leases: a burst of
 /// expiries becomes a steady stream of entries instead of one flood.
 pub const REVOKE_RATE_PER_SEC: u64 = 1000;
@@ -42,7 +40,7 @@ pub const REVOKE_RATE_PER_SEC: u64 = 1000;
 /// is there to renew it.
 pub fn min_ttl_secs(election_timeout_ms: u64) -> i64 {
     let secs = (election_timeout_ms.saturating_mul(3)).div_ceil(2000);
-    i64::try_from(secs).unwrap_or(MAX_TTL_SECS).clamp(1, MAX_TTL_SECS)
+    i64::try_from(secs).unwrap_or(LEASE_TTL_SECS_MAX).clamp(1, LEASE_TTL_SECS_MAX)
 }
 
 /// Why a lease operation was refused.
@@ -52,7 +50,7 @@ pub enum LeaseError {
     NotFound,
     /// A grant named an id already in use.
     Exists,
-    /// A grant asked for more than `MAX_TTL_SECS`.
+    /// A grant asked for more than `LEASE_TTL_SECS_MAX`.
     TtlTooLarge,
 }
 
@@ -61,7 +59,7 @@ impl std::fmt::Display for LeaseError {
         match self {
             LeaseError::NotFound => write!(f, "lease not found"),
             LeaseError::Exists => write!(f, "lease already exists"),
-            LeaseError::TtlTooLarge => write!(f, "lease TTL above {MAX_TTL_SECS} s"),
+            LeaseError::TtlTooLarge => write!(f, "lease TTL above {LEASE_TTL_SECS_MAX} s"),
         }
     }
 }
@@ -70,7 +68,7 @@ impl std::error::Error for LeaseError {}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
-    /// Invariant: in `1..=MAX_TTL_SECS`.
+    /// Invariant: in `1..=LEASE_TTL_SECS_MAX`.
     ttl_secs: i64,
     /// On the owner's clock; see the module doc for who sets it.
     deadline_ms: u64,
@@ -105,12 +103,12 @@ impl LeaseTable {
     }
 
     /// The TTL a grant asking for `requested_secs` gets: raised to
-    /// `min_secs`, refused above `MAX_TTL_SECS`.
+    /// `min_secs`, refused above `LEASE_TTL_SECS_MAX`.
     pub fn effective_ttl_secs(requested_secs: i64, min_secs: i64) -> Result<i64, LeaseError> {
-        if requested_secs > MAX_TTL_SECS {
+        if requested_secs > LEASE_TTL_SECS_MAX {
             return Err(LeaseError::TtlTooLarge);
         }
-        Ok(requested_secs.max(min_secs).clamp(1, MAX_TTL_SECS))
+        Ok(requested_secs.max(min_secs).clamp(1, LEASE_TTL_SECS_MAX))
     }
 
     pub fn len(&self) -> usize {
@@ -140,7 +138,7 @@ impl LeaseTable {
         if id == 0 {
             return Err(LeaseError::NotFound);
         }
-        if ttl_secs > MAX_TTL_SECS {
+        if ttl_secs > LEASE_TTL_SECS_MAX {
             return Err(LeaseError::TtlTooLarge);
         }
         if self.leases.contains_key(&id) {
@@ -219,7 +217,7 @@ mod tests {
         assert_eq!(min_ttl_secs(0), 1);
         assert_eq!(min_ttl_secs(2000), 3);
         assert_eq!(min_ttl_secs(2001), 4);
-        assert_eq!(min_ttl_secs(u64::MAX), MAX_TTL_SECS);
+        assert_eq!(min_ttl_secs(u64::MAX), LEASE_TTL_SECS_MAX);
     }
 
     #[test]
@@ -227,8 +225,8 @@ mod tests {
         assert_eq!(LeaseTable::effective_ttl_secs(1, 2), Ok(2));
         assert_eq!(LeaseTable::effective_ttl_secs(-5, 2), Ok(2));
         assert_eq!(LeaseTable::effective_ttl_secs(60, 2), Ok(60));
-        assert_eq!(LeaseTable::effective_ttl_secs(MAX_TTL_SECS, 2), Ok(MAX_TTL_SECS));
-        let too_big = LeaseTable::effective_ttl_secs(MAX_TTL_SECS + 1, 2);
+        assert_eq!(LeaseTable::effective_ttl_secs(LEASE_TTL_SECS_MAX, 2), Ok(LEASE_TTL_SECS_MAX));
+        let too_big = LeaseTable::effective_ttl_secs(LEASE_TTL_SECS_MAX + 1, 2);
         assert_eq!(too_big, Err(LeaseError::TtlTooLarge));
     }
 
@@ -238,7 +236,7 @@ mod tests {
         assert_eq!(t.grant(7, 10, 0), Ok(()));
         assert_eq!(t.grant(7, 20, 0), Err(LeaseError::Exists));
         assert_eq!(t.grant(0, 20, 0), Err(LeaseError::NotFound));
-        assert_eq!(t.grant(8, MAX_TTL_SECS + 1, 0), Err(LeaseError::TtlTooLarge));
+        assert_eq!(t.grant(8, LEASE_TTL_SECS_MAX + 1, 0), Err(LeaseError::TtlTooLarge));
         assert_eq!(t.ttl_secs(7), Some(10));
         assert_eq!(t.len(), 1);
         assert_eq!(t.revoke(7), Ok(()));

@@ -141,7 +141,7 @@ fn compare_version(c: &Compare, v: &Version<'_>) -> bool {
 /// Checks a transaction's shape: sizes, depth, keys, and that no branch
 /// changes a key twice.
 fn check_txn(req: &TxnRequest, max_ops: usize, depth: usize) -> Result<(), Error> {
-    if depth > MAX_TXN_DEPTH {
+    if depth > TXN_DEPTH_MAX {
         return Err(Error::TxnTooDeep);
     }
     if req.compare.len() > max_ops || req.success.len() > max_ops || req.failure.len() > max_ops {

@@ -3,16 +3,9 @@
 //! They derive serde because the server carries requests inside Raft entries
 //! (postcard) and answers clients with the responses.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
-/// How many operations one transaction branch (or its compare list) may hold
-/// by default, as etcd's `--max-txn-ops`.
-pub const DEFAULT_MAX_TXN_OPS: usize = 128;
-
-/// How deeply transactions may nest. etcd has no such limit, but every level
-/// is one stack frame while checking and applying, and a request decoded from
-/// a client must never be able to exhaust the stack.
-pub const MAX_TXN_DEPTH: usize = 8;
+pub use crate::limits::{TXN_DEPTH_MAX, TXN_OPS_MAX_DEFAULT};
 
 /// A point in the history: the main revision counts keyspace changes (one per
 /// write request), the sub revision orders the changes inside one transaction.
@@ -162,11 +155,22 @@ pub enum ResponseOp {
     Txn(TxnResponse),
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Decoding (a Raft entry from a peer or the WAL) is bounded like a
+/// client's request: at most `TXN_DEPTH_MAX` levels and
+/// `limits::TXN_ITEMS_MAX` compares and ops in the whole tree, so no entry
+/// can overflow a member's stack, however deep its bytes nest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TxnRequest {
     pub compare: Vec<Compare>,
     pub success: Vec<RequestOp>,
     pub failure: Vec<RequestOp>,
+}
+
+impl<'de> Deserialize<'de> for TxnRequest {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (compare, success, failure) = crate::limits::txn_level(deserializer)?;
+        Ok(TxnRequest { compare, success, failure })
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,7 +243,7 @@ pub enum Error {
     TooManyOps {
         max_ops: usize,
     },
-    /// Transactions nest deeper than [`MAX_TXN_DEPTH`].
+    /// Transactions nest deeper than [`TXN_DEPTH_MAX`].
     TxnTooDeep,
     /// `ignore_value` or `ignore_lease` on a key that does not exist.
     KeyNotFound,
@@ -276,7 +280,7 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { max_txn_ops: DEFAULT_MAX_TXN_OPS }
+        StoreConfig { max_txn_ops: TXN_OPS_MAX_DEFAULT }
     }
 }
 

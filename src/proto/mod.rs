@@ -39,7 +39,7 @@ pub mod opening;
 pub mod types;
 pub mod validate;
 
-pub use bytes::{MAX_TXN_DEPTH, MAX_TXN_ITEMS};
+pub use crate::limits::{REQUEST_BYTES_MAX_DEFAULT, TXN_DEPTH_MAX, TXN_ITEMS_MAX};
 pub use codec::{
     BodyError, ServerMessage, decode_body, decode_request, decode_server_message, encode_error,
     encode_request, encode_response, encode_watch,
@@ -56,7 +56,3 @@ pub use handshake::{
 pub use opening::{HELLO_BYTES, Opening, Session, open};
 pub use types::*;
 pub use validate::{Limits, ValidRequest, validate};
-
-/// etcd's default `--max-request-bytes`: 1.5 MiB. The frame cap a server
-/// announces by default, and so the largest request body it buffers.
-pub const DEFAULT_MAX_REQUEST_BYTES: u32 = 1536 * 1024;

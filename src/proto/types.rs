@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::bytes::DepthGuard;
+use crate::limits::DepthGuard;
 
 /// Carried by every response: who answered, and at which state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,8 +172,8 @@ pub enum RequestOp {
 }
 
 /// If every compare holds, run `success`, else `failure`; atomically, at one
-/// revision. Decoding bounds the nesting (`MAX_TXN_DEPTH`) and the compares
-/// and ops of the whole tree (`MAX_TXN_ITEMS`).
+/// revision. Decoding bounds the nesting (`TXN_DEPTH_MAX`) and the compares
+/// and ops of the whole tree (`TXN_ITEMS_MAX`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct TxnRequest {
     pub compare: Vec<Compare>,
@@ -181,21 +181,10 @@ pub struct TxnRequest {
     pub failure: Vec<RequestOp>,
 }
 
-#[derive(Deserialize)]
-struct TxnRequestWire {
-    #[serde(deserialize_with = "super::bytes::txn_list")]
-    compare: Vec<Compare>,
-    #[serde(deserialize_with = "super::bytes::txn_list")]
-    success: Vec<RequestOp>,
-    #[serde(deserialize_with = "super::bytes::txn_list")]
-    failure: Vec<RequestOp>,
-}
-
 impl<'de> Deserialize<'de> for TxnRequest {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let _level = DepthGuard::enter::<D::Error>()?;
-        let wire = TxnRequestWire::deserialize(deserializer)?;
-        Ok(TxnRequest { compare: wire.compare, success: wire.success, failure: wire.failure })
+        let (compare, success, failure) = crate::limits::txn_level(deserializer)?;
+        Ok(TxnRequest { compare, success, failure })
     }
 }
 

@@ -12,13 +12,13 @@
 //! - `ignore_value` comes without a value and `ignore_lease` without a lease;
 //! - a txn's compares, success ops and failure ops each number at most
 //!   `max_txn_ops` at every level, its whole tree at most
-//!   `max_txn_ops * MAX_TXN_DEPTH` ops, and it nests at most `MAX_TXN_DEPTH`
+//!   `max_txn_ops * TXN_DEPTH_MAX` ops, and it nests at most `TXN_DEPTH_MAX`
 //!   deep (decoding already stopped any txn deeper than that or with more
-//!   than `MAX_TXN_ITEMS` compares and ops, so `max_txn_ops` above
-//!   `MAX_TXN_ITEMS / MAX_TXN_DEPTH` = 2048 cannot raise the total);
+//!   than `TXN_ITEMS_MAX` compares and ops, so `max_txn_ops` above
+//!   `TXN_ITEMS_MAX / TXN_DEPTH_MAX` = 2048 cannot raise the total);
 //! - within one branch of a txn (nested txns included) no key is put twice
 //!   and no put falls in a deleted range;
-//! - a lease TTL is at most `MAX_LEASE_TTL_SECS`;
+//! - a lease TTL is at most `LEASE_TTL_SECS_MAX`;
 //! - a member change names a member (id not 0); an add or update carries
 //!   1 to `MAX_MEMBER_URLS` peer URLs of at most `MAX_MEMBER_URL_BYTES`
 //!   each (whether they parse is the server's check), and an add a name of
@@ -30,11 +30,12 @@
 
 use std::collections::BTreeSet;
 
-use super::bytes::MAX_TXN_DEPTH;
 use super::error::ErrorCode;
 use super::types::{
     Compare, DeleteRangeRequest, PutRequest, RangeRequest, Request, RequestOp, TxnRequest,
 };
+use crate::limits::TXN_DEPTH_MAX;
+pub use crate::limits::{LEASE_TTL_SECS_MAX, TXN_OPS_MAX_DEFAULT};
 
 /// Peer URLs one member may have.
 pub const MAX_MEMBER_URLS: usize = 8;
@@ -43,17 +44,11 @@ pub const MAX_MEMBER_URL_BYTES: usize = 256;
 /// The longest member name accepted.
 pub const MAX_MEMBER_NAME_BYTES: usize = 256;
 
-/// etcd's `--max-txn-ops` default.
-pub const DEFAULT_MAX_TXN_OPS: usize = 128;
-
 /// etcd has no key limit apart from the request size. Ember caps keys
 /// because they live in the in-memory index and are compared on every
 /// lookup; real keys are paths of tens to hundreds of bytes, so 32 KiB
 /// refuses only mistakes.
 pub const DEFAULT_MAX_KEY_BYTES: usize = 32 * 1024;
-
-/// etcd's `MaxLeaseTTL`: 9,000,000,000 seconds, about 285 years.
-pub const MAX_LEASE_TTL_SECS: i64 = 9_000_000_000;
 
 /// The limits a request is checked against (from the server's flags).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,7 +60,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_txn_ops: DEFAULT_MAX_TXN_OPS, max_key_bytes: DEFAULT_MAX_KEY_BYTES }
+        Limits { max_txn_ops: TXN_OPS_MAX_DEFAULT, max_key_bytes: DEFAULT_MAX_KEY_BYTES }
     }
 }
 
@@ -121,7 +116,7 @@ impl Checker<'_> {
             }
             Request::Compact(compact) => non_negative(&[compact.revision]),
             Request::HashKv(hash) => non_negative(&[hash.revision]),
-            Request::LeaseGrant(grant) if grant.ttl_secs > MAX_LEASE_TTL_SECS => {
+            Request::LeaseGrant(grant) if grant.ttl_secs > LEASE_TTL_SECS_MAX => {
                 Err(ErrorCode::LeaseTtlTooLarge)
             }
             Request::MemberAdd(add) => {
@@ -179,8 +174,8 @@ impl Checker<'_> {
     }
 
     /// Checks one txn level and recurses; `total_ops` counts the whole tree.
-    fn txn(&self, txn: &TxnRequest, depth: u32, total_ops: &mut usize) -> Result<(), ErrorCode> {
-        if depth > MAX_TXN_DEPTH {
+    fn txn(&self, txn: &TxnRequest, depth: usize, total_ops: &mut usize) -> Result<(), ErrorCode> {
+        if depth > TXN_DEPTH_MAX {
             return Err(ErrorCode::InvalidField);
         }
         let max = self.limits.max_txn_ops;
@@ -188,7 +183,7 @@ impl Checker<'_> {
             return Err(ErrorCode::TooManyOps);
         }
         *total_ops += txn.success.len() + txn.failure.len();
-        if *total_ops > max.saturating_mul(MAX_TXN_DEPTH as usize) {
+        if *total_ops > max.saturating_mul(TXN_DEPTH_MAX) {
             return Err(ErrorCode::TooManyOps);
         }
         txn.compare.iter().try_for_each(|compare| self.compare(compare))?;

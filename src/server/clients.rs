@@ -1,32 +1,100 @@
-//! Client connections in the loop: accept, read, decode, dispatch requests,
-//! answer, write, and feed watches.
+//! Client connections: bytes in, decoded requests out; answers in, bytes
+//! out; and the watches each connection holds.
 //!
 //! Each connection follows `proto`'s recipe: the first bytes decide between
 //! the handshake, an HTTP `GET /health` and garbage; after the handshake the
 //! read buffer is cut into frames, each decoded and validated into a request.
-//! A request that fails either step gets an error for its id only; a frame
-//! that breaks the framing closes the connection after its error. Answers go
-//! into the connection's write buffer in whatever order they complete.
+//! A request that fails either step is answered here with an error for its
+//! id only; a frame that breaks the framing closes the connection after its
+//! error. Valid requests go out to the caller (`Intake`), which answers
+//! them through `answer` in whatever order they complete.
+//!
+//! `Clients` never sees Raft, proposals or the state machine: watches read
+//! the store they are handed, and the health an HTTP probe gets is the
+//! caller's word.
 
-use std::time::Instant;
+use mio::net::TcpListener;
+use mio::{Interest, Registry, Token};
 
-use mio::{Interest, Token};
-
-use super::command::{self, op_of};
 use super::conn::{Conn, MAX_WATCHES_PER_CONN, Phase, ReadOutcome, WATCH_FEED_LIMIT_BYTES};
-use super::node::{CONN_TOKEN_BASE, MAX_CLIENT_CONNS, Node, ReadWait, Waiter, data_size_bytes};
+use super::proposals::{Reply, Waiter};
 use super::watch::{self, PassOutcome, Watcher};
-use crate::mvcc::Revision;
-use crate::proto::http::{self, Health, UnhealthyReason};
+use crate::mvcc::{Revision, Store};
+use crate::proto::http::{self, Health};
 use crate::proto::{
-    self, CancelReason, ErrorBody, ErrorCode, FrameDecoder, Opening, Request, Response, Session,
-    ValidRequest, encode_error, encode_response,
+    self, CancelReason, ErrorBody, ErrorCode, FrameDecoder, Opening, Request, Response,
+    ResponseHeader, ServerParams, encode_error, encode_response,
 };
 
-type Decoded = (u64, Result<ValidRequest, ErrorCode>);
+/// Client listen addresses one node may have.
+pub const MAX_CLIENT_LISTENERS: usize = 8;
+/// Client connections at once; more are closed as they are accepted.
+pub const MAX_CLIENT_CONNS: usize = 4096;
 
-impl Node {
-    pub(super) fn accept(&mut self, listener: usize) {
+/// Valid requests read in one pass, for the caller to handle.
+pub type Intake = Vec<(Waiter, Request)>;
+
+/// Where the tokens of client sockets start: listener `i` is `listener_base
+/// + i`, connection slot `i` is `conn_base + i`.
+#[derive(Debug, Clone, Copy)]
+pub struct Tokens {
+    pub listener_base: usize,
+    pub conn_base: usize,
+}
+
+pub struct Clients {
+    tokens: Tokens,
+    /// Invariant: at most `MAX_CLIENT_LISTENERS`.
+    listeners: Vec<TcpListener>,
+    /// Invariant: at most `MAX_CLIENT_CONNS` slots.
+    conns: Vec<Option<Conn>>,
+    next_serial: u64,
+    server_params: ServerParams,
+    limits: proto::Limits,
+    /// The read buffer bound of a connection: one largest frame plus a read.
+    read_limit_bytes: usize,
+}
+
+impl Clients {
+    pub fn new(
+        tokens: Tokens,
+        listeners: Vec<TcpListener>,
+        server_params: ServerParams,
+        limits: proto::Limits,
+    ) -> Clients {
+        let read_limit_bytes =
+            server_params.max_frame_bytes as usize + proto::FRAME_HEADER_BYTES + (64 << 10);
+        Clients {
+            tokens,
+            listeners,
+            conns: Vec::new(),
+            next_serial: 1,
+            server_params,
+            limits,
+            read_limit_bytes,
+        }
+    }
+
+    /// The listener a token belongs to, if any.
+    pub fn listener_of(&self, token: Token) -> Option<usize> {
+        let at = token.0.checked_sub(self.tokens.listener_base)?;
+        (at < self.listeners.len()).then_some(at)
+    }
+
+    /// The connection slot a token belongs to, if any.
+    pub fn slot_of(&self, token: Token) -> Option<usize> {
+        token.0.checked_sub(self.tokens.conn_base)
+    }
+
+    /// Accepts every waiting connection of `listener` and reads what each
+    /// sent already.
+    pub fn accept(
+        &mut self,
+        listener: usize,
+        registry: &Registry,
+        health: Health,
+        out: &mut Intake,
+    ) {
         loop {
             let (stream, _) = match self.listeners[listener].accept() {
                 Ok(accepted) => accepted,
@@ -36,33 +104,37 @@ impl Node {
                     return;
                 }
             };
-            let slot = match self.conns.iter().position(Option::is_none) {
-                Some(slot) => slot,
-                None if self.conns.len() < MAX_CLIENT_CONNS => {
-                    self.conns.push(None);
-                    self.conns.len() - 1
-                }
-                None => {
-                    log::warn!("refusing a client: {MAX_CLIENT_CONNS} connections are open");
-                    continue;
-                }
+            let Some(slot) = self.free_slot() else {
+                log::warn!("refusing a client: {MAX_CLIENT_CONNS} connections are open");
+                continue;
             };
             let _ = stream.set_nodelay(true);
             let mut conn = Conn::new(stream, self.next_serial);
             self.next_serial += 1;
-            let token = Token(CONN_TOKEN_BASE + slot);
+            let token = Token(self.tokens.conn_base + slot);
             let interest = Interest::READABLE | Interest::WRITABLE;
-            if let Err(e) = self.poll.registry().register(&mut conn.stream, token, interest) {
+            if let Err(e) = registry.register(&mut conn.stream, token, interest) {
                 log::warn!("registering a client connection: {e}");
                 continue;
             }
             self.conns[slot] = Some(conn);
-            self.service_conn(slot);
+            self.service(slot, registry, health, out);
         }
     }
 
-    /// Reads and handles what the connection sent, within its bounds.
-    pub(super) fn service_conn(&mut self, slot: usize) {
+    fn free_slot(&mut self) -> Option<usize> {
+        if let Some(slot) = self.conns.iter().position(Option::is_none) {
+            return Some(slot);
+        }
+        if self.conns.len() == MAX_CLIENT_CONNS {
+            return None;
+        }
+        self.conns.push(None);
+        Some(self.conns.len() - 1)
+    }
+
+    /// Reads and decodes what the connection sent, within its bounds.
+    pub fn service(&mut self, slot: usize, registry: &Registry, health: Health, out: &mut Intake) {
         loop {
             let limit = self.read_limit_bytes;
             let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
@@ -74,9 +146,9 @@ impl Node {
                 return;
             }
             let outcome = conn.fill(limit);
-            let progressed = self.process_input(slot);
+            let progressed = self.process_input(slot, health, out);
             match outcome {
-                ReadOutcome::Closed => return self.close_conn(slot),
+                ReadOutcome::Closed => return self.close(slot, registry),
                 ReadOutcome::Drained => return,
                 ReadOutcome::Full if !progressed => {
                     if let Some(conn) = self.conns[slot].as_mut() {
@@ -90,23 +162,24 @@ impl Node {
     }
 
     /// Connections that stopped reading on a bound that has cleared.
-    pub(super) fn resume_paused(&mut self) {
+    pub fn resume_paused(&mut self, registry: &Registry, health: Health, out: &mut Intake) {
         for slot in 0..self.conns.len() {
-            let resumable = self.conns[slot]
-                .as_ref()
-                .is_some_and(|c| c.paused && c.accepts_requests() && c.phase != Phase::Closing);
-            if resumable {
+            if self.conns[slot].as_ref().is_some_and(resumable) {
                 if let Some(conn) = self.conns[slot].as_mut() {
                     conn.paused = false;
                 }
-                self.service_conn(slot);
+                self.service(slot, registry, health, out);
             }
         }
     }
 
+    /// Whether a paused connection could read again.
+    pub fn any_resumable(&self) -> bool {
+        self.conns.iter().flatten().any(resumable)
+    }
+
     /// Handles the buffered input; true when any of it was consumed.
-    fn process_input(&mut self, slot: usize) -> bool {
-        let health = self.health();
+    fn process_input(&mut self, slot: usize, health: Health, out: &mut Intake) -> bool {
         let params = self.server_params;
         let Some(conn) = self.conns[slot].as_mut() else { return false };
         match conn.phase {
@@ -116,7 +189,7 @@ impl Node {
                     conn.write_buf.extend_from_slice(&reply);
                     conn.read_buf.drain(..proto::HELLO_BYTES);
                     conn.phase = session.map_or(Phase::Closing, Phase::Open);
-                    self.process_frames(slot);
+                    self.process_frames(slot, out);
                     true
                 }
                 Opening::Http(head) => {
@@ -135,28 +208,28 @@ impl Node {
                     true
                 }
             },
-            Phase::Open(_) => self.process_frames(slot),
+            Phase::Open(_) => self.process_frames(slot, out),
             Phase::Closing => false,
         }
     }
 
     /// Decodes the complete frames in the read buffer, as many as the
-    /// connection's in-flight bound allows, and dispatches them.
-    fn process_frames(&mut self, slot: usize) -> bool {
+    /// connection's in-flight bound allows; answers the invalid ones.
+    fn process_frames(&mut self, slot: usize, out: &mut Intake) -> bool {
         let limits = self.limits;
         let Some(conn) = self.conns[slot].as_mut() else { return false };
         let Phase::Open(session) = conn.phase else { return false };
         let budget = super::conn::MAX_IN_FLIGHT_PER_CONN - conn.in_flight;
-        let mut requests: Vec<Decoded> = Vec::new();
+        let mut decoded = Vec::new();
         let mut broken = None;
         let mut decoder = FrameDecoder::new(&conn.read_buf, session.server_max_frame_bytes);
-        while requests.len() < budget {
+        while decoded.len() < budget {
             match decoder.next() {
                 None => break,
                 Some(Ok(frame)) => {
-                    let decoded = proto::decode_request(&frame).map_err(|e| e.code());
-                    let valid = decoded.and_then(|r| proto::validate(r, &limits));
-                    requests.push((frame.header.id, valid));
+                    let request = proto::decode_request(&frame).map_err(|e| e.code());
+                    let valid = request.and_then(|r| proto::validate(r, &limits));
+                    decoded.push((frame.header.id, valid));
                 }
                 Some(Err(error)) => {
                     broken = Some(error);
@@ -166,7 +239,7 @@ impl Node {
         }
         let consumed = decoder.consumed_bytes();
         conn.read_buf.drain(..consumed);
-        conn.in_flight += requests.len();
+        conn.in_flight += decoded.len();
         let serial = conn.serial;
         if let Some(error) = broken {
             let body = ErrorBody::new(error.code());
@@ -175,83 +248,19 @@ impl Node {
             conn.read_buf.clear();
         }
         let progressed = consumed > 0 || broken.is_some();
-        for (request_id, request) in requests {
+        for (request_id, request) in decoded {
             let waiter = Waiter { slot, serial, request_id };
             match request {
-                Ok(valid) => self.handle_request(waiter, session, valid.into_request()),
+                Ok(valid) => out.push((waiter, valid.into_request())),
                 Err(code) => self.answer(waiter, Err(ErrorBody::new(code))),
             }
         }
         progressed
     }
 
-    fn handle_request(&mut self, waiter: Waiter, session: Session, request: Request) {
-        if let Some(op) = op_of(&request) {
-            self.unproposed.push((waiter, op));
-            return;
-        }
-        match request {
-            Request::Range(r) if r.serializable && self.caught_up_since_start => {
-                let result = self.range_now(&r);
-                self.answer(waiter, result);
-            }
-            Request::Range(r) => self.unread.push(ReadWait { waiter, request: r }),
-            Request::WatchCreate(r) => self.create_watch(waiter, r),
-            Request::WatchCancel(r) => self.cancel_watch(waiter, r.watch_id),
-            Request::WatchProgress => self.watch_progress(waiter, session),
-            Request::MemberAdd(_)
-            | Request::MemberRemove(_)
-            | Request::MemberUpdate(_)
-            | Request::MemberPromote(_) => self.member_request(waiter, request),
-            Request::MemberList(_) => {
-                let members = self.members();
-                let header = self.header();
-                self.answer(
-                    waiter,
-                    Ok(Response::MemberList(proto::MemberListResponse { header, members })),
-                );
-            }
-            Request::Status => {
-                let status = self.status();
-                self.answer(waiter, Ok(Response::Status(status)));
-            }
-            lease @ (Request::LeaseGrant(_)
-            | Request::LeaseRevoke(_)
-            | Request::LeaseKeepAlive(_)
-            | Request::LeaseTimeToLive(_)
-            | Request::LeaseLeases) => self.lease_request(waiter, lease),
-            Request::HashKv(r) => {
-                // Local, like a serializable read: comparing members is the point.
-                let result = match self.store.hash_kv(r.revision.max(0) as u64) {
-                    Ok(h) => Ok(Response::HashKv(proto::HashKvResponse {
-                        header: self.header(),
-                        hash: h.hash,
-                        compact_revision: i64::try_from(h.compact_revision).unwrap_or(i64::MAX),
-                        hash_revision: i64::try_from(h.hash_revision).unwrap_or(i64::MAX),
-                    })),
-                    Err(e) => Err(command::store_error(e)),
-                };
-                self.answer(waiter, result);
-            }
-            _ => self.answer(waiter, Err(ErrorBody::new(ErrorCode::Unsupported))),
-        }
-    }
-
-    /// A range served from this member's state as it is now.
-    pub(super) fn range_now(&self, r: &proto::RangeRequest) -> Result<Response, ErrorBody> {
-        let header = self.header();
-        match self.store.range(&command::range_request(r)) {
-            Ok(found) => Ok(Response::Range(command::range_response(found, header))),
-            Err(e) => Err(command::store_error(e)),
-        }
-    }
-
     /// Sends the answer to its connection if that connection still exists.
-    pub(super) fn answer(&mut self, waiter: Waiter, result: Result<Response, ErrorBody>) {
-        let Some(conn) = self.conns.get_mut(waiter.slot).and_then(Option::as_mut) else { return };
-        if conn.serial != waiter.serial {
-            return;
-        }
+    pub fn answer(&mut self, waiter: Waiter, result: Result<Response, ErrorBody>) {
+        let Some(conn) = self.conn_of(waiter) else { return };
         conn.in_flight -= 1;
         let Phase::Open(session) = conn.phase else { return };
         let max = session.client_max_frame_bytes;
@@ -269,78 +278,38 @@ impl Node {
         }
     }
 
-    pub(super) fn health(&self) -> Health {
-        if self.stopping {
-            Health::Unhealthy(UnhealthyReason::Stopping)
-        } else if self.leader_id == 0 {
-            Health::Unhealthy(UnhealthyReason::NoLeader)
-        } else {
-            Health::Healthy
+    pub fn answer_all(&mut self, replies: Vec<Reply>) {
+        for (waiter, result) in replies {
+            self.answer(waiter, result);
         }
     }
 
-    fn status(&self) -> proto::StatusResponse {
-        let status = self.raft.status();
-        proto::StatusResponse {
-            header: self.header(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            data_size_bytes: data_size_bytes(&self.config.data_dir),
-            leader_id: status.leader_id,
-            raft_term: status.term,
-            raft_commit_index: status.commit,
-            raft_applied_index: self.applied_index,
-            compact_revision: i64::try_from(self.store.compact_revision()).unwrap_or(i64::MAX),
-            is_learner: self.raft.conf_state().learners.contains(&self.config.member_id),
-            errors: Vec::new(),
-        }
+    fn conn_of(&mut self, waiter: Waiter) -> Option<&mut Conn> {
+        let conn = self.conns.get_mut(waiter.slot).and_then(Option::as_mut)?;
+        (conn.serial == waiter.serial).then_some(conn)
     }
 
-    /// The member table; before it is known (a joining member), the
-    /// initial members, with client URLs only for this member.
-    fn members(&self) -> Vec<proto::Member> {
-        if !self.sections.members.is_empty() {
-            return self.sections.members.iter().map(super::members::member_of).collect();
-        }
-        let mut members: Vec<proto::Member> = Vec::new();
-        for m in &self.config.initial_cluster {
-            let peer_urls = m.peer_addrs.iter().map(|a| format!("http://{a}")).collect();
-            let client_urls = if m.id == self.config.member_id {
-                self.config.advertise_client_addrs.iter().map(|a| format!("http://{a}")).collect()
-            } else {
-                Vec::new()
-            };
-            members.push(proto::Member {
-                id: m.id,
-                name: m.name.clone(),
-                peer_urls,
-                client_urls,
-                is_learner: false,
-            });
-        }
-        members
-    }
-
-    fn create_watch(&mut self, waiter: Waiter, r: proto::WatchCreateRequest) {
+    /// Opens a watch on the waiter's connection; true when it was created
+    /// (the loop should feed it soon).
+    pub fn create_watch(
+        &mut self,
+        waiter: Waiter,
+        r: proto::WatchCreateRequest,
+        store: &Store,
+        header: ResponseHeader,
+    ) -> bool {
         let next_main = if r.start_revision > 0 {
             r.start_revision as u64
         } else {
-            self.store.current_revision() + 1
+            store.current_revision() + 1
         };
-        let header = self.header();
-        let Some(conn) = self.conns.get_mut(waiter.slot).and_then(Option::as_mut) else { return };
-        if conn.watchers.len() >= MAX_WATCHES_PER_CONN {
-            return self.answer(waiter, Err(ErrorBody::new(ErrorCode::TooManyWatches)));
-        }
-        let id = if r.watch_id != 0 {
-            if conn.watchers.contains_key(&r.watch_id) {
-                return self.answer(waiter, Err(ErrorBody::new(ErrorCode::WatchIdExists)));
+        let Some(conn) = self.conn_of(waiter) else { return false };
+        let id = match new_watch_id(conn, r.watch_id) {
+            Ok(id) => id,
+            Err(code) => {
+                self.answer(waiter, Err(ErrorBody::new(code)));
+                return false;
             }
-            r.watch_id
-        } else {
-            while conn.watchers.contains_key(&conn.next_watch_id) {
-                conn.next_watch_id += 1;
-            }
-            conn.next_watch_id
         };
         let watcher = Watcher {
             key: r.key,
@@ -352,16 +321,13 @@ impl Node {
             progress_notify: r.progress_notify,
         };
         conn.watchers.insert(id, watcher);
-        self.answer(
-            waiter,
-            Ok(Response::WatchCreate(proto::WatchCreateResponse { header, watch_id: id })),
-        );
-        self.busy = true;
+        let response = proto::WatchCreateResponse { header, watch_id: id };
+        self.answer(waiter, Ok(Response::WatchCreate(response)));
+        true
     }
 
-    fn cancel_watch(&mut self, waiter: Waiter, watch_id: u64) {
-        let header = self.header();
-        let Some(conn) = self.conns.get_mut(waiter.slot).and_then(Option::as_mut) else { return };
+    pub fn cancel_watch(&mut self, waiter: Waiter, watch_id: u64, header: ResponseHeader) {
+        let Some(conn) = self.conn_of(waiter) else { return };
         let result = match conn.watchers.remove(&watch_id) {
             Some(_) => Ok(Response::WatchCancel(proto::WatchCancelResponse { header, watch_id })),
             None => Err(ErrorBody::new(ErrorCode::WatchNotFound)),
@@ -371,10 +337,9 @@ impl Node {
 
     /// Answers with the revision up to which every watch of the connection
     /// has been sent its events.
-    fn watch_progress(&mut self, waiter: Waiter, _session: Session) {
-        self.feed_conn(waiter.slot);
-        let mut header = self.header();
-        if let Some(conn) = self.conns.get(waiter.slot).and_then(Option::as_ref) {
+    pub fn watch_progress(&mut self, waiter: Waiter, store: &Store, mut header: ResponseHeader) {
+        self.feed_conn(waiter.slot, store, header);
+        if let Some(conn) = self.conn_of(waiter) {
             let sent = conn.watchers.values().map(|w| w.next.main.saturating_sub(1)).min();
             if let Some(sent) = sent {
                 header.revision = header.revision.min(i64::try_from(sent).unwrap_or(i64::MAX));
@@ -385,17 +350,16 @@ impl Node {
 
     /// Feeds every watch that has changes to send; true when some are still
     /// behind and the connection can take more.
-    pub(super) fn feed_watches(&mut self) -> bool {
+    pub fn feed_watches(&mut self, store: &Store, header: ResponseHeader) -> bool {
         let mut behind = false;
         for slot in 0..self.conns.len() {
-            behind |= self.feed_conn(slot);
+            behind |= self.feed_conn(slot, store, header);
         }
         behind
     }
 
-    fn feed_conn(&mut self, slot: usize) -> bool {
-        let header = self.header();
-        let current = self.store.current_revision();
+    fn feed_conn(&mut self, slot: usize, store: &Store, header: ResponseHeader) -> bool {
+        let current = store.current_revision();
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return false };
         let Phase::Open(session) = conn.phase else { return false };
         let mut behind = false;
@@ -409,7 +373,7 @@ impl Node {
                 break;
             }
             let max = session.client_max_frame_bytes;
-            match watch::pass(&self.store, *id, watcher, header, max, &mut conn.write_buf) {
+            match watch::pass(store, *id, watcher, header, max, &mut conn.write_buf) {
                 PassOutcome::CaughtUp => {}
                 PassOutcome::Behind => behind = true,
                 PassOutcome::Cancelled => cancelled.push(*id),
@@ -422,9 +386,8 @@ impl Node {
     }
 
     /// Sends a progress message to every caught-up watch that asked for them.
-    pub(super) fn notify_progress(&mut self) {
-        let header = self.header();
-        let current = self.store.current_revision();
+    pub fn notify_progress(&mut self, store: &Store, header: ResponseHeader) {
+        let current = store.current_revision();
         for conn in self.conns.iter_mut().flatten() {
             let Phase::Open(session) = conn.phase else { continue };
             for (id, watcher) in &conn.watchers {
@@ -436,76 +399,57 @@ impl Node {
         }
     }
 
-    pub(super) fn flush_conn(&mut self, slot: usize) {
-        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
-        if conn.pending_write_bytes() > 0 && conn.flush().is_err() {
-            return self.close_conn(slot);
-        }
-        if conn.done_closing() {
-            self.close_conn(slot);
-        }
-    }
-
-    pub(super) fn flush_conns(&mut self) {
-        for slot in 0..self.conns.len() {
-            self.flush_conn(slot);
-        }
-    }
-
-    pub(super) fn close_conn(&mut self, slot: usize) {
-        if let Some(mut conn) = self.conns[slot].take() {
-            let _ = self.poll.registry().deregister(&mut conn.stream);
-        }
-    }
-
-    /// Fails every request waiting anywhere with `code`, and ends every watch.
-    pub(super) fn fail_everything(&mut self, code: ErrorCode) {
-        self.fail_pending(code);
-        for (waiter, _) in std::mem::take(&mut self.unproposed) {
-            self.answer(waiter, Err(ErrorBody::new(code)));
-        }
-        for read in std::mem::take(&mut self.unread) {
-            self.answer(read.waiter, Err(ErrorBody::new(code)));
-        }
-        let header = self.header();
+    /// Ends every watch with `reason` (the server is stopping).
+    pub fn cancel_all_watches(&mut self, header: ResponseHeader, reason: CancelReason) {
         for conn in self.conns.iter_mut().flatten() {
             let Phase::Open(session) = conn.phase else { continue };
             for id in std::mem::take(&mut conn.watchers).into_keys() {
-                let reason = CancelReason::ServerStopping;
                 let max = session.client_max_frame_bytes;
                 watch::cancel(id, header, reason, 0, max, &mut conn.write_buf);
             }
         }
     }
 
-    /// Fails writes and reads already handed to Raft.
-    pub(super) fn fail_pending(&mut self, code: ErrorCode) {
-        for (_, pending) in std::mem::take(&mut self.pending_writes) {
-            self.answer(pending.waiter, Err(ErrorBody::new(code)));
+    pub fn flush(&mut self, slot: usize, registry: &Registry) {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
+        if conn.pending_write_bytes() > 0 && conn.flush().is_err() {
+            return self.close(slot, registry);
         }
-        let rounds = std::mem::take(&mut self.read_rounds).into_values().map(|r| r.reads);
-        let ready = std::mem::take(&mut self.reads_ready).into_iter().map(|(_, reads)| reads);
-        for read in rounds.chain(ready).flatten().collect::<Vec<_>>() {
-            self.answer(read.waiter, Err(ErrorBody::new(code)));
+        if conn.done_closing() {
+            self.close(slot, registry);
         }
     }
 
-    /// Fails requests past their deadline with `Timeout`.
-    pub(super) fn expire(&mut self, now: Instant) {
-        while let Some(entry) = self.pending_writes.first_entry() {
-            if entry.get().deadline > now {
-                break;
-            }
-            let pending = entry.remove();
-            self.answer(pending.waiter, Err(ErrorBody::new(ErrorCode::Timeout)));
-        }
-        while let Some(entry) = self.read_rounds.first_entry() {
-            if entry.get().deadline > now {
-                break;
-            }
-            for read in entry.remove().reads {
-                self.answer(read.waiter, Err(ErrorBody::new(ErrorCode::Timeout)));
-            }
+    pub fn flush_all(&mut self, registry: &Registry) {
+        for slot in 0..self.conns.len() {
+            self.flush(slot, registry);
         }
     }
+
+    fn close(&mut self, slot: usize, registry: &Registry) {
+        if let Some(mut conn) = self.conns[slot].take() {
+            let _ = registry.deregister(&mut conn.stream);
+        }
+    }
+}
+
+fn resumable(conn: &Conn) -> bool {
+    conn.paused && conn.accepts_requests() && conn.phase != Phase::Closing
+}
+
+/// The id of a new watch: the one the client chose, or the next free one.
+fn new_watch_id(conn: &mut Conn, asked: u64) -> Result<u64, ErrorCode> {
+    if conn.watchers.len() >= MAX_WATCHES_PER_CONN {
+        return Err(ErrorCode::TooManyWatches);
+    }
+    if asked != 0 {
+        if conn.watchers.contains_key(&asked) {
+            return Err(ErrorCode::WatchIdExists);
+        }
+        return Ok(asked);
+    }
+    while conn.watchers.contains_key(&conn.next_watch_id) {
+        conn.next_watch_id += 1;
+    }
+    Ok(conn.next_watch_id)
 }

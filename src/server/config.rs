@@ -29,6 +29,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::args::{Flag, Parsed};
+pub use crate::limits::{
+    LEASES_MAX_DEFAULT, REQUEST_BYTES_MAX_CONFIGURABLE, REQUEST_BYTES_MAX_DEFAULT,
+    TXN_OPS_MAX_DEFAULT,
+};
 use crate::transport::PeerAddr;
 
 /// Default member name, as etcd's.
@@ -52,12 +56,6 @@ pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 1000;
 /// snapshot costs little memory: 4 bytes of index per entry, and the WAL
 /// drops sealed segments' pages from the RSS.
 pub const DEFAULT_SNAPSHOT_COUNT: u64 = 100_000;
-/// Largest client request, etcd's 1.5 MiB.
-pub const DEFAULT_MAX_REQUEST_BYTES: u32 = 1536 * 1024;
-/// Most operations in one transaction, etcd's 128.
-pub const DEFAULT_MAX_TXN_OPS: u32 = 128;
-/// Default lease cap (`--max-leases`).
-pub const DEFAULT_MAX_LEASES: u32 = crate::lease::DEFAULT_MAX_LEASES;
 /// The largest `--max-leases`: a million leases take about 40 MB of table
 /// (`benches/lease.rs`) and 12 MB of snapshot sections, which stays under
 /// `image::SECTIONS_MAX_BYTES` and is the most a board should give them.
@@ -68,11 +66,6 @@ pub const ELECTION_HEARTBEATS_MIN: u64 = 5;
 /// etcd's upper bound on the election timeout: beyond it a dead leader goes
 /// unnoticed for most of a minute.
 pub const ELECTION_TIMEOUT_MS_MAX: u64 = 50_000;
-/// The largest request size accepted as configuration: a request must fit in
-/// a Raft entry, and an entry in one WAL segment (8 MiB by default) with
-/// room to spare for the command around it; and in a board's memory several
-/// times over. Proposals are checked against the WAL's bound as well.
-pub const MAX_REQUEST_BYTES_LIMIT: u32 = 4 * 1024 * 1024;
 /// The most members an initial cluster may list; Raft clusters beyond seven
 /// voters only get slower, and the bound keeps id checks trivially cheap.
 pub const INITIAL_MEMBERS_MAX: usize = 15;
@@ -153,6 +146,11 @@ impl HostPort {
     pub fn resolve(&self) -> std::io::Result<Vec<SocketAddr>> {
         Ok(self.to_string().to_socket_addrs()?.collect())
     }
+}
+
+/// `host:port` as the member table writes peer and client URLs.
+pub fn url_of(addr: &HostPort) -> String {
+    format!("http://{addr}")
 }
 
 /// Whether `--initial-cluster*` describes a new cluster or one to join.
@@ -244,11 +242,11 @@ impl Config {
             max_request_bytes: number_or(
                 "max-request-bytes",
                 get,
-                DEFAULT_MAX_REQUEST_BYTES,
-                MAX_REQUEST_BYTES_LIMIT,
+                REQUEST_BYTES_MAX_DEFAULT,
+                REQUEST_BYTES_MAX_CONFIGURABLE,
             )?,
-            max_txn_ops: number_or("max-txn-ops", get, DEFAULT_MAX_TXN_OPS, u32::MAX)?,
-            max_leases: number_or("max-leases", get, DEFAULT_MAX_LEASES, MAX_LEASES_LIMIT)?,
+            max_txn_ops: number_or("max-txn-ops", get, TXN_OPS_MAX_DEFAULT as u32, u32::MAX)?,
+            max_leases: number_or("max-leases", get, LEASES_MAX_DEFAULT, MAX_LEASES_LIMIT)?,
             member_id,
             cluster_id,
         })

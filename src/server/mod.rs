@@ -1,57 +1,73 @@
-//! The node: one mio poll loop on one thread.
+//! The node: one mio poll loop on one thread, driving Raft and the
+//! replicated state machine (`crate::state`).
 //!
 //! Owns: the loop and its timers, configuration, the order in which a Raft
 //! `Ready` is handled (send, persist, send after persist, apply, advance),
-//! applying committed entries to the store, client sessions, watch fan-out and
-//! systemd notification.
+//! handing committed entries to the state machine and carrying out its
+//! answers and effects, client sessions, watch fan-out, peers and systemd
+//! notification.
 //!
-//! Must not touch: consensus rules (they live in `raft`) or file formats (they
-//! live in `wal` and `snap`).
+//! Must not touch: consensus rules (they live in `raft`), what an entry does
+//! (`state`), or file formats (`wal` and `snap`).
 //!
-//! Layout:
-//! - `node.rs`: the state, start-up (recovery, bootstrap), the loop.
-//! - `ready.rs`: peer input, proposals, ReadIndex, the `Ready` cycle, apply,
-//!   snapshots.
-//! - `clients.rs`: client connections, requests, answers, watch feeding.
-//! - `conn.rs`: one connection's buffers and bounds. `watch.rs`: one watch.
-//! - `command.rs`: the entry payload and proto ↔ mvcc translation.
-//! - `image.rs`: the snapshot payload (member table, leases, store image).
-//! - `leases.rs`: lease requests, apply of lease entries, expiry on ticks.
-//! - `members.rs`: member table changes; Raft's configuration and the peer
-//!   connections follow the table. `identity.rs`: the data directory's owner.
-//! - `config.rs`, `notify.rs`, `signal.rs`: flags, sd_notify, stop signals.
+//! Layout. Parts, each owning its state behind its own type, none of which
+//! knows `Node`:
+//! - `proposals.rs`: sequence numbers, the write batch, read rounds, who
+//!   waits for what.
+//! - `clients.rs`: client connections (bytes in, requests out; answers in,
+//!   bytes out) and their watches; `conn.rs` one connection, `watch.rs` one
+//!   watch.
+//! - `peers.rs`: the transport, following the member table; names resolved
+//!   off the loop.
+//! - `snapshots.rs`: taking snapshots (a slice per iteration, a writer
+//!   thread) and gathering those a leader streams here.
+//! - `lease_clock.rs`: the lease deadlines' clock, limits, fresh ids.
+//! - `config.rs`, `identity.rs`, `notify.rs`, `signal.rs`: flags, the data
+//!   directory's owner, sd_notify, stop signals.
+//!
+//! The node, which ties them (`impl Node` only in these files, each of
+//! which imports `node.rs` and none of which `node.rs` imports):
+//! - `node.rs`: the parts, start-up (recovery, bootstrap), the loop.
+//! - `ready.rs`: peer input, the `Ready` cycle, apply and its effects.
+//! - `requests.rs`: where each client request goes.
+//! - `leases.rs`, `members.rs`: lease and member requests, expiry, the
+//!   leader reconciling Raft's configuration, publishing this member.
 //!
 //! Start-up: check the data directory's identity (`identity.rs`), open the
-//! WAL (recovering a torn tail), open the snapshot
-//! directory; a fresh directory of a new cluster is bootstrapped with a
-//! snapshot at index 1 holding the initial membership (Raft's voters and
-//! the member table); a fresh directory started with
-//! `--initial-cluster-state existing` is not bootstrapped and waits for the
-//! leader's snapshot once `member add` has made it a member; the store is restored
-//! from the snapshot the WAL names; Raft starts with that snapshot's index as
-//! its applied index and hands out the committed entries after it, which the
-//! loop applies like any others.
+//! WAL (recovering a torn tail), open the snapshot directory; a fresh
+//! directory of a new cluster is bootstrapped with a snapshot at index 1
+//! holding the initial membership (Raft's voters and the member table); a
+//! fresh directory started with `--initial-cluster-state existing` is not
+//! bootstrapped and waits for the leader's snapshot once `member add` has
+//! made it a member; the state machine is restored from the snapshot the
+//! WAL names; Raft starts with that snapshot's index as its applied index
+//! and hands out the committed entries after it, which the loop applies
+//! like any others.
 //!
 //! Threads: the loop is the only thread that touches sockets, Raft, the WAL
-//! and the store. A snapshot's file is written by a short-lived helper
-//! thread (see `ready.rs`), at most one at a time.
+//! and the state machine. A snapshot's file is written by a short-lived
+//! thread (see `snapshots.rs`), at most one at a time; peer names are
+//! looked up by another (`peers.rs`), started on the first name.
 //!
 //! Failure: a failed fsync (or any WAL or snapshot write error) ends the
 //! loop with an error; the command logs it and exits non-zero. Nothing
 //! retries a sync whose pages may be gone.
 
 mod clients;
-mod command;
 pub mod config;
 mod conn;
 mod identity;
-mod image;
+mod lease_clock;
 mod leases;
 mod members;
 mod node;
 pub mod notify;
+mod peers;
+mod proposals;
 mod ready;
+mod requests;
 mod signal;
+mod snapshots;
 mod watch;
 
 use std::fmt;

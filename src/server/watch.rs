@@ -21,7 +21,7 @@
 use crate::mvcc::{self, Revision, Store};
 use crate::proto::{self, CancelReason, EventKind, ResponseHeader, WatchMessage, encode_watch};
 
-use super::command;
+use crate::state::command;
 
 /// Events pulled for one watch per pass; the pass stops at the next
 /// revision boundary after it, so other connections are not kept waiting.

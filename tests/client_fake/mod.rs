@@ -46,7 +46,7 @@ impl Peer {
     /// The next request, or `None` when the client closed the connection.
     pub fn read_request(&mut self) -> Option<(u64, Request)> {
         loop {
-            let mut decoder = FrameDecoder::new(&self.buffer, DEFAULT_MAX_REQUEST_BYTES);
+            let mut decoder = FrameDecoder::new(&self.buffer, REQUEST_BYTES_MAX_DEFAULT);
             if let Some(frame) = decoder.next() {
                 let frame = frame.expect("well-framed request");
                 let request = decode_request(&frame).expect("decodable request");
@@ -92,7 +92,7 @@ pub fn server_params(member_id: u64) -> ServerParams {
     ServerParams {
         min_version: PROTOCOL_VERSION,
         max_version: PROTOCOL_VERSION,
-        max_frame_bytes: DEFAULT_MAX_REQUEST_BYTES,
+        max_frame_bytes: REQUEST_BYTES_MAX_DEFAULT,
         cluster_id: CLUSTER_ID,
         member_id,
     }

@@ -11,6 +11,11 @@
 //! Requests are validated (`proto::validate`) before they get here, so the
 //! conversions below only map domains: a negative revision that validation
 //! let through means "the newest" and becomes 0.
+//!
+//! Decoding is bounded: a payload comes from a peer or from the WAL, so it
+//! is held to the same budget as a client's frame (`crate::limits`: txn
+//! depth and items) and to its own length, and answers a typed error,
+//! never a panic or a stack overflow.
 
 use serde::{Deserialize, Serialize};
 
@@ -46,7 +51,7 @@ pub struct Command {
     /// The member whose client asked for it.
     pub origin: u64,
     /// Unique per origin, restarts included: each run starts at a random
-    /// point (see `first_sequence_number` in node.rs).
+    /// point (see `server/proposals.rs`).
     pub seq: u64,
     pub op: Op,
 }
@@ -56,11 +61,37 @@ impl Command {
         postcard::to_allocvec(self).expect("commands always serialize")
     }
 
-    /// `None` for a payload that is not a command (logged by the caller).
-    pub fn decode(bytes: &[u8]) -> Option<Command> {
-        postcard::from_bytes(bytes).ok()
+    /// The command in an entry's payload, within the decoding budget; the
+    /// whole payload must be one command.
+    pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
+        match postcard::take_from_bytes::<Command>(bytes) {
+            Ok((command, [])) => Ok(command),
+            Ok((_, rest)) => Err(DecodeError::TrailingBytes(rest.len())),
+            Err(e) => Err(DecodeError::Malformed(e.to_string())),
+        }
     }
 }
+
+/// Why a payload is not a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// It does not decode, or breaks the decoding budget (a txn nested
+    /// deeper than `limits::TXN_DEPTH_MAX`, or with too many items).
+    Malformed(String),
+    /// A command followed by bytes that belong to nothing.
+    TrailingBytes(usize),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::Malformed(why) => write!(f, "malformed command: {why}"),
+            DecodeError::TrailingBytes(n) => write!(f, "{n} bytes after the command"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
 
 /// The write a client request asks for, or `None` for a request that is not
 /// replicated.
@@ -254,8 +285,11 @@ mod tests {
             ..Default::default()
         });
         let command = Command { origin: 7, seq: 9, op: op_of(&put).unwrap() };
-        assert_eq!(Command::decode(&command.encode()), Some(command));
-        assert_eq!(Command::decode(&[0xff, 0xff, 0xff]), None);
+        assert_eq!(Command::decode(&command.encode()), Ok(command.clone()));
+        assert!(Command::decode(&[0xff, 0xff, 0xff]).is_err());
+        let mut longer = command.encode();
+        longer.push(0);
+        assert_eq!(Command::decode(&longer), Err(DecodeError::TrailingBytes(1)));
         assert!(op_of(&proto::Request::Status).is_none());
     }
 
@@ -264,5 +298,29 @@ mod tests {
         let r = proto::RangeRequest { key: b"a".to_vec(), revision: -3, ..Default::default() };
         assert_eq!(range_request(&r).revision, 0);
         assert_eq!(signed(u64::MAX), i64::MAX);
+    }
+
+    /// A command whose op is a txn nested `levels` deep, in postcard's
+    /// bytes: origin 1, seq 1, `Op::Txn` (variant 2); each level but the
+    /// last holds no compares, one success op `RequestOp::Txn` (variant 3)
+    /// and no failure ops.
+    fn nested_txn_command(levels: usize) -> Vec<u8> {
+        let mut bytes = vec![1, 1, 2];
+        for _ in 1..levels {
+            bytes.extend_from_slice(&[0, 1, 3]);
+        }
+        bytes.extend_from_slice(&[0, 0, 0]);
+        bytes.resize(bytes.len() + levels - 1, 0);
+        bytes
+    }
+
+    #[test]
+    fn a_nested_entry_of_any_depth_is_refused_without_overflowing_the_stack() {
+        let at_bound = Command::decode(&nested_txn_command(crate::limits::TXN_DEPTH_MAX));
+        assert!(matches!(at_bound, Ok(Command { op: Op::Txn(_), .. })), "{at_bound:?}");
+        for levels in [crate::limits::TXN_DEPTH_MAX + 1, 1_000, 1_000_000] {
+            let decoded = Command::decode(&nested_txn_command(levels));
+            assert!(matches!(decoded, Err(DecodeError::Malformed(_))), "{levels} levels");
+        }
     }
 }

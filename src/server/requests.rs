@@ -1,0 +1,109 @@
+//! Where each valid client request goes: writes to this iteration's
+//! proposal batch, linearizable reads to its ReadIndex round, watches to
+//! their connection, member and lease requests to their drivers, and what
+//! this member answers from its own state (serializable reads, status,
+//! member list, hash) at once.
+
+use super::node::{Node, data_size_bytes};
+use super::proposals::{ReadWait, Waiter};
+use crate::proto::http::{Health, UnhealthyReason};
+use crate::proto::{self, ErrorBody, ErrorCode, Request, Response};
+use crate::state::command::{self, op_of};
+
+impl Node {
+    pub(super) fn handle_request(&mut self, waiter: Waiter, request: Request) {
+        if let Some(op) = op_of(&request) {
+            return self.proposals.queue_write(waiter, op);
+        }
+        match request {
+            Request::Range(r) if r.serializable && self.caught_up_since_start => {
+                let result = self.range_now(&r);
+                self.clients.answer(waiter, result);
+            }
+            Request::Range(request) => self.proposals.queue_read(ReadWait { waiter, request }),
+            Request::WatchCreate(r) => {
+                let header = self.header();
+                self.busy |= self.clients.create_watch(waiter, r, self.state.store(), header);
+            }
+            Request::WatchCancel(r) => {
+                let header = self.header();
+                self.clients.cancel_watch(waiter, r.watch_id, header);
+            }
+            Request::WatchProgress => {
+                let header = self.header();
+                self.clients.watch_progress(waiter, self.state.store(), header);
+            }
+            Request::MemberAdd(_)
+            | Request::MemberRemove(_)
+            | Request::MemberUpdate(_)
+            | Request::MemberPromote(_) => self.member_request(waiter, request),
+            Request::MemberList(_) => {
+                let members = self.member_list();
+                let response = proto::MemberListResponse { header: self.header(), members };
+                self.clients.answer(waiter, Ok(Response::MemberList(response)));
+            }
+            Request::Status => {
+                let status = self.status();
+                self.clients.answer(waiter, Ok(Response::Status(status)));
+            }
+            lease @ (Request::LeaseGrant(_)
+            | Request::LeaseRevoke(_)
+            | Request::LeaseKeepAlive(_)
+            | Request::LeaseTimeToLive(_)
+            | Request::LeaseLeases) => self.lease_request(waiter, lease),
+            Request::HashKv(r) => {
+                // Local, like a serializable read: comparing members is the point.
+                let result = self.hash_kv(r.revision);
+                self.clients.answer(waiter, result);
+            }
+            _ => self.clients.answer(waiter, Err(ErrorBody::new(ErrorCode::Unsupported))),
+        }
+    }
+
+    /// A range served from this member's state as it is now.
+    pub(super) fn range_now(&self, r: &proto::RangeRequest) -> Result<Response, ErrorBody> {
+        let header = self.header();
+        match self.state.store().range(&command::range_request(r)) {
+            Ok(found) => Ok(Response::Range(command::range_response(found, header))),
+            Err(e) => Err(command::store_error(e)),
+        }
+    }
+
+    fn hash_kv(&self, revision: i64) -> Result<Response, ErrorBody> {
+        let hash = self.state.store().hash_kv(revision.max(0) as u64);
+        let hash = hash.map_err(command::store_error)?;
+        Ok(Response::HashKv(proto::HashKvResponse {
+            header: self.header(),
+            hash: hash.hash,
+            compact_revision: i64::try_from(hash.compact_revision).unwrap_or(i64::MAX),
+            hash_revision: i64::try_from(hash.hash_revision).unwrap_or(i64::MAX),
+        }))
+    }
+
+    pub(super) fn health(&self) -> Health {
+        if self.stopping {
+            Health::Unhealthy(UnhealthyReason::Stopping)
+        } else if self.leader_id == 0 {
+            Health::Unhealthy(UnhealthyReason::NoLeader)
+        } else {
+            Health::Healthy
+        }
+    }
+
+    fn status(&self) -> proto::StatusResponse {
+        let status = self.raft.status();
+        let compact_revision = self.state.store().compact_revision();
+        proto::StatusResponse {
+            header: self.header(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            data_size_bytes: data_size_bytes(&self.config.data_dir),
+            leader_id: status.leader_id,
+            raft_term: status.term,
+            raft_commit_index: status.commit,
+            raft_applied_index: self.state.applied_index(),
+            compact_revision: i64::try_from(compact_revision).unwrap_or(i64::MAX),
+            is_learner: self.raft.conf_state().learners.contains(&self.config.member_id),
+            errors: Vec::new(),
+        }
+    }
+}

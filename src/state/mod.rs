@@ -1,0 +1,328 @@
+//! The replicated state machine: everything every member holds alike (the
+//! store, the member table, the leases) and the one way it changes,
+//! `apply(entry, now_ms, raft_term)`.
+//!
+//! Owns: what a committed entry does, the answer its client gets, the
+//! effects the outside world must carry out (`Effect`), and the snapshot
+//! image of all of it (`image.rs`), written and restored here.
+//!
+//! Must not touch: sockets, files, the clock, DNS, threads, Raft's progress.
+//! It is pure like `raft` and `mvcc` (`tests/tidy.rs` holds it to the same
+//! words): time comes in as `now_ms` on the caller's millisecond clock, and
+//! what must happen outside (peers to dial or drop, Raft's configuration
+//! to follow) goes out as values. Every member that applies the same
+//! entries in the same order ends in the same state and writes the same
+//! image (`tests/state_machine.rs` replays random logs to prove it).
+//!
+//! Local, not replicated: each lease's deadline on this member's clock
+//! (`lease::LeaseTable`). The leader moves deadlines when it renews a lease
+//! or takes over; that changes no replicated byte, so those calls are
+//! methods of their own (`renew_lease`, `promote_leases`,
+//! `take_expired_leases`), never part of `apply`.
+//!
+//! Layout: `command.rs` (the entry payload, bounded decoding, proto ↔
+//! mvcc), `image.rs` (the snapshot payload), `members.rs` (the member
+//! table's rules), `leases.rs` (applying lease entries).
+
+pub mod command;
+pub mod image;
+pub mod leases;
+pub mod members;
+
+use crate::lease::{LeaseError, LeaseTable};
+use crate::mvcc::{ImageReader, LiveImage, Store, StoreConfig};
+use crate::proto::{self, ErrorBody, Response, ResponseHeader};
+use crate::raft::{Entry, EntryKind};
+
+pub use command::{Command, DecodeError, Op};
+pub use image::{LeaseRecord, MemberRecord, PayloadError, Sections};
+pub use members::MemberOp;
+
+/// Bytes per chunk when a whole image is built at once (bootstrap, tests).
+pub const IMAGE_CHUNK_BYTES: usize = 1 << 20;
+
+/// Who this member is: stamped on every answer's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    pub cluster_id: u64,
+    pub member_id: u64,
+}
+
+/// What applying an entry asks of the world outside the state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// The member table changed: peer connections follow it. `moved` names
+    /// a member whose peer URLs changed, whose connection must be dialed
+    /// again at the new address.
+    MembersChanged { moved: Option<u64> },
+    /// A configuration change entry was applied: Raft's voters or learners
+    /// changed, and the peers follow them too.
+    ConfChanged,
+}
+
+/// The answer to the request an entry carried, for the member that
+/// proposed it (`origin`) to match with its waiting client by `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub origin: u64,
+    pub seq: u64,
+    pub result: Result<Response, ErrorBody>,
+}
+
+/// The outcome of applying one entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// `None` for entries no client waits for (no-ops, conf changes, and
+    /// payloads that do not decode).
+    pub answer: Option<Answer>,
+    pub effect: Option<Effect>,
+}
+
+/// The replicated state at `applied_index`.
+pub struct StateMachine {
+    identity: Identity,
+    store: Store,
+    /// Ascending by id. Empty only on a member that joined an existing
+    /// cluster and has not received its first snapshot.
+    members: Vec<MemberRecord>,
+    /// Replicated: which leases exist and their granted TTLs. Local: their
+    /// deadlines (see the module doc).
+    leases: LeaseTable,
+    /// Invariant: every entry up to it has been applied, and none after it.
+    applied_index: u64,
+    applied_term: u64,
+}
+
+impl StateMachine {
+    /// The state before any entry: nothing applied, no members known (a
+    /// member joining an existing cluster waits for a snapshot).
+    pub fn empty(identity: Identity, config: StoreConfig) -> StateMachine {
+        StateMachine {
+            identity,
+            store: Store::new(config),
+            members: Vec::new(),
+            leases: LeaseTable::new(),
+            applied_index: 0,
+            applied_term: 0,
+        }
+    }
+
+    /// The state every member of a new cluster starts from: the initial
+    /// members, an empty store, at index 1 of term 1.
+    pub fn bootstrap(
+        identity: Identity,
+        config: StoreConfig,
+        mut members: Vec<MemberRecord>,
+    ) -> StateMachine {
+        members.sort_by_key(|m| m.id);
+        members.dedup_by_key(|m| m.id);
+        StateMachine {
+            members,
+            applied_index: 1,
+            applied_term: 1,
+            ..StateMachine::empty(identity, config)
+        }
+    }
+
+    /// The state a snapshot payload describes, applied up to
+    /// `(index, term)`. Every lease gets its full TTL from `now_ms`.
+    pub fn restore(
+        identity: Identity,
+        config: StoreConfig,
+        (index, term): (u64, u64),
+        payload: &[u8],
+        now_ms: u64,
+    ) -> Result<StateMachine, String> {
+        let (sections, image) = image::split(payload).map_err(|e| e.to_string())?;
+        let mut reader = ImageReader::new(config);
+        reader.feed(image).map_err(|e| e.to_string())?;
+        let store = reader.finish().map_err(|e| e.to_string())?;
+        let records = sections.leases.iter().map(|r| (r.id, r.ttl_secs));
+        Ok(StateMachine {
+            identity,
+            store,
+            members: sections.members,
+            leases: LeaseTable::from_records(records, now_ms),
+            applied_index: index,
+            applied_term: term,
+        })
+    }
+
+    /// Applies one committed entry. Entries come in log order, each once.
+    pub fn apply(&mut self, entry: &Entry, now_ms: u64, raft_term: u64) -> Applied {
+        assert!(
+            entry.index > self.applied_index,
+            "entry {} applied after {}",
+            entry.index,
+            self.applied_index
+        );
+        self.applied_index = entry.index;
+        self.applied_term = entry.term;
+        if entry.kind == EntryKind::ConfChange {
+            return Applied { answer: None, effect: Some(Effect::ConfChanged) };
+        }
+        if entry.data.is_empty() {
+            return Applied::default();
+        }
+        let command = match Command::decode(&entry.data) {
+            Ok(command) => command,
+            Err(e) => {
+                // Every member decodes the same bytes the same way, so
+                // every member skips it alike.
+                log::error!("entry {} is not a command ({e}); skipped", entry.index);
+                return Applied::default();
+            }
+        };
+        let (result, effect) = self.apply_op(command.op, now_ms, raft_term);
+        let answer = Answer { origin: command.origin, seq: command.seq, result };
+        Applied { answer: Some(answer), effect }
+    }
+
+    fn apply_op(
+        &mut self,
+        op: Op,
+        now_ms: u64,
+        raft_term: u64,
+    ) -> (Result<Response, ErrorBody>, Option<Effect>) {
+        if let Some(result) = self.apply_lease_op(&op, now_ms, raft_term) {
+            return (result, None);
+        }
+        let identity = self.identity;
+        let header = |store: &Store| header_of(identity, store, raft_term);
+        let store = &mut self.store;
+        let result = match op {
+            Op::Put(r) => store
+                .apply_put(&r)
+                .map(|a| Response::Put(command::put_response(a.response, header(store)))),
+            Op::DeleteRange(r) => store.apply_delete_range(&r).map(|a| {
+                Response::DeleteRange(command::delete_response(a.response, header(store)))
+            }),
+            Op::Txn(r) => store
+                .apply_txn(&r)
+                .map(|a| Response::Txn(command::txn_response(a.response, header(store)))),
+            Op::Compact(revision) => store
+                .compact(revision)
+                .map(|()| Response::Compact(proto::CompactionResponse { header: header(store) })),
+            Op::Member(change) => return self.apply_member(change, raft_term),
+            Op::LeaseGrant { .. } | Op::LeaseRevoke(_) | Op::LeaseRenew(_) => {
+                unreachable!("lease entries are applied by apply_lease_op")
+            }
+        };
+        (result.map_err(command::store_error), None)
+    }
+
+    fn apply_member(
+        &mut self,
+        op: MemberOp,
+        raft_term: u64,
+    ) -> (Result<Response, ErrorBody>, Option<Effect>) {
+        let id = match members::apply_change(&mut self.members, &op) {
+            Ok(id) => id,
+            Err(code) => return (Err(ErrorBody::new(code)), None),
+        };
+        log::info!("member table: applied {} of {id:016x}", members::op_name(&op));
+        let moved = matches!(op, MemberOp::Update { .. }).then_some(id);
+        let header = self.header(raft_term);
+        let table: Vec<proto::Member> = self.members.iter().map(members::member_of).collect();
+        let changed = proto::MemberChangeResponse { header, members: table.clone() };
+        let response = match op {
+            MemberOp::Add(record) => Response::MemberAdd(proto::MemberAddResponse {
+                header,
+                member: members::member_of(&record),
+                members: table,
+            }),
+            MemberOp::Remove(_) => Response::MemberRemove(changed),
+            MemberOp::Update { .. } => Response::MemberUpdate(changed),
+            MemberOp::Promote(_) | MemberOp::Publish { .. } => Response::MemberPromote(changed),
+        };
+        (Ok(response), Some(Effect::MembersChanged { moved }))
+    }
+
+    /// The header of an answer given now, in `raft_term`.
+    pub fn header(&self, raft_term: u64) -> ResponseHeader {
+        header_of(self.identity, &self.store, raft_term)
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    pub fn applied_term(&self) -> u64 {
+        self.applied_term
+    }
+
+    pub fn identity(&self) -> Identity {
+        self.identity
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// For work that changes no replicated state: physical compaction
+    /// steps and the live image of a snapshot.
+    pub fn store_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    /// The member table, ascending by id.
+    pub fn members(&self) -> &[MemberRecord] {
+        &self.members
+    }
+
+    pub fn leases(&self) -> &LeaseTable {
+        &self.leases
+    }
+
+    /// A keep-alive at the leader: moves the lease's local deadline only.
+    pub fn renew_lease(&mut self, id: i64, now_ms: u64) -> Result<i64, LeaseError> {
+        self.leases.renew(id, now_ms)
+    }
+
+    /// This member just became leader: every lease gets its full TTL.
+    pub fn promote_leases(&mut self, now_ms: u64) {
+        self.leases.promote(now_ms);
+    }
+
+    /// Up to `max` leases past their local deadline, for the leader to
+    /// propose their revocation; each gets `retry_ms` of grace.
+    pub fn take_expired_leases(&mut self, now_ms: u64, max: usize, retry_ms: u64) -> Vec<i64> {
+        self.leases.take_expired(now_ms, max, retry_ms)
+    }
+
+    /// The replicated state outside the keyspace.
+    pub fn sections(&self) -> Sections {
+        let leases = self.leases.records().map(|(id, ttl_secs)| LeaseRecord { id, ttl_secs });
+        Sections { members: self.members.clone(), leases: leases.collect() }
+    }
+
+    /// Starts a snapshot of the state as it is now: the payload's prefix
+    /// (header and sections), and the store's live image, which the caller
+    /// builds chunk by chunk (`LiveImage::next_chunk`) while later entries
+    /// apply, and hands back to `store_mut().end_image`.
+    pub fn begin_image(&mut self) -> (Vec<u8>, LiveImage) {
+        let prefix = image::encode_prefix(&self.sections());
+        (prefix, self.store.begin_image())
+    }
+
+    /// The whole snapshot payload at once: for bootstrap and tests, where
+    /// the store is small or a pause does not matter.
+    pub fn image(&self) -> Vec<u8> {
+        let mut payload = image::encode_prefix(&self.sections());
+        let mut writer = self.store.image();
+        while let Some(chunk) = writer.next_chunk(IMAGE_CHUNK_BYTES) {
+            payload.extend_from_slice(&chunk);
+        }
+        payload
+    }
+}
+
+/// An answer's header: who answers, the store's revision, the term.
+fn header_of(identity: Identity, store: &Store, raft_term: u64) -> ResponseHeader {
+    ResponseHeader {
+        cluster_id: identity.cluster_id,
+        member_id: identity.member_id,
+        revision: i64::try_from(store.current_revision()).unwrap_or(i64::MAX),
+        raft_term,
+    }
+}
