@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod flags;
 pub mod lease;
 pub mod limits;
 pub mod logger;
@@ -16,5 +17,8 @@ pub mod raft;
 pub mod server;
 pub mod snap;
 pub mod state;
+pub mod storage;
+#[cfg(feature = "fault-injection")]
+pub mod sync_log;
 pub mod transport;
 pub mod wal;

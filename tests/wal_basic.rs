@@ -7,7 +7,8 @@ mod wal_support;
 
 use ember::raft::{ConfState, HardState, Snapshot, SnapshotMeta, Storage, StorageError};
 use ember::snap::SnapDir;
-use ember::wal::{DiskStorage, Wal, WalConfig, WalError};
+use ember::storage::DiskStorage;
+use ember::wal::{Wal, WalConfig, WalError};
 use wal_support::{durable_dir, entry, read_log, segment_paths, small_config};
 
 #[test]

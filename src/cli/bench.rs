@@ -25,9 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::CliError;
-use super::args::{Flag, Parsed, process_env};
 use super::output::{client_config, failed, flag_number};
 use crate::client::{ConnectOptions, Connection, dial_first};
+use crate::flags::{Flag, Parsed, process_env};
 use crate::proto::{PutRequest, RangeRequest, Request, ServerMessage};
 
 pub const BENCH_FLAGS: &[Flag] = &[

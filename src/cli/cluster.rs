@@ -7,10 +7,10 @@
 //! `EMBER_*` variables `ember serve` reads; member ids are hexadecimal.
 
 use super::CliError;
-use super::args::{Flag, Parsed, process_env};
 use super::format::{self, emit};
 use super::kv::op_failed;
 use super::output::{connect, failed, json_string};
+use crate::flags::{Flag, Parsed, process_env};
 use crate::proto::{Member, MemberAddResponse, MemberChangeResponse, MemberListResponse};
 
 pub const COMPACTION_FLAGS: &[Flag] = &[Flag {

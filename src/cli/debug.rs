@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::CliError;
-use super::args::{Parsed, process_env};
+use crate::flags::{Parsed, process_env};
 use crate::wal::parse_segment_name;
 use crate::wal::record::{
     Parsed as RecordParse, RecordKind, decode_segment_header, find_valid_record, parse_record,

@@ -11,10 +11,10 @@
 use std::time::Instant;
 
 use super::CliError;
-use super::args::{Flag, Parsed, process_env};
 use super::format::{self, Format, JsonObject, json_header};
 use super::output::{client_config, failed, flag_number, go_duration, json_string, si_bytes};
 use crate::client::{Client, ClientError, Config, parse_endpoint};
+use crate::flags::{Flag, Parsed, process_env};
 use crate::proto::{HashKvResponse, RangeRequest, StatusResponse};
 
 pub const ENDPOINT_FLAGS: &[Flag] = &[

@@ -13,8 +13,8 @@
 use std::fmt::Write as _;
 
 use super::CliError;
-use super::args::{Parsed, process_env};
 use super::output::json_string;
+use crate::flags::{Parsed, process_env};
 use crate::proto::{
     DeleteRangeResponse, Event, EventKind, KeyValue, Member, MemberListResponse, PutResponse,
     RangeResponse, ResponseHeader, ResponseOp, TxnResponse,

@@ -7,10 +7,10 @@
 use std::io::Read;
 
 use super::CliError;
-use super::args::{Flag, Parsed, process_env};
 use super::format::{self, SimpleGet, emit};
 use super::output::{connect, failed, flag_number};
 use crate::client::{Client, ClientError};
+use crate::flags::{Flag, Parsed, process_env};
 use crate::proto::{
     DeleteRangeRequest, ErrorCode, PutRequest, RangeRequest, SortOrder, SortTarget,
     prefix_range_end,

@@ -15,10 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::CliError;
-use super::args::{Flag, Parsed, process_env};
 use super::format::{self, Format, JsonObject, base64, emit, go_quote, json_header, table};
 use super::output::{connect, failed};
 use crate::client::Client;
+use crate::flags::{Flag, Parsed, process_env};
 use crate::proto::{
     ErrorCode, LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse,
     LeaseTimeToLiveResponse, ResponseHeader,

@@ -7,7 +7,7 @@
 //! Must not touch: protocol internals beyond the client API, or any node state
 //! except through `server`'s entry point.
 
-pub mod args;
+pub use crate::flags as args;
 pub mod bench;
 pub mod cluster;
 pub mod completion;

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::CliError;
-use super::args::{Parsed, process_env};
 use crate::client::{Client, ClientError, Config, parse_endpoints};
+use crate::flags::{Parsed, process_env};
 
 /// Where the client commands connect when neither `--endpoints` nor
 /// `EMBER_ENDPOINTS` says otherwise.

@@ -1,7 +1,7 @@
 //! `ember serve`: run a node with etcd's flags (see `server::config`).
 
 use super::CliError;
-use super::args::{Parsed, process_env};
+use crate::flags::{Parsed, process_env};
 use crate::server::{self, Config};
 
 pub fn run(parsed: &Parsed) -> Result<(), CliError> {

@@ -18,10 +18,10 @@
 use std::io::BufRead;
 
 use super::CliError;
-use super::args::{self, Flag, Parsed};
 use super::format::{self, emit};
 use super::kv::{self, DEL_FLAGS, GET_FLAGS, PUT_FLAGS, op_failed};
 use super::output::connect;
+use crate::flags::{self as args, Flag, Parsed};
 use crate::proto::{Compare, CompareResult, CompareTarget, RequestOp, TXN_ITEMS_MAX, TxnRequest};
 
 pub const TXN_FLAGS: &[Flag] = &[

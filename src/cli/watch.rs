@@ -17,10 +17,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::process::Command;
 
 use super::CliError;
-use super::args::{Flag, Parsed, process_env};
 use super::format::{self, Format, emit};
 use super::kv::watch_range;
 use super::output::{connect, failed, flag_number};
+use crate::flags::{Flag, Parsed, process_env};
 use crate::proto::{CancelReason, Event, ResponseHeader, WatchCreateRequest, WatchMessage};
 
 pub const WATCH_FLAGS: &[Flag] = &[

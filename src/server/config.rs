@@ -28,7 +28,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::args::{Flag, Parsed};
+use crate::flags::{Flag, Parsed};
 pub use crate::limits::{
     LEASES_MAX_DEFAULT, REQUEST_BYTES_MAX_CONFIGURABLE, REQUEST_BYTES_MAX_DEFAULT,
     TXN_OPS_MAX_DEFAULT,

@@ -37,14 +37,15 @@ use super::peers::Peers;
 use super::proposals::{Proposals, random_u64};
 use super::snapshots::{SnapshotInbox, Snapshots};
 use super::{ServeError, signal};
-use crate::cli::args::process_env;
+use crate::flags::process_env;
 use crate::mvcc::StoreConfig;
 use crate::proto::{self, CancelReason, ResponseHeader, ServerParams};
 use crate::raft::{self, ConfState, HardState, Message, RawNode, Snapshot, SnapshotMeta};
 use crate::snap::{RETAIN_COUNT_DEFAULT, SnapDir};
 use crate::state::{Identity, MemberRecord, StateMachine};
+use crate::storage::DiskStorage;
 use crate::transport::{self, Transport};
-use crate::wal::{DiskStorage, Wal, WalConfig};
+use crate::wal::{Wal, WalConfig};
 
 pub const LISTENER_TOKEN_BASE: usize = 0;
 pub const TRANSPORT_TOKEN_BASE: usize = 16;

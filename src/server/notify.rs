@@ -15,7 +15,7 @@
 //! under systemd, under another supervisor or in a terminal.
 //!
 //! The environment is read through a function the caller passes in (usually
-//! `cli::args::process_env`), so tests need not touch the process environment.
+//! `flags::process_env`), so tests need not touch the process environment.
 //! `WatchdogTimer` tells the loop when the next `WATCHDOG=1` is due, with
 //! time passed in like everywhere else in the loop.
 

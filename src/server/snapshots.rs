@@ -32,8 +32,9 @@ use crate::mvcc::{LiveImage, Store};
 use crate::raft::{ConfState, Message, MessageKind, SnapshotMeta};
 use crate::snap::{SnapError, SnapWriter};
 use crate::state::StateMachine;
+use crate::storage::DiskStorage;
 use crate::transport::StreamEvent;
-use crate::wal::{CATCH_UP_MARGIN_ENTRIES_DEFAULT, DiskStorage};
+use crate::wal::CATCH_UP_MARGIN_ENTRIES_DEFAULT;
 
 /// The largest snapshot a follower accepts from its leader: a board keeps
 /// the whole store in memory, so a bigger one could not be restored anyway.

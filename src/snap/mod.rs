@@ -281,7 +281,7 @@ fn sync_dir(dir: &Path) -> Result<(), SnapError> {
         .sync_all()
         .map_err(|source| SnapError::SyncFailed { file: dir.to_path_buf(), source })?;
     #[cfg(feature = "fault-injection")]
-    crate::wal::sync_log::note_dir_synced(dir);
+    crate::sync_log::note_dir_synced(dir);
     Ok(())
 }
 

@@ -50,8 +50,6 @@ pub mod record;
 pub mod recover;
 mod segment;
 mod storage;
-#[cfg(feature = "fault-injection")]
-pub mod sync_log;
 
 use std::collections::VecDeque;
 use std::fs;
@@ -69,7 +67,6 @@ use record::{
 pub use recover::{Corruption, Problem, TornTail};
 use segment::{PAGE_BYTES_MAX, Segment, TEMP_SUFFIX, sync_dir};
 pub use segment::{Step, parse_segment_name, segment_file_name};
-pub use storage::DiskStorage;
 
 /// Default size of a segment file.
 pub const SEGMENT_SIZE_BYTES_DEFAULT: u64 = 8 << 20;

@@ -92,7 +92,7 @@ pub fn sync_dir(dir: &Path) -> Result<(), WalError> {
     let handle = File::open(dir).map_err(|e| io_error(dir, "open directory", e))?;
     handle.sync_all().map_err(|source| WalError::SyncFailed { file: dir.to_path_buf(), source })?;
     #[cfg(feature = "fault-injection")]
-    super::sync_log::note_dir_synced(dir);
+    crate::sync_log::note_dir_synced(dir);
     Ok(())
 }
 
@@ -228,7 +228,7 @@ impl Segment {
             .flush_range(start, end - start)
             .map_err(|source| WalError::SyncFailed { file: self.path.clone(), source })?;
         #[cfg(feature = "fault-injection")]
-        super::sync_log::note_synced(&self.path, end);
+        crate::sync_log::note_synced(&self.path, end);
         Ok(())
     }
 }
