@@ -59,7 +59,6 @@ const RULES: &[(&str, &[&str], &str)] = &[
         &["mio", "std::fs", "std::net", "std::time", "Instant::now", "SystemTime"],
         "leases expire through proposals",
     ),
-    ("src/auth.rs", &["mio", "std::fs", "std::net"], "auth changes only by applying entries"),
     (
         "src/proto",
         &["mio", "std::net", "std::fs", "crate::server", "crate::raft"],
