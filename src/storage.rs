@@ -44,23 +44,28 @@ impl Storage for DiskStorage {
         Ok(self.wal.last_index())
     }
 
-    /// Loads the snapshot file the WAL's marker names (an empty snapshot
-    /// when there is none). The index asked for is only a hint.
+    /// The snapshot the WAL's marker names, without its payload (an empty
+    /// snapshot when there is none). A payload is never held whole in
+    /// memory: whoever needs it reads the file a chunk at a time
+    /// (`SnapDir::open_payload`), as the node does to send it to a follower
+    /// or to restore from it. The file is opened and its header checked
+    /// here, so a missing or mislabelled file is an error now. The index
+    /// asked for is only a hint.
     fn snapshot(&self, _request_index: u64) -> Result<Snapshot, StorageError> {
         let meta = self.wal.snapshot_meta();
         if meta.index == 0 {
             return Ok(Snapshot::default());
         }
-        let snapshot = self
+        let payload = self
             .snaps
-            .load(meta.index, meta.term)
+            .open_payload(meta.index, meta.term)
             .map_err(|error| StorageError::Io(error.to_string()))?;
-        if snapshot.meta != *meta {
+        if payload.meta() != meta {
             return Err(StorageError::Io(format!(
                 "snapshot file at index {} disagrees with the wal marker",
                 meta.index
             )));
         }
-        Ok(snapshot)
+        Ok(Snapshot { meta: meta.clone(), data: Vec::new() })
     }
 }

@@ -1,8 +1,9 @@
 //! Snapshots built while writes go on, with real `ember serve` processes:
 //! several snapshots under full-speed writes and a restart from them, a
 //! follower brought back by a snapshot built this way, and kill -9 while a
-//! snapshot job runs. `EMBER_TEST_SNAPSHOT_WRITES` scales the writes of the
-//! first test (default 6,000).
+//! snapshot job runs; and a follower that receives a snapshot several times
+//! larger than what a transfer may hold in memory. `EMBER_TEST_SNAPSHOT_WRITES`
+//! scales the writes of the first test (default 6,000).
 
 #[path = "node_support.rs"]
 mod support;
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use ember::client::Client;
 use ember::proto::{self, PutRequest, RangeRequest, Request, Response};
+use ember::server::SNAPSHOT_TRANSFER_BYTES_MAX;
 use ember::snap::SnapDir;
 use support::Cluster;
 
@@ -215,4 +217,56 @@ fn kill_9_during_a_snapshot_job_loses_no_acknowledged_write() {
     let mut client = node.client(0);
     assert!(!acked.is_empty());
     assert_all_present(&mut client, "k/", &acked, 512);
+}
+
+/// A `/proc/<pid>/status` figure in bytes (`VmHWM`: the peak resident set;
+/// `VmRSS`: the resident set now).
+fn proc_status_bytes(pid: u32, field: &str) -> usize {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    let kib: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// The payload size the follower logged for the snapshot it received.
+fn received_snapshot_bytes(log: &str) -> usize {
+    let line = log.lines().rev().find(|l| l.contains("received a snapshot at index")).unwrap();
+    let (_, after) = line.split_once(" (").unwrap();
+    after.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_snapshot_many_times_the_transfer_bound_is_received_in_bounded_memory() {
+    let mut cluster = Cluster::start("snap-memory", 3, &["--snapshot-count", "5000"]);
+    let leader = cluster.wait_leader(LEADER_WAIT);
+    let follower = (leader + 1) % 3;
+    cluster.kill(follower);
+    let mut client = cluster.client(leader);
+    let never = AtomicBool::new(false);
+    // Four times the bound in 4 KiB values: past the first snapshots the
+    // leader releases the log the follower misses, so it must send one.
+    let value_len = 4096;
+    let count = 4 * SNAPSHOT_TRANSFER_BYTES_MAX / value_len;
+    let acked = put_keys(&mut client, "m/", 0, count, value_len, &never);
+    assert_eq!(acked.len(), count);
+    let target = cluster.status(leader).unwrap().raft_applied_index;
+    cluster.spawn(follower);
+    cluster.wait_applied(follower, target, Duration::from_secs(60));
+    let log = member_log(&cluster, follower);
+    assert!(log.contains("received a snapshot at index"), "caught up without a snapshot");
+    let payload_bytes = received_snapshot_bytes(&log);
+    assert!(payload_bytes >= 3 * SNAPSHOT_TRANSFER_BYTES_MAX, "payload {payload_bytes}");
+    let pid = cluster.members[follower].child.as_ref().unwrap().id();
+    let (peak, settled) = (proc_status_bytes(pid, "VmHWM:"), proc_status_bytes(pid, "VmRSS:"));
+    // The store the follower now holds is the same before and after; what
+    // the transfer itself took on top of it is bounded, whatever the size
+    // of the snapshot. Holding the payload would add all of it.
+    let allowed = settled + SNAPSHOT_TRANSFER_BYTES_MAX + (8 << 20);
+    println!(
+        "snapshot payload {payload_bytes} bytes; follower peak RSS {peak}, settled {settled}, \
+         allowed {allowed}"
+    );
+    assert!(peak <= allowed, "peak RSS {peak} over {allowed} for a {payload_bytes}-byte snapshot");
+    let mut rejoined = cluster.client(follower);
+    assert_all_present(&mut rejoined, "m/", &acked, value_len);
 }

@@ -11,7 +11,7 @@ use ember::mvcc::{self, StoreConfig};
 use ember::proto::{ErrorCode, Response};
 use ember::raft::{Entry, EntryKind, Rng};
 use ember::state::{
-    Answer, Applied, Command, Effect, Identity, MemberOp, MemberRecord, Op, StateMachine,
+    Answer, Applied, Command, Effect, Identity, MemberOp, MemberRecord, Op, Restorer, StateMachine,
 };
 
 const IDENTITY: Identity = Identity { cluster_id: 0xc1, member_id: 1 };
@@ -169,6 +169,17 @@ fn an_image_restores_the_same_state() {
     assert_eq!(restored.applied_index(), state.applied_index());
     assert_eq!(restored.members(), state.members());
     assert_eq!(restored.leases().ttl_secs(9), Some(30));
+    // Fed in pieces of any size, as it arrives from a leader or a file.
+    for piece in [1, 3, 7, 13, 4096] {
+        let mut restorer = Restorer::new(IDENTITY, StoreConfig::default(), at, 0);
+        for chunk in image.chunks(piece) {
+            restorer.feed(chunk).unwrap();
+        }
+        assert_eq!(restorer.finish().unwrap().image(), image, "pieces of {piece}");
+    }
+    let mut cut = Restorer::new(IDENTITY, StoreConfig::default(), at, 0);
+    cut.feed(&image[..image.len() - 1]).unwrap();
+    assert!(cut.finish().is_err(), "a payload cut short is refused");
     for bad in [&image[..image.len() / 2], &image[1..], b"EMBRNODE".as_slice()] {
         assert!(StateMachine::restore(IDENTITY, StoreConfig::default(), at, bad, 0).is_err());
     }

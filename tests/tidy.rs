@@ -120,7 +120,7 @@ fn server_files_import_each_other_one_way() {
         let mut uses: Vec<String> = code
             .split("super::")
             .skip(1)
-            .map(|rest| rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect())
+            .flat_map(imported_names)
             .filter(|used: &String| used != &name && dir.join(format!("{used}.rs")).exists())
             .collect();
         uses.sort();
@@ -133,6 +133,18 @@ fn server_files_import_each_other_one_way() {
         find_cycle(&edges, start, &mut path, &mut cycles);
     }
     assert!(cycles.is_empty(), "server files that import each other in a circle: {cycles:?}");
+}
+
+/// The first path segment of each name imported after a `super::`:
+/// `node::Node` gives `node`, `{ServeError, signal}` gives both names.
+fn imported_names(rest: &str) -> Vec<String> {
+    let ident = |s: &str| -> String {
+        s.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect()
+    };
+    match rest.strip_prefix('{') {
+        Some(group) => group.split('}').next().unwrap_or("").split(',').map(ident).collect(),
+        None => vec![ident(rest)],
+    }
 }
 
 fn find_cycle(

@@ -27,7 +27,8 @@
 //! Layout: `opening` (the first bytes), `handshake` (hellos), `frame` (header and framing), `codec` (typed
 //! bodies), `types` (etcd-shaped messages), `error` (codes and gRPC mapping),
 //! `validate` (boundary checks), `http` (sniffing and `/health`), `bytes`
-//! (serde glue and the txn decoding budget).
+//! (serde glue for byte strings; the txn decoding budget is
+//! `crate::limits`).
 
 pub mod bytes;
 pub mod codec;

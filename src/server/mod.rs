@@ -74,6 +74,7 @@ use std::fmt;
 
 pub use config::Config;
 pub use node::Node;
+pub use snapshots::SNAPSHOT_TRANSFER_BYTES_MAX;
 
 use crate::raft::RaftError;
 use crate::snap::SnapError;

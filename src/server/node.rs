@@ -4,8 +4,9 @@
 //! the time to the next tick → handle every event (accept, read and decode
 //! client frames, peer I/O) → step peer messages, tick when due → propose
 //! this iteration's writes as one batch and ask for one ReadIndex covering
-//! this iteration's linearizable reads → handle the `Ready`s (at most one
-//! fsync in steady state; see `iteration`) → serve reads whose index is
+//! this iteration's linearizable reads → handle the `Ready`s (one fsync for
+//! each that brings new entries or a new term or vote; see `iteration`) →
+//! serve reads whose index is
 //! applied, feed watches, expire requests, snapshot when due → write answers
 //! and peer messages.
 //!
@@ -35,14 +36,14 @@ use super::lease_clock::LeaseClock;
 use super::notify::{Notifier, WatchdogTimer, watchdog_interval};
 use super::peers::Peers;
 use super::proposals::{Proposals, random_u64};
-use super::snapshots::{SnapshotInbox, Snapshots};
+use super::snapshots::{SnapshotInbox, Snapshots, restore_from_file};
 use super::{ServeError, signal};
 use crate::flags::process_env;
 use crate::mvcc::StoreConfig;
 use crate::proto::{self, CancelReason, ResponseHeader, ServerParams};
 use crate::raft::{self, ConfState, HardState, Message, RawNode, Snapshot, SnapshotMeta};
 use crate::snap::{RETAIN_COUNT_DEFAULT, SnapDir};
-use crate::state::{Identity, MemberRecord, StateMachine};
+use crate::state::{Identity, MemberRecord, Restorer, StateMachine};
 use crate::storage::DiskStorage;
 use crate::transport::{self, Transport};
 use crate::wal::{Wal, WalConfig};
@@ -234,7 +235,9 @@ impl Node {
         self.maybe_publish(now);
         // What peers and ticks produced first: writes the followers' acks
         // committed are applied and answered before this iteration's fsync,
-        // not after it.
+        // not after it. On a leader, writes forwarded by followers were
+        // appended when stepped, so this Ready syncs them and the next one
+        // this member's own batch: two fsyncs in such an iteration.
         self.handle_ready()?;
         self.clients.flush_all(self.poll.registry());
         self.propose(now);
@@ -391,15 +394,15 @@ fn open_state(config: &Config, now_ms: u64) -> Result<(DiskStorage, StateMachine
     if fresh && config.initial_cluster_state == ClusterState::New {
         bootstrap(&mut storage, config)?;
     }
-    let snapshot = raft::Storage::snapshot(&storage, 0)
-        .map_err(|e| ServeError::Corrupt(format!("loading the newest snapshot: {e}")))?;
     let identity = identity_of(config);
-    let state = if snapshot.is_empty() {
+    let meta = storage.wal.snapshot_meta().clone();
+    let state = if meta.index == 0 {
         StateMachine::empty(identity, store_config(config))
     } else {
-        let at = (snapshot.meta.index, snapshot.meta.term);
-        StateMachine::restore(identity, store_config(config), at, &snapshot.data, now_ms)
-            .map_err(|e| ServeError::Corrupt(format!("snapshot {}: {e}", snapshot.meta.index)))?
+        let restorer =
+            Restorer::new(identity, store_config(config), (meta.index, meta.term), now_ms);
+        restore_from_file(&storage.snaps, &meta, restorer)
+            .map_err(|e| ServeError::Corrupt(format!("snapshot {}: {e}", meta.index)))?
     };
     Ok((storage, state))
 }

@@ -10,19 +10,21 @@
 //! here, so apply never runs ahead of the local log.
 //!
 //! A snapshot for a follower travels on the transport's stream (chunks,
-//! CRC-checked), not inside a message, and is decoded into a state machine
-//! before Raft sees it (`receive_snapshot`): a bad image is dropped there
-//! instead of failing when the `Ready` applies it.
+//! CRC-checked), read from its file as the connection takes it, never
+//! inside a message. A received one is written to a file and decoded into
+//! a state machine as it arrives (`snapshots::SnapshotInbox`), before Raft
+//! sees it: a bad image is dropped there instead of failing when the
+//! `Ready` applies it.
 
-use std::io::Cursor;
 use std::time::Instant;
 
 use super::ServeError;
 use super::node::Node;
 use super::peers::is_member;
+use super::snapshots::{Received, restore_from_file};
 use crate::proto::ErrorCode;
 use crate::raft::{Entry, Message, MessageKind, Ready, SnapshotMeta};
-use crate::state::{Effect, StateMachine};
+use crate::state::{Effect, Restorer};
 use crate::transport::StreamEvent;
 
 impl Node {
@@ -35,8 +37,10 @@ impl Node {
             self.step_from(from, message);
         }
         for event in events {
-            if let Some((from, header, bytes)) = self.inbox.event(event) {
-                self.receive_snapshot(from, header, bytes);
+            let restorer = self.restorer();
+            let snaps = &self.raft.storage().snaps;
+            if let Some(received) = self.inbox.event(event, snaps, restorer) {
+                self.receive_snapshot(received);
             }
         }
     }
@@ -60,35 +64,20 @@ impl Node {
         }
     }
 
-    /// Decodes a received snapshot before Raft sees it.
-    fn receive_snapshot(&mut self, from: u64, mut header: Message, bytes: Vec<u8>) {
-        let Some(snapshot) = header.snapshot.as_mut() else { return };
-        let (index, term) = (snapshot.meta.index, snapshot.meta.term);
-        match self.restore(index, term, &bytes) {
-            Ok(state) => {
-                log::info!(
-                    "received a snapshot at index {index} ({} bytes) from {from:016x}",
-                    bytes.len()
-                );
-                snapshot.data = bytes;
-                self.inbox.stage(index, state);
-                self.step_from(from, header);
-            }
-            Err(e) => log::warn!("snapshot at {index} from {from:016x} does not decode: {e}"),
-        }
+    /// A received snapshot, decoded and durable under its received name,
+    /// goes to Raft; the decoded state waits for the `Ready` that applies it.
+    fn receive_snapshot(&mut self, received: Received) {
+        let Some(index) = received.header.snapshot.as_ref().map(|s| s.meta.index) else { return };
+        self.inbox.stage(index, received.state);
+        self.step_from(received.from, received.header);
     }
 
-    /// The state machine a snapshot payload at `(index, term)` describes.
-    pub(super) fn restore(
-        &self,
-        index: u64,
-        term: u64,
-        payload: &[u8],
-    ) -> Result<StateMachine, String> {
+    /// Starts the decoding of a snapshot payload at (index, term).
+    fn restorer(&self) -> impl FnOnce((u64, u64)) -> Restorer + use<> {
         let identity = self.state.identity();
         let store_config = self.state.store().config();
         let now_ms = self.lease_clock.now_ms(Instant::now());
-        StateMachine::restore(identity, store_config, (index, term), payload, now_ms)
+        move |at| Restorer::new(identity, store_config, at, now_ms)
     }
 
     /// One `Ready`, handled in the order of its contract.
@@ -144,19 +133,30 @@ impl Node {
     }
 
     fn send(&mut self, messages: Vec<Message>) {
-        let transport = self.peers.transport_mut();
-        for mut message in messages {
+        for message in messages {
             let to = message.to;
             if message.kind == MessageKind::Snapshot {
-                let data = message.snapshot.as_mut().map(|s| std::mem::take(&mut s.data));
-                let source = Box::new(Cursor::new(data.unwrap_or_default()));
-                if let Err(e) = transport.start_stream(to, &message, source) {
-                    log::debug!("snapshot to {to:016x} not started: {e:?}");
-                    self.snapshot_reports.push((to, false));
-                }
-            } else if let Err(e) = transport.send(to, &message) {
+                self.send_snapshot(message);
+            } else if let Err(e) = self.peers.transport_mut().send(to, &message) {
                 log::trace!("message to {to:016x} dropped: {e:?}");
             }
+        }
+    }
+
+    /// Streams a snapshot's file to a follower, a chunk at a time as the
+    /// connection takes them; the message itself carries no payload.
+    fn send_snapshot(&mut self, message: Message) {
+        let to = message.to;
+        let Some(meta) = message.snapshot.as_ref().map(|s| &s.meta) else { return };
+        let payload = self.raft.storage().snaps.open_payload(meta.index, meta.term);
+        let started = payload.map_err(|e| e.to_string()).and_then(|payload| {
+            let source = Box::new(payload);
+            let transport = self.peers.transport_mut();
+            transport.start_stream(to, &message, source).map_err(|e| format!("{e:?}"))
+        });
+        if let Err(e) = started {
+            log::debug!("snapshot to {to:016x} not started: {e}");
+            self.snapshot_reports.push((to, false));
         }
     }
 
@@ -168,7 +168,9 @@ impl Node {
         }
         let storage = self.raft.storage_mut();
         if let Some(snapshot) = &ready.snapshot {
-            storage.snaps.save(snapshot).map_err(ServeError::Snap)?;
+            // The file was written and synced as it arrived; accepting it
+            // is a rename.
+            storage.snaps.adopt(&snapshot.meta).map_err(ServeError::Snap)?;
             storage.wal.save_snapshot_marker(&snapshot.meta).map_err(ServeError::Wal)?;
         }
         storage.wal.append(&ready.entries).map_err(ServeError::Wal)?;
@@ -191,9 +193,8 @@ impl Node {
         let state = match self.inbox.take_staged(meta.index) {
             Some(state) => state,
             None => {
-                let snapshot = self.raft.storage().snaps.load(meta.index, meta.term);
-                let snapshot = snapshot.map_err(ServeError::Snap)?;
-                self.restore(meta.index, meta.term, &snapshot.data)
+                let restorer = self.restorer()((meta.index, meta.term));
+                restore_from_file(&self.raft.storage().snaps, &meta, restorer)
                     .map_err(|e| ServeError::Corrupt(format!("snapshot {}: {e}", meta.index)))?
             }
         };

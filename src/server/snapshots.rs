@@ -19,8 +19,13 @@
 //! the leader, a restore and shutdown first settle a running job (finish a
 //! complete one, abandon one still building): one writer in `snap/` at a
 //! time, and never an image of a store that was replaced.
+//!
+//! A snapshot is never held whole in memory: sending reads the file a
+//! chunk at a time into the transport's stream, receiving writes each chunk
+//! to a file and feeds it to the decoder at once, and a restart restores
+//! from the file the same way (`SNAPSHOT_TRANSFER_BYTES_MAX`).
 
-use std::collections::BTreeMap;
+use std::io::Read;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::time::{Duration, Instant};
@@ -28,16 +33,17 @@ use std::time::{Duration, Instant};
 use mio::Waker;
 
 use super::ServeError;
-use crate::mvcc::{LiveImage, Store};
+use crate::mvcc::{IMAGE_MAX_FIELD_BYTES, LiveImage, Store};
 use crate::raft::{ConfState, Message, MessageKind, SnapshotMeta};
-use crate::snap::{SnapError, SnapWriter};
-use crate::state::StateMachine;
+use crate::snap::{SnapDir, SnapError, SnapWriter};
+use crate::state::{Restorer, StateMachine};
 use crate::storage::DiskStorage;
-use crate::transport::StreamEvent;
+use crate::transport::{self, StreamEvent};
 use crate::wal::CATCH_UP_MARGIN_ENTRIES_DEFAULT;
 
 /// The largest snapshot a follower accepts from its leader: a board keeps
 /// the whole store in memory, so a bigger one could not be restored anyway.
+/// It bounds the file written, not the memory the transfer takes.
 pub const MAX_SNAPSHOT_BYTES: usize = 1 << 30;
 
 /// This member's snapshots: the newest taken and the one being written.
@@ -237,46 +243,133 @@ fn record_snapshot(job: &SnapshotJob, storage: &mut DiskStorage) -> Result<(), S
     Ok(())
 }
 
-/// Snapshots a leader is streaming to this member, gathered until whole.
+/// The snapshot a leader is streaming to this member. It is written to a
+/// file and decoded into a state machine as its chunks arrive, so memory
+/// holds the state being built and what `SNAPSHOT_TRANSFER_BYTES_MAX`
+/// counts, never the payload: a store larger than the board's free memory
+/// twice over still catches up.
 #[derive(Default)]
 pub struct SnapshotInbox {
-    /// (from, stream) → (header, bytes so far).
-    incoming: BTreeMap<(u64, u64), (Message, Vec<u8>)>,
+    /// At most one: a stream that starts while another is open replaces it
+    /// (the newer one comes from the newer leader or the later attempt).
+    incoming: Option<Incoming>,
     /// A received snapshot already decoded, for the `Ready` that applies it.
     staged: Option<(u64, StateMachine)>,
 }
 
+struct Incoming {
+    from: u64,
+    stream: u64,
+    header: Message,
+    /// The file, finished under its received name (`SnapDir::receive`).
+    file: SnapWriter,
+    restorer: Restorer,
+    /// Invariant: at most `MAX_SNAPSHOT_BYTES`.
+    bytes: u64,
+}
+
+/// A snapshot received whole: durable under its received name and decoded.
+pub struct Received {
+    pub from: u64,
+    /// The message that announced it; its snapshot carries no payload.
+    pub header: Message,
+    pub state: StateMachine,
+}
+
 impl SnapshotInbox {
-    /// Takes one stream event; a snapshot that is now whole comes back with
-    /// its sender and header.
-    pub fn event(&mut self, event: StreamEvent<Message>) -> Option<(u64, Message, Vec<u8>)> {
+    /// Takes one stream event. `restorer` starts the decoding of a new
+    /// snapshot at (index, term). A snapshot that is now whole comes back.
+    pub fn event(
+        &mut self,
+        event: StreamEvent<Message>,
+        snaps: &SnapDir,
+        restorer: impl FnOnce((u64, u64)) -> Restorer,
+    ) -> Option<Received> {
         match event {
             StreamEvent::Started { from, stream, header } => {
-                if header.kind == MessageKind::Snapshot && header.snapshot.is_some() {
-                    self.incoming.insert((from, stream.0), (header, Vec::new()));
-                }
+                self.start(from, stream.0, header, snaps, restorer);
+                None
             }
             StreamEvent::Chunk { from, stream, data, .. } => {
-                let (_, bytes) = self.incoming.get_mut(&(from, stream.0))?;
-                if bytes.len() + data.len() > MAX_SNAPSHOT_BYTES {
-                    log::warn!(
-                        "snapshot from {from:016x} exceeds {MAX_SNAPSHOT_BYTES} bytes: dropped"
-                    );
-                    self.incoming.remove(&(from, stream.0));
-                } else {
-                    bytes.extend_from_slice(&data);
-                }
+                self.chunk(from, stream.0, &data);
+                None
             }
-            StreamEvent::Finished { from, stream, .. } => {
-                let (header, bytes) = self.incoming.remove(&(from, stream.0))?;
-                return Some((from, header, bytes));
-            }
+            StreamEvent::Finished { from, stream, .. } => self.finish(from, stream.0),
             StreamEvent::Aborted { from, stream, reason } => {
-                log::warn!("snapshot stream from {from:016x} aborted: {reason:?}");
-                self.incoming.remove(&(from, stream.0));
+                if self.take(from, stream.0).is_some() {
+                    log::warn!("snapshot stream from {from:016x} aborted: {reason:?}");
+                }
+                None
             }
         }
-        None
+    }
+
+    fn start(
+        &mut self,
+        from: u64,
+        stream: u64,
+        header: Message,
+        snaps: &SnapDir,
+        restorer: impl FnOnce((u64, u64)) -> Restorer,
+    ) {
+        let Some(meta) = header.snapshot.as_ref().map(|s| s.meta.clone()) else { return };
+        if header.kind != MessageKind::Snapshot {
+            return;
+        }
+        if let Some(old) = self.incoming.take() {
+            log::info!("snapshot stream from {:016x} replaced by a newer one", old.from);
+        }
+        let file = match snaps.receive(&meta) {
+            Ok(file) => file,
+            Err(e) => return log::warn!("cannot receive the snapshot at {}: {e}", meta.index),
+        };
+        let restorer = restorer((meta.index, meta.term));
+        self.incoming = Some(Incoming { from, stream, header, file, restorer, bytes: 0 });
+    }
+
+    fn chunk(&mut self, from: u64, stream: u64, data: &[u8]) {
+        let Some(incoming) = self.incoming.as_mut() else { return };
+        if (incoming.from, incoming.stream) != (from, stream) {
+            return;
+        }
+        incoming.bytes += data.len() as u64;
+        let outcome = if incoming.bytes > MAX_SNAPSHOT_BYTES as u64 {
+            Err(format!("exceeds {MAX_SNAPSHOT_BYTES} bytes"))
+        } else {
+            let written = incoming.file.write(data).map_err(|e| e.to_string());
+            written.and_then(|()| incoming.restorer.feed(data))
+        };
+        if let Err(e) = outcome {
+            log::warn!("snapshot from {from:016x} dropped: {e}");
+            // Dropping the writer deletes its temp file.
+            self.incoming = None;
+        }
+    }
+
+    fn finish(&mut self, from: u64, stream: u64) -> Option<Received> {
+        let incoming = self.take(from, stream)?;
+        let index = incoming.header.snapshot.as_ref().map_or(0, |s| s.meta.index);
+        let state = match incoming.restorer.finish() {
+            Ok(state) => state,
+            Err(e) => {
+                log::warn!("snapshot at {index} from {from:016x} does not decode: {e}");
+                return None;
+            }
+        };
+        if let Err(e) = incoming.file.finish() {
+            log::warn!("snapshot at {index} from {from:016x} not kept: {e}");
+            return None;
+        }
+        log::info!(
+            "received a snapshot at index {index} ({} bytes) from {from:016x}",
+            incoming.bytes
+        );
+        Some(Received { from, header: incoming.header, state })
+    }
+
+    fn take(&mut self, from: u64, stream: u64) -> Option<Incoming> {
+        let matches = self.incoming.as_ref().is_some_and(|i| (i.from, i.stream) == (from, stream));
+        if matches { self.incoming.take() } else { None }
     }
 
     /// Keeps a decoded snapshot for the `Ready` that applies it.
@@ -292,6 +385,39 @@ impl SnapshotInbox {
         }
     }
 }
+
+/// The state machine the snapshot file at `meta` holds, read and decoded a
+/// chunk at a time; the file's CRC is checked as the last chunk is read.
+pub fn restore_from_file(
+    snaps: &SnapDir,
+    meta: &SnapshotMeta,
+    mut restorer: Restorer,
+) -> Result<StateMachine, String> {
+    let mut payload = snaps.open_payload(meta.index, meta.term).map_err(|e| e.to_string())?;
+    if payload.meta() != meta {
+        return Err(format!("the file at index {} disagrees with the wal marker", meta.index));
+    }
+    let mut chunk = vec![0u8; RESTORE_CHUNK_BYTES];
+    loop {
+        let n = payload.read(&mut chunk).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return restorer.finish();
+        }
+        restorer.feed(&chunk[..n])?;
+    }
+}
+
+/// Bytes read from a snapshot file per step of a restore.
+const RESTORE_CHUNK_BYTES: usize = 256 << 10;
+
+/// The most memory one snapshot transfer holds beside the state it builds,
+/// on either side. Receiving: the chunks the transport holds for the loop
+/// (`RECEIVED_STREAM_BYTES_MAX`) and the one partial image record the
+/// decoder keeps (a key or value, at most `IMAGE_MAX_FIELD_BYTES`, with its
+/// header). Sending: the frames queued for the peer (`QUEUE_BYTES_MAX`) and
+/// the file reader's buffer. Neither grows with the store.
+pub const SNAPSHOT_TRANSFER_BYTES_MAX: usize =
+    transport::RECEIVED_STREAM_BYTES_MAX + 2 * IMAGE_MAX_FIELD_BYTES + transport::QUEUE_BYTES_MAX;
 
 /// Payload bytes the loop builds per iteration while a snapshot job runs.
 /// Building 256 KiB of image takes well under a millisecond on a board

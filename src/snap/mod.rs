@@ -1,8 +1,10 @@
 //! Snapshot files under `<data-dir>/snap/`.
 //!
 //! Owns: writing a snapshot atomically (temp file, fsync, rename, directory
-//! fsync), whole or streamed in chunks (`stream.rs`), verifying its CRC on load, loading the newest valid one and keeping
-//! only the newest few.
+//! fsync), whole or streamed in chunks (`stream.rs`), including a snapshot
+//! received from the leader until it is adopted; reading a payload back a
+//! chunk at a time with its CRC checked (`read.rs`); keeping only the newest
+//! few.
 //!
 //! Must not touch: when to snapshot (the server decides) or what the payload
 //! means (the state machine image is opaque bytes here).
@@ -19,8 +21,10 @@
 //!
 //! All integers little-endian. The CRC covers the whole file but its last four
 //! bytes. A file only ever appears under its final name complete and synced,
-//! so a damaged one is disk rot, not a crash: it is skipped with a warning and
-//! the next older valid one is used.
+//! so a damaged one is disk rot, not a crash. The node reads only the file
+//! its WAL's marker names, and a damaged one stops it with the file and
+//! offset named; `load_newest`, which skips damaged files for the next older
+//! valid one, serves tools and tests.
 
 use std::fs::{self, File};
 use std::io;
@@ -28,8 +32,10 @@ use std::path::{Path, PathBuf};
 
 use crate::raft::{Snapshot, SnapshotMeta};
 
+mod read;
 mod stream;
 
+pub use read::PayloadReader;
 pub use stream::SnapWriter;
 
 /// First bytes of every snapshot file.
@@ -49,7 +55,9 @@ pub const META_MAX_BYTES: usize = 64 << 10;
 /// newest rot.
 pub const RETAIN_COUNT_DEFAULT: usize = 3;
 const SUFFIX: &str = ".snap";
-const TEMP_SUFFIX: &str = ".snap.tmp";
+/// A snapshot received from the leader, complete and synced, that Raft has
+/// not accepted yet (`SnapDir::receive`, `SnapDir::adopt`).
+const RECEIVED_SUFFIX: &str = ".snap.recv";
 
 /// What went wrong with a snapshot file.
 #[derive(Debug)]
@@ -194,7 +202,10 @@ impl SnapDir {
         let mut removed = false;
         for entry in fs::read_dir(&self.dir).map_err(io_error(&self.dir, "list"))? {
             let path = entry.map_err(io_error(&self.dir, "list"))?.path();
-            if path.to_string_lossy().ends_with(TEMP_SUFFIX) {
+            let name = path.to_string_lossy();
+            // Temp files of either kind (`.snap.tmp`, `.snap.recv.tmp`) and
+            // received files Raft never accepted.
+            if name.ends_with(".tmp") || name.ends_with(RECEIVED_SUFFIX) {
                 fs::remove_file(&path).map_err(io_error(&path, "remove"))?;
                 removed = true;
             }

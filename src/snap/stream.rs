@@ -17,14 +17,20 @@
 //! deletes: a crash at any step before it leaves the previous snapshot in
 //! charge, exactly as for `SnapDir::save`. An abandoned writer (aborted or
 //! dropped) deletes its temp file.
+//!
+//! A snapshot received from the leader (`SnapDir::receive`) is written the
+//! same way, but finishes under `<name>.recv`, outside the names that count
+//! as snapshots and that pruning sees: until Raft accepts it, it must not
+//! push out the file the WAL's marker names. `SnapDir::adopt` renames it to
+//! its final name once accepted; `SnapDir::open` deletes one that never was.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 use super::{
-    CRC_BYTES, PAYLOAD_LEN_OFFSET, SnapDir, SnapError, encode_header, io_error, snap_file_name,
-    sync_dir,
+    CRC_BYTES, PAYLOAD_LEN_OFFSET, RECEIVED_SUFFIX, SUFFIX, SnapDir, SnapError, encode_header,
+    io_error, snap_file_name, sync_dir,
 };
 use crate::raft::SnapshotMeta;
 
@@ -42,6 +48,9 @@ pub struct SnapWriter {
     file: Option<File>,
     payload_crc: crc32fast::Hasher,
     payload_bytes: u64,
+    /// Whether finishing drops old files (not for a received file, which is
+    /// not a snapshot of this member's yet).
+    prune: bool,
 }
 
 impl SnapDir {
@@ -50,8 +59,41 @@ impl SnapDir {
     /// behind is replaced.
     pub fn create(&self, meta: &SnapshotMeta) -> Result<SnapWriter, SnapError> {
         let name = snap_file_name(meta.index, meta.term);
-        let path = self.dir.join(&name);
-        let temp = self.dir.join(format!("{name}.tmp"));
+        self.start_file(meta, self.dir.join(&name), true)
+    }
+
+    /// Starts the file of a snapshot received from the leader; it finishes
+    /// under `<name>.recv` until [`SnapDir::adopt`].
+    pub fn receive(&self, meta: &SnapshotMeta) -> Result<SnapWriter, SnapError> {
+        self.start_file(meta, self.received_path(meta), false)
+    }
+
+    fn received_path(&self, meta: &SnapshotMeta) -> PathBuf {
+        let name = snap_file_name(meta.index, meta.term);
+        self.dir.join(format!("{}{}", name.strip_suffix(SUFFIX).unwrap_or(&name), RECEIVED_SUFFIX))
+    }
+
+    /// Makes a received snapshot this member's: renames it to its final
+    /// name, syncs the directory and drops all but the newest files.
+    pub fn adopt(&self, meta: &SnapshotMeta) -> Result<PathBuf, SnapError> {
+        let received = self.received_path(meta);
+        if !received.exists() {
+            return Err(SnapError::Missing { index: meta.index, term: meta.term });
+        }
+        let path = self.dir.join(snap_file_name(meta.index, meta.term));
+        fs::rename(&received, &path).map_err(io_error(&path, "rename"))?;
+        sync_dir(&self.dir)?;
+        self.prune()?;
+        Ok(path)
+    }
+
+    fn start_file(
+        &self,
+        meta: &SnapshotMeta,
+        path: PathBuf,
+        prune: bool,
+    ) -> Result<SnapWriter, SnapError> {
+        let temp = PathBuf::from(format!("{}.tmp", path.display()));
         let mut file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -66,6 +108,7 @@ impl SnapDir {
             file: None,
             payload_crc: crc32fast::Hasher::new(),
             payload_bytes: 0,
+            prune,
         };
         file.write_all(&encode_header(meta, 0)).map_err(io_error(&writer.temp, "write"))?;
         writer.file = Some(file);
@@ -114,7 +157,9 @@ impl SnapWriter {
         drop(file);
         fs::rename(&self.temp, &self.path).map_err(io_error(&self.path, "rename"))?;
         sync_dir(&self.snaps.dir)?;
-        self.snaps.prune()?;
+        if self.prune {
+            self.snaps.prune()?;
+        }
         Ok(self.path.clone())
     }
 
@@ -134,5 +179,39 @@ impl Drop for SnapWriter {
         if self.file.take().is_some() {
             let _ = fs::remove_file(&self.temp);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{ConfState, Snapshot};
+
+    #[test]
+    fn a_received_file_counts_only_once_adopted_and_is_gone_after_a_restart() {
+        let data_dir = std::env::temp_dir().join(format!("ember-snap-recv-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&data_dir);
+        let snaps = SnapDir::open(&data_dir, 1).unwrap();
+        let conf_state = ConfState { voters: vec![1], ..ConfState::default() };
+        let own = SnapshotMeta { index: 5, term: 1, conf_state: conf_state.clone() };
+        snaps.save(&Snapshot { meta: own.clone(), data: b"own".to_vec() }).unwrap();
+        let received = SnapshotMeta { index: 9, term: 2, conf_state };
+        let mut file = snaps.receive(&received).unwrap();
+        file.write(b"from the leader").unwrap();
+        file.finish().unwrap();
+        // Not a snapshot of this member's yet: retention keeps the own one.
+        assert_eq!(snaps.list().unwrap().iter().map(|f| f.0).collect::<Vec<_>>(), [5]);
+        assert!(snaps.load(5, 1).is_ok());
+        snaps.adopt(&received).unwrap();
+        assert_eq!(snaps.list().unwrap().iter().map(|f| f.0).collect::<Vec<_>>(), [9]);
+        assert_eq!(snaps.load(9, 2).unwrap().data, b"from the leader");
+        // One never adopted is deleted when the directory is opened again.
+        let later = SnapshotMeta { index: 12, ..received };
+        let mut file = snaps.receive(&later).unwrap();
+        file.write(b"x").unwrap();
+        file.finish().unwrap();
+        let snaps = SnapDir::open(&data_dir, 1).unwrap();
+        assert!(matches!(snaps.adopt(&later), Err(SnapError::Missing { .. })));
+        let _ = fs::remove_dir_all(&data_dir);
     }
 }

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 
 const MAGIC: &[u8; 8] = b"EMBRNODE";
 const FORMAT: u8 = 1;
-const HEADER_BYTES: usize = 8 + 1 + 4;
+/// Magic, format, sections length.
+pub const HEADER_BYTES: usize = 8 + 1 + 4;
 /// The largest sections a payload may carry: room for about half a million
 /// leases, far more than a board keeps, and a bound on what a bad length
 /// can make the reader allocate.
@@ -88,10 +89,11 @@ pub fn encode_prefix(sections: &Sections) -> Vec<u8> {
     out
 }
 
-/// The sections of a payload and the store's image after them.
-pub fn split(payload: &[u8]) -> Result<(Sections, &[u8]), PayloadError> {
+/// The length of the payload's prefix (header and sections), once its
+/// header is there: `None` for fewer than `HEADER_BYTES` bytes.
+pub fn prefix_len(payload: &[u8]) -> Result<Option<usize>, PayloadError> {
     if payload.len() < HEADER_BYTES {
-        return Err(PayloadError::Truncated);
+        return Ok(None);
     }
     if &payload[..8] != MAGIC {
         return Err(PayloadError::BadMagic);
@@ -103,10 +105,16 @@ pub fn split(payload: &[u8]) -> Result<(Sections, &[u8]), PayloadError> {
     if len > SECTIONS_MAX_BYTES {
         return Err(PayloadError::SectionsTooLarge(len));
     }
-    let rest = &payload[HEADER_BYTES..];
-    if rest.len() < len {
+    Ok(Some(HEADER_BYTES + len))
+}
+
+/// The sections of a payload and the store's image after them.
+pub fn split(payload: &[u8]) -> Result<(Sections, &[u8]), PayloadError> {
+    let prefix = prefix_len(payload)?.ok_or(PayloadError::Truncated)?;
+    if payload.len() < prefix {
         return Err(PayloadError::Truncated);
     }
+    let (len, rest) = (prefix - HEADER_BYTES, &payload[HEADER_BYTES..]);
     let sections: Sections = postcard::from_bytes(&rest[..len])
         .map_err(|_| PayloadError::Malformed("sections do not decode"))?;
     check_sorted(&sections)?;

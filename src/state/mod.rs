@@ -125,27 +125,18 @@ impl StateMachine {
     }
 
     /// The state a snapshot payload describes, applied up to
-    /// `(index, term)`. Every lease gets its full TTL from `now_ms`.
+    /// `(index, term)`, from the whole payload at once (see `Restorer` for
+    /// one fed in chunks). Every lease gets its full TTL from `now_ms`.
     pub fn restore(
         identity: Identity,
         config: StoreConfig,
-        (index, term): (u64, u64),
+        at: (u64, u64),
         payload: &[u8],
         now_ms: u64,
     ) -> Result<StateMachine, String> {
-        let (sections, image) = image::split(payload).map_err(|e| e.to_string())?;
-        let mut reader = ImageReader::new(config);
-        reader.feed(image).map_err(|e| e.to_string())?;
-        let store = reader.finish().map_err(|e| e.to_string())?;
-        let records = sections.leases.iter().map(|r| (r.id, r.ttl_secs));
-        Ok(StateMachine {
-            identity,
-            store,
-            members: sections.members,
-            leases: LeaseTable::from_records(records, now_ms),
-            applied_index: index,
-            applied_term: term,
-        })
+        let mut restorer = Restorer::new(identity, config, at, now_ms);
+        restorer.feed(payload)?;
+        restorer.finish()
     }
 
     /// Applies one committed entry. Entries come in log order, each once.
@@ -314,6 +305,71 @@ impl StateMachine {
             payload.extend_from_slice(&chunk);
         }
         payload
+    }
+}
+
+/// Builds a state machine from a snapshot payload fed in chunks of any
+/// size, as it arrives from the leader or is read from a file: it holds
+/// the state being built and at most one partial record of the payload,
+/// never the payload itself.
+pub struct Restorer {
+    identity: Identity,
+    /// The index and term the payload describes.
+    at: (u64, u64),
+    now_ms: u64,
+    /// The payload's prefix (header and sections) while it is incomplete.
+    /// Invariant: at most `image::HEADER_BYTES + image::SECTIONS_MAX_BYTES`.
+    prefix: Vec<u8>,
+    /// `Some` once the prefix is complete; the rest feeds `image`.
+    sections: Option<Sections>,
+    image: ImageReader,
+}
+
+impl Restorer {
+    pub fn new(identity: Identity, config: StoreConfig, at: (u64, u64), now_ms: u64) -> Restorer {
+        Restorer {
+            identity,
+            at,
+            now_ms,
+            prefix: Vec::new(),
+            sections: None,
+            image: ImageReader::new(config),
+        }
+    }
+
+    /// Takes the payload's next bytes.
+    pub fn feed(&mut self, mut chunk: &[u8]) -> Result<(), String> {
+        while self.sections.is_none() {
+            let prefix = image::prefix_len(&self.prefix).map_err(|e| e.to_string())?;
+            let want = prefix.unwrap_or(image::HEADER_BYTES);
+            let take = (want - self.prefix.len()).min(chunk.len());
+            self.prefix.extend_from_slice(&chunk[..take]);
+            chunk = &chunk[take..];
+            if self.prefix.len() < want {
+                return Ok(());
+            }
+            if prefix.is_some() {
+                let (sections, _) = image::split(&self.prefix).map_err(|e| e.to_string())?;
+                self.sections = Some(sections);
+                self.prefix = Vec::new();
+            }
+        }
+        self.image.feed(chunk).map_err(|e| e.to_string())
+    }
+
+    /// The state machine, once the whole payload was fed.
+    pub fn finish(self) -> Result<StateMachine, String> {
+        let sections = self.sections.ok_or_else(|| PayloadError::Truncated.to_string())?;
+        let store = self.image.finish().map_err(|e| e.to_string())?;
+        let records = sections.leases.iter().map(|r| (r.id, r.ttl_secs));
+        Ok(StateMachine {
+            identity: self.identity,
+            store,
+            members: sections.members,
+            leases: LeaseTable::from_records(records, self.now_ms),
+            applied_index: self.at.0,
+            applied_term: self.at.1,
+        })
     }
 }
 

@@ -36,7 +36,8 @@
 //! [`Wal::set_hard_state`], then [`Wal::sync`] once: that one sync makes the
 //! whole Ready durable (group commit). After a snapshot it calls
 //! [`Wal::release_to`]. Raft reads the stable log through the `raft::Storage`
-//! implementation in `storage.rs`, served straight from the maps.
+//! implementation in `crate::storage`, served straight from the maps
+//! (`storage.rs` here reads entries and terms).
 //!
 //! A [`WalError::SyncFailed`] (or `Poisoned`) is fatal: log it and exit. The
 //! kernel may already have dropped the pages that failed to write, so a retry
