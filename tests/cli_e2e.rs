@@ -6,14 +6,14 @@
 //! Nodes run on free 127.0.0.1 ports in a scratch directory and are killed
 //! on drop (also when a test fails); every wait is bounded.
 
-#[path = "node_support.rs"]
 mod support;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use support::{Cluster, Reaped, lines_of};
+use support::cluster::Cluster;
+use support::process::{Reaped, lines_of};
 
 /// Longest any single wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(10);
@@ -228,7 +228,7 @@ fn too_large_requests_and_unreachable_endpoints_are_one_line_errors() {
     let text = stderr(&output);
     assert_eq!(text.lines().count(), 1, "{text}");
     assert!(text.contains("exceeds the server's limit of"), "{text}");
-    let dead = format!("127.0.0.1:{}", support::free_port());
+    let dead = format!("127.0.0.1:{}", support::ports::free_port());
     let output = ember(&dead, &["get", "k"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).starts_with(&format!("ember: no endpoint reachable (tried {dead}: ")));

@@ -3,13 +3,13 @@
 //! keep-alive (once, and ended by Ctrl-C with exit 0), expiry seen through
 //! `timetolive`, errors with exit 1 and usage errors with exit 2.
 
-#[path = "node_support.rs"]
 mod support;
 
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Cluster, Reaped, lines_of};
+use support::cluster::Cluster;
+use support::process::{Reaped, lines_of};
 
 /// Longest any single wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(10);

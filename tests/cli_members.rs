@@ -3,14 +3,14 @@
 //! lines `member add` prints, the error a refused change prints with exit
 //! code 1, usage errors with exit code 2, the formats, help and completion.
 
-#[path = "node_support.rs"]
 mod support;
 
 use std::process::{Command, Output};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use support::{Cluster, free_port};
+use support::cluster::Cluster;
+use support::ports::free_port;
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -3,13 +3,14 @@
 //! checks of `faults::scenario`.
 
 mod faults;
+mod support;
 
 use std::thread::sleep;
 use std::time::Duration;
 
-use faults::cluster::ELECTION_TIMEOUT_MS;
-use faults::proxy::LinkFaults;
 use faults::scenario::{Run, run};
+use support::cluster::ELECTION_TIMEOUT_MS;
+use support::proxy::LinkFaults;
 
 const FAULT_MS: u64 = 2 * ELECTION_TIMEOUT_MS;
 const CALM_MS: u64 = 500;
@@ -34,7 +35,7 @@ fn kill_follower() {
     run("kill_follower", 3, |run| {
         repeat(run, |run| {
             let leader = run.leader();
-            let follower = followers(run, leader)[run.rng.below(2) as usize];
+            let follower = followers(run, leader)[run.rng.index(2)];
             run.fault_now();
             run.cluster.kill(follower);
             sleep(Duration::from_millis(FAULT_MS));
@@ -50,7 +51,7 @@ fn kill_minority_of_five() {
             // Two of five, the leader among them half of the time.
             let leader = run.leader();
             let mut victims = followers(run, leader);
-            let first = victims.remove(run.rng.below(4) as usize);
+            let first = victims.remove(run.rng.index(4));
             let second = if run.rng.chance(50) { leader } else { victims[0] };
             run.fault_now();
             run.cluster.kill(first);
@@ -102,8 +103,8 @@ fn lossy_and_slow_links() {
             for to in (0..members).filter(|&to| to != from) {
                 let faults = LinkFaults {
                     blackhole: false,
-                    drop_per_million: run.rng.below(200_000),
-                    delay_ms: u64::from(run.rng.below(50)),
+                    drop_per_million: run.rng.below(200_000) as u32,
+                    delay_ms: run.rng.below(50),
                 };
                 run.cluster.link(from, to, faults);
             }
@@ -120,15 +121,15 @@ fn links_cut_and_healed_in_random_order() {
         let members = run.cluster.members.len();
         let hole = LinkFaults { blackhole: true, ..LinkFaults::default() };
         while run.time_left() {
-            let from = run.rng.below(members as u32) as usize;
-            let to = (from + 1 + run.rng.below(members as u32 - 1) as usize) % members;
+            let from = run.rng.index(members);
+            let to = (from + 1 + run.rng.index(members - 1)) % members;
             if run.rng.chance(60) {
                 run.cluster.link(from, to, hole);
             } else {
                 run.cluster.link(from, to, LinkFaults::default());
-                run.cluster.members[to].proxy.cut(from);
+                run.cluster.proxy(to).cut(from);
             }
-            sleep(Duration::from_millis(u64::from(run.rng.below(400))));
+            sleep(Duration::from_millis(run.rng.below(400)));
         }
     });
 }

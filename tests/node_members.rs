@@ -3,8 +3,7 @@
 //! prints (by snapshot), removal, promotion of a learner, the changes that
 //! are refused, and a data directory that refuses another identity.
 
-#[path = "node_support.rs"]
-mod node_support;
+mod support;
 
 use std::process::{Command, Output, Stdio};
 use std::thread::sleep;
@@ -12,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use ember::client::{Client, ClientError, Config};
 use ember::proto::{ErrorCode, Member, RangeRequest};
-use node_support::{Cluster, free_port};
+use support::cluster::Cluster;
+use support::ports::free_port;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -42,7 +42,7 @@ fn wait_members(c: &Cluster, i: usize, count: usize) -> Vec<Member> {
 
 fn all_endpoints(c: &Cluster, skip: &[usize]) -> Client {
     let endpoints: Vec<String> = (0..c.members.len())
-        .filter(|i| !skip.contains(i) && c.members[*i].child.is_some())
+        .filter(|i| !skip.contains(i) && c.members[*i].is_running())
         .map(|i| c.members[i].endpoint())
         .collect();
     Client::connect(Config::new(endpoints)).expect("a member answers")

@@ -2,7 +2,6 @@
 //! the client port, health, watches, clean stop. `EMBER_TEST_WRITES` scales
 //! the restart test (default 100,000 writes).
 
-#[path = "node_support.rs"]
 mod support;
 
 use std::io::{Read, Write};
@@ -14,7 +13,7 @@ use ember::proto::{
     self, ClientHello, FrameDecoder, FrameHeader, FrameKind, PutRequest, RangeRequest, Request,
     Response, SERVER_HELLO_BYTES, ServerMessage, WatchCreateRequest, WatchMessage,
 };
-use support::Cluster;
+use support::cluster::Cluster;
 
 fn put(key: String, value: &[u8]) -> Request {
     Request::Put(PutRequest { key: key.into_bytes(), value: value.to_vec(), ..Default::default() })
@@ -254,13 +253,13 @@ fn systemd_hears_ready_watchdog_and_stopping() {
     let socket_path = dir.join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let client_port = support::free_port();
+    let client_port = support::ports::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ember"))
         .arg("serve")
         .arg("--data-dir")
         .arg(dir.join("data"))
         .args(["--listen-client-urls", &format!("127.0.0.1:{client_port}")])
-        .args(["--listen-peer-urls", &format!("127.0.0.1:{}", support::free_port())])
+        .args(["--listen-peer-urls", &format!("127.0.0.1:{}", support::ports::free_port())])
         .env("NOTIFY_SOCKET", &socket_path)
         .env("WATCHDOG_USEC", "200000")
         .stderr(std::process::Stdio::null())

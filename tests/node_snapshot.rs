@@ -4,7 +4,6 @@
 //! snapshot job runs. `EMBER_TEST_SNAPSHOT_WRITES` scales the writes of the
 //! first test (default 6,000).
 
-#[path = "node_support.rs"]
 mod support;
 
 use std::collections::BTreeSet;
@@ -17,7 +16,7 @@ use std::time::{Duration, Instant};
 use ember::client::Client;
 use ember::proto::{self, PutRequest, RangeRequest, Request, Response};
 use ember::snap::SnapDir;
-use support::Cluster;
+use support::cluster::Cluster;
 
 const LEADER_WAIT: Duration = Duration::from_secs(15);
 
