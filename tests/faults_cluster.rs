@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use ember::client::Client;
+use support::cli::run;
 use support::cluster::Cluster;
 
 const LEADER_WAIT: Duration = Duration::from_secs(10);
@@ -54,7 +55,7 @@ fn hashes_agree_through_the_cli(cluster: &Cluster) {
     let rev = revision.to_string();
     let args = ["--endpoints", &endpoints, "endpoint", "hashkv", "--rev", &rev];
     let lines = loop {
-        let output = ember_cli(&args);
+        let output = run(&args);
         // A member still applying `revision` answers FutureRevision; retry.
         if output.status.success() {
             break String::from_utf8(output.stdout).unwrap();
@@ -66,12 +67,8 @@ fn hashes_agree_through_the_cli(cluster: &Cluster) {
     assert_eq!(rows.len(), 3, "{lines}");
     assert!(rows.iter().all(|r| r[1] == rows[0][1] && r[2] == rev), "{lines}");
     let future = (revision + 1000).to_string();
-    let output = ember_cli(&["--endpoints", &endpoints, "endpoint", "hashkv", "--rev", &future]);
+    let output = run(&["--endpoints", &endpoints, "endpoint", "hashkv", "--rev", &future]);
     assert_eq!(output.status.code(), Some(1), "a future revision fails: {output:?}");
-}
-
-fn ember_cli(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_ember")).args(args).output().unwrap()
 }
 
 fn kill_stop_restart(cluster: &mut Cluster) {

@@ -113,6 +113,16 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `size` members; `extra_args` go to every `ember serve`.
     pub fn start(test: &str, size: usize, extra_args: &[&str]) -> Cluster {
+        let mut cluster = Cluster::prepare(test, size, extra_args);
+        for i in 0..size {
+            cluster.spawn(i);
+        }
+        cluster
+    }
+
+    /// Like `start`, but no member runs yet: start each with `spawn` or
+    /// `spawn_with_env`.
+    pub fn prepare(test: &str, size: usize, extra_args: &[&str]) -> Cluster {
         let setup = Setup {
             proxy_seed: None,
             token: None,
@@ -120,7 +130,7 @@ impl Cluster {
             status_dial_ms: 500,
             status_command_ms: 1000,
         };
-        Cluster::start_with(test, size, setup, extra_args.iter().map(|s| s.to_string()).collect())
+        Cluster::prepare_with(test, size, setup, extra_args.iter().map(|s| s.to_string()).collect())
     }
 
     /// Starts `size` members, each behind its own proxy (seeded from `seed`),
@@ -138,10 +148,14 @@ impl Cluster {
             status_dial_ms: 300,
             status_command_ms: 500,
         };
-        Cluster::start_with(test, size, setup, extra_args)
+        let mut cluster = Cluster::prepare_with(test, size, setup, extra_args);
+        for i in 0..size {
+            cluster.spawn(i);
+        }
+        cluster
     }
 
-    fn start_with(test: &str, size: usize, setup: Setup, extra_args: Vec<String>) -> Cluster {
+    fn prepare_with(test: &str, size: usize, setup: Setup, extra_args: Vec<String>) -> Cluster {
         let n = NEXT_CLUSTER.fetch_add(1, Ordering::Relaxed);
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("{test}-{}-{n}", std::process::id()));
@@ -157,9 +171,6 @@ impl Cluster {
             for i in 0..size {
                 cluster.proxy(i).set_member_ids(ids.clone());
             }
-        }
-        for i in 0..size {
-            cluster.spawn(i);
         }
         cluster
     }
