@@ -10,20 +10,12 @@ mod support;
 
 use std::time::Duration;
 
-use support::cli::node::{ember, ember_with_stdin, ok};
+use support::cli::node::{ember, ember_with_stdin, ok, single};
 use support::cli::{Running, stderr, stdout};
 use support::cluster::Cluster;
 
 /// Longest any single wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(10);
-
-/// One started node and its endpoint, once it answers as leader.
-fn single(test: &str) -> (Cluster, String) {
-    let cluster = Cluster::start(test, 1, &[]);
-    cluster.wait_leader(WAIT);
-    let endpoint = cluster.endpoints()[0].clone();
-    (cluster, endpoint)
-}
 
 /// The `"cluster_id":..,"member_id":..` part every JSON header of this
 /// node starts with, and its raft term.

@@ -8,18 +8,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::cli::Running;
-use support::cli::node::{ember, ok};
-use support::cluster::Cluster;
+use support::cli::node::{ember, ok, single};
 
 /// Longest any single wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(10);
-
-fn single(test: &str) -> (Cluster, String) {
-    let cluster = Cluster::start(test, 1, &[]);
-    cluster.wait_leader(WAIT);
-    let endpoint = cluster.endpoints()[0].clone();
-    (cluster, endpoint)
-}
 
 /// The hex id out of `lease <hex> granted with TTL(<n>s)`.
 fn granted_id(line: &str) -> String {

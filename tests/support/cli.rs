@@ -93,7 +93,19 @@ impl Running {
 
 /// Commands against real `ember serve` processes.
 pub mod node {
+    use super::super::cluster::Cluster;
     use super::*;
+
+    /// How long a new node may take to elect itself: a few election timeouts.
+    const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+    /// One started node and its endpoint, once it answers as leader.
+    pub fn single(test: &str) -> (Cluster, String) {
+        let cluster = Cluster::start(test, 1, &[]);
+        cluster.wait_leader(LEADER_WAIT);
+        let endpoint = cluster.endpoints()[0].clone();
+        (cluster, endpoint)
+    }
 
     /// On loopback a dial succeeds at once or never; a write may wait for
     /// an election, which takes a few election timeouts at worst.
