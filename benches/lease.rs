@@ -12,56 +12,24 @@
 //!
 //! Timings are the best of 20 rounds.
 
-// The counting allocator is the one unsafe part: it wraps the system one.
-#![allow(unsafe_code)]
+mod counting_alloc;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use counting_alloc::live_bytes;
 use ember::lease::{LeaseTable, REVOKE_RATE_PER_SEC};
-
-struct Counting;
-
-static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call forwards to the system allocator unchanged; the counter
-// only observes sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
-        // SAFETY: same layout contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: `ptr` came from `alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+use ember::raft::Rng;
 
 const ROUNDS: usize = 20;
 
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 /// (id, ttl) pairs: positive ids, TTLs from 10 s to an hour.
 fn leases(count: usize) -> Vec<(i64, i64)> {
-    let mut state = 42;
+    let mut rng = Rng::new(42);
     (0..count)
         .map(|_| {
-            let id = (splitmix64(&mut state) >> 1).max(1) as i64;
-            (id, 10 + (splitmix64(&mut state) % 3590) as i64)
+            let id = (rng.next_u64() >> 1).max(1) as i64;
+            (id, 10 + rng.below(3590) as i64)
         })
         .collect()
 }
@@ -75,9 +43,9 @@ fn main() {
         std::env::var("EMBER_BENCH_LEASES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let records = leases(count);
 
-    let before = LIVE_BYTES.load(Ordering::Relaxed);
+    let before = live_bytes();
     let table = LeaseTable::from_records(records.iter().copied(), 0);
-    let bytes = LIVE_BYTES.load(Ordering::Relaxed) - before;
+    let bytes = live_bytes() - before;
     println!("lease_table_bytes_per_lease={:.1}", bytes as f64 / table.len() as f64);
 
     let grant_ns = best_ns(|| {

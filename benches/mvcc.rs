@@ -18,46 +18,15 @@
 //!
 //! `EMBER_BENCH_KEYS` changes the number of keys (a multiple of 100).
 
-// The counting allocator is the one unsafe part: it wraps the system one.
-#![allow(unsafe_code)]
+mod counting_alloc;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use counting_alloc::live_bytes;
 use ember::mvcc::{KeyValue, PutRequest, RangeRequest, Store, StoreConfig, prefix_range_end};
-
-struct Counting;
-
-static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call forwards to the system allocator unchanged; the counter
-// only observes sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
-        // SAFETY: same layout contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: `ptr` came from `alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed);
-        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: `ptr` came from `alloc` with `layout`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+use ember::raft::Rng;
 
 const VALUE_BYTES: usize = 256;
 const PODS_PER_NAMESPACE: usize = 100;
@@ -77,17 +46,6 @@ struct BaselineVersion {
     value: Vec<u8>,
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 fn keys(count: usize) -> Vec<Vec<u8>> {
     let mut keys: Vec<Vec<u8>> = (0..count)
         .map(|i| {
@@ -95,19 +53,15 @@ fn keys(count: usize) -> Vec<Vec<u8>> {
             format!("/registry/pods/namespace-{ns}/pod-{pod}").into_bytes()
         })
         .collect();
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut rng = Rng::new(0x2545_f491_4f6c_dd1d);
     for i in (1..keys.len()).rev() {
-        keys.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+        keys.swap(i, rng.below(i as u64 + 1) as usize);
     }
     keys
 }
 
 fn value(round: u8) -> Vec<u8> {
     vec![b'a' + round; VALUE_BYTES]
-}
-
-fn live_bytes() -> usize {
-    LIVE_BYTES.load(Ordering::Relaxed)
 }
 
 /// Writes one version of every key; returns the mean ns per put.
@@ -163,10 +117,10 @@ fn baseline_kv(key: &[u8], v: &BaselineVersion) -> KeyValue {
 }
 
 fn mvcc_get_ns(store: &Store, keys: &[Vec<u8>], seed: u64) -> f64 {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let start = Instant::now();
     for _ in 0..READS {
-        let key = &keys[(rng.next() % keys.len() as u64) as usize];
+        let key = &keys[rng.below(keys.len() as u64) as usize];
         let req = RangeRequest { key: key.clone(), ..RangeRequest::default() };
         black_box(store.range(&req).expect("get"));
     }
@@ -178,10 +132,10 @@ fn baseline_get_ns(
     keys: &[Vec<u8>],
     seed: u64,
 ) -> f64 {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let start = Instant::now();
     for _ in 0..READS {
-        let key = keys[(rng.next() % keys.len() as u64) as usize].clone();
+        let key = keys[rng.below(keys.len() as u64) as usize].clone();
         let kv = map.get(&key).and_then(|vs| vs.last()).map(|v| baseline_kv(&key, v));
         black_box(kv);
     }
@@ -193,10 +147,10 @@ fn namespace_prefix(ns: usize) -> Vec<u8> {
 }
 
 fn mvcc_range_ns(store: &Store, namespaces: usize, seed: u64) -> f64 {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let start = Instant::now();
     for _ in 0..RANGE_READS {
-        let key = namespace_prefix((rng.next() % namespaces as u64) as usize);
+        let key = namespace_prefix(rng.below(namespaces as u64) as usize);
         let range_end = prefix_range_end(&key);
         let resp = store
             .range(&RangeRequest { key, range_end, ..RangeRequest::default() })
@@ -212,10 +166,10 @@ fn baseline_range_ns(
     namespaces: usize,
     seed: u64,
 ) -> f64 {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let start = Instant::now();
     for _ in 0..RANGE_READS {
-        let key = namespace_prefix((rng.next() % namespaces as u64) as usize);
+        let key = namespace_prefix(rng.below(namespaces as u64) as usize);
         let end = prefix_range_end(&key);
         let kvs: Vec<KeyValue> = map
             .range(key..end)

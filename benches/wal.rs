@@ -89,6 +89,11 @@ fn measure(tally: &mut Tally, limit: Duration, mut operation: impl FnMut() -> u6
     tally.written_bytes += write_bytes() - before;
 }
 
+/// `path` created or truncated, open for reading and writing.
+fn create_empty(path: &Path) -> std::fs::File {
+    OpenOptions::new().create(true).truncate(true).read(true).write(true).open(path).unwrap()
+}
+
 /// A plain loop: one 300-byte pwrite appended to a file, one fdatasync.
 struct RawLoop {
     file: std::fs::File,
@@ -98,13 +103,7 @@ struct RawLoop {
 
 impl RawLoop {
     fn new(path: &Path) -> RawLoop {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(path)
-            .unwrap();
+        let file = create_empty(path);
         RawLoop { file, offset_bytes: 0, record: vec![0x5a; RECORD_PAYLOAD_BYTES] }
     }
 
@@ -144,13 +143,7 @@ struct InPlaceLoop {
 
 impl InPlaceLoop {
     fn new(path: &Path, how: Prealloc) -> InPlaceLoop {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(path)
-            .unwrap();
+        let file = create_empty(path);
         match how {
             Prealloc::Fallocate => {
                 let length = libc::off_t::try_from(PREALLOCATED_BYTES).unwrap();

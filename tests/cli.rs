@@ -1,14 +1,8 @@
 //! The `ember` binary as an operator meets it: version, help, exit codes.
 
-use std::process::{Command, Output};
+mod support;
 
-fn ember(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ember")).args(args).output().expect("run ember")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use support::cli::{run as ember, stdout};
 
 #[test]
 fn version_prints_the_crate_version() {

@@ -6,60 +6,16 @@
 //! Nodes run on free 127.0.0.1 ports in a scratch directory and are killed
 //! on drop (also when a test fails); every wait is bounded.
 
-#[path = "node_support.rs"]
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use support::{Cluster, Reaped, lines_of};
+use support::cli::node::{ember, ember_with_stdin, ok, single};
+use support::cli::{Running, stderr, stdout};
+use support::cluster::Cluster;
 
 /// Longest any single wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(10);
-
-fn ember_with_stdin(endpoints: &str, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ember"))
-        .args(["--endpoints", endpoints, "--dial-timeout", "1s", "--command-timeout", "5s"])
-        .args(args)
-        .env_remove("EMBER_ENDPOINTS")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run ember");
-    let mut input = child.stdin.take().expect("stdin");
-    let _ = input.write_all(stdin);
-    drop(input);
-    child.wait_with_output().expect("ember output")
-}
-
-fn ember(endpoints: &str, args: &[&str]) -> Output {
-    ember_with_stdin(endpoints, args, b"")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Runs a command that must succeed and returns its stdout.
-fn ok(endpoint: &str, args: &[&str]) -> String {
-    let output = ember(endpoint, args);
-    assert_eq!(output.status.code(), Some(0), "{args:?}: {}", stderr(&output));
-    stdout(&output)
-}
-
-/// One started node and its endpoint, once it answers as leader.
-fn single(test: &str) -> (Cluster, String) {
-    let cluster = Cluster::start(test, 1, &[]);
-    cluster.wait_leader(WAIT);
-    let endpoint = cluster.endpoints()[0].clone();
-    (cluster, endpoint)
-}
 
 /// The `"cluster_id":..,"member_id":..` part every JSON header of this
 /// node starts with, and its raft term.
@@ -164,29 +120,13 @@ fn watch_runs_a_command_per_event_and_ctrl_c_ends_it_with_exit_0() {
     let json = ok(&e, &["put", "w/1", "one", "-w", "json"]);
     let revision = json.split("\"revision\":").nth(1).unwrap().split(',').next().unwrap();
     let hook = "echo \"hook $EMBER_WATCH_EVENT_TYPE $EMBER_WATCH_KEY=$EMBER_WATCH_VALUE\"";
-    let child = Command::new(env!("CARGO_BIN_EXE_ember"))
-        .args(["--endpoints", &e, "watch", "w/", "--prefix", "--rev", revision])
-        .args(["--", "sh", "-c", hook])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("watch starts");
-    let mut watch = Reaped(child);
-    let lines = lines_of(&mut watch.0);
-    let next = || lines.recv_timeout(WAIT).expect("a line within the wait");
+    let mut watch =
+        Running::start(&e, &["watch", "w/", "--prefix", "--rev", revision, "--", "sh", "-c", hook]);
+    let next = || watch.lines.recv_timeout(WAIT).expect("a line within the wait");
     assert_eq!([next(), next(), next(), next()], ["PUT", "w/1", "one", "hook PUT w/1=one"]);
     ok(&e, &["del", "w/1"]);
     assert_eq!([next(), next(), next(), next()], ["DELETE", "w/1", "", "hook DELETE w/1="]);
-    let pid = watch.0.id().to_string();
-    Command::new("kill").args(["-INT", &pid]).status().expect("kill -INT");
-    let deadline = std::time::Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = watch.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(std::time::Instant::now() < deadline, "watch still running after Ctrl-C");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = watch.interrupt(WAIT).expect("watch still running after Ctrl-C");
     assert_eq!(status.code(), Some(0));
 }
 
@@ -228,7 +168,7 @@ fn too_large_requests_and_unreachable_endpoints_are_one_line_errors() {
     let text = stderr(&output);
     assert_eq!(text.lines().count(), 1, "{text}");
     assert!(text.contains("exceeds the server's limit of"), "{text}");
-    let dead = format!("127.0.0.1:{}", support::free_port());
+    let dead = format!("127.0.0.1:{}", support::ports::free_port());
     let output = ember(&dead, &["get", "k"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).starts_with(&format!("ember: no endpoint reachable (tried {dead}: ")));

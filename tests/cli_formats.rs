@@ -3,41 +3,16 @@
 //! `client_fake` (fast and exact: the fake's headers are fixed).
 
 mod client_fake;
+mod support;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 use client_fake::*;
 use ember::proto::*;
+use support::cli::fake::{ember, ember_with_stdin};
+use support::cli::{stderr, stdout};
 
 const MEMBER: u64 = 7;
-
-fn ember_with_stdin(endpoints: &str, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ember"))
-        .args(["--endpoints", endpoints, "--dial-timeout", "500ms"])
-        .args(args)
-        .env_remove("EMBER_ENDPOINTS")
-        .env_remove("EMBER_W")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run ember");
-    child.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
-    child.wait_with_output().expect("ember output")
-}
-
-fn ember(endpoints: &str, args: &[&str]) -> Output {
-    ember_with_stdin(endpoints, args, b"")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
 
 const HEADER_JSON_REV1: &str = r#"{"cluster_id":193,"member_id":7,"revision":1,"raft_term":2}"#;
 

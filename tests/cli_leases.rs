@@ -3,40 +3,15 @@
 //! keep-alive (once, and ended by Ctrl-C with exit 0), expiry seen through
 //! `timetolive`, errors with exit 1 and usage errors with exit 2.
 
-#[path = "node_support.rs"]
 mod support;
 
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Cluster, Reaped, lines_of};
+use support::cli::Running;
+use support::cli::node::{ember, ok, single};
 
 /// Longest any single wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(10);
-
-fn ember(endpoint: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ember"))
-        .args(["--endpoints", endpoint, "--dial-timeout", "1s", "--command-timeout", "5s"])
-        .args(args)
-        .env_remove("EMBER_ENDPOINTS")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ember")
-}
-
-fn ok(endpoint: &str, args: &[&str]) -> String {
-    let output = ember(endpoint, args);
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{args:?}: {err}");
-    String::from_utf8(output.stdout).unwrap()
-}
-
-fn single(test: &str) -> (Cluster, String) {
-    let cluster = Cluster::start(test, 1, &[]);
-    cluster.wait_leader(WAIT);
-    let endpoint = cluster.endpoints()[0].clone();
-    (cluster, endpoint)
-}
 
 /// The hex id out of `lease <hex> granted with TTL(<n>s)`.
 fn granted_id(line: &str) -> String {
@@ -117,31 +92,15 @@ fn keep_alive_holds_a_lease_until_ctrl_c_and_then_it_expires() {
     ok(&e, &["put", "--lease", &id, "held", "v"]);
     let once = ok(&e, &["lease", "keep-alive", "--once", &id]);
     assert_eq!(once, format!("lease {id} keepalived with TTL(2)\n"));
-    let child = Command::new(env!("CARGO_BIN_EXE_ember"))
-        .args(["--endpoints", &e, "lease", "keep-alive", &id])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("keep-alive starts");
-    let mut keeper = Reaped(child);
-    let lines = lines_of(&mut keeper.0);
+    let mut keeper = Running::start(&e, &["lease", "keep-alive", &id]);
     let started = Instant::now();
     // Four seconds, twice the TTL, of renewals every ~0.67 s.
     while started.elapsed() < Duration::from_secs(4) {
-        let line = lines.recv_timeout(WAIT).expect("a renewal line");
+        let line = keeper.lines.recv_timeout(WAIT).expect("a renewal line");
         assert_eq!(line, format!("lease {id} keepalived with TTL(2)"));
     }
     assert_eq!(ok(&e, &["get", "held", "--print-value-only"]), "v\n");
-    let pid = keeper.0.id().to_string();
-    Command::new("kill").args(["-INT", &pid]).status().expect("kill -INT");
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = keeper.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "keep-alive still running after Ctrl-C");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = keeper.interrupt(WAIT).expect("keep-alive still running after Ctrl-C");
     assert_eq!(status.code(), Some(0), "Ctrl-C ends keep-alive cleanly");
     // Unrenewed, the lease goes within its TTL and a few election timeouts.
     let deadline = Instant::now() + Duration::from_secs(6);

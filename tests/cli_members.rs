@@ -3,39 +3,17 @@
 //! lines `member add` prints, the error a refused change prints with exit
 //! code 1, usage errors with exit code 2, the formats, help and completion.
 
-#[path = "node_support.rs"]
 mod support;
 
-use std::process::{Command, Output};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use support::{Cluster, free_port};
+use support::cli::node::{ember, ok};
+use support::cli::stderr;
+use support::cluster::Cluster;
+use support::ports::free_port;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn ember(endpoints: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ember"))
-        .args(["--endpoints", endpoints, "--dial-timeout", "1s", "--command-timeout", "5s"])
-        .args(args)
-        .env_remove("EMBER_ENDPOINTS")
-        .output()
-        .expect("run ember")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn ok(endpoints: &str, args: &[&str]) -> String {
-    let output = ember(endpoints, args);
-    assert!(output.status.success(), "{args:?}: {}{}", stdout(&output), stderr(&output));
-    stdout(&output)
-}
 
 /// Waits until every member has published its client URL.
 fn wait_published(endpoint: &str) {

@@ -4,6 +4,7 @@
 
 mod client_fake;
 
+use std::net::TcpListener;
 use std::time::Duration;
 
 use client_fake::*;
@@ -290,6 +291,37 @@ fn event(revision: i64) -> Event {
     Event { kind: EventKind::Put, kv, prev_kv: None }
 }
 
+/// Member 1's side of a watch that starts: the client's own connection,
+/// then the watch's, whose create request is answered as watch `watch_id`
+/// at `revision`, followed by the event of the next revision.
+fn watch_started(listener: &TcpListener, watch_id: u64, revision: i64) -> (Peer, Peer) {
+    let client = Peer::accept(listener, 1);
+    let mut peer = Peer::accept(listener, 1);
+    let (id, _) = peer.read_request().unwrap();
+    let created = WatchCreateResponse { header: header(1, revision), watch_id };
+    peer.respond(id, &Response::WatchCreate(created));
+    let events = vec![event(revision + 1)];
+    peer.push(watch_id, &WatchMessage::Events { header: header(1, revision + 1), events });
+    (client, peer)
+}
+
+/// Member 2's side of a watch that resumes there: the create request must
+/// start at `revision`, is answered as watch 1 with the event of that
+/// revision, and nothing follows.
+fn watch_resumed(listener: &TcpListener, revision: i64) {
+    let mut peer = Peer::accept(listener, 2);
+    let (id, request) = peer.read_request().unwrap();
+    let Request::WatchCreate(create) = request else { panic!("{request:?}") };
+    assert_eq!(create.start_revision, revision, "resumes after the last event delivered");
+    let created = WatchCreateResponse { header: header(2, revision), watch_id: 1 };
+    peer.respond(id, &Response::WatchCreate(created));
+    peer.push(
+        1,
+        &WatchMessage::Events { header: header(2, revision), events: vec![event(revision)] },
+    );
+    assert!(peer.read_request().is_none());
+}
+
 #[test]
 fn a_watch_stream_yields_events_progress_and_its_end() {
     let (address, server) = scripted(|listener| {
@@ -338,24 +370,9 @@ fn a_watch_stream_yields_events_progress_and_its_end() {
 
 #[test]
 fn a_watch_resumes_on_the_next_endpoint_after_the_last_revision_seen() {
-    let (first, dying) = scripted(|listener| {
-        let _client = Peer::accept(&listener, 1);
-        let mut peer = Peer::accept(&listener, 1);
-        let (id, _) = peer.read_request().unwrap();
-        let created = WatchCreateResponse { header: header(1, 10), watch_id: 3 };
-        peer.respond(id, &Response::WatchCreate(created));
-        peer.push(3, &WatchMessage::Events { header: header(1, 11), events: vec![event(11)] });
-    });
-    let (second, resumed) = scripted(|listener| {
-        let mut peer = Peer::accept(&listener, 2);
-        let (id, request) = peer.read_request().unwrap();
-        let Request::WatchCreate(create) = request else { panic!("{request:?}") };
-        assert_eq!(create.start_revision, 12, "resumes after the last event delivered");
-        let created = WatchCreateResponse { header: header(2, 12), watch_id: 1 };
-        peer.respond(id, &Response::WatchCreate(created));
-        peer.push(1, &WatchMessage::Events { header: header(2, 12), events: vec![event(12)] });
-        assert!(peer.read_request().is_none());
-    });
+    // The first member goes away right after the event.
+    let (first, dying) = scripted(|listener| drop(watch_started(&listener, 3, 10)));
+    let (second, resumed) = scripted(|listener| watch_resumed(&listener, 12));
     let mut client = Client::connect(config(&[&first, &second])).unwrap();
     let request = WatchCreateRequest { key: b"w".to_vec(), ..Default::default() };
     let mut watch = client.watch(request).unwrap();
@@ -507,12 +524,7 @@ fn typed_calls_send_their_request_and_unwrap_their_answer() {
 #[test]
 fn a_cancelled_watch_waits_for_the_servers_word() {
     let (address, server) = scripted(|listener| {
-        let _client = Peer::accept(&listener, 1);
-        let mut peer = Peer::accept(&listener, 1);
-        let (id, _) = peer.read_request().unwrap();
-        let created = WatchCreateResponse { header: header(1, 4), watch_id: 2 };
-        peer.respond(id, &Response::WatchCreate(created));
-        peer.push(2, &WatchMessage::Events { header: header(1, 5), events: vec![event(5)] });
+        let (_client, mut peer) = watch_started(&listener, 2, 4);
         let (id, request) = peer.read_request().unwrap();
         assert_eq!(request, Request::WatchCancel(WatchCancelRequest { watch_id: 2 }));
         peer.respond(
@@ -601,12 +613,7 @@ fn a_connection_bounds_the_bytes_waiting_to_be_written() {
 #[test]
 fn a_watch_whose_member_stops_resumes_on_the_next_endpoint() {
     let (first, stopping) = scripted(|listener| {
-        let _client = Peer::accept(&listener, 1);
-        let mut peer = Peer::accept(&listener, 1);
-        let (id, _) = peer.read_request().unwrap();
-        let created = WatchCreateResponse { header: header(1, 10), watch_id: 3 };
-        peer.respond(id, &Response::WatchCreate(created));
-        peer.push(3, &WatchMessage::Events { header: header(1, 11), events: vec![event(11)] });
+        let (_client, mut peer) = watch_started(&listener, 3, 10);
         let cancelled = WatchMessage::Cancelled {
             header: header(1, 11),
             reason: CancelReason::ServerStopping,
@@ -615,16 +622,7 @@ fn a_watch_whose_member_stops_resumes_on_the_next_endpoint() {
         peer.push(3, &cancelled);
         assert!(peer.read_request().is_none());
     });
-    let (second, resumed) = scripted(|listener| {
-        let mut peer = Peer::accept(&listener, 2);
-        let (id, request) = peer.read_request().unwrap();
-        let Request::WatchCreate(create) = request else { panic!("{request:?}") };
-        assert_eq!(create.start_revision, 12);
-        let created = WatchCreateResponse { header: header(2, 12), watch_id: 1 };
-        peer.respond(id, &Response::WatchCreate(created));
-        peer.push(1, &WatchMessage::Events { header: header(2, 12), events: vec![event(12)] });
-        assert!(peer.read_request().is_none());
-    });
+    let (second, resumed) = scripted(|listener| watch_resumed(&listener, 12));
     let mut client = Client::connect(config(&[&first, &second])).unwrap();
     let request = WatchCreateRequest { key: b"w".to_vec(), ..Default::default() };
     let mut watch = client.watch(request).unwrap();

@@ -3,28 +3,14 @@
 //! in-process fake server of `client_fake`.
 
 mod client_fake;
+mod support;
 
-use std::process::{Command, Output};
+use std::process::Command;
 
 use client_fake::*;
 use ember::proto::Request;
-
-fn ember(endpoints: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ember"))
-        .args(["--endpoints", endpoints, "--dial-timeout", "500ms"])
-        .args(args)
-        .env_remove("EMBER_ENDPOINTS")
-        .output()
-        .expect("run ember")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use support::cli::fake::ember;
+use support::cli::{stderr, stdout};
 
 #[test]
 fn put_get_and_del_print_like_etcdctl() {

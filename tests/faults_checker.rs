@@ -2,6 +2,7 @@
 //! known answer: linearizable ones must pass and broken ones must fail.
 
 mod faults;
+mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

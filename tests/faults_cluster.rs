@@ -2,11 +2,13 @@
 //! the proxies, process faults, and data-directory copies.
 
 mod faults;
+mod support;
 
 use std::time::Duration;
 
 use ember::client::Client;
-use faults::cluster::Cluster;
+use support::cli::run;
+use support::cluster::Cluster;
 
 const LEADER_WAIT: Duration = Duration::from_secs(10);
 
@@ -17,17 +19,17 @@ fn put(cluster: &Cluster, i: usize, key: &str, value: &str) -> i64 {
 
 #[test]
 fn members_talk_through_the_proxies_and_an_isolated_leader_is_replaced() {
-    let mut cluster = Cluster::start("harness-isolate", 3, 1, Vec::new());
+    let mut cluster = Cluster::start_behind_proxies("harness-isolate", 3, 1, Vec::new());
     let all = cluster.live();
-    let leader = cluster.wait_leader(&all, LEADER_WAIT).expect("a leader");
+    let leader = cluster.find_leader(&all, LEADER_WAIT).expect("a leader");
     put(&cluster, leader, "a", "1");
     cluster.isolate(&[leader], false);
     let rest: Vec<usize> = all.iter().copied().filter(|&i| i != leader).collect();
     let new_leader =
-        cluster.wait_new_leader(&rest, leader, LEADER_WAIT).expect("the majority elects");
+        cluster.find_new_leader(&rest, leader, LEADER_WAIT).expect("the majority elects");
     put(&cluster, new_leader, "a", "2");
     cluster.heal();
-    let agreed = cluster.wait_leader(&all, LEADER_WAIT).expect("one leader after healing");
+    let agreed = cluster.find_leader(&all, LEADER_WAIT).expect("one leader after healing");
     assert!(rest.contains(&agreed) || agreed == leader);
     // The old leader catches up: a linearizable read there sees the write.
     let mut client = Client::connect(cluster.client_config(leader)).unwrap();
@@ -46,14 +48,14 @@ fn members_talk_through_the_proxies_and_an_isolated_leader_is_replaced() {
 /// `ember endpoint hashkv` at one revision every member holds: one hash.
 fn hashes_agree_through_the_cli(cluster: &Cluster) {
     let all = cluster.live();
-    let leader = cluster.wait_leader(&all, LEADER_WAIT).unwrap();
+    let leader = cluster.find_leader(&all, LEADER_WAIT).unwrap();
     let revision = put(cluster, leader, "c", "1");
     let endpoints = cluster.endpoints().join(",");
     let deadline = std::time::Instant::now() + LEADER_WAIT;
     let rev = revision.to_string();
     let args = ["--endpoints", &endpoints, "endpoint", "hashkv", "--rev", &rev];
     let lines = loop {
-        let output = ember_cli(&args);
+        let output = run(&args);
         // A member still applying `revision` answers FutureRevision; retry.
         if output.status.success() {
             break String::from_utf8(output.stdout).unwrap();
@@ -65,17 +67,13 @@ fn hashes_agree_through_the_cli(cluster: &Cluster) {
     assert_eq!(rows.len(), 3, "{lines}");
     assert!(rows.iter().all(|r| r[1] == rows[0][1] && r[2] == rev), "{lines}");
     let future = (revision + 1000).to_string();
-    let output = ember_cli(&["--endpoints", &endpoints, "endpoint", "hashkv", "--rev", &future]);
+    let output = run(&["--endpoints", &endpoints, "endpoint", "hashkv", "--rev", &future]);
     assert_eq!(output.status.code(), Some(1), "a future revision fails: {output:?}");
-}
-
-fn ember_cli(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_ember")).args(args).output().unwrap()
 }
 
 fn kill_stop_restart(cluster: &mut Cluster) {
     let all = cluster.live();
-    let leader = cluster.wait_leader(&all, LEADER_WAIT).unwrap();
+    let leader = cluster.find_leader(&all, LEADER_WAIT).unwrap();
     let follower = (leader + 1) % 3;
     cluster.stop(follower);
     assert!(cluster.status(follower).is_none(), "a stopped member does not answer");
@@ -86,7 +84,7 @@ fn kill_stop_restart(cluster: &mut Cluster) {
     assert!(copy.read_dir().unwrap().next().is_some(), "the copy holds the member's files");
     cluster.restore_data_dir(follower, &copy);
     cluster.spawn(follower);
-    let leader = cluster.wait_leader(&all, LEADER_WAIT).expect("all three agree again");
+    let leader = cluster.find_leader(&all, LEADER_WAIT).expect("all three agree again");
     put(cluster, leader, "b", "2");
     assert!(cluster.panics().is_empty(), "{:?}", cluster.panics());
 }

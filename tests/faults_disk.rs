@@ -5,6 +5,7 @@
 //! cluster carries on without it.
 
 mod faults;
+mod support;
 
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
@@ -14,8 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ember::wal::parse_segment_name;
 use ember::wal::record::{Parsed, RecordKind, decode_segment_header, parse_record};
-use faults::cluster::ELECTION_TIMEOUT_MS;
 use faults::scenario::{Run, run};
+use support::cluster::ELECTION_TIMEOUT_MS;
 
 /// How long a restarted member must stay up to count as started.
 const STAY_UP: Duration = Duration::from_millis(1500);
@@ -111,7 +112,7 @@ fn stays_up(run: &mut Run, i: usize) {
 fn torn_wal_tail_is_cut_at_restart() {
     run("torn_wal_tail", 3, |run| {
         loop {
-            let victim = run.rng.below(3) as usize;
+            let victim = run.rng.index(3);
             run.fault_now();
             run.cluster.kill(victim);
             tear_tail(&run.cluster.data_dir(victim));

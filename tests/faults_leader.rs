@@ -5,12 +5,13 @@
 //! `faults::scenario`.
 
 mod faults;
+mod support;
 
 use std::thread::sleep;
 use std::time::Duration;
 
-use faults::cluster::ELECTION_TIMEOUT_MS;
 use faults::scenario::{Run, run};
+use support::cluster::ELECTION_TIMEOUT_MS;
 
 /// How long a fault lasts before it is undone: long enough for an election.
 const FAULT_MS: u64 = 2 * ELECTION_TIMEOUT_MS;
@@ -74,7 +75,7 @@ fn partition_leader_and_one_of_five() {
     run("partition_two_of_five", 5, |run| {
         loop {
             let leader = run.leader();
-            let partner = (leader + 1 + run.rng.below(4) as usize) % 5;
+            let partner = (leader + 1 + run.rng.index(4)) % 5;
             run.fault_now();
             run.cluster.isolate(&[leader, partner], false);
             sleep(Duration::from_millis(FAULT_MS));

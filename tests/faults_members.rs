@@ -3,13 +3,14 @@
 //! checks of `faults::scenario`.
 
 mod faults;
+mod support;
 
 use std::thread::sleep;
 use std::time::Duration;
 
-use faults::cluster::ELECTION_TIMEOUT_MS;
-use faults::proxy::LinkFaults;
 use faults::scenario::{Run, run};
+use support::cluster::{Cluster, ELECTION_TIMEOUT_MS};
+use support::proxy::LinkFaults;
 
 const FAULT_MS: u64 = 2 * ELECTION_TIMEOUT_MS;
 const CALM_MS: u64 = 500;
@@ -29,50 +30,60 @@ fn followers(run: &Run, leader: usize) -> Vec<usize> {
     run.cluster.live().into_iter().filter(|&i| i != leader).collect()
 }
 
-#[test]
-fn kill_follower() {
-    run("kill_follower", 3, |run| {
+/// Scenario `name` on `size` members, over and over: `victims` picks
+/// members, `fault` hits each of them, and `FAULT_MS` later `recover`
+/// brings each back.
+fn process_faults(
+    name: &str,
+    size: usize,
+    mut victims: impl FnMut(&mut Run) -> Vec<usize>,
+    fault: fn(&mut Cluster, usize),
+    recover: fn(&mut Cluster, usize),
+) {
+    run(name, size, |run| {
         repeat(run, |run| {
-            let leader = run.leader();
-            let follower = followers(run, leader)[run.rng.below(2) as usize];
+            let victims = victims(run);
             run.fault_now();
-            run.cluster.kill(follower);
+            for &i in &victims {
+                fault(run.cluster, i);
+            }
             sleep(Duration::from_millis(FAULT_MS));
-            run.cluster.spawn(follower);
+            for &i in &victims {
+                recover(run.cluster, i);
+            }
         })
     });
+}
+
+fn leader(run: &mut Run) -> Vec<usize> {
+    vec![run.leader()]
+}
+
+#[test]
+fn kill_follower() {
+    let follower = |run: &mut Run| {
+        let leader = run.leader();
+        vec![followers(run, leader)[run.rng.index(2)]]
+    };
+    process_faults("kill_follower", 3, follower, Cluster::kill, Cluster::spawn);
 }
 
 #[test]
 fn kill_minority_of_five() {
-    run("kill_minority_of_five", 5, |run| {
-        repeat(run, |run| {
-            // Two of five, the leader among them half of the time.
-            let leader = run.leader();
-            let mut victims = followers(run, leader);
-            let first = victims.remove(run.rng.below(4) as usize);
-            let second = if run.rng.chance(50) { leader } else { victims[0] };
-            run.fault_now();
-            run.cluster.kill(first);
-            run.cluster.kill(second);
-            sleep(Duration::from_millis(FAULT_MS));
-            run.cluster.spawn(first);
-            run.cluster.spawn(second);
-        })
-    });
+    // Two of five, the leader among them half of the time.
+    let minority = |run: &mut Run| {
+        let leader = run.leader();
+        let mut victims = followers(run, leader);
+        let first = victims.remove(run.rng.index(4));
+        let second = if run.rng.chance(50) { leader } else { victims[0] };
+        vec![first, second]
+    };
+    process_faults("kill_minority_of_five", 5, minority, Cluster::kill, Cluster::spawn);
 }
 
 #[test]
 fn stop_leader_longer_than_election_timeout() {
-    run("sigstop_leader", 3, |run| {
-        repeat(run, |run| {
-            let leader = run.leader();
-            run.fault_now();
-            run.cluster.stop(leader);
-            sleep(Duration::from_millis(FAULT_MS));
-            run.cluster.resume(leader);
-        })
-    });
+    process_faults("sigstop_leader", 3, leader, Cluster::stop, Cluster::resume);
 }
 
 #[test]
@@ -102,8 +113,8 @@ fn lossy_and_slow_links() {
             for to in (0..members).filter(|&to| to != from) {
                 let faults = LinkFaults {
                     blackhole: false,
-                    drop_per_million: run.rng.below(200_000),
-                    delay_ms: u64::from(run.rng.below(50)),
+                    drop_per_million: run.rng.below(200_000) as u32,
+                    delay_ms: run.rng.below(50),
                 };
                 run.cluster.link(from, to, faults);
             }
@@ -120,28 +131,20 @@ fn links_cut_and_healed_in_random_order() {
         let members = run.cluster.members.len();
         let hole = LinkFaults { blackhole: true, ..LinkFaults::default() };
         while run.time_left() {
-            let from = run.rng.below(members as u32) as usize;
-            let to = (from + 1 + run.rng.below(members as u32 - 1) as usize) % members;
+            let from = run.rng.index(members);
+            let to = (from + 1 + run.rng.index(members - 1)) % members;
             if run.rng.chance(60) {
                 run.cluster.link(from, to, hole);
             } else {
                 run.cluster.link(from, to, LinkFaults::default());
-                run.cluster.members[to].proxy.cut(from);
+                run.cluster.proxy(to).cut(from);
             }
-            sleep(Duration::from_millis(u64::from(run.rng.below(400))));
+            sleep(Duration::from_millis(run.rng.below(400)));
         }
     });
 }
 
 #[test]
 fn stop_leader_of_five_longer_than_election_timeout() {
-    run("sigstop_leader_of_five", 5, |run| {
-        repeat(run, |run| {
-            let leader = run.leader();
-            run.fault_now();
-            run.cluster.stop(leader);
-            sleep(Duration::from_millis(FAULT_MS));
-            run.cluster.resume(leader);
-        })
-    });
+    process_faults("sigstop_leader_of_five", 5, leader, Cluster::stop, Cluster::resume);
 }

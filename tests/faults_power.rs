@@ -9,15 +9,16 @@
 //! only in such a build); `.ci/run` passes it.
 
 mod faults;
+mod support;
 
 #[cfg(feature = "fault-injection")]
 mod power_loss {
     use std::thread::sleep;
     use std::time::{Duration, Instant};
 
-    use super::faults::cluster::ELECTION_TIMEOUT_MS;
     use super::faults::power::roll_back;
     use super::faults::scenario::{Options, Run, run_with};
+    use super::support::cluster::ELECTION_TIMEOUT_MS;
 
     /// How long a member rolled back to its durable state must stay up.
     const STAY_UP: Duration = Duration::from_millis(1500);
@@ -61,7 +62,7 @@ mod power_loss {
     fn power_loss_on_one_member() {
         run_with("power_loss_one", 3, POWER, |run| {
             loop {
-                let victim = run.rng.below(3) as usize;
+                let victim = run.rng.index(3);
                 cut_power(run, &[victim]);
                 sleep(Duration::from_millis(CALM_MS));
                 if !run.time_left() {

@@ -3,12 +3,13 @@
 //! frames; a listener behind the proxy is the member.
 
 mod faults;
+mod support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use faults::proxy::{LinkFaults, Proxy};
+use support::proxy::{LinkFaults, Proxy};
 
 const IDS: [u64; 3] = [0x11, 0x22, 0x33];
 

@@ -4,13 +4,14 @@
 //! snapshot arrives.
 
 mod faults;
+mod support;
 
 use std::fs;
 use std::thread::sleep;
 use std::time::Duration;
 
-use faults::cluster::ELECTION_TIMEOUT_MS;
 use faults::scenario::{Options, run, run_with};
+use support::cluster::ELECTION_TIMEOUT_MS;
 
 const FAULT_MS: u64 = 2 * ELECTION_TIMEOUT_MS;
 const CALM_MS: u64 = 500;
@@ -74,11 +75,11 @@ fn follower_needs_a_snapshot_and_is_killed_during_it() {
     run_with("snapshot_kill", 3, options, |run| {
         loop {
             let leader = run.leader();
-            let follower = (leader + 1 + run.rng.below(2) as usize) % 3;
+            let follower = (leader + 1 + run.rng.index(2)) % 3;
             run.cluster.isolate(&[follower], false);
             sleep(Duration::from_millis(FAULT_MS));
             run.cluster.heal();
-            sleep(Duration::from_millis(u64::from(run.rng.below(150))));
+            sleep(Duration::from_millis(run.rng.below(150)));
             run.cluster.kill(follower);
             run.cluster.spawn(follower);
             sleep(Duration::from_millis(FAULT_MS));

@@ -418,24 +418,21 @@ fn bad_images_are_errors_not_panics() {
     format[8] = 9;
     assert_eq!(read_image(&format, 64).err(), Some(ImageError::UnsupportedFormat(9)));
     // Random damage: any outcome but a panic; a store that loads is sound.
-    let mut seed = 0x1234_5678_9abc_def1u64;
-    let mut next = || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = ember::raft::Rng::new(0x1234_5678_9abc_def1);
     for _ in 0..3000 {
         let mut damaged = bytes.clone();
-        for _ in 0..1 + next() % 3 {
-            let at = (next() % damaged.len() as u64) as usize;
-            match next() % 3 {
-                0 => damaged[at] ^= 1 << (next() % 8),
-                1 => damaged[at] = next() as u8,
+        for _ in 0..1 + rng.below(3) {
+            if damaged.is_empty() {
+                break; // truncated to nothing: no byte left to damage
+            }
+            let at = rng.below(damaged.len() as u64) as usize;
+            match rng.below(3) {
+                0 => damaged[at] ^= 1 << rng.below(8),
+                1 => damaged[at] = rng.next_u64() as u8,
                 _ => damaged.truncate(at),
             }
         }
-        if let Ok(store) = read_image(&damaged, 1 + (next() % 300) as usize) {
+        if let Ok(store) = read_image(&damaged, 1 + rng.below(300) as usize) {
             store.check_invariants();
             store.hash_kv(0).unwrap();
         }

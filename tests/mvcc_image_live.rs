@@ -7,30 +7,14 @@
 
 use ember::mvcc::*;
 
-struct Rng(u64);
+#[path = "support/rng.rs"]
+mod rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
+use rng::Rng;
 
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    /// Keys from a small space, so they collide, are deleted and come back.
-    fn key(&mut self, space: u64) -> Vec<u8> {
-        format!("k/{:03}", self.below(space)).into_bytes()
-    }
+/// Keys from a small space, so they collide, are deleted and come back.
+fn random_key(rng: &mut Rng, space: u64) -> Vec<u8> {
+    format!("k/{:03}", rng.below(space)).into_bytes()
 }
 
 fn one_shot(store: &Store, chunk_bytes: usize) -> Vec<u8> {
@@ -56,12 +40,12 @@ fn random_change(store: &mut Store, rng: &mut Rng, space: u64) {
             let len = if rng.chance(5) { 3000 } else { rng.below(40) as usize };
             let value = vec![rng.below(256) as u8; len];
             let lease = if rng.chance(20) { 1 + rng.below(3) as i64 } else { 0 };
-            let key = rng.key(space);
+            let key = random_key(rng, space);
             store.apply_put(&PutRequest { key, value, lease, ..Default::default() }).unwrap();
         }
         55..=69 => {
-            let key = rng.key(space);
-            let range_end = if rng.chance(30) { rng.key(space) } else { Vec::new() };
+            let key = random_key(rng, space);
+            let range_end = if rng.chance(30) { random_key(rng, space) } else { Vec::new() };
             let _ =
                 store.apply_delete_range(&DeleteRangeRequest { key, range_end, prev_kv: false });
         }
@@ -81,7 +65,7 @@ fn random_change(store: &mut Store, rng: &mut Rng, space: u64) {
 }
 
 fn run_case(seed: u64) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let space = 5 + rng.below(200);
     let mut store = Store::default();
     for _ in 0..rng.below(600) {

@@ -11,8 +11,14 @@
 //! case prints its seed, and `EMBER_MVCC_SEED` replays one.
 
 use std::collections::BTreeSet;
+use std::ops::{Deref, DerefMut};
 
 use ember::mvcc::*;
+
+#[path = "support/rng.rs"]
+mod rng;
+
+use rng::Rng;
 
 const KEYS: &[&[u8]] = &[
     b"\x00",
@@ -32,29 +38,32 @@ const KEYS: &[&[u8]] = &[
 
 type KeySet = BTreeSet<Vec<u8>>;
 
-struct Rng(u64, Vec<Vec<u8>>);
+/// The seeded generator with the keys of the case, so that drawn keys
+/// collide.
+struct KeyedRng {
+    rng: Rng,
+    /// Invariant: not empty.
+    keys: Vec<Vec<u8>>,
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
+impl KeyedRng {
     fn key(&mut self) -> Vec<u8> {
-        let i = self.below(self.1.len() as u64) as usize;
-        self.1[i].clone()
+        let i = self.rng.index(self.keys.len());
+        self.keys[i].clone()
+    }
+}
+
+impl Deref for KeyedRng {
+    type Target = Rng;
+
+    fn deref(&self) -> &Rng {
+        &self.rng
+    }
+}
+
+impl DerefMut for KeyedRng {
+    fn deref_mut(&mut self) -> &mut Rng {
+        &mut self.rng
     }
 }
 
@@ -433,7 +442,7 @@ impl Model {
     }
 }
 
-fn gen_range_spec(rng: &mut Rng) -> (Vec<u8>, Vec<u8>) {
+fn gen_range_spec(rng: &mut KeyedRng) -> (Vec<u8>, Vec<u8>) {
     let key = rng.key();
     match rng.below(6) {
         0 | 1 => (key, Vec::new()),
@@ -450,7 +459,7 @@ fn gen_range_spec(rng: &mut Rng) -> (Vec<u8>, Vec<u8>) {
     }
 }
 
-fn gen_value(rng: &mut Rng) -> Vec<u8> {
+fn gen_value(rng: &mut KeyedRng) -> Vec<u8> {
     // Now and then a large value, so a few keys' blocks pass the size where
     // they start growing with slack.
     if rng.chance(4) {
@@ -461,7 +470,7 @@ fn gen_value(rng: &mut Rng) -> Vec<u8> {
     (0..len).map(|_| b"abc\x00\xff"[rng.below(5) as usize]).collect()
 }
 
-fn gen_put(rng: &mut Rng) -> PutRequest {
+fn gen_put(rng: &mut KeyedRng) -> PutRequest {
     let mut p = PutRequest {
         key: rng.key(),
         value: gen_value(rng),
@@ -487,12 +496,12 @@ fn gen_put(rng: &mut Rng) -> PutRequest {
     p
 }
 
-fn gen_delete(rng: &mut Rng) -> DeleteRangeRequest {
+fn gen_delete(rng: &mut KeyedRng) -> DeleteRangeRequest {
     let (key, range_end) = gen_range_spec(rng);
     DeleteRangeRequest { key, range_end, prev_kv: rng.chance(50) }
 }
 
-fn gen_read_rev(rng: &mut Rng, m: &Model) -> u64 {
+fn gen_read_rev(rng: &mut KeyedRng, m: &Model) -> u64 {
     if rng.chance(40) {
         return 0;
     }
@@ -500,9 +509,9 @@ fn gen_read_rev(rng: &mut Rng, m: &Model) -> u64 {
     lo + rng.below(m.current + 3 - lo)
 }
 
-fn gen_range(rng: &mut Rng, m: &Model) -> RangeRequest {
+fn gen_range(rng: &mut KeyedRng, m: &Model) -> RangeRequest {
     let (key, range_end) = gen_range_spec(rng);
-    let pick = |rng: &mut Rng| if rng.chance(80) { 0 } else { 1 + rng.below(m.current + 1) };
+    let pick = |rng: &mut KeyedRng| if rng.chance(80) { 0 } else { 1 + rng.below(m.current + 1) };
     RangeRequest {
         key,
         range_end,
@@ -525,7 +534,7 @@ fn gen_range(rng: &mut Rng, m: &Model) -> RangeRequest {
     }
 }
 
-fn gen_compare(rng: &mut Rng, m: &Model) -> Compare {
+fn gen_compare(rng: &mut KeyedRng, m: &Model) -> Compare {
     let (key, range_end) =
         if rng.chance(70) { (rng.key(), Vec::new()) } else { gen_range_spec(rng) };
     let n = rng.below(m.current + 2);
@@ -545,7 +554,7 @@ fn gen_compare(rng: &mut Rng, m: &Model) -> Compare {
     Compare { key, range_end, result, target }
 }
 
-fn gen_ops(rng: &mut Rng, m: &Model, depth: usize) -> Vec<RequestOp> {
+fn gen_ops(rng: &mut KeyedRng, m: &Model, depth: usize) -> Vec<RequestOp> {
     let n = rng.below(5);
     (0..n)
         .map(|_| match rng.below(10) {
@@ -558,7 +567,7 @@ fn gen_ops(rng: &mut Rng, m: &Model, depth: usize) -> Vec<RequestOp> {
         .collect()
 }
 
-fn gen_txn(rng: &mut Rng, m: &Model, depth: usize) -> TxnRequest {
+fn gen_txn(rng: &mut KeyedRng, m: &Model, depth: usize) -> TxnRequest {
     let compare = (0..rng.below(4)).map(|_| gen_compare(rng, m)).collect();
     TxnRequest { compare, success: gen_ops(rng, m, depth), failure: gen_ops(rng, m, depth) }
 }
@@ -566,7 +575,7 @@ fn gen_txn(rng: &mut Rng, m: &Model, depth: usize) -> TxnRequest {
 /// Reads the whole feed from `from` in random batch sizes.
 fn read_feed(
     store: &Store,
-    rng: &mut Rng,
+    rng: &mut KeyedRng,
     from: Revision,
     key: &[u8],
     end: &[u8],
@@ -590,7 +599,7 @@ fn read_feed(
     panic!("the feed never caught up");
 }
 
-fn image_round_trip(store: &Store, rng: &mut Rng) -> Store {
+fn image_round_trip(store: &Store, rng: &mut KeyedRng) -> Store {
     let mut writer = store.image();
     let mut reader = ImageReader::new(store.config());
     let chunk = 1 + rng.below(64) as usize;
@@ -606,7 +615,7 @@ fn image_round_trip(store: &Store, rng: &mut Rng) -> Store {
     restored
 }
 
-fn step(store: &mut Store, m: &mut Model, rng: &mut Rng) {
+fn step(store: &mut Store, m: &mut Model, rng: &mut KeyedRng) {
     match rng.below(100) {
         0..=29 => step_put(store, m, rng),
         30..=41 => step_delete(store, m, rng),
@@ -622,7 +631,7 @@ fn step(store: &mut Store, m: &mut Model, rng: &mut Rng) {
     }
 }
 
-fn step_put(store: &mut Store, m: &mut Model, rng: &mut Rng) {
+fn step_put(store: &mut Store, m: &mut Model, rng: &mut KeyedRng) {
     let p = gen_put(rng);
     let want = m.check_put(&p).and_then(|_| {
         if (p.ignore_value || p.ignore_lease) && !m.exists(&p.key) {
@@ -647,7 +656,7 @@ fn step_put(store: &mut Store, m: &mut Model, rng: &mut Rng) {
     }
 }
 
-fn step_delete(store: &mut Store, m: &mut Model, rng: &mut Rng) {
+fn step_delete(store: &mut Store, m: &mut Model, rng: &mut KeyedRng) {
     let d = gen_delete(rng);
     let before = m.current;
     let got = store.apply_delete_range(&d).unwrap();
@@ -656,7 +665,7 @@ fn step_delete(store: &mut Store, m: &mut Model, rng: &mut Rng) {
     assert_eq!(got.events, m.events(Revision { main: before + 1, sub: 0 }, b"\x00", b"\x00", true));
 }
 
-fn step_txn(store: &mut Store, m: &mut Model, rng: &mut Rng) {
+fn step_txn(store: &mut Store, m: &mut Model, rng: &mut KeyedRng) {
     let t = gen_txn(rng, m, 1);
     let before = m.current;
     let got = store.apply_txn(&t);
@@ -673,7 +682,7 @@ fn step_txn(store: &mut Store, m: &mut Model, rng: &mut Rng) {
     }
 }
 
-fn step_range(store: &mut Store, m: &mut Model, rng: &mut Rng) {
+fn step_range(store: &mut Store, m: &mut Model, rng: &mut KeyedRng) {
     let r = gen_range(rng, m);
     let want = if r.key.is_empty() {
         Err(Error::EmptyKey)
@@ -683,7 +692,7 @@ fn step_range(store: &mut Store, m: &mut Model, rng: &mut Rng) {
     assert_eq!(store.range(&r), want, "range {r:?}");
 }
 
-fn step_compact(store: &mut Store, m: &mut Model, rng: &mut Rng) {
+fn step_compact(store: &mut Store, m: &mut Model, rng: &mut KeyedRng) {
     let rev = m.compact.saturating_sub(1) + rng.below(m.current + 3 - m.compact.saturating_sub(1));
     let want = if rev <= m.compact {
         Err(Error::Compacted { compact_revision: m.compact })
@@ -696,11 +705,11 @@ fn step_compact(store: &mut Store, m: &mut Model, rng: &mut Rng) {
     assert_eq!(store.compact(rev), want);
 }
 
-fn step_compact_step(store: &mut Store, _m: &mut Model, rng: &mut Rng) {
+fn step_compact_step(store: &mut Store, _m: &mut Model, rng: &mut KeyedRng) {
     store.compact_step(1 + rng.below(3) as usize);
 }
 
-fn step_watch(store: &mut Store, m: &mut Model, rng: &mut Rng) {
+fn step_watch(store: &mut Store, m: &mut Model, rng: &mut KeyedRng) {
     let from = Revision { main: gen_read_rev(rng, m).max(1), sub: rng.below(2) as u32 };
     let (key, end) = gen_range_spec(rng);
     let prev = rng.chance(50);
@@ -712,12 +721,12 @@ fn step_watch(store: &mut Store, m: &mut Model, rng: &mut Rng) {
     }
 }
 
-fn step_hash(store: &mut Store, m: &mut Model, rng: &mut Rng) {
+fn step_hash(store: &mut Store, m: &mut Model, rng: &mut KeyedRng) {
     let rev = gen_read_rev(rng, m);
     assert_eq!(store.hash_kv(rev), m.hash(rev));
 }
 
-fn step_lease(store: &mut Store, m: &mut Model, rng: &mut Rng) {
+fn step_lease(store: &mut Store, m: &mut Model, rng: &mut KeyedRng) {
     let lease = [7, 9][rng.below(2) as usize];
     assert_eq!(store.lease_keys(lease), m.lease_keys(lease));
     if rng.chance(50) {
@@ -738,7 +747,7 @@ fn step_lease(store: &mut Store, m: &mut Model, rng: &mut Rng) {
     }
 }
 
-fn step_bulk(store: &mut Store, m: &mut Model, rng: &mut Rng) {
+fn step_bulk(store: &mut Store, m: &mut Model, rng: &mut KeyedRng) {
     // A bulk write of distinct keys, to grow the tree quickly.
     let keys: BTreeSet<Vec<u8>> = (0..1 + rng.below(100)).map(|_| rng.key()).collect();
     let puts =
@@ -753,7 +762,7 @@ fn step_bulk(store: &mut Store, m: &mut Model, rng: &mut Rng) {
     }
 }
 
-fn step_image(store: &mut Store, _m: &mut Model, rng: &mut Rng) {
+fn step_image(store: &mut Store, _m: &mut Model, rng: &mut KeyedRng) {
     *store = image_round_trip(store, rng);
 }
 
@@ -783,12 +792,13 @@ fn universe(rng: &mut Rng) -> Vec<Vec<u8>> {
 }
 
 fn run_case(seed: u64) {
-    let mut rng = Rng(seed, Vec::new());
-    rng.1 = universe(&mut rng);
+    let mut rng = Rng::new(seed);
+    let keys = universe(&mut rng);
+    let mut rng = KeyedRng { rng, keys };
     let max_ops = if rng.chance(20) { 2 } else { TXN_OPS_MAX_DEFAULT };
     let mut store = Store::new(StoreConfig { max_txn_ops: max_ops });
-    let mut m = Model::new(max_ops, rng.1.clone());
-    let steps = if rng.1.len() > KEYS.len() { 100 + rng.below(200) } else { 20 + rng.below(80) };
+    let mut m = Model::new(max_ops, rng.keys.clone());
+    let steps = if rng.keys.len() > KEYS.len() { 100 + rng.below(200) } else { 20 + rng.below(80) };
     for i in 0..steps {
         step(&mut store, &mut m, &mut rng);
         if i % 16 == 0 {

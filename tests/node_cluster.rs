@@ -2,7 +2,6 @@
 //! failure, catch-up by log and by snapshot, a full-cluster crash, watches
 //! across a leader change, garbage on the peer port.
 
-#[path = "node_support.rs"]
 mod support;
 
 use std::io::Write;
@@ -14,7 +13,7 @@ use ember::client::{Client, Config};
 use ember::proto::{
     self, PutRequest, RangeRequest, Request, Response, WatchCreateRequest, WatchMessage,
 };
-use support::{Cluster, ELECTION_TIMEOUT_MS};
+use support::cluster::{Cluster, ELECTION_TIMEOUT_MS};
 
 const LEADER_WAIT: Duration = Duration::from_secs(15);
 

@@ -8,7 +8,6 @@
 //! `EXPIRY_SLACK` (a few election timeouts: ticks, the revoke's commit, and
 //! an election when a leader died).
 
-#[path = "node_support.rs"]
 mod support;
 
 use std::thread::sleep;
@@ -16,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use ember::client::{Client, ClientError};
 use ember::proto::{self, ErrorCode, PutRequest, WatchCreateRequest, WatchMessage};
-use support::{Cluster, ELECTION_TIMEOUT_MS};
+use support::cluster::{Cluster, ELECTION_TIMEOUT_MS};
 
 const LEADER_WAIT: Duration = Duration::from_secs(15);
 const EXPIRY_SLACK: Duration = Duration::from_millis(4 * ELECTION_TIMEOUT_MS);

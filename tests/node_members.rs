@@ -3,8 +3,7 @@
 //! prints (by snapshot), removal, promotion of a learner, the changes that
 //! are refused, and a data directory that refuses another identity.
 
-#[path = "node_support.rs"]
-mod node_support;
+mod support;
 
 use std::process::{Command, Output, Stdio};
 use std::thread::sleep;
@@ -12,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use ember::client::{Client, ClientError, Config};
 use ember::proto::{ErrorCode, Member, RangeRequest};
-use node_support::{Cluster, free_port};
+use support::cli::run;
+use support::cluster::Cluster;
+use support::ports::free_port;
+use support::process::wait_exit;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -42,7 +44,7 @@ fn wait_members(c: &Cluster, i: usize, count: usize) -> Vec<Member> {
 
 fn all_endpoints(c: &Cluster, skip: &[usize]) -> Client {
     let endpoints: Vec<String> = (0..c.members.len())
-        .filter(|i| !skip.contains(i) && c.members[*i].child.is_some())
+        .filter(|i| !skip.contains(i) && c.members[*i].is_running())
         .map(|i| c.members[i].endpoint())
         .collect();
     Client::connect(Config::new(endpoints)).expect("a member answers")
@@ -50,10 +52,6 @@ fn all_endpoints(c: &Cluster, skip: &[usize]) -> Client {
 
 fn code(error: &ClientError) -> Option<ErrorCode> {
     error.code()
-}
-
-fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ember")).args(args).output().expect("ember runs")
 }
 
 /// `EMBER_X="v"` lines → (name, value).
@@ -83,7 +81,7 @@ fn a_fourth_member_joins_by_snapshot_and_a_removed_member_stops() {
     let n4 = c.push_member("n4");
     let peer_url = format!("http://127.0.0.1:{}", c.members[n4].peer_port);
     let endpoint = c.members[leader].endpoint();
-    let out = cli(&["member", "add", "n4", "--peer-urls", &peer_url, "--endpoints", &endpoint]);
+    let out = run(&["member", "add", "n4", "--peer-urls", &peer_url, "--endpoints", &endpoint]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.lines().next().unwrap().contains(" added to cluster "), "{text}");
@@ -206,10 +204,7 @@ fn serve_until_exit(args: &[String]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("ember serve starts");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        sleep(Duration::from_millis(20));
-    }
+    let _ = wait_exit(&mut child, Duration::from_secs(10));
     let _ = child.kill();
     child.wait_with_output().unwrap()
 }

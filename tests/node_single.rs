@@ -2,19 +2,18 @@
 //! the client port, health, watches, clean stop. `EMBER_TEST_WRITES` scales
 //! the restart test (default 100,000 writes).
 
-#[path = "node_support.rs"]
 mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::Duration;
 
 use ember::proto::{
     self, ClientHello, FrameDecoder, FrameHeader, FrameKind, PutRequest, RangeRequest, Request,
     Response, SERVER_HELLO_BYTES, ServerMessage, WatchCreateRequest, WatchMessage,
 };
-use support::Cluster;
+use support::cli::run;
+use support::cluster::Cluster;
 
 fn put(key: String, value: &[u8]) -> Request {
     Request::Put(PutRequest { key: key.into_bytes(), value: value.to_vec(), ..Default::default() })
@@ -183,10 +182,7 @@ fn sigterm_stops_cleanly_and_bad_flags_exit_2() {
     node.wait_leader(Duration::from_secs(10));
     assert_eq!(node.client(0).get(b"a").unwrap().unwrap().value, b"1");
 
-    let status = Command::new(env!("CARGO_BIN_EXE_ember"))
-        .args(["serve", "--election-timeout", "soon"])
-        .output()
-        .unwrap();
+    let status = run(&["serve", "--election-timeout", "soon"]);
     assert_eq!(status.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&status.stderr).contains("election-timeout"));
 }
@@ -254,18 +250,10 @@ fn systemd_hears_ready_watchdog_and_stopping() {
     let socket_path = dir.join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let client_port = support::free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ember"))
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args(["--listen-client-urls", &format!("127.0.0.1:{client_port}")])
-        .args(["--listen-peer-urls", &format!("127.0.0.1:{}", support::free_port())])
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", "200000")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut node = Cluster::prepare("notify", 1, &[]);
+    let env =
+        [("NOTIFY_SOCKET", socket_path.display().to_string()), ("WATCHDOG_USEC", "200000".into())];
+    node.spawn_with_env(0, &env.map(|(name, value)| (name.to_string(), value)));
     let mut seen = String::new();
     let mut buffer = [0u8; 512];
     while !(seen.contains("READY=1") && seen.matches("WATCHDOG=1").count() >= 2) {
@@ -273,12 +261,12 @@ fn systemd_hears_ready_watchdog_and_stopping() {
         seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
         seen.push('\n');
     }
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    // The datagrams wait in the socket while the node exits.
+    let status = node.terminate(0);
     while !seen.contains("STOPPING=1") {
         let Ok(n) = socket.recv(&mut buffer) else { break };
         seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
     }
-    let status = child.wait().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(seen.contains("READY=1"), "{seen}");
     assert!(seen.matches("WATCHDOG=1").count() >= 2, "{seen}");

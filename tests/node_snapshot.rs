@@ -5,7 +5,6 @@
 //! larger than what a transfer may hold in memory. `EMBER_TEST_SNAPSHOT_WRITES`
 //! scales the writes of the first test (default 6,000).
 
-#[path = "node_support.rs"]
 mod support;
 
 use std::collections::BTreeSet;
@@ -19,7 +18,7 @@ use ember::client::Client;
 use ember::proto::{self, PutRequest, RangeRequest, Request, Response};
 use ember::server::SNAPSHOT_TRANSFER_BYTES_MAX;
 use ember::snap::SnapDir;
-use support::Cluster;
+use support::cluster::Cluster;
 
 const LEADER_WAIT: Duration = Duration::from_secs(15);
 
@@ -256,7 +255,7 @@ fn a_snapshot_many_times_the_transfer_bound_is_received_in_bounded_memory() {
     assert!(log.contains("received a snapshot at index"), "caught up without a snapshot");
     let payload_bytes = received_snapshot_bytes(&log);
     assert!(payload_bytes >= 3 * SNAPSHOT_TRANSFER_BYTES_MAX, "payload {payload_bytes}");
-    let pid = cluster.members[follower].child.as_ref().unwrap().id();
+    let pid = cluster.members[follower].pid().expect("the follower runs");
     let (peak, settled) = (proc_status_bytes(pid, "VmHWM:"), proc_status_bytes(pid, "VmRSS:"));
     // The store the follower now holds is the same before and after; what
     // the transfer itself took on top of it is bounded, whatever the size

@@ -5,6 +5,7 @@
 mod proto_samples;
 
 use ember::proto::*;
+use proto_samples::rng::Rng;
 use proto_samples::*;
 
 const CAP: u32 = REQUEST_BYTES_MAX_DEFAULT;
@@ -77,10 +78,10 @@ fn a_server_stream_fed_in_random_chunks_yields_the_same_frames() {
         encode_server_message(&mut stream, message, CAP);
     }
     for seed in 0..64 {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let (mut buffer, mut got, mut at) = (Vec::new(), Vec::new(), 0);
         while at < stream.len() {
-            let chunk = 1 + rng.below(64);
+            let chunk = 1 + rng.index(64);
             let end = (at + chunk).min(stream.len());
             buffer.extend_from_slice(&stream[at..end]);
             at = end;

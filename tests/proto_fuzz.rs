@@ -16,6 +16,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use ember::proto::http::{parse_request_head, sniff};
 use ember::proto::*;
+use proto_samples::rng::Rng;
 use proto_samples::*;
 
 fn cases() -> u64 {
@@ -33,17 +34,17 @@ fn run(name: &str, seed: u64, input: &[u8], target: impl FnOnce(&[u8])) {
 /// Random bytes, biased towards short inputs and towards the magic and small
 /// integers, which is where the parsers branch.
 fn noise(rng: &mut Rng) -> Vec<u8> {
-    let len = match rng.below(4) {
-        0 => rng.below(8),
-        1 => rng.below(40),
-        _ => rng.below(300),
+    let len = match rng.index(4) {
+        0 => rng.index(8),
+        1 => rng.index(40),
+        _ => rng.index(300),
     };
     let mut bytes = rng.bytes(len);
-    if rng.below(3) == 0 && bytes.len() >= 4 {
+    if rng.index(3) == 0 && bytes.len() >= 4 {
         bytes[..4].copy_from_slice(&MAGIC);
     }
     for byte in bytes.iter_mut() {
-        if rng.below(3) == 0 {
+        if rng.index(3) == 0 {
             *byte %= 8;
         }
     }
@@ -53,21 +54,21 @@ fn noise(rng: &mut Rng) -> Vec<u8> {
 /// A valid stream with a few random edits.
 fn mutate(rng: &mut Rng, valid: &[u8]) -> Vec<u8> {
     let mut bytes = valid.to_vec();
-    for _ in 0..1 + rng.below(4) {
+    for _ in 0..1 + rng.index(4) {
         if bytes.is_empty() {
             break;
         }
-        let at = rng.below(bytes.len());
-        match rng.below(5) {
-            0 => bytes[at] ^= 1 << rng.below(8),
+        let at = rng.index(bytes.len());
+        match rng.index(5) {
+            0 => bytes[at] ^= 1 << rng.index(8),
             1 => bytes[at] = rng.next_u64() as u8,
             2 => bytes.truncate(at),
             3 => {
-                let end = (at + 1 + rng.below(16)).min(bytes.len());
+                let end = (at + 1 + rng.index(16)).min(bytes.len());
                 bytes.drain(at..end);
             }
             _ => {
-                let len = 1 + rng.below(8);
+                let len = 1 + rng.index(8);
                 let insert = rng.bytes(len);
                 bytes.splice(at..at, insert);
             }
@@ -157,7 +158,7 @@ fn bodies(bytes: &[u8]) {
 #[test]
 fn connection_start_parsers_never_panic() {
     for seed in 0..cases() {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let input = noise(&mut rng);
         run("connection start", seed, &input, connection_start);
     }
@@ -166,7 +167,7 @@ fn connection_start_parsers_never_panic() {
 #[test]
 fn body_decoders_never_panic_on_noise() {
     for seed in 0..cases() {
-        let mut rng = Rng(seed ^ 0xB0D1);
+        let mut rng = Rng::new(seed ^ 0xB0D1);
         let input = noise(&mut rng);
         run("body decoders", seed, &input, bodies);
     }
@@ -181,8 +182,8 @@ fn body_decoders_never_panic_on_mutated_bodies() {
         .chain(watch_messages().iter().map(|m| postcard::to_stdvec(m).unwrap()))
         .collect();
     for seed in 0..cases() {
-        let mut rng = Rng(seed ^ 0x5A3D);
-        let sample = &samples[rng.below(samples.len())];
+        let mut rng = Rng::new(seed ^ 0x5A3D);
+        let sample = &samples[rng.index(samples.len())];
         let input = mutate(&mut rng, sample);
         run("body decoders", seed, &input, bodies);
     }
@@ -192,15 +193,15 @@ fn body_decoders_never_panic_on_mutated_bodies() {
 fn frame_decoding_never_panics_on_noise_or_mutated_streams() {
     let valid = [request_stream(), server_stream()];
     for seed in 0..cases() {
-        let mut rng = Rng(seed ^ 0xF7A3);
-        let input = match rng.below(3) {
+        let mut rng = Rng::new(seed ^ 0xF7A3);
+        let input = match rng.index(3) {
             0 => noise(&mut rng),
             _ => {
-                let which = rng.below(2);
+                let which = rng.index(2);
                 mutate(&mut rng, &valid[which])
             }
         };
-        let cap = [0, 1, 64, MIN_FRAME_BYTES, REQUEST_BYTES_MAX_DEFAULT, u32::MAX][rng.below(6)];
+        let cap = [0, 1, 64, MIN_FRAME_BYTES, REQUEST_BYTES_MAX_DEFAULT, u32::MAX][rng.index(6)];
         run("server read path", seed, &input, |bytes| server_reads(bytes, cap));
         run("client read path", seed, &input, |bytes| client_reads(bytes, cap));
     }

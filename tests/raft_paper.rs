@@ -642,14 +642,21 @@ fn change(
     result
 }
 
-#[test]
-fn learners_replicate_without_voting_and_can_be_promoted() {
+/// Voters 1, 2 and 3 under leader 1, learner 4 joined, and entry `x`
+/// committed and applied everywhere.
+fn three_and_a_learner_holding_x() -> Cluster {
     let mut c = cluster(&[1, 2, 3]);
     c.campaign(1);
     join(&mut c, 4);
     change(&mut c, 1, ConfChangeKind::AddLearner, 4).unwrap();
     c.propose(1, b"x").unwrap();
     c.tick_all(2);
+    c
+}
+
+#[test]
+fn learners_replicate_without_voting_and_can_be_promoted() {
+    let mut c = three_and_a_learner_holding_x();
     assert_eq!(c.nodes[&4].applied, vec![b"x".to_vec()]);
     // A learner never campaigns and does not count for a quorum.
     c.tick(4, 50);
@@ -756,12 +763,7 @@ fn a_single_member_commits_through_its_own_disk() {
 
 #[test]
 fn restart_keeps_term_vote_log_and_membership() {
-    let mut c = cluster(&[1, 2, 3]);
-    c.campaign(1);
-    join(&mut c, 4);
-    change(&mut c, 1, ConfChangeKind::AddLearner, 4).unwrap();
-    c.propose(1, b"x").unwrap();
-    c.tick_all(2);
+    let c = three_and_a_learner_holding_x();
     let storage = c.nodes[&2].raw.storage().clone();
     let status = c.nodes[&2].raw.status();
     let mut cfg = config(2);

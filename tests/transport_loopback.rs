@@ -453,15 +453,8 @@ fn a_message_over_the_frame_cap_is_refused_at_send() {
 
 /// Deterministic bytes that no chunking mistake could reproduce by accident.
 fn payload(len_bytes: usize) -> Vec<u8> {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    (0..len_bytes)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
+    let mut rng = ember::raft::Rng::new(0x9e37_79b9_7f4a_7c15);
+    (0..len_bytes).map(|_| rng.next_u64() as u8).collect()
 }
 
 fn stream_pair(chunk_bytes: usize, inbox_bytes: usize) -> (Node, Node) {

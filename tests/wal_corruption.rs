@@ -334,21 +334,15 @@ fn random_damage_never_panics_and_never_shortens_the_log_silently() {
     let Some(fixture) = Fixture::new("corrupt-random") else { return };
     let rounds: u64 =
         std::env::var("EMBER_WAL_FUZZ_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(150);
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = ember::raft::Rng::new(0x9e37_79b9_7f4a_7c15);
     let (mut refused, mut repaired, mut clean) = (0, 0, 0);
     for round in 0..rounds {
         fixture.restore();
-        for _ in 0..1 + next() % 3 {
-            let (path, bytes) = &fixture.files[(next() % fixture.files.len() as u64) as usize];
+        for _ in 0..1 + rng.below(3) {
+            let (path, bytes) = &fixture.files[rng.below(fixture.files.len() as u64) as usize];
             let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 64;
-            let offset = (next() % end as u64) as usize;
-            wal_support::flip_bit(path, offset, (next() % 8) as u8);
+            let offset = rng.below(end as u64) as usize;
+            wal_support::flip_bit(path, offset, rng.below(8) as u8);
         }
         match fixture.open() {
             Err(WalError::Corrupt { .. }) => refused += 1,

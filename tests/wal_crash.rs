@@ -9,6 +9,8 @@
 //! other page of them (the kernel wrote pages out of order); a rename or an
 //! unlink not yet durable in the directory.
 
+#[path = "support/rng.rs"]
+mod rng;
 mod wal_support;
 
 use std::cell::RefCell;
@@ -19,6 +21,7 @@ use std::rc::Rc;
 
 use ember::raft::{ConfState, Entry, HardState, SnapshotMeta};
 use ember::wal::{Step, StepInfo, Wal, WalConfig};
+use rng::Rng;
 use wal_support::{durable_dir, entry, read_log};
 
 /// The log as the writes so far define it.
@@ -109,22 +112,6 @@ fn record(recorder: &Rc<RefCell<Recorder>>, wal_dir: &Path, info: &StepInfo) {
         allowed,
     });
     recorder.last_files = files;
-}
-
-/// A small deterministic generator; the seed makes any failure replayable.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 fn config() -> WalConfig {
@@ -304,10 +291,12 @@ fn a_crash_at_every_step_recovers_a_prefix_that_includes_everything_synced() {
     let Some(dir) = durable_dir("crash-steps") else { return };
     let rounds: usize =
         std::env::var("EMBER_WAL_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
+    // The default seed's 40 rounds reach every step, segment removal
+    // included, which some seeds take more rounds to reach.
     let seed: u64 = std::env::var("EMBER_WAL_CRASH_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0x5eed_cafe);
+        .unwrap_or(0x5eed_cb00);
     let live = dir.join("live");
     let recorder = Rc::new(RefCell::new(Recorder::default()));
     let mut wal = Wal::open(&live, config()).unwrap();
@@ -321,7 +310,7 @@ fn a_crash_at_every_step_recovers_a_prefix_that_includes_everything_synced() {
         recorder: recorder.clone(),
         term: 1,
     };
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     for _ in 0..rounds {
         driver.step(&mut rng);
     }
@@ -367,7 +356,7 @@ fn reopening_between_random_writes_gives_back_the_model() {
         let recorder = Rc::new(RefCell::new(Recorder::default()));
         let mut driver =
             Driver { wal, states: vec![Model::default()], synced: 0, recorder, term: 1 };
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let mut reopened = 0;
         for round in 0..rounds {
             driver.step(&mut rng);

@@ -1,17 +1,15 @@
 //! `ember debug wal`: what an operator sees on a clean, a torn and a corrupt
 //! log, and the exit codes scripts rely on.
 
+mod support;
 mod wal_support;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use ember::raft::HardState;
 use ember::wal::Wal;
+use support::cli::run as ember;
 use wal_support::{durable_dir, entry, segment_paths, small_config};
-
-fn ember(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ember")).args(args).output().expect("run ember")
-}
 
 fn text(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)

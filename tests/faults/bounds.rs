@@ -10,20 +10,18 @@
 //! member uses, and far below what a board would tolerate.
 
 use std::fs;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+pub use crate::support::cluster::Pids;
 
 /// The most resident memory a member may use during a scenario.
 pub const RSS_BYTES_MAX: u64 = 128 * 1024 * 1024;
 /// The most file descriptors a member may hold open during a scenario.
 pub const FDS_MAX: usize = 256;
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
-
-/// The process ids of the members, `None` while one is not running; kept by
-/// the cluster, read by the sampler.
-pub type Pids = Arc<Mutex<Vec<Option<u32>>>>;
 
 /// The largest values seen across all members.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

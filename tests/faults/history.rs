@@ -29,7 +29,7 @@ use ember::proto::{
 };
 
 use super::checker::{Compare, Input, NEVER_WRITTEN, Observed, Operation, Output, Value};
-use super::rng::Rng;
+use crate::support::rng::Rng;
 
 /// Keys the clients share; few, so that they collide and the checker's
 /// per-key search stays small.
@@ -173,7 +173,7 @@ fn run_client(
         let Some(conn) = connected(&mut connection, &config) else { continue };
         counter += 1;
         let value = ((client as u64 + 1) << 32) | counter;
-        let key = rng.below(KEYS);
+        let key = rng.below(u64::from(KEYS)) as u32;
         let (input, is_serializable) = choose(&mut rng, seen[key as usize], value);
         let call_ns = start.elapsed().as_nanos() as u64;
         let result = perform(conn, key, &input, is_serializable);

@@ -1,6 +1,8 @@
 //! Support for the fault tests (`tests/faults_*.rs`): a linearizability
-//! checker, a history recorder, a fault-injecting TCP proxy for peer links
-//! and a harness that runs real `ember serve` processes.
+//! checker, a history recorder, resource bounds, power-loss rollbacks and
+//! the scenario driver. The cluster of real `ember serve` processes and the
+//! fault-injecting peer proxy it runs behind are the shared ones of
+//! `tests/support`, which every fault test includes beside this module.
 //!
 //! Each test binary includes this module and uses a different subset of it.
 
@@ -8,11 +10,6 @@
 
 pub mod bounds;
 pub mod checker;
-pub mod cluster;
 pub mod history;
 pub mod power;
-pub mod proxy;
-pub mod rng;
 pub mod scenario;
-#[path = "../test_ports/mod.rs"]
-pub mod test_ports;

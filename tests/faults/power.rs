@@ -1,5 +1,5 @@
 //! Power loss on a killed member: its data directory is rolled back to what
-//! the member's sync log (`src/wal/sync_log.rs`, built with the
+//! the member's sync log (`src/sync_log.rs`, built with the
 //! `fault-injection` feature) says was durable, as a cut of the power would
 //! leave it after the page cache is gone.
 //!
@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use ember::wal::record::decode_segment_header;
 
-use super::rng::Rng;
+use crate::support::rng::Rng;
 
 /// The unit the kernel writes back mapped file pages in.
 const PAGE_BYTES: usize = 4096;
@@ -174,7 +174,7 @@ fn lose_unsynced(
     let before = bytes.clone();
     let end = written_end.next_multiple_of(PAGE_BYTES).min(bytes.len());
     let pages: Vec<usize> = (durable..end).step_by(PAGE_BYTES).collect();
-    let kept_prefix = rng.below(pages.len() as u32 + 1) as usize;
+    let kept_prefix = rng.index(pages.len() + 1);
     for (n, &start) in pages.iter().enumerate() {
         // The first "page" starts at the durable offset, which a sealed
         // segment may leave inside a page; the rest are whole pages.
@@ -184,7 +184,7 @@ fn lose_unsynced(
             Loss::TornPrefix if n < kept_prefix => Fate::Written,
             Loss::TornPrefix if n == kept_prefix => Fate::Torn,
             Loss::TornPrefix => Fate::Lost,
-            Loss::Scattered => [Fate::Written, Fate::Lost, Fate::Torn][rng.below(3) as usize],
+            Loss::Scattered => [Fate::Written, Fate::Lost, Fate::Torn][rng.index(3)],
         };
         apply(&mut bytes[start..stop], fate, rng);
     }
@@ -210,7 +210,7 @@ fn apply(page: &mut [u8], fate: Fate, rng: &mut Rng) {
         Fate::Lost => page.fill(0),
         Fate::Torn => {
             let sectors = page.len().div_ceil(SECTOR_BYTES);
-            let good = rng.below(sectors as u32) as usize * SECTOR_BYTES;
+            let good = rng.index(sectors) * SECTOR_BYTES;
             let bad_end = (good + SECTOR_BYTES).min(page.len());
             for byte in &mut page[good..bad_end] {
                 *byte = rng.next_u64() as u8;

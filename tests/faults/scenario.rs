@@ -24,9 +24,9 @@ use super::bounds::{self, Sampler};
 use super::checker::{
     Input, Observed, Operation, Output, Verdict, acked_lost, check_history, check_serializable,
 };
-use super::cluster::{Cluster, ELECTION_TIMEOUT_MS};
 use super::history::{History, KEYS, Recorder, key_name, observed};
-use super::rng::Rng;
+use crate::support::cluster::{Cluster, ELECTION_TIMEOUT_MS};
+use crate::support::rng::Rng;
 
 /// Clients per member: several, so one member's answers interleave.
 const CLIENTS_PER_MEMBER: usize = 2;
@@ -85,7 +85,7 @@ impl Run<'_> {
 
     pub fn leader(&self) -> usize {
         let live = self.cluster.live();
-        self.cluster.wait_leader(&live, LEADER_WAIT).expect("a leader among the live members")
+        self.cluster.find_leader(&live, LEADER_WAIT).expect("a leader among the live members")
     }
 }
 
@@ -121,10 +121,10 @@ pub fn run_with(name: &str, size: usize, options: Options, faults: impl FnOnce(&
         "faults scenario={name} seed={} seconds={} members={size} starting",
         settings.seed, settings.seconds
     );
-    let mut cluster = Cluster::start(name, size, settings.seed, extra_args);
+    let mut cluster = Cluster::start_behind_proxies(name, size, settings.seed, extra_args);
     let sampler = Sampler::start(cluster.pids.clone());
     let all: Vec<usize> = (0..size).collect();
-    cluster.wait_leader(&all, LEADER_WAIT).expect("the cluster elects a leader");
+    cluster.find_leader(&all, LEADER_WAIT).expect("the cluster elects a leader");
     let configs: Vec<_> = all.iter().map(|&i| cluster.client_config(i)).collect();
     let recorder = Recorder::start(&configs, CLIENTS_PER_MEMBER, settings.seed, options.compact);
     let until = Instant::now() + Duration::from_secs(settings.seconds);
@@ -182,7 +182,7 @@ fn restore(cluster: &mut Cluster) {
         }
     }
     let all: Vec<usize> = (0..cluster.members.len()).collect();
-    cluster.wait_leader(&all, LEADER_WAIT).expect("one leader once healed");
+    cluster.find_leader(&all, LEADER_WAIT).expect("one leader once healed");
 }
 
 /// A linearizable read of every key, added to the history as operations.
@@ -192,7 +192,7 @@ fn final_reads(
     clock: Instant,
 ) -> BTreeMap<u32, Option<Observed>> {
     let all: Vec<usize> = (0..cluster.members.len()).collect();
-    let leader = cluster.wait_leader(&all, LEADER_WAIT).expect("a leader for the final reads");
+    let leader = cluster.find_leader(&all, LEADER_WAIT).expect("a leader for the final reads");
     let mut client = Client::connect(cluster.client_config(leader)).expect("the leader answers");
     let mut finals = BTreeMap::new();
     for key in 0..KEYS {

@@ -6,6 +6,9 @@
 
 use ember::proto::*;
 
+#[path = "../support/rng.rs"]
+pub mod rng;
+
 pub fn header(n: i64) -> ResponseHeader {
     ResponseHeader { cluster_id: 0xC1C1, member_id: 0xAB, revision: n, raft_term: 7 }
 }
@@ -273,27 +276,5 @@ pub fn encode_server_message(out: &mut Vec<u8>, message: &ServerMessage, max_bod
         ServerMessage::Watch { watch_id, message } => {
             encode_watch(out, *watch_id, message, max_body_bytes).unwrap();
         }
-    }
-}
-
-/// A small deterministic generator (splitmix64), so failures replay from a seed.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..bound`; `bound` must be positive.
-    pub fn below(&mut self, bound: usize) -> usize {
-        (self.next_u64() % bound as u64) as usize
-    }
-
-    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next_u64() as u8).collect()
     }
 }

@@ -307,7 +307,8 @@ fn split_units(
             push(conn, now, unit); // the hello always passes
             continue;
         }
-        let dropped = faults.drop_per_million > 0 && rng.below(1_000_000) < faults.drop_per_million;
+        let dropped = faults.drop_per_million > 0
+            && rng.below(1_000_000) < u64::from(faults.drop_per_million);
         if faults.blackhole || dropped {
             continue;
         }
