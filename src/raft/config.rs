@@ -4,7 +4,8 @@ use super::progress::MAX_INFLIGHT_MSGS_CAPACITY;
 use super::types::{NO_NODE, NodeId};
 
 /// A rule the core breaks on purpose, so the simulator can show that it
-/// notices. Production code never sets anything but `None`.
+/// notices. Only a build with the `planted-bugs` feature (the tests') acts
+/// on it; any other refuses a configuration that names one.
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PlantedBug {
@@ -81,6 +82,9 @@ impl Config {
         if self.heartbeat_tick == 0 {
             return Err(ConfigError::HeartbeatTickZero);
         }
+        if !cfg!(feature = "planted-bugs") && self.planted_bug != PlantedBug::None {
+            return Err(ConfigError::PlantedBugNotBuilt);
+        }
         if self.election_tick <= self.heartbeat_tick {
             return Err(ConfigError::ElectionTickNotAboveHeartbeat);
         }
@@ -106,6 +110,8 @@ pub enum ConfigError {
     MaxInflightOutOfRange,
     MaxSizePerMsgZero,
     MaxUncommittedZero,
+    /// A planted bug was asked of a build without the `planted-bugs` feature.
+    PlantedBugNotBuilt,
 }
 
 impl std::fmt::Display for ConfigError {
@@ -119,6 +125,9 @@ impl std::fmt::Display for ConfigError {
             ConfigError::MaxInflightOutOfRange => "max_inflight_msgs out of range",
             ConfigError::MaxSizePerMsgZero => "max_size_per_msg_bytes must be positive",
             ConfigError::MaxUncommittedZero => "max_uncommitted_entries_bytes must be positive",
+            ConfigError::PlantedBugNotBuilt => {
+                "planted bugs exist only with the planted-bugs feature"
+            }
         };
         f.write_str(text)
     }

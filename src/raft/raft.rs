@@ -88,10 +88,24 @@ pub struct Raft<S: Storage> {
     /// The membership changed since the last `Ready`.
     pub conf_changed: bool,
     rng: Rng,
+    #[cfg(feature = "planted-bugs")]
     planted_bug: PlantedBug,
 }
 
 impl<S: Storage> Raft<S> {
+    /// Whether the simulator switched on `bug`. Without the `planted-bugs`
+    /// feature it is always false and the branches it guards compile away:
+    /// a release build carries none of them.
+    #[cfg(feature = "planted-bugs")]
+    fn planted(&self, bug: PlantedBug) -> bool {
+        self.planted_bug == bug
+    }
+
+    #[cfg(not(feature = "planted-bugs"))]
+    fn planted(&self, _bug: PlantedBug) -> bool {
+        false
+    }
+
     pub fn new(config: &Config, storage: S) -> Result<Raft<S>, RaftError> {
         config.validate().map_err(RaftError::Config)?;
         let (hard_state, conf_state) = storage.initial_state()?;
@@ -134,6 +148,7 @@ impl<S: Storage> Raft<S> {
             append_pending: false,
             conf_changed: false,
             rng: Rng::new(config.seed ^ config.id.rotate_left(32)),
+            #[cfg(feature = "planted-bugs")]
             planted_bug: config.planted_bug,
         };
         raft.replay_applied_conf_changes()?;
@@ -515,7 +530,7 @@ impl<S: Storage> Raft<S> {
         }
         if self.read_only.has_unassigned() {
             let round = self.read_only.start_round();
-            if self.is_single_voter() || self.planted_bug == PlantedBug::ReadWithoutQuorum {
+            if self.is_single_voter() || self.planted(PlantedBug::ReadWithoutQuorum) {
                 self.release_reads(round);
             } else {
                 self.broadcast_heartbeat();
@@ -536,8 +551,7 @@ impl<S: Storage> Raft<S> {
         let quorum_index = quorum::majority_value(&self.conf.voters, |id| {
             progress.get(&id).map_or(0, |p| p.match_index)
         });
-        let term_required =
-            if self.planted_bug == PlantedBug::CommitOldTerm { 0 } else { self.term };
+        let term_required = if self.planted(PlantedBug::CommitOldTerm) { 0 } else { self.term };
         let quorum_index = quorum_index.min(self.log.last_index());
         if !self.log.maybe_commit(quorum_index, term_required) {
             return false;
@@ -904,11 +918,11 @@ impl<S: Storage> Raft<S> {
         let mut can_vote = self.vote == m.from
             || (self.vote == NO_NODE && self.leader_id == NO_NODE)
             || (pre && m.term > self.term);
-        if self.planted_bug == PlantedBug::VoteTwice && !pre && self.leader_id == NO_NODE {
+        if self.planted(PlantedBug::VoteTwice) && !pre && self.leader_id == NO_NODE {
             can_vote = true;
         }
         let up_to_date = self.log.is_up_to_date(m.index, m.log_term)
-            || self.planted_bug == PlantedBug::IgnoreLogUpToDate;
+            || self.planted(PlantedBug::IgnoreLogUpToDate);
         let kind = if pre {
             MessageKind::RequestPreVoteResponse
         } else {
