@@ -36,7 +36,7 @@ fn range_response(member_id: u64, key: &[u8], value: &[u8]) -> Response {
 fn the_handshake_announces_the_limit_and_learns_the_member() {
     let (address, server) = scripted(|listener| {
         let mut peer = Peer::accept(&listener, 0xA1);
-        assert_eq!(peer.hello, ClientHello::new(ember::client::DEFAULT_MAX_RESPONSE_BYTES));
+        assert_eq!(peer.hello, ClientHello::new(ember::client::RESPONSE_BYTES_MAX_DEFAULT));
         let (id, request) = peer.read_request().unwrap();
         assert_eq!(id, 1, "request ids start at 1");
         assert_eq!(request, Request::Status);

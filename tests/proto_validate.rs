@@ -3,7 +3,7 @@
 
 mod proto_samples;
 
-use ember::proto::validate::{DEFAULT_MAX_KEY_BYTES, LEASE_TTL_SECS_MAX};
+use ember::proto::validate::{KEY_BYTES_MAX_DEFAULT, LEASE_TTL_SECS_MAX};
 use ember::proto::*;
 use proto_samples::*;
 
@@ -54,7 +54,7 @@ fn a_watch_with_an_empty_key_starts_at_the_smallest_key() {
 
 #[test]
 fn keys_over_the_limit_are_refused() {
-    let long = "k".repeat(DEFAULT_MAX_KEY_BYTES + 1);
+    let long = "k".repeat(KEY_BYTES_MAX_DEFAULT + 1);
     assert_eq!(check(Request::Put(put(&long))), Err(ErrorCode::KeyTooLong));
     assert_eq!(check(Request::DeleteRange(delete("a", &long))), Err(ErrorCode::KeyTooLong));
     let tight = Limits { max_key_bytes: 2, ..Limits::default() };

@@ -46,7 +46,7 @@ const RETRY_TICKS: u64 = 25;
 const SNAPSHOT_EVERY_ENTRIES: u64 = 40;
 const SNAPSHOT_KEEP_ENTRIES: u64 = 10;
 /// Message deliveries within one tick, so a livelock shows up as a failure.
-const MAX_DELIVERIES_PER_TICK: usize = 100_000;
+const DELIVERIES_PER_TICK_MAX: usize = 100_000;
 const LOG_MATCHING_EVERY_TICKS: u64 = 10;
 
 /// The replicated state machine: a small key-value map written by client
@@ -371,7 +371,7 @@ impl Sim {
     }
 
     fn deliver_due(&mut self) {
-        for _ in 0..MAX_DELIVERIES_PER_TICK {
+        for _ in 0..DELIVERIES_PER_TICK_MAX {
             let position = self.network.iter().position(|m| m.deliver_at_tick <= self.tick);
             let Some(position) = position else { return };
             let message = self.network.remove(position).unwrap().message;

@@ -166,6 +166,23 @@ fn find_cycle(
     }
 }
 
+/// Limits spell "max" one way: the quantity first, then its unit, then the
+/// qualifier (`REQUEST_BYTES_MAX_DEFAULT`, not `DEFAULT_MAX_REQUEST_BYTES`).
+#[test]
+fn limits_put_max_after_what_they_bound() {
+    let mut misnamed = Vec::new();
+    for file in rust_files(&root().join("src")) {
+        let code = strip_comments_and_strings(&fs::read_to_string(&file).unwrap());
+        for (at, line) in code.lines().enumerate() {
+            let Some((_, rest)) = line.split_once("const ") else { continue };
+            if rest.starts_with("MAX_") || rest.starts_with("DEFAULT_MAX_") {
+                misnamed.push(format!("{}:{}: {}", relative(&file), at + 1, line.trim()));
+            }
+        }
+    }
+    assert!(misnamed.is_empty(), "constants that put MAX first:\n{}", misnamed.join("\n"));
+}
+
 #[test]
 fn every_module_says_what_it_owns() {
     let mut undocumented = Vec::new();

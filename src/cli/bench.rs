@@ -41,18 +41,18 @@ pub const BENCH_FLAGS: &[Flag] = &[
 ];
 
 /// The most logical clients a run may have: each holds one request in
-/// flight, and a connection keeps at most `DEFAULT_MAX_IN_FLIGHT`.
-const MAX_CLIENTS: u64 = 100_000;
+/// flight, and a connection keeps at most `IN_FLIGHT_MAX_DEFAULT`.
+const CLIENTS_MAX: u64 = 100_000;
 
 /// The most requests a run may make: latencies are kept in memory (4 bytes
 /// each) to compute exact percentiles.
-const MAX_TOTAL: u64 = 100_000_000;
+const TOTAL_MAX: u64 = 100_000_000;
 
 /// Longest key the bench makes; a server's key limit is 32 KiB.
-const MAX_KEY_SIZE: usize = 1024;
+const KEY_SIZE_MAX: usize = 1024;
 
 /// Longest value; a request must fit in the server's 1.5 MiB frame.
-const MAX_VAL_SIZE: usize = 1024 * 1024;
+const VAL_SIZE_MAX: usize = 1024 * 1024;
 
 /// How often progress is redrawn on a terminal.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
@@ -61,10 +61,10 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Spec {
     pub op: Op,
-    /// Invariant: `1 <= clients <= MAX_CLIENTS`, `1 <= conns <= clients`.
+    /// Invariant: `1 <= clients <= CLIENTS_MAX`, `1 <= conns <= clients`.
     pub clients: u64,
     pub conns: u64,
-    /// Invariant: `1 <= total <= MAX_TOTAL`.
+    /// Invariant: `1 <= total <= TOTAL_MAX`.
     pub total: u64,
     /// Invariant: `keyspace - 1` has at most `key_size` digits.
     pub key_size: usize,
@@ -143,18 +143,18 @@ pub fn spec(parsed: &Parsed) -> Result<Spec, CliError> {
 }
 
 fn check(spec: &Spec) -> Result<(), String> {
-    if !(1..=MAX_CLIENTS).contains(&spec.clients) {
-        return Err(format!("--clients must be in 1..={MAX_CLIENTS}"));
+    if !(1..=CLIENTS_MAX).contains(&spec.clients) {
+        return Err(format!("--clients must be in 1..={CLIENTS_MAX}"));
     }
     if spec.conns < 1 || spec.conns > spec.clients {
         return Err("--conns must be at least 1 and at most --clients".to_string());
     }
-    if !(1..=MAX_TOTAL).contains(&spec.total) {
-        return Err(format!("--total must be in 1..={MAX_TOTAL}"));
+    if !(1..=TOTAL_MAX).contains(&spec.total) {
+        return Err(format!("--total must be in 1..={TOTAL_MAX}"));
     }
-    if !(1..=MAX_KEY_SIZE).contains(&spec.key_size) || spec.val_size > MAX_VAL_SIZE {
+    if !(1..=KEY_SIZE_MAX).contains(&spec.key_size) || spec.val_size > VAL_SIZE_MAX {
         return Err(format!(
-            "--key-size must be in 1..={MAX_KEY_SIZE} and --val-size at most {MAX_VAL_SIZE}"
+            "--key-size must be in 1..={KEY_SIZE_MAX} and --val-size at most {VAL_SIZE_MAX}"
         ));
     }
     let widest_key = (spec.keyspace.max(1) - 1).to_string().len();

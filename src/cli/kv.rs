@@ -18,7 +18,7 @@ use crate::proto::{
 
 /// Most bytes `put` reads from stdin when the value is not on the command
 /// line; the server's request limit is far below, so nothing real is cut.
-pub const MAX_STDIN_VALUE_BYTES: u64 = 64 << 20;
+pub const STDIN_VALUE_BYTES_MAX: u64 = 64 << 20;
 
 pub const PUT_FLAGS: &[Flag] = &[
     Flag { name: "lease", takes_value: true, help: "attach to this lease (hex id, as etcdctl)" },
@@ -89,11 +89,11 @@ pub fn put_request(
     })
 }
 
-/// The whole of stdin, bounded by `MAX_STDIN_VALUE_BYTES`.
+/// The whole of stdin, bounded by `STDIN_VALUE_BYTES_MAX`.
 pub fn read_stdin_value() -> Result<Vec<u8>, CliError> {
     let mut value = Vec::new();
     std::io::stdin()
-        .take(MAX_STDIN_VALUE_BYTES)
+        .take(STDIN_VALUE_BYTES_MAX)
         .read_to_end(&mut value)
         .map_err(|error| CliError::Failed(format!("reading the value from stdin: {error}")))?;
     Ok(value)

@@ -34,7 +34,7 @@ pub const TXN_FLAGS: &[Flag] = &[
 ];
 
 /// Longest line `txn` reads; a compare or op line beyond it is a typo.
-pub const MAX_TXN_LINE_BYTES: usize = 1 << 20;
+pub const TXN_LINE_BYTES_MAX: usize = 1 << 20;
 
 pub fn run_txn(parsed: &Parsed) -> Result<(), CliError> {
     let format = format::write_format_no_table(parsed, "txn")?;
@@ -65,13 +65,13 @@ fn read_section<R: BufRead>(input: &mut R) -> Result<Vec<String>, CliError> {
     let mut lines = Vec::new();
     loop {
         let mut line = String::new();
-        let limit = MAX_TXN_LINE_BYTES as u64 + 1;
+        let limit = TXN_LINE_BYTES_MAX as u64 + 1;
         let read = <&mut R as std::io::Read>::take(&mut *input, limit)
             .read_line(&mut line)
             .map_err(|error| CliError::Failed(format!("reading the transaction: {error}")))?;
-        if line.len() > MAX_TXN_LINE_BYTES {
+        if line.len() > TXN_LINE_BYTES_MAX {
             return Err(CliError::Usage(format!(
-                "txn: a line is longer than {MAX_TXN_LINE_BYTES} bytes"
+                "txn: a line is longer than {TXN_LINE_BYTES_MAX} bytes"
             )));
         }
         let line = line.trim();

@@ -9,7 +9,7 @@
 //! every later call fails: drop it and dial again.
 //!
 //! Bounds: at most `max_in_flight` requests unanswered and at most
-//! `MAX_UNWRITTEN_BYTES` waiting to be written (plus the one request that
+//! `UNWRITTEN_BYTES_MAX` waiting to be written (plus the one request that
 //! crossed it): beyond either, `send` says `WindowFull` and the caller
 //! `recv`s. The read buffer holds at most one frame of the client's
 //! announced limit plus one read's worth.
@@ -28,13 +28,13 @@ use crate::proto::{
 /// The largest frame body the client accepts by default: 16 MiB, enough for
 /// a range of ten thousand 1 KiB values. Larger answers come back as
 /// `ResponseTooLarge`; page with `limit` instead.
-pub const DEFAULT_MAX_RESPONSE_BYTES: u32 = 16 * 1024 * 1024;
+pub const RESPONSE_BYTES_MAX_DEFAULT: u32 = 16 * 1024 * 1024;
 
 /// Requests one connection keeps unanswered by default. A server bounds its
 /// own per-connection queue, and staying below it avoids `TooManyRequests`;
 /// 128 is far past the point where more in flight stops helping (a node
 /// batches a loop iteration's writes into one fsync anyway).
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 128;
+pub const IN_FLIGHT_MAX_DEFAULT: usize = 128;
 
 /// The longest one write blocks before the connection looks for answers.
 /// A server may stop reading a connection until its answers are taken; a
@@ -45,7 +45,7 @@ const WRITE_STALL: Duration = Duration::from_millis(2);
 /// Encoded requests waiting to be written before `send` says `WindowFull`:
 /// a few socket buffers' worth, so the writer never idles for want of
 /// bytes, while a pipeline of large requests holds memory to this.
-const MAX_UNWRITTEN_BYTES: usize = 4 * 1024 * 1024;
+const UNWRITTEN_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Bytes read from the socket at a time, and the read buffer's first size.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -68,8 +68,8 @@ impl Default for ConnectOptions {
         ConnectOptions {
             dial_timeout: Duration::from_secs(2),
             idle_timeout: None,
-            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
-            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_response_bytes: RESPONSE_BYTES_MAX_DEFAULT,
+            max_in_flight: IN_FLIGHT_MAX_DEFAULT,
             expected_cluster_id: 0,
         }
     }
@@ -169,7 +169,7 @@ impl Connection {
         self.check_usable()?;
         let unwritten_bytes = self.write_buffer.len() - self.write_start;
         // A request always fits in an empty buffer, however large.
-        if self.in_flight >= self.max_in_flight || unwritten_bytes >= MAX_UNWRITTEN_BYTES {
+        if self.in_flight >= self.max_in_flight || unwritten_bytes >= UNWRITTEN_BYTES_MAX {
             return Err(ClientError::WindowFull { in_flight: self.in_flight, unwritten_bytes });
         }
         let id = self.next_request_id;
@@ -306,7 +306,7 @@ impl Connection {
                 if self.write_start == self.write_buffer.len() {
                     self.write_buffer.clear();
                     self.write_start = 0;
-                } else if self.write_start >= MAX_UNWRITTEN_BYTES {
+                } else if self.write_start >= UNWRITTEN_BYTES_MAX {
                     // Keep the written prefix from piling up under a stream
                     // of new requests.
                     self.write_buffer.drain(..self.write_start);

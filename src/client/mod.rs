@@ -61,7 +61,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 pub use connection::{
-    ConnectOptions, Connection, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_RESPONSE_BYTES,
+    ConnectOptions, Connection, IN_FLIGHT_MAX_DEFAULT, RESPONSE_BYTES_MAX_DEFAULT,
 };
 pub use endpoint::{parse_endpoint, parse_endpoints};
 pub use error::{ClientError, DialFailure};
@@ -93,8 +93,8 @@ impl Config {
             endpoints,
             dial_timeout: DEFAULT_DIAL_TIMEOUT,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
-            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
-            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_response_bytes: RESPONSE_BYTES_MAX_DEFAULT,
+            max_in_flight: IN_FLIGHT_MAX_DEFAULT,
         }
     }
 

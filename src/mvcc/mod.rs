@@ -31,7 +31,7 @@
 //!   the neighbouring version. No version has an allocation of its own.
 //! * The log names the key of every change in revision order, so a range
 //!   watch reads `[rev, now)` at a cost proportional to the changes since
-//!   `rev` (each call looks at most at [`MAX_WATCH_SCAN_CHANGES`] of them),
+//!   `rev` (each call looks at most at [`WATCH_SCAN_CHANGES_MAX`] of them),
 //!   whatever the number of keys. A single-key watch reads the key's own
 //!   block instead, at a cost proportional to that key's versions.
 //!
@@ -69,4 +69,4 @@ mod watch;
 pub use image::{IMAGE_MAX_FIELD_BYTES, ImageError, ImageReader, ImageWriter, LiveImage};
 pub use store::Store;
 pub use types::*;
-pub use watch::MAX_WATCH_SCAN_CHANGES;
+pub use watch::WATCH_SCAN_CHANGES_MAX;

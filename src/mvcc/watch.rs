@@ -8,7 +8,7 @@ use super::types::*;
 /// Changes one `events_since` call may look at. It bounds the work of one
 /// call when a watch covers few of many changing keys; 16,384 four-byte log
 /// entries is 64 KiB of sequential reads.
-pub const MAX_WATCH_SCAN_CHANGES: usize = 16_384;
+pub const WATCH_SCAN_CHANGES_MAX: usize = 16_384;
 
 impl Store {
     /// Events for keys in `[key, range_end)` from revision `from` on, at most
@@ -36,7 +36,7 @@ impl Store {
         let max_events = max_events.max(1);
         let mut scanned = 0;
         while let Some((rev, id)) = self.log.at(&cur) {
-            if events.len() >= max_events || scanned >= MAX_WATCH_SCAN_CHANGES {
+            if events.len() >= max_events || scanned >= WATCH_SCAN_CHANGES_MAX {
                 return Ok(WatchBatch { events, next: rev, caught_up: false });
             }
             scanned += 1;

@@ -12,7 +12,7 @@ use super::handshake::MAGIC;
 /// Bytes the head of an HTTP request (request line plus headers) may take.
 /// A health probe sends well under 1 KiB; 8 KiB leaves room for proxies'
 /// headers, and anything longer is refused with 431, never buffered.
-pub const MAX_HTTP_HEAD_BYTES: usize = 8 * 1024;
+pub const HTTP_HEAD_BYTES_MAX: usize = 8 * 1024;
 
 /// Methods recognised when sniffing. Others are garbage to this port.
 const HTTP_METHODS: &[&[u8]] =
@@ -60,7 +60,7 @@ pub struct HttpRequest<'a> {
 /// Why a request head was refused; each maps to the status to answer with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HttpError {
-    /// No blank line within `MAX_HTTP_HEAD_BYTES`: answer 431.
+    /// No blank line within `HTTP_HEAD_BYTES_MAX`: answer 431.
     HeadTooLarge,
     /// The request line is not `METHOD SP TARGET SP HTTP/1.x`: answer 400.
     BadRequestLine,
@@ -79,9 +79,9 @@ impl HttpError {
 /// line that ends the head has not arrived, and the cap is not reached.
 /// Headers are skipped, not interpreted; a bare `\n` ends a line as well.
 pub fn parse_request_head(buffer: &[u8]) -> Result<Option<HttpRequest<'_>>, HttpError> {
-    let window = &buffer[..buffer.len().min(MAX_HTTP_HEAD_BYTES)];
+    let window = &buffer[..buffer.len().min(HTTP_HEAD_BYTES_MAX)];
     let Some(head_bytes) = head_end(window) else {
-        return if buffer.len() >= MAX_HTTP_HEAD_BYTES {
+        return if buffer.len() >= HTTP_HEAD_BYTES_MAX {
             Err(HttpError::HeadTooLarge)
         } else {
             Ok(None)
@@ -254,9 +254,9 @@ mod tests {
         let mut out = Vec::new();
         write_http_error(HttpError::HeadTooLarge, &mut out);
         assert!(out.starts_with(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"));
-        let endless = vec![b'a'; MAX_HTTP_HEAD_BYTES];
+        let endless = vec![b'a'; HTTP_HEAD_BYTES_MAX];
         assert_eq!(parse_request_head(&endless), Err(HttpError::HeadTooLarge));
-        assert_eq!(parse_request_head(&endless[..MAX_HTTP_HEAD_BYTES - 1]), Ok(None));
+        assert_eq!(parse_request_head(&endless[..HTTP_HEAD_BYTES_MAX - 1]), Ok(None));
     }
 
     #[test]

@@ -20,9 +20,9 @@
 //!   and no put falls in a deleted range;
 //! - a lease TTL is at most `LEASE_TTL_SECS_MAX`;
 //! - a member change names a member (id not 0); an add or update carries
-//!   1 to `MAX_MEMBER_URLS` peer URLs of at most `MAX_MEMBER_URL_BYTES`
+//!   1 to `MEMBER_URLS_MAX` peer URLs of at most `MEMBER_URL_BYTES_MAX`
 //!   each (whether they parse is the server's check), and an add a name of
-//!   at most `MAX_MEMBER_NAME_BYTES` without '=', ',' or outer spaces.
+//!   at most `MEMBER_NAME_BYTES_MAX` without '=', ',' or outer spaces.
 //!
 //! Not checked here, because the answer depends on state: compacted or
 //! future revisions, whether a lease or key exists, leadership, quotas. The
@@ -38,17 +38,17 @@ use crate::limits::TXN_DEPTH_MAX;
 pub use crate::limits::{LEASE_TTL_SECS_MAX, TXN_OPS_MAX_DEFAULT};
 
 /// Peer URLs one member may have.
-pub const MAX_MEMBER_URLS: usize = 8;
+pub const MEMBER_URLS_MAX: usize = 8;
 /// The longest peer URL accepted.
-pub const MAX_MEMBER_URL_BYTES: usize = 256;
+pub const MEMBER_URL_BYTES_MAX: usize = 256;
 /// The longest member name accepted.
-pub const MAX_MEMBER_NAME_BYTES: usize = 256;
+pub const MEMBER_NAME_BYTES_MAX: usize = 256;
 
 /// etcd has no key limit apart from the request size. Ember caps keys
 /// because they live in the in-memory index and are compared on every
 /// lookup; real keys are paths of tens to hundreds of bytes, so 32 KiB
 /// refuses only mistakes.
-pub const DEFAULT_MAX_KEY_BYTES: usize = 32 * 1024;
+pub const KEY_BYTES_MAX_DEFAULT: usize = 32 * 1024;
 
 /// The limits a request is checked against (from the server's flags).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,7 +60,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_txn_ops: TXN_OPS_MAX_DEFAULT, max_key_bytes: DEFAULT_MAX_KEY_BYTES }
+        Limits { max_txn_ops: TXN_OPS_MAX_DEFAULT, max_key_bytes: KEY_BYTES_MAX_DEFAULT }
     }
 }
 
@@ -271,8 +271,8 @@ fn member_id(id: u64) -> Result<(), ErrorCode> {
 }
 
 fn member_urls(urls: &[String]) -> Result<(), ErrorCode> {
-    let bad = |u: &String| u.is_empty() || u.len() > MAX_MEMBER_URL_BYTES;
-    if urls.is_empty() || urls.len() > MAX_MEMBER_URLS || urls.iter().any(bad) {
+    let bad = |u: &String| u.is_empty() || u.len() > MEMBER_URL_BYTES_MAX;
+    if urls.is_empty() || urls.len() > MEMBER_URLS_MAX || urls.iter().any(bad) {
         return Err(ErrorCode::MemberBadUrls);
     }
     Ok(())
@@ -281,7 +281,7 @@ fn member_urls(urls: &[String]) -> Result<(), ErrorCode> {
 /// The same rule as `--name`: the name is written into `--initial-cluster`.
 fn member_name(name: &str) -> Result<(), ErrorCode> {
     let bad = name.is_empty()
-        || name.len() > MAX_MEMBER_NAME_BYTES
+        || name.len() > MEMBER_NAME_BYTES_MAX
         || name.contains(['=', ','])
         || name.trim() != name;
     if bad { Err(ErrorCode::InvalidField) } else { Ok(()) }

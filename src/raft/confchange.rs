@@ -21,7 +21,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::quorum::MAX_VOTERS;
+use super::quorum::VOTERS_MAX;
 use super::types::{ConfState, NO_NODE, NodeId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,7 +120,7 @@ pub fn apply(conf: &ConfState, change: ConfChange) -> Result<ConfState, ConfChan
     if next.voters.is_empty() {
         return Err(ConfChangeError::NoVotersLeft);
     }
-    if next.voters.len() > MAX_VOTERS {
+    if next.voters.len() > VOTERS_MAX {
         return Err(ConfChangeError::TooManyVoters);
     }
     Ok(next)

@@ -1,6 +1,6 @@
 //! The settings of one Raft member, checked once before the member starts.
 
-use super::progress::MAX_INFLIGHT_MSGS_CAPACITY;
+use super::progress::INFLIGHT_MSGS_CAPACITY_MAX;
 use super::types::{NO_NODE, NodeId};
 
 /// A rule the core breaks on purpose, so the simulator can show that it
@@ -39,7 +39,7 @@ pub struct Config {
     /// always sent).
     pub max_size_per_msg_bytes: u64,
     /// Append messages in flight to one follower in the replicate state.
-    /// Invariant: `1 ..= MAX_INFLIGHT_MSGS_CAPACITY`.
+    /// Invariant: `1 ..= INFLIGHT_MSGS_CAPACITY_MAX`.
     pub max_inflight_msgs: usize,
     /// Bytes of proposed but uncommitted entries past which the leader refuses
     /// new proposals.
@@ -88,7 +88,7 @@ impl Config {
         if self.election_tick <= self.heartbeat_tick {
             return Err(ConfigError::ElectionTickNotAboveHeartbeat);
         }
-        if self.max_inflight_msgs == 0 || self.max_inflight_msgs > MAX_INFLIGHT_MSGS_CAPACITY {
+        if self.max_inflight_msgs == 0 || self.max_inflight_msgs > INFLIGHT_MSGS_CAPACITY_MAX {
             return Err(ConfigError::MaxInflightOutOfRange);
         }
         if self.max_size_per_msg_bytes == 0 {

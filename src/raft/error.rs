@@ -18,7 +18,7 @@ pub enum RaftError {
     /// A membership change is still waiting to be applied.
     ConfChangePending,
     ConfChange(ConfChangeError),
-    /// `MAX_PENDING_READS` reads are already queued.
+    /// `PENDING_READS_MAX` reads are already queued.
     ReadQueueFull,
     /// Only the leader can do this.
     NotLeader,

@@ -8,7 +8,7 @@ use super::types::{Entry, NO_NODE, NodeId, Snapshot};
 /// The largest index or term a peer may name. Anything above is refused at
 /// the door, so `index + 1` and `term + 1` can never overflow inside raft. At
 /// a million entries (or elections) a second it takes 146,000 years to reach.
-pub const MAX_INDEX_OR_TERM: u64 = 1 << 62;
+pub const INDEX_OR_TERM_MAX: u64 = 1 << 62;
 
 /// The kinds of message. Requests and their responses are listed in pairs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,12 +96,12 @@ pub struct Message {
 
 impl Message {
     /// Whether every index and term the message names is within
-    /// `MAX_INDEX_OR_TERM`.
+    /// `INDEX_OR_TERM_MAX`.
     pub fn numbers_in_range(&self) -> bool {
         let fields = [self.term, self.log_term, self.index, self.commit, self.reject_hint];
         let entries = self.entries.iter().flat_map(|e| [e.index, e.term]);
         let snapshot = self.snapshot.iter().flat_map(|s| [s.meta.index, s.meta.term]);
-        fields.into_iter().chain(entries).chain(snapshot).all(|n| n <= MAX_INDEX_OR_TERM)
+        fields.into_iter().chain(entries).chain(snapshot).all(|n| n <= INDEX_OR_TERM_MAX)
     }
 
     pub fn new(kind: MessageKind, to: NodeId) -> Message {

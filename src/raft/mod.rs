@@ -43,7 +43,7 @@ pub use confchange::{ConfChange, ConfChangeError, ConfChangeKind};
 pub use config::{Config, ConfigError, PlantedBug};
 pub use error::{RaftError, StepError};
 pub use mem_storage::MemStorage;
-pub use message::{MAX_INDEX_OR_TERM, Message, MessageKind};
+pub use message::{INDEX_OR_TERM_MAX, Message, MessageKind};
 pub use progress::ProgressState;
 pub use raft::Role;
 pub use raw_node::{PeerStatus, RawNode, Ready, SoftState, Status};

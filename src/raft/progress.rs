@@ -15,7 +15,7 @@ use heapless::Deque;
 /// The hard upper bound of `Config::max_inflight_msgs`: the in-flight window
 /// is a fixed array of this many indexes per follower (4 KiB), enough for
 /// 1024 batches in flight on a link that would need that much pipelining.
-pub const MAX_INFLIGHT_MSGS_CAPACITY: usize = 1024;
+pub const INFLIGHT_MSGS_CAPACITY_MAX: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressState {
@@ -25,16 +25,16 @@ pub enum ProgressState {
 }
 
 /// The last indexes of appends sent but not yet acknowledged, oldest first.
-/// Invariant: strictly increasing; `len() ≤ limit ≤ MAX_INFLIGHT_MSGS_CAPACITY`.
+/// Invariant: strictly increasing; `len() ≤ limit ≤ INFLIGHT_MSGS_CAPACITY_MAX`.
 #[derive(Debug, Clone)]
 pub struct Inflights {
-    last_indexes: Deque<u64, MAX_INFLIGHT_MSGS_CAPACITY>,
+    last_indexes: Deque<u64, INFLIGHT_MSGS_CAPACITY_MAX>,
     limit: usize,
 }
 
 impl Inflights {
     pub fn new(limit: usize) -> Inflights {
-        assert!((1..=MAX_INFLIGHT_MSGS_CAPACITY).contains(&limit));
+        assert!((1..=INFLIGHT_MSGS_CAPACITY_MAX).contains(&limit));
         Inflights { last_indexes: Deque::new(), limit }
     }
 

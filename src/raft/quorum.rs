@@ -24,9 +24,9 @@ pub fn majority_value(voters: &[NodeId], value_of: impl Fn(NodeId) -> u64) -> u6
         return u64::MAX;
     }
     // Voter sets are tiny (3-5 boards); a stack buffer avoids an allocation on
-    // the hot commit path. `MAX_VOTERS` bounds it.
-    let mut values = [0u64; MAX_VOTERS];
-    let count = voters.len().min(MAX_VOTERS);
+    // the hot commit path. `VOTERS_MAX` bounds it.
+    let mut values = [0u64; VOTERS_MAX];
+    let count = voters.len().min(VOTERS_MAX);
     for (slot, id) in values.iter_mut().zip(voters.iter()) {
         *slot = value_of(*id);
     }
@@ -37,7 +37,7 @@ pub fn majority_value(voters: &[NodeId], value_of: impl Fn(NodeId) -> u64) -> u6
 
 /// The most voters a cluster may have. Consensus latency grows with the
 /// voter count and edge clusters have 3-5; 64 leaves ample room.
-pub const MAX_VOTERS: usize = 64;
+pub const VOTERS_MAX: usize = 64;
 
 /// Tallies `votes` (granted or not) against a majority of `voters`; votes of
 /// non-voters do not count.

@@ -16,8 +16,8 @@ use super::error::{RaftError, StepError};
 use super::log::RaftLog;
 use super::message::{Message, MessageKind};
 use super::progress::{Progress, ProgressState};
-use super::quorum::{self, MAX_VOTERS, VoteResult};
-use super::read_only::{MAX_PENDING_READS, ReadOnly, ReadState};
+use super::quorum::{self, VOTERS_MAX, VoteResult};
+use super::read_only::{PENDING_READS_MAX, ReadOnly, ReadState};
 use super::rng::Rng;
 use super::storage::{Storage, StorageError};
 use super::types::{ConfState, Entry, EntryKind, NO_NODE, NodeId, Snapshot};
@@ -29,7 +29,7 @@ pub const TRANSFER_CONTEXT: &[u8] = b"transfer";
 /// Messages queued between two `Ready`s. A leader of 4 followers sends a few
 /// per proposal batch; 65536 means something is not draining `Ready`, and
 /// further messages are dropped (the protocol retries) instead of growing.
-pub const MAX_QUEUED_MESSAGES: usize = 65536;
+pub const QUEUED_MESSAGES_MAX: usize = 65536;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -59,7 +59,7 @@ pub struct Raft<S: Storage> {
     /// One entry per voter and learner of `conf` (including this member).
     pub progress: BTreeMap<NodeId, Progress>,
     votes: BTreeMap<NodeId, bool>,
-    /// Bounded by `MAX_QUEUED_MESSAGES`.
+    /// Bounded by `QUEUED_MESSAGES_MAX`.
     pub msgs: Vec<Message>,
     pub read_states: Vec<ReadState>,
     pub read_only: ReadOnly,
@@ -412,7 +412,7 @@ impl<S: Storage> Raft<S> {
     // ----- sending -----
 
     fn send(&mut self, mut m: Message) {
-        if self.msgs.len() >= MAX_QUEUED_MESSAGES {
+        if self.msgs.len() >= QUEUED_MESSAGES_MAX {
             warn!(
                 "raft {:016x}: message queue full, dropping {:?} to {:016x}",
                 self.id, m.kind, m.to
@@ -655,7 +655,7 @@ impl<S: Storage> Raft<S> {
     }
 
     fn handle_read_index(&mut self, from: NodeId, context: Vec<u8>) -> Result<(), RaftError> {
-        if self.read_only.len() >= MAX_PENDING_READS {
+        if self.read_only.len() >= PENDING_READS_MAX {
             return Err(RaftError::ReadQueueFull);
         }
         if self.log.term_or_zero(self.log.committed) != self.term {
@@ -1205,7 +1205,7 @@ fn validate_snapshot(m: &Message) -> Result<(), StepError> {
     ids.sort_unstable();
     ids.dedup();
     let duplicate_or_zero = ids.len() != count || ids.contains(&NO_NODE);
-    if conf.voters.is_empty() || conf.voters.len() > MAX_VOTERS || duplicate_or_zero {
+    if conf.voters.is_empty() || conf.voters.len() > VOTERS_MAX || duplicate_or_zero {
         return Err(StepError::Malformed("snapshot membership"));
     }
     if !conf.voters_outgoing.is_empty() || !conf.learners_next.is_empty() {

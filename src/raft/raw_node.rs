@@ -16,7 +16,7 @@ use super::types::{ConfState, Entry, EntryKind, HardState, NodeId, Snapshot};
 /// Bytes of committed entries handed out in one `Ready`, so that a member
 /// catching up after a long outage applies in bounded steps (the rest follows
 /// in the next `Ready`).
-pub const MAX_COMMITTED_SIZE_PER_READY_BYTES: u64 = 16 * 1024 * 1024;
+pub const COMMITTED_SIZE_PER_READY_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
 /// What changes often and is never persisted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,7 +237,7 @@ impl<S: Storage> RawNode<S> {
         assert!(self.handed.is_none(), "ready() called twice without advance()");
         self.raft.flush();
         let committed_entries =
-            self.raft.log.next_committed_entries(MAX_COMMITTED_SIZE_PER_READY_BYTES);
+            self.raft.log.next_committed_entries(COMMITTED_SIZE_PER_READY_BYTES_MAX);
         self.apply_committed(&committed_entries);
         let raft = &mut self.raft;
         let entries = raft.log.unstable.entries.clone();

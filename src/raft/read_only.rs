@@ -19,7 +19,7 @@ use super::types::NodeId;
 /// Reads queued at the leader across both queues. A read is tiny (an index, a
 /// sender and a context of a few bytes); 4096 of them is more than a board
 /// answers in one heartbeat interval, and past it `read_index` refuses.
-pub const MAX_PENDING_READS: usize = 4096;
+pub const PENDING_READS_MAX: usize = 4096;
 
 #[derive(Debug, Clone)]
 pub struct ReadRequest {

@@ -16,7 +16,7 @@
 use mio::net::TcpListener;
 use mio::{Interest, Registry, Token};
 
-use super::conn::{Conn, MAX_WATCHES_PER_CONN, Phase, ReadOutcome, WATCH_FEED_LIMIT_BYTES};
+use super::conn::{Conn, Phase, ReadOutcome, WATCH_FEED_LIMIT_BYTES, WATCHES_PER_CONN_MAX};
 use super::proposals::{Reply, Waiter};
 use super::watch::{self, PassOutcome, Watcher};
 use crate::mvcc::{Revision, Store};
@@ -27,9 +27,9 @@ use crate::proto::{
 };
 
 /// Client listen addresses one node may have.
-pub const MAX_CLIENT_LISTENERS: usize = 8;
+pub const CLIENT_LISTENERS_MAX: usize = 8;
 /// Client connections at once; more are closed as they are accepted.
-pub const MAX_CLIENT_CONNS: usize = 4096;
+pub const CLIENT_CONNS_MAX: usize = 4096;
 
 /// Valid requests read in one pass, for the caller to handle.
 pub type Intake = Vec<(Waiter, Request)>;
@@ -44,9 +44,9 @@ pub struct Tokens {
 
 pub struct Clients {
     tokens: Tokens,
-    /// Invariant: at most `MAX_CLIENT_LISTENERS`.
+    /// Invariant: at most `CLIENT_LISTENERS_MAX`.
     listeners: Vec<TcpListener>,
-    /// Invariant: at most `MAX_CLIENT_CONNS` slots.
+    /// Invariant: at most `CLIENT_CONNS_MAX` slots.
     conns: Vec<Option<Conn>>,
     next_serial: u64,
     server_params: ServerParams,
@@ -105,7 +105,7 @@ impl Clients {
                 }
             };
             let Some(slot) = self.free_slot() else {
-                log::warn!("refusing a client: {MAX_CLIENT_CONNS} connections are open");
+                log::warn!("refusing a client: {CLIENT_CONNS_MAX} connections are open");
                 continue;
             };
             let _ = stream.set_nodelay(true);
@@ -126,7 +126,7 @@ impl Clients {
         if let Some(slot) = self.conns.iter().position(Option::is_none) {
             return Some(slot);
         }
-        if self.conns.len() == MAX_CLIENT_CONNS {
+        if self.conns.len() == CLIENT_CONNS_MAX {
             return None;
         }
         self.conns.push(None);
@@ -219,7 +219,7 @@ impl Clients {
         let limits = self.limits;
         let Some(conn) = self.conns[slot].as_mut() else { return false };
         let Phase::Open(session) = conn.phase else { return false };
-        let budget = super::conn::MAX_IN_FLIGHT_PER_CONN - conn.in_flight;
+        let budget = super::conn::IN_FLIGHT_PER_CONN_MAX - conn.in_flight;
         let mut decoded = Vec::new();
         let mut broken = None;
         let mut decoder = FrameDecoder::new(&conn.read_buf, session.server_max_frame_bytes);
@@ -439,7 +439,7 @@ fn resumable(conn: &Conn) -> bool {
 
 /// The id of a new watch: the one the client chose, or the next free one.
 fn new_watch_id(conn: &mut Conn, asked: u64) -> Result<u64, ErrorCode> {
-    if conn.watchers.len() >= MAX_WATCHES_PER_CONN {
+    if conn.watchers.len() >= WATCHES_PER_CONN_MAX {
         return Err(ErrorCode::TooManyWatches);
     }
     if asked != 0 {

@@ -59,7 +59,7 @@ pub const DEFAULT_SNAPSHOT_COUNT: u64 = 100_000;
 /// The largest `--max-leases`: a million leases take about 40 MB of table
 /// (`benches/lease.rs`) and 12 MB of snapshot sections, which stays under
 /// `image::SECTIONS_MAX_BYTES` and is the most a board should give them.
-pub const MAX_LEASES_LIMIT: u32 = 1_000_000;
+pub const LEASES_MAX_CONFIGURABLE: u32 = 1_000_000;
 /// An election timeout must span at least this many heartbeats (etcd's rule:
 /// with fewer, one delayed heartbeat starts an election).
 pub const ELECTION_HEARTBEATS_MIN: u64 = 5;
@@ -246,7 +246,7 @@ impl Config {
                 REQUEST_BYTES_MAX_CONFIGURABLE,
             )?,
             max_txn_ops: number_or("max-txn-ops", get, TXN_OPS_MAX_DEFAULT as u32, u32::MAX)?,
-            max_leases: number_or("max-leases", get, LEASES_MAX_DEFAULT, MAX_LEASES_LIMIT)?,
+            max_leases: number_or("max-leases", get, LEASES_MAX_DEFAULT, LEASES_MAX_CONFIGURABLE)?,
             member_id,
             cluster_id,
         })

@@ -3,7 +3,7 @@
 //!
 //! Bounds: the read buffer never holds more than one largest frame plus one
 //! read (`read_limit_bytes`); requests stop being read while
-//! `MAX_IN_FLIGHT_PER_CONN` of them wait for an answer or while the write
+//! `IN_FLIGHT_PER_CONN_MAX` of them wait for an answer or while the write
 //! buffer holds more than `WRITE_HIGH_WATER_BYTES` (the client is not reading
 //! its answers). Reading resumes when both fall back; the socket's own buffer
 //! and TCP flow control then hold the client back.
@@ -17,7 +17,7 @@ use super::watch::Watcher;
 use crate::proto::Session;
 
 /// Requests of one connection waiting for an answer (pipelining depth).
-pub const MAX_IN_FLIGHT_PER_CONN: usize = 1024;
+pub const IN_FLIGHT_PER_CONN_MAX: usize = 1024;
 /// Unsent answer bytes past which a connection's requests stop being read.
 pub const WRITE_HIGH_WATER_BYTES: usize = 4 << 20;
 /// Unsent bytes past which watches of the connection stop being fed; they
@@ -26,7 +26,7 @@ pub const WATCH_FEED_LIMIT_BYTES: usize = 1 << 20;
 /// Bytes asked of the socket per read call.
 const READ_CHUNK_BYTES: usize = 64 << 10;
 /// Watches one connection may hold.
-pub const MAX_WATCHES_PER_CONN: usize = 1024;
+pub const WATCHES_PER_CONN_MAX: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -59,7 +59,7 @@ pub struct Conn {
     pub write_buf: Vec<u8>,
     pub written_bytes: usize,
     /// Requests read and not yet answered. Invariant: at most
-    /// `MAX_IN_FLIGHT_PER_CONN`.
+    /// `IN_FLIGHT_PER_CONN_MAX`.
     pub in_flight: usize,
     pub watchers: BTreeMap<u64, Watcher>,
     /// Next id for a watch whose creator let the server choose.
@@ -91,7 +91,7 @@ impl Conn {
 
     /// Whether new requests may be read now.
     pub fn accepts_requests(&self) -> bool {
-        self.in_flight < MAX_IN_FLIGHT_PER_CONN
+        self.in_flight < IN_FLIGHT_PER_CONN_MAX
             && self.pending_write_bytes() <= WRITE_HIGH_WATER_BYTES
     }
 

@@ -20,7 +20,7 @@ use crate::state::{MemberOp, MemberRecord, Op};
 use crate::transport;
 
 // Every other member needs a peer slot of the transport.
-const _: () = assert!(crate::state::members::MAX_MEMBERS <= transport::PEER_SLOTS + 1);
+const _: () = assert!(crate::state::members::MEMBERS_MAX <= transport::PEER_SLOTS + 1);
 /// A learner is promotable once its log holds this share (percent) of the
 /// leader's, as etcd requires.
 pub const PROMOTE_READY_PERCENT: u64 = 90;

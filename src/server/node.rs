@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::clients::{self, Clients, Intake, MAX_CLIENT_LISTENERS};
+use super::clients::{self, CLIENT_LISTENERS_MAX, Clients, Intake};
 use super::config::{ClusterState, Config};
 use super::lease_clock::LeaseClock;
 use super::notify::{Notifier, WatchdogTimer, watchdog_interval};
@@ -62,7 +62,7 @@ pub const COMPACT_STEP_KEYS: usize = 1024;
 pub const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
 /// The token of the waker the snapshot writer thread uses to bring the loop
 /// back when its queue has room: the free token after the client listeners.
-pub const SNAPSHOT_WAKER_TOKEN: usize = LISTENER_TOKEN_BASE + MAX_CLIENT_LISTENERS;
+pub const SNAPSHOT_WAKER_TOKEN: usize = LISTENER_TOKEN_BASE + CLIENT_LISTENERS_MAX;
 
 pub struct Node {
     pub(super) config: Config,
@@ -456,7 +456,7 @@ fn bind_clients(config: &Config, poll: &Poll) -> Result<Vec<TcpListener>, ServeE
     for host_port in &config.listen_client_addrs {
         let addrs = host_port.resolve().map_err(|e| ServeError::io("resolve a client URL", e))?;
         for addr in addrs {
-            if listeners.len() == MAX_CLIENT_LISTENERS {
+            if listeners.len() == CLIENT_LISTENERS_MAX {
                 return Err(ServeError::Config("too many client listen addresses".into()));
             }
             let mut listener = TcpListener::bind(addr)

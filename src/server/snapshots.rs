@@ -44,7 +44,7 @@ use crate::wal::CATCH_UP_MARGIN_ENTRIES_DEFAULT;
 /// The largest snapshot a follower accepts from its leader: a board keeps
 /// the whole store in memory, so a bigger one could not be restored anyway.
 /// It bounds the file written, not the memory the transfer takes.
-pub const MAX_SNAPSHOT_BYTES: usize = 1 << 30;
+pub const SNAPSHOT_BYTES_MAX: usize = 1 << 30;
 
 /// This member's snapshots: the newest taken and the one being written.
 pub struct Snapshots {
@@ -264,7 +264,7 @@ struct Incoming {
     /// The file, finished under its received name (`SnapDir::receive`).
     file: SnapWriter,
     restorer: Restorer,
-    /// Invariant: at most `MAX_SNAPSHOT_BYTES`.
+    /// Invariant: at most `SNAPSHOT_BYTES_MAX`.
     bytes: u64,
 }
 
@@ -333,8 +333,8 @@ impl SnapshotInbox {
             return;
         }
         incoming.bytes += data.len() as u64;
-        let outcome = if incoming.bytes > MAX_SNAPSHOT_BYTES as u64 {
-            Err(format!("exceeds {MAX_SNAPSHOT_BYTES} bytes"))
+        let outcome = if incoming.bytes > SNAPSHOT_BYTES_MAX as u64 {
+            Err(format!("exceeds {SNAPSHOT_BYTES_MAX} bytes"))
         } else {
             let written = incoming.file.write(data).map_err(|e| e.to_string());
             written.and_then(|()| incoming.restorer.feed(data))

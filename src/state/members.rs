@@ -27,7 +27,7 @@ use crate::raft::{ConfChange, ConfChangeKind};
 /// transport's peer slots (a member needs no slot for itself). Raft
 /// clusters beyond seven voters only get slower; the two above leave room
 /// for learners while a member is replaced.
-pub const MAX_MEMBERS: usize = 9;
+pub const MEMBERS_MAX: usize = 9;
 
 /// A change of the member table, as replicated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,7 +92,7 @@ pub fn apply_change(members: &mut Vec<MemberRecord>, op: &MemberOp) -> Result<u6
             if shares_url(members, record.id, &record.peer_urls) {
                 return Err(ErrorCode::PeerUrlExists);
             }
-            if members.len() >= MAX_MEMBERS {
+            if members.len() >= MEMBERS_MAX {
                 return Err(ErrorCode::TooManyMembers);
             }
             if !record.is_learner && !ready_to_add_voter(members) {
