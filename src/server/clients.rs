@@ -16,7 +16,9 @@
 use mio::net::TcpListener;
 use mio::{Interest, Registry, Token};
 
-use super::conn::{Conn, Phase, ReadOutcome, WATCH_FEED_LIMIT_BYTES, WATCHES_PER_CONN_MAX};
+use super::conn::{
+    Conn, Phase, READ_CHUNK_BYTES, ReadOutcome, WATCH_FEED_LIMIT_BYTES, WATCHES_PER_CONN_MAX,
+};
 use super::proposals::{Reply, Waiter};
 use super::watch::{self, PassOutcome, Watcher};
 use crate::mvcc::{Revision, Store};
@@ -53,6 +55,9 @@ pub struct Clients {
     limits: proto::Limits,
     /// The read buffer bound of a connection: one largest frame plus a read.
     read_limit_bytes: usize,
+    /// Where every connection's socket reads land before their bytes are
+    /// copied to its read buffer; zeroed once. Invariant: `READ_CHUNK_BYTES`.
+    scratch: Vec<u8>,
 }
 
 impl Clients {
@@ -72,6 +77,7 @@ impl Clients {
             server_params,
             limits,
             read_limit_bytes,
+            scratch: vec![0; READ_CHUNK_BYTES],
         }
     }
 
@@ -145,7 +151,7 @@ impl Clients {
                 conn.paused = true;
                 return;
             }
-            let outcome = conn.fill(limit);
+            let outcome = conn.fill(limit, &mut self.scratch);
             let progressed = self.process_input(slot, health, out);
             match outcome {
                 ReadOutcome::Closed => return self.close(slot, registry),

@@ -72,6 +72,8 @@ pub struct Node {
     pub(super) state: StateMachine,
     pub(super) proposals: Proposals,
     pub(super) clients: Clients,
+    /// Requests read from clients and not yet handled; empty between events.
+    pub(super) intake: Intake,
     pub(super) peers: Peers,
     pub(super) snapshots: Snapshots,
     pub(super) inbox: SnapshotInbox,
@@ -139,6 +141,7 @@ impl Node {
                 Duration::from_millis(config.election_timeout_ms),
             ),
             inbox: SnapshotInbox::default(),
+            intake: Intake::new(),
             snapshot_reports: Vec::new(),
             term: status.term,
             leader_id: status.leader_id,
@@ -201,7 +204,7 @@ impl Node {
     fn dispatch(&mut self, token: Token, now: Instant) {
         let health = self.health();
         let registry = self.poll.registry();
-        let mut intake = Intake::new();
+        let mut intake = std::mem::take(&mut self.intake);
         if let Some(listener) = self.clients.listener_of(token) {
             self.clients.accept(listener, registry, health, &mut intake);
         } else if self.peers.owns(token) {
@@ -215,10 +218,13 @@ impl Node {
         self.handle_intake(intake);
     }
 
-    fn handle_intake(&mut self, intake: Intake) {
-        for (waiter, request) in intake {
+    /// Handles the requests read, then keeps the emptied buffer for the
+    /// next read: one allocation for the node's life, not one per event.
+    fn handle_intake(&mut self, mut intake: Intake) {
+        for (waiter, request) in intake.drain(..) {
             self.handle_request(waiter, request);
         }
+        self.intake = intake;
     }
 
     fn iteration(&mut self, now: Instant) -> Result<(), ServeError> {
@@ -229,7 +235,7 @@ impl Node {
         if now >= self.next_tick {
             self.tick(now);
         }
-        let mut intake = Intake::new();
+        let mut intake = std::mem::take(&mut self.intake);
         self.clients.resume_paused(self.poll.registry(), self.health(), &mut intake);
         self.handle_intake(intake);
         self.maybe_publish(now);
