@@ -1,0 +1,295 @@
+//! The requests Kubernetes' apiserver sends, through etcd's own Rust
+//! client, against real Ember members behind a real gateway.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    WatchResponse,
+};
+use support::{Cluster, grpc_status};
+use tonic::Code;
+
+#[tokio::test]
+async fn ranges_list_page_count_and_read_at_a_revision() {
+    let cluster = Cluster::start("ranges", 1);
+    let mut client = cluster.client().await;
+    for name in ["a", "b", "c", "d", "e"] {
+        client.put(format!("/registry/pods/{name}"), name, None).await.unwrap();
+    }
+    let first = client.get("/registry/pods/a", None).await.unwrap();
+    let created_at = first.kvs()[0].mod_revision();
+    client.put("/registry/pods/a", "a2", None).await.unwrap();
+
+    let page = GetOptions::new().with_prefix().with_limit(2);
+    let listed = client.get("/registry/pods/", Some(page)).await.unwrap();
+    assert_eq!((listed.kvs().len(), listed.more(), listed.count()), (2, true, 5));
+    let counted = client
+        .get("/registry/pods/", Some(GetOptions::new().with_prefix().with_count_only()))
+        .await
+        .unwrap();
+    assert_eq!((counted.count(), counted.kvs().len()), (5, 0));
+    let keys = client
+        .get("/registry/pods/", Some(GetOptions::new().with_prefix().with_keys_only()))
+        .await
+        .unwrap();
+    assert!(keys.kvs().iter().all(|kv| kv.value().is_empty()));
+    assert_eq!(keys.kvs()[4].key(), b"/registry/pods/e");
+    let old = client
+        .get("/registry/pods/a", Some(GetOptions::new().with_revision(created_at)))
+        .await
+        .unwrap();
+    assert_eq!(old.kvs()[0].value(), b"a");
+    let header = old.header().unwrap();
+    assert!(header.cluster_id() != 0 && header.member_id() != 0 && header.raft_term() != 0);
+    assert_eq!(header.revision(), created_at + 5);
+}
+
+/// The apiserver's optimistic writes: create if absent, update or delete
+/// if unchanged, and read the current value when the compare fails.
+#[tokio::test]
+async fn the_apiservers_three_txn_shapes() {
+    let cluster = Cluster::start("txn", 1);
+    let mut client = cluster.client().await;
+    let key = "/registry/configmaps/default/x";
+    let lease = client.lease_grant(60, None).await.unwrap().id();
+    let create = || {
+        Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, "v1", Some(PutOptions::new().with_lease(lease)))])
+            .or_else([TxnOp::get(key, None)])
+    };
+    let created = client.txn(create()).await.unwrap();
+    assert!(created.succeeded());
+    let revision = created.header().unwrap().revision();
+    let again = client.txn(create()).await.unwrap();
+    assert!(!again.succeeded());
+    let TxnOpResponse::Get(current) = &again.op_responses()[0] else { panic!("a range answer") };
+    assert_eq!((current.kvs()[0].value(), current.kvs()[0].lease()), (&b"v1"[..], lease));
+
+    let update = |at: i64| {
+        Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, at)])
+            .and_then([TxnOp::put(key, "v2", None)])
+            .or_else([TxnOp::get(key, None)])
+    };
+    assert!(!client.txn(update(revision - 1)).await.unwrap().succeeded());
+    let updated = client.txn(update(revision)).await.unwrap();
+    assert!(updated.succeeded());
+    let revision = updated.header().unwrap().revision();
+
+    let delete = Txn::new()
+        .when([Compare::mod_revision(key, CompareOp::Equal, revision)])
+        .and_then([TxnOp::delete(key, None)])
+        .or_else([TxnOp::get(key, None)]);
+    let deleted = client.txn(delete).await.unwrap();
+    let TxnOpResponse::Delete(gone) = &deleted.op_responses()[0] else { panic!("a delete") };
+    assert_eq!(gone.deleted(), 1);
+    assert!(client.get(key, None).await.unwrap().kvs().is_empty());
+}
+
+#[tokio::test]
+async fn errors_carry_etcds_codes_and_text() {
+    let cluster = Cluster::start("errors", 1);
+    let mut client = cluster.client().await;
+    for i in 0..4 {
+        client.put("k", format!("v{i}"), None).await.unwrap();
+    }
+    client.compact(3, None).await.unwrap();
+    let expect = |result: Result<(), etcd_client::Error>, code: Code, text: &str| {
+        let status = grpc_status(result.unwrap_err());
+        assert_eq!((status.code(), status.message()), (code, text));
+    };
+    let at = |revision| Some(GetOptions::new().with_revision(revision));
+    let compacted = client.get("k", at(2)).await.map(drop);
+    expect(compacted, Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted");
+    let future = client.get("k", at(100)).await.map(drop);
+    expect(future, Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision");
+    let empty = client.put("", "v", None).await.map(drop);
+    expect(empty, Code::InvalidArgument, "etcdserver: key is not provided");
+    let puts: Vec<TxnOp> = (0..129).map(|i| TxnOp::put(format!("k{i}"), "v", None)).collect();
+    let too_many = client.txn(Txn::new().and_then(puts)).await.map(drop);
+    expect(too_many, Code::InvalidArgument, "etcdserver: too many operations in txn request");
+    let twice = Txn::new().and_then([TxnOp::put("d", "1", None), TxnOp::put("d", "2", None)]);
+    let duplicate = client.txn(twice).await.map(drop);
+    expect(duplicate, Code::InvalidArgument, "etcdserver: duplicate key given in txn request");
+    let large = client.put("big", vec![b'x'; 1600 * 1024], None).await.map(drop);
+    expect(large, Code::InvalidArgument, "etcdserver: request is too large");
+    let missing = client.lease_revoke(12345).await.map(drop);
+    expect(missing, Code::NotFound, "etcdserver: requested lease not found");
+    let alarm = client.alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None);
+    assert_eq!(grpc_status(alarm.await.unwrap_err()).code(), Code::Unimplemented);
+}
+
+/// Writes go on while a watcher asks for progress again and again: every
+/// event arrives once and in order, and a progress notification at R never
+/// comes before an event at or below R (kine#731 is this race).
+#[tokio::test]
+async fn progress_never_overtakes_events_under_writes() {
+    let cluster = Cluster::start("progress", 3);
+    let mut client = cluster.client().await;
+    let start = client.put("/w/start", "0", None).await.unwrap().header().unwrap().revision();
+    let options = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(start + 1)
+        .with_prev_key()
+        .with_progress_notify();
+    let mut watch = client.watch("/w/", Some(options)).await.unwrap();
+    assert!(watch.message().await.unwrap().unwrap().created());
+
+    const WRITES: i64 = 300;
+    let mut writer = cluster.client().await;
+    let writes = tokio::spawn(async move {
+        for i in 0..WRITES {
+            writer.put(format!("/w/{}", i % 7), i.to_string(), None).await.unwrap();
+        }
+    });
+    let mut next_event = start + 1;
+    let mut progress_seen = 0;
+    while next_event <= start + WRITES {
+        watch.request_progress().await.unwrap();
+        let answer = next_message(&mut watch).await;
+        if answer.events().is_empty() {
+            let revision = answer.header().unwrap().revision();
+            assert!(revision < next_event, "progress at {revision} before event {next_event}");
+            progress_seen += 1;
+        }
+        for event in answer.events() {
+            let kv = event.kv().unwrap();
+            assert_eq!(kv.mod_revision(), next_event, "events skipped or repeated");
+            assert_eq!(event.event_type(), EventType::Put);
+            if kv.version() > 1 {
+                assert!(event.prev_kv().is_some(), "prev_kv asked for");
+            }
+            next_event += 1;
+        }
+    }
+    writes.await.unwrap();
+    assert!(progress_seen > 0, "no progress notification came");
+}
+
+async fn next_message(watch: &mut etcd_client::WatchStream) -> WatchResponse {
+    let next = tokio::time::timeout(Duration::from_secs(10), watch.message()).await;
+    next.expect("a watch message within 10 s").unwrap().expect("the stream is open")
+}
+
+#[tokio::test]
+async fn a_watch_from_a_compacted_revision_is_cancelled_with_the_compact_revision() {
+    let cluster = Cluster::start("compacted", 3);
+    let mut client = cluster.client().await;
+    for i in 0..5 {
+        client.put("c", i.to_string(), None).await.unwrap();
+    }
+    client.compact(4, None).await.unwrap();
+    let options = WatchOptions::new().with_start_revision(2);
+    let mut watch = client.watch("c", Some(options)).await.unwrap();
+    let mut answer = next_message(&mut watch).await;
+    if answer.created() && !answer.canceled() {
+        answer = next_message(&mut watch).await;
+    }
+    assert!(answer.canceled());
+    assert_eq!(answer.compact_revision(), 4);
+}
+
+/// A lease the apiserver granted (and never renews) expires: its keys go,
+/// and watchers see DELETE events.
+#[tokio::test]
+async fn an_expired_lease_deletes_its_keys_with_delete_events() {
+    let cluster = Cluster::start("lease", 3);
+    let mut client = cluster.client().await;
+    let lease = client.lease_grant(2, None).await.unwrap().id();
+    let put = PutOptions::new().with_lease(lease);
+    client.put("/events/e1", "x", Some(put.clone())).await.unwrap();
+    client.put("/events/e2", "y", Some(put)).await.unwrap();
+    let live = client
+        .lease_time_to_live(lease, Some(etcd_client::LeaseTimeToLiveOptions::new().with_keys()))
+        .await;
+    assert_eq!(live.unwrap().keys().len(), 2);
+    let mut watch =
+        client.watch("/events/", Some(WatchOptions::new().with_prefix())).await.unwrap();
+    assert!(next_message(&mut watch).await.created());
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut deleted = Vec::new();
+    while deleted.len() < 2 {
+        assert!(Instant::now() < deadline, "the lease did not expire");
+        for event in next_message(&mut watch).await.events() {
+            assert_eq!(event.event_type(), EventType::Delete);
+            deleted.push(event.kv().unwrap().key().to_vec());
+        }
+    }
+    deleted.sort();
+    assert_eq!(deleted, [b"/events/e1".to_vec(), b"/events/e2".to_vec()]);
+    let left = client.get("/events/", Some(GetOptions::new().with_prefix())).await.unwrap();
+    assert!(left.kvs().is_empty());
+    assert_eq!(client.lease_time_to_live(lease, None).await.unwrap().ttl(), -1);
+}
+
+#[tokio::test]
+async fn keep_alives_renew_a_lease_over_the_stream() {
+    let cluster = Cluster::start("keepalive", 1);
+    let mut client = cluster.client().await;
+    let lease = client.lease_grant(3, None).await.unwrap().id();
+    let (mut keeper, mut answers) = client.lease_keep_alive(lease).await.unwrap();
+    for _ in 0..3 {
+        keeper.keep_alive().await.unwrap();
+        let answer = answers.message().await.unwrap().unwrap();
+        assert_eq!((answer.id(), answer.ttl()), (lease, 3));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    let leases = client.leases().await.unwrap();
+    assert_eq!(leases.leases().iter().map(|l| l.id()).collect::<Vec<_>>(), [lease]);
+    client.lease_revoke(lease).await.unwrap();
+    keeper.keep_alive().await.unwrap();
+    assert_eq!(answers.message().await.unwrap().unwrap().ttl(), 0);
+}
+
+#[tokio::test]
+async fn status_members_and_hash_describe_the_cluster() {
+    let mut cluster = Cluster::start("status", 3);
+    cluster.spawn_gateway(&["--etcd-version", "3.5.21"]);
+    let mut client = cluster.client().await;
+    let status = client.status().await.unwrap();
+    assert_eq!(status.version(), "3.5.21");
+    assert!(status.raft_index() > 0 && status.db_size() > 0);
+    let members = client.member_list().await.unwrap();
+    let mut names: Vec<&str> = members.members().iter().map(|m| m.name()).collect();
+    names.sort();
+    assert_eq!(names, ["n1", "n2", "n3"]);
+    let revision = client.put("h", "1", None).await.unwrap().header().unwrap().revision();
+    let hash = client.hash_kv(revision).await.unwrap();
+    assert_eq!(hash.hash_revision(), revision);
+    let auth = client.auth_disable().await.unwrap_err();
+    assert_eq!(grpc_status(auth).code(), Code::Unimplemented);
+}
+
+/// Plain HTTP/1.1 on the gRPC port, as kubeadm and load balancers probe it.
+#[test]
+fn version_and_health_answer_plain_http() {
+    let cluster = Cluster::start("http", 1);
+    let version = http_get(&cluster.gateway_endpoint(), "/version");
+    assert!(version.starts_with("HTTP/1.1 200"), "{version}");
+    assert!(version.ends_with(r#"{"etcdserver":"3.5.13","etcdcluster":"3.5.0"}"#), "{version}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let health = http_get(&cluster.gateway_endpoint(), "/health");
+        if health.ends_with(r#"{"health":"true","reason":""}"#) {
+            assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never healthy: {health}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn http_get(endpoint: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(endpoint).unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
