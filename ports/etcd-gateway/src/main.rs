@@ -44,6 +44,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
 
 use crate::backend::Backend;
 use crate::gateway::Gateway;
@@ -93,10 +94,11 @@ async fn serve(settings: flags::Settings) -> Result<(), String> {
         "ember-etcd: serving etcd's API on {bound} for {}",
         settings.backend.endpoints.join(",")
     );
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Answers are small and many clients wait on them: without TCP_NODELAY
+    // a response can sit behind the client's delayed acknowledgement.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .accept_http1(true)
-        .tcp_nodelay(true)
         .max_concurrent_streams(settings.max_concurrent_streams)
         .http2_keepalive_interval(Some(settings.keepalive_interval))
         .http2_keepalive_timeout(Some(settings.keepalive_timeout))
