@@ -21,7 +21,9 @@ GET /version, /health on one port, in front of Ember members.
                               (default 127.0.0.1:7379)
   --etcd-version V            the etcd version reported by Status and /version
                               (default 3.5.13; Kubernetes enables features by it)
-  --backend-connections N     pipelined connections for unary calls (default 4)
+  --backend-connections N     pipelined connections for unary calls (default 1:
+                              one connection batches best, so the member
+                              commits more writes per fsync)
   --max-watch-streams N       concurrent Watch streams, each with its own
                               connection to a member (default 1024)
   --watch-buffer-frames N     frames one watch stream may have waiting (default 256)
@@ -111,7 +113,7 @@ fn settings(values: &[(&str, String)]) -> Result<Settings, String> {
         etcd_version: value(values, "etcd-version", "3.5.13"),
         backend: BackendConfig {
             endpoints,
-            links: count(values, "backend-connections", "4")?,
+            links: count(values, "backend-connections", "1")?,
             max_in_flight: ember::client::DEFAULT_MAX_IN_FLIGHT,
             dial_timeout: Duration::from_secs(2),
             watch_buffer_frames: count(values, "watch-buffer-frames", "256")?,
