@@ -1,4 +1,10 @@
 //! etcd's Cluster service over Ember's member table.
+//!
+//! A member's client URLs are where it serves Ember's protocol, which etcd
+//! clients cannot speak; they reach every member through the gateway. So
+//! the answers list the gateway's advertised URLs for each started member
+//! (an unstarted one has none, as in etcd), and clients that learn
+//! endpoints from the member list come back here.
 
 use ember::proto::{
     MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
@@ -9,6 +15,19 @@ use tonic::{Request as Grpc, Response, Status};
 use crate::convert;
 use crate::gateway::{Gateway, call_as};
 use crate::pb::etcdserverpb as pb;
+
+impl Gateway {
+    fn member(&self, mut member: ember::proto::Member) -> pb::Member {
+        if !member.client_urls.is_empty() {
+            member.client_urls = self.advertise_client_urls.to_vec();
+        }
+        convert::member(member)
+    }
+
+    fn members(&self, members: Vec<ember::proto::Member>) -> Vec<pb::Member> {
+        members.into_iter().map(|member| self.member(member)).collect()
+    }
+}
 
 #[tonic::async_trait]
 impl pb::cluster_server::Cluster for Gateway {
@@ -26,8 +45,8 @@ impl pb::cluster_server::Cluster for Gateway {
         let answer = call_as!(self, Request::MemberAdd(asked), MemberAdd);
         Ok(Response::new(pb::MemberAddResponse {
             header: convert::header(answer.header),
-            member: Some(convert::member(answer.member)),
-            members: convert::members(answer.members),
+            member: Some(self.member(answer.member)),
+            members: self.members(answer.members),
         }))
     }
 
@@ -41,7 +60,7 @@ impl pb::cluster_server::Cluster for Gateway {
             call_as!(self, Request::MemberRemove(MemberRemoveRequest { id }), MemberRemove);
         Ok(Response::new(pb::MemberRemoveResponse {
             header: convert::header(answer.header),
-            members: convert::members(answer.members),
+            members: self.members(answer.members),
         }))
     }
 
@@ -55,7 +74,7 @@ impl pb::cluster_server::Cluster for Gateway {
         let answer = call_as!(self, Request::MemberUpdate(asked), MemberUpdate);
         Ok(Response::new(pb::MemberUpdateResponse {
             header: convert::header(answer.header),
-            members: convert::members(answer.members),
+            members: self.members(answer.members),
         }))
     }
 
@@ -69,7 +88,7 @@ impl pb::cluster_server::Cluster for Gateway {
             call_as!(self, Request::MemberList(MemberListRequest { linearizable }), MemberList);
         Ok(Response::new(pb::MemberListResponse {
             header: convert::header(answer.header),
-            members: convert::members(answer.members),
+            members: self.members(answer.members),
         }))
     }
 
@@ -83,7 +102,7 @@ impl pb::cluster_server::Cluster for Gateway {
             call_as!(self, Request::MemberPromote(MemberPromoteRequest { id }), MemberPromote);
         Ok(Response::new(pb::MemberPromoteResponse {
             header: convert::header(answer.header),
-            members: convert::members(answer.members),
+            members: self.members(answer.members),
         }))
     }
 }

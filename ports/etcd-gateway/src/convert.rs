@@ -214,7 +214,3 @@ pub fn member(m: ember::Member) -> pb::Member {
         is_learner: m.is_learner,
     }
 }
-
-pub fn members(members: Vec<ember::Member>) -> Vec<pb::Member> {
-    members.into_iter().map(member).collect()
-}

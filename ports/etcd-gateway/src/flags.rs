@@ -17,6 +17,9 @@ Serves etcd's v3 gRPC API (KV, Watch, Lease, Cluster, Maintenance, Auth) and
 GET /version, /health on one port, in front of Ember members.
 
   --listen-client-urls ADDR   where etcd clients connect (default 127.0.0.1:2379)
+  --advertise-client-urls URLS  the gateway's URLs as clients should dial them,
+                              listed as every started member's client URLs
+                              (default http:// and the listen address)
   --endpoints LIST            Ember members' client addresses, comma-separated
                               (default 127.0.0.1:7379)
   --etcd-version V            the etcd version reported by Status and /version
@@ -36,6 +39,7 @@ Every flag also reads EMBER_ETCD_<FLAG> (upper case, '-' as '_').
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub listen_addr: String,
+    pub advertise_client_urls: Vec<String>,
     pub etcd_version: String,
     pub backend: BackendConfig,
     pub max_watch_streams: usize,
@@ -52,6 +56,7 @@ pub enum Parsed {
 
 const FLAGS: &[&str] = &[
     "listen-client-urls",
+    "advertise-client-urls",
     "endpoints",
     "etcd-version",
     "backend-connections",
@@ -108,8 +113,16 @@ fn settings(values: &[(&str, String)]) -> Result<Settings, String> {
     let endpoints = ember::client::parse_endpoints(&value(values, "endpoints", "127.0.0.1:7379"))
         .map_err(|error| format!("--endpoints: {error}"))?;
     let max_concurrent_streams = count(values, "max-concurrent-streams", "1024")?;
+    let advertised = value(values, "advertise-client-urls", &format!("http://{listen_addr}"));
+    let advertise_client_urls = advertised
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(String::from)
+        .collect();
     Ok(Settings {
         listen_addr,
+        advertise_client_urls,
         etcd_version: value(values, "etcd-version", "3.5.13"),
         backend: BackendConfig {
             endpoints,

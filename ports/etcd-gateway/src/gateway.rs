@@ -18,6 +18,8 @@ pub struct Gateway {
     /// The etcd version `Status` and `GET /version` report. Kubernetes turns
     /// features on by it, so it is a setting rather than Ember's version.
     pub etcd_version: Arc<str>,
+    /// The URLs etcd clients reach the members at: this gateway's.
+    pub advertise_client_urls: Arc<[String]>,
     /// One permit per Watch stream, each holding a connection to a node.
     pub watch_streams: Arc<Semaphore>,
 }

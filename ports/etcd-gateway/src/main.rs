@@ -84,6 +84,7 @@ async fn serve(settings: flags::Settings) -> Result<(), String> {
     let gateway = Gateway {
         backend: Arc::new(Backend::new(settings.backend.clone())),
         etcd_version: settings.etcd_version.as_str().into(),
+        advertise_client_urls: settings.advertise_client_urls.clone().into(),
         watch_streams: Arc::new(Semaphore::new(settings.max_watch_streams)),
     };
     let listener = tokio::net::TcpListener::bind(&settings.listen_addr)

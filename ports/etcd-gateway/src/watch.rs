@@ -14,7 +14,7 @@
 //! by the server; the node's are its own. The session maps one to the
 //! other.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::pin::Pin;
 
 use ember::proto::{
@@ -88,6 +88,9 @@ struct Session {
     by_etcd_id: BTreeMap<i64, u64>,
     /// Where the search for the next server-chosen etcd id starts.
     next_etcd_id: i64,
+    /// Watches the client cancelled while their create was in flight;
+    /// cancelled as soon as the node names them.
+    cancel_when_created: HashSet<i64>,
 }
 
 impl Session {
@@ -99,6 +102,7 @@ impl Session {
             by_node_id: HashMap::new(),
             by_etcd_id: BTreeMap::new(),
             next_etcd_id: 0,
+            cancel_when_created: HashSet::new(),
         }
     }
 
@@ -174,9 +178,11 @@ impl Session {
 
     async fn cancel(&mut self, etcd_id: i64) -> Result<(), Ended> {
         // etcd ignores a cancel of a watch it does not have.
-        let Some(&node_id) = self.by_etcd_id.get(&etcd_id).filter(|&&id| id != 0) else {
+        let Some(&node_id) = self.by_etcd_id.get(&etcd_id) else { return Ok(()) };
+        if node_id == 0 {
+            self.cancel_when_created.insert(etcd_id);
             return Ok(());
-        };
+        }
         let request = Request::WatchCancel(WatchCancelRequest { watch_id: node_id });
         self.send(request, Pending::Cancel { etcd_id }).await
     }
@@ -197,9 +203,7 @@ impl Session {
                 let header = *response.header();
                 let answer = match (self.pending.remove(&request_id), response) {
                     (Some(Pending::Create { etcd_id }), ember::proto::Response::WatchCreate(c)) => {
-                        self.by_etcd_id.insert(etcd_id, c.watch_id);
-                        self.by_node_id.insert(c.watch_id, etcd_id);
-                        pb::WatchResponse { watch_id: etcd_id, created: true, ..answer(header) }
+                        return self.created(etcd_id, c.watch_id, header).await;
                     }
                     (Some(Pending::Cancel { etcd_id }), _) => {
                         self.forget(etcd_id);
@@ -217,10 +221,26 @@ impl Session {
         }
     }
 
+    async fn created(
+        &mut self,
+        etcd_id: i64,
+        node_id: u64,
+        header: ResponseHeader,
+    ) -> Result<(), Ended> {
+        self.by_etcd_id.insert(etcd_id, node_id);
+        self.by_node_id.insert(node_id, etcd_id);
+        self.emit(pb::WatchResponse { watch_id: etcd_id, created: true, ..answer(header) }).await?;
+        if self.cancel_when_created.remove(&etcd_id) {
+            return self.cancel(etcd_id).await;
+        }
+        Ok(())
+    }
+
     async fn on_error(&mut self, request_id: u64, error: ErrorBody) -> Result<(), Ended> {
         match self.pending.remove(&request_id) {
             Some(Pending::Create { etcd_id }) => {
                 self.by_etcd_id.remove(&etcd_id);
+                self.cancel_when_created.remove(&etcd_id);
                 self.refuse_create(status::from_body(&error).message()).await
             }
             Some(Pending::Cancel { etcd_id }) => {

@@ -175,6 +175,43 @@ async fn next_message(watch: &mut etcd_client::WatchStream) -> WatchResponse {
     next.expect("a watch message within 10 s").unwrap().expect("the stream is open")
 }
 
+/// One stream, several watches: ids counted from 0 as etcd does, filters,
+/// a cancel answered with `canceled`, and a cancel sent before the watch's
+/// "created" came back still ends it.
+#[tokio::test]
+async fn watches_share_a_stream_and_cancel() {
+    let cluster = Cluster::start("cancel", 1);
+    let mut client = cluster.client().await;
+    let mut watch = client.watch("a", None).await.unwrap();
+    let first = next_message(&mut watch).await;
+    assert_eq!((first.created(), first.watch_id()), (true, 0));
+    let no_put = WatchOptions::new().with_filters([etcd_client::WatchFilterType::NoPut]);
+    watch.watch("a", Some(no_put)).await.unwrap();
+    assert_eq!(next_message(&mut watch).await.watch_id(), 1);
+    watch.watch("a", Some(WatchOptions::new().with_watch_id(7))).await.unwrap();
+    watch.cancel(7).await.unwrap();
+    let created = next_message(&mut watch).await;
+    assert_eq!((created.created(), created.watch_id()), (true, 7));
+    let cancelled = next_message(&mut watch).await;
+    assert_eq!((cancelled.canceled(), cancelled.watch_id()), (true, 7));
+
+    client.put("a", "1", None).await.unwrap();
+    client.delete("a", None).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let answer = next_message(&mut watch).await;
+        for event in answer.events() {
+            seen.push((answer.watch_id(), event.event_type()));
+        }
+    }
+    seen.sort_by_key(|(id, _)| *id);
+    let expected = [(0, EventType::Put), (0, EventType::Delete), (1, EventType::Delete)];
+    assert_eq!(seen, expected);
+    watch.cancel(0).await.unwrap();
+    let cancelled = next_message(&mut watch).await;
+    assert_eq!((cancelled.canceled(), cancelled.watch_id()), (true, 0));
+}
+
 #[tokio::test]
 async fn a_watch_from_a_compacted_revision_is_cancelled_with_the_compact_revision() {
     let cluster = Cluster::start("compacted", 3);
@@ -258,6 +295,12 @@ async fn status_members_and_hash_describe_the_cluster() {
     let mut names: Vec<&str> = members.members().iter().map(|m| m.name()).collect();
     names.sort();
     assert_eq!(names, ["n1", "n2", "n3"]);
+    // etcd clients reach every member through the gateway, so that is the
+    // client URL the list gives them.
+    let gateway_url = format!("http://{}", cluster.gateway_endpoint());
+    for member in members.members() {
+        assert_eq!(member.client_urls(), std::slice::from_ref(&gateway_url), "{}", member.name());
+    }
     let revision = client.put("h", "1", None).await.unwrap().header().unwrap().revision();
     let hash = client.hash_kv(revision).await.unwrap();
     assert_eq!(hash.hash_revision(), revision);
