@@ -38,13 +38,14 @@ impl Gateway {
     }
 
     /// etcd's `hasleader` metadata: a client that sets it wants an error
-    /// rather than an answer from a member without a leader.
-    pub async fn check_leader(&self, metadata: &MetadataMap) -> Result<(), Status> {
+    /// rather than an answer from a member without a leader. True when the
+    /// client asked (and a leader is known).
+    pub async fn check_leader(&self, metadata: &MetadataMap) -> Result<bool, Status> {
         let wanted = metadata.get("hasleader").is_some_and(|value| value == "true");
         if wanted && self.member_status().await?.leader_id == 0 {
             return Err(Status::unavailable(ember::proto::ErrorCode::NoLeader.message()));
         }
-        Ok(())
+        Ok(wanted)
     }
 }
 

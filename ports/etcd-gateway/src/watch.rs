@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::pin::Pin;
+use std::time::Duration;
 
 use ember::proto::{
     CancelReason, ErrorBody, Request, ResponseHeader, ServerMessage, WatchCancelRequest,
@@ -39,6 +40,14 @@ const NO_WATCH_ID: i64 = -1;
 /// etcd's text for a create naming a watch id already in use.
 const DUPLICATE_WATCH_ID: &str = "mvcc: duplicate watch ID provided on the stream";
 
+/// How often a stream that asked for a leader (`hasleader`) checks that its
+/// member still has one, and how many checks in a row may find none before
+/// the stream ends with "no leader", as etcd does, so the client can move
+/// to a member that has one. Three checks a second apart span three of
+/// Ember's default election timeouts.
+const LEADER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+const LEADERLESS_CHECKS_MAX: u32 = 3;
+
 /// Answers waiting for a slow client. When full, the session stops taking
 /// frames from its link, the link stops reading, and the node holds the
 /// watch's events (or cancels it as a slow reader).
@@ -54,7 +63,7 @@ impl pb::watch_server::Watch for Gateway {
         &self,
         request: Grpc<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        self.check_leader(request.metadata()).await?;
+        let require_leader = self.check_leader(request.metadata()).await?;
         let Ok(permit) = self.watch_streams.clone().try_acquire_owned() else {
             return Err(Status::resource_exhausted(
                 "ember: too many watch streams on this gateway",
@@ -62,7 +71,8 @@ impl pb::watch_server::Watch for Gateway {
         };
         let (link, frames) = self.backend.ordered_link().await.map_err(status::from_link)?;
         let (answers, receiver) = mpsc::channel(RESPONSE_BUFFER);
-        let session = Session::new(link, answers);
+        let mut session = Session::new(link, answers);
+        session.require_leader = require_leader;
         tokio::spawn(session.run(request.into_inner(), frames, permit));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
@@ -73,6 +83,7 @@ enum Pending {
     Create { etcd_id: i64 },
     Cancel { etcd_id: i64 },
     Progress,
+    LeaderCheck,
 }
 
 /// The client went away or the link failed: the session ends.
@@ -91,6 +102,10 @@ struct Session {
     /// Watches the client cancelled while their create was in flight;
     /// cancelled as soon as the node names them.
     cancel_when_created: HashSet<i64>,
+    /// The client sent `hasleader`: end the stream when the member has had
+    /// no leader for `LEADERLESS_CHECKS_MAX` checks in a row.
+    require_leader: bool,
+    leaderless_checks: u32,
 }
 
 impl Session {
@@ -103,6 +118,8 @@ impl Session {
             by_etcd_id: BTreeMap::new(),
             next_etcd_id: 0,
             cancel_when_created: HashSet::new(),
+            require_leader: false,
+            leaderless_checks: 0,
         }
     }
 
@@ -112,6 +129,7 @@ impl Session {
         mut frames: mpsc::Receiver<ServerMessage>,
         _permit: OwnedSemaphorePermit,
     ) {
+        let mut leader_checks = tokio::time::interval(LEADER_CHECK_INTERVAL);
         loop {
             let step = tokio::select! {
                 request = requests.next() => match request {
@@ -122,6 +140,9 @@ impl Session {
                     Some(frame) => self.on_frame(frame).await,
                     None => self.link_lost().await,
                 },
+                _ = leader_checks.tick(), if self.require_leader => {
+                    self.send(Request::Status, Pending::LeaderCheck).await
+                }
             };
             if step.is_err() {
                 return;
@@ -212,6 +233,9 @@ impl Session {
                     (Some(Pending::Progress), _) => {
                         pb::WatchResponse { watch_id: NO_WATCH_ID, ..answer(header) }
                     }
+                    (Some(Pending::LeaderCheck), ember::proto::Response::Status(status)) => {
+                        return self.leader_checked(status.leader_id != 0).await;
+                    }
                     _ => return Ok(()),
                 };
                 self.emit(answer).await
@@ -236,6 +260,15 @@ impl Session {
         Ok(())
     }
 
+    async fn leader_checked(&mut self, has_leader: bool) -> Result<(), Ended> {
+        self.leaderless_checks = if has_leader { 0 } else { self.leaderless_checks + 1 };
+        if self.leaderless_checks >= LEADERLESS_CHECKS_MAX {
+            let no_leader = ember::proto::ErrorCode::NoLeader.message();
+            return self.fail(Status::unavailable(no_leader)).await;
+        }
+        Ok(())
+    }
+
     async fn on_error(&mut self, request_id: u64, error: ErrorBody) -> Result<(), Ended> {
         match self.pending.remove(&request_id) {
             Some(Pending::Create { etcd_id }) => {
@@ -248,6 +281,7 @@ impl Session {
                 self.forget(etcd_id);
                 Ok(())
             }
+            Some(Pending::LeaderCheck) => Ok(()),
             Some(Pending::Progress) | None => self.fail(status::from_body(&error)).await,
         }
     }

@@ -212,6 +212,27 @@ async fn watches_share_a_stream_and_cancel() {
     assert_eq!((cancelled.canceled(), cancelled.watch_id()), (true, 0));
 }
 
+/// A watch opened with `hasleader` (as the apiserver's are) ends with
+/// etcd's "no leader" once its member has lost the leader, so the client
+/// can go to a member that has one instead of waiting on a silent stream.
+#[tokio::test]
+async fn a_watch_that_requires_a_leader_ends_when_the_member_loses_it() {
+    let mut cluster = Cluster::start("hasleader", 3);
+    let only_first = format!("127.0.0.1:{}", cluster.members[0].client_port);
+    cluster.spawn_gateway(&["--endpoints", &only_first]);
+    cluster.client().await;
+    let options = etcd_client::ConnectOptions::new().with_require_leader(true);
+    let endpoint = [cluster.gateway_endpoint()];
+    let mut client = etcd_client::Client::connect(endpoint, Some(options)).await.unwrap();
+    let mut watch = client.watch("k", None).await.unwrap();
+    assert!(next_message(&mut watch).await.created());
+    cluster.kill_member(1);
+    cluster.kill_member(2);
+    let ended = tokio::time::timeout(Duration::from_secs(20), watch.message()).await;
+    let status = grpc_status(ended.expect("the stream ends within 20 s").unwrap_err());
+    assert_eq!((status.code(), status.message()), (Code::Unavailable, "etcdserver: no leader"));
+}
+
 #[tokio::test]
 async fn a_watch_from_a_compacted_revision_is_cancelled_with_the_compact_revision() {
     let cluster = Cluster::start("compacted", 3);
