@@ -185,21 +185,45 @@ fn etcdctl(endpoint: &str, args: &[&str], stdin: &str) -> (i32, String, String) 
     (output.status.code().unwrap_or(-1), text(output.stdout), text(output.stderr))
 }
 
-/// The history of `foo` from revision 6 (after the compacted one), as `etcdctl watch` prints it
-/// before it is stopped.
+/// The history of `foo` from revision 6 (after the compacted one), as
+/// `etcdctl watch` prints it, read until both deletes that follow are in
+/// (or 10 s pass, on a loaded machine) and the output rests, then stopped.
 fn watch_history(endpoint: &str) -> String {
-    let child = Command::new("etcdctl")
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .args(["--endpoints", endpoint, "watch", "foo", "--prefix", "--rev=6", "--prev-kv"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("etcdctl watch runs");
-    let pid = child.id();
-    std::thread::sleep(Duration::from_millis(1500));
-    let _ = Command::new("kill").arg(pid.to_string()).status();
-    let output = child.wait_with_output().unwrap();
-    normalise(&String::from_utf8_lossy(&output.stdout), false)
+    let stdout = child.stdout.take().unwrap();
+    let (lines, arriving) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen: Vec<String> = Vec::new();
+    loop {
+        let both_deletes = seen.iter().filter(|line| *line == "DELETE").count() >= 2;
+        // After the last event, wait only for the rest of its lines.
+        let wait = if both_deletes {
+            Duration::from_millis(500)
+        } else {
+            deadline.saturating_duration_since(Instant::now())
+        };
+        match arriving.recv_timeout(wait) {
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    normalise(&seen.join("\n"), false)
 }
 
 /// Masks what differs between two honest servers: hex ids, ports, member
