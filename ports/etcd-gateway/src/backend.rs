@@ -4,8 +4,9 @@
 //! Any member serves any request (followers forward writes and confirm
 //! linearizable reads with the leader), so the pool spreads its links over
 //! the endpoints and replaces a broken link with one to the next endpoint.
-//! A read whose connection died is sent once more on a fresh link; a write
-//! is not, since it may have been applied: its caller gets etcd's "outcome
+//! A read whose connection died, or whose member did not answer in time, is
+//! sent once more on a fresh link (to the next endpoint); a write is not,
+//! since it may have been applied: its caller gets etcd's "outcome
 //! unknown" error instead.
 
 use std::sync::Arc;
@@ -27,6 +28,9 @@ pub struct BackendConfig {
     /// Requests unanswered per shared link; below the node's own bound.
     pub max_in_flight: usize,
     pub dial_timeout: Duration,
+    /// How long a unary call waits for its answer before the link is given
+    /// up (etcd's clients put their own deadlines on top).
+    pub request_timeout: Duration,
     /// Frames a watch session may have waiting before its link stops reading.
     pub watch_buffer_frames: usize,
 }
@@ -55,10 +59,14 @@ impl Backend {
     /// Sends `request` on one of the shared links and waits for the answer;
     /// a read that lost its connection is tried once more.
     pub async fn call(&self, request: &Request) -> Result<Response, LinkError> {
+        let timeout = self.config.request_timeout;
         let link = self.shared_link().await?;
-        match link.call(request).await {
+        match link.call(request, timeout).await {
             Err(LinkError::Lost { sent, .. }) if !sent || !request.is_write() => {
-                self.shared_link().await?.call(request).await
+                self.shared_link().await?.call(request, timeout).await
+            }
+            Err(LinkError::TimedOut) if !request.is_write() => {
+                self.shared_link().await?.call(request, timeout).await
             }
             other => other,
         }

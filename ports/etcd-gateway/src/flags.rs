@@ -27,6 +27,10 @@ GET /version, /health on one port, in front of Ember members.
   --backend-connections N     pipelined connections for unary calls (default 1:
                               one connection batches best, so the member
                               commits more writes per fsync)
+  --request-timeout-ms N      how long a request waits for its member before
+                              the gateway gives up on that member's
+                              connection; reads are tried on the next
+                              endpoint (default 5000)
   --max-watch-streams N       concurrent Watch streams, each with its own
                               connection to a member (default 1024)
   --watch-buffer-frames N     frames one watch stream may have waiting (default 256)
@@ -62,6 +66,7 @@ const FLAGS: &[&str] = &[
     "backend-connections",
     "max-watch-streams",
     "watch-buffer-frames",
+    "request-timeout-ms",
     "max-concurrent-streams",
 ];
 
@@ -129,6 +134,9 @@ fn settings(values: &[(&str, String)]) -> Result<Settings, String> {
             links: count(values, "backend-connections", "1")?,
             max_in_flight: ember::client::DEFAULT_MAX_IN_FLIGHT,
             dial_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_millis(
+                count(values, "request-timeout-ms", "5000")? as u64
+            ),
             watch_buffer_frames: count(values, "watch-buffer-frames", "256")?,
         },
         max_watch_streams: count(values, "max-watch-streams", "1024")?,

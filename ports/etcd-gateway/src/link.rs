@@ -34,6 +34,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 /// The largest frame body the gateway accepts from a node: 16 MiB, as
 /// Ember's own client. A larger answer comes back as `ResponseTooLarge`.
@@ -58,6 +59,9 @@ pub enum LinkError {
     TooLarge,
     /// The connection died; `sent` says whether the request left whole.
     Lost { sent: bool, cause: String },
+    /// No answer within the request timeout. The member may be stopped or
+    /// cut off, so the link is given up; a write's outcome is unknown.
+    TimedOut,
 }
 
 /// What the node said about itself in its hello.
@@ -81,6 +85,17 @@ pub struct Link {
     window: Arc<Semaphore>,
     next_request_id: AtomicU64,
     broken: Arc<AtomicBool>,
+    /// The writer and the reader; ended with the link, so a member that
+    /// stopped answering does not keep a task and a socket alive.
+    tasks: [JoinHandle<()>; 2],
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
 }
 
 /// Where the reader puts what it decodes.
@@ -135,8 +150,8 @@ impl Link {
         let (read, write) = stream.into_split();
         let (frames, queue) = mpsc::channel(WRITE_QUEUE_FRAMES);
         let broken = Arc::new(AtomicBool::new(false));
-        tokio::spawn(write_loop(write, queue, broken.clone()));
-        tokio::spawn(read_loop(read, sink, broken.clone()));
+        let writer = tokio::spawn(write_loop(write, queue, broken.clone()));
+        let reader = tokio::spawn(read_loop(read, sink, broken.clone()));
         Link {
             endpoint: endpoint.to_string(),
             hello,
@@ -145,6 +160,7 @@ impl Link {
             window: Arc::new(Semaphore::new(max_in_flight)),
             next_request_id: AtomicU64::new(1),
             broken,
+            tasks: [writer, reader],
         }
     }
 
@@ -153,8 +169,19 @@ impl Link {
         self.broken.load(Ordering::Relaxed)
     }
 
-    /// Sends `request` on a shared link and waits for its answer.
-    pub async fn call(&self, request: &Request) -> Result<Response, LinkError> {
+    /// Sends `request` on a shared link and waits at most `timeout` for its
+    /// answer; past it the link counts as broken.
+    pub async fn call(&self, request: &Request, timeout: Duration) -> Result<Response, LinkError> {
+        match tokio::time::timeout(timeout, self.call_unbounded(request)).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                self.broken.store(true, Ordering::Relaxed);
+                Err(LinkError::TimedOut)
+            }
+        }
+    }
+
+    async fn call_unbounded(&self, request: &Request) -> Result<Response, LinkError> {
         let permit = self.window.clone().acquire_owned().await.map_err(|_| self.lost(false))?;
         let (id, frame) = self.encode(request)?;
         let (sender, receiver) = oneshot::channel();

@@ -22,6 +22,7 @@ pub fn from_link(error: LinkError) -> Status {
             Status::unavailable(ErrorCode::TimeoutDueToConnectionLost.message())
         }
         LinkError::Lost { sent: false, cause } => Status::unavailable(cause),
+        LinkError::TimedOut => Status::unavailable(ErrorCode::Timeout.message()),
     }
 }
 

@@ -106,6 +106,9 @@ struct Session {
     /// no leader for `LEADERLESS_CHECKS_MAX` checks in a row.
     require_leader: bool,
     leaderless_checks: u32,
+    /// A check is on its way; one still unanswered at the next tick counts
+    /// as a check without a leader (a stopped member answers nothing).
+    leader_check_pending: bool,
 }
 
 impl Session {
@@ -120,6 +123,7 @@ impl Session {
             cancel_when_created: HashSet::new(),
             require_leader: false,
             leaderless_checks: 0,
+            leader_check_pending: false,
         }
     }
 
@@ -140,9 +144,7 @@ impl Session {
                     Some(frame) => self.on_frame(frame).await,
                     None => self.link_lost().await,
                 },
-                _ = leader_checks.tick(), if self.require_leader => {
-                    self.send(Request::Status, Pending::LeaderCheck).await
-                }
+                _ = leader_checks.tick(), if self.require_leader => self.check_leader().await,
             };
             if step.is_err() {
                 return;
@@ -234,6 +236,7 @@ impl Session {
                         pb::WatchResponse { watch_id: NO_WATCH_ID, ..answer(header) }
                     }
                     (Some(Pending::LeaderCheck), ember::proto::Response::Status(status)) => {
+                        self.leader_check_pending = false;
                         return self.leader_checked(status.leader_id != 0).await;
                     }
                     _ => return Ok(()),
@@ -260,6 +263,14 @@ impl Session {
         Ok(())
     }
 
+    async fn check_leader(&mut self) -> Result<(), Ended> {
+        if self.leader_check_pending {
+            return self.leader_checked(false).await;
+        }
+        self.leader_check_pending = true;
+        self.send(Request::Status, Pending::LeaderCheck).await
+    }
+
     async fn leader_checked(&mut self, has_leader: bool) -> Result<(), Ended> {
         self.leaderless_checks = if has_leader { 0 } else { self.leaderless_checks + 1 };
         if self.leaderless_checks >= LEADERLESS_CHECKS_MAX {
@@ -281,7 +292,10 @@ impl Session {
                 self.forget(etcd_id);
                 Ok(())
             }
-            Some(Pending::LeaderCheck) => Ok(()),
+            Some(Pending::LeaderCheck) => {
+                self.leader_check_pending = false;
+                Ok(())
+            }
             Some(Pending::Progress) | None => self.fail(status::from_body(&error)).await,
         }
     }

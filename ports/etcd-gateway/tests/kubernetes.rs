@@ -233,6 +233,38 @@ async fn a_watch_that_requires_a_leader_ends_when_the_member_loses_it() {
     assert_eq!((status.code(), status.message()), (Code::Unavailable, "etcdserver: no leader"));
 }
 
+/// A member that stops answering (SIGSTOP) costs a read one request
+/// timeout; the read is then served by the next member, and so are the
+/// requests after it. The stopped member is a follower, so no election
+/// interferes.
+#[tokio::test]
+async fn reads_move_on_from_a_member_that_stopped_answering() {
+    let mut cluster = Cluster::start("stopped", 3);
+    let leader = cluster.client().await.status().await.unwrap().leader();
+    let mut client = cluster.client().await;
+    let members = client.member_list().await.unwrap();
+    let follower = members.members().iter().find(|m| m.id() != leader).unwrap();
+    let index = cluster.members.iter().position(|m| m.name == follower.name()).unwrap();
+    let (follower_id, first) =
+        (follower.id(), format!("127.0.0.1:{}", cluster.members[index].client_port));
+    let all: Vec<String> =
+        cluster.members.iter().map(|m| format!("127.0.0.1:{}", m.client_port)).collect();
+    let endpoints = format!("{first},{}", all.join(","));
+    cluster.spawn_gateway(&["--endpoints", &endpoints, "--request-timeout-ms", "1000"]);
+    let mut client = cluster.client().await;
+    client.put("k", "v", None).await.unwrap();
+    assert_eq!(client.status().await.unwrap().header().unwrap().member_id(), follower_id);
+
+    cluster.signal_member(index, "-STOP");
+    let started = Instant::now();
+    let got = tokio::time::timeout(Duration::from_secs(10), client.get("k", None)).await;
+    cluster.signal_member(index, "-CONT");
+    let got = got.expect("an answer within 10 s").unwrap();
+    assert_eq!(got.kvs()[0].value(), b"v");
+    assert_ne!(got.header().unwrap().member_id(), follower_id);
+    assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
+}
+
 #[tokio::test]
 async fn a_watch_from_a_compacted_revision_is_cancelled_with_the_compact_revision() {
     let cluster = Cluster::start("compacted", 3);

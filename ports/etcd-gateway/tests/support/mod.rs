@@ -147,6 +147,14 @@ impl Cluster {
         }
     }
 
+    /// Stops member `i` (SIGSTOP) or lets it go on (SIGCONT): a member that
+    /// is alive but answers nothing.
+    pub fn signal_member(&self, i: usize, signal: &str) {
+        let pid = self.members[i].process.as_ref().expect("member runs").0.id();
+        let status = Command::new("kill").args([signal, &pid.to_string()]).status().unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// Kills member `i` (SIGKILL).
     pub fn kill_member(&mut self, i: usize) {
         self.members[i].process = None;
