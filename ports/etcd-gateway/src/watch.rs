@@ -22,6 +22,7 @@ use ember::proto::{
     CancelReason, ErrorBody, Request, ResponseHeader, ServerMessage, WatchCancelRequest,
     WatchCreateRequest, WatchMessage,
 };
+use prost::Message;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -80,7 +81,7 @@ impl pb::watch_server::Watch for Gateway {
 
 /// A pending request on the link, by request id.
 enum Pending {
-    Create { etcd_id: i64 },
+    Create { etcd_id: i64, fragment: bool },
     Cancel { etcd_id: i64 },
     Progress,
     LeaderCheck,
@@ -102,6 +103,8 @@ struct Session {
     /// Watches the client cancelled while their create was in flight;
     /// cancelled as soon as the node names them.
     cancel_when_created: HashSet<i64>,
+    /// Watches created with `fragment`: a large answer goes out in parts.
+    fragmenting: HashSet<i64>,
     /// The client sent `hasleader`: end the stream when the member has had
     /// no leader for `LEADERLESS_CHECKS_MAX` checks in a row.
     require_leader: bool,
@@ -121,6 +124,7 @@ impl Session {
             by_etcd_id: BTreeMap::new(),
             next_etcd_id: 0,
             cancel_when_created: HashSet::new(),
+            fragmenting: HashSet::new(),
             require_leader: false,
             leaderless_checks: 0,
             leader_check_pending: false,
@@ -186,7 +190,8 @@ impl Session {
             watch_id: 0,
         });
         self.by_etcd_id.insert(etcd_id, 0);
-        self.send(request, Pending::Create { etcd_id }).await
+        let fragment = create.fragment;
+        self.send(request, Pending::Create { etcd_id, fragment }).await
     }
 
     /// The lowest unused id from the counter on, as etcd counts.
@@ -225,7 +230,13 @@ impl Session {
             ServerMessage::Response { request_id, response } => {
                 let header = *response.header();
                 let answer = match (self.pending.remove(&request_id), response) {
-                    (Some(Pending::Create { etcd_id }), ember::proto::Response::WatchCreate(c)) => {
+                    (
+                        Some(Pending::Create { etcd_id, fragment }),
+                        ember::proto::Response::WatchCreate(c),
+                    ) => {
+                        if fragment {
+                            self.fragmenting.insert(etcd_id);
+                        }
                         return self.created(etcd_id, c.watch_id, header).await;
                     }
                     (Some(Pending::Cancel { etcd_id }), _) => {
@@ -282,7 +293,7 @@ impl Session {
 
     async fn on_error(&mut self, request_id: u64, error: ErrorBody) -> Result<(), Ended> {
         match self.pending.remove(&request_id) {
-            Some(Pending::Create { etcd_id }) => {
+            Some(Pending::Create { etcd_id, .. }) => {
                 self.by_etcd_id.remove(&etcd_id);
                 self.cancel_when_created.remove(&etcd_id);
                 self.refuse_create(status::from_body(&error).message()).await
@@ -303,11 +314,20 @@ impl Session {
     async fn on_watch(&mut self, node_id: u64, message: WatchMessage) -> Result<(), Ended> {
         let Some(&etcd_id) = self.by_node_id.get(&node_id) else { return Ok(()) };
         let answer = match message {
-            WatchMessage::Events { header, events } => pb::WatchResponse {
-                watch_id: etcd_id,
-                events: events.into_iter().map(convert::event).collect(),
-                ..answer(header)
-            },
+            WatchMessage::Events { header, events } => {
+                let whole = pb::WatchResponse {
+                    watch_id: etcd_id,
+                    events: events.into_iter().map(convert::event).collect(),
+                    ..answer(header)
+                };
+                if !self.fragmenting.contains(&etcd_id) {
+                    return self.emit(whole).await;
+                }
+                for part in fragments(whole) {
+                    self.emit(part).await?;
+                }
+                return Ok(());
+            }
             WatchMessage::Progress { header } => {
                 pb::WatchResponse { watch_id: etcd_id, ..answer(header) }
             }
@@ -326,6 +346,7 @@ impl Session {
     }
 
     fn forget(&mut self, etcd_id: i64) {
+        self.fragmenting.remove(&etcd_id);
         if let Some(node_id) = self.by_etcd_id.remove(&etcd_id) {
             self.by_node_id.remove(&node_id);
         }
@@ -366,6 +387,38 @@ impl Session {
     }
 }
 
+/// The size past which a watch created with `fragment` gets its answer in
+/// parts: etcd's default request limit, which etcd uses for the same cut.
+const FRAGMENT_BYTES: usize = 1536 * 1024;
+
+/// `whole` cut between events into answers of at most `FRAGMENT_BYTES`
+/// (one event may exceed it alone), every part but the last marked
+/// `fragment`, as etcd sends them; `whole` itself when it is small or
+/// holds one event.
+fn fragments(whole: pb::WatchResponse) -> Vec<pb::WatchResponse> {
+    if whole.encoded_len() < FRAGMENT_BYTES || whole.events.len() < 2 {
+        return vec![whole];
+    }
+    let shell = pb::WatchResponse { events: Vec::new(), ..whole.clone() };
+    let mut parts = Vec::new();
+    let mut part = Vec::new();
+    let mut part_bytes = 0;
+    for event in whole.events {
+        let event_bytes = event.encoded_len();
+        if !part.is_empty() && part_bytes + event_bytes > FRAGMENT_BYTES {
+            parts.push(std::mem::take(&mut part));
+            part_bytes = 0;
+        }
+        part_bytes += event_bytes;
+        part.push(event);
+    }
+    parts.push(part);
+    let last = parts.len() - 1;
+    let into_answer =
+        |(at, events)| pb::WatchResponse { events, fragment: at != last, ..shell.clone() };
+    parts.into_iter().enumerate().map(into_answer).collect()
+}
+
 /// A watch response with only its header set.
 fn answer(header: ResponseHeader) -> pb::WatchResponse {
     pb::WatchResponse { header: convert::header(header), ..pb::WatchResponse::default() }
@@ -380,5 +433,41 @@ fn cancel_reason(reason: CancelReason) -> &'static str {
         CancelReason::EventsTooLarge => "ember: one revision's events exceed the frame limit",
         CancelReason::ServerStopping => "ember: the member is shutting down",
         CancelReason::MemberRemoved => "ember: the member was removed from the cluster",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::mvccpb;
+
+    fn response_of(values_bytes: &[usize]) -> pb::WatchResponse {
+        let event = |bytes: &usize| mvccpb::Event {
+            kv: Some(mvccpb::KeyValue { value: vec![b'v'; *bytes], ..Default::default() }),
+            ..Default::default()
+        };
+        pb::WatchResponse {
+            watch_id: 3,
+            events: values_bytes.iter().map(event).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn large_answers_split_between_events_with_every_part_but_the_last_marked() {
+        let parts = fragments(response_of(&[1 << 20, 1 << 20, 1 << 20, 10]));
+        let flags: Vec<bool> = parts.iter().map(|part| part.fragment).collect();
+        assert_eq!(flags, [true, true, false]);
+        let sizes: Vec<usize> = parts.iter().map(|part| part.events.len()).collect();
+        assert_eq!(sizes, [1, 1, 2]);
+        assert!(parts.iter().all(|part| part.watch_id == 3));
+    }
+
+    #[test]
+    fn small_answers_and_single_events_stay_whole() {
+        let small = response_of(&[10, 10]);
+        assert_eq!(fragments(small.clone()), [small]);
+        let one_big = response_of(&[4 << 20]);
+        assert_eq!(fragments(one_big.clone()), [one_big]);
     }
 }
