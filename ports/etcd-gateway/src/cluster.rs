@@ -1,0 +1,108 @@
+//! etcd's Cluster service over Ember's member table.
+//!
+//! A member's client URLs are where it serves Ember's protocol, which etcd
+//! clients cannot speak; they reach every member through the gateway. So
+//! the answers list the gateway's advertised URLs for each started member
+//! (an unstarted one has none, as in etcd), and clients that learn
+//! endpoints from the member list come back here.
+
+use ember::proto::{
+    MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
+    MemberUpdateRequest, Request,
+};
+use tonic::{Request as Grpc, Response, Status};
+
+use crate::convert;
+use crate::gateway::{Gateway, call_as};
+use crate::pb::etcdserverpb as pb;
+
+impl Gateway {
+    fn member(&self, mut member: ember::proto::Member) -> pb::Member {
+        if !member.client_urls.is_empty() {
+            member.client_urls = self.advertise_client_urls.to_vec();
+        }
+        convert::member(member)
+    }
+
+    fn members(&self, members: Vec<ember::proto::Member>) -> Vec<pb::Member> {
+        members.into_iter().map(|member| self.member(member)).collect()
+    }
+}
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for Gateway {
+    /// etcd's request names no member: the name comes when the new member
+    /// starts. Ember derives a member's id from its name, so the member is
+    /// added with an empty name, which it shows (as etcd does) until it
+    /// starts and publishes one.
+    async fn member_add(
+        &self,
+        request: Grpc<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        self.check_leader(request.metadata()).await?;
+        let pb::MemberAddRequest { peer_ur_ls, is_learner } = request.into_inner();
+        let asked = MemberAddRequest { peer_urls: peer_ur_ls, is_learner, name: String::new() };
+        let answer = call_as!(self, Request::MemberAdd(asked), MemberAdd);
+        Ok(Response::new(pb::MemberAddResponse {
+            header: convert::header(answer.header),
+            member: Some(self.member(answer.member)),
+            members: self.members(answer.members),
+        }))
+    }
+
+    async fn member_remove(
+        &self,
+        request: Grpc<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        self.check_leader(request.metadata()).await?;
+        let id = request.into_inner().id;
+        let answer =
+            call_as!(self, Request::MemberRemove(MemberRemoveRequest { id }), MemberRemove);
+        Ok(Response::new(pb::MemberRemoveResponse {
+            header: convert::header(answer.header),
+            members: self.members(answer.members),
+        }))
+    }
+
+    async fn member_update(
+        &self,
+        request: Grpc<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        self.check_leader(request.metadata()).await?;
+        let pb::MemberUpdateRequest { id, peer_ur_ls } = request.into_inner();
+        let asked = MemberUpdateRequest { id, peer_urls: peer_ur_ls };
+        let answer = call_as!(self, Request::MemberUpdate(asked), MemberUpdate);
+        Ok(Response::new(pb::MemberUpdateResponse {
+            header: convert::header(answer.header),
+            members: self.members(answer.members),
+        }))
+    }
+
+    async fn member_list(
+        &self,
+        request: Grpc<pb::MemberListRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        self.check_leader(request.metadata()).await?;
+        let linearizable = request.into_inner().linearizable;
+        let answer =
+            call_as!(self, Request::MemberList(MemberListRequest { linearizable }), MemberList);
+        Ok(Response::new(pb::MemberListResponse {
+            header: convert::header(answer.header),
+            members: self.members(answer.members),
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        request: Grpc<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        self.check_leader(request.metadata()).await?;
+        let id = request.into_inner().id;
+        let answer =
+            call_as!(self, Request::MemberPromote(MemberPromoteRequest { id }), MemberPromote);
+        Ok(Response::new(pb::MemberPromoteResponse {
+            header: convert::header(answer.header),
+            members: self.members(answer.members),
+        }))
+    }
+}

@@ -1,0 +1,67 @@
+//! What every service shares: the backend, the settings, and the helpers
+//! that send one Ember request and unwrap its answer.
+
+use std::sync::Arc;
+
+use ember::proto::{Request, Response, StatusResponse};
+use tokio::sync::Semaphore;
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+
+use crate::backend::Backend;
+use crate::status;
+
+/// The gateway's shared state; cheap to clone into each service.
+#[derive(Clone)]
+pub struct Gateway {
+    pub backend: Arc<Backend>,
+    /// The etcd version `Status` and `GET /version` report. Kubernetes turns
+    /// features on by it, so it is a setting rather than Ember's version.
+    pub etcd_version: Arc<str>,
+    /// The URLs etcd clients reach the members at: this gateway's.
+    pub advertise_client_urls: Arc<[String]>,
+    /// One permit per Watch stream, each holding a connection to a node.
+    pub watch_streams: Arc<Semaphore>,
+}
+
+impl Gateway {
+    /// Sends one request and turns a failure into etcd's status.
+    pub async fn call(&self, request: Request) -> Result<Response, Status> {
+        self.backend.call(&request).await.map_err(status::from_link)
+    }
+
+    pub async fn member_status(&self) -> Result<StatusResponse, Status> {
+        match self.call(Request::Status).await? {
+            Response::Status(status) => Ok(status),
+            other => Err(mismatch("Status", &other)),
+        }
+    }
+
+    /// etcd's `hasleader` metadata: a client that sets it wants an error
+    /// rather than an answer from a member without a leader. True when the
+    /// client asked (and a leader is known).
+    pub async fn check_leader(&self, metadata: &MetadataMap) -> Result<bool, Status> {
+        let wanted = metadata.get("hasleader").is_some_and(|value| value == "true");
+        if wanted && self.member_status().await?.leader_id == 0 {
+            return Err(Status::unavailable(ember::proto::ErrorCode::NoLeader.message()));
+        }
+        Ok(wanted)
+    }
+}
+
+/// A node answered with another variant than the request's: a bug on one
+/// side, reported as etcd reports its own internal errors.
+pub fn mismatch(asked: &str, answer: &Response) -> Status {
+    Status::internal(format!("ember: a {asked} request was answered with {answer:?}"))
+}
+
+/// Sends `$request` through `$gateway` and unwraps the `$variant` answer.
+macro_rules! call_as {
+    ($gateway:expr, $request:expr, $variant:ident) => {
+        match $gateway.call($request).await? {
+            ember::proto::Response::$variant(answer) => answer,
+            other => return Err($crate::gateway::mismatch(stringify!($variant), &other)),
+        }
+    };
+}
+pub(crate) use call_as;
