@@ -8,7 +8,7 @@ use crate::backend::BackendConfig;
 /// limit (1.5 MiB) plus the 512 KiB it allows for gRPC's own framing.
 /// Between the node's limit and this, a request gets etcd's "request is too
 /// large"; beyond it, gRPC's own ResourceExhausted, as with etcd.
-pub const MAX_GRPC_MESSAGE_BYTES: usize = (1536 + 512) * 1024;
+pub const GRPC_MESSAGE_BYTES_MAX: usize = (1536 + 512) * 1024;
 
 pub const HELP: &str = "\
 Usage: ember-etcd [flags]
@@ -132,7 +132,7 @@ fn settings(values: &[(&str, String)]) -> Result<Settings, String> {
         backend: BackendConfig {
             endpoints,
             links: count(values, "backend-connections", "1")?,
-            max_in_flight: ember::client::DEFAULT_MAX_IN_FLIGHT,
+            max_in_flight: ember::client::IN_FLIGHT_MAX_DEFAULT,
             dial_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_millis(
                 count(values, "request-timeout-ms", "5000")? as u64

@@ -38,7 +38,7 @@ use tokio::task::JoinHandle;
 
 /// The largest frame body the gateway accepts from a node: 16 MiB, as
 /// Ember's own client. A larger answer comes back as `ResponseTooLarge`.
-pub const MAX_RESPONSE_BYTES: u32 = 16 * 1024 * 1024;
+pub const RESPONSE_BYTES_MAX: u32 = 16 * 1024 * 1024;
 
 /// Encoded frames waiting for the writer. A caller that finds the queue full
 /// waits, so a burst of clients cannot queue more than this per link.
@@ -242,7 +242,7 @@ async fn dial(endpoint: &str, dial_timeout: Duration) -> Result<(TcpStream, Hell
 }
 
 async fn greet(stream: &mut TcpStream) -> Result<Hello, String> {
-    let ours = ClientHello::new(MAX_RESPONSE_BYTES);
+    let ours = ClientHello::new(RESPONSE_BYTES_MAX);
     stream.write_all(&ours.to_bytes()).await.map_err(|e| e.to_string())?;
     let mut reply = [0u8; SERVER_HELLO_BYTES];
     stream.read_exact(&mut reply).await.map_err(|e| e.to_string())?;
@@ -310,7 +310,7 @@ async fn read_loop(mut socket: OwnedReadHalf, sink: Sink, broken: Arc<AtomicBool
 /// Hands every complete frame in `bytes` on; the bytes it used, or `Err`
 /// when the stream broke the protocol or nobody listens any more.
 async fn dispatch(bytes: &[u8], sink: &Sink) -> Result<usize, ()> {
-    let mut decoder = FrameDecoder::new(bytes, MAX_RESPONSE_BYTES);
+    let mut decoder = FrameDecoder::new(bytes, RESPONSE_BYTES_MAX);
     let mut messages = Vec::new();
     for frame in decoder.by_ref() {
         let frame = frame.map_err(|_| ())?;

@@ -111,7 +111,7 @@ async fn serve(settings: flags::Settings) -> Result<(), String> {
 
 /// Every etcd service, then `/version` and `/health` beside them.
 fn routes(gateway: Gateway) -> Routes {
-    let max_request_bytes = flags::MAX_GRPC_MESSAGE_BYTES;
+    let max_request_bytes = flags::GRPC_MESSAGE_BYTES_MAX;
     let services = Routes::new(
         rpc::kv_server::KvServer::new(gateway.clone()).max_decoding_message_size(max_request_bytes),
     )

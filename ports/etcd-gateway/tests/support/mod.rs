@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[path = "../../../../tests/test_ports/mod.rs"]
+#[path = "../../../../tests/support/ports.rs"]
 mod test_ports;
 pub use test_ports::free_port;
 
