@@ -8,8 +8,8 @@
 
 use super::CliError;
 use super::format::{self, emit};
-use super::kv::op_failed;
-use super::output::{connect, failed, json_string};
+use super::kv::write_op_failed;
+use super::output::{connect, failed, json_string, write_failed};
 use crate::flags::{Flag, Parsed, process_env};
 use crate::proto::{Member, MemberAddResponse, MemberChangeResponse, MemberListResponse};
 
@@ -45,7 +45,8 @@ pub fn run_compaction(parsed: &Parsed) -> Result<(), CliError> {
         .ok_or_else(|| CliError::Usage(format!("compaction: {text:?} is not a revision")))?;
     let physical = parsed.switch("physical", process_env)?;
     let mut client = connect(parsed)?;
-    let response = client.compact(revision, physical).map_err(|e| op_failed(&mut client, e))?;
+    let response =
+        client.compact(revision, physical).map_err(|e| write_op_failed(&mut client, e))?;
     emit(&format::compaction(format, &response.header, revision))
 }
 
@@ -57,17 +58,17 @@ pub fn run_member(parsed: &Parsed) -> Result<(), CliError> {
         ["add", name] => return member_add(parsed, format, name),
         ["remove", id] => {
             let id = member_id(id)?;
-            let response = connect(parsed)?.member_remove(id).map_err(failed)?;
+            let response = connect(parsed)?.member_remove(id).map_err(write_failed)?;
             return emit(&member_changed(format, &response, id, "removed from"));
         }
         ["update", id] => {
             let (id, urls) = (member_id(id)?, peer_urls(parsed)?);
-            let response = connect(parsed)?.member_update(id, urls).map_err(failed)?;
+            let response = connect(parsed)?.member_update(id, urls).map_err(write_failed)?;
             return emit(&member_changed(format, &response, id, "updated in"));
         }
         ["promote", id] => {
             let id = member_id(id)?;
-            let response = connect(parsed)?.member_promote(id).map_err(failed)?;
+            let response = connect(parsed)?.member_promote(id).map_err(write_failed)?;
             return emit(&member_changed(format, &response, id, "promoted in"));
         }
         _ => {
@@ -114,7 +115,7 @@ fn member_add(parsed: &Parsed, format: format::Format, name: &str) -> Result<(),
     let urls = peer_urls(parsed)?;
     let learner = parsed.switch("learner", process_env)?;
     let mut client = connect(parsed)?;
-    let response = client.member_add(name, urls, learner).map_err(failed)?;
+    let response = client.member_add(name, urls, learner).map_err(write_failed)?;
     emit(&member_added(format, &response))
 }
 

@@ -8,7 +8,7 @@ use std::io::Read;
 
 use super::CliError;
 use super::format::{self, SimpleGet, emit};
-use super::output::{connect, failed, flag_number};
+use super::output::{connect, failed, flag_number, write_failed};
 use crate::client::{Client, ClientError};
 use crate::flags::{Flag, Parsed, process_env};
 use crate::proto::{
@@ -104,7 +104,7 @@ pub fn run_put(parsed: &Parsed) -> Result<(), CliError> {
     let format = format::write_format_no_table(parsed, "put")?;
     let request = put_request(parsed, read_stdin_value)?;
     let mut client = connect(parsed)?;
-    let response = client.put_with(request).map_err(|e| op_failed(&mut client, e))?;
+    let response = client.put_with(request).map_err(write_failed)?;
     emit(&format::put(format, &response))
 }
 
@@ -220,7 +220,7 @@ pub fn run_del(parsed: &Parsed) -> Result<(), CliError> {
     let format = format::write_format_no_table(parsed, "del")?;
     let request = del_request(parsed)?;
     let mut client = connect(parsed)?;
-    let response = client.delete_range(request).map_err(|e| op_failed(&mut client, e))?;
+    let response = client.delete_range(request).map_err(write_failed)?;
     emit(&format::del(format, &response))
 }
 
@@ -261,6 +261,15 @@ pub fn op_failed(client: &mut Client, error: ClientError) -> CliError {
         ));
     }
     failed(error)
+}
+
+/// A failed write that may name an old revision (txn, compaction): a
+/// write whose outcome is unknown says so, anything else as `op_failed`.
+pub fn write_op_failed(client: &mut Client, error: ClientError) -> CliError {
+    if error.outcome_unknown() {
+        return write_failed(error);
+    }
+    op_failed(client, error)
 }
 
 /// The key flags of `watch`, which takes the same `KEY [RANGE_END]` forms.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::CliError;
 use super::format::{self, Format, JsonObject, base64, emit, go_quote, json_header, table};
-use super::output::{connect, failed};
+use super::output::{connect, failed, write_failed};
 use crate::client::Client;
 use crate::flags::{Flag, Parsed, process_env};
 use crate::proto::{
@@ -88,13 +88,13 @@ fn grant(parsed: &Parsed, format: Format, ttl: &str) -> Result<(), CliError> {
         None => 0,
     };
     let mut client = connect(parsed)?;
-    let response = client.lease_grant(ttl_secs, id).map_err(failed)?;
+    let response = client.lease_grant(ttl_secs, id).map_err(write_failed)?;
     emit(&render_grant(format, &response))
 }
 
 fn revoke(parsed: &Parsed, format: Format, id: i64) -> Result<(), CliError> {
     let mut client = connect(parsed)?;
-    let response = client.lease_revoke(id).map_err(failed)?;
+    let response = client.lease_revoke(id).map_err(write_failed)?;
     emit(&render_revoke(format, &response.header, id))
 }
 
