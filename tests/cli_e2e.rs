@@ -227,3 +227,27 @@ fn a_three_member_cluster_through_member_list_and_endpoint_cluster() {
     assert_eq!(ok(&all, &["put", "after", "kill"]), "OK\n");
     assert_eq!(ok(&endpoints[survivor], &["get", "after"]), "after\nkill\n");
 }
+
+/// Only the global flags read the environment, as etcdctl's `ETCDCTL_*`:
+/// `EMBER_PREFIX=1` left in a shell does not turn `del /config` into a
+/// delete of every key under it, while `EMBER_W` still picks the format.
+#[test]
+fn only_global_flags_come_from_the_environment() {
+    let (_cluster, e) = single("cli-env");
+    for key in ["/config", "/config/a", "/configs"] {
+        ok(&e, &["put", key, "v"]);
+    }
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ember"))
+        .args(["--endpoints", &e, "del", "/config"])
+        .env("EMBER_PREFIX", "1")
+        .env("EMBER_FROM_KEY", "1")
+        .env("EMBER_PREV_KV", "1")
+        .env("EMBER_W", "json")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let json = stdout(&output);
+    assert!(json.contains("\"deleted\":1"), "{json}");
+    assert!(!json.contains("prev_kvs"), "{json}");
+    assert_eq!(ok(&e, &["get", "/config", "--prefix", "--keys-only"]), "/config/a\n\n/configs\n\n");
+}

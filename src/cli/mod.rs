@@ -24,7 +24,7 @@ pub mod watch;
 
 use std::process::ExitCode;
 
-use args::{Flag, Parsed, UsageError};
+use args::{Flag, Parsed, UsageError, no_env};
 
 /// Exit code of a command whose operation failed.
 pub const EXIT_FAILURE: u8 = 1;
@@ -331,10 +331,6 @@ fn find_command(name: &str) -> Option<&'static Command> {
     COMMANDS.iter().find(|c| c.name == name)
 }
 
-fn no_env(_: &str) -> Option<String> {
-    None
-}
-
 /// `--log-level` wins over `EMBER_LOG`; the default is `info`.
 fn init_logging(parsed: &Parsed) -> Result<(), CliError> {
     let text = parsed.value("log-level", no_env).or_else(|| std::env::var("EMBER_LOG").ok());
@@ -410,7 +406,11 @@ const EXIT_CODES_HELP: &str = "\nexit codes:\n  \
 fn command_help(command: &Command) -> String {
     let mut text = format!("{}\n\nusage: {}\n", command.summary, command.usage);
     if !command.flags.is_empty() {
-        text.push_str("\nflags (each also read from EMBER_<FLAG>):\n");
+        text.push_str(if command.name == "serve" {
+            "\nflags (each also read from EMBER_<FLAG>, as EMBER_DATA_DIR):\n"
+        } else {
+            "\nflags (never read from the environment: only the global ones are):\n"
+        });
         push_flags(&mut text, command.flags);
     }
     text.push_str("\nexamples:\n");

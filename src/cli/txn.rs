@@ -41,8 +41,8 @@ pub fn run_txn(parsed: &Parsed) -> Result<(), CliError> {
     if !parsed.positionals.is_empty() {
         return Err(CliError::Usage("txn takes no arguments; it reads stdin".to_string()));
     }
-    let interactive = parsed.switch("interactive", args::process_env)?
-        || parsed.switch("i", args::process_env)?;
+    let interactive =
+        parsed.switch("interactive", args::no_env)? || parsed.switch("i", args::no_env)?;
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
     let mut sections = Vec::new();
