@@ -2,9 +2,12 @@
 //!
 //! A flag is `--name value` or `--name=value`; a switch is `--name` alone (or
 //! `--name=true|false`). Everything after a bare `--` is positional. A flag
-//! that was not given falls back to the environment variable `EMBER_<NAME>`
-//! (upper case, dashes as underscores), so `--data-dir` reads `EMBER_DATA_DIR`;
-//! the command line always wins.
+//! that was not given may fall back to the environment variable
+//! `EMBER_<NAME>` (upper case, dashes as underscores), so `--data-dir` reads
+//! `EMBER_DATA_DIR`; the command line always wins. Which flags do is the
+//! caller's choice, made by the `env` argument of each read: `process_env`
+//! for `serve`'s flags and the client commands' global flags, `no_env` for
+//! every other flag.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -139,9 +142,18 @@ impl Parsed {
     }
 }
 
-/// Reads the process environment; the usual `env` argument of `Parsed::value`.
+/// Reads the process environment: the `env` argument of `Parsed::value`
+/// for `serve`'s flags and the client commands' global flags.
 pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
+}
+
+/// Reads nothing: the `env` argument for a client command's own flags. As
+/// etcdctl reads only its global flags from `ETCDCTL_*`, a variable left
+/// in a shell (`EMBER_PREFIX=1`) must not turn `del KEY` into a prefix
+/// delete.
+pub fn no_env(_: &str) -> Option<String> {
+    None
 }
 
 #[cfg(test)]

@@ -168,11 +168,33 @@ fn too_large_requests_and_unreachable_endpoints_are_one_line_errors() {
     let text = stderr(&output);
     assert_eq!(text.lines().count(), 1, "{text}");
     assert!(text.contains("exceeds the server's limit of"), "{text}");
+    assert!(text.contains("--max-request-bytes"), "the flag that sets the limit: {text}");
     let dead = format!("127.0.0.1:{}", support::ports::free_port());
     let output = ember(&dead, &["get", "k"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).starts_with(&format!("ember: no endpoint reachable (tried {dead}: ")));
     assert_eq!(ok(&format!("{dead},{e}"), &["put", "k", "v"]), "OK\n", "failover to the live one");
+}
+
+/// A port that takes the connection but never answers, and a member's peer
+/// port, each named with what went wrong in words, not an OS error number.
+#[test]
+fn a_silent_port_and_a_peer_port_say_what_went_wrong() {
+    let (cluster, _e) = single("cli-wrong-port");
+    // Never accepted: the kernel completes the TCP handshake for the
+    // backlog, so the connection is up and nobody answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = silent.local_addr().unwrap().to_string();
+    let output = ember(&silent, &["get", "k"]);
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains(&format!("timed out after 1s connecting to {silent}")), "{text}");
+    assert!(!text.contains("os error"), "{text}");
+    let peer = format!("127.0.0.1:{}", cluster.members[0].peer_port);
+    let output = ember(&peer, &["get", "k"]);
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains(&format!("not an Ember client port: {peer}")), "{text}");
 }
 
 #[test]
@@ -226,4 +248,28 @@ fn a_three_member_cluster_through_member_list_and_endpoint_cluster() {
     assert!(stderr(&output).contains(&format!("{} is unhealthy", endpoints[leader])));
     assert_eq!(ok(&all, &["put", "after", "kill"]), "OK\n");
     assert_eq!(ok(&endpoints[survivor], &["get", "after"]), "after\nkill\n");
+}
+
+/// Only the global flags read the environment, as etcdctl's `ETCDCTL_*`:
+/// `EMBER_PREFIX=1` left in a shell does not turn `del /config` into a
+/// delete of every key under it, while `EMBER_W` still picks the format.
+#[test]
+fn only_global_flags_come_from_the_environment() {
+    let (_cluster, e) = single("cli-env");
+    for key in ["/config", "/config/a", "/configs"] {
+        ok(&e, &["put", key, "v"]);
+    }
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ember"))
+        .args(["--endpoints", &e, "del", "/config"])
+        .env("EMBER_PREFIX", "1")
+        .env("EMBER_FROM_KEY", "1")
+        .env("EMBER_PREV_KV", "1")
+        .env("EMBER_W", "json")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let json = stdout(&output);
+    assert!(json.contains("\"deleted\":1"), "{json}");
+    assert!(!json.contains("prev_kvs"), "{json}");
+    assert_eq!(ok(&e, &["get", "/config", "--prefix", "--keys-only"]), "/config/a\n\n/configs\n\n");
 }

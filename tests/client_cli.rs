@@ -8,7 +8,7 @@ mod support;
 use std::process::Command;
 
 use client_fake::*;
-use ember::proto::Request;
+use ember::proto::{ErrorCode, Request};
 use support::cli::fake::ember;
 use support::cli::{stderr, stdout};
 
@@ -83,12 +83,41 @@ fn a_server_error_exits_1_with_its_message() {
     let (listener_address, server) = scripted(|listener| {
         let mut peer = Peer::accept(&listener, 1);
         let (id, _) = peer.read_request().unwrap();
-        peer.fail(id, ember::proto::ErrorCode::NoLeader);
+        peer.fail(id, ErrorCode::NoLeader);
     });
     let output = ember(&listener_address, &["put", "k", "v"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("no leader"), "{}", stderr(&output));
     server.join().unwrap();
+}
+
+/// A write the server could not settle in time, or whose answer never
+/// came, may have been applied: it is not reported as failed (exit 1) but
+/// as unknown, in words, with exit 3. A read that times out is a failure.
+#[test]
+fn a_write_of_unknown_outcome_says_so_and_exits_3() {
+    let (address, server) = scripted(|listener| {
+        // The server's deadline passed, for a put and then for a get.
+        for _ in 0..2 {
+            let mut peer = Peer::accept(&listener, 1);
+            let (id, _) = peer.read_request().unwrap();
+            peer.fail(id, ErrorCode::Timeout);
+        }
+        let mut peer = Peer::accept(&listener, 1);
+        assert!(peer.read_request().is_some());
+        // No answer: the connection closes with the write in flight.
+    });
+    for args in [&["put", "k", "v"][..], &["get", "k"][..], &["del", "k"][..]] {
+        let output = ember(&address, args);
+        let text = stderr(&output);
+        let unknown = args[0] != "get";
+        assert_eq!(output.status.code(), Some(if unknown { 3 } else { 1 }), "{args:?}: {text}");
+        assert_eq!(text.contains("the write may or may not have been applied"), unknown, "{text}");
+        assert!(text.contains(&address), "{text}");
+    }
+    server.join().unwrap();
+    let help = stdout(&ember(&address, &["--help"]));
+    assert!(help.contains("3  the write may or may not have been applied"), "{help}");
 }
 
 #[test]
@@ -262,7 +291,7 @@ fn bench_fails_with_exit_1_when_the_server_refuses_requests() {
     let (scripted_address, server) = scripted(|listener| {
         let mut peer = Peer::accept(&listener, 1);
         let (id, _) = peer.read_request().unwrap();
-        peer.fail(id, ember::proto::ErrorCode::NoSpace);
+        peer.fail(id, ErrorCode::NoSpace);
     });
     let output = ember(&scripted_address, &["bench", "put", "--total", "10"]);
     assert_eq!(output.status.code(), Some(1));

@@ -6,6 +6,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::process::Stdio;
 use std::time::Duration;
 
 use ember::proto::{
@@ -14,6 +15,8 @@ use ember::proto::{
 };
 use support::cli::run;
 use support::cluster::Cluster;
+use support::ports::free_port;
+use support::process::wait_exit;
 
 fn put(key: String, value: &[u8]) -> Request {
     Request::Put(PutRequest { key: key.into_bytes(), value: value.to_vec(), ..Default::default() })
@@ -185,6 +188,51 @@ fn sigterm_stops_cleanly_and_bad_flags_exit_2() {
     let status = run(&["serve", "--election-timeout", "soon"]);
     assert_eq!(status.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&status.stderr).contains("election-timeout"));
+}
+
+#[test]
+fn a_second_serve_on_a_data_directory_in_use_is_refused_and_the_first_loses_nothing() {
+    let mut node = Cluster::start("locked", 1, &[]);
+    node.wait_leader(Duration::from_secs(10));
+    let mut client = node.client(0);
+    for i in 0..100 {
+        client.put(format!("k{i:03}").as_bytes(), b"v").unwrap();
+    }
+    let data_dir = node.data_dir(0);
+    let peer = format!("127.0.0.1:{}", free_port());
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_ember"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["--name", "n1", "--initial-cluster", &format!("n1=http://{peer}")])
+        .args(["--listen-client-urls", &format!("127.0.0.1:{}", free_port())])
+        .args(["--listen-peer-urls", &peer])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_exit(&mut second, Duration::from_secs(5));
+    if status.is_none() {
+        let _ = second.kill();
+        let _ = second.wait();
+    }
+    let mut stderr = String::new();
+    second.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let status = status.expect("the second serve exits at once");
+    assert!(!status.success(), "{stderr}");
+    let holder = format!("in use by process {}", node.members[0].pid().unwrap());
+    assert!(stderr.contains(&data_dir.display().to_string()), "{stderr}");
+    assert!(stderr.contains(&holder), "{stderr}");
+
+    client.put(b"after", b"v").unwrap();
+    assert_eq!(count_prefix(&mut client, b"k"), 100);
+    drop(client);
+    node.kill(0);
+    node.spawn(0);
+    node.wait_leader(Duration::from_secs(10));
+    let mut client = node.client(0);
+    assert_eq!(count_prefix(&mut client, b"k"), 100);
+    assert_eq!(client.get(b"after").unwrap().unwrap().value, b"v");
 }
 
 #[test]

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use super::CliError;
 use super::output::{client_config, failed, flag_number};
 use crate::client::{ConnectOptions, Connection, dial_first};
-use crate::flags::{Flag, Parsed, process_env};
+use crate::flags::{Flag, Parsed, no_env};
 use crate::proto::{PutRequest, RangeRequest, Request, ServerMessage};
 
 pub const BENCH_FLAGS: &[Flag] = &[
@@ -124,9 +124,7 @@ pub fn run(
 pub fn spec(parsed: &Parsed) -> Result<Spec, CliError> {
     let op = match parsed.positionals.as_slice() {
         [op] if op == "put" => Op::Put,
-        [op] if op == "get" => {
-            Op::Get { serializable: parsed.switch("serializable", process_env)? }
-        }
+        [op] if op == "get" => Op::Get { serializable: parsed.switch("serializable", no_env)? },
         _ => return Err(CliError::Usage("bench takes 'put' or 'get'".to_string())),
     };
     let spec = Spec {

@@ -8,9 +8,9 @@
 
 use super::CliError;
 use super::format::{self, emit};
-use super::kv::op_failed;
-use super::output::{connect, failed, json_string};
-use crate::flags::{Flag, Parsed, process_env};
+use super::kv::write_op_failed;
+use super::output::{connect, failed, json_string, write_failed};
+use crate::flags::{Flag, Parsed, no_env};
 use crate::proto::{Member, MemberAddResponse, MemberChangeResponse, MemberListResponse};
 
 pub const COMPACTION_FLAGS: &[Flag] = &[Flag {
@@ -43,9 +43,10 @@ pub fn run_compaction(parsed: &Parsed) -> Result<(), CliError> {
         .ok()
         .filter(|r| *r > 0)
         .ok_or_else(|| CliError::Usage(format!("compaction: {text:?} is not a revision")))?;
-    let physical = parsed.switch("physical", process_env)?;
+    let physical = parsed.switch("physical", no_env)?;
     let mut client = connect(parsed)?;
-    let response = client.compact(revision, physical).map_err(|e| op_failed(&mut client, e))?;
+    let response =
+        client.compact(revision, physical).map_err(|e| write_op_failed(&mut client, e))?;
     emit(&format::compaction(format, &response.header, revision))
 }
 
@@ -57,17 +58,17 @@ pub fn run_member(parsed: &Parsed) -> Result<(), CliError> {
         ["add", name] => return member_add(parsed, format, name),
         ["remove", id] => {
             let id = member_id(id)?;
-            let response = connect(parsed)?.member_remove(id).map_err(failed)?;
+            let response = connect(parsed)?.member_remove(id).map_err(write_failed)?;
             return emit(&member_changed(format, &response, id, "removed from"));
         }
         ["update", id] => {
             let (id, urls) = (member_id(id)?, peer_urls(parsed)?);
-            let response = connect(parsed)?.member_update(id, urls).map_err(failed)?;
+            let response = connect(parsed)?.member_update(id, urls).map_err(write_failed)?;
             return emit(&member_changed(format, &response, id, "updated in"));
         }
         ["promote", id] => {
             let id = member_id(id)?;
-            let response = connect(parsed)?.member_promote(id).map_err(failed)?;
+            let response = connect(parsed)?.member_promote(id).map_err(write_failed)?;
             return emit(&member_changed(format, &response, id, "promoted in"));
         }
         _ => {
@@ -76,7 +77,7 @@ pub fn run_member(parsed: &Parsed) -> Result<(), CliError> {
             ));
         }
     }
-    let linearizable = match parsed.value("consistency", process_env).as_deref() {
+    let linearizable = match parsed.value("consistency", no_env).as_deref() {
         None | Some("l") => true,
         Some("s") => false,
         Some(other) => {
@@ -100,7 +101,7 @@ fn member_id(text: &str) -> Result<u64, CliError> {
 
 fn peer_urls(parsed: &Parsed) -> Result<Vec<String>, CliError> {
     let text = parsed
-        .value("peer-urls", process_env)
+        .value("peer-urls", no_env)
         .ok_or_else(|| CliError::Usage("member: --peer-urls is required".to_string()))?;
     let urls: Vec<String> =
         text.split(',').map(str::trim).filter(|u| !u.is_empty()).map(String::from).collect();
@@ -112,9 +113,9 @@ fn peer_urls(parsed: &Parsed) -> Result<Vec<String>, CliError> {
 
 fn member_add(parsed: &Parsed, format: format::Format, name: &str) -> Result<(), CliError> {
     let urls = peer_urls(parsed)?;
-    let learner = parsed.switch("learner", process_env)?;
+    let learner = parsed.switch("learner", no_env)?;
     let mut client = connect(parsed)?;
-    let response = client.member_add(name, urls, learner).map_err(failed)?;
+    let response = client.member_add(name, urls, learner).map_err(write_failed)?;
     emit(&member_added(format, &response))
 }
 

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::CliError;
-use crate::flags::{Parsed, process_env};
+use crate::flags::{Parsed, no_env};
 use crate::wal::parse_segment_name;
 use crate::wal::record::{
     Parsed as RecordParse, RecordKind, decode_segment_header, find_valid_record, parse_record,
@@ -23,7 +23,7 @@ pub fn run(parsed: &Parsed) -> Result<(), CliError> {
     let data_dir = match parsed.positionals.as_slice() {
         [what, dir] if what == "wal" => PathBuf::from(dir),
         [what] if what == "wal" => PathBuf::from(
-            parsed.value("data-dir", process_env).unwrap_or_else(|| DATA_DIR_DEFAULT.to_string()),
+            parsed.value("data-dir", no_env).unwrap_or_else(|| DATA_DIR_DEFAULT.to_string()),
         ),
         _ => return Err(CliError::Usage("usage: ember debug wal [DATA-DIR]".to_string())),
     };

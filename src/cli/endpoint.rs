@@ -14,7 +14,7 @@ use super::CliError;
 use super::format::{self, Format, JsonObject, json_header};
 use super::output::{client_config, failed, flag_number, go_duration, json_string, si_bytes};
 use crate::client::{Client, ClientError, Config, parse_endpoint};
-use crate::flags::{Flag, Parsed, process_env};
+use crate::flags::{Flag, Parsed, no_env};
 use crate::proto::{HashKvResponse, RangeRequest, StatusResponse};
 
 pub const ENDPOINT_FLAGS: &[Flag] = &[
@@ -51,7 +51,7 @@ pub fn run_endpoint(parsed: &Parsed) -> Result<(), CliError> {
         ));
     }
     let mut unlisted = Vec::new();
-    if parsed.switch("cluster", process_env)? {
+    if parsed.switch("cluster", no_env)? {
         (config.endpoints, unlisted) = cluster_endpoints(&config)?;
     }
     match what {

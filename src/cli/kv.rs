@@ -8,9 +8,9 @@ use std::io::Read;
 
 use super::CliError;
 use super::format::{self, SimpleGet, emit};
-use super::output::{connect, failed, flag_number};
+use super::output::{connect, failed, flag_number, write_failed};
 use crate::client::{Client, ClientError};
-use crate::flags::{Flag, Parsed, process_env};
+use crate::flags::{Flag, Parsed, no_env};
 use crate::proto::{
     DeleteRangeRequest, ErrorCode, PutRequest, RangeRequest, SortOrder, SortTarget,
     prefix_range_end,
@@ -69,7 +69,7 @@ pub fn put_request(
     parsed: &Parsed,
     stdin: impl FnOnce() -> Result<Vec<u8>, CliError>,
 ) -> Result<PutRequest, CliError> {
-    let ignore_value = parsed.switch("ignore-value", process_env)?;
+    let ignore_value = parsed.switch("ignore-value", no_env)?;
     let (key, value) = match (parsed.positionals.as_slice(), ignore_value) {
         ([key, value], false) => (key, value.as_bytes().to_vec()),
         ([key], false) => (key, stdin()?),
@@ -83,9 +83,9 @@ pub fn put_request(
         key: key.as_bytes().to_vec(),
         value,
         lease: lease_flag(parsed)?,
-        prev_kv: parsed.switch("prev-kv", process_env)?,
+        prev_kv: parsed.switch("prev-kv", no_env)?,
         ignore_value,
-        ignore_lease: parsed.switch("ignore-lease", process_env)?,
+        ignore_lease: parsed.switch("ignore-lease", no_env)?,
     })
 }
 
@@ -104,13 +104,13 @@ pub fn run_put(parsed: &Parsed) -> Result<(), CliError> {
     let format = format::write_format_no_table(parsed, "put")?;
     let request = put_request(parsed, read_stdin_value)?;
     let mut client = connect(parsed)?;
-    let response = client.put_with(request).map_err(|e| op_failed(&mut client, e))?;
+    let response = client.put_with(request).map_err(write_failed)?;
     emit(&format::put(format, &response))
 }
 
 /// `--lease` in hex, as etcdctl writes lease ids; 0 (none) when absent.
 fn lease_flag(parsed: &Parsed) -> Result<i64, CliError> {
-    let Some(text) = parsed.value("lease", process_env) else { return Ok(0) };
+    let Some(text) = parsed.value("lease", no_env) else { return Ok(0) };
     let id = u64::from_str_radix(text.trim_start_matches("0x"), 16).map_err(|_| {
         CliError::Usage(format!("invalid value {text:?} for --lease: expected hex"))
     })?;
@@ -130,8 +130,8 @@ pub fn get_request(parsed: &Parsed) -> Result<RangeRequest, CliError> {
         sort_order,
         sort_target,
         serializable: serializable(parsed)?,
-        keys_only: parsed.switch("keys-only", process_env)?,
-        count_only: parsed.switch("count-only", process_env)?,
+        keys_only: parsed.switch("keys-only", no_env)?,
+        count_only: parsed.switch("count-only", no_env)?,
         min_mod_revision: flag_number(parsed, "min-mod-revision", 0i64)?,
         max_mod_revision: flag_number(parsed, "max-mod-revision", 0i64)?,
         min_create_revision: flag_number(parsed, "min-create-revision", 0i64)?,
@@ -152,8 +152,8 @@ pub fn get_request(parsed: &Parsed) -> Result<RangeRequest, CliError> {
 }
 
 fn serializable(parsed: &Parsed) -> Result<bool, CliError> {
-    let by_switch = parsed.switch("serializable", process_env)?;
-    match parsed.value("consistency", process_env).as_deref() {
+    let by_switch = parsed.switch("serializable", no_env)?;
+    match parsed.value("consistency", no_env).as_deref() {
         None => Ok(by_switch),
         Some("l") => Ok(by_switch),
         Some("s") => Ok(true),
@@ -166,8 +166,8 @@ fn serializable(parsed: &Parsed) -> Result<bool, CliError> {
 /// `--sort-by` and `--order`, as etcdctl: an order alone sorts by key, a
 /// target alone sorts ascending.
 fn sort_flags(parsed: &Parsed) -> Result<(SortOrder, SortTarget), CliError> {
-    let order = parsed.value("order", process_env).map(|t| t.to_ascii_lowercase());
-    let target = parsed.value("sort-by", process_env).map(|t| t.to_ascii_lowercase());
+    let order = parsed.value("order", no_env).map(|t| t.to_ascii_lowercase());
+    let target = parsed.value("sort-by", no_env).map(|t| t.to_ascii_lowercase());
     let order = match order.as_deref() {
         None if target.is_some() => SortOrder::Ascend,
         None => SortOrder::None,
@@ -199,7 +199,7 @@ pub fn run_get(parsed: &Parsed) -> Result<(), CliError> {
     let format = format::write_format_no_table(parsed, "get")?;
     let request = get_request(parsed)?;
     let simple = SimpleGet {
-        value_only: parsed.switch("print-value-only", process_env)?,
+        value_only: parsed.switch("print-value-only", no_env)?,
         count_only: request.count_only,
     };
     let mut client = connect(parsed)?;
@@ -210,7 +210,7 @@ pub fn run_get(parsed: &Parsed) -> Result<(), CliError> {
 /// The `del` request from its positionals and flags.
 pub fn del_request(parsed: &Parsed) -> Result<DeleteRangeRequest, CliError> {
     let (key, range_end) = key_range(parsed, "del")?;
-    let prev_kv = parsed.switch("prev-kv", process_env)?;
+    let prev_kv = parsed.switch("prev-kv", no_env)?;
     Ok(DeleteRangeRequest { key, range_end, prev_kv })
 }
 
@@ -220,15 +220,15 @@ pub fn run_del(parsed: &Parsed) -> Result<(), CliError> {
     let format = format::write_format_no_table(parsed, "del")?;
     let request = del_request(parsed)?;
     let mut client = connect(parsed)?;
-    let response = client.delete_range(request).map_err(|e| op_failed(&mut client, e))?;
+    let response = client.delete_range(request).map_err(write_failed)?;
     emit(&format::del(format, &response))
 }
 
 /// `KEY [RANGE_END]`, `KEY --prefix` or `KEY --from-key`, as a key and a
 /// range end.
 fn key_range(parsed: &Parsed, command: &str) -> Result<(Vec<u8>, Vec<u8>), CliError> {
-    let prefix = parsed.switch("prefix", process_env)?;
-    let from_key = parsed.switch("from-key", process_env)?;
+    let prefix = parsed.switch("prefix", no_env)?;
+    let from_key = parsed.switch("from-key", no_env)?;
     if prefix && from_key {
         return Err(CliError::Usage(format!(
             "{command}: --prefix and --from-key exclude each other"
@@ -261,6 +261,15 @@ pub fn op_failed(client: &mut Client, error: ClientError) -> CliError {
         ));
     }
     failed(error)
+}
+
+/// A failed write that may name an old revision (txn, compaction): a
+/// write whose outcome is unknown says so, anything else as `op_failed`.
+pub fn write_op_failed(client: &mut Client, error: ClientError) -> CliError {
+    if error.outcome_unknown() {
+        return write_failed(error);
+    }
+    op_failed(client, error)
 }
 
 /// The key flags of `watch`, which takes the same `KEY [RANGE_END]` forms.

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use super::CliError;
 use super::format::{self, Format, JsonObject, base64, emit, go_quote, json_header, table};
-use super::output::{connect, failed};
+use super::output::{connect, failed, write_failed};
 use crate::client::Client;
-use crate::flags::{Flag, Parsed, process_env};
+use crate::flags::{Flag, Parsed, no_env};
 use crate::proto::{
     ErrorCode, LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse,
     LeaseTimeToLiveResponse, ResponseHeader,
@@ -83,23 +83,23 @@ fn grant(parsed: &Parsed, format: Format, ttl: &str) -> Result<(), CliError> {
         ttl.parse().ok().filter(|t| *t > 0).ok_or_else(|| {
             CliError::Usage(format!("invalid TTL {ttl:?}: expected whole seconds"))
         })?;
-    let id = match parsed.value("id", process_env) {
+    let id = match parsed.value("id", no_env) {
         Some(text) => parse_id(&text)?,
         None => 0,
     };
     let mut client = connect(parsed)?;
-    let response = client.lease_grant(ttl_secs, id).map_err(failed)?;
+    let response = client.lease_grant(ttl_secs, id).map_err(write_failed)?;
     emit(&render_grant(format, &response))
 }
 
 fn revoke(parsed: &Parsed, format: Format, id: i64) -> Result<(), CliError> {
     let mut client = connect(parsed)?;
-    let response = client.lease_revoke(id).map_err(failed)?;
+    let response = client.lease_revoke(id).map_err(write_failed)?;
     emit(&render_revoke(format, &response.header, id))
 }
 
 fn time_to_live(parsed: &Parsed, format: Format, id: i64) -> Result<(), CliError> {
-    let keys = parsed.switch("keys", process_env)?;
+    let keys = parsed.switch("keys", no_env)?;
     let mut client = connect(parsed)?;
     let response = client.lease_time_to_live(id, keys).map_err(failed)?;
     emit(&render_time_to_live(format, &response, keys))
@@ -113,7 +113,7 @@ fn list(parsed: &Parsed, format: Format) -> Result<(), CliError> {
 
 /// Renews until the lease is gone (exit 1), or until Ctrl-C (exit 0).
 fn keep_alive(parsed: &Parsed, format: Format, id: i64) -> Result<(), CliError> {
-    let once = parsed.switch("once", process_env)?;
+    let once = parsed.switch("once", no_env)?;
     let mut client = connect(parsed)?;
     if !once {
         let handler: extern "C" fn(libc::c_int) = on_interrupt;

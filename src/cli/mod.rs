@@ -2,7 +2,8 @@
 //! that mirrors etcdctl.
 //!
 //! Owns: argument parsing, help texts, output formats and exit codes (0 done,
-//! 1 the operation failed, 2 the command line is wrong).
+//! 1 the operation failed, 2 the command line is wrong, 3 a write's outcome
+//! is unknown).
 //!
 //! Must not touch: protocol internals beyond the client API, or any node state
 //! except through `server`'s entry point.
@@ -23,12 +24,16 @@ pub mod watch;
 
 use std::process::ExitCode;
 
-use args::{Flag, Parsed, UsageError};
+use args::{Flag, Parsed, UsageError, no_env};
 
 /// Exit code of a command whose operation failed.
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit code of a command line that does not fit (unknown command or flag).
 pub const EXIT_USAGE: u8 = 2;
+/// Exit code of a write that may or may not have been applied (its answer
+/// was lost, or no answer came before the deadline): apart from 1, so a
+/// script never takes a write that may have happened for one that did not.
+pub const EXIT_OUTCOME_UNKNOWN: u8 = 3;
 
 /// Flags every command accepts, before or after the command name.
 const GLOBAL_FLAGS: &[Flag] = &[
@@ -48,19 +53,21 @@ const GLOBAL_FLAGS: &[Flag] = &[
     Flag {
         name: "dial-timeout",
         takes_value: true,
-        help: "client commands: time to connect to one endpoint (default 2s)",
+        help: "client commands: time to connect to one endpoint \
+               (env EMBER_DIAL_TIMEOUT; default 2s)",
     },
     Flag {
         name: "command-timeout",
         takes_value: true,
-        help: "client commands: time for one request, failovers included (default 5s)",
+        help: "client commands: time for one request, failovers included \
+               (env EMBER_COMMAND_TIMEOUT; default 5s)",
     },
     Flag {
         name: "w",
         takes_value: true,
-        help: "client commands: output format simple, json, fields or table",
+        help: "client commands: output format simple, json, fields or table (env EMBER_W)",
     },
-    Flag { name: "write-out", takes_value: true, help: "same as -w" },
+    Flag { name: "write-out", takes_value: true, help: "same as -w (env EMBER_WRITE_OUT)" },
 ];
 
 /// What a command's `run` reports when it does not succeed.
@@ -70,6 +77,9 @@ pub enum CliError {
     Usage(String),
     /// The operation failed: exit 1 with one line naming the cause.
     Failed(String),
+    /// A write may or may not have been applied: exit 3 with one line
+    /// saying so and why.
+    OutcomeUnknown(String),
 }
 
 impl From<UsageError> for CliError {
@@ -263,6 +273,10 @@ pub fn run(args: &[String]) -> ExitCode {
             eprintln!("ember: {message}");
             ExitCode::from(EXIT_FAILURE)
         }
+        Err(CliError::OutcomeUnknown(message)) => {
+            eprintln!("ember: {message}");
+            ExitCode::from(EXIT_OUTCOME_UNKNOWN)
+        }
     }
 }
 
@@ -315,10 +329,6 @@ fn command_position(args: &[String]) -> Option<usize> {
 
 fn find_command(name: &str) -> Option<&'static Command> {
     COMMANDS.iter().find(|c| c.name == name)
-}
-
-fn no_env(_: &str) -> Option<String> {
-    None
 }
 
 /// `--log-level` wins over `EMBER_LOG`; the default is `info`.
@@ -381,14 +391,26 @@ fn overview() -> String {
     }
     text.push_str("\nglobal flags:\n");
     push_flags(&mut text, GLOBAL_FLAGS);
+    text.push_str(EXIT_CODES_HELP);
     text.push_str("\n'ember help COMMAND' or 'ember COMMAND --help' shows one command.\n");
     text
 }
 
+const EXIT_CODES_HELP: &str = "\nexit codes:\n  \
+    0  done\n  \
+    1  the operation failed (a write that fails this way was not applied)\n  \
+    2  the command line is wrong\n  \
+    3  the write may or may not have been applied: its answer was lost or did\n     \
+    not come in time; read the key to find out before retrying\n";
+
 fn command_help(command: &Command) -> String {
     let mut text = format!("{}\n\nusage: {}\n", command.summary, command.usage);
     if !command.flags.is_empty() {
-        text.push_str("\nflags (each also read from EMBER_<FLAG>):\n");
+        text.push_str(if command.name == "serve" {
+            "\nflags (each also read from EMBER_<FLAG>, as EMBER_DATA_DIR):\n"
+        } else {
+            "\nflags (never read from the environment: only the global ones are):\n"
+        });
         push_flags(&mut text, command.flags);
     }
     text.push_str("\nexamples:\n");

@@ -38,6 +38,22 @@ pub fn failed(error: ClientError) -> CliError {
     CliError::Failed(error.to_string())
 }
 
+/// A failed write, as the one line the command prints. A write that may
+/// have been applied all the same (its answer lost, or the server's
+/// deadline passed first) says so and exits apart from a failure.
+pub fn write_failed(error: ClientError) -> CliError {
+    if !error.outcome_unknown() {
+        return failed(error);
+    }
+    let error = match error {
+        ClientError::Server { endpoint, error } => {
+            ClientError::OutcomeUnknown { endpoint, cause: error.to_string() }
+        }
+        other => other,
+    };
+    CliError::OutcomeUnknown(error.to_string())
+}
+
 /// A duration flag: `500ms`, `2s`, `1.5s`, `1m`, or a bare number of
 /// seconds, as etcdctl's timeouts are written.
 pub fn flag_duration(flag: &'static str, text: &str) -> Result<Duration, CliError> {

@@ -19,7 +19,7 @@ use std::io::BufRead;
 
 use super::CliError;
 use super::format::{self, emit};
-use super::kv::{self, DEL_FLAGS, GET_FLAGS, PUT_FLAGS, op_failed};
+use super::kv::{self, DEL_FLAGS, GET_FLAGS, PUT_FLAGS, write_op_failed};
 use super::output::connect;
 use crate::flags::{self as args, Flag, Parsed};
 use crate::proto::{Compare, CompareResult, CompareTarget, RequestOp, TXN_ITEMS_MAX, TxnRequest};
@@ -41,8 +41,8 @@ pub fn run_txn(parsed: &Parsed) -> Result<(), CliError> {
     if !parsed.positionals.is_empty() {
         return Err(CliError::Usage("txn takes no arguments; it reads stdin".to_string()));
     }
-    let interactive = parsed.switch("interactive", args::process_env)?
-        || parsed.switch("i", args::process_env)?;
+    let interactive =
+        parsed.switch("interactive", args::no_env)? || parsed.switch("i", args::no_env)?;
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
     let mut sections = Vec::new();
@@ -56,7 +56,7 @@ pub fn run_txn(parsed: &Parsed) -> Result<(), CliError> {
     }
     let request = parse_txn(&sections[0], &sections[1], &sections[2])?;
     let mut client = connect(parsed)?;
-    let response = client.txn(request).map_err(|e| op_failed(&mut client, e))?;
+    let response = client.txn(request).map_err(|e| write_op_failed(&mut client, e))?;
     emit(&format::txn(format, &response))
 }
 

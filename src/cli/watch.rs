@@ -20,7 +20,7 @@ use super::CliError;
 use super::format::{self, Format, emit};
 use super::kv::watch_range;
 use super::output::{connect, failed, flag_number};
-use crate::flags::{Flag, Parsed, process_env};
+use crate::flags::{Flag, Parsed, no_env};
 use crate::proto::{CancelReason, Event, ResponseHeader, WatchCreateRequest, WatchMessage};
 
 pub const WATCH_FLAGS: &[Flag] = &[
@@ -47,8 +47,8 @@ pub fn run_watch(parsed: &Parsed) -> Result<(), CliError> {
         key,
         range_end,
         start_revision,
-        progress_notify: parsed.switch("progress-notify", process_env)?,
-        prev_kv: parsed.switch("prev-kv", process_env)?,
+        progress_notify: parsed.switch("progress-notify", no_env)?,
+        prev_kv: parsed.switch("prev-kv", no_env)?,
         ..WatchCreateRequest::default()
     };
     let mut client = connect(parsed)?;

@@ -18,7 +18,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use super::endpoint::dial;
+use super::endpoint::{dial, io_cause, is_timeout, timed_out};
 use super::error::{ClientError, DialFailure};
 use crate::proto::{
     ClientHello, EncodeError, FRAME_HEADER_BYTES, FrameDecoder, Request, SERVER_HELLO_BYTES,
@@ -115,7 +115,8 @@ impl Connection {
     /// list of endpoints and report them together.
     pub(crate) fn open(endpoint: &str, options: &ConnectOptions) -> Result<Connection, String> {
         let mut stream = dial(endpoint, options.dial_timeout)?;
-        let (cluster_id, member_id, server_max_frame_bytes) = handshake(&mut stream, options)?;
+        let (cluster_id, member_id, server_max_frame_bytes) =
+            handshake(&mut stream, endpoint, options)?;
         if options.expected_cluster_id != 0 && cluster_id != options.expected_cluster_id {
             return Err(format!(
                 "belongs to cluster {cluster_id:x}, not {:x}",
@@ -123,7 +124,7 @@ impl Connection {
             ));
         }
         let set = stream.set_read_timeout(options.idle_timeout);
-        set.map_err(|error| error.to_string())?;
+        set.map_err(|error| io_cause(&error))?;
         Ok(Connection {
             stream,
             endpoint: endpoint.to_string(),
@@ -315,7 +316,7 @@ impl Connection {
                 Ok(true)
             }
             Err(error) if is_timeout(&error) || error.kind() == ErrorKind::Interrupted => Ok(false),
-            Err(error) => Err(self.lost(error.to_string())),
+            Err(error) => Err(self.lost(io_cause(&error))),
         }
     }
 
@@ -330,7 +331,7 @@ impl Connection {
     fn read_while_stalled(&mut self) -> Result<(), ClientError> {
         self.make_room();
         let set = self.stream.set_read_timeout(Some(WRITE_STALL));
-        set.map_err(|error| self.lost(error.to_string()))?;
+        set.map_err(|error| self.lost(io_cause(&error)))?;
         let result = self.stream.read(&mut self.read_buffer[self.read_end..]);
         let _ = self.stream.set_read_timeout(self.idle_timeout);
         match result {
@@ -340,7 +341,7 @@ impl Connection {
                 Ok(())
             }
             Err(error) if is_timeout(&error) || error.kind() == ErrorKind::Interrupted => Ok(()),
-            Err(error) => Err(self.lost(error.to_string())),
+            Err(error) => Err(self.lost(io_cause(&error))),
         }
     }
 
@@ -351,7 +352,7 @@ impl Connection {
         if let Some(deadline) = deadline {
             let left = deadline.saturating_duration_since(Instant::now());
             let set = self.stream.set_read_timeout(Some(left.max(Duration::from_micros(1))));
-            set.map_err(|error| self.lost(error.to_string()))?;
+            set.map_err(|error| self.lost(io_cause(&error)))?;
         }
         let result = self.stream.read(&mut self.read_buffer[self.read_end..]);
         if deadline.is_some() {
@@ -366,7 +367,7 @@ impl Connection {
             }
             Err(error) if is_timeout(&error) => Err(self.timed_out(started)),
             Err(error) if error.kind() == ErrorKind::Interrupted => Ok(()),
-            Err(error) => Err(self.lost(error.to_string())),
+            Err(error) => Err(self.lost(io_cause(&error))),
         }
     }
 
@@ -437,29 +438,46 @@ impl Connection {
     }
 }
 
-fn is_timeout(error: &std::io::Error) -> bool {
-    matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
-}
-
 /// Sends the client hello and reads the server's, within the dial timeout.
 /// Returns the cluster id, member id and the server's frame limit.
-fn handshake(stream: &mut TcpStream, options: &ConnectOptions) -> Result<(u64, u64, u32), String> {
+fn handshake(
+    stream: &mut TcpStream,
+    endpoint: &str,
+    options: &ConnectOptions,
+) -> Result<(u64, u64, u32), String> {
     let hello = ClientHello::new(options.max_response_bytes);
     let timeout = Some(options.dial_timeout.max(Duration::from_millis(1)));
-    stream.set_read_timeout(timeout).map_err(|error| error.to_string())?;
-    stream.set_write_timeout(timeout).map_err(|error| error.to_string())?;
-    stream.write_all(&hello.to_bytes()).map_err(|error| format!("handshake: {error}"))?;
+    let failed = |error: std::io::Error| handshake_failure(&error, endpoint, options.dial_timeout);
+    stream.set_read_timeout(timeout).map_err(failed)?;
+    stream.set_write_timeout(timeout).map_err(failed)?;
+    stream.write_all(&hello.to_bytes()).map_err(failed)?;
     let mut reply = [0u8; SERVER_HELLO_BYTES];
-    stream.read_exact(&mut reply).map_err(|error| format!("handshake: {error}"))?;
-    stream.set_write_timeout(Some(WRITE_STALL)).map_err(|error| error.to_string())?;
+    stream.read_exact(&mut reply).map_err(failed)?;
+    stream.set_write_timeout(Some(WRITE_STALL)).map_err(failed)?;
     match ServerHello::parse(&reply, &hello) {
         Ok(Some(ServerHello::Accepted { cluster_id, member_id, max_frame_bytes, .. })) => {
             Ok((cluster_id, member_id, max_frame_bytes))
         }
         Ok(Some(ServerHello::Refused { reason, .. })) => {
-            Err(format!("handshake refused: {reason:?}"))
+            Err(format!("{endpoint} refused the handshake: {reason:?}"))
         }
-        Ok(None) => Err("handshake: short server hello".to_string()),
-        Err(error) => Err(format!("handshake: {error}")),
+        Ok(None) | Err(_) => Err(format!(
+            "not an Ember client port: {endpoint} answered the handshake with other bytes"
+        )),
+    }
+}
+
+/// A handshake that broke off, in words: no answer in time, or the other
+/// side hung up on our hello, which an Ember client port never does (it
+/// answers even a refusal), but a peer port or another service does.
+fn handshake_failure(error: &std::io::Error, endpoint: &str, timeout: Duration) -> String {
+    if is_timeout(error) {
+        return format!("{} (no answer to the handshake)", timed_out(endpoint, timeout));
+    }
+    match error.kind() {
+        ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::BrokenPipe => {
+            format!("not an Ember client port: {endpoint} closed the connection on the handshake")
+        }
+        _ => format!("handshake with {endpoint}: {}", io_cause(error)),
     }
 }

@@ -1,6 +1,7 @@
 //! Endpoint addresses and dialing: `host:port` or `http://host:port`, each
 //! tried address by address within the dial timeout.
 
+use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
@@ -38,28 +39,73 @@ pub fn parse_endpoints(list: &str) -> Result<Vec<String>, ClientError> {
 }
 
 /// Opens a TCP connection to `endpoint` (`host:port`), trying each address
-/// it resolves to. `Err` is the reason, for a `DialFailure`.
+/// it resolves to. `Err` is the reason in words, for a `DialFailure`.
 pub fn dial(endpoint: &str, dial_timeout: Duration) -> Result<TcpStream, String> {
-    let addresses: Vec<SocketAddr> =
-        endpoint.to_socket_addrs().map_err(|error| format!("cannot resolve: {error}"))?.collect();
-    let mut last = String::from("resolves to no address");
+    let addresses: Vec<SocketAddr> = endpoint
+        .to_socket_addrs()
+        .map_err(|error| format!("cannot resolve {endpoint}: {}", io_cause(&error)))?
+        .collect();
+    let mut last = format!("{endpoint} resolves to no address");
     for address in addresses {
         match TcpStream::connect_timeout(&address, dial_timeout) {
             Ok(stream) => {
                 // Requests are small and latency matters more than packet
                 // count; the client batches its own writes.
-                stream.set_nodelay(true).map_err(|error| error.to_string())?;
+                stream.set_nodelay(true).map_err(|error| io_cause(&error))?;
                 return Ok(stream);
             }
-            Err(error) => last = error.to_string(),
+            Err(error) if is_timeout(&error) => last = timed_out(endpoint, dial_timeout),
+            Err(error) if error.kind() == ErrorKind::ConnectionRefused => {
+                last = format!("connection refused by {address}: nothing listens there");
+            }
+            Err(error) => last = format!("connecting to {address}: {}", io_cause(&error)),
         }
     }
     Err(last)
 }
 
+/// The words of a dial or handshake that took longer than `timeout`.
+pub fn timed_out(endpoint: &str, timeout: Duration) -> String {
+    format!("timed out after {} connecting to {endpoint}", duration_words(timeout))
+}
+
+/// `2s`, `500ms`, `1500ms`: as the timeout flags are written.
+fn duration_words(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
+}
+
+/// A socket read or write that gave up on its timeout (Linux reports an
+/// expired `SO_RCVTIMEO` as `WouldBlock`).
+pub fn is_timeout(error: &std::io::Error) -> bool {
+    matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
+/// An I/O error in words, without the OS error number.
+pub fn io_cause(error: &std::io::Error) -> String {
+    let text = error.to_string();
+    match text.find(" (os error ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeouts_and_io_errors_read_as_words() {
+        let two_secs = timed_out("h:1", Duration::from_secs(2));
+        assert_eq!(two_secs, "timed out after 2s connecting to h:1");
+        let odd = timed_out("h:1", Duration::from_millis(1500));
+        assert_eq!(odd, "timed out after 1500ms connecting to h:1");
+        let refused = std::io::Error::from(ErrorKind::ConnectionRefused);
+        assert!(!io_cause(&refused).contains("os error"));
+        let numbered = std::io::Error::from_raw_os_error(11);
+        let cause = io_cause(&numbered);
+        assert!(!cause.contains("os error") && !cause.is_empty(), "{cause}");
+    }
 
     #[test]
     fn endpoints_accept_etcd_spellings() {

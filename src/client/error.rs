@@ -107,7 +107,8 @@ impl fmt::Display for ClientError {
             }
             ClientError::TooLarge { body_len_bytes, max_body_bytes } => write!(
                 f,
-                "request of {body_len_bytes} bytes exceeds the server's limit of {max_body_bytes}"
+                "request of {body_len_bytes} bytes exceeds the server's limit of \
+                 {max_body_bytes} (its --max-request-bytes)"
             ),
             ClientError::WindowFull { in_flight, unwritten_bytes } => write!(
                 f,

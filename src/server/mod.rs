@@ -22,8 +22,9 @@
 //! - `snapshots.rs`: taking snapshots (a slice per iteration, a writer
 //!   thread) and gathering those a leader streams here.
 //! - `lease_clock.rs`: the lease deadlines' clock, limits, fresh ids.
-//! - `config.rs`, `identity.rs`, `notify.rs`, `signal.rs`: flags, the data
-//!   directory's owner, sd_notify, stop signals.
+//! - `config.rs`, `dir_lock.rs`, `identity.rs`, `notify.rs`, `signal.rs`:
+//!   flags, the one process that may use the data directory, its member,
+//!   sd_notify, stop signals.
 //!
 //! The node, which ties them (`impl Node` only in these files, each of
 //! which imports `node.rs` and none of which `node.rs` imports):
@@ -33,16 +34,16 @@
 //! - `leases.rs`, `members.rs`: lease and member requests, expiry, the
 //!   leader reconciling Raft's configuration, publishing this member.
 //!
-//! Start-up: check the data directory's identity (`identity.rs`), open the
-//! WAL (recovering a torn tail), open the snapshot directory; a fresh
-//! directory of a new cluster is bootstrapped with a snapshot at index 1
-//! holding the initial membership (Raft's voters and the member table); a
-//! fresh directory started with `--initial-cluster-state existing` is not
-//! bootstrapped and waits for the leader's snapshot once `member add` has
-//! made it a member; the state machine is restored from the snapshot the
-//! WAL names; Raft starts with that snapshot's index as its applied index
-//! and hands out the committed entries after it, which the loop applies
-//! like any others.
+//! Start-up: lock the data directory (`dir_lock.rs`), check its identity
+//! (`identity.rs`), open the WAL (recovering a torn tail), open the
+//! snapshot directory; a fresh directory of a new cluster is bootstrapped
+//! with a snapshot at index 1 holding the initial membership (Raft's voters
+//! and the member table); a fresh directory started with
+//! `--initial-cluster-state existing` is not bootstrapped and waits for the
+//! leader's snapshot once `member add` has made it a member; the state
+//! machine is restored from the snapshot the WAL names; Raft starts with
+//! that snapshot's index as its applied index and hands out the committed
+//! entries after it, which the loop applies like any others.
 //!
 //! Threads: the loop is the only thread that touches sockets, Raft, the WAL
 //! and the state machine. A snapshot's file is written by a short-lived
@@ -56,6 +57,7 @@
 mod clients;
 pub mod config;
 mod conn;
+mod dir_lock;
 mod identity;
 mod lease_clock;
 mod leases;
@@ -94,6 +96,11 @@ pub enum ServeError {
     Notify(notify::NotifyError),
     /// Stored state that cannot be used (a snapshot that does not decode).
     Corrupt(String),
+    /// Another process holds the data directory's lock.
+    Locked {
+        dir: std::path::PathBuf,
+        holder_pid: Option<u32>,
+    },
 }
 
 impl ServeError {
@@ -112,6 +119,9 @@ impl fmt::Display for ServeError {
             ServeError::Raft(e) => write!(f, "raft: {e}"),
             ServeError::Notify(e) => write!(f, "{e}"),
             ServeError::Corrupt(text) => write!(f, "corrupt state: {text}"),
+            ServeError::Locked { dir, holder_pid } => {
+                write!(f, "{}", dir_lock::locked_message(dir, *holder_pid))
+            }
         }
     }
 }

@@ -32,6 +32,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::clients::{self, CLIENT_LISTENERS_MAX, Clients, Intake};
 use super::config::{ClusterState, Config};
+use super::dir_lock::DirLock;
 use super::lease_clock::LeaseClock;
 use super::notify::{Notifier, WatchdogTimer, watchdog_interval};
 use super::peers::Peers;
@@ -65,6 +66,9 @@ pub const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
 pub const SNAPSHOT_WAKER_TOKEN: usize = LISTENER_TOKEN_BASE + CLIENT_LISTENERS_MAX;
 
 pub struct Node {
+    /// Held for the life of the process: no other process opens the data
+    /// directory meanwhile.
+    pub(super) _dir_lock: DirLock,
     pub(super) config: Config,
     pub(super) poll: Poll,
     pub(super) raft: RawNode<DiskStorage>,
@@ -107,6 +111,9 @@ impl Node {
     /// Opens the data directory, recovers, binds the sockets.
     pub fn new(mut config: Config) -> Result<Node, ServeError> {
         let now = Instant::now();
+        // Before anything in the directory is read: another process's
+        // writes would change it under us.
+        let dir_lock = DirLock::take(&config.data_dir)?;
         super::identity::check(&mut config)?;
         let lease_clock = LeaseClock::new(&config, now);
         let (storage, state) = open_state(&config, lease_clock.now_ms(now))?;
@@ -131,6 +138,7 @@ impl Node {
             status.term
         );
         let mut node = Node {
+            _dir_lock: dir_lock,
             snapshots: Snapshots::new(
                 state.applied_index(),
                 Arc::new(waker),

@@ -1,7 +1,8 @@
 //! Proposals: the one place that assigns sequence numbers, proposes this
 //! iteration's writes as one batch, asks one ReadIndex round for its
 //! linearizable reads, and keeps who waits for what until the state machine
-//! answers, Raft confirms, a leader change fails it or its deadline passes.
+//! answers, Raft confirms, a leader change fails a read or its deadline
+//! passes.
 //!
 //! A write travels as a `state::Command` tagged with (origin member,
 //! sequence number); when any member applies it, only the origin finds the
@@ -212,18 +213,27 @@ impl Proposals {
         Some((pending.waiter, answer.result))
     }
 
-    /// Writes and reads already handed to Raft, failed with `code`.
-    pub fn fail_pending(&mut self, code: ErrorCode) -> Vec<Reply> {
-        let writes = std::mem::take(&mut self.pending_writes).into_values().map(|p| p.waiter);
+    /// Reads already handed to Raft, failed with `code`: a new leader
+    /// answers no round the old one was asked.
+    ///
+    /// Writes are not failed here. Each carries its (origin, sequence) tag
+    /// in the log: if the old leader's entry survives the change, it is
+    /// applied and `complete` answers success; if the new leader overwrote
+    /// it, or it died with a leader that never replicated it, it never
+    /// applies and the deadline answers `Timeout`. Only that is an unknown
+    /// outcome; failing the write now would tell some clients "failed"
+    /// about writes that take effect.
+    pub fn fail_reads(&mut self, code: ErrorCode) -> Vec<Reply> {
         let rounds = std::mem::take(&mut self.read_rounds).into_values().map(|r| r.reads);
         let ready = std::mem::take(&mut self.reads_ready).into_iter().map(|(_, reads)| reads);
-        let reads = rounds.chain(ready).flatten().map(|r| r.waiter);
-        writes.chain(reads).map(|w| (w, Err(ErrorBody::new(code)))).collect()
+        rounds.chain(ready).flatten().map(|r| (r.waiter, Err(ErrorBody::new(code)))).collect()
     }
 
     /// Everything waiting anywhere, failed with `code`.
     pub fn fail_everything(&mut self, code: ErrorCode) -> Vec<Reply> {
-        let mut replies = self.fail_pending(code);
+        let mut replies = self.fail_reads(code);
+        let writes = std::mem::take(&mut self.pending_writes).into_values().map(|p| p.waiter);
+        replies.extend(writes.map(|w| (w, Err(ErrorBody::new(code)))));
         let unproposed = std::mem::take(&mut self.unproposed).into_iter().map(|(w, _)| w);
         let unread = std::mem::take(&mut self.unread).into_iter().map(|r| r.waiter);
         replies.extend(unproposed.chain(unread).map(|w| (w, Err(ErrorBody::new(code)))));

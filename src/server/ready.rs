@@ -112,9 +112,10 @@ impl Node {
         Ok(())
     }
 
-    /// A new leader: writes and reads this member handed to the old one may
-    /// or may not complete, so their clients are told (outcome unknown for
-    /// writes) instead of waiting for the timeout.
+    /// A new leader: reads waiting on a round of the old one fail now (the
+    /// round is gone). Writes wait on: the entry tagged with their origin
+    /// and sequence number may still be applied (see
+    /// `Proposals::fail_reads`).
     fn note_leader(&mut self, ready: &Ready) {
         let Some(soft) = ready.soft_state else { return };
         if soft.leader_id == self.leader_id {
@@ -127,7 +128,7 @@ impl Node {
             self.promote_leases();
         }
         if had_leader {
-            let failed = self.proposals.fail_pending(ErrorCode::LeaderChanged);
+            let failed = self.proposals.fail_reads(ErrorCode::LeaderChanged);
             self.clients.answer_all(failed);
         }
     }

@@ -12,7 +12,9 @@
 //!
 //! `EMBER_FAULT_SECONDS` (default 3) sets how long the faults run;
 //! `EMBER_FAULT_SEED` replays a run. Each scenario prints one line:
-//! `faults scenario=<name> seed=<n> ops=<n> acked_lost=<n> linearizable=<bool>`.
+//! `faults scenario=<name> seed=<n> ops=<n> unknown_writes=<n> acked_lost=<n>
+//! linearizable=<bool>`, where `unknown_writes` counts the writes whose
+//! client was left not knowing whether they applied.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -145,9 +147,10 @@ pub fn run_with(name: &str, size: usize, options: Options, faults: impl FnOnce(&
     let report = check(&cluster, &history, &final_kvs);
     let recoveries = recovery_times(&history, &fault_instants_ns);
     println!(
-        "faults scenario={name} seed={} ops={} acked_lost={} linearizable={}",
+        "faults scenario={name} seed={} ops={} unknown_writes={} acked_lost={} linearizable={}",
         settings.seed,
         history.ops.len() + history.serializable.len(),
+        history.ops.iter().filter(|op| op.output == Output::Unknown).count(),
         report.acked_lost,
         report.verdict == Verdict::Linearizable
     );
