@@ -29,7 +29,6 @@ pub struct PayloadReader {
     file: BufReader<File>,
     /// Payload bytes not yet read.
     remaining_bytes: u64,
-    payload_bytes: u64,
     crc: crc32fast::Hasher,
     stored_crc: u32,
 }
@@ -86,7 +85,6 @@ impl PayloadReader {
             meta,
             file: BufReader::with_capacity(READ_BUFFER_BYTES, file),
             remaining_bytes: payload_bytes,
-            payload_bytes,
             crc,
             stored_crc,
         })
@@ -94,14 +92,6 @@ impl PayloadReader {
 
     pub fn meta(&self) -> &SnapshotMeta {
         &self.meta
-    }
-
-    pub fn payload_bytes(&self) -> u64 {
-        self.payload_bytes
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
