@@ -29,6 +29,12 @@ impl Gateway {
     }
 }
 
+/// etcd's Cluster service answers from the member table, not the store:
+/// its headers name the cluster, the member and the term, but no revision.
+fn cluster_header(header: ember::proto::ResponseHeader) -> Option<pb::ResponseHeader> {
+    convert::header(ember::proto::ResponseHeader { revision: 0, ..header })
+}
+
 #[tonic::async_trait]
 impl pb::cluster_server::Cluster for Gateway {
     /// etcd's request names no member: the name comes when the new member
@@ -44,7 +50,7 @@ impl pb::cluster_server::Cluster for Gateway {
         let asked = MemberAddRequest { peer_urls: peer_ur_ls, is_learner, name: String::new() };
         let answer = call_as!(self, Request::MemberAdd(asked), MemberAdd);
         Ok(Response::new(pb::MemberAddResponse {
-            header: convert::header(answer.header),
+            header: cluster_header(answer.header),
             member: Some(self.member(answer.member)),
             members: self.members(answer.members),
         }))
@@ -59,7 +65,7 @@ impl pb::cluster_server::Cluster for Gateway {
         let answer =
             call_as!(self, Request::MemberRemove(MemberRemoveRequest { id }), MemberRemove);
         Ok(Response::new(pb::MemberRemoveResponse {
-            header: convert::header(answer.header),
+            header: cluster_header(answer.header),
             members: self.members(answer.members),
         }))
     }
@@ -73,7 +79,7 @@ impl pb::cluster_server::Cluster for Gateway {
         let asked = MemberUpdateRequest { id, peer_urls: peer_ur_ls };
         let answer = call_as!(self, Request::MemberUpdate(asked), MemberUpdate);
         Ok(Response::new(pb::MemberUpdateResponse {
-            header: convert::header(answer.header),
+            header: cluster_header(answer.header),
             members: self.members(answer.members),
         }))
     }
@@ -87,7 +93,7 @@ impl pb::cluster_server::Cluster for Gateway {
         let answer =
             call_as!(self, Request::MemberList(MemberListRequest { linearizable }), MemberList);
         Ok(Response::new(pb::MemberListResponse {
-            header: convert::header(answer.header),
+            header: cluster_header(answer.header),
             members: self.members(answer.members),
         }))
     }
@@ -101,7 +107,7 @@ impl pb::cluster_server::Cluster for Gateway {
         let answer =
             call_as!(self, Request::MemberPromote(MemberPromoteRequest { id }), MemberPromote);
         Ok(Response::new(pb::MemberPromoteResponse {
-            header: convert::header(answer.header),
+            header: cluster_header(answer.header),
             members: self.members(answer.members),
         }))
     }

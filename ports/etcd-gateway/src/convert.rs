@@ -193,8 +193,10 @@ fn response_op(op: ember::ResponseOp) -> pb::ResponseOp {
             r.header = revision_only(r.header);
             Response::ResponseDeleteRange(delete_response(r))
         }
+        // etcd leaves a nested txn's own header empty; its answers carry
+        // the revision.
         ember::ResponseOp::Txn(mut r) => {
-            r.header = revision_only(r.header);
+            r.header = ember::ResponseHeader::default();
             Response::ResponseTxn(txn_response(r))
         }
     };

@@ -13,8 +13,9 @@ pub const GRPC_MESSAGE_BYTES_MAX: usize = (1536 + 512) * 1024;
 pub const HELP: &str = "\
 Usage: ember-etcd [flags]
 
-Serves etcd's v3 gRPC API (KV, Watch, Lease, Cluster, Maintenance, Auth) and
-GET /version, /health on one port, in front of Ember members.
+Serves etcd's v3 gRPC API (KV, Watch, Lease, Cluster, Maintenance, Auth),
+etcd's JSON API (POST /v3/kv/range and the rest) and GET /version, /health
+on one port, in front of Ember members.
 
   --listen-client-urls ADDR   where etcd clients connect (default 127.0.0.1:2379)
   --advertise-client-urls URLS  the gateway's URLs as clients should dial them,

@@ -8,8 +8,9 @@ use ember::proto::{
     LeaseTimeToLiveRequest, Request,
 };
 use tokio::sync::mpsc;
-use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::metadata::MetadataMap;
 use tonic::{Request as Grpc, Response, Status, Streaming};
 
 use crate::convert;
@@ -21,8 +22,12 @@ use crate::pb::etcdserverpb as pb;
 /// reading its requests.
 const KEEP_ALIVE_BUFFER: usize = 16;
 
-type KeepAliveStream =
+pub type KeepAliveStream =
     Pin<Box<dyn Stream<Item = Result<pb::LeaseKeepAliveResponse, Status>> + Send>>;
+
+/// A client's keep-alive requests, from gRPC or from etcd's JSON API.
+pub type KeepAliveRequests =
+    Pin<Box<dyn Stream<Item = Result<pb::LeaseKeepAliveRequest, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::lease_server::Lease for Gateway {
@@ -61,10 +66,8 @@ impl pb::lease_server::Lease for Gateway {
         &self,
         request: Grpc<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        self.check_leader(request.metadata()).await?;
-        let (sender, receiver) = mpsc::channel(KEEP_ALIVE_BUFFER);
-        tokio::spawn(keep_alive_loop(self.clone(), request.into_inner(), sender));
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        let (metadata, _, requests) = request.into_parts();
+        self.open_keep_alive(&metadata, Box::pin(requests)).await.map(Response::new)
     }
 
     async fn lease_time_to_live(
@@ -114,13 +117,28 @@ impl pb::lease_server::Lease for Gateway {
     }
 }
 
+impl Gateway {
+    /// Starts renewing the leases `requests` name, one answer each, until
+    /// the client stops sending or stops reading.
+    pub async fn open_keep_alive(
+        &self,
+        metadata: &MetadataMap,
+        requests: KeepAliveRequests,
+    ) -> Result<KeepAliveStream, Status> {
+        self.check_leader(metadata).await?;
+        let (sender, receiver) = mpsc::channel(KEEP_ALIVE_BUFFER);
+        tokio::spawn(keep_alive_loop(self.clone(), requests, sender));
+        Ok(Box::pin(ReceiverStream::new(receiver)))
+    }
+}
+
 /// Renews each lease the client names until either side goes away.
 async fn keep_alive_loop(
     gateway: Gateway,
-    mut requests: Streaming<pb::LeaseKeepAliveRequest>,
+    mut requests: KeepAliveRequests,
     answers: mpsc::Sender<Result<pb::LeaseKeepAliveResponse, Status>>,
 ) {
-    while let Ok(Some(request)) = requests.message().await {
+    while let Some(Ok(request)) = requests.next().await {
         let answer = keep_alive(&gateway, request.id).await;
         if answers.send(answer).await.is_err() {
             return;

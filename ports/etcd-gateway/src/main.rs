@@ -1,9 +1,11 @@
-//! `ember-etcd`: etcd's v3 gRPC API in front of an Ember cluster.
+//! `ember-etcd`: etcd's v3 gRPC and JSON APIs in front of an Ember cluster.
 //!
 //! Layout: `main` (flags, the runtime, the listener), `gateway` (state
 //! shared by the services), one file per etcd service (`kv`, `watch`,
 //! `lease`, `cluster`, `maintenance`, `auth`), `http` (`/version`,
-//! `/health`), `convert` (etcd's messages to Ember's and back), `status`
+//! `/health`), `json_api` (etcd's JSON API over the same services, with
+//! `transcode` for etcd's JSON mapping and `json` to read and write it),
+//! `convert` (etcd's messages to Ember's and back), `status`
 //! (Ember's error codes as etcd's), `backend` and `link` (the connections
 //! to the nodes, in Ember's own protocol).
 //!
@@ -18,11 +20,14 @@ mod convert;
 mod flags;
 mod gateway;
 mod http;
+mod json;
+mod json_api;
 mod kv;
 mod lease;
 mod link;
 mod maintenance;
 mod status;
+mod transcode;
 mod watch;
 
 mod pb {
@@ -109,7 +114,8 @@ async fn serve(settings: flags::Settings) -> Result<(), String> {
         .map_err(|error| error.to_string())
 }
 
-/// Every etcd service, then `/version` and `/health` beside them.
+/// Every etcd service, then `/version`, `/health` and etcd's JSON API
+/// beside them.
 fn routes(gateway: Gateway) -> Routes {
     let max_request_bytes = flags::GRPC_MESSAGE_BYTES_MAX;
     let services = Routes::new(
@@ -120,7 +126,8 @@ fn routes(gateway: Gateway) -> Routes {
     .add_service(rpc::cluster_server::ClusterServer::new(gateway.clone()))
     .add_service(rpc::maintenance_server::MaintenanceServer::new(gateway.clone()))
     .add_service(rpc::auth_server::AuthServer::new(gateway.clone()));
-    services.into_axum_router().merge(http::routes(gateway)).into()
+    let json_api = json_api::routes(gateway.clone());
+    services.into_axum_router().merge(http::routes(gateway)).merge(json_api).into()
 }
 
 async fn shutdown_signal() {

@@ -26,6 +26,7 @@ use prost::Message;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
+use tonic::metadata::MetadataMap;
 use tonic::{Request as Grpc, Response, Status, Streaming};
 
 use crate::convert;
@@ -54,7 +55,10 @@ const LEADERLESS_CHECKS_MAX: u32 = 3;
 /// watch's events (or cancels it as a slow reader).
 const RESPONSE_BUFFER: usize = 64;
 
-type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+
+/// A client's watch requests, from gRPC or from etcd's JSON API.
+pub type WatchRequests = Pin<Box<dyn Stream<Item = Result<pb::WatchRequest, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::watch_server::Watch for Gateway {
@@ -64,7 +68,21 @@ impl pb::watch_server::Watch for Gateway {
         &self,
         request: Grpc<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let require_leader = self.check_leader(request.metadata()).await?;
+        let (metadata, _, requests) = request.into_parts();
+        self.open_watch(&metadata, Box::pin(requests)).await.map(Response::new)
+    }
+}
+
+impl Gateway {
+    /// Starts a watch session serving `requests`. It lasts until the client
+    /// stops reading the answers or the member's connection fails; a client
+    /// that stops sending requests keeps its watches, as with etcd.
+    pub async fn open_watch(
+        &self,
+        metadata: &MetadataMap,
+        requests: WatchRequests,
+    ) -> Result<WatchStream, Status> {
+        let require_leader = self.check_leader(metadata).await?;
         let Ok(permit) = self.watch_streams.clone().try_acquire_owned() else {
             return Err(Status::resource_exhausted(
                 "ember: too many watch streams on this gateway",
@@ -74,8 +92,8 @@ impl pb::watch_server::Watch for Gateway {
         let (answers, receiver) = mpsc::channel(RESPONSE_BUFFER);
         let mut session = Session::new(link, answers);
         session.require_leader = require_leader;
-        tokio::spawn(session.run(request.into_inner(), frames, permit));
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        tokio::spawn(session.run(requests, frames, permit));
+        Ok(Box::pin(ReceiverStream::new(receiver)))
     }
 }
 
@@ -133,22 +151,29 @@ impl Session {
 
     async fn run(
         mut self,
-        mut requests: Streaming<pb::WatchRequest>,
+        mut requests: WatchRequests,
         mut frames: mpsc::Receiver<ServerMessage>,
         _permit: OwnedSemaphorePermit,
     ) {
         let mut leader_checks = tokio::time::interval(LEADER_CHECK_INTERVAL);
+        let answers = self.answers.clone();
+        let mut requests_open = true;
         loop {
             let step = tokio::select! {
-                request = requests.next() => match request {
+                request = requests.next(), if requests_open => match request {
                     Some(Ok(request)) => self.on_request(request).await,
-                    Some(Err(_)) | None => Err(Ended),
+                    Some(Err(_)) => Err(Ended),
+                    None => {
+                        requests_open = false;
+                        Ok(())
+                    }
                 },
                 frame = frames.recv() => match frame {
                     Some(frame) => self.on_frame(frame).await,
                     None => self.link_lost().await,
                 },
                 _ = leader_checks.tick(), if self.require_leader => self.check_leader().await,
+                () = answers.closed() => Err(Ended),
             };
             if step.is_err() {
                 return;
@@ -331,8 +356,14 @@ impl Session {
             WatchMessage::Progress { header } => {
                 pb::WatchResponse { watch_id: etcd_id, ..answer(header) }
             }
-            WatchMessage::Cancelled { header, reason, compact_revision } => {
+            WatchMessage::Cancelled { mut header, reason, compact_revision } => {
                 self.forget(etcd_id);
+                // etcd's answer to a watch that starts below the compacted
+                // revision names no revision of its own: only the
+                // compact revision the client should resume after.
+                if reason == CancelReason::Compacted {
+                    header.revision = 0;
+                }
                 pb::WatchResponse {
                     watch_id: etcd_id,
                     canceled: true,

@@ -8,11 +8,10 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Cluster, Reaped, free_port};
+use support::{Cluster, free_port, on_path, start_etcd};
 
 /// One etcdctl invocation; `{lease}` stands for the lease granted earlier.
 struct Step {
@@ -102,33 +101,6 @@ fn etcdctl_prints_the_same_against_ember_and_etcd() {
     }
     assert!(watched.0.contains("DELETE\nfoo2"), "the watch saw nothing: {}", watched.0);
     assert!(differences.is_empty(), "outputs differ:\n\n{}", differences.join("\n\n"));
-}
-
-fn on_path(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
-}
-
-fn start_etcd(dir: &Path, client: &str) -> Reaped {
-    let peer = format!("127.0.0.1:{}", free_port());
-    let log = std::fs::File::create(dir.with_extension("log")).unwrap();
-    let child = Command::new("etcd")
-        .args(["--name", "e1"])
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--listen-client-urls", &format!("http://{client}")])
-        .args(["--advertise-client-urls", &format!("http://{client}")])
-        .args(["--listen-peer-urls", &format!("http://{peer}")])
-        .args(["--initial-advertise-peer-urls", &format!("http://{peer}")])
-        .args(["--initial-cluster", &format!("e1=http://{peer}")])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("etcd starts");
-    Reaped(child)
 }
 
 /// Waits until `endpoint` answers a read (a write would move the revision

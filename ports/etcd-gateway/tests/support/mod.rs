@@ -173,6 +173,36 @@ impl Drop for Cluster {
     }
 }
 
+/// True when `tool` is on the PATH.
+pub fn on_path(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// A single-member etcd with its data in `dir`, serving clients on
+/// `client` (`host:port`); its log goes beside `dir`.
+pub fn start_etcd(dir: &Path, client: &str) -> Reaped {
+    let peer = format!("127.0.0.1:{}", free_port());
+    let log = fs::File::create(dir.with_extension("log")).unwrap();
+    let child = Command::new("etcd")
+        .args(["--name", "e1"])
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--listen-client-urls", &format!("http://{client}")])
+        .args(["--advertise-client-urls", &format!("http://{client}")])
+        .args(["--listen-peer-urls", &format!("http://{peer}")])
+        .args(["--initial-advertise-peer-urls", &format!("http://{peer}")])
+        .args(["--initial-cluster", &format!("e1=http://{peer}")])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("etcd starts");
+    Reaped(child)
+}
+
 /// The gRPC status of a failed etcd-client call.
 pub fn grpc_status(error: etcd_client::Error) -> tonic::Status {
     match error {
