@@ -106,7 +106,7 @@ fn txn_with_each_compare_kind_on_a_real_node() {
     let script = "version(\"k\") != \"2\"\n\nput k never\n\ndel k\n";
     let output = ember_with_stdin(&e, &["txn", "-w", "json"], script.as_bytes());
     let text = stdout(&output);
-    assert!(text.contains("\"responses\":[{\"Response\":{\"response_delete_range\":"), "{text}");
+    assert!(text.contains("\"responses\":[{\"Response\":{\"ResponseDeleteRange\":"), "{text}");
     assert!(text.contains("\"deleted\":1"), "{text}");
     assert!(!text.contains("\"succeeded\""), "false is left out: {text}");
     assert_eq!(ok(&e, &["get", "k"]), "");

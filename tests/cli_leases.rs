@@ -37,8 +37,9 @@ fn grant_put_timetolive_list_revoke_in_simple_and_json() {
     assert!(ttl.ends_with("s), attached keys([lk/1 lk/2])\n"), "{ttl}");
     let json = ok(&e, &["lease", "timetolive", &id, "-w", "json"]);
     let decimal = u64::from_str_radix(&id, 16).unwrap();
-    assert!(json.contains(&format!("\"ID\":{decimal},")), "{json}");
-    assert!(json.contains("\"grantedTTL\":60"), "{json}");
+    assert!(json.starts_with("{\"cluster_id\":"), "the header's fields at the top: {json}");
+    assert!(json.contains(&format!("\"id\":{decimal},")), "{json}");
+    assert!(json.contains("\"granted-ttl\":60,\"keys\":null}"), "{json}");
     assert_eq!(ok(&e, &["lease", "list"]), format!("found 1 leases\n{id}\n"));
     let table = ok(&e, &["lease", "list", "-w", "table"]);
     assert!(table.contains(&id), "{table}");

@@ -9,9 +9,9 @@
 use super::CliError;
 use super::format::{self, emit};
 use super::kv::write_op_failed;
-use super::output::{connect, failed, json_string, write_failed};
+use super::output::{connect, failed, write_failed};
 use crate::flags::{Flag, Parsed, no_env};
-use crate::proto::{Member, MemberAddResponse, MemberChangeResponse, MemberListResponse};
+use crate::proto::{MemberAddResponse, MemberChangeResponse, MemberListResponse};
 
 pub const COMPACTION_FLAGS: &[Flag] = &[Flag {
     name: "physical",
@@ -34,7 +34,9 @@ pub const MEMBER_FLAGS: &[Flag] = &[
 ];
 
 pub fn run_compaction(parsed: &Parsed) -> Result<(), CliError> {
-    let format = format::write_format_no_table(parsed, "compaction")?;
+    // The format is checked but changes nothing: etcdctl prints the same
+    // line whatever `-w` says.
+    format::write_format(parsed)?;
     let [text] = parsed.positionals.as_slice() else {
         return Err(CliError::Usage("compaction takes one REVISION".to_string()));
     };
@@ -45,9 +47,8 @@ pub fn run_compaction(parsed: &Parsed) -> Result<(), CliError> {
         .ok_or_else(|| CliError::Usage(format!("compaction: {text:?} is not a revision")))?;
     let physical = parsed.switch("physical", no_env)?;
     let mut client = connect(parsed)?;
-    let response =
-        client.compact(revision, physical).map_err(|e| write_op_failed(&mut client, e))?;
-    emit(&format::compaction(format, &response.header, revision))
+    client.compact(revision, physical).map_err(|e| write_op_failed(&mut client, e))?;
+    emit(&format::compaction(revision))
 }
 
 pub fn run_member(parsed: &Parsed) -> Result<(), CliError> {
@@ -138,17 +139,6 @@ pub fn join_settings(response: &MemberAddResponse) -> String {
     )
 }
 
-fn json_member(member: &Member) -> String {
-    let strings = |items: &[String]| items.iter().map(|s| json_string(s)).collect();
-    format::JsonObject::default()
-        .int("ID", member.id.into())
-        .raw("name", json_string(&member.name))
-        .list("peerURLs", strings(&member.peer_urls))
-        .list("clientURLs", strings(&member.client_urls))
-        .flag("isLearner", member.is_learner)
-        .finish()
-}
-
 pub fn member_added(format: format::Format, response: &MemberAddResponse) -> Vec<u8> {
     let list = MemberListResponse { header: response.header, members: response.members.clone() };
     match format {
@@ -160,10 +150,10 @@ pub fn member_added(format: format::Format, response: &MemberAddResponse) -> Vec
         )
         .into_bytes(),
         format::Format::Json => {
-            let members = response.members.iter().map(json_member).collect();
+            let members = response.members.iter().map(format::json_member).collect();
             let json = format::JsonObject::default()
-                .raw("header", format::json_header(&response.header))
-                .raw("member", json_member(&response.member))
+                .raw("header", format::json_member_header(&response.header))
+                .raw("member", format::json_member(&response.member))
                 .list("members", members)
                 .finish();
             format!("{json}\n").into_bytes()

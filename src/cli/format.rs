@@ -151,6 +151,23 @@ pub fn json_header(header: &ResponseHeader) -> String {
         .finish()
 }
 
+/// The header's fields inside `object` itself: etcdctl prints the lease
+/// answers of its client library, which embed the header rather than
+/// nest it.
+pub fn json_header_inline(object: &mut JsonObject, header: &ResponseHeader) {
+    object
+        .int("cluster_id", header.cluster_id.into())
+        .int("member_id", header.member_id.into())
+        .int("revision", header.revision.into())
+        .int("raft_term", header.raft_term.into());
+}
+
+/// The header of an answer from the member table: etcd fills in no revision
+/// there, since the store is not read.
+pub fn json_member_header(header: &ResponseHeader) -> String {
+    json_header(&ResponseHeader { revision: 0, ..*header })
+}
+
 pub fn json_kv(kv: &KeyValue) -> String {
     JsonObject::default()
         .bytes("key", &kv.key)
@@ -320,13 +337,29 @@ pub fn txn(format: Format, response: &TxnResponse) -> Vec<u8> {
     }
 }
 
+/// etcdctl prints each answer under the names Go gives the oneof's types
+/// (`{"Response":{"ResponsePut":...}}`), and, as etcd sends them, the
+/// answers inside a txn carry only the revision in their headers (a nested
+/// txn's own header is empty): who answered is said once, at the top.
 fn json_txn(response: &TxnResponse) -> String {
     let ops = response.responses.iter().map(|op| {
         let (name, json) = match op {
-            ResponseOp::Range(r) => ("response_range", json_range(r)),
-            ResponseOp::Put(r) => ("response_put", json_put(r)),
-            ResponseOp::DeleteRange(r) => ("response_delete_range", json_del(r)),
-            ResponseOp::Txn(r) => ("response_txn", json_txn(r)),
+            ResponseOp::Range(r) => (
+                "ResponseRange",
+                json_range(&RangeResponse { header: revision_only(&r.header), ..r.clone() }),
+            ),
+            ResponseOp::Put(r) => (
+                "ResponsePut",
+                json_put(&PutResponse { header: revision_only(&r.header), ..r.clone() }),
+            ),
+            ResponseOp::DeleteRange(r) => (
+                "ResponseDeleteRange",
+                json_del(&DeleteRangeResponse { header: revision_only(&r.header), ..r.clone() }),
+            ),
+            ResponseOp::Txn(r) => (
+                "ResponseTxn",
+                json_txn(&TxnResponse { header: ResponseHeader::default(), ..r.clone() }),
+            ),
         };
         let inner = JsonObject::default().raw(name, json).finish();
         JsonObject::default().raw("Response", inner).finish()
@@ -336,6 +369,10 @@ fn json_txn(response: &TxnResponse) -> String {
         .flag("succeeded", response.succeeded)
         .list("responses", ops.collect())
         .finish()
+}
+
+fn revision_only(header: &ResponseHeader) -> ResponseHeader {
+    ResponseHeader { revision: header.revision, ..ResponseHeader::default() }
 }
 
 fn fields_txn(response: &TxnResponse) -> String {
@@ -354,16 +391,10 @@ fn fields_txn(response: &TxnResponse) -> String {
     out
 }
 
-pub fn compaction(format: Format, header: &ResponseHeader, revision: i64) -> Vec<u8> {
-    match format {
-        Format::Json => line(JsonObject::default().raw("header", json_header(header)).finish()),
-        Format::Fields => {
-            let mut out = String::new();
-            fields_header(&mut out, header);
-            out.into_bytes()
-        }
-        Format::Simple | Format::Table => line(format!("compacted revision {revision}")),
-    }
+/// `compacted revision N` in every format: etcdctl's compaction has no
+/// other output, and scripts written for it read this line.
+pub fn compaction(revision: i64) -> Vec<u8> {
+    line(format!("compacted revision {revision}"))
 }
 
 /// `PUT` or `DELETE`, as etcd names event types.
@@ -405,7 +436,9 @@ pub fn watch_events(format: Format, header: &ResponseHeader, events: &[Event]) -
 }
 
 /// A watch answer as Go's JSON writes clientv3's `WatchResponse`: its own
-/// capitalised names, no omissions at the top level.
+/// capitalised names, no omissions at the top level, and `Events` a list
+/// even when empty (a progress notice, a cancel), as for every answer that
+/// comes from a server.
 pub fn json_watch(
     header: &ResponseHeader,
     events: &[Event],
@@ -425,9 +458,9 @@ pub fn json_watch(
         })
         .collect();
     format!(
-        "{{\"Header\":{},\"Events\":{},\"CompactRevision\":{compact_revision},\"Canceled\":{canceled},\"Created\":false}}",
+        "{{\"Header\":{},\"Events\":[{}],\"CompactRevision\":{compact_revision},\"Canceled\":{canceled},\"Created\":false}}",
         json_header(header),
-        if events.is_empty() { "null".to_string() } else { format!("[{}]", events.join(",")) },
+        events.join(","),
     )
 }
 
@@ -465,20 +498,25 @@ fn member_row(member: &Member) -> Vec<String> {
     ]
 }
 
-fn json_members(response: &MemberListResponse) -> String {
+/// A member as etcd's JSON writes it, empty fields left out.
+pub fn json_member(member: &Member) -> String {
     let strings = |items: &[String]| items.iter().map(|s| json_string(s)).collect();
-    let members = response.members.iter().map(|m| {
-        JsonObject::default()
-            .int("ID", m.id.into())
-            .raw("name", json_string(&m.name))
-            .list("peerURLs", strings(&m.peer_urls))
-            .list("clientURLs", strings(&m.client_urls))
-            .flag("isLearner", m.is_learner)
-            .finish()
-    });
+    let mut object = JsonObject::default();
+    object.int("ID", member.id.into());
+    if !member.name.is_empty() {
+        object.raw("name", json_string(&member.name));
+    }
+    object
+        .list("peerURLs", strings(&member.peer_urls))
+        .list("clientURLs", strings(&member.client_urls))
+        .flag("isLearner", member.is_learner)
+        .finish()
+}
+
+fn json_members(response: &MemberListResponse) -> String {
     JsonObject::default()
-        .raw("header", json_header(&response.header))
-        .list("members", members.collect())
+        .raw("header", json_member_header(&response.header))
+        .list("members", response.members.iter().map(json_member).collect())
         .finish()
 }
 
@@ -573,6 +611,43 @@ mod tests {
         assert_eq!(json_kv(&kv), r#"{"key":"Zm9v","version":1}"#);
         let header = ResponseHeader { revision: 5, ..ResponseHeader::default() };
         assert_eq!(json_header(&header), r#"{"revision":5}"#);
+    }
+
+    #[test]
+    fn txn_answers_use_etcdctls_names_and_revision_only_headers() {
+        let header = ResponseHeader { cluster_id: 1, member_id: 2, revision: 9, raft_term: 3 };
+        let put = PutResponse { header, prev_kv: None };
+        let inner =
+            TxnResponse { header, succeeded: true, responses: vec![ResponseOp::Put(put.clone())] };
+        let txn = TxnResponse {
+            header,
+            succeeded: true,
+            responses: vec![ResponseOp::Put(put), ResponseOp::Txn(inner)],
+        };
+        assert_eq!(
+            json_txn(&txn),
+            r#"{"header":{"cluster_id":1,"member_id":2,"revision":9,"raft_term":3},"succeeded":true,"responses":[{"Response":{"ResponsePut":{"header":{"revision":9}}}},{"Response":{"ResponseTxn":{"header":{},"succeeded":true,"responses":[{"Response":{"ResponsePut":{"header":{"revision":9}}}}]}}}]}"#
+        );
+    }
+
+    #[test]
+    fn a_watch_answer_without_events_lists_none_rather_than_null() {
+        let header = ResponseHeader { revision: 4, ..ResponseHeader::default() };
+        assert_eq!(
+            json_watch(&header, &[], 3, true),
+            r#"{"Header":{"revision":4},"Events":[],"CompactRevision":3,"Canceled":true,"Created":false}"#
+        );
+    }
+
+    #[test]
+    fn members_leave_out_an_empty_name_and_their_header_the_revision() {
+        let member = Member { id: 5, peer_urls: vec!["http://a:1".into()], ..Member::default() };
+        let header = ResponseHeader { cluster_id: 1, member_id: 2, revision: 9, raft_term: 3 };
+        let list = MemberListResponse { header, members: vec![member] };
+        assert_eq!(
+            json_members(&list),
+            r#"{"header":{"cluster_id":1,"member_id":2,"raft_term":3},"members":[{"ID":5,"peerURLs":["http://a:1"]}]}"#
+        );
     }
 
     #[test]

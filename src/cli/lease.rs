@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::CliError;
-use super::format::{self, Format, JsonObject, base64, emit, go_quote, json_header, table};
+use super::format::{
+    self, Format, JsonObject, base64, emit, go_quote, json_header, json_header_inline, table,
+};
 use super::output::{connect, failed, write_failed};
 use crate::client::Client;
 use crate::flags::{Flag, Parsed, no_env};
@@ -171,36 +173,43 @@ fn fields_header(out: &mut String, header: &ResponseHeader) {
     let _ = writeln!(out, "\"RaftTerm\" : {}", header.raft_term);
 }
 
-/// `lease <hex> granted with TTL(<n>s)`.
+/// `lease <hex> granted with TTL(<n>s)`. In JSON, etcdctl's shape: the
+/// header's fields at the top, then `ID`, `TTL` and an `Error` that is
+/// empty when the grant succeeded.
 pub fn render_grant(format: Format, r: &LeaseGrantResponse) -> Vec<u8> {
-    id_and_ttl(format, &r.header, r.id, r.ttl_secs, || {
+    id_and_ttl(format, &r.header, (r.id, r.ttl_secs), true, || {
         format!("lease {} granted with TTL({}s)", hex_id(r.id), r.ttl_secs)
     })
 }
 
 /// `lease <hex> keepalived with TTL(<n>)`.
 pub fn render_keep_alive(format: Format, r: &LeaseKeepAliveResponse) -> Vec<u8> {
-    id_and_ttl(format, &r.header, r.id, r.ttl_secs, || {
+    id_and_ttl(format, &r.header, (r.id, r.ttl_secs), false, || {
         format!("lease {} keepalived with TTL({})", hex_id(r.id), r.ttl_secs)
     })
 }
 
+/// An answer naming a lease and its TTL; in JSON the header's fields come
+/// first and `ID`, `TTL` (and for a grant `Error`) are always written, zero
+/// or not, as etcdctl does.
 fn id_and_ttl(
     format: Format,
     header: &ResponseHeader,
-    id: i64,
-    ttl_secs: i64,
+    (id, ttl_secs): (i64, i64),
+    json_error: bool,
     simple: impl FnOnce() -> String,
 ) -> Vec<u8> {
     match format {
         Format::Simple => line(simple()),
-        Format::Json => line(
-            JsonObject::default()
-                .raw("header", json_header(header))
-                .int("ID", id.into())
-                .int("TTL", ttl_secs.into())
-                .finish(),
-        ),
+        Format::Json => {
+            let mut object = JsonObject::default();
+            json_header_inline(&mut object, header);
+            object.raw("ID", id.to_string()).raw("TTL", ttl_secs.to_string());
+            if json_error {
+                object.raw("Error", "\"\"".to_string());
+            }
+            line(object.finish())
+        }
         Format::Fields => {
             let mut out = String::new();
             fields_header(&mut out, header);
@@ -249,15 +258,21 @@ pub fn render_time_to_live(format: Format, r: &LeaseTimeToLiveResponse, keys: bo
             }
             line(text)
         }
-        Format::Json => line(
-            JsonObject::default()
-                .raw("header", json_header(&r.header))
-                .int("ID", r.id.into())
-                .int("TTL", r.ttl_secs.into())
-                .int("grantedTTL", r.granted_ttl_secs.into())
-                .list("keys", r.keys.iter().map(|k| format!("\"{}\"", base64(k))).collect())
-                .finish(),
-        ),
+        // etcdctl's names here are its client library's: lower case,
+        // `granted-ttl`, and `keys` null when none were asked or attached.
+        Format::Json => {
+            let keys: Vec<String> = r.keys.iter().map(|k| format!("\"{}\"", base64(k))).collect();
+            let keys =
+                if keys.is_empty() { "null".to_string() } else { format!("[{}]", keys.join(",")) };
+            let mut object = JsonObject::default();
+            json_header_inline(&mut object, &r.header);
+            object
+                .raw("id", r.id.to_string())
+                .raw("ttl", r.ttl_secs.to_string())
+                .raw("granted-ttl", r.granted_ttl_secs.to_string())
+                .raw("keys", keys);
+            line(object.finish())
+        }
         Format::Fields => {
             let mut out = String::new();
             fields_header(&mut out, &r.header);
@@ -292,14 +307,12 @@ pub fn render_list(format: Format, r: &LeaseLeasesResponse) -> Vec<u8> {
             out.into_bytes()
         }
         Format::Json => {
-            let leases =
-                r.leases.iter().map(|id| JsonObject::default().int("ID", (*id).into()).finish());
-            line(
-                JsonObject::default()
-                    .raw("header", json_header(&r.header))
-                    .list("leases", leases.collect())
-                    .finish(),
-            )
+            let leases: Vec<String> =
+                r.leases.iter().map(|id| format!("{{\"id\":{id}}}")).collect();
+            let mut object = JsonObject::default();
+            json_header_inline(&mut object, &r.header);
+            object.raw("leases", format!("[{}]", leases.join(",")));
+            line(object.finish())
         }
         Format::Fields => {
             let mut out = String::new();
@@ -360,11 +373,18 @@ mod tests {
     }
 
     #[test]
-    fn json_and_fields_carry_the_numbers() {
-        let grant = LeaseGrantResponse { id: 42, ttl_secs: 10, ..Default::default() };
+    fn json_and_fields_carry_the_numbers_in_etcdctls_shapes() {
+        let header = ResponseHeader { cluster_id: 1, member_id: 2, revision: 3, raft_term: 4 };
+        let grant = LeaseGrantResponse { header, id: 42, ttl_secs: 10 };
         assert_eq!(
             text(render_grant(Format::Json, &grant)),
-            "{\"header\":{},\"ID\":42,\"TTL\":10}\n"
+            "{\"cluster_id\":1,\"member_id\":2,\"revision\":3,\"raft_term\":4,\
+             \"ID\":42,\"TTL\":10,\"Error\":\"\"}\n"
+        );
+        let renewed = LeaseKeepAliveResponse { header, id: 42, ttl_secs: 0 };
+        assert_eq!(
+            text(render_keep_alive(Format::Json, &renewed)),
+            "{\"cluster_id\":1,\"member_id\":2,\"revision\":3,\"raft_term\":4,\"ID\":42,\"TTL\":0}\n"
         );
         assert!(
             text(render_grant(Format::Fields, &grant)).ends_with("\"ID\" : 42\n\"TTL\" : 10\n")
@@ -376,8 +396,14 @@ mod tests {
             ..Default::default()
         };
         let json = text(render_time_to_live(Format::Json, &ttl, true));
-        assert_eq!(json, "{\"header\":{},\"ID\":42,\"TTL\":-1,\"keys\":[\"Zm9v\"]}\n");
+        assert_eq!(json, "{\"id\":42,\"ttl\":-1,\"granted-ttl\":0,\"keys\":[\"Zm9v\"]}\n");
+        let none = LeaseTimeToLiveResponse { id: 42, ttl_secs: 5, ..Default::default() };
+        let json = text(render_time_to_live(Format::Json, &none, false));
+        assert_eq!(json, "{\"id\":42,\"ttl\":5,\"granted-ttl\":0,\"keys\":null}\n");
+        let empty = LeaseLeasesResponse::default();
+        assert_eq!(text(render_list(Format::Json, &empty)), "{\"leases\":[]}\n");
         let list = LeaseLeasesResponse { leases: vec![5], ..Default::default() };
+        assert_eq!(text(render_list(Format::Json, &list)), "{\"leases\":[{\"id\":5}]}\n");
         assert!(text(render_list(Format::Table, &list)).contains("|  5 |"));
     }
 }
