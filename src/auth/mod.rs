@@ -298,6 +298,34 @@ impl AuthState {
         Ok(())
     }
 
+    /// Whether a state read from a snapshot keeps this module's
+    /// invariants and bounds.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.enabled != (self.token_key.len() == token::KEY_BYTES)
+            || (!self.enabled && !self.token_key.is_empty())
+        {
+            return Err("auth: token key does not match the enabled flag");
+        }
+        if self.users.len() > USERS_MAX || self.roles.len() > ROLES_MAX {
+            return Err("auth: too many users or roles");
+        }
+        let users_sound = self.users.iter().all(|(name, u)| {
+            *name == u.name
+                && u.epoch <= self.revision
+                && u.roles.len() <= ROLES_PER_USER_MAX
+                && u.roles.windows(2).all(|w| w[0] < w[1])
+        });
+        let roles_sound = self.roles.iter().all(|(name, r)| {
+            *name == r.name
+                && r.permissions.len() <= PERMISSIONS_PER_ROLE_MAX
+                && r.permissions.windows(2).all(|w| w[0] < w[1])
+        });
+        if !users_sound || !roles_sound {
+            return Err("auth: a user or role breaks its invariants");
+        }
+        Ok(())
+    }
+
     /// The user a token names, if the token is signed with the current key,
     /// unexpired and of the user's current epoch.
     pub fn check_token(&self, token: &str, now_unix_ms: u64) -> Result<Claims, TokenError> {

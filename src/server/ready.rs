@@ -221,6 +221,7 @@ impl Node {
             None => {}
             Some(Effect::MembersChanged { moved }) => self.follow_members(moved),
             Some(Effect::ConfChanged) => self.follow_members(None),
+            Some(Effect::AuthChanged) => self.recheck_watches(),
         }
     }
 
