@@ -7,8 +7,8 @@
 //! is refused with `LoginBackoff`, never queued without bound) and the
 //! worker hands outcomes back and wakes the loop through its waker.
 //!
-//! Failed logins put their user name in a backoff (doubling from
-//! `BACKOFF_BASE_MS` to `BACKOFF_MAX_MS`) during which a login for that name
+//! Failed logins (past `BACKOFF_FREE_FAILURES` in a row) put their user
+//! name in a backoff (doubling from `BACKOFF_BASE_MS` to `BACKOFF_MAX_MS`) during which a login for that name
 //! is refused at once, without hashing: a storm of wrong passwords costs
 //! one hash per name per backoff, and other users' logins and every write
 //! keep flowing. The table of names in backoff is bounded too.
@@ -25,7 +25,10 @@ use crate::auth::password::{SALT_BYTES, StoredPassword};
 
 /// Logins and hashes waiting for or in the worker at once, by default.
 pub const LOGINS_IN_FLIGHT_MAX_DEFAULT: usize = 16;
-/// The first backoff after a failed login.
+/// Failed logins in a row a name may have before it backs off: a typo or
+/// two costs nothing.
+pub const BACKOFF_FREE_FAILURES: u32 = 2;
+/// The first backoff, after `BACKOFF_FREE_FAILURES` failures.
 pub const BACKOFF_BASE_MS: u64 = 100;
 /// The longest backoff: a user whose password was mistyped waits at most
 /// this long, and a guesser gets about one try per this many milliseconds.
@@ -171,7 +174,10 @@ impl Logins {
 
 /// The wait after `failures` failed logins in a row.
 pub fn backoff_ms(failures: u32) -> u64 {
-    let doublings = failures.saturating_sub(1).min(16);
+    if failures <= BACKOFF_FREE_FAILURES {
+        return 0;
+    }
+    let doublings = (failures - BACKOFF_FREE_FAILURES - 1).min(16);
     (BACKOFF_BASE_MS << doublings).min(BACKOFF_MAX_MS)
 }
 
@@ -203,8 +209,9 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_its_ceiling() {
-        assert_eq!(backoff_ms(1), BACKOFF_BASE_MS);
-        assert_eq!(backoff_ms(2), 2 * BACKOFF_BASE_MS);
+        assert_eq!(backoff_ms(BACKOFF_FREE_FAILURES), 0);
+        assert_eq!(backoff_ms(BACKOFF_FREE_FAILURES + 1), BACKOFF_BASE_MS);
+        assert_eq!(backoff_ms(BACKOFF_FREE_FAILURES + 2), 2 * BACKOFF_BASE_MS);
         assert_eq!(backoff_ms(40), BACKOFF_MAX_MS);
     }
 }

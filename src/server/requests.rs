@@ -21,7 +21,7 @@ impl Node {
         }
         match request {
             Request::Range(r) if r.serializable && self.caught_up_since_start => {
-                let result = self.range_now(&r);
+                let result = self.check_read(waiter, &r).and_then(|()| self.range_now(&r));
                 self.clients.answer(waiter, result);
             }
             Request::Range(request) => self.proposals.queue_read(ReadWait { waiter, request }),
