@@ -22,10 +22,11 @@ const ALGORITHM_NAME: &str = "pbkdf2-sha256";
 pub const SALT_BYTES: usize = 16;
 /// Bytes of derived key: one SHA-256 output.
 pub const HASH_BYTES: usize = 32;
-/// The default cost. About 40 ms of one core of a 2020s x86 server and, by
-/// the usual 4-6x ratio, 150-250 ms on a Raspberry Pi 4: slow enough that a
-/// stolen hash costs an attacker dearly, fast enough that a login on a
-/// board stays well under a second.
+/// The default cost: 21 ms of one core of the x86 server the benchmarks
+/// run on (`cargo bench --bench auth`) and, at the usual 4-6x ratio, about
+/// 85-125 ms on a Raspberry Pi 4: slow enough that a stolen hash costs an
+/// attacker dearly, fast enough that a login on a board stays well under a
+/// second.
 pub const ITERATIONS_DEFAULT: u32 = 100_000;
 /// The highest cost a stored hash may name: a stored form is data from the
 /// log or a file, and a made-up count must not stall a worker for hours.

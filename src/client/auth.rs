@@ -33,7 +33,7 @@ impl std::fmt::Debug for Credentials {
 
 /// Binds `connection` to a token for `credentials`, logging in when the
 /// token is missing or refused. A cluster with auth off accepts anyone.
-pub(super) fn log_in(
+pub fn log_in(
     connection: &mut Connection,
     credentials: &mut Credentials,
     deadline: Instant,

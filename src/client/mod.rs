@@ -61,7 +61,7 @@ mod watch;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-pub use auth::Credentials;
+pub use auth::{Credentials, log_in};
 pub use connection::{
     ConnectOptions, Connection, IN_FLIGHT_MAX_DEFAULT, RESPONSE_BYTES_MAX_DEFAULT,
 };
