@@ -31,7 +31,8 @@ fn main() {
             ..ConnectOptions::default()
         };
         let cpu_before_ms = process_cpu_ms();
-        let report = run(&spec, std::slice::from_ref(&endpoint), &options).expect("bench run");
+        let report =
+            run(&spec, std::slice::from_ref(&endpoint), &options, None).expect("bench run");
         let cpu_ms = process_cpu_ms() - cpu_before_ms;
         let name = format!(
             "client_bench_{}_c{clients}_k{conns}",

@@ -4,6 +4,7 @@
 //! process per board. See `ARCHITECTURE.md` for the map of the modules and the
 //! rules that hold between them.
 
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod flags;

@@ -7,11 +7,13 @@
 //! `EMBER_STATE_CASES` sets how many random logs run (default 200);
 //! `EMBER_STATE_SEED` replays one.
 
+use ember::auth::{PermKind, Permission};
 use ember::mvcc::{self, StoreConfig};
 use ember::proto::{ErrorCode, Response};
 use ember::raft::{Entry, EntryKind, Rng};
 use ember::state::{
-    Answer, Applied, Command, Effect, Identity, MemberOp, MemberRecord, Op, Restorer, StateMachine,
+    Answer, Applied, AuthOp, Caller, Command, Effect, Identity, MemberOp, MemberRecord, Op,
+    Restorer, StateMachine,
 };
 
 const IDENTITY: Identity = Identity { cluster_id: 0xc1, member_id: 1 };
@@ -34,8 +36,19 @@ fn three_members() -> StateMachine {
 
 /// Applies `op` as the next entry, proposed by member `origin`.
 fn apply(state: &mut StateMachine, origin: u64, op: Op, now_ms: u64) -> Applied {
+    apply_as(state, origin, op, now_ms, None)
+}
+
+/// Applies `op` as the next entry, recorded as `caller`'s.
+fn apply_as(
+    state: &mut StateMachine,
+    origin: u64,
+    op: Op,
+    now_ms: u64,
+    caller: Option<Caller>,
+) -> Applied {
     let index = state.applied_index() + 1;
-    let data = Command { origin, seq: index * 10, op }.encode();
+    let data = Command { origin, seq: index * 10, op, caller }.encode();
     let entry = Entry { term: TERM, index, kind: EntryKind::Normal, data };
     state.apply(&entry, now_ms, TERM)
 }
@@ -210,7 +223,43 @@ fn random_op(rng: &mut Rng) -> Op {
         }
         88..=93 => Op::LeaseRevoke(1 + rng.below(4) as i64),
         94..=96 => Op::LeaseRenew(1 + rng.below(4) as i64),
-        _ => random_member_op(rng),
+        97..=98 => random_member_op(rng),
+        _ => Op::Auth(random_auth_op(rng)),
+    }
+}
+
+fn random_auth_op(rng: &mut Rng) -> AuthOp {
+    let user = ["root", "u1", "u2"][rng.below(3) as usize].to_string();
+    let role = ["root", "r1", "r2"][rng.below(3) as usize].to_string();
+    let key = format!("k{}", rng.below(12)).into_bytes();
+    match rng.below(11) {
+        0 => AuthOp::Enable { token_key: vec![rng.below(255) as u8; 32] },
+        1 => AuthOp::Disable,
+        2 => AuthOp::UserAdd { name: user, password: Some(format!("hash{}", rng.below(9))) },
+        3 => AuthOp::UserDelete(user),
+        4 => AuthOp::UserChangePassword { name: user, password: "other".into() },
+        5 => AuthOp::UserGrantRole { user, role },
+        6 => AuthOp::UserRevokeRole { user, role },
+        7 => AuthOp::RoleAdd(role),
+        8 => AuthOp::RoleDelete(role),
+        9 => AuthOp::RoleGrantPermission {
+            role,
+            permission: Permission { kind: PermKind::ReadWrite, key, range_end: vec![b'k', b'9'] },
+        },
+        _ => AuthOp::RoleRevokePermission { role, key, range_end: vec![b'k', b'9'] },
+    }
+}
+
+/// Who a random entry is recorded as: a member, no token, or a user in
+/// an epoch that may or may not be current.
+fn random_caller(rng: &mut Rng) -> Option<Caller> {
+    match rng.below(4) {
+        0 => None,
+        1 => Some(Caller::Anonymous),
+        _ => {
+            let name = ["root", "u1", "u2"][rng.below(3) as usize].to_string();
+            Some(Caller::User { name, epoch: rng.below(30) })
+        }
     }
 }
 
@@ -252,9 +301,10 @@ fn random_log(rng: &mut Rng, len: u64) -> Vec<Entry> {
                 1 => (EntryKind::ConfChange, vec![0]),
                 _ => {
                     let op = random_op(rng);
+                    let caller = random_caller(rng);
                     (
                         EntryKind::Normal,
-                        Command { origin: 1 + rng.below(3), seq: index, op }.encode(),
+                        Command { origin: 1 + rng.below(3), seq: index, op, caller }.encode(),
                     )
                 }
             };
@@ -302,5 +352,123 @@ fn check_one_log(seed: u64) {
         first.store().check_invariants();
     }
     assert_eq!(first.image(), second.image(), "seed {seed}: replicas diverged");
+    assert_eq!(first.auth(), second.auth(), "seed {seed}: auth states diverged");
     assert_eq!(first.applied_index(), second.applied_index());
+}
+
+fn auth_op(state: &mut StateMachine, op: AuthOp) {
+    let applied = apply(state, 1, Op::Auth(op.clone()), 0);
+    assert!(result(applied).is_ok(), "{op:?}");
+}
+
+/// Root, and user "u" holding role "r" with `kind` on `[key, end)`; auth on.
+fn with_user(kind: PermKind, key: &str, end: &[u8]) -> (StateMachine, Caller) {
+    let mut state = three_members();
+    for op in [
+        AuthOp::UserAdd { name: "root".into(), password: Some("h".into()) },
+        AuthOp::UserGrantRole { user: "root".into(), role: "root".into() },
+        AuthOp::UserAdd { name: "u".into(), password: Some("h".into()) },
+        AuthOp::RoleAdd("r".into()),
+        AuthOp::RoleGrantPermission {
+            role: "r".into(),
+            permission: Permission { kind, key: key.as_bytes().to_vec(), range_end: end.to_vec() },
+        },
+        AuthOp::UserGrantRole { user: "u".into(), role: "r".into() },
+        AuthOp::Enable { token_key: vec![7; 32] },
+    ] {
+        auth_op(&mut state, op);
+    }
+    let epoch = state.auth().users["u"].epoch;
+    (state, Caller::User { name: "u".into(), epoch })
+}
+
+fn put_op(key: &str, prev_kv: bool) -> mvcc::RequestOp {
+    mvcc::RequestOp::Put(mvcc::PutRequest {
+        key: key.as_bytes().to_vec(),
+        prev_kv,
+        ..Default::default()
+    })
+}
+
+#[test]
+fn writes_are_checked_at_apply_from_the_recorded_caller() {
+    let (mut state, u) = with_user(PermKind::Write, "a", b"c");
+    let allowed = apply_as(&mut state, 1, put("b", 0), 0, Some(u.clone()));
+    assert!(result(allowed).is_ok());
+    let outside = apply_as(&mut state, 1, put("c", 0), 0, Some(u.clone()));
+    assert_eq!(result(outside), Err(ErrorCode::PermissionDenied));
+    let anonymous = apply_as(&mut state, 1, put("b", 0), 0, Some(Caller::Anonymous));
+    assert_eq!(result(anonymous), Err(ErrorCode::InvalidAuthToken));
+    let stale = Caller::User { name: "u".into(), epoch: 1 };
+    assert_eq!(
+        result(apply_as(&mut state, 1, put("b", 0), 0, Some(stale))),
+        Err(ErrorCode::InvalidAuthToken)
+    );
+    let prev_kv =
+        Op::Put(mvcc::PutRequest { key: b"b".to_vec(), prev_kv: true, ..Default::default() });
+    assert_eq!(
+        result(apply_as(&mut state, 1, prev_kv, 0, Some(u.clone()))),
+        Err(ErrorCode::PermissionDenied)
+    );
+    assert_eq!(
+        result(apply_as(&mut state, 1, Op::Compact(1), 0, Some(u))),
+        Err(ErrorCode::PermissionDenied)
+    );
+    assert_eq!(get(&state, "c"), None, "a refused write changes nothing");
+}
+
+#[test]
+fn a_txn_needs_every_branch_at_every_depth_before_anything_applies() {
+    let (mut state, u) = with_user(PermKind::ReadWrite, "a", b"c");
+    // The compare fails ("a" does not exist at version 5), so only the
+    // failure branch would run; its nested txn writes outside the grant.
+    let inner =
+        mvcc::TxnRequest { compare: vec![], success: vec![], failure: vec![put_op("z", false)] };
+    let txn = mvcc::TxnRequest {
+        compare: vec![mvcc::Compare {
+            key: b"a".to_vec(),
+            range_end: Vec::new(),
+            result: mvcc::CompareResult::Equal,
+            target: mvcc::CompareTarget::Version(5),
+        }],
+        success: vec![put_op("b", false)],
+        failure: vec![put_op("a", false), mvcc::RequestOp::Txn(inner)],
+    };
+    let refused = apply_as(&mut state, 1, Op::Txn(txn.clone()), 0, Some(u.clone()));
+    assert_eq!(result(refused), Err(ErrorCode::PermissionDenied));
+    assert_eq!(get(&state, "a"), None, "nothing of the txn applied");
+    let mut inside = txn;
+    inside.failure.pop();
+    assert!(result(apply_as(&mut state, 1, Op::Txn(inside), 0, Some(u))).is_ok());
+    assert!(get(&state, "a").is_some());
+}
+
+#[test]
+fn a_lease_put_and_revoke_need_write_on_the_keys_already_on_the_lease() {
+    let (mut state, u) = with_user(PermKind::ReadWrite, "a", b"c");
+    assert!(result(apply(&mut state, 1, Op::LeaseGrant { id: 9, ttl_secs: 60 }, 0)).is_ok());
+    assert!(result(apply(&mut state, 1, put("secret", 9), 0)).is_ok());
+    let put_on = apply_as(&mut state, 1, put("b", 9), 0, Some(u.clone()));
+    assert_eq!(result(put_on), Err(ErrorCode::PermissionDenied));
+    let revoke = apply_as(&mut state, 1, Op::LeaseRevoke(9), 0, Some(u));
+    assert_eq!(result(revoke), Err(ErrorCode::PermissionDenied));
+    assert!(get(&state, "secret").is_some());
+}
+
+#[test]
+fn auth_changes_are_root_only_and_travel_in_the_image() {
+    let (mut state, u) = with_user(PermKind::Read, "a", b"");
+    let by_u = apply_as(&mut state, 1, Op::Auth(AuthOp::RoleAdd("x".into())), 0, Some(u.clone()));
+    assert_eq!(result(by_u), Err(ErrorCode::PermissionDenied));
+    let own = AuthOp::UserChangePassword { name: "u".into(), password: "h2".into() };
+    let applied = apply_as(&mut state, 1, Op::Auth(own), 0, Some(u));
+    assert_eq!(applied.effect, Some(Effect::AuthChanged));
+    assert!(result(applied).is_ok(), "a user may change its own password");
+    let delete_root = apply(&mut state, 1, Op::Auth(AuthOp::UserDelete("root".into())), 0);
+    assert_eq!(result(delete_root), Err(ErrorCode::InvalidAuthMgmt));
+    let index = (state.applied_index(), state.applied_term());
+    let restored =
+        StateMachine::restore(IDENTITY, StoreConfig::default(), index, &state.image(), 0).unwrap();
+    assert_eq!(restored.auth(), state.auth());
+    assert!(restored.auth().enabled);
 }

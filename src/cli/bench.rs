@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use super::CliError;
 use super::output::{client_config, failed, flag_number};
-use crate::client::{ConnectOptions, Connection, dial_first};
+use crate::client::{ConnectOptions, Connection, Credentials, dial_first, log_in};
 use crate::flags::{Flag, Parsed, no_env};
 use crate::proto::{PutRequest, RangeRequest, Request, ServerMessage};
 
@@ -97,23 +97,30 @@ pub fn run_bench(parsed: &Parsed) -> Result<(), CliError> {
         max_in_flight: spec.clients.div_ceil(spec.conns) as usize,
         ..ConnectOptions::default()
     };
-    let report = run(&spec, &config.endpoints, &options)?;
+    let report = run(&spec, &config.endpoints, &options, config.credentials)?;
     println!("{}", report.line(&spec));
     Ok(())
 }
 
 /// Dials `spec.conns` connections (connection `j` to endpoint `j % n`
-/// first, the others if it is down), then runs the load; the clock starts
-/// once every connection is up, as in etcd's tool.
+/// first, the others if it is down), each logged in when `credentials`
+/// are given, then runs the load; the clock starts once every connection
+/// is up, as in etcd's tool.
 pub fn run(
     spec: &Spec,
     endpoints: &[String],
     options: &ConnectOptions,
+    mut credentials: Option<Credentials>,
 ) -> Result<Report, CliError> {
+    let deadline = std::time::Instant::now() + options.dial_timeout * 5;
     let connections = (0..spec.conns as usize)
         .map(|index| {
             let first = index % endpoints.len();
-            dial_first(endpoints, first, options).map(|(connection, _)| connection)
+            let (mut connection, _) = dial_first(endpoints, first, options)?;
+            if let Some(credentials) = credentials.as_mut() {
+                log_in(&mut connection, credentials, deadline)?;
+            }
+            Ok(connection)
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(failed)?;

@@ -9,6 +9,7 @@
 //! except through `server`'s entry point.
 
 pub use crate::flags as args;
+pub mod auth;
 pub mod bench;
 pub mod cluster;
 pub mod completion;
@@ -68,6 +69,16 @@ const GLOBAL_FLAGS: &[Flag] = &[
         help: "client commands: output format simple, json, fields or table (env EMBER_W)",
     },
     Flag { name: "write-out", takes_value: true, help: "same as -w (env EMBER_WRITE_OUT)" },
+    Flag {
+        name: "user",
+        takes_value: true,
+        help: "client commands: log in as NAME[:PASSWORD] (env EMBER_USER)",
+    },
+    Flag {
+        name: "password",
+        takes_value: true,
+        help: "client commands: the password of --user (env EMBER_PASSWORD; asked when missing)",
+    },
 ];
 
 /// What a command's `run` reports when it does not succeed.
@@ -228,6 +239,43 @@ const COMMANDS: &[Command] = &[
                    ember member remove 8e9e05c52164694d",
         flags: cluster::MEMBER_FLAGS,
         run: cluster::run_member,
+    },
+    Command {
+        name: "user",
+        summary: "add, delete, inspect and list users, change passwords, grant and revoke roles",
+        usage: "ember user add NAME[:PASSWORD] [--new-user-password P] [--no-password] [--interactive=false]\n\
+                ember user delete NAME | get NAME [--detail] | list\n\
+                ember user passwd NAME [--new-user-password P] [--interactive=false]\n\
+                ember user grant-role NAME ROLE | revoke-role NAME ROLE",
+        examples: "ember user add root\n\
+                   ember user add alice --new-user-password s3cret\n\
+                   ember user grant-role alice app\n\
+                   ember --user root:pw user get alice --detail -w json",
+        flags: auth::USER_FLAGS,
+        run: auth::run_user,
+    },
+    Command {
+        name: "role",
+        summary: "add, delete, inspect and list roles; grant and revoke key permissions",
+        usage: "ember role add NAME | delete NAME | get NAME | list\n\
+                ember role grant-permission NAME read|write|readwrite KEY [END] [--prefix|--from-key]\n\
+                ember role revoke-permission NAME KEY [END] [--prefix|--from-key]",
+        examples: "ember role add app\n\
+                   ember role grant-permission app readwrite /app/ --prefix\n\
+                   ember role grant-permission app read /config --from-key\n\
+                   ember role get app -w table",
+        flags: auth::ROLE_FLAGS,
+        run: auth::run_role,
+    },
+    Command {
+        name: "auth",
+        summary: "turn access control on or off, or show whether it is on",
+        usage: "ember auth enable|disable|status",
+        examples: "ember user add root && ember user grant-role root root && ember auth enable\n\
+                   ember --user root auth status\n\
+                   ember --user root:pw auth disable",
+        flags: &[],
+        run: auth::run_auth,
     },
     Command {
         name: "endpoint",

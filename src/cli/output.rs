@@ -25,6 +25,7 @@ pub fn client_config(parsed: &Parsed) -> Result<Config, CliError> {
     if let Some(text) = parsed.value("command-timeout", process_env) {
         config.command_timeout = flag_duration("command-timeout", &text)?;
     }
+    config.credentials = super::auth::credentials(parsed)?;
     Ok(config)
 }
 

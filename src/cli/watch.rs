@@ -115,6 +115,9 @@ pub fn cancelled(reason: CancelReason, compact_revision: i64) -> String {
         }
         CancelReason::ServerStopping => "watch was cancelled: the member is stopping".to_string(),
         CancelReason::MemberRemoved => "watch was cancelled: the member was removed".to_string(),
+        CancelReason::PermissionRevoked => {
+            "watch was cancelled: etcdserver: permission denied".to_string()
+        }
     }
 }
 

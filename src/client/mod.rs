@@ -52,6 +52,7 @@
 //! # Ok::<(), ClientError>(())
 //! ```
 
+mod auth;
 mod connection;
 mod endpoint;
 mod error;
@@ -60,6 +61,7 @@ mod watch;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+pub use auth::{Credentials, log_in};
 pub use connection::{
     ConnectOptions, Connection, IN_FLIGHT_MAX_DEFAULT, RESPONSE_BYTES_MAX_DEFAULT,
 };
@@ -84,6 +86,8 @@ pub struct Config {
     pub command_timeout: Duration,
     pub max_response_bytes: u32,
     pub max_in_flight: usize,
+    /// Log in as this user on every connection; `None` for no user.
+    pub credentials: Option<Credentials>,
 }
 
 impl Config {
@@ -95,6 +99,7 @@ impl Config {
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             max_response_bytes: RESPONSE_BYTES_MAX_DEFAULT,
             max_in_flight: IN_FLIGHT_MAX_DEFAULT,
+            credentials: None,
         }
     }
 
@@ -158,8 +163,12 @@ impl Client {
         }
         if self.connection.is_none() {
             let options = self.config.connect_options(self.cluster_id);
-            let (connection, at) =
+            let (mut connection, at) =
                 dial_first(&self.config.endpoints, self.next_endpoint, &options)?;
+            if let Some(credentials) = self.config.credentials.as_mut() {
+                let deadline = Instant::now() + self.config.command_timeout;
+                auth::log_in(&mut connection, credentials, deadline)?;
+            }
             self.next_endpoint = at;
             self.cluster_id = connection.cluster_id();
             self.connection = Some(connection);
@@ -179,14 +188,23 @@ impl Client {
     pub fn request(&mut self, request: &Request) -> Result<Response, ClientError> {
         let deadline = Instant::now() + self.config.command_timeout;
         let mut last_error = None;
-        for attempt in 0..self.config.endpoints.len() {
+        let mut logged_in_again = false;
+        let mut attempt = 0;
+        while attempt < self.config.endpoints.len() {
             if attempt > 0 && Instant::now() >= deadline {
                 break;
             }
+            attempt += 1;
             // When every other endpoint is down too, the error names them all.
             let connection = self.connection()?;
             match call(connection, request, deadline) {
                 Ok(response) => return Ok(response),
+                Err(Failure::Answered(error)) if !logged_in_again && self.token_refused(&error) => {
+                    // Refused before anything applied: log in, send again.
+                    logged_in_again = true;
+                    attempt -= 1;
+                    self.log_in_again(deadline)?;
+                }
                 Err(Failure::Answered(error))
                     if self.config.endpoints.len() > 1 && retry_elsewhere(&error, request) =>
                 {
@@ -212,6 +230,20 @@ impl Client {
             }
         }
         Err(last_error.expect("at least one endpoint was tried"))
+    }
+
+    /// Whether `error` says the token is no longer good and this client
+    /// can get a new one.
+    fn token_refused(&self, error: &ClientError) -> bool {
+        let password = self.config.credentials.as_ref().is_some_and(|c| c.password.is_some());
+        password && error.code() == Some(ErrorCode::InvalidAuthToken)
+    }
+
+    fn log_in_again(&mut self, deadline: Instant) -> Result<(), ClientError> {
+        let Some(credentials) = self.config.credentials.as_mut() else { return Ok(()) };
+        credentials.token = None;
+        let Some(connection) = self.connection.as_mut() else { return Ok(()) };
+        auth::log_in(connection, credentials, deadline)
     }
 
     fn outcome_unknown(&self, error: ClientError) -> ClientError {
@@ -284,7 +316,7 @@ fn retry_elsewhere(error: &ClientError, request: &Request) -> bool {
 }
 
 /// How one call on one connection ended badly.
-enum Failure {
+pub(crate) enum Failure {
     /// The server answered with an error: the connection is fine.
     Answered(ClientError),
     /// The request never reached the server whole: safe to send elsewhere.
@@ -295,7 +327,15 @@ enum Failure {
     Fatal(ClientError),
 }
 
-fn call(
+impl Failure {
+    pub(crate) fn into_error(self) -> ClientError {
+        match self {
+            Failure::Answered(e) | Failure::NotSent(e) | Failure::Lost(e) | Failure::Fatal(e) => e,
+        }
+    }
+}
+
+pub(crate) fn call(
     connection: &mut Connection,
     request: &Request,
     deadline: Instant,
@@ -363,6 +403,24 @@ fn answers(request: &Request, response: &Response) -> bool {
             | (Q::MemberUpdate(_), A::MemberUpdate(_))
             | (Q::MemberPromote(_), A::MemberPromote(_))
             | (Q::HashKv(_), A::HashKv(_))
+            | (Q::Authenticate(_), A::Authenticate(_))
+            | (Q::UseToken(_), A::UseToken(_))
+            | (Q::AuthEnable, A::AuthEnable(_))
+            | (Q::AuthDisable, A::AuthDisable(_))
+            | (Q::AuthStatus, A::AuthStatus(_))
+            | (Q::UserAdd(_), A::UserAdd(_))
+            | (Q::UserGet(_), A::UserGet(_))
+            | (Q::UserList, A::UserList(_))
+            | (Q::UserDelete(_), A::UserDelete(_))
+            | (Q::UserChangePassword(_), A::UserChangePassword(_))
+            | (Q::UserGrantRole(_), A::UserGrantRole(_))
+            | (Q::UserRevokeRole(_), A::UserRevokeRole(_))
+            | (Q::RoleAdd(_), A::RoleAdd(_))
+            | (Q::RoleGet(_), A::RoleGet(_))
+            | (Q::RoleList, A::RoleList(_))
+            | (Q::RoleDelete(_), A::RoleDelete(_))
+            | (Q::RoleGrantPermission(_), A::RoleGrantPermission(_))
+            | (Q::RoleRevokePermission(_), A::RoleRevokePermission(_))
     )
 }
 

@@ -54,6 +54,10 @@ impl WatchStream {
         let (mut connection, endpoint_index) =
             dial_first(&config.endpoints, first_endpoint, &options)?;
         let deadline = Instant::now() + config.command_timeout;
+        let mut config = config;
+        if let Some(credentials) = config.credentials.as_mut() {
+            super::auth::log_in(&mut connection, credentials, deadline)?;
+        }
         let created = create(&mut connection, &request, deadline)?;
         if request.start_revision <= 0 {
             // Resume after the revision the watch started from, not after
@@ -176,6 +180,9 @@ impl WatchStream {
         let next = (self.endpoint_index + 1) % self.config.endpoints.len();
         let (mut connection, at) = dial_first(&self.config.endpoints, next, &self.options)?;
         let deadline = Instant::now() + self.config.command_timeout;
+        if let Some(credentials) = self.config.credentials.as_mut() {
+            super::auth::log_in(&mut connection, credentials, deadline)?;
+        }
         self.watch_id = create(&mut connection, &self.request, deadline)?.watch_id;
         self.connection = connection;
         self.endpoint_index = at;

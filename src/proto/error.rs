@@ -193,6 +193,36 @@ error_codes! {
     AuthFailed = 602, InvalidArgument, "etcdserver: authentication failed, invalid user ID or password";
     /// An auth operation was asked for while auth is off.
     AuthNotEnabled = 603, FailedPrecondition, "etcdserver: authentication is not enabled";
+    /// `auth enable` without a user named root.
+    RootUserNotExist = 604, FailedPrecondition, "etcdserver: root user does not exist";
+    /// `auth enable` while user root lacks role root.
+    RootRoleNotExist = 605, FailedPrecondition, "etcdserver: root user does not have root role";
+    /// A user add named a user that exists.
+    UserAlreadyExist = 606, FailedPrecondition, "etcdserver: user name already exists";
+    /// A user operation without a name.
+    UserEmpty = 607, InvalidArgument, "etcdserver: user name is empty";
+    /// No user with that name.
+    UserNotFound = 608, FailedPrecondition, "etcdserver: user name not found";
+    /// A role add named a role that exists.
+    RoleAlreadyExist = 609, FailedPrecondition, "etcdserver: role name already exists";
+    /// No role with that name.
+    RoleNotFound = 610, FailedPrecondition, "etcdserver: role name not found";
+    /// A role operation without a name.
+    RoleEmpty = 611, InvalidArgument, "etcdserver: role name is empty";
+    /// A revoke named a role the user does not hold.
+    RoleNotGranted = 612, FailedPrecondition, "etcdserver: role is not granted to the user";
+    /// A revoke named a permission the role does not hold.
+    PermissionNotGranted = 613, FailedPrecondition,
+        "etcdserver: permission is not granted to the role";
+    /// Deleting root or taking its role away while auth is on.
+    InvalidAuthMgmt = 614, InvalidArgument, "etcdserver: invalid auth management";
+    /// A permission grant without a permission.
+    PermissionNotGiven = 615, InvalidArgument, "etcdserver: permission not given";
+    /// The cluster holds the most users, roles or permissions it may.
+    TooManyAuthEntries = 616, ResourceExhausted,
+        "ember: the most users, roles or permissions the cluster may hold";
+    /// Logins for this user failed recently; the next try must wait.
+    LoginBackoff = 617, Unavailable, "ember: too many failed logins for this user, retry later";
 
     // The connection.
     /// A frame broke the framing rules (unknown kind, reserved bits set); the

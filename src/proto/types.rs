@@ -305,6 +305,9 @@ pub enum CancelReason {
     ServerStopping,
     /// The member lost its place in the cluster (removed, or data reset).
     MemberRemoved,
+    /// The watch's user lost the right to read its range, or its token
+    /// stopped being valid.
+    PermissionRevoked,
 }
 
 /// A frame pushed for a watch; the frame header's id is the watch id.
@@ -484,6 +487,134 @@ pub struct HashKvResponse {
     pub hash_revision: i64,
 }
 
+/// Logs in: on success the answer carries a token and the connection is
+/// bound to it (see docs/PROTOCOL.md, "Access control").
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthenticateRequest {
+    pub name: String,
+    pub password: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthenticateResponse {
+    pub header: ResponseHeader,
+    pub token: String,
+}
+
+/// Binds the connection to a token got from any member.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UseTokenRequest {
+    pub token: String,
+}
+
+/// The answer to requests that change access control and return nothing
+/// else.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthResponse {
+    pub header: ResponseHeader,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthStatusResponse {
+    pub header: ResponseHeader,
+    pub enabled: bool,
+    /// Counts changes to users, roles and the enabled flag.
+    pub auth_revision: u64,
+}
+
+/// Adds a user: with a password, or with none (`no_password`: such a user
+/// cannot log in with a password).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserAddRequest {
+    pub name: String,
+    pub password: String,
+    pub no_password: bool,
+}
+
+/// Names one user (get, delete).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRequest {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserChangePasswordRequest {
+    pub name: String,
+    pub password: String,
+}
+
+/// Grants or revokes `role` to or from user `user`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRoleRequest {
+    pub user: String,
+    pub role: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserGetResponse {
+    pub header: ResponseHeader,
+    pub roles: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserListResponse {
+    pub header: ResponseHeader,
+    pub users: Vec<String>,
+}
+
+/// Names one role (add, get, delete).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleRequest {
+    pub role: String,
+}
+
+/// etcd's `authpb.Permission.Type`, with its numbers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PermissionType {
+    #[default]
+    Read,
+    Write,
+    ReadWrite,
+}
+
+/// A right on `[key, range_end)`, with the range rules of `RangeRequest`
+/// (an empty end: the key alone; `[0]`: every key from `key` on).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Permission {
+    pub perm_type: PermissionType,
+    #[serde(with = "super::bytes")]
+    pub key: Vec<u8>,
+    #[serde(with = "super::bytes")]
+    pub range_end: Vec<u8>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleGetResponse {
+    pub header: ResponseHeader,
+    pub perm: Vec<Permission>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleListResponse {
+    pub header: ResponseHeader,
+    pub roles: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleGrantPermissionRequest {
+    pub role: String,
+    pub perm: Permission,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleRevokePermissionRequest {
+    pub role: String,
+    #[serde(with = "super::bytes")]
+    pub key: Vec<u8>,
+    #[serde(with = "super::bytes")]
+    pub range_end: Vec<u8>,
+}
+
 /// Everything a client may ask. The variant index is the wire tag.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -508,6 +639,24 @@ pub enum Request {
     MemberUpdate(MemberUpdateRequest),
     MemberPromote(MemberPromoteRequest),
     HashKv(HashKvRequest),
+    Authenticate(AuthenticateRequest),
+    UseToken(UseTokenRequest),
+    AuthEnable,
+    AuthDisable,
+    AuthStatus,
+    UserAdd(UserAddRequest),
+    UserGet(UserRequest),
+    UserList,
+    UserDelete(UserRequest),
+    UserChangePassword(UserChangePasswordRequest),
+    UserGrantRole(UserRoleRequest),
+    UserRevokeRole(UserRoleRequest),
+    RoleAdd(RoleRequest),
+    RoleGet(RoleRequest),
+    RoleList,
+    RoleDelete(RoleRequest),
+    RoleGrantPermission(RoleGrantPermissionRequest),
+    RoleRevokePermission(RoleRevokePermissionRequest),
 }
 
 /// A successful answer; the variant matches the request's. A failure is an
@@ -536,6 +685,24 @@ pub enum Response {
     MemberUpdate(MemberChangeResponse),
     MemberPromote(MemberChangeResponse),
     HashKv(HashKvResponse),
+    Authenticate(AuthenticateResponse),
+    UseToken(AuthResponse),
+    AuthEnable(AuthResponse),
+    AuthDisable(AuthResponse),
+    AuthStatus(AuthStatusResponse),
+    UserAdd(AuthResponse),
+    UserGet(UserGetResponse),
+    UserList(UserListResponse),
+    UserDelete(AuthResponse),
+    UserChangePassword(AuthResponse),
+    UserGrantRole(AuthResponse),
+    UserRevokeRole(AuthResponse),
+    RoleAdd(AuthResponse),
+    RoleGet(RoleGetResponse),
+    RoleList(RoleListResponse),
+    RoleDelete(AuthResponse),
+    RoleGrantPermission(AuthResponse),
+    RoleRevokePermission(AuthResponse),
 }
 
 impl Request {
@@ -562,6 +729,24 @@ impl Request {
             Request::MemberUpdate(_) => "MemberUpdate",
             Request::MemberPromote(_) => "MemberPromote",
             Request::HashKv(_) => "HashKv",
+            Request::Authenticate(_) => "Authenticate",
+            Request::UseToken(_) => "UseToken",
+            Request::AuthEnable => "AuthEnable",
+            Request::AuthDisable => "AuthDisable",
+            Request::AuthStatus => "AuthStatus",
+            Request::UserAdd(_) => "UserAdd",
+            Request::UserGet(_) => "UserGet",
+            Request::UserList => "UserList",
+            Request::UserDelete(_) => "UserDelete",
+            Request::UserChangePassword(_) => "UserChangePassword",
+            Request::UserGrantRole(_) => "UserGrantRole",
+            Request::UserRevokeRole(_) => "UserRevokeRole",
+            Request::RoleAdd(_) => "RoleAdd",
+            Request::RoleGet(_) => "RoleGet",
+            Request::RoleList => "RoleList",
+            Request::RoleDelete(_) => "RoleDelete",
+            Request::RoleGrantPermission(_) => "RoleGrantPermission",
+            Request::RoleRevokePermission(_) => "RoleRevokePermission",
         }
     }
 
@@ -578,7 +763,18 @@ impl Request {
             | Request::MemberAdd(_)
             | Request::MemberRemove(_)
             | Request::MemberUpdate(_)
-            | Request::MemberPromote(_) => true,
+            | Request::MemberPromote(_)
+            | Request::AuthEnable
+            | Request::AuthDisable
+            | Request::UserAdd(_)
+            | Request::UserDelete(_)
+            | Request::UserChangePassword(_)
+            | Request::UserGrantRole(_)
+            | Request::UserRevokeRole(_)
+            | Request::RoleAdd(_)
+            | Request::RoleDelete(_)
+            | Request::RoleGrantPermission(_)
+            | Request::RoleRevokePermission(_) => true,
             Request::Txn(txn) => txn.is_write(),
             _ => false,
         }
@@ -620,6 +816,24 @@ impl Response {
                 &r.header
             }
             Response::HashKv(r) => &r.header,
+            Response::Authenticate(r) => &r.header,
+            Response::UseToken(r)
+            | Response::AuthEnable(r)
+            | Response::AuthDisable(r)
+            | Response::UserAdd(r)
+            | Response::UserDelete(r)
+            | Response::UserChangePassword(r)
+            | Response::UserGrantRole(r)
+            | Response::UserRevokeRole(r)
+            | Response::RoleAdd(r)
+            | Response::RoleDelete(r)
+            | Response::RoleGrantPermission(r)
+            | Response::RoleRevokePermission(r) => &r.header,
+            Response::AuthStatus(r) => &r.header,
+            Response::UserGet(r) => &r.header,
+            Response::UserList(r) => &r.header,
+            Response::RoleGet(r) => &r.header,
+            Response::RoleList(r) => &r.header,
         }
     }
 }

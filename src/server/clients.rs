@@ -21,6 +21,7 @@ use super::conn::{
 };
 use super::proposals::{Reply, Waiter};
 use super::watch::{self, PassOutcome, Watcher};
+use crate::auth::Claims;
 use crate::mvcc::{Revision, Store};
 use crate::proto::http::{self, Health};
 use crate::proto::{
@@ -389,6 +390,44 @@ impl Clients {
             conn.watchers.remove(&id);
         }
         behind
+    }
+
+    /// The token the waiter's connection is bound to.
+    pub fn claims(&self, waiter: Waiter) -> Option<&Claims> {
+        let conn = self.conns.get(waiter.slot).and_then(Option::as_ref)?;
+        (conn.serial == waiter.serial).then_some(conn.claims.as_ref()).flatten()
+    }
+
+    /// Binds the waiter's connection to a verified token.
+    pub fn bind(&mut self, waiter: Waiter, claims: Claims) {
+        if let Some(conn) = self.conn_of(waiter) {
+            conn.claims = Some(claims);
+        }
+    }
+
+    /// Ends with `PermissionRevoked` every watch for which `keep` (given
+    /// the connection's token, the watch's key and range end) says no.
+    pub fn cancel_watches_unless(
+        &mut self,
+        header: ResponseHeader,
+        keep: impl Fn(Option<&Claims>, &[u8], &[u8]) -> bool,
+    ) {
+        for conn in self.conns.iter_mut().flatten() {
+            let Phase::Open(session) = conn.phase else { continue };
+            let claims = conn.claims.as_ref();
+            let gone: Vec<u64> = conn
+                .watchers
+                .iter()
+                .filter(|(_, w)| !keep(claims, &w.key, &w.range_end))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in gone {
+                conn.watchers.remove(&id);
+                let max = session.client_max_frame_bytes;
+                let reason = CancelReason::PermissionRevoked;
+                watch::cancel(id, header, reason, 0, max, &mut conn.write_buf);
+            }
+        }
     }
 
     /// Sends a progress message to every caught-up watch that asked for them.

@@ -60,6 +60,12 @@ pub const DEFAULT_SNAPSHOT_COUNT: u64 = 100_000;
 /// (`benches/lease.rs`) and 12 MB of snapshot sections, which stays under
 /// `image::SECTIONS_MAX_BYTES` and is the most a board should give them.
 pub const LEASES_MAX_CONFIGURABLE: u32 = 1_000_000;
+/// The longest token life: a day. A stolen token is good until it expires
+/// (or its user's password changes), so longer lives are refused.
+pub const AUTH_TOKEN_TTL_SECS_MAX: u64 = 86_400;
+/// The most logins that may wait for the worker: each holds a password and
+/// a connection's request slot.
+pub const AUTH_LOGINS_MAX_CONFIGURABLE: u32 = 4096;
 /// An election timeout must span at least this many heartbeats (etcd's rule:
 /// with fewer, one delayed heartbeat starts an election).
 pub const ELECTION_HEARTBEATS_MIN: u64 = 5;
@@ -90,6 +96,12 @@ pub const SERVE_FLAGS: &[Flag] = &[
     flag("max-request-bytes", "largest client request in bytes (default 1572864, at most 4194304)"),
     flag("max-txn-ops", "most operations in one transaction (default 128)"),
     flag("max-leases", "most leases the cluster keeps (default 10000)"),
+    flag("auth-token-ttl", "seconds an auth token stays valid (default 300)"),
+    flag(
+        "auth-pbkdf2-iterations",
+        "PBKDF2 rounds for new passwords (default 100000; stored hashes keep theirs)",
+    ),
+    flag("auth-logins-max", "logins and password hashes waiting at once (default 16)"),
 ];
 
 const fn flag(name: &'static str, help: &'static str) -> Flag {
@@ -193,6 +205,12 @@ pub struct Config {
     /// Most leases; a grant past it is refused. Give every member the same
     /// value: the cap is checked where the grant is asked for.
     pub max_leases: u32,
+    /// How long a token this member issues stays valid.
+    pub auth_token_ttl_secs: u64,
+    /// The PBKDF2 cost of passwords hashed here.
+    pub auth_pbkdf2_iterations: u32,
+    /// Logins and hashes waiting for the worker at once.
+    pub auth_logins_max: u32,
     /// This member's id: the id of `name` in `initial_cluster`, or the id
     /// its data directory recorded (`identity.rs`), which wins.
     pub member_id: u64,
@@ -247,6 +265,24 @@ impl Config {
             )?,
             max_txn_ops: number_or("max-txn-ops", get, TXN_OPS_MAX_DEFAULT as u32, u32::MAX)?,
             max_leases: number_or("max-leases", get, LEASES_MAX_DEFAULT, LEASES_MAX_CONFIGURABLE)?,
+            auth_token_ttl_secs: number_or(
+                "auth-token-ttl",
+                get,
+                crate::auth::token::TOKEN_TTL_SECS_DEFAULT,
+                AUTH_TOKEN_TTL_SECS_MAX,
+            )?,
+            auth_pbkdf2_iterations: number_or(
+                "auth-pbkdf2-iterations",
+                get,
+                crate::auth::password::ITERATIONS_DEFAULT,
+                crate::auth::password::ITERATIONS_MAX,
+            )?,
+            auth_logins_max: number_or(
+                "auth-logins-max",
+                get,
+                super::logins::LOGINS_IN_FLIGHT_MAX_DEFAULT as u32,
+                AUTH_LOGINS_MAX_CONFIGURABLE,
+            )?,
             member_id,
             cluster_id,
         })

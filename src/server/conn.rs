@@ -14,6 +14,7 @@ use std::io::{self, Read, Write};
 use mio::net::TcpStream;
 
 use super::watch::Watcher;
+use crate::auth::Claims;
 use crate::proto::Session;
 
 /// Requests of one connection waiting for an answer (pipelining depth).
@@ -67,6 +68,9 @@ pub struct Conn {
     pub next_watch_id: u64,
     /// Reading stopped on a bound; the loop resumes it once the bound clears.
     pub paused: bool,
+    /// The token this connection logged in with or presented, verified
+    /// then; each request checks it is still valid (`server/auth.rs`).
+    pub claims: Option<Claims>,
 }
 
 impl Conn {
@@ -82,6 +86,7 @@ impl Conn {
             watchers: BTreeMap::new(),
             next_watch_id: 1,
             paused: false,
+            claims: None,
         }
     }
 

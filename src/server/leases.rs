@@ -57,12 +57,13 @@ impl Node {
         let result = match request {
             Request::LeaseGrant(r) => self.grant_request(waiter, r),
             Request::LeaseRevoke(r) => {
-                self.proposals.queue_write(waiter, Op::LeaseRevoke(r.id));
+                let caller = self.caller_of(waiter);
+                self.proposals.queue_write(waiter, Op::LeaseRevoke(r.id), caller);
                 Ok(())
             }
             Request::LeaseKeepAlive(r) => self.keep_alive_request(waiter, r.id, now),
             Request::LeaseTimeToLive(r) => {
-                let response = self.time_to_live(r, now);
+                let response = self.time_to_live(waiter, r, now);
                 return self.clients.answer(waiter, Ok(response));
             }
             Request::LeaseLeases => {
@@ -96,7 +97,8 @@ impl Node {
             id if table.contains(id) => return Err(lease_error(LeaseError::Exists)),
             id => id,
         };
-        self.proposals.queue_write(waiter, Op::LeaseGrant { id, ttl_secs });
+        let caller = self.caller_of(waiter);
+        self.proposals.queue_write(waiter, Op::LeaseGrant { id, ttl_secs }, caller);
         Ok(())
     }
 
@@ -111,7 +113,8 @@ impl Node {
             return Err(ErrorBody::new(ErrorCode::NoLeader));
         }
         if !self.is_leader() {
-            self.proposals.queue_write(waiter, Op::LeaseRenew(id));
+            let caller = self.caller_of(waiter);
+            self.proposals.queue_write(waiter, Op::LeaseRenew(id), caller);
             return Ok(());
         }
         let now_ms = self.lease_clock.now_ms(now);
@@ -122,7 +125,12 @@ impl Node {
         Ok(())
     }
 
-    fn time_to_live(&self, r: proto::LeaseTimeToLiveRequest, now: Instant) -> Response {
+    fn time_to_live(
+        &self,
+        waiter: Waiter,
+        r: proto::LeaseTimeToLiveRequest,
+        now: Instant,
+    ) -> Response {
         let table = self.state.leases();
         let now_ms = self.lease_clock.now_ms(now);
         // As etcd: an unknown (expired, revoked) lease answers a TTL of -1.
@@ -134,7 +142,12 @@ impl Node {
             Some(left) => left.max(0),
         };
         let granted_ttl_secs = table.ttl_secs(r.id).unwrap_or_default();
-        let keys = if r.keys { self.state.store().lease_keys(r.id) } else { Vec::new() };
+        // Only the keys the caller may read: the list must not show what
+        // a range read would refuse.
+        let keys = match r.keys {
+            true => self.readable_keys(waiter, self.state.store().lease_keys(r.id)),
+            false => Vec::new(),
+        };
         let header = self.header();
         Response::LeaseTimeToLive(proto::LeaseTimeToLiveResponse {
             header,

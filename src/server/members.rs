@@ -50,7 +50,10 @@ impl Node {
     /// queued for this iteration's proposal batch.
     pub(super) fn member_request(&mut self, waiter: Waiter, request: Request) {
         match self.member_op(request) {
-            Ok(op) => self.proposals.queue_write(waiter, Op::Member(op)),
+            Ok(op) => {
+                let caller = self.caller_of(waiter);
+                self.proposals.queue_write(waiter, Op::Member(op), caller)
+            }
             Err(code) => self.clients.answer(waiter, Err(ErrorBody::new(code))),
         }
     }

@@ -54,6 +54,7 @@
 //! loop with an error; the command logs it and exits non-zero. Nothing
 //! retries a sync whose pages may be gone.
 
+mod auth;
 mod clients;
 pub mod config;
 mod conn;
@@ -61,6 +62,7 @@ mod dir_lock;
 mod identity;
 mod lease_clock;
 mod leases;
+mod logins;
 mod members;
 mod node;
 pub mod notify;

@@ -34,6 +34,7 @@ use super::clients::{self, CLIENT_LISTENERS_MAX, Clients, Intake};
 use super::config::{ClusterState, Config};
 use super::dir_lock::DirLock;
 use super::lease_clock::LeaseClock;
+use super::logins::Logins;
 use super::notify::{Notifier, WatchdogTimer, watchdog_interval};
 use super::peers::Peers;
 use super::proposals::{Proposals, random_u64};
@@ -75,6 +76,8 @@ pub struct Node {
     /// The replicated state, at its applied index.
     pub(super) state: StateMachine,
     pub(super) proposals: Proposals,
+    /// The worker that checks and hashes passwords off the loop.
+    pub(super) logins: Logins,
     pub(super) clients: Clients,
     /// Requests read from clients and not yet handled; empty between events.
     pub(super) intake: Intake,
@@ -137,13 +140,17 @@ impl Node {
             state.applied_index(),
             status.term
         );
+        // One waker serves both helper threads: mio allows one per poll.
+        let waker = Arc::new(waker);
+        let logins = Logins::start(
+            Arc::clone(&waker),
+            config.auth_logins_max as usize,
+            config.auth_pbkdf2_iterations,
+        );
         let mut node = Node {
             _dir_lock: dir_lock,
-            snapshots: Snapshots::new(
-                state.applied_index(),
-                Arc::new(waker),
-                config.snapshot_count,
-            ),
+            snapshots: Snapshots::new(state.applied_index(), waker, config.snapshot_count),
+            logins,
             proposals: Proposals::new(
                 config.member_id,
                 Duration::from_millis(config.election_timeout_ms),
@@ -246,6 +253,7 @@ impl Node {
         let mut intake = std::mem::take(&mut self.intake);
         self.clients.resume_paused(self.poll.registry(), self.health(), &mut intake);
         self.handle_intake(intake);
+        self.finish_logins();
         self.maybe_publish(now);
         // What peers and ticks produced first: writes the followers' acks
         // committed are applied and answered before this iteration's fsync,

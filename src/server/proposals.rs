@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::proto::{self, ErrorBody, ErrorCode};
 use crate::raft::{RaftError, RawNode, Storage};
-use crate::state::{Answer, Command, Op};
+use crate::state::{Answer, Caller, Command, Op};
 
 /// Who waits for an answer: a request on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +62,7 @@ pub struct Proposals {
     /// points (`first_sequence_number`).
     next_seq: u64,
     /// Writes read this iteration, proposed together at its end.
-    unproposed: Vec<(Waiter, Op)>,
+    unproposed: Vec<(Waiter, Op, Caller)>,
     /// By sequence number; deadlines grow with it.
     pending_writes: BTreeMap<u64, PendingWrite>,
     /// Reads of this iteration, confirmed together by one round.
@@ -90,9 +90,9 @@ impl Proposals {
         }
     }
 
-    /// A write for this iteration's batch.
-    pub fn queue_write(&mut self, waiter: Waiter, op: Op) {
-        self.unproposed.push((waiter, op));
+    /// A write for this iteration's batch, recorded as `caller`'s.
+    pub fn queue_write(&mut self, waiter: Waiter, op: Op, caller: Caller) {
+        self.unproposed.push((waiter, op, caller));
     }
 
     /// A linearizable read for this iteration's round.
@@ -101,10 +101,10 @@ impl Proposals {
     }
 
     /// The command for `op`, with the next sequence number.
-    fn command(&mut self, op: Op) -> Command {
+    fn command(&mut self, op: Op, caller: Option<Caller>) -> Command {
         let seq = self.next_seq;
         self.next_seq += 1;
-        Command { origin: self.origin, seq, op }
+        Command { origin: self.origin, seq, op, caller }
     }
 
     /// Proposes entries no client waits for (expiry, published attributes).
@@ -113,7 +113,7 @@ impl Proposals {
         raft: &mut RawNode<S>,
         ops: Vec<Op>,
     ) -> Result<(), RaftError> {
-        let payloads = ops.into_iter().map(|op| self.command(op).encode()).collect();
+        let payloads = ops.into_iter().map(|op| self.command(op, None).encode()).collect();
         raft.propose_batch(payloads)
     }
 
@@ -135,8 +135,8 @@ impl Proposals {
         let mut payloads = Vec::with_capacity(batch.len());
         let mut seqs = Vec::with_capacity(batch.len());
         let deadline = now + self.request_timeout;
-        for (waiter, op) in batch {
-            let command = self.command(op);
+        for (waiter, op, caller) in batch {
+            let command = self.command(op, Some(caller));
             let payload = command.encode();
             if payload.len() > payload_max_bytes {
                 refused.push((waiter, Err(ErrorBody::new(ErrorCode::RequestTooLarge))));
@@ -234,7 +234,7 @@ impl Proposals {
         let mut replies = self.fail_reads(code);
         let writes = std::mem::take(&mut self.pending_writes).into_values().map(|p| p.waiter);
         replies.extend(writes.map(|w| (w, Err(ErrorBody::new(code)))));
-        let unproposed = std::mem::take(&mut self.unproposed).into_iter().map(|(w, _)| w);
+        let unproposed = std::mem::take(&mut self.unproposed).into_iter().map(|(w, _, _)| w);
         let unread = std::mem::take(&mut self.unread).into_iter().map(|r| r.waiter);
         replies.extend(unproposed.chain(unread).map(|w| (w, Err(ErrorBody::new(code)))));
         replies

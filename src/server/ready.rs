@@ -221,6 +221,7 @@ impl Node {
             None => {}
             Some(Effect::MembersChanged { moved }) => self.follow_members(moved),
             Some(Effect::ConfChanged) => self.follow_members(None),
+            Some(Effect::AuthChanged) => self.recheck_watches(),
         }
     }
 
@@ -236,7 +237,9 @@ impl Node {
         let due = self.proposals.take_due_reads(self.state.applied_index());
         self.caught_up_since_start |= !due.is_empty();
         for read in due {
-            let result = self.range_now(&read.request);
+            let result = self
+                .check_read(read.waiter, &read.request)
+                .and_then(|()| self.range_now(&read.request));
             self.clients.answer(read.waiter, result);
         }
     }

@@ -12,12 +12,16 @@ use crate::state::command::{self, op_of};
 
 impl Node {
     pub(super) fn handle_request(&mut self, waiter: Waiter, request: Request) {
+        if let Err(refused) = self.admit(waiter, &request) {
+            return self.clients.answer(waiter, Err(refused));
+        }
         if let Some(op) = op_of(&request) {
-            return self.proposals.queue_write(waiter, op);
+            let caller = self.caller_of(waiter);
+            return self.proposals.queue_write(waiter, op, caller);
         }
         match request {
             Request::Range(r) if r.serializable && self.caught_up_since_start => {
-                let result = self.range_now(&r);
+                let result = self.check_read(waiter, &r).and_then(|()| self.range_now(&r));
                 self.clients.answer(waiter, result);
             }
             Request::Range(request) => self.proposals.queue_read(ReadWait { waiter, request }),
@@ -56,7 +60,11 @@ impl Node {
                 let result = self.hash_kv(r.revision);
                 self.clients.answer(waiter, result);
             }
-            _ => self.clients.answer(waiter, Err(ErrorBody::new(ErrorCode::Unsupported))),
+            other => {
+                if !self.auth_request(waiter, other) {
+                    self.clients.answer(waiter, Err(ErrorBody::new(ErrorCode::Unsupported)));
+                }
+            }
         }
     }
 

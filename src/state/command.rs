@@ -43,6 +43,17 @@ pub enum Op {
     LeaseRenew(i64),
     /// A change of the member table (see `members.rs`).
     Member(super::members::MemberOp),
+    /// A change of users, roles or the enabled flag (see `auth.rs`).
+    Auth(super::auth::AuthOp),
+}
+
+/// Who asked for a command, for the permission check at apply time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Caller {
+    /// A client that presented no token.
+    Anonymous,
+    /// A client whose token named this user, issued in `epoch`.
+    User { name: String, epoch: u64 },
 }
 
 /// The payload of a normal Raft entry.
@@ -54,6 +65,18 @@ pub struct Command {
     /// point (see `server/proposals.rs`).
     pub seq: u64,
     pub op: Op,
+    /// `None` for entries a member proposes on its own (lease expiry,
+    /// published attributes), which no permission governs.
+    pub caller: Option<Caller>,
+}
+
+/// A command as written before callers were recorded: such an entry was
+/// proposed before access control existed, so no permission governs it.
+#[derive(Deserialize)]
+struct CommandWithoutCaller {
+    origin: u64,
+    seq: u64,
+    op: Op,
 }
 
 impl Command {
@@ -67,7 +90,21 @@ impl Command {
         match postcard::take_from_bytes::<Command>(bytes) {
             Ok((command, [])) => Ok(command),
             Ok((_, rest)) => Err(DecodeError::TrailingBytes(rest.len())),
-            Err(e) => Err(DecodeError::Malformed(e.to_string())),
+            Err(e) => {
+                Command::decode_without_caller(bytes).ok_or(DecodeError::Malformed(e.to_string()))
+            }
+        }
+    }
+
+    /// An entry of the older layout, which ends where the caller would
+    /// begin: a newer command always has at least one more byte, so the
+    /// two never read the same bytes.
+    fn decode_without_caller(bytes: &[u8]) -> Option<Command> {
+        match postcard::take_from_bytes::<CommandWithoutCaller>(bytes) {
+            Ok((old, [])) => {
+                Some(Command { origin: old.origin, seq: old.seq, op: old.op, caller: None })
+            }
+            _ => None,
         }
     }
 }
@@ -284,13 +321,25 @@ mod tests {
             value: b"v".to_vec(),
             ..Default::default()
         });
-        let command = Command { origin: 7, seq: 9, op: op_of(&put).unwrap() };
+        let caller = Some(Caller::User { name: "u".into(), epoch: 3 });
+        let command = Command { origin: 7, seq: 9, op: op_of(&put).unwrap(), caller };
         assert_eq!(Command::decode(&command.encode()), Ok(command.clone()));
         assert!(Command::decode(&[0xff, 0xff, 0xff]).is_err());
         let mut longer = command.encode();
         longer.push(0);
         assert_eq!(Command::decode(&longer), Err(DecodeError::TrailingBytes(1)));
         assert!(op_of(&proto::Request::Status).is_none());
+    }
+
+    #[test]
+    fn an_entry_written_before_callers_decodes_without_one() {
+        let op = Op::Compact(5);
+        let old = postcard::to_allocvec(&(7u64, 9u64, op.clone())).unwrap();
+        let decoded = Command::decode(&old).unwrap();
+        assert_eq!(decoded, Command { origin: 7, seq: 9, op, caller: None });
+        let mut longer = old;
+        longer.extend_from_slice(&[1, 5]);
+        assert!(Command::decode(&longer).is_err(), "a caller tag with no caller is malformed");
     }
 
     #[test]
@@ -311,6 +360,8 @@ mod tests {
         }
         bytes.extend_from_slice(&[0, 0, 0]);
         bytes.resize(bytes.len() + levels - 1, 0);
+        // No caller.
+        bytes.push(0);
         bytes
     }
 

@@ -1,10 +1,13 @@
 //! A snapshot's payload: the node's replicated state besides the keyspace
-//! (the member table and the leases), then the store's image.
+//! (the member table, the leases, users and roles), then the store's image.
 //!
 //! ```text
-//! payload  = "EMBRNODE" format:u8(=1) len:u32le sections  mvcc-image
+//! payload  = "EMBRNODE" format:u8(=2) len:u32le sections  mvcc-image
 //! sections = postcard(Sections), `len` bytes
 //! ```
+//!
+//! Format 1, written before access control existed, has sections without
+//! the auth state; it is still read, as a state with auth off and no users.
 //!
 //! The sections are small (a handful of members, one record per lease) and
 //! are encoded whole when a snapshot starts; the store's image after them
@@ -15,8 +18,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::AuthState;
+
 const MAGIC: &[u8; 8] = b"EMBRNODE";
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
+/// The format before the auth state joined the sections.
+const FORMAT_WITHOUT_AUTH: u8 = 1;
 /// Magic, format, sections length.
 pub const HEADER_BYTES: usize = 8 + 1 + 4;
 /// The largest sections a payload may carry: room for about half a million
@@ -51,6 +58,14 @@ pub struct Sections {
     pub members: Vec<MemberRecord>,
     /// Ascending by id.
     pub leases: Vec<LeaseRecord>,
+    pub auth: AuthState,
+}
+
+/// The sections of format 1.
+#[derive(Deserialize)]
+struct SectionsWithoutAuth {
+    members: Vec<MemberRecord>,
+    leases: Vec<LeaseRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +113,7 @@ pub fn prefix_len(payload: &[u8]) -> Result<Option<usize>, PayloadError> {
     if &payload[..8] != MAGIC {
         return Err(PayloadError::BadMagic);
     }
-    if payload[8] != FORMAT {
+    if payload[8] != FORMAT && payload[8] != FORMAT_WITHOUT_AUTH {
         return Err(PayloadError::UnsupportedFormat(payload[8]));
     }
     let len = u32::from_le_bytes(payload[9..13].try_into().expect("4 bytes")) as usize;
@@ -115,10 +130,23 @@ pub fn split(payload: &[u8]) -> Result<(Sections, &[u8]), PayloadError> {
         return Err(PayloadError::Truncated);
     }
     let (len, rest) = (prefix - HEADER_BYTES, &payload[HEADER_BYTES..]);
-    let sections: Sections = postcard::from_bytes(&rest[..len])
-        .map_err(|_| PayloadError::Malformed("sections do not decode"))?;
+    let sections = decode_sections(payload[8], &rest[..len])?;
     check_sorted(&sections)?;
+    sections.auth.check().map_err(PayloadError::Malformed)?;
     Ok((sections, &rest[len..]))
+}
+
+fn decode_sections(format: u8, bytes: &[u8]) -> Result<Sections, PayloadError> {
+    let malformed = |_| PayloadError::Malformed("sections do not decode");
+    if format == FORMAT_WITHOUT_AUTH {
+        let old: SectionsWithoutAuth = postcard::from_bytes(bytes).map_err(malformed)?;
+        return Ok(Sections {
+            members: old.members,
+            leases: old.leases,
+            auth: AuthState::default(),
+        });
+    }
+    postcard::from_bytes(bytes).map_err(malformed)
 }
 
 fn check_sorted(sections: &Sections) -> Result<(), PayloadError> {
@@ -148,6 +176,13 @@ mod tests {
                 MemberRecord { id: 9, ..MemberRecord::default() },
             ],
             leases: vec![LeaseRecord { id: 5, ttl_secs: 10 }],
+            auth: {
+                let mut auth = AuthState::default();
+                auth.add_user("root", Some("h".into())).unwrap();
+                auth.grant_role("root", "root").unwrap();
+                auth.enable(&[3; crate::auth::token::KEY_BYTES]).unwrap();
+                auth
+            },
         }
     }
 
@@ -175,6 +210,26 @@ mod tests {
         let mut bad = payload;
         bad[9..13].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(split(&bad), Err(PayloadError::SectionsTooLarge(u32::MAX as usize)));
+    }
+
+    #[test]
+    fn a_format_1_payload_reads_as_auth_off() {
+        let old = sample();
+        let body = postcard::to_allocvec(&(&old.members, &old.leases)).unwrap();
+        let mut payload = MAGIC.to_vec();
+        payload.push(FORMAT_WITHOUT_AUTH);
+        payload.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        payload.extend_from_slice(&body);
+        let (sections, _) = split(&payload).unwrap();
+        assert_eq!(sections.members, old.members);
+        assert_eq!(sections.auth, AuthState::default());
+    }
+
+    #[test]
+    fn an_unsound_auth_state_is_refused() {
+        let mut s = sample();
+        s.auth.token_key.clear();
+        assert!(matches!(split(&encode_prefix(&s)), Err(PayloadError::Malformed(_))));
     }
 
     #[test]

@@ -24,17 +24,20 @@
 //! mvcc), `image.rs` (the snapshot payload), `members.rs` (the member
 //! table's rules), `leases.rs` (applying lease entries).
 
+pub mod auth;
 pub mod command;
 pub mod image;
 pub mod leases;
 pub mod members;
 
+use crate::auth::AuthState;
 use crate::lease::{LeaseError, LeaseTable};
 use crate::mvcc::{ImageReader, LiveImage, Store, StoreConfig};
 use crate::proto::{self, ErrorBody, Response, ResponseHeader};
 use crate::raft::{Entry, EntryKind};
 
-pub use command::{Command, DecodeError, Op};
+pub use auth::AuthOp;
+pub use command::{Caller, Command, DecodeError, Op};
 pub use image::{LeaseRecord, MemberRecord, PayloadError, Sections};
 pub use members::MemberOp;
 
@@ -58,6 +61,9 @@ pub enum Effect {
     /// A configuration change entry was applied: Raft's voters or learners
     /// changed, and the peers follow them too.
     ConfChanged,
+    /// Users, roles or the enabled flag changed: connections bound to a
+    /// token and open watches are checked again.
+    AuthChanged,
 }
 
 /// The answer to the request an entry carried, for the member that
@@ -88,6 +94,8 @@ pub struct StateMachine {
     /// Replicated: which leases exist and their granted TTLs. Local: their
     /// deadlines (see the module doc).
     leases: LeaseTable,
+    /// Users, roles, the enabled flag and the token key.
+    auth: AuthState,
     /// Invariant: every entry up to it has been applied, and none after it.
     applied_index: u64,
     applied_term: u64,
@@ -102,6 +110,7 @@ impl StateMachine {
             store: Store::new(config),
             members: Vec::new(),
             leases: LeaseTable::new(),
+            auth: AuthState::default(),
             applied_index: 0,
             applied_term: 0,
         }
@@ -164,6 +173,11 @@ impl StateMachine {
                 return Applied::default();
             }
         };
+        if let Err(refused) = self.authorize(command.caller.as_ref(), &command.op) {
+            let result = Err(auth::auth_error(refused));
+            let answer = Answer { origin: command.origin, seq: command.seq, result };
+            return Applied { answer: Some(answer), effect: None };
+        }
         let (result, effect) = self.apply_op(command.op, now_ms, raft_term);
         let answer = Answer { origin: command.origin, seq: command.seq, result };
         Applied { answer: Some(answer), effect }
@@ -195,6 +209,11 @@ impl StateMachine {
                 .compact(revision)
                 .map(|()| Response::Compact(proto::CompactionResponse { header: header(store) })),
             Op::Member(change) => return self.apply_member(change, raft_term),
+            Op::Auth(change) => {
+                let result = self.apply_auth(change, raft_term);
+                let effect = result.is_ok().then_some(Effect::AuthChanged);
+                return (result, effect);
+            }
             Op::LeaseGrant { .. } | Op::LeaseRevoke(_) | Op::LeaseRenew(_) => {
                 unreachable!("lease entries are applied by apply_lease_op")
             }
@@ -284,7 +303,11 @@ impl StateMachine {
     /// The replicated state outside the keyspace.
     pub fn sections(&self) -> Sections {
         let leases = self.leases.records().map(|(id, ttl_secs)| LeaseRecord { id, ttl_secs });
-        Sections { members: self.members.clone(), leases: leases.collect() }
+        Sections {
+            members: self.members.clone(),
+            leases: leases.collect(),
+            auth: self.auth.clone(),
+        }
     }
 
     /// Starts a snapshot of the state as it is now: the payload's prefix
@@ -367,6 +390,7 @@ impl Restorer {
             store,
             members: sections.members,
             leases: LeaseTable::from_records(records, self.now_ms),
+            auth: sections.auth,
             applied_index: self.at.0,
             applied_term: self.at.1,
         })

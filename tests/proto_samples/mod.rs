@@ -123,6 +123,38 @@ pub fn requests() -> Vec<Request> {
         }),
         Request::MemberPromote(MemberPromoteRequest { id: 0xCD }),
         Request::HashKv(HashKvRequest { revision: 42 }),
+        Request::Authenticate(AuthenticateRequest { name: "alice".into(), password: "pw".into() }),
+        Request::UseToken(UseTokenRequest { token: "616c696365.3.1.2.ab".into() }),
+        Request::AuthEnable,
+        Request::AuthDisable,
+        Request::AuthStatus,
+        Request::UserAdd(UserAddRequest {
+            name: "bob".into(),
+            password: "pw2".into(),
+            no_password: true,
+        }),
+        Request::UserGet(UserRequest { name: "bob".into() }),
+        Request::UserList,
+        Request::UserDelete(UserRequest { name: "carol".into() }),
+        Request::UserChangePassword(UserChangePasswordRequest {
+            name: "bob".into(),
+            password: "pw3".into(),
+        }),
+        Request::UserGrantRole(UserRoleRequest { user: "bob".into(), role: "ops".into() }),
+        Request::UserRevokeRole(UserRoleRequest { user: "bob".into(), role: "dev".into() }),
+        Request::RoleAdd(RoleRequest { role: "ops".into() }),
+        Request::RoleGet(RoleRequest { role: "dev".into() }),
+        Request::RoleList,
+        Request::RoleDelete(RoleRequest { role: "old".into() }),
+        Request::RoleGrantPermission(RoleGrantPermissionRequest {
+            role: "ops".into(),
+            perm: permission(),
+        }),
+        Request::RoleRevokePermission(RoleRevokePermissionRequest {
+            role: "ops".into(),
+            key: b"/a".to_vec(),
+            range_end: vec![0],
+        }),
     ]
 }
 
@@ -215,7 +247,40 @@ pub fn responses() -> Vec<Response> {
             compact_revision: 7,
             hash_revision: 42,
         }),
+        Response::Authenticate(AuthenticateResponse {
+            header: header(40),
+            token: "616c696365.3.1.2.ab".into(),
+        }),
+        Response::UseToken(AuthResponse { header: header(41) }),
+        Response::AuthEnable(AuthResponse { header: header(42) }),
+        Response::AuthDisable(AuthResponse { header: header(43) }),
+        Response::AuthStatus(AuthStatusResponse {
+            header: header(44),
+            enabled: true,
+            auth_revision: 9,
+        }),
+        Response::UserAdd(AuthResponse { header: header(45) }),
+        Response::UserGet(UserGetResponse { header: header(46), roles: vec!["ops".into()] }),
+        Response::UserList(UserListResponse { header: header(47), users: vec!["bob".into()] }),
+        Response::UserDelete(AuthResponse { header: header(48) }),
+        Response::UserChangePassword(AuthResponse { header: header(49) }),
+        Response::UserGrantRole(AuthResponse { header: header(50) }),
+        Response::UserRevokeRole(AuthResponse { header: header(51) }),
+        Response::RoleAdd(AuthResponse { header: header(52) }),
+        Response::RoleGet(RoleGetResponse { header: header(53), perm: vec![permission()] }),
+        Response::RoleList(RoleListResponse { header: header(54), roles: vec!["ops".into()] }),
+        Response::RoleDelete(AuthResponse { header: header(55) }),
+        Response::RoleGrantPermission(AuthResponse { header: header(56) }),
+        Response::RoleRevokePermission(AuthResponse { header: header(57) }),
     ]
+}
+
+pub fn permission() -> Permission {
+    Permission {
+        perm_type: PermissionType::ReadWrite,
+        key: b"/a".to_vec(),
+        range_end: b"/b".to_vec(),
+    }
 }
 
 pub fn watch_messages() -> Vec<WatchMessage> {

@@ -464,6 +464,7 @@ fn cancel_reason(reason: CancelReason) -> &'static str {
         CancelReason::EventsTooLarge => "ember: one revision's events exceed the frame limit",
         CancelReason::ServerStopping => "ember: the member is shutting down",
         CancelReason::MemberRemoved => "ember: the member was removed from the cluster",
+        CancelReason::PermissionRevoked => "etcdserver: permission denied",
     }
 }
 
