@@ -19,5 +19,6 @@ pub mod state;
 pub mod storage;
 #[cfg(feature = "fault-injection")]
 pub mod sync_log;
+pub mod tls;
 pub mod transport;
 pub mod wal;
