@@ -68,6 +68,25 @@ const GLOBAL_FLAGS: &[Flag] = &[
         help: "client commands: output format simple, json, fields or table (env EMBER_W)",
     },
     Flag { name: "write-out", takes_value: true, help: "same as -w (env EMBER_WRITE_OUT)" },
+    Flag {
+        name: "cacert",
+        takes_value: true,
+        help: "client commands: speak TLS, checking the server against this CA bundle \
+               (env EMBER_CACERT)",
+    },
+    Flag {
+        name: "cert",
+        takes_value: true,
+        help: "client commands: TLS client certificate (env EMBER_CERT)",
+    },
+    Flag { name: "key", takes_value: true, help: "client commands: key of --cert (env EMBER_KEY)" },
+    Flag {
+        name: "insecure-skip-tls-verify",
+        takes_value: false,
+        help: "client commands: speak TLS without checking the server's certificate \
+               (anyone on the path can read and change the traffic; \
+               env EMBER_INSECURE_SKIP_TLS_VERIFY)",
+    },
 ];
 
 /// What a command's `run` reports when it does not succeed.

@@ -63,7 +63,7 @@ use std::time::{Duration, Instant};
 pub use connection::{
     ConnectOptions, Connection, IN_FLIGHT_MAX_DEFAULT, RESPONSE_BYTES_MAX_DEFAULT,
 };
-pub use endpoint::{parse_endpoint, parse_endpoints};
+pub use endpoint::{any_https, parse_endpoint, parse_endpoints};
 pub use error::{ClientError, DialFailure};
 pub use watch::WatchStream;
 
@@ -84,6 +84,9 @@ pub struct Config {
     pub command_timeout: Duration,
     pub max_response_bytes: u32,
     pub max_in_flight: usize,
+    /// Speak TLS with this configuration (see `tls::ClientFiles`); `None`
+    /// speaks plain TCP.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Config {
@@ -95,6 +98,7 @@ impl Config {
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             max_response_bytes: RESPONSE_BYTES_MAX_DEFAULT,
             max_in_flight: IN_FLIGHT_MAX_DEFAULT,
+            tls: None,
         }
     }
 
@@ -105,6 +109,7 @@ impl Config {
             max_response_bytes: self.max_response_bytes,
             max_in_flight: self.max_in_flight,
             expected_cluster_id,
+            tls: self.tls.clone(),
         }
     }
 }
