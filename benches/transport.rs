@@ -42,8 +42,10 @@ impl Pair {
         let la = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let lb = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = |l: &TcpListener| -> Vec<SocketAddr> { vec![l.local_addr().unwrap()] };
-        let ca = Config::new(9, 1, vec![PeerAddr { id: 2, addrs: addr(&lb) }]);
-        let cb = Config::new(9, 2, vec![PeerAddr { id: 1, addrs: addr(&la) }]);
+        let ca =
+            Config::new(9, 1, vec![PeerAddr { id: 2, name: "127.0.0.1".into(), addrs: addr(&lb) }]);
+        let cb =
+            Config::new(9, 2, vec![PeerAddr { id: 1, name: "127.0.0.1".into(), addrs: addr(&la) }]);
         let now = Instant::now();
         let poll = Poll::new().unwrap();
         let mut a = Transport::new(ca, la, 0..16, now).unwrap();

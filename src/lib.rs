@@ -20,5 +20,6 @@ pub mod state;
 pub mod storage;
 #[cfg(feature = "fault-injection")]
 pub mod sync_log;
+pub mod tls;
 pub mod transport;
 pub mod wal;

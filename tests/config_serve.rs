@@ -203,8 +203,9 @@ fn wildcard_listeners_need_advertised_urls() {
 
 #[test]
 fn every_serve_flag_has_an_environment_twin() {
+    const SWITCHES: [&str; 3] = ["client-cert-auth", "peer-client-cert-auth", "peer-insecure"];
     for flag in SERVE_FLAGS {
-        assert!(flag.takes_value, "{}", flag.name);
+        assert_eq!(flag.takes_value, !SWITCHES.contains(&flag.name), "{}", flag.name);
         assert!(!flag.help.is_empty(), "{}", flag.name);
     }
     let names: Vec<&str> = SERVE_FLAGS.iter().map(|f| f.name).collect();
@@ -223,6 +224,16 @@ fn every_serve_flag_has_an_environment_twin() {
         "snapshot-count",
         "max-request-bytes",
         "max-txn-ops",
+        "cert-file",
+        "key-file",
+        "trusted-ca-file",
+        "client-cert-auth",
+        "peer-cert-file",
+        "peer-key-file",
+        "peer-trusted-ca-file",
+        "peer-client-cert-auth",
+        "peer-cert-allowed-hostname",
+        "tls-min-version",
     ] {
         assert!(names.contains(&etcd_flag), "{etcd_flag}");
     }
@@ -248,4 +259,56 @@ fn an_unresolvable_peer_names_the_initial_cluster() {
     let cluster = "a=127.0.0.1:7380,b=no-such-host.invalid:7381";
     let c = config(&["--name", "a", "--initial-cluster", cluster]).unwrap();
     assert_eq!(c.transport_peers().unwrap_err().flag, "initial-cluster");
+}
+
+#[test]
+fn https_urls_need_a_certificate_and_a_certificate_needs_https() {
+    let err = config(&["--listen-client-urls", "https://127.0.0.1:7379"]).unwrap_err();
+    assert_eq!(err.flag, "listen-client-urls");
+    assert!(err.reason.contains("--cert-file"), "{err}");
+    let tls = ["--cert-file", "c.pem", "--key-file", "c.key"];
+    let err = config(&[&tls[..], &["--listen-client-urls", "http://127.0.0.1:7379"]].concat());
+    assert!(err.unwrap_err().reason.contains("https://"));
+    let c = config(&[&tls[..], &["--listen-client-urls", "https://127.0.0.1:7379"]].concat());
+    let c = c.unwrap();
+    assert_eq!(c.client_url(&c.advertise_client_addrs[0]), "https://127.0.0.1:7379");
+    assert!(c.client_tls.is_some() && c.peer_tls.is_none());
+    assert_eq!(flag_of(config(&["--cert-file", "c.pem"])), "cert-file");
+    assert_eq!(flag_of(config(&["--client-cert-auth"])), "cert-file");
+    assert_eq!(flag_of(config(&[&tls[..], &["--client-cert-auth"]].concat())), "client-cert-auth");
+    let err = config(&["--initial-cluster", "default=https://127.0.0.1:7380"]).unwrap_err();
+    assert_eq!(err.flag, "initial-cluster");
+}
+
+#[test]
+fn peer_tls_needs_the_peer_ca_and_always_checks_certificates() {
+    let files = ["--peer-cert-file", "p.pem", "--peer-key-file", "p.key"];
+    assert_eq!(flag_of(config(&files)), "peer-trusted-ca-file");
+    let all = [&files[..], &["--peer-trusted-ca-file", "ca.pem"]].concat();
+    let c = config(&[&all[..], &["--listen-peer-urls", "https://127.0.0.1:7380"]].concat());
+    let c = c.unwrap();
+    let peer_tls = c.peer_tls.as_ref().unwrap();
+    assert!(peer_tls.server.client_cert_auth);
+    assert_eq!(c.peer_url(&c.initial_advertise_peer_addrs[0]), "https://127.0.0.1:7380");
+    let off = [&all[..], &["--peer-client-cert-auth=false"]].concat();
+    assert_eq!(flag_of(config(&off)), "peer-client-cert-auth");
+    assert_eq!(flag_of(config(&["--tls-min-version", "TLS1.1"])), "tls-min-version");
+    assert!(config(&["--tls-min-version", "TLS1.3"]).is_ok());
+}
+
+#[test]
+fn a_peer_port_on_the_network_needs_authentication_or_consent() {
+    let wildcard = ["--listen-peer-urls", "0.0.0.0:7380"];
+    let advertise = ["--initial-advertise-peer-urls", "10.0.0.1:7380"];
+    let args = [&wildcard[..], &advertise[..]].concat();
+    let network: std::net::SocketAddr = "0.0.0.0:7380".parse().unwrap();
+    let loopback: std::net::SocketAddr = "127.0.0.1:7380".parse().unwrap();
+    let open = config(&args).unwrap();
+    assert!(open.check_peer_exposure(loopback).is_ok());
+    let err = open.check_peer_exposure(network).unwrap_err();
+    assert!(err.reason.contains("--peer-secret-file") && err.reason.contains("--peer-insecure"));
+    let consented = config(&[&args[..], &["--peer-insecure"]].concat()).unwrap();
+    assert!(consented.check_peer_exposure(network).is_ok());
+    let secret = config(&[&args[..], &["--peer-secret-file", "s"]].concat()).unwrap();
+    assert!(secret.check_peer_exposure(network).is_ok());
 }

@@ -95,6 +95,7 @@ pub fn run_bench(parsed: &Parsed) -> Result<(), CliError> {
         // A server that stops answering fails the run instead of hanging it.
         idle_timeout: Some(config.command_timeout),
         max_in_flight: spec.clients.div_ceil(spec.conns) as usize,
+        tls: config.tls.clone(),
         ..ConnectOptions::default()
     };
     let report = run(&spec, &config.endpoints, &options, config.credentials)?;

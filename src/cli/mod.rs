@@ -79,6 +79,25 @@ const GLOBAL_FLAGS: &[Flag] = &[
         takes_value: true,
         help: "client commands: the password of --user (env EMBER_PASSWORD; asked when missing)",
     },
+    Flag {
+        name: "cacert",
+        takes_value: true,
+        help: "client commands: speak TLS, checking the server against this CA bundle \
+               (env EMBER_CACERT)",
+    },
+    Flag {
+        name: "cert",
+        takes_value: true,
+        help: "client commands: TLS client certificate (env EMBER_CERT)",
+    },
+    Flag { name: "key", takes_value: true, help: "client commands: key of --cert (env EMBER_KEY)" },
+    Flag {
+        name: "insecure-skip-tls-verify",
+        takes_value: false,
+        help: "client commands: speak TLS without checking the server's certificate \
+               (anyone on the path can read and change the traffic; \
+               env EMBER_INSECURE_SKIP_TLS_VERIFY)",
+    },
 ];
 
 /// What a command's `run` reports when it does not succeed.

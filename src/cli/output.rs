@@ -3,22 +3,28 @@
 //! client configuration every client command builds from the global flags.
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::ClientConfig;
+
 use super::CliError;
-use crate::client::{Client, ClientError, Config, parse_endpoints};
+use crate::client::{Client, ClientError, Config, any_https, parse_endpoints};
 use crate::flags::{Parsed, process_env};
+use crate::tls::ClientFiles;
 
 /// Where the client commands connect when neither `--endpoints` nor
 /// `EMBER_ENDPOINTS` says otherwise.
 pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7379";
 
-/// The client configuration from `--endpoints`, `--dial-timeout` and
-/// `--command-timeout` (each also from `EMBER_<FLAG>`).
+/// The client configuration from `--endpoints`, `--dial-timeout`,
+/// `--command-timeout` and the TLS flags (each also from `EMBER_<FLAG>`).
 pub fn client_config(parsed: &Parsed) -> Result<Config, CliError> {
     let list = parsed.value("endpoints", process_env).unwrap_or(DEFAULT_ENDPOINTS.to_string());
     let endpoints = parse_endpoints(&list).map_err(|error| CliError::Usage(error.to_string()))?;
     let mut config = Config::new(endpoints);
+    config.tls = client_tls(parsed, any_https(&list))?;
     if let Some(text) = parsed.value("dial-timeout", process_env) {
         config.dial_timeout = flag_duration("dial-timeout", &text)?;
     }
@@ -27,6 +33,35 @@ pub fn client_config(parsed: &Parsed) -> Result<Config, CliError> {
     }
     config.credentials = super::auth::credentials(parsed)?;
     Ok(config)
+}
+
+/// The TLS configuration of `--cacert`, `--cert`, `--key` and
+/// `--insecure-skip-tls-verify`; `None` (plain TCP) when none is given and
+/// no endpoint is `https://`.
+fn client_tls(parsed: &Parsed, https: bool) -> Result<Option<Arc<ClientConfig>>, CliError> {
+    let path = |flag| parsed.value(flag, process_env).map(PathBuf::from);
+    let insecure = parsed.switch("insecure-skip-tls-verify", process_env)?;
+    let files = ClientFiles {
+        ca: path("cacert"),
+        cert: path("cert"),
+        key: path("key"),
+        insecure_skip_verify: insecure,
+    };
+    if files == ClientFiles::default() {
+        if https {
+            let reason = "https:// endpoints need --cacert (or --insecure-skip-tls-verify)";
+            return Err(CliError::Usage(reason.to_string()));
+        }
+        return Ok(None);
+    }
+    if insecure {
+        eprintln!(
+            "WARNING: --insecure-skip-tls-verify: the server's certificate is not checked; \
+             anyone on the network path can read and change this traffic"
+        );
+    }
+    let config = files.load().map_err(|e| CliError::Usage(e.to_string()))?;
+    Ok(Some(config))
 }
 
 /// A client connected to the first reachable endpoint.

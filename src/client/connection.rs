@@ -16,13 +16,16 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use super::endpoint::{dial, io_cause, is_timeout, timed_out};
 use super::error::{ClientError, DialFailure};
 use crate::proto::{
-    ClientHello, EncodeError, FRAME_HEADER_BYTES, FrameDecoder, Request, SERVER_HELLO_BYTES,
-    ServerHello, ServerMessage, decode_server_message, encode_request,
+    ClientHello, EncodeError, FRAME_HEADER_BYTES, FrameDecoder, Refusal, Request,
+    SERVER_HELLO_BYTES, ServerHello, ServerMessage, decode_server_message, encode_request,
 };
 
 /// The largest frame body the client accepts by default: 16 MiB, enough for
@@ -61,6 +64,8 @@ pub struct ConnectOptions {
     pub max_in_flight: usize,
     /// Refuse a server of another cluster (0: accept any).
     pub expected_cluster_id: u64,
+    /// Speak TLS with this configuration; `None` speaks plain TCP.
+    pub tls: Option<Arc<ClientConfig>>,
 }
 
 impl Default for ConnectOptions {
@@ -71,6 +76,67 @@ impl Default for ConnectOptions {
             max_response_bytes: RESPONSE_BYTES_MAX_DEFAULT,
             max_in_flight: IN_FLIGHT_MAX_DEFAULT,
             expected_cluster_id: 0,
+            tls: None,
+        }
+    }
+}
+
+/// The socket under a connection: plain TCP, or TLS over it. Timeouts and
+/// peeks act on the TCP socket; reads and writes go through TLS.
+#[derive(Debug)]
+enum Socket {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Socket {
+    /// Wraps a dialed socket in TLS for `endpoint`'s host when asked to.
+    fn new(
+        tcp: TcpStream,
+        endpoint: &str,
+        tls: Option<&Arc<ClientConfig>>,
+    ) -> Result<Socket, String> {
+        let Some(config) = tls else { return Ok(Socket::Plain(tcp)) };
+        let host = endpoint.rsplit_once(':').map_or(endpoint, |(host, _)| host);
+        let name = crate::tls::server_name(host).map_err(|e| e.to_string())?;
+        let conn = ClientConnection::new(config.clone(), name)
+            .map_err(|e| format!("TLS to {endpoint}: {e}"))?;
+        Ok(Socket::Tls(Box::new(StreamOwned::new(conn, tcp))))
+    }
+
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Socket::Plain(tcp) => tcp,
+            Socket::Tls(tls) => tls.get_ref(),
+        }
+    }
+
+    fn is_tls(&self) -> bool {
+        matches!(self, Socket::Tls(_))
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Socket::Plain(tcp) => tcp.read(buf),
+            Socket::Tls(tls) => tls.read(buf),
+        }
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Socket::Plain(tcp) => tcp.write(buf),
+            Socket::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Socket::Plain(tcp) => tcp.flush(),
+            Socket::Tls(tls) => tls.flush(),
         }
     }
 }
@@ -78,7 +144,7 @@ impl Default for ConnectOptions {
 /// A connection after a successful handshake.
 #[derive(Debug)]
 pub struct Connection {
-    stream: TcpStream,
+    stream: Socket,
     endpoint: String,
     cluster_id: u64,
     member_id: u64,
@@ -114,7 +180,8 @@ impl Connection {
     /// `connect` with the failure as a bare reason, for callers that try a
     /// list of endpoints and report them together.
     pub(crate) fn open(endpoint: &str, options: &ConnectOptions) -> Result<Connection, String> {
-        let mut stream = dial(endpoint, options.dial_timeout)?;
+        let tcp = dial(endpoint, options.dial_timeout)?;
+        let mut stream = Socket::new(tcp, endpoint, options.tls.as_ref())?;
         let (cluster_id, member_id, server_max_frame_bytes) =
             handshake(&mut stream, endpoint, options)?;
         if options.expected_cluster_id != 0 && cluster_id != options.expected_cluster_id {
@@ -123,7 +190,7 @@ impl Connection {
                 options.expected_cluster_id
             ));
         }
-        let set = stream.set_read_timeout(options.idle_timeout);
+        let set = stream.tcp().set_read_timeout(options.idle_timeout);
         set.map_err(|error| io_cause(&error))?;
         Ok(Connection {
             stream,
@@ -265,16 +332,16 @@ impl Connection {
         if self.broken {
             return true;
         }
-        if self.stream.set_nonblocking(true).is_err() {
+        if self.stream.tcp().set_nonblocking(true).is_err() {
             return true;
         }
         let mut byte = [0u8; 1];
-        let closed = match self.stream.peek(&mut byte) {
+        let closed = match self.stream.tcp().peek(&mut byte) {
             Ok(0) => true,
             Ok(_) => false,
             Err(error) => !is_timeout(&error) && error.kind() != ErrorKind::Interrupted,
         };
-        closed || self.stream.set_nonblocking(false).is_err()
+        closed || self.stream.tcp().set_nonblocking(false).is_err()
     }
 
     /// Decodes one complete frame from the read buffer, if one is there.
@@ -330,10 +397,10 @@ impl Connection {
     /// Reads what the server sent, waiting at most `WRITE_STALL`.
     fn read_while_stalled(&mut self) -> Result<(), ClientError> {
         self.make_room();
-        let set = self.stream.set_read_timeout(Some(WRITE_STALL));
+        let set = self.stream.tcp().set_read_timeout(Some(WRITE_STALL));
         set.map_err(|error| self.lost(io_cause(&error)))?;
         let result = self.stream.read(&mut self.read_buffer[self.read_end..]);
-        let _ = self.stream.set_read_timeout(self.idle_timeout);
+        let _ = self.stream.tcp().set_read_timeout(self.idle_timeout);
         match result {
             Ok(0) => Err(self.lost("the server closed the connection".to_string())),
             Ok(read) => {
@@ -351,13 +418,13 @@ impl Connection {
         self.make_room();
         if let Some(deadline) = deadline {
             let left = deadline.saturating_duration_since(Instant::now());
-            let set = self.stream.set_read_timeout(Some(left.max(Duration::from_micros(1))));
+            let set = self.stream.tcp().set_read_timeout(Some(left.max(Duration::from_micros(1))));
             set.map_err(|error| self.lost(io_cause(&error)))?;
         }
         let result = self.stream.read(&mut self.read_buffer[self.read_end..]);
         if deadline.is_some() {
             // Back to the idle timeout for callers without a deadline.
-            let _ = self.stream.set_read_timeout(self.idle_timeout);
+            let _ = self.stream.tcp().set_read_timeout(self.idle_timeout);
         }
         match result {
             Ok(0) => Err(self.lost("the server closed the connection".to_string())),
@@ -441,23 +508,29 @@ impl Connection {
 /// Sends the client hello and reads the server's, within the dial timeout.
 /// Returns the cluster id, member id and the server's frame limit.
 fn handshake(
-    stream: &mut TcpStream,
+    stream: &mut Socket,
     endpoint: &str,
     options: &ConnectOptions,
 ) -> Result<(u64, u64, u32), String> {
     let hello = ClientHello::new(options.max_response_bytes);
     let timeout = Some(options.dial_timeout.max(Duration::from_millis(1)));
-    let failed = |error: std::io::Error| handshake_failure(&error, endpoint, options.dial_timeout);
-    stream.set_read_timeout(timeout).map_err(failed)?;
-    stream.set_write_timeout(timeout).map_err(failed)?;
+    let tls = stream.is_tls();
+    let failed =
+        |error: std::io::Error| handshake_failure(&error, endpoint, options.dial_timeout, tls);
+    stream.tcp().set_read_timeout(timeout).map_err(failed)?;
+    stream.tcp().set_write_timeout(timeout).map_err(failed)?;
     stream.write_all(&hello.to_bytes()).map_err(failed)?;
+    stream.flush().map_err(failed)?;
     let mut reply = [0u8; SERVER_HELLO_BYTES];
     stream.read_exact(&mut reply).map_err(failed)?;
-    stream.set_write_timeout(Some(WRITE_STALL)).map_err(failed)?;
+    stream.tcp().set_write_timeout(Some(WRITE_STALL)).map_err(failed)?;
     match ServerHello::parse(&reply, &hello) {
         Ok(Some(ServerHello::Accepted { cluster_id, member_id, max_frame_bytes, .. })) => {
             Ok((cluster_id, member_id, max_frame_bytes))
         }
+        Ok(Some(ServerHello::Refused { reason: Refusal::TlsRequired, .. })) => Err(format!(
+            "{endpoint} speaks TLS only: connect with https:// (and --cacert for its CA)"
+        )),
         Ok(Some(ServerHello::Refused { reason, .. })) => {
             Err(format!("{endpoint} refused the handshake: {reason:?}"))
         }
@@ -470,9 +543,23 @@ fn handshake(
 /// A handshake that broke off, in words: no answer in time, or the other
 /// side hung up on our hello, which an Ember client port never does (it
 /// answers even a refusal), but a peer port or another service does.
-fn handshake_failure(error: &std::io::Error, endpoint: &str, timeout: Duration) -> String {
+fn handshake_failure(
+    error: &std::io::Error,
+    endpoint: &str,
+    timeout: Duration,
+    tls: bool,
+) -> String {
     if is_timeout(error) {
         return format!("{} (no answer to the handshake)", timed_out(endpoint, timeout));
+    }
+    if tls && error.kind() == ErrorKind::InvalidData {
+        return format!("TLS handshake with {endpoint} failed: {error}");
+    }
+    if tls && matches!(error.kind(), ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset) {
+        return format!(
+            "TLS handshake with {endpoint} failed: the server closed the connection \
+             (it may not speak TLS, or it refused our certificate)"
+        );
     }
     match error.kind() {
         ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::BrokenPipe => {

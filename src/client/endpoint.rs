@@ -8,14 +8,17 @@ use std::time::Duration;
 use super::error::ClientError;
 
 /// The `host:port` part of an endpoint as users write it (etcd accepts
-/// `http://host:port` too). There is no TLS, so `https://` is refused rather
-/// than silently spoken to in plain text.
+/// `http://host:port` and `https://host:port` too). Whether a connection
+/// speaks TLS is the client configuration's choice, not the scheme's: an
+/// `https://` endpoint without it would otherwise be spoken to in plain
+/// text, so the command line checks the two agree (`any_https`).
 pub fn parse_endpoint(text: &str) -> Result<String, ClientError> {
     let text = text.trim();
-    if text.starts_with("https://") {
-        return Err(ClientError::BadEndpoint(format!("{text}: TLS is not supported")));
-    }
-    let bare = text.strip_prefix("http://").unwrap_or(text).trim_end_matches('/');
+    let bare = text
+        .strip_prefix("http://")
+        .or_else(|| text.strip_prefix("https://"))
+        .unwrap_or(text)
+        .trim_end_matches('/');
     let Some((host, port)) = bare.rsplit_once(':') else {
         return Err(ClientError::BadEndpoint(format!("{text}: expected host:port")));
     };
@@ -36,6 +39,12 @@ pub fn parse_endpoints(list: &str) -> Result<Vec<String>, ClientError> {
         return Err(ClientError::BadEndpoint("the endpoint list is empty".to_string()));
     }
     Ok(endpoints)
+}
+
+/// Whether any endpoint of the list is written `https://`: the client then
+/// needs a TLS configuration.
+pub fn any_https(list: &str) -> bool {
+    list.split(',').any(|part| part.trim().starts_with("https://"))
 }
 
 /// Opens a TCP connection to `endpoint` (`host:port`), trying each address
@@ -116,11 +125,13 @@ mod tests {
             vec!["a:1".to_string(), "b:2".to_string()]
         );
         assert_eq!(parse_endpoint("[::1]:7379").unwrap(), "[::1]:7379");
+        assert_eq!(parse_endpoint("https://b:2").unwrap(), "b:2");
+        assert!(any_https("a:1, https://b:2") && !any_https("a:1,http://b:2"));
     }
 
     #[test]
     fn bad_endpoints_are_refused_with_the_reason() {
-        for bad in ["https://a:1", "a", "a:port", ":1", "a:99999"] {
+        for bad in ["https://a", "a", "a:port", ":1", "a:99999"] {
             assert!(matches!(parse_endpoint(bad), Err(ClientError::BadEndpoint(_))), "{bad}");
         }
         assert!(parse_endpoints(" , ").is_err());

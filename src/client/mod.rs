@@ -65,7 +65,7 @@ pub use auth::{Credentials, log_in};
 pub use connection::{
     ConnectOptions, Connection, IN_FLIGHT_MAX_DEFAULT, RESPONSE_BYTES_MAX_DEFAULT,
 };
-pub use endpoint::{parse_endpoint, parse_endpoints};
+pub use endpoint::{any_https, parse_endpoint, parse_endpoints};
 pub use error::{ClientError, DialFailure};
 pub use watch::WatchStream;
 
@@ -88,6 +88,9 @@ pub struct Config {
     pub max_in_flight: usize,
     /// Log in as this user on every connection; `None` for no user.
     pub credentials: Option<Credentials>,
+    /// Speak TLS with this configuration (see `tls::ClientFiles`); `None`
+    /// speaks plain TCP.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Config {
@@ -100,6 +103,7 @@ impl Config {
             max_response_bytes: RESPONSE_BYTES_MAX_DEFAULT,
             max_in_flight: IN_FLIGHT_MAX_DEFAULT,
             credentials: None,
+            tls: None,
         }
     }
 
@@ -110,6 +114,7 @@ impl Config {
             max_response_bytes: self.max_response_bytes,
             max_in_flight: self.max_in_flight,
             expected_cluster_id,
+            tls: self.tls.clone(),
         }
     }
 }

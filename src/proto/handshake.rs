@@ -139,6 +139,8 @@ pub enum Refusal {
     TooManyConnections = 3,
     /// The server is shutting down.
     ShuttingDown = 4,
+    /// The hello came in plaintext to a port that speaks only TLS.
+    TlsRequired = 5,
 }
 
 impl Refusal {
@@ -148,6 +150,7 @@ impl Refusal {
             2 => Some(Refusal::FrameLimitTooSmall),
             3 => Some(Refusal::TooManyConnections),
             4 => Some(Refusal::ShuttingDown),
+            5 => Some(Refusal::TlsRequired),
             _ => None,
         }
     }

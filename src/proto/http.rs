@@ -64,13 +64,15 @@ pub enum HttpError {
     HeadTooLarge,
     /// The request line is not `METHOD SP TARGET SP HTTP/1.x`: answer 400.
     BadRequestLine,
+    /// Plain HTTP on a port that speaks only TLS: answer 400 saying so.
+    TlsRequired,
 }
 
 impl HttpError {
     pub fn status(self) -> u16 {
         match self {
             HttpError::HeadTooLarge => 431,
-            HttpError::BadRequestLine => 400,
+            HttpError::BadRequestLine | HttpError::TlsRequired => 400,
         }
     }
 }
@@ -162,6 +164,7 @@ pub fn write_http_error(error: HttpError, out: &mut Vec<u8>) {
     let body: &[u8] = match error {
         HttpError::HeadTooLarge => b"request head too large\n",
         HttpError::BadRequestLine => b"bad request line\n",
+        HttpError::TlsRequired => b"this port speaks TLS only: use https://\n",
     };
     write_response(error.status(), "text/plain", body, false, out);
 }

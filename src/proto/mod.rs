@@ -54,6 +54,6 @@ pub use handshake::{
     CLIENT_HELLO_BYTES, ClientHello, HandshakeError, MAGIC, MIN_FRAME_BYTES, PROTOCOL_VERSION,
     Refusal, SERVER_HELLO_BYTES, ServerHello, ServerParams, negotiate,
 };
-pub use opening::{HELLO_BYTES, Opening, Session, open};
+pub use opening::{HELLO_BYTES, Opening, Session, open, open_plaintext_on_tls_port};
 pub use types::*;
 pub use validate::{Limits, ValidRequest, validate};

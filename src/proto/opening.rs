@@ -61,6 +61,29 @@ pub fn open<'a>(buffer: &'a [u8], server: &ServerParams) -> Opening<'a> {
     }
 }
 
+/// What to answer a client that speaks plaintext to a port that speaks
+/// only TLS: a refusal in its own protocol (`Refusal::TlsRequired` to a
+/// hello, a 400 to HTTP) rather than a silence it would wait on.
+pub fn open_plaintext_on_tls_port<'a>(buffer: &'a [u8], server: &ServerParams) -> Opening<'a> {
+    match sniff(buffer) {
+        Sniff::NeedMore => Opening::NeedMore,
+        Sniff::Garbage => Opening::Garbage,
+        Sniff::Http => Opening::HttpError(HttpError::TlsRequired),
+        Sniff::Handshake => match ClientHello::parse(buffer) {
+            Ok(None) => Opening::NeedMore,
+            Ok(Some(_)) => {
+                let refusal = ServerHello::Refused {
+                    reason: super::handshake::Refusal::TlsRequired,
+                    server_min_version: server.min_version,
+                    server_max_version: server.max_version,
+                };
+                Opening::Hello { reply: refusal.encode(server), session: None }
+            }
+            Err(_) => Opening::Garbage,
+        },
+    }
+}
+
 fn answer_hello<'a>(hello: &ClientHello, server: &ServerParams) -> Opening<'a> {
     let answer = negotiate(hello, server);
     let session = match answer {

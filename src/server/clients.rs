@@ -13,6 +13,8 @@
 //! the store they are handed, and the health an HTTP probe gets is the
 //! caller's word.
 
+use std::sync::Arc;
+
 use mio::net::TcpListener;
 use mio::{Interest, Registry, Token};
 
@@ -28,6 +30,7 @@ use crate::proto::{
     self, CancelReason, ErrorBody, ErrorCode, FrameDecoder, Opening, Request, Response,
     ResponseHeader, ServerParams, encode_error, encode_response,
 };
+use crate::tls;
 
 /// Client listen addresses one node may have.
 pub const CLIENT_LISTENERS_MAX: usize = 8;
@@ -59,6 +62,8 @@ pub struct Clients {
     /// Where every connection's socket reads land before their bytes are
     /// copied to its read buffer; zeroed once. Invariant: `READ_CHUNK_BYTES`.
     scratch: Vec<u8>,
+    /// TLS for connections accepted from now on; `None` serves plain TCP.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Clients {
@@ -79,7 +84,14 @@ impl Clients {
             limits,
             read_limit_bytes,
             scratch: vec![0; READ_CHUNK_BYTES],
+            tls: None,
         }
+    }
+
+    /// Serves TLS with `config` to the connections accepted from now on;
+    /// open connections keep the configuration they started with.
+    pub fn set_tls(&mut self, config: Arc<rustls::ServerConfig>) {
+        self.tls = Some(config);
     }
 
     /// The listener a token belongs to, if any.
@@ -116,7 +128,8 @@ impl Clients {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let mut conn = Conn::new(stream, self.next_serial);
+            let mut conn =
+                Conn::new(tls::Stream::accepted(stream, self.tls.clone()), self.next_serial);
             self.next_serial += 1;
             let token = Token(self.tokens.conn_base + slot);
             let interest = Interest::READABLE | Interest::WRITABLE;
@@ -190,7 +203,7 @@ impl Clients {
         let params = self.server_params;
         let Some(conn) = self.conns[slot].as_mut() else { return false };
         match conn.phase {
-            Phase::Opening => match proto::open(&conn.read_buf, &params) {
+            Phase::Opening => match super::conn::open(&conn.stream, &conn.read_buf, &params) {
                 Opening::NeedMore => false,
                 Opening::Hello { reply, session } => {
                     conn.write_buf.extend_from_slice(&reply);
@@ -457,7 +470,7 @@ impl Clients {
 
     pub fn flush(&mut self, slot: usize, registry: &Registry) {
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
-        if conn.pending_write_bytes() > 0 && conn.flush().is_err() {
+        if conn.has_output() && conn.flush().is_err() {
             return self.close(slot, registry);
         }
         if conn.done_closing() {

@@ -6,9 +6,15 @@
 //! clients on 127.0.0.1:7379 and peers on 127.0.0.1:7380.
 //!
 //! Values:
-//! - URLs are `http://host:port` or `host:port`, several separated by commas;
-//!   IPv6 hosts are bracketed (`[::1]:7380`). There is no TLS, so `https://`
-//!   is refused rather than silently served in clear text.
+//! - URLs are `http://host:port`, `https://host:port` or `host:port`,
+//!   several separated by commas; IPv6 hosts are bracketed (`[::1]:7380`).
+//!   `https://` needs the port's certificate (`--cert-file` for clients,
+//!   `--peer-cert-file` for peers), and with a certificate `http://` is
+//!   refused: a URL never says plaintext where the port speaks TLS, or back.
+//! - Peer authentication: peer TLS (certificate, key and peer CA; every
+//!   member's certificate is checked against the peer CA and the member's
+//!   host), or `--peer-secret-file`, or both. A peer listener that is not
+//!   on a loopback address needs one of them, or `--peer-insecure`.
 //! - Durations are whole milliseconds, sizes whole bytes.
 //! - `--initial-cluster` is `name=url[,name=url...]`; a member with several
 //!   peer URLs repeats its name, as in etcd.
@@ -33,7 +39,8 @@ pub use crate::limits::{
     LEASES_MAX_DEFAULT, REQUEST_BYTES_MAX_CONFIGURABLE, REQUEST_BYTES_MAX_DEFAULT,
     TXN_OPS_MAX_DEFAULT,
 };
-use crate::transport::PeerAddr;
+use crate::tls::{self, ClientFiles, ServerFiles, TlsError};
+use crate::transport::{self as transport_mod, PeerAddr};
 
 /// Default member name, as etcd's.
 pub const DEFAULT_NAME: &str = "default";
@@ -102,10 +109,35 @@ pub const SERVE_FLAGS: &[Flag] = &[
         "PBKDF2 rounds for new passwords (default 100000; stored hashes keep theirs)",
     ),
     flag("auth-logins-max", "logins and password hashes waiting at once (default 16)"),
+    flag("cert-file", "client port: certificate (PEM); with it the port speaks only TLS"),
+    flag("key-file", "client port: private key of --cert-file (PEM)"),
+    flag("trusted-ca-file", "client port: CA bundle that client certificates must chain to"),
+    switch("client-cert-auth", "client port: refuse clients without a certificate of the CA"),
+    flag("peer-cert-file", "peer port: certificate, valid for this member's peer host (PEM)"),
+    flag("peer-key-file", "peer port: private key of --peer-cert-file (PEM)"),
+    flag("peer-trusted-ca-file", "peer port: CA bundle every member's certificate chains to"),
+    switch("peer-client-cert-auth", "peer port: check peers' certificates (always on with TLS)"),
+    flag(
+        "peer-cert-allowed-hostname",
+        "peer port: the one name every member's certificate must be valid for",
+    ),
+    flag("tls-min-version", "TLS1.2 or TLS1.3 (default TLS1.2); this node speaks TLS 1.3"),
+    flag(
+        "peer-secret-file",
+        "peer port without TLS: file of at least 32 random bytes shared by all members",
+    ),
+    switch(
+        "peer-insecure",
+        "let a peer port on a network address run with neither peer TLS nor a secret",
+    ),
 ];
 
 const fn flag(name: &'static str, help: &'static str) -> Flag {
     Flag { name, takes_value: true, help }
+}
+
+const fn switch(name: &'static str, help: &'static str) -> Flag {
+    Flag { name, takes_value: false, help }
 }
 
 /// A value that does not fit its flag. The command exits 2 with this message.
@@ -160,9 +192,123 @@ impl HostPort {
     }
 }
 
-/// `host:port` as the member table writes peer and client URLs.
+/// `host:port` as the member table writes peer and client URLs of a port
+/// without TLS.
 pub fn url_of(addr: &HostPort) -> String {
-    format!("http://{addr}")
+    url_with(addr, false)
+}
+
+/// `host:port` as a URL, `https://` when the port speaks TLS.
+pub fn url_with(addr: &HostPort, tls: bool) -> String {
+    if tls { format!("https://{addr}") } else { format!("http://{addr}") }
+}
+
+/// `--cert-file`, `--key-file`, `--trusted-ca-file`, `--client-cert-auth`.
+fn parse_client_tls(
+    get: impl Fn(&str) -> Option<String>,
+    switch: impl Fn(&'static str) -> Result<bool, ConfigError>,
+) -> Result<Option<ServerFiles>, ConfigError> {
+    let ca = get("trusted-ca-file").map(PathBuf::from);
+    let auth = switch("client-cert-auth")?;
+    let Some((cert, key)) = cert_and_key(get("cert-file"), get("key-file"), "")? else {
+        if ca.is_some() || auth {
+            let reason = "--trusted-ca-file and --client-cert-auth need --cert-file and --key-file";
+            return Err(error("cert-file", "", reason));
+        }
+        return Ok(None);
+    };
+    if auth && ca.is_none() {
+        return Err(error("client-cert-auth", "true", "needs --trusted-ca-file"));
+    }
+    Ok(Some(ServerFiles { cert, key, trusted_ca: ca, client_cert_auth: auth }))
+}
+
+/// The peer TLS flags: certificate, key and CA together or none of them.
+fn parse_peer_tls(
+    get: impl Fn(&str) -> Option<String>,
+    switch: impl Fn(&'static str) -> Result<bool, ConfigError>,
+) -> Result<Option<PeerTlsFiles>, ConfigError> {
+    let ca = get("peer-trusted-ca-file").map(PathBuf::from);
+    let allowed_hostname = get("peer-cert-allowed-hostname");
+    if get("peer-client-cert-auth").is_some() && !switch("peer-client-cert-auth")? {
+        let reason = "peer certificates are always checked under peer TLS";
+        return Err(error("peer-client-cert-auth", "false", reason));
+    }
+    let Some((cert, key)) = cert_and_key(get("peer-cert-file"), get("peer-key-file"), "peer-")?
+    else {
+        if ca.is_some() || allowed_hostname.is_some() {
+            let reason =
+                "peer TLS needs --peer-cert-file, --peer-key-file and --peer-trusted-ca-file";
+            return Err(error("peer-cert-file", "", reason));
+        }
+        return Ok(None);
+    };
+    let Some(ca) = ca else {
+        let reason = "peer TLS checks every member's certificate: give --peer-trusted-ca-file";
+        return Err(error("peer-trusted-ca-file", "", reason));
+    };
+    if let Some(name) = &allowed_hostname {
+        tls::server_name(name)
+            .map_err(|e| error("peer-cert-allowed-hostname", name, e.to_string()))?;
+    }
+    let server = ServerFiles { cert, key, trusted_ca: Some(ca), client_cert_auth: true };
+    Ok(Some(PeerTlsFiles { server, allowed_hostname }))
+}
+
+/// A certificate and its key, both or neither.
+fn cert_and_key(
+    cert: Option<String>,
+    key: Option<String>,
+    prefix: &'static str,
+) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+    let (cert_flag, key_flag) = if prefix.is_empty() {
+        ("cert-file", "key-file")
+    } else {
+        ("peer-cert-file", "peer-key-file")
+    };
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some((PathBuf::from(cert), PathBuf::from(key)))),
+        (None, None) => Ok(None),
+        (Some(cert), None) => Err(error(cert_flag, &cert, format!("needs --{key_flag}"))),
+        (None, Some(key)) => Err(error(key_flag, &key, format!("needs --{cert_flag}"))),
+    }
+}
+
+/// etcd's `--tls-min-version`. This node speaks TLS 1.3 only, which meets
+/// either minimum; older versions are refused outright.
+fn parse_tls_min_version(value: Option<String>) -> Result<(), ConfigError> {
+    match value.as_deref() {
+        None | Some("TLS1.2") | Some("TLS1.3") => Ok(()),
+        Some(other) => Err(error("tls-min-version", other, "TLS1.2 or TLS1.3")),
+    }
+}
+
+/// `https://` exactly where the port speaks TLS; bare `host:port` fits both.
+fn check_schemes(
+    get: impl Fn(&str) -> Option<String>,
+    client_tls: bool,
+    peer_tls: bool,
+) -> Result<(), ConfigError> {
+    let flags: [(&'static str, bool, &str); 5] = [
+        ("listen-client-urls", client_tls, "--cert-file and --key-file"),
+        ("advertise-client-urls", client_tls, "--cert-file and --key-file"),
+        ("listen-peer-urls", peer_tls, "peer TLS flags"),
+        ("initial-advertise-peer-urls", peer_tls, "peer TLS flags"),
+        ("initial-cluster", peer_tls, "peer TLS flags"),
+    ];
+    for (flag, tls, needs) in flags {
+        let Some(text) = get(flag) else { continue };
+        for item in text.split(',').map(str::trim) {
+            let url = item.split_once('=').map_or(item, |(_, url)| url);
+            if url.starts_with("https://") && !tls {
+                return Err(error(flag, item, format!("https:// needs {needs}")));
+            }
+            if url.starts_with("http://") && tls {
+                return Err(error(flag, item, "the port speaks TLS: write https://"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether `--initial-cluster*` describes a new cluster or one to join.
@@ -216,6 +362,47 @@ pub struct Config {
     pub member_id: u64,
     /// Invariant: `cluster_id(no ids, token)` (the token alone), never 0.
     pub cluster_id: u64,
+    /// TLS on the client port. Invariant: set exactly when the client URLs
+    /// may be `https://`.
+    pub client_tls: Option<ServerFiles>,
+    /// TLS on the peer port. Invariant: set exactly when peer URLs may be
+    /// `https://`.
+    pub peer_tls: Option<PeerTlsFiles>,
+    /// The shared secret of peer hellos, read when the node starts.
+    pub peer_secret_file: Option<PathBuf>,
+    /// The operator accepts a peer port on the network without
+    /// authentication.
+    pub peer_insecure: bool,
+}
+
+/// The files of peer TLS: this member's certificate and key, presented to
+/// members it dials and to those that dial it, and the peer CA that every
+/// member's certificate must chain to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerTlsFiles {
+    /// Invariant: `trusted_ca` set and `client_cert_auth` true: a member
+    /// that dials in proves itself like one that is dialed.
+    pub server: ServerFiles,
+    /// When set, every member's certificate must be valid for this name
+    /// instead of its own peer host.
+    pub allowed_hostname: Option<String>,
+}
+
+impl PeerTlsFiles {
+    /// Reads the files and builds both sides' configurations.
+    pub fn load(&self) -> Result<transport_mod::PeerTls, TlsError> {
+        let client = ClientFiles {
+            ca: self.server.trusted_ca.clone(),
+            cert: Some(self.server.cert.clone()),
+            key: Some(self.server.key.clone()),
+            insecure_skip_verify: false,
+        };
+        Ok(transport_mod::PeerTls {
+            server: self.server.load()?,
+            client: client.load()?,
+            allowed_hostname: self.allowed_hostname.clone(),
+        })
+    }
 }
 
 impl Config {
@@ -226,6 +413,13 @@ impl Config {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let get = |flag: &str| parsed.value(flag, &env);
+        let switch = |flag: &'static str| {
+            parsed.switch(flag, &env).map_err(|e| error(flag, "", e.to_string()))
+        };
+        let client_tls = parse_client_tls(get, switch)?;
+        let peer_tls = parse_peer_tls(get, switch)?;
+        parse_tls_min_version(get("tls-min-version"))?;
+        check_schemes(get, client_tls.is_some(), peer_tls.is_some())?;
         let name = parse_name(get("name").unwrap_or_else(|| DEFAULT_NAME.to_string()))?;
         let data_dir = parse_data_dir(get("data-dir"))?;
         let listen_client_addrs = addrs_or("listen-client-urls", get, DEFAULT_CLIENT_ADDR, true)?;
@@ -285,7 +479,35 @@ impl Config {
             )?,
             member_id,
             cluster_id,
+            client_tls,
+            peer_tls,
+            peer_secret_file: get("peer-secret-file").map(PathBuf::from),
+            peer_insecure: switch("peer-insecure")?,
         })
+    }
+
+    /// A peer URL as the member table writes it: `https://` under peer TLS.
+    pub fn peer_url(&self, addr: &HostPort) -> String {
+        url_with(addr, self.peer_tls.is_some())
+    }
+
+    /// A client URL as the member table writes it: `https://` under client TLS.
+    pub fn client_url(&self, addr: &HostPort) -> String {
+        url_with(addr, self.client_tls.is_some())
+    }
+
+    /// Refuses a peer listener on `addr` that anyone on the network could
+    /// speak to as a member: not loopback, and neither peer TLS nor a
+    /// secret, unless `--peer-insecure`.
+    pub fn check_peer_exposure(&self, addr: SocketAddr) -> Result<(), ConfigError> {
+        let authenticated = self.peer_tls.is_some() || self.peer_secret_file.is_some();
+        if addr.ip().is_loopback() || authenticated || self.peer_insecure {
+            return Ok(());
+        }
+        let reason = "a peer port on a network address needs peer TLS (--peer-cert-file, \
+                      --peer-key-file, --peer-trusted-ca-file) or --peer-secret-file; \
+                      --peer-insecure runs it without authentication";
+        Err(error("listen-peer-urls", &addr.to_string(), reason))
     }
 
     /// The other members of the initial cluster: (id, peer addresses).
@@ -307,7 +529,8 @@ impl Config {
                 })?;
                 resolved.extend(found);
             }
-            peers.push(PeerAddr { id, addrs: resolved });
+            let name = addrs.first().map(|a| a.host.clone()).unwrap_or_default();
+            peers.push(PeerAddr { id, name, addrs: resolved });
         }
         Ok(peers)
     }
@@ -440,11 +663,12 @@ pub fn parse_addr_list(
 /// One URL: `http://host:port`, `host:port` or `[v6]:port`, with an optional
 /// trailing `/`.
 pub fn parse_addr(text: &str) -> Result<HostPort, &'static str> {
-    const EXPECTED: &str = "host:port or http://host:port";
-    if text.starts_with("https://") || text.starts_with("unix") {
-        return Err("only http:// or plain host:port is supported (no TLS, no unix sockets)");
+    const EXPECTED: &str = "host:port, http://host:port or https://host:port";
+    if text.starts_with("unix") {
+        return Err("only http://, https:// or plain host:port is supported (no unix sockets)");
     }
-    let rest = text.strip_prefix("http://").unwrap_or(text);
+    let rest =
+        text.strip_prefix("http://").or_else(|| text.strip_prefix("https://")).unwrap_or(text);
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     let (host, port) = rest.rsplit_once(':').ok_or(EXPECTED)?;
     let port: u16 = port.parse().map_err(|_| EXPECTED)?;
@@ -587,7 +811,7 @@ mod tests {
     #[test]
     fn addresses_in_every_spelling() {
         let want = HostPort { host: "10.0.0.1".into(), port: 7380 };
-        for text in ["10.0.0.1:7380", "http://10.0.0.1:7380", "http://10.0.0.1:7380/"] {
+        for text in ["10.0.0.1:7380", "http://10.0.0.1:7380", "https://10.0.0.1:7380/"] {
             assert_eq!(parse_addr(text), Ok(want.clone()), "{text}");
         }
         assert_eq!(parse_addr("[::1]:1").unwrap().to_string(), "[::1]:1");
@@ -596,7 +820,7 @@ mod tests {
 
     #[test]
     fn bad_addresses_are_refused() {
-        for text in ["", "host", "host:", ":7380", "host:70000", "https://h:1", "[zz]:1", "a b:1"] {
+        for text in ["", "host", "host:", ":7380", "host:70000", "unix:///x", "[zz]:1", "a b:1"] {
             assert!(parse_addr(text).is_err(), "{text:?}");
         }
     }

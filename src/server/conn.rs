@@ -11,11 +11,10 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 
-use mio::net::TcpStream;
-
 use super::watch::Watcher;
 use crate::auth::Claims;
-use crate::proto::Session;
+use crate::proto::{self, Opening, ServerParams, Session};
+use crate::tls::Stream;
 
 /// Requests of one connection waiting for an answer (pipelining depth).
 pub const IN_FLIGHT_PER_CONN_MAX: usize = 1024;
@@ -51,7 +50,8 @@ pub enum ReadOutcome {
 }
 
 pub struct Conn {
-    pub stream: TcpStream,
+    /// Plain TCP, or TLS on a port that serves it.
+    pub stream: Stream,
     /// Distinguishes this connection from later ones in the same slot, so a
     /// late answer never reaches a stranger.
     pub serial: u64,
@@ -73,8 +73,18 @@ pub struct Conn {
     pub claims: Option<Claims>,
 }
 
+/// What the first bytes read from `stream` call for (`proto::open`); a
+/// plaintext client on a TLS port is told in its own protocol that TLS is
+/// required.
+pub fn open<'a>(stream: &Stream, read_buf: &'a [u8], params: &ServerParams) -> Opening<'a> {
+    if stream.plaintext_on_tls_port() {
+        return proto::open_plaintext_on_tls_port(read_buf, params);
+    }
+    proto::open(read_buf, params)
+}
+
 impl Conn {
-    pub fn new(stream: TcpStream, serial: u64) -> Conn {
+    pub fn new(stream: Stream, serial: u64) -> Conn {
         Conn {
             stream,
             serial,
@@ -93,6 +103,11 @@ impl Conn {
     /// Unsent bytes.
     pub fn pending_write_bytes(&self) -> usize {
         self.write_buf.len() - self.written_bytes
+    }
+
+    /// Whether bytes wait to be written: answers, or TLS records.
+    pub fn has_output(&self) -> bool {
+        self.pending_write_bytes() > 0 || self.stream.wants_write()
     }
 
     /// Whether new requests may be read now.
@@ -126,6 +141,8 @@ impl Conn {
     /// Writes buffered bytes until the socket refuses more. `Err` when the
     /// connection failed.
     pub fn flush(&mut self) -> io::Result<()> {
+        // Records rustls holds from the last write go first.
+        self.stream.flush_tls()?;
         while self.written_bytes < self.write_buf.len() {
             match self.stream.write(&self.write_buf[self.written_bytes..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -151,6 +168,6 @@ impl Conn {
 
     /// Whether a closing connection has written everything.
     pub fn done_closing(&self) -> bool {
-        self.phase == Phase::Closing && self.pending_write_bytes() == 0
+        self.phase == Phase::Closing && !self.has_output()
     }
 }

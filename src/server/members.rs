@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::config::{self, HostPort, url_of};
+use super::config::{self, HostPort};
 use super::node::Node;
 use super::proposals::Waiter;
 use crate::proto::{self, ErrorBody, ErrorCode, Request};
@@ -66,7 +66,7 @@ impl Node {
                 Ok(MemberOp::Add(MemberRecord {
                     id: config::member_id(&r.name, &addrs, token),
                     name: r.name,
-                    peer_urls: addrs.iter().map(url_of).collect(),
+                    peer_urls: addrs.iter().map(|a| self.config.peer_url(a)).collect(),
                     client_urls: Vec::new(),
                     is_learner: r.is_learner,
                 }))
@@ -74,7 +74,8 @@ impl Node {
             Request::MemberRemove(r) => Ok(MemberOp::Remove(r.id)),
             Request::MemberUpdate(r) => {
                 let addrs = parse_peer_urls(&r.peer_urls)?;
-                Ok(MemberOp::Update { id: r.id, peer_urls: addrs.iter().map(url_of).collect() })
+                let peer_urls = addrs.iter().map(|a| self.config.peer_url(a)).collect();
+                Ok(MemberOp::Update { id: r.id, peer_urls })
             }
             Request::MemberPromote(r) => {
                 self.check_promotable(r.id)?;
@@ -112,11 +113,11 @@ impl Node {
         }
         let own = self.config.member_id;
         let own_client_urls: Vec<String> =
-            self.config.advertise_client_addrs.iter().map(url_of).collect();
+            self.config.advertise_client_addrs.iter().map(|a| self.config.client_url(a)).collect();
         let initial = self.config.initial_cluster.iter().map(|m| proto::Member {
             id: m.id,
             name: m.name.clone(),
-            peer_urls: m.peer_addrs.iter().map(url_of).collect(),
+            peer_urls: m.peer_addrs.iter().map(|a| self.config.peer_url(a)).collect(),
             client_urls: if m.id == own { own_client_urls.clone() } else { Vec::new() },
             is_learner: false,
         });
@@ -149,7 +150,7 @@ impl Node {
         let Some(own) = self.state.members().iter().find(|m| m.id == id) else { return };
         let name = self.config.name.clone();
         let client_urls: Vec<String> =
-            self.config.advertise_client_addrs.iter().map(url_of).collect();
+            self.config.advertise_client_addrs.iter().map(|a| self.config.client_url(a)).collect();
         if own.name == name && own.client_urls == client_urls {
             return;
         }
@@ -188,8 +189,11 @@ mod tests {
     fn peer_urls_are_parsed_sorted_and_checked() {
         let urls = vec!["http://b:2".to_string(), "a:1".into(), "http://a:1/".into()];
         let addrs = parse_peer_urls(&urls).unwrap();
-        assert_eq!(addrs.iter().map(url_of).collect::<Vec<_>>(), ["http://a:1", "http://b:2"]);
-        for bad in ["nope", "http://0.0.0.0:1", "h:0", "https://h:1"] {
+        assert_eq!(
+            addrs.iter().map(config::url_of).collect::<Vec<_>>(),
+            ["http://a:1", "http://b:2"]
+        );
+        for bad in ["nope", "http://0.0.0.0:1", "h:0", "unix:///h"] {
             assert_eq!(parse_peer_urls(&[bad.to_string()]), Err(ErrorCode::MemberBadUrls), "{bad}");
         }
     }

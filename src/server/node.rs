@@ -390,7 +390,11 @@ fn start_clients(config: &Config, poll: &Poll) -> Result<Clients, ServeError> {
     let limits =
         proto::Limits { max_txn_ops: config.max_txn_ops as usize, ..proto::Limits::default() };
     let tokens = clients::Tokens { listener_base: LISTENER_TOKEN_BASE, conn_base: CONN_TOKEN_BASE };
-    Ok(Clients::new(tokens, bind_clients(config, poll)?, params, limits))
+    let mut clients = Clients::new(tokens, bind_clients(config, poll)?, params, limits);
+    if let Some(files) = &config.client_tls {
+        clients.set_tls(files.load().map_err(|e| ServeError::Config(e.to_string()))?);
+    }
+    Ok(clients)
 }
 
 fn raft_config(config: &Config, applied: u64) -> raft::Config {
@@ -466,7 +470,7 @@ fn initial_members(config: &Config) -> Vec<MemberRecord> {
     let members = config.initial_cluster.iter().map(|m| MemberRecord {
         id: m.id,
         name: m.name.clone(),
-        peer_urls: m.peer_addrs.iter().map(super::config::url_of).collect(),
+        peer_urls: m.peer_addrs.iter().map(|a| config.peer_url(a)).collect(),
         client_urls: Vec::new(),
         is_learner: false,
     });
@@ -511,7 +515,16 @@ fn start_transport(
         .ok_or_else(|| ServeError::Config(format!("peer URL {listen} resolves to nothing")))?;
     let listener = TcpListener::bind(addr)
         .map_err(|e| ServeError::io(&format!("bind peer address {addr}"), e))?;
-    let transport_config = transport::Config::new(config.cluster_id, config.member_id, peers);
+    config.check_peer_exposure(addr).map_err(|e| ServeError::Config(e.to_string()))?;
+    let mut transport_config = transport::Config::new(config.cluster_id, config.member_id, peers);
+    transport_config.tls = match &config.peer_tls {
+        Some(files) => Some(files.load().map_err(|e| ServeError::Config(e.to_string()))?),
+        None => None,
+    };
+    transport_config.secret = match &config.peer_secret_file {
+        Some(path) => Some(load_peer_secret(path)?),
+        None => None,
+    };
     let tokens = TRANSPORT_TOKEN_BASE
         ..TRANSPORT_TOKEN_BASE + 1 + transport::PEER_SLOTS + TRANSPORT_INBOUND_SLOTS;
     let mut transport = Transport::new(transport_config, listener, tokens, now)
@@ -520,6 +533,23 @@ fn start_transport(
         .register(poll.registry(), now)
         .map_err(|e| ServeError::io("register the peer listener", e))?;
     Ok(transport)
+}
+
+/// The shared secret of peer hellos: the file's bytes, at least
+/// `SECRET_BYTES_MIN` of them (a trailing newline is part of the secret,
+/// the same on every member that got the same file).
+fn load_peer_secret(path: &Path) -> Result<transport::Secret, ServeError> {
+    let bytes = fs::read(path)
+        .map_err(|e| ServeError::io(&format!("read the peer secret file {}", path.display()), e))?;
+    transport::Secret::new(&bytes).ok_or_else(|| {
+        ServeError::Config(format!(
+            "peer secret file {} holds {} bytes; at least {} random bytes are needed \
+             (head -c 32 /dev/urandom > FILE)",
+            path.display(),
+            bytes.len(),
+            transport::SECRET_BYTES_MIN
+        ))
+    })
 }
 
 /// Bytes of the WAL and snapshot files.

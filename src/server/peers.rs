@@ -40,7 +40,7 @@ pub struct Peers {
 /// The thread that looks names up, and the queues to and from it.
 struct Resolver {
     requests: SyncSender<(u64, Vec<String>)>,
-    answers: Receiver<(u64, Vec<SocketAddr>)>,
+    answers: Receiver<(u64, String, Vec<SocketAddr>)>,
 }
 
 impl Peers {
@@ -89,7 +89,7 @@ impl Peers {
                 continue;
             }
             match literal_addrs(&member.peer_urls) {
-                Some(addrs) => self.add(id, addrs, now),
+                Some(addrs) => self.add(id, peer_host(&member.peer_urls), addrs, now),
                 None => self.resolve(id, member.peer_urls.clone()),
             }
         }
@@ -100,9 +100,9 @@ impl Peers {
         loop {
             let Some(resolver) = &self.resolver else { return };
             match resolver.answers.try_recv() {
-                Ok((id, addrs)) => {
+                Ok((id, name, addrs)) => {
                     self.resolving.retain(|r| *r != id);
-                    self.add(id, addrs, now);
+                    self.add(id, name, addrs, now);
                 }
                 Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => {
@@ -115,12 +115,12 @@ impl Peers {
         }
     }
 
-    fn add(&mut self, id: u64, addrs: Vec<SocketAddr>, now: Instant) {
+    fn add(&mut self, id: u64, name: String, addrs: Vec<SocketAddr>, now: Instant) {
         if addrs.is_empty() {
             log::warn!("member {id:016x} has no peer address that resolves");
             return;
         }
-        if let Err(e) = self.transport.add_peer(PeerAddr { id, addrs: addrs.clone() }, now) {
+        if let Err(e) = self.transport.add_peer(PeerAddr { id, name, addrs: addrs.clone() }, now) {
             log::warn!("cannot reach member {id:016x} at {addrs:?}: {e:?}");
         }
     }
@@ -142,7 +142,7 @@ impl Resolver {
         let (outbox, answers) = mpsc::sync_channel(RESOLVE_QUEUE_LOOKUPS);
         let spawned = std::thread::Builder::new().name("ember-resolve".into()).spawn(move || {
             for (id, urls) in inbox {
-                if outbox.send((id, resolve_urls(&urls))).is_err() {
+                if outbox.send((id, peer_host(&urls), resolve_urls(&urls))).is_err() {
                     return;
                 }
             }
@@ -163,6 +163,12 @@ pub fn is_member(members: &[MemberRecord], conf: &ConfState, from: u64) -> bool 
         || members.iter().any(|m| m.id == from)
         || conf.voters.contains(&from)
         || conf.learners.contains(&from)
+}
+
+/// The host of a member's first peer URL: the name its certificate must be
+/// valid for under peer TLS.
+fn peer_host(urls: &[String]) -> String {
+    urls.first().and_then(|url| config::parse_addr(url).ok()).map(|a| a.host).unwrap_or_default()
 }
 
 /// The addresses of peer URLs that are all IP literals; `None` if any

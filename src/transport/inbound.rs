@@ -13,12 +13,16 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use mio::net::TcpStream;
+use mio::{Registry, Token};
 use serde::de::DeserializeOwned;
 
 use super::Config;
 use super::stream::{AbortReason, InStream, StreamEvent, StreamId};
-use super::wire::{Frame, FrameDecoder, FrameError, HELLO_BYTES, Hello, HelloError};
+use super::wire::{
+    self, Frame, FrameDecoder, FrameError, HELLO_BYTES, Hello, HelloError, MAC_BYTES, MacRole,
+    NONCE_BYTES, TRANSCRIPT_BYTES,
+};
+use crate::tls::{self, Stream};
 
 /// What arrived and is waiting for the loop.
 pub(crate) struct Inbox<M> {
@@ -75,13 +79,21 @@ impl std::fmt::Display for Close {
 
 /// One accepted connection.
 pub(crate) struct Inbound {
-    pub conn: TcpStream,
+    pub conn: Stream,
     pub addr: SocketAddr,
     pub since: Instant,
-    hello: [u8; HELLO_BYTES],
+    /// The dialer's hello, and its nonce when a secret is required.
+    hello: [u8; HELLO_BYTES + NONCE_BYTES],
     hello_read_bytes: usize,
-    /// The member on the other end, once its hello was accepted.
+    /// With a secret: the member the hello named and the transcript, until
+    /// the dialer's MAC proves the secret.
+    awaiting_mac: Option<(u64, Box<[u8; TRANSCRIPT_BYTES]>)>,
+    mac: [u8; MAC_BYTES],
+    mac_read_bytes: usize,
+    /// The member on the other end, once it proved who it is.
     pub from: Option<u64>,
+    /// WRITABLE is registered: TLS bytes wait for the socket.
+    writable: bool,
     decoder: FrameDecoder,
     /// Invariant: only set while `from` is.
     stream: Option<InStream>,
@@ -90,51 +102,132 @@ pub(crate) struct Inbound {
 }
 
 impl Inbound {
-    pub fn new(conn: TcpStream, addr: SocketAddr, now: Instant, config: &Config) -> Inbound {
+    pub fn new(conn: Stream, addr: SocketAddr, now: Instant, config: &Config) -> Inbound {
         Inbound {
             conn,
             addr,
             since: now,
-            hello: [0; HELLO_BYTES],
+            hello: [0; HELLO_BYTES + NONCE_BYTES],
             hello_read_bytes: 0,
+            awaiting_mac: None,
+            mac: [0; MAC_BYTES],
+            mac_read_bytes: 0,
             from: None,
+            writable: false,
             decoder: FrameDecoder::new(config.frame_bytes_max),
             stream: None,
             paused: false,
         }
     }
 
-    /// Reads the hello if it is not complete yet; answers it once it is.
-    /// `Ok(Some(from))` the moment a member is accepted.
-    pub fn drive_handshake(
+    /// Reads the hello if it is not complete yet; answers it once it is;
+    /// with a secret, reads and checks the dialer's MAC. `Ok(Some(from))`
+    /// the moment a member has proved who it is. `peer_name` gives the host
+    /// a known member's certificate must be valid for.
+    pub fn drive_handshake<'a>(
         &mut self,
         config: &Config,
-        is_peer: impl Fn(u64) -> bool,
+        peer_name: impl Fn(u64) -> Option<&'a str>,
     ) -> Result<Option<u64>, Close> {
         if self.from.is_some() {
             return Ok(None);
         }
-        while self.hello_read_bytes < HELLO_BYTES {
-            match self.conn.read(&mut self.hello[self.hello_read_bytes..]) {
-                Ok(0) => return Err(Close::Eof),
-                Ok(n) => self.hello_read_bytes += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-                Err(e) => return Err(Close::Io(e)),
-            }
+        if self.awaiting_mac.is_none() && !self.read_hello(config, peer_name)? {
+            return Ok(None);
         }
-        let hello = Hello::check(&self.hello, config.cluster_id, config.local_id, is_peer)
+        let Some((from, transcript)) = &self.awaiting_mac else {
+            return Ok(self.from);
+        };
+        if !read_some(&mut self.conn, &mut self.mac, &mut self.mac_read_bytes)? {
+            return Ok(None);
+        }
+        let secret = config.secret.as_ref().expect("a MAC is awaited only with a secret");
+        wire::verify_hello_mac(secret.bytes(), MacRole::Dialer, transcript, &self.mac)
             .map_err(Close::Refused)?;
-        let reply = Hello { cluster_id: config.cluster_id, from: config.local_id, to: hello.from };
-        // 32 bytes into the empty send buffer of a new connection: anything
-        // short of all of them means the connection is already broken.
-        match self.conn.write(&reply.encode()) {
-            Ok(HELLO_BYTES) => {}
-            Ok(_) => return Err(Close::Protocol("could not send the handshake answer")),
-            Err(e) => return Err(Close::Io(e)),
+        self.from = Some(*from);
+        self.awaiting_mac = None;
+        Ok(self.from)
+    }
+
+    /// Reads and checks the hello and answers it. True once answered.
+    fn read_hello<'a>(
+        &mut self,
+        config: &Config,
+        peer_name: impl Fn(u64) -> Option<&'a str>,
+    ) -> Result<bool, Close> {
+        // The hello alone first: its flag must be checked before waiting
+        // for a nonce a dialer without the secret never sends.
+        if !read_some(&mut self.conn, &mut self.hello[..HELLO_BYTES], &mut self.hello_read_bytes)? {
+            return Ok(false);
         }
-        self.from = Some(hello.from);
-        Ok(Some(hello.from))
+        let head: &[u8; HELLO_BYTES] = self.hello.first_chunk().expect("hello fits");
+        let is_peer = |id| peer_name(id).is_some();
+        let hello = Hello::check(head, config.cluster_id, config.local_id, is_peer)
+            .map_err(Close::Refused)?;
+        wire::check_secret_flag(head, config.secret.is_some()).map_err(Close::Refused)?;
+        self.check_certificate(config, hello.from, peer_name(hello.from).unwrap_or_default())?;
+        let reply = Hello { cluster_id: config.cluster_id, from: config.local_id, to: hello.from };
+        let Some(secret) = &config.secret else {
+            self.send_reply(&reply.encode())?;
+            self.from = Some(hello.from);
+            return Ok(true);
+        };
+        if !read_some(&mut self.conn, &mut self.hello, &mut self.hello_read_bytes)? {
+            return Ok(false);
+        }
+        let mut answer = [0u8; HELLO_BYTES + NONCE_BYTES + MAC_BYTES];
+        answer[..HELLO_BYTES].copy_from_slice(&reply.encode_flagged(true));
+        fill_random(&mut answer[HELLO_BYTES..HELLO_BYTES + NONCE_BYTES])?;
+        let acceptor = answer[..HELLO_BYTES + NONCE_BYTES].try_into().expect("sized");
+        let transcript = Box::new(wire::transcript(&self.hello, acceptor));
+        let mac = wire::hello_mac(secret.bytes(), MacRole::Acceptor, &transcript);
+        answer[HELLO_BYTES + NONCE_BYTES..].copy_from_slice(&mac);
+        self.send_reply(&answer)?;
+        self.awaiting_mac = Some((hello.from, transcript));
+        Ok(true)
+    }
+
+    /// Under peer TLS, the certificate the dialer presented (its chain was
+    /// checked against the peer CA in the handshake) must be valid for the
+    /// member the hello names.
+    fn check_certificate(&self, config: &Config, from: u64, host: &str) -> Result<(), Close> {
+        let Some(peer_tls) = &config.tls else { return Ok(()) };
+        let name = peer_tls.allowed_hostname.as_deref().unwrap_or(host);
+        let leaf = self.conn.peer_certificates().and_then(|chain| chain.first());
+        match leaf {
+            Some(cert) if tls::certificate_names(cert, name) => Ok(()),
+            _ => Err(Close::Refused(HelloError::CertificateMismatch {
+                member: from,
+                name: name.to_string(),
+            })),
+        }
+    }
+
+    /// At most 96 bytes into the empty send buffer of a new connection (or
+    /// into rustls' buffer): anything short of all of them means the
+    /// connection is already broken.
+    fn send_reply(&mut self, reply: &[u8]) -> Result<(), Close> {
+        match self.conn.write(reply) {
+            Ok(n) if n == reply.len() => Ok(()),
+            Ok(_) => Err(Close::Protocol("could not send the handshake answer")),
+            Err(e) => Err(Close::Io(e)),
+        }
+    }
+
+    /// Asks for WRITABLE events exactly while TLS bytes wait for the socket.
+    pub fn sync_interest(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        let want = self.conn.wants_write();
+        if want != self.writable {
+            let interest = self.conn.interest(false);
+            registry.reregister(&mut self.conn, token, interest)?;
+            self.writable = want;
+        }
+        Ok(())
+    }
+
+    /// Writes TLS bytes that wait (a handshake flight, an alert).
+    pub fn flush_tls(&mut self) -> Result<(), Close> {
+        self.conn.flush_tls().map_err(Close::Io)
     }
 
     /// Reads and delivers frames until the socket would block or the inbox
@@ -232,6 +325,11 @@ impl Inbound {
         }
     }
 
+    /// Whether the connection has proved nothing yet.
+    pub fn is_stranger(&self) -> bool {
+        self.from.is_none()
+    }
+
     /// Tells the inbox about a stream cut short by the end of this connection
     /// and reports a partial frame that is being discarded.
     pub fn closing<M>(&mut self, inbox: &mut Inbox<M>) {
@@ -247,4 +345,27 @@ impl Inbound {
             );
         }
     }
+}
+
+/// Reads into `buf[*filled..]` until it is full. `Ok(false)` while the
+/// socket would block.
+fn read_some(conn: &mut Stream, buf: &mut [u8], filled: &mut usize) -> Result<bool, Close> {
+    while *filled < buf.len() {
+        match conn.read(&mut buf[*filled..]) {
+            Ok(0) => return Err(Close::Eof),
+            Ok(n) => *filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(Close::Io(e)),
+        }
+    }
+    Ok(true)
+}
+
+/// Random bytes from the operating system, for a nonce.
+pub(crate) fn fill_random(buf: &mut [u8]) -> Result<(), Close> {
+    use ring::rand::SecureRandom;
+    ring::rand::SystemRandom::new()
+        .fill(buf)
+        .map_err(|_| Close::Protocol("the system gave no random bytes for a nonce"))
 }

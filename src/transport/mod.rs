@@ -70,6 +70,7 @@ use std::fmt;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
@@ -77,6 +78,7 @@ use mio::{Interest, Registry, Token};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::tls;
 use inbound::{Close, Inbound, Inbox};
 pub use outbound::backoff_delay;
 use outbound::{Failure, Link, Peer};
@@ -115,6 +117,14 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Outbound slots, the most peers at once: Raft clusters beyond seven voters
 /// only get slower, and a membership change briefly adds a learner.
 pub const PEER_SLOTS: usize = 8;
+/// Accepted connections that have not finished their handshake, at most: a
+/// restarting cluster's members reconnect a few at a time, while a flood
+/// from elsewhere must leave the other slots to members.
+pub const STRANGER_SLOTS: usize = PEER_SLOTS;
+/// How often refused peer connections are reported: one line with a count,
+/// not one per attempt, so a scan of the port cannot fill the journal.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Longest time queued frames may wait for a socket that accepts nothing.
 /// A peer that lost power never resets its connections, and TCP would keep
 /// retransmitting for many minutes; reconnecting finds it as soon as it is
@@ -126,9 +136,55 @@ pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerAddr {
     pub id: u64,
+    /// The host of its first peer URL, as written: under peer TLS its
+    /// certificate must be valid for this name (or for the configured
+    /// allowed hostname).
+    pub name: String,
     /// Tried in turn, one per dial. Invariant (checked by `Transport::new`):
     /// not empty.
     pub addrs: Vec<SocketAddr>,
+}
+
+/// Peer TLS: the acceptor's configuration (which requires a client
+/// certificate signed by the peer CA), the dialer's (which presents the
+/// same certificate and checks the acceptor's against the peer CA), and the
+/// name certificates must be valid for when it is not each member's host.
+#[derive(Clone)]
+pub struct PeerTls {
+    pub server: Arc<rustls::ServerConfig>,
+    pub client: Arc<rustls::ClientConfig>,
+    pub allowed_hostname: Option<String>,
+}
+
+impl fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PeerTls {{ allowed_hostname: {:?} }}", self.allowed_hostname)
+    }
+}
+
+/// Shortest shared secret: 256 bits, the size of HMAC-SHA256's output, so
+/// guessing the secret is never easier than forging a MAC.
+pub const SECRET_BYTES_MIN: usize = 32;
+
+/// The shared secret that authenticates hellos when there is no peer TLS.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<[u8]>);
+
+impl Secret {
+    /// At least `SECRET_BYTES_MIN` bytes, or `None`.
+    pub fn new(bytes: &[u8]) -> Option<Secret> {
+        (bytes.len() >= SECRET_BYTES_MIN).then(|| Secret(bytes.into()))
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
 }
 
 /// Configuration of the transport; every bound is here.
@@ -136,6 +192,14 @@ pub struct PeerAddr {
 pub struct Config {
     pub cluster_id: u64,
     pub local_id: u64,
+    /// Peer TLS; `None` speaks plain TCP.
+    pub tls: Option<PeerTls>,
+    /// The shared secret every hello must prove; `None` requires none.
+    pub secret: Option<Secret>,
+    /// Accepted connections that have not proved themselves yet, at most:
+    /// strangers beyond it are closed at once, so they never hold the
+    /// slots members need.
+    pub stranger_slots: usize,
     /// Invariant (checked by `Transport::new`): ids unique and not `local_id`.
     pub peers: Vec<PeerAddr>,
     /// The most peers at once: the initial ones and those added later.
@@ -159,6 +223,9 @@ impl Config {
         Config {
             cluster_id,
             local_id,
+            tls: None,
+            secret: None,
+            stranger_slots: STRANGER_SLOTS,
             peers,
             peer_slots: PEER_SLOTS,
             frame_bytes_max: FRAME_BYTES_MAX,
@@ -295,6 +362,48 @@ pub struct Transport<M> {
     unreachable: BTreeSet<u64>,
     outcomes: Vec<StreamOutcome>,
     next_stream_id: u64,
+    refusals: Refusals,
+}
+
+/// Accepted connections closed before they proved who they are. The first
+/// of an interval is logged at once; the rest are counted and reported in
+/// one line when the interval ends, so a scan or a flood costs the journal
+/// two lines per `REFUSAL_LOG_INTERVAL`.
+struct Refusals {
+    /// Refusals since the first of the interval.
+    more: u64,
+    last: String,
+    /// When the current interval began; `None` while nothing was refused.
+    since: Option<Instant>,
+}
+
+impl Refusals {
+    fn note(&mut self, why: String, now: Instant) {
+        if self.since.is_none() {
+            log::warn!("refused peer connection from {why}");
+            self.since = Some(now);
+        } else {
+            self.more += 1;
+            self.last = why;
+        }
+    }
+
+    /// Ends the interval once it is over, logging what it counted.
+    fn report(&mut self, now: Instant) {
+        let Some(since) = self.since else { return };
+        if now < since + REFUSAL_LOG_INTERVAL {
+            return;
+        }
+        if self.more > 0 {
+            log::warn!(
+                "refused {} more peer connection(s) in {}s; the last from {}",
+                self.more,
+                now.duration_since(since).as_secs(),
+                self.last
+            );
+        }
+        *self = Refusals { more: 0, last: String::new(), since: None };
+    }
 }
 
 impl<M: Serialize + DeserializeOwned> Transport<M> {
@@ -310,7 +419,7 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
         let mut peers: Vec<Option<Peer>> = (0..config.peer_slots).map(|_| None).collect();
         for (slot, p) in config.peers.iter().enumerate() {
             let token = Token(listener_token.0 + 1 + slot);
-            peers[slot] = Some(Peer::new(p.id, p.addrs.clone(), token, now));
+            peers[slot] = Some(Peer::new(p.id, p.name.clone(), p.addrs.clone(), token, now));
         }
         let inbound_slots = tokens.len() - 1 - config.peer_slots;
         Ok(Transport {
@@ -323,6 +432,7 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
             unreachable: BTreeSet::new(),
             outcomes: Vec::new(),
             next_stream_id: 1,
+            refusals: Refusals { more: 0, last: String::new(), since: None },
         })
     }
 
@@ -352,7 +462,7 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
         } else if offset <= self.peers.len() {
             self.drive_peer(registry, offset - 1, now, true);
         } else if offset - 1 - self.peers.len() < self.inbound.len() {
-            self.drive_inbound(registry, offset - 1 - self.peers.len());
+            self.drive_inbound(registry, offset - 1 - self.peers.len(), now);
         }
     }
 
@@ -367,7 +477,7 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
         }
         let slot = self.peers.iter().position(Option::is_none).ok_or(ConfigError::NoPeerSlot)?;
         let token = Token(self.listener_token.0 + 1 + slot);
-        self.peers[slot] = Some(Peer::new(peer.id, peer.addrs, token, now));
+        self.peers[slot] = Some(Peer::new(peer.id, peer.name, peer.addrs, token, now));
         Ok(())
     }
 
@@ -380,7 +490,7 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
         peer.close(registry, now, &mut self.outcomes);
         for other in 0..self.inbound.len() {
             if self.inbound[other].as_ref().is_some_and(|c| c.from == Some(id)) {
-                self.close_inbound(registry, other, &Close::Removed);
+                self.close_inbound(registry, other, &Close::Removed, now);
             }
         }
         log::info!("removed peer {id:016x}");
@@ -448,11 +558,18 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
         for slot in 0..self.inbound.len() {
             let Some(conn) = &self.inbound[slot] else { continue };
             if conn.from.is_none() && now >= conn.since + self.config.handshake_timeout {
-                self.close_inbound(registry, slot, &Close::HandshakeTimeout);
+                self.close_inbound(registry, slot, &Close::HandshakeTimeout, now);
             } else if conn.paused && !self.inbox.is_full(&self.config) {
-                self.drive_inbound(registry, slot);
+                self.drive_inbound(registry, slot, now);
             }
         }
+        self.refusals.report(now);
+    }
+
+    /// New peer TLS configurations (reloaded certificates): connections
+    /// made from now on use them, open ones keep theirs.
+    pub fn set_tls(&mut self, tls: PeerTls) {
+        self.config.tls = Some(tls);
     }
 
     fn tick_peer(&mut self, registry: &Registry, slot: usize, now: Instant) {
@@ -465,7 +582,7 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
                     from: self.config.local_id,
                     to: peer.id,
                 };
-                match peer.dial(registry, now, hello) {
+                match peer.dial(registry, now, hello, &self.config) {
                     Err(failure) => self.fail_peer(registry, slot, now, &failure),
                     // A connect to a local address may complete at once.
                     Ok(()) => self.drive_peer(registry, slot, now, true),
@@ -586,42 +703,55 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
     fn admit(
         &mut self,
         registry: &Registry,
-        mut conn: mio::net::TcpStream,
+        conn: mio::net::TcpStream,
         addr: SocketAddr,
         now: Instant,
     ) {
+        let strangers = self.inbound.iter().flatten().filter(|c| c.is_stranger()).count();
+        if strangers >= self.config.stranger_slots {
+            let why = format!("{addr}: {strangers} connections are already in their handshake");
+            self.refusals.note(why, now);
+            return;
+        }
         let Some(slot) = self.inbound.iter().position(Option::is_none) else {
-            log::warn!(
-                "refused peer connection from {addr}: all {} slots in use",
-                self.inbound.len()
-            );
+            let why = format!("{addr}: all {} slots in use", self.inbound.len());
+            self.refusals.note(why, now);
             return;
         };
         let token = Token(self.listener_token.0 + 1 + self.peers.len() + slot);
+        let server = self.config.tls.as_ref().map(|t| t.server.clone());
+        let mut conn = tls::Stream::accepted(conn, server);
         if let Err(e) = registry.register(&mut conn, token, Interest::READABLE) {
             log::warn!("refused peer connection from {addr}: {e}");
             return;
         }
         self.inbound[slot] = Some(Inbound::new(conn, addr, now, &self.config));
         // The hello may already be here; edge-triggered events would not repeat it.
-        self.drive_inbound(registry, slot);
+        self.drive_inbound(registry, slot, now);
     }
 
-    fn drive_inbound(&mut self, registry: &Registry, slot: usize) {
+    fn drive_inbound(&mut self, registry: &Registry, slot: usize, now: Instant) {
+        let token = Token(self.listener_token.0 + 1 + self.peers.len() + slot);
         let Some(conn) = self.inbound[slot].as_mut() else { return };
         let peers = &self.peers;
-        let is_peer = |id: u64| peers.iter().flatten().any(|p| p.id == id);
-        let result = match conn.drive_handshake(&self.config, is_peer) {
-            Ok(Some(from)) => {
-                log::info!("accepted peer {from:016x} from {}", conn.addr);
-                self.replace_older(registry, slot, from);
-                self.read_inbound(slot)
-            }
-            Ok(None) => self.read_inbound(slot),
-            Err(close) => Err(close),
-        };
+        let peer_name =
+            |id: u64| peers.iter().flatten().find(|p| p.id == id).map(|p| p.name.as_str());
+        let result =
+            match conn.flush_tls().and_then(|()| conn.drive_handshake(&self.config, peer_name)) {
+                Ok(Some(from)) => {
+                    log::info!("accepted peer {from:016x} from {}", conn.addr);
+                    self.replace_older(registry, slot, from, now);
+                    self.read_inbound(slot)
+                }
+                Ok(None) => self.read_inbound(slot),
+                Err(close) => Err(close),
+            };
+        let result = result.and_then(|()| {
+            let conn = self.inbound[slot].as_mut().expect("slot in use");
+            conn.sync_interest(registry, token).map_err(Close::Io)
+        });
         if let Err(close) = result {
-            self.close_inbound(registry, slot, &close);
+            self.close_inbound(registry, slot, &close, now);
         }
     }
 
@@ -632,26 +762,29 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
 
     /// A member has one outbound connection; a new one from it means the old
     /// one is dead even if no FIN has reached us (the peer restarted).
-    fn replace_older(&mut self, registry: &Registry, slot: usize, from: u64) {
+    fn replace_older(&mut self, registry: &Registry, slot: usize, from: u64, now: Instant) {
         for other in 0..self.inbound.len() {
             let same = self.inbound[other].as_ref().is_some_and(|c| c.from == Some(from));
             if other != slot && same {
-                self.close_inbound(registry, other, &Close::Replaced);
+                self.close_inbound(registry, other, &Close::Replaced, now);
             }
         }
     }
 
-    fn close_inbound(&mut self, registry: &Registry, slot: usize, close: &Close) {
+    fn close_inbound(&mut self, registry: &Registry, slot: usize, close: &Close, now: Instant) {
         let Some(mut conn) = self.inbound[slot].take() else { return };
         conn.closing(&mut self.inbox);
         let _ = registry.deregister(&mut conn.conn);
-        let who =
-            conn.from.map_or_else(|| "unidentified".to_string(), |id| format!("peer {id:016x}"));
+        let Some(id) = conn.from else {
+            // A stranger: counted, and reported once per interval.
+            self.refusals.note(format!("{}: {close}", conn.addr), now);
+            return;
+        };
         match close {
             Close::Eof | Close::Replaced | Close::Removed => {
-                log::info!("connection from {who} at {} closed: {close}", conn.addr)
+                log::info!("connection from peer {id:016x} at {} closed: {close}", conn.addr)
             }
-            _ => log::warn!("closed connection from {who} at {}: {close}", conn.addr),
+            _ => log::warn!("closed connection from peer {id:016x} at {}: {close}", conn.addr),
         }
     }
 }
@@ -661,7 +794,7 @@ mod tests {
     use super::*;
 
     fn peer(id: u64) -> PeerAddr {
-        PeerAddr { id, addrs: vec!["127.0.0.1:1".parse().unwrap()] }
+        PeerAddr { id, name: "127.0.0.1".into(), addrs: vec!["127.0.0.1:1".parse().unwrap()] }
     }
 
     #[test]
@@ -672,7 +805,7 @@ mod tests {
         assert_eq!(own.check(&tokens), Err(ConfigError::BadPeerId(1)));
         let twice = Config::new(1, 1, vec![peer(2), peer(2)]);
         assert_eq!(twice.check(&tokens), Err(ConfigError::BadPeerId(2)));
-        let nowhere = Config::new(1, 1, vec![PeerAddr { id: 2, addrs: vec![] }]);
+        let nowhere = Config::new(1, 1, vec![PeerAddr { id: 2, name: "h".into(), addrs: vec![] }]);
         assert_eq!(nowhere.check(&tokens), Err(ConfigError::NoAddress(2)));
         let few = Config::new(1, 1, vec![]);
         assert_eq!(few.check(&(0..9)), Err(ConfigError::TooFewTokens { need: 10, have: 9 }));

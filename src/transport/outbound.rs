@@ -16,8 +16,9 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use super::stream::{OutStream, StreamFailure, StreamOutcome};
-use super::wire::{self, HELLO_BYTES, Hello};
+use super::wire::{self, HELLO_BYTES, Hello, MAC_BYTES, MacRole, NONCE_BYTES};
 use super::{Config, SendError};
+use crate::tls::{self, Stream};
 
 /// Frames handed to one `write_vectored` call. Linux accepts up to 1024; 128
 /// turns a Ready's burst of appends and heartbeats into one system call
@@ -155,14 +156,21 @@ impl OutQueue {
 
 /// A connection whose handshake is not complete.
 pub(crate) struct Dialing {
-    conn: TcpStream,
+    conn: Stream,
     addr: SocketAddr,
     since: Instant,
     connected: bool,
-    hello: [u8; HELLO_BYTES],
-    hello_written_bytes: usize,
-    reply: [u8; HELLO_BYTES],
+    /// Our hello and, with a secret, our nonce: the first half of the
+    /// transcript.
+    hello: [u8; HELLO_BYTES + NONCE_BYTES],
+    /// Bytes to send now: the hello (and nonce), later our MAC.
+    out: Vec<u8>,
+    out_written_bytes: usize,
+    /// The acceptor's hello, and with a secret its nonce and MAC.
+    reply: [u8; HELLO_BYTES + NONCE_BYTES + MAC_BYTES],
     reply_read_bytes: usize,
+    /// The reply was read and checked; what is left is sending `out`.
+    replied: bool,
 }
 
 /// The state of a peer's outbound connection.
@@ -173,7 +181,7 @@ pub(crate) enum Link {
     },
     Dialing(Box<Dialing>),
     Up {
-        conn: TcpStream,
+        conn: Stream,
         addr: SocketAddr,
         /// Since when frames have waited for a socket that takes nothing.
         /// Invariant: `None` whenever the last flush made progress or
@@ -219,6 +227,8 @@ impl std::fmt::Display for Failure {
 /// One peer as seen by the sender.
 pub(crate) struct Peer {
     pub id: u64,
+    /// The name its TLS certificate must be valid for.
+    pub name: String,
     /// Invariant: not empty. Dials rotate through them.
     pub addrs: Vec<SocketAddr>,
     next_addr: usize,
@@ -232,9 +242,10 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub fn new(id: u64, addrs: Vec<SocketAddr>, token: Token, now: Instant) -> Peer {
+    pub fn new(id: u64, name: String, addrs: Vec<SocketAddr>, token: Token, now: Instant) -> Peer {
         Peer {
             id,
+            name,
             addrs,
             next_addr: 0,
             token,
@@ -282,23 +293,50 @@ impl Peer {
 
     /// Starts a connection to the next address. A failure here (no route,
     /// no file descriptors) counts like any other and backs off.
-    pub fn dial(&mut self, registry: &Registry, now: Instant, hello: Hello) -> Result<(), Failure> {
+    pub fn dial(
+        &mut self,
+        registry: &Registry,
+        now: Instant,
+        hello: Hello,
+        config: &Config,
+    ) -> Result<(), Failure> {
         let addr = self.addrs[self.next_addr % self.addrs.len()];
         self.next_addr = self.next_addr.wrapping_add(1);
         self.dials += 1;
-        let mut conn = TcpStream::connect(addr).map_err(Failure::Io)?;
+        let sock = TcpStream::connect(addr).map_err(Failure::Io)?;
+        let mut conn = match &config.tls {
+            Some(peer_tls) => {
+                let name = peer_tls.allowed_hostname.as_deref().unwrap_or(&self.name);
+                let name = tls::server_name(name).map_err(|e| Failure::Io(io::Error::other(e)))?;
+                Stream::dialed(sock, peer_tls.client.clone(), name)
+                    .map_err(|e| Failure::Io(io::Error::other(e)))?
+            }
+            None => Stream::plain(sock),
+        };
         registry
             .register(&mut conn, self.token, Interest::READABLE | Interest::WRITABLE)
             .map_err(Failure::Io)?;
+        let secret = config.secret.is_some();
+        let mut first = [0u8; HELLO_BYTES + NONCE_BYTES];
+        first[..HELLO_BYTES].copy_from_slice(&hello.encode_flagged(secret));
+        let first_len = if secret {
+            super::inbound::fill_random(&mut first[HELLO_BYTES..])
+                .map_err(|_| Failure::Io(io::Error::other("no random bytes for a nonce")))?;
+            HELLO_BYTES + NONCE_BYTES
+        } else {
+            HELLO_BYTES
+        };
         let dialing = Dialing {
             conn,
             addr,
             since: now,
             connected: false,
-            hello: hello.encode(),
-            hello_written_bytes: 0,
-            reply: [0; HELLO_BYTES],
+            hello: first,
+            out: first[..first_len].to_vec(),
+            out_written_bytes: 0,
+            reply: [0; HELLO_BYTES + NONCE_BYTES + MAC_BYTES],
             reply_read_bytes: 0,
+            replied: false,
         };
         self.link = Link::Dialing(Box::new(dialing));
         Ok(())
@@ -329,7 +367,7 @@ impl Peer {
             self.failures = 0;
             // Nagle's algorithm would hold a heartbeat back while an append
             // is unacknowledged; frames are already batched by writev.
-            if let Err(e) = dialing.conn.set_nodelay(true) {
+            if let Err(e) = dialing.conn.socket().set_nodelay(true) {
                 log::debug!("TCP_NODELAY to peer {:016x}: {e}", self.id);
             }
             self.link = Link::Up { conn: dialing.conn, addr: dialing.addr, blocked_since: None };
@@ -338,8 +376,11 @@ impl Peer {
         if on_event {
             check_silent(conn)?;
         }
+        // Records rustls holds from the last write go before new ones.
+        conn.flush_tls().map_err(Failure::Io)?;
         let queue = &mut self.queue;
-        let flushed = flush_queue(conn, queue, &mut self.stream, self.id, config, outcomes)?;
+        let mut flushed = flush_queue(conn, queue, &mut self.stream, self.id, config, outcomes)?;
+        flushed.blocked |= conn.wants_write();
         // The stall clock restarts with every write that moved bytes.
         *blocked_since = match (flushed.blocked, flushed.wrote_any, *blocked_since) {
             (false, _, _) => None,
@@ -403,39 +444,68 @@ impl Peer {
     }
 }
 
-/// Connect, send our hello, read and check the answer. `Ok(true)` once the
-/// handshake is complete, `Ok(false)` while the socket would block.
+/// Connect, send our hello, read and check the answer (with a secret: its
+/// MAC, then send ours). `Ok(true)` once the handshake is complete,
+/// `Ok(false)` while the socket would block.
 fn drive_handshake(d: &mut Dialing, config: &Config, peer: u64) -> Result<bool, Failure> {
     if !d.connected {
         // mio's rule for a non-blocking connect: an error or no peer address
         // yet means the connection is not (yet) established.
-        if let Some(e) = d.conn.take_error().map_err(Failure::Io)? {
+        if let Some(e) = d.conn.socket().take_error().map_err(Failure::Io)? {
             return Err(Failure::Io(e));
         }
-        match d.conn.peer_addr() {
+        match d.conn.socket().peer_addr() {
             Ok(_) => d.connected = true,
             Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
             Err(e) => return Err(Failure::Io(e)),
         }
     }
-    while d.hello_written_bytes < HELLO_BYTES {
-        match d.conn.write(&d.hello[d.hello_written_bytes..]) {
+    if !write_out(d)? {
+        return Ok(false);
+    }
+    if !d.replied {
+        let secret = config.secret.as_ref();
+        let want = if secret.is_some() { d.reply.len() } else { HELLO_BYTES };
+        while d.reply_read_bytes < want {
+            match d.conn.read(&mut d.reply[d.reply_read_bytes..want]) {
+                Ok(0) => return Err(Failure::ClosedInHandshake),
+                Ok(n) => d.reply_read_bytes += n,
+                Err(e) if would_block(&e) => return Ok(false),
+                Err(e) => return Err(Failure::Io(e)),
+            }
+        }
+        let head: &[u8; HELLO_BYTES] = d.reply.first_chunk().expect("hello fits");
+        Hello::check(head, config.cluster_id, config.local_id, |id| id == peer)
+            .map_err(Failure::Refused)?;
+        wire::check_secret_flag(head, secret.is_some()).map_err(Failure::Refused)?;
+        d.replied = true;
+        if let Some(secret) = secret {
+            let acceptor = d.reply[..HELLO_BYTES + NONCE_BYTES].try_into().expect("sized");
+            let transcript = wire::transcript(&d.hello, acceptor);
+            let mac = &d.reply[HELLO_BYTES + NONCE_BYTES..];
+            wire::verify_hello_mac(secret.bytes(), MacRole::Acceptor, &transcript, mac)
+                .map_err(Failure::Refused)?;
+            d.out = wire::hello_mac(secret.bytes(), MacRole::Dialer, &transcript).to_vec();
+            d.out_written_bytes = 0;
+            return write_out(d);
+        }
+    }
+    Ok(true)
+}
+
+/// Writes what `out` holds; true once all of it is written.
+fn write_out(d: &mut Dialing) -> Result<bool, Failure> {
+    while d.out_written_bytes < d.out.len() {
+        match d.conn.write(&d.out[d.out_written_bytes..]) {
             Ok(0) => return Err(Failure::Closed),
-            Ok(n) => d.hello_written_bytes += n,
+            Ok(n) => d.out_written_bytes += n,
             Err(e) if would_block(&e) => return Ok(false),
             Err(e) => return Err(Failure::Io(e)),
         }
     }
-    while d.reply_read_bytes < HELLO_BYTES {
-        match d.conn.read(&mut d.reply[d.reply_read_bytes..]) {
-            Ok(0) => return Err(Failure::ClosedInHandshake),
-            Ok(n) => d.reply_read_bytes += n,
-            Err(e) if would_block(&e) => return Ok(false),
-            Err(e) => return Err(Failure::Io(e)),
-        }
-    }
-    Hello::check(&d.reply, config.cluster_id, config.local_id, |id| id == peer)
-        .map_err(Failure::Refused)?;
+    // Under TLS the bytes may still sit in rustls' buffer; they leave
+    // before any frame, and `drive` flushes them on every call.
+    d.conn.flush_tls().map_err(Failure::Io)?;
     Ok(true)
 }
 
@@ -445,7 +515,7 @@ fn would_block(e: &io::Error) -> bool {
 
 /// The accepting side never writes after its hello, so anything readable on
 /// an outbound connection is its end (or a broken peer).
-fn check_silent(conn: &mut TcpStream) -> Result<(), Failure> {
+fn check_silent(conn: &mut Stream) -> Result<(), Failure> {
     let mut probe = [0u8; 64];
     loop {
         match conn.read(&mut probe) {
@@ -468,7 +538,7 @@ struct Flushed {
 /// Writes the queue, pulling the stream's next chunk in whenever its previous
 /// frame has left, until the socket would block or nothing is left.
 fn flush_queue(
-    conn: &mut TcpStream,
+    conn: &mut Stream,
     queue: &mut OutQueue,
     stream: &mut Option<OutStream>,
     peer: u64,

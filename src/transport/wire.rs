@@ -18,6 +18,31 @@
 //! answer the same way and only then sends frames, so nothing is ever sent to
 //! a node of another cluster or to the wrong member at a reused address.
 //!
+//! The ids in a hello are derived from public names, so they prove nothing.
+//! Members prove who they are by their TLS certificates (peer TLS: the
+//! connection is TLS and the hello travels inside it), or by a shared secret
+//! (`--peer-secret-file`), or both:
+//!
+//! ## Hello with a shared secret (flag bit 0 set)
+//!
+//! ```text
+//!  dialer   → acceptor:  hello_d (32) | nonce_d (32)
+//!  acceptor → dialer:    hello_a (32) | nonce_a (32) | mac_a (32)
+//!  dialer   → acceptor:  mac_d (32), then frames
+//!
+//!  transcript = hello_d | nonce_d | hello_a | nonce_a
+//!  mac_a = HMAC-SHA256(secret, "ember peer acceptor" 0x00 | transcript)
+//!  mac_d = HMAC-SHA256(secret, "ember peer dialer" 0x00 | transcript)
+//! ```
+//!
+//! Nonces are 32 random bytes from each side, so no answer can be replayed
+//! into another connection; the two labels keep one side's MAC from being
+//! reflected as the other's. The acceptor reads no frame before `mac_d`
+//! checks, the dialer sends none before `mac_a` does. Whether a secret is
+//! required comes from the local configuration only: a hello whose flag
+//! disagrees with it is refused, so no peer can talk a member down to an
+//! unauthenticated hello.
+//!
 //! ## Frames (dialer to acceptor only)
 //!
 //! ```text
@@ -57,6 +82,15 @@ pub const CHUNK_OVERHEAD_BYTES: usize = 1 + 8;
 /// small frames arrive per system call.
 pub const READ_BYTES_MIN: usize = 16 * 1024;
 
+/// Hello flag: a nonce follows the hello, and MACs prove the shared secret.
+pub const FLAG_SECRET: u16 = 1;
+/// Size of each side's random nonce.
+pub const NONCE_BYTES: usize = 32;
+/// Size of an HMAC-SHA256 tag.
+pub const MAC_BYTES: usize = 32;
+/// Both hellos and both nonces, the bytes each MAC covers.
+pub const TRANSCRIPT_BYTES: usize = 2 * (HELLO_BYTES + NONCE_BYTES);
+
 const KIND_MESSAGE: u8 = 1;
 const KIND_STREAM_START: u8 = 2;
 const KIND_STREAM_CHUNK: u8 = 3;
@@ -72,7 +106,7 @@ pub struct Hello {
 }
 
 /// Why a hello was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HelloError {
     /// Not an Ember peer at all (an HTTP client, a port scanner, garbage).
     BadMagic([u8; 4]),
@@ -92,6 +126,17 @@ pub enum HelloError {
     },
     /// The sender is not a member we know, or is not the member we dialed.
     UnknownMember(u64),
+    /// This member requires the shared secret and the hello does not offer it.
+    SecretMissing,
+    /// The hello offers a shared secret this member has not been given.
+    SecretUnexpected,
+    /// The MAC does not prove the shared secret.
+    BadMac,
+    /// The TLS certificate is not valid for the member the hello names.
+    CertificateMismatch {
+        member: u64,
+        name: String,
+    },
 }
 
 impl fmt::Display for HelloError {
@@ -108,6 +153,19 @@ impl fmt::Display for HelloError {
                 write!(f, "hello addressed to member {got:016x}, this is member {want:016x}")
             }
             HelloError::UnknownMember(id) => write!(f, "member {id:016x} is not a known peer"),
+            HelloError::SecretMissing => {
+                write!(f, "this member requires the peer secret and the hello offers none")
+            }
+            HelloError::SecretUnexpected => {
+                write!(f, "the hello offers a peer secret and this member has none configured")
+            }
+            HelloError::BadMac => write!(f, "the hello does not prove the peer secret"),
+            HelloError::CertificateMismatch { member, name } => {
+                write!(
+                    f,
+                    "the certificate is not valid for {name}, the host of member {member:016x}"
+                )
+            }
         }
     }
 }
@@ -122,6 +180,15 @@ impl Hello {
         out[8..16].copy_from_slice(&self.cluster_id.to_le_bytes());
         out[16..24].copy_from_slice(&self.from.to_le_bytes());
         out[24..32].copy_from_slice(&self.to.to_le_bytes());
+        out
+    }
+
+    /// The hello with the secret flag set or not.
+    pub fn encode_flagged(&self, secret: bool) -> [u8; HELLO_BYTES] {
+        let mut out = self.encode();
+        if secret {
+            out[6..8].copy_from_slice(&FLAG_SECRET.to_le_bytes());
+        }
         out
     }
 
@@ -154,6 +221,75 @@ impl Hello {
         }
         Ok(hello)
     }
+}
+
+/// No downgrade: a received hello must offer the secret exactly when the
+/// local configuration has one.
+pub fn check_secret_flag(
+    bytes: &[u8; HELLO_BYTES],
+    secret_required: bool,
+) -> Result<(), HelloError> {
+    let flags = u16::from_le_bytes(bytes[6..8].try_into().expect("2 bytes"));
+    match (secret_required, flags & FLAG_SECRET != 0) {
+        (true, false) => Err(HelloError::SecretMissing),
+        (false, true) => Err(HelloError::SecretUnexpected),
+        _ => Ok(()),
+    }
+}
+
+/// Which side of a hello a MAC speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacRole {
+    Dialer,
+    Acceptor,
+}
+
+fn mac_key(secret: &[u8]) -> ring::hmac::Key {
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret)
+}
+
+fn mac_label(role: MacRole) -> &'static [u8] {
+    match role {
+        MacRole::Dialer => b"ember peer dialer\0",
+        MacRole::Acceptor => b"ember peer acceptor\0",
+    }
+}
+
+/// The MAC one side sends over the transcript of both hellos.
+pub fn hello_mac(
+    secret: &[u8],
+    role: MacRole,
+    transcript: &[u8; TRANSCRIPT_BYTES],
+) -> [u8; MAC_BYTES] {
+    let mut context = ring::hmac::Context::with_key(&mac_key(secret));
+    context.update(mac_label(role));
+    context.update(transcript);
+    let tag = context.sign();
+    tag.as_ref().try_into().expect("HMAC-SHA256 is 32 bytes")
+}
+
+/// Checks the other side's MAC, in constant time.
+pub fn verify_hello_mac(
+    secret: &[u8],
+    role: MacRole,
+    transcript: &[u8; TRANSCRIPT_BYTES],
+    mac: &[u8],
+) -> Result<(), HelloError> {
+    let mut message = Vec::with_capacity(32 + TRANSCRIPT_BYTES);
+    message.extend_from_slice(mac_label(role));
+    message.extend_from_slice(transcript);
+    ring::hmac::verify(&mac_key(secret), &message, mac).map_err(|_| HelloError::BadMac)
+}
+
+/// The transcript both MACs cover.
+pub fn transcript(
+    dialer: &[u8; HELLO_BYTES + NONCE_BYTES],
+    acceptor: &[u8; HELLO_BYTES + NONCE_BYTES],
+) -> [u8; TRANSCRIPT_BYTES] {
+    let mut out = [0u8; TRANSCRIPT_BYTES];
+    out[..HELLO_BYTES + NONCE_BYTES].copy_from_slice(dialer);
+    out[HELLO_BYTES + NONCE_BYTES..].copy_from_slice(acceptor);
+    out
 }
 
 fn u64_at(bytes: &[u8], at: usize) -> u64 {

@@ -1,7 +1,8 @@
 //! What the integration tests share: real `ember serve` clusters with
 //! optional fault-injecting peer proxies (`cluster`, `proxy`), the `ember`
 //! binary as a CLI test runs it (`cli`), child processes (`process`), test
-//! ports (`ports`) and the seeded generator (`rng`).
+//! ports (`ports`), the seeded generator (`rng`) and test certificates
+//! made with openssl (`certs`).
 //!
 //! Each test binary includes this module with `mod support;` and uses a
 //! different part of it; tests that need only the generator include
@@ -9,6 +10,7 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod cli;
 pub mod cluster;
 pub mod ports;
