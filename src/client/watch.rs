@@ -11,7 +11,9 @@
 //! so the caller sees no event twice and misses none, as long as that
 //! revision is not compacted (then the new server cancels the watch with
 //! `Compacted`, which the caller sees as usual). A watch cancelled because
-//! its member is stopping or was removed resumes the same way.
+//! its member is stopping or was removed resumes the same way, and so does
+//! one cancelled as a slow reader (the caller took its events too slowly):
+//! it gets again every event from the revision it had reached.
 
 use std::time::Instant;
 
@@ -125,7 +127,7 @@ impl WatchStream {
                 }
             };
             match self.accept(message) {
-                Some(message) if self.member_left(&message) && self.resume().is_ok() => {
+                Some(message) if self.carries_on(&message) && self.resume().is_ok() => {
                     self.done = false;
                 }
                 Some(message) => return Some(Ok(message)),
@@ -135,17 +137,17 @@ impl WatchStream {
         None
     }
 
-    /// A cancel that says nothing about the watch itself, only that its
-    /// member is going away: another member can carry it on.
-    fn member_left(&self, message: &WatchMessage) -> bool {
+    /// A cancel that says nothing about the watch itself: its member is
+    /// going away (another member can carry it on), or this client fell
+    /// behind reading it (any member can, from the revision reached).
+    fn carries_on(&self, message: &WatchMessage) -> bool {
         let endpoints = self.config.endpoints.len();
-        matches!(
-            message,
-            WatchMessage::Cancelled {
-                reason: CancelReason::ServerStopping | CancelReason::MemberRemoved,
-                ..
-            }
-        ) && endpoints > 1
+        let WatchMessage::Cancelled { reason, .. } = message else { return false };
+        match reason {
+            CancelReason::ServerStopping | CancelReason::MemberRemoved => endpoints > 1,
+            CancelReason::SlowReader => true,
+            _ => false,
+        }
     }
 
     /// Keeps what belongs to this watch and moves the resume point past it.

@@ -15,6 +15,10 @@ const FIRST_CHANGE_REVISION: u64 = 2;
 /// Key ids per chunk of the key table: 1,024 × 16-byte block handles.
 const KEY_CHUNK: usize = 1024;
 
+/// What one key-value costs in an encoded answer beyond its key and value:
+/// five varints of at most ten bytes and two length prefixes, rounded up.
+pub const RANGE_KV_OVERHEAD_BYTES: usize = 64;
+
 /// Key id → block. A free slot holds an empty block and is listed in `free`.
 #[derive(Default)]
 pub(crate) struct KeyTable {
@@ -245,14 +249,39 @@ impl Store {
 
     /// Reads a range (see [`RangeRequest`]).
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, Error> {
+        self.range_within(req, usize::MAX)
+            .map(|found| found.expect("an unbounded range always fits"))
+    }
+
+    /// The range, or `Ok(None)` once its keys and values would pass
+    /// `max_bytes` (each counted at `RANGE_KV_OVERHEAD_BYTES` more, so the
+    /// estimate is not below the encoded size): the answer stops growing at
+    /// the bound instead of being built whole and refused after. Counting
+    /// goes on to the end of the range without copying. Sorting and the
+    /// revision filters need every match held first, so for them every
+    /// match counts, before filtering.
+    pub fn range_within(
+        &self,
+        req: &RangeRequest,
+        max_bytes: usize,
+    ) -> Result<Option<RangeResponse>, Error> {
         if req.key.is_empty() {
             return Err(Error::EmptyKey);
         }
         let rev = self.read_revision(req.revision)?;
-        Ok(self.range_at(req, rev))
+        Ok(self.range_at_within(req, rev, max_bytes))
     }
 
     pub(super) fn range_at(&self, req: &RangeRequest, rev: u64) -> RangeResponse {
+        self.range_at_within(req, rev, usize::MAX).expect("an unbounded range always fits")
+    }
+
+    fn range_at_within(
+        &self,
+        req: &RangeRequest,
+        rev: u64,
+        max_bytes: usize,
+    ) -> Option<RangeResponse> {
         let order = effective_order(req);
         let filtered = req.min_mod_revision != 0
             || req.max_mod_revision != 0
@@ -270,13 +299,27 @@ impl Store {
         let drop_values = req.keys_only && !sorts_on_value;
         let mut count = 0u64;
         let mut kvs = Vec::new();
+        let mut built_bytes = 0usize;
+        let mut too_large = false;
         self.for_each_live(&req.key, &req.range_end, rev, |key, v| {
             count += 1;
-            if !req.count_only && kvs.len() < wanted {
+            if !req.count_only && kvs.len() < wanted && !too_large {
                 let value = if drop_values { &[][..] } else { v.value };
-                kvs.push(Version { value, ..v }.to_kv(key));
+                // The one past the limit only says there is more; it is
+                // never sent.
+                let sent = wanted == usize::MAX || kvs.len() + 1 < wanted;
+                if sent {
+                    built_bytes += key.len() + value.len() + RANGE_KV_OVERHEAD_BYTES;
+                    too_large = built_bytes > max_bytes;
+                }
+                if !too_large {
+                    kvs.push(Version { value, ..v }.to_kv(key));
+                }
             }
         });
+        if too_large {
+            return None;
+        }
         if filtered {
             kvs.retain(|kv| passes_filters(req, kv));
         }
@@ -289,7 +332,7 @@ impl Store {
             kvs.truncate(req.limit as usize);
             more = true;
         }
-        RangeResponse { kvs, more, count }
+        Some(RangeResponse { kvs, more, count })
     }
 
     /// Writes one key.

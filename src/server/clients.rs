@@ -12,10 +12,34 @@
 //! `Clients` never sees Raft, proposals or the state machine: watches read
 //! the store they are handed, and the health an HTTP probe gets is the
 //! caller's word.
+//!
+//! Fairness and memory (`ClientLimits`):
+//! - A connection must finish its hello within `HELLO_TIMEOUT`, and a frame
+//!   it began within `PARTIAL_FRAME_TIMEOUT`; one that stays silent past the
+//!   idle timeout with nothing to answer and no watch is closed (without a
+//!   frame: the Rust client sees the close before it sends and dials
+//!   again).
+//! - At the connection cap the longest-idle connection is closed to make
+//!   room; when none is idle the newcomer gets the `TooManyConnections`
+//!   refusal. Refusals are logged once per `REFUSAL_LOG_INTERVAL` with
+//!   their count.
+//! - One memory budget covers every connection's buffers and its requests
+//!   waiting for answers, in two halves (`Conn::read_charge_bytes`,
+//!   `Conn::answer_charge_bytes`). A connection past half its share stops
+//!   being read until its answers drain. Once read buffers hold half the
+//!   budget a connection reads at most `READ_OVER_BUDGET_BYTES` at a time,
+//!   so partial frames cannot take the room of small requests; once
+//!   answers hold a quarter of it, watches are not fed, so watchers that do not
+//!   read cannot take the room of requests; while the whole budget is
+//!   spent new requests are refused (`TooManyRequests`). What stays above
+//!   the budget is bounded: one small read per connection, and the answers
+//!   to requests read before it was spent.
 
+use std::io::{Read, Write};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use mio::net::TcpListener;
+use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
 use super::conn::{
@@ -27,15 +51,47 @@ use crate::auth::Claims;
 use crate::mvcc::{Revision, Store};
 use crate::proto::http::{self, Health};
 use crate::proto::{
-    self, CancelReason, ErrorBody, ErrorCode, FrameDecoder, Opening, Request, Response,
-    ResponseHeader, ServerParams, encode_error, encode_response,
+    self, CancelReason, ErrorBody, ErrorCode, FrameDecoder, Opening, Refusal, Request, Response,
+    ResponseHeader, ServerHello, ServerParams, encode_error, encode_response,
 };
 use crate::tls;
 
 /// Client listen addresses one node may have.
 pub const CLIENT_LISTENERS_MAX: usize = 8;
-/// Client connections at once; more are closed as they are accepted.
-pub const CLIENT_CONNS_MAX: usize = 4096;
+/// How long a new connection may take to send its hello (or its HTTP
+/// request head): a client sends it at once, so two seconds is slack for a
+/// loaded board, not for a socket held open on purpose.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a frame may take to arrive whole once its first byte is in:
+/// a largest request at 100 KB/s, while the connection is not paused by
+/// the server itself.
+pub const PARTIAL_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most a connection reads at a time while the memory budget is spent:
+/// enough for small requests (to refuse them) and for the rest of a small
+/// partial frame, so the connections together stay within the budget plus
+/// this much each.
+pub const READ_OVER_BUDGET_BYTES: usize = 4 << 10;
+/// How long a connection with events waiting may take no byte before its
+/// watches are cancelled as a slow reader: a client that takes nothing for
+/// this long is not catching up, and its resume costs one read of the
+/// history from where it stopped.
+pub const SLOW_WATCHER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often refused connections are logged: one line with their count,
+/// so a flood of connections cannot flood the journal.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The bounds of the client port, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientLimits {
+    pub conns_max: usize,
+    pub idle_timeout: Duration,
+    /// The memory budget of all connections together.
+    pub memory_max_bytes: usize,
+    /// One connection's share of it. Invariant: at most half the budget.
+    pub share_bytes: usize,
+    /// The largest answer built, whatever the client announced.
+    pub response_max_bytes: u32,
+}
 
 /// Valid requests read in one pass, for the caller to handle.
 pub type Intake = Vec<(Waiter, Request)>;
@@ -52,11 +108,17 @@ pub struct Clients {
     tokens: Tokens,
     /// Invariant: at most `CLIENT_LISTENERS_MAX`.
     listeners: Vec<TcpListener>,
-    /// Invariant: at most `CLIENT_CONNS_MAX` slots.
+    /// Invariant: at most `bounds.conns_max` slots.
     conns: Vec<Option<Conn>>,
     next_serial: u64,
     server_params: ServerParams,
     limits: proto::Limits,
+    bounds: ClientLimits,
+    /// Invariant: the sums of `charged_bytes` over the open connections,
+    /// reading side and answering side.
+    read_charged_bytes: usize,
+    answer_charged_bytes: usize,
+    refusals: RefusalLog,
     /// The read buffer bound of a connection: one largest frame plus a read.
     read_limit_bytes: usize,
     /// Where every connection's socket reads land before their bytes are
@@ -72,9 +134,10 @@ impl Clients {
         listeners: Vec<TcpListener>,
         server_params: ServerParams,
         limits: proto::Limits,
+        bounds: ClientLimits,
     ) -> Clients {
         let read_limit_bytes =
-            server_params.max_frame_bytes as usize + proto::FRAME_HEADER_BYTES + (64 << 10);
+            server_params.max_frame_bytes as usize + proto::FRAME_HEADER_BYTES + READ_CHUNK_BYTES;
         Clients {
             tokens,
             listeners,
@@ -82,6 +145,10 @@ impl Clients {
             next_serial: 1,
             server_params,
             limits,
+            bounds,
+            read_charged_bytes: 0,
+            answer_charged_bytes: 0,
+            refusals: RefusalLog::default(),
             read_limit_bytes,
             scratch: vec![0; READ_CHUNK_BYTES],
             tls: None,
@@ -112,6 +179,7 @@ impl Clients {
         listener: usize,
         registry: &Registry,
         health: Health,
+        now: Instant,
         out: &mut Intake,
     ) {
         loop {
@@ -123,13 +191,19 @@ impl Clients {
                     return;
                 }
             };
-            let Some(slot) = self.free_slot() else {
-                log::warn!("refusing a client: {CLIENT_CONNS_MAX} connections are open");
-                continue;
+            let slot = match self.free_slot() {
+                Some(slot) => slot,
+                None => match self.evict_idlest(registry) {
+                    Some(slot) => slot,
+                    None => {
+                        self.refuse(stream, now);
+                        continue;
+                    }
+                },
             };
             let _ = stream.set_nodelay(true);
-            let mut conn =
-                Conn::new(tls::Stream::accepted(stream, self.tls.clone()), self.next_serial);
+            let stream = tls::Stream::accepted(stream, self.tls.clone());
+            let mut conn = Conn::new(stream, self.next_serial, now);
             self.next_serial += 1;
             let token = Token(self.tokens.conn_base + slot);
             let interest = Interest::READABLE | Interest::WRITABLE;
@@ -146,27 +220,135 @@ impl Clients {
         if let Some(slot) = self.conns.iter().position(Option::is_none) {
             return Some(slot);
         }
-        if self.conns.len() == CLIENT_CONNS_MAX {
+        if self.conns.len() >= self.bounds.conns_max {
             return None;
         }
         self.conns.push(None);
         Some(self.conns.len() - 1)
     }
 
+    /// Closes the connection idle the longest, if any is idle, and returns
+    /// its slot: a flood of silent sockets cannot keep an active client out.
+    fn evict_idlest(&mut self, registry: &Registry) -> Option<usize> {
+        let idlest = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, conn)| Some((slot, conn.as_ref()?)))
+            .filter(|(_, conn)| conn.is_idle() && conn.pending_write_bytes() == 0)
+            .min_by_key(|(_, conn)| conn.active_at)
+            .map(|(slot, _)| slot)?;
+        log::debug!("closing the longest-idle client connection to make room");
+        self.close(idlest, registry);
+        Some(idlest)
+    }
+
+    /// Turns a connection away with the `TooManyConnections` hello. What
+    /// the client sent already is read first, so that closing sends a FIN
+    /// and not a reset that could discard the refusal before it is read.
+    fn refuse(&mut self, mut stream: TcpStream, now: Instant) {
+        // On a TLS port the refusal would need a handshake first: the
+        // client sees the connection close instead.
+        if self.tls.is_none() {
+            let mut discard = [0u8; proto::CLIENT_HELLO_BYTES];
+            let _ = stream.read(&mut discard);
+            let refusal = ServerHello::Refused {
+                reason: Refusal::TooManyConnections,
+                server_min_version: self.server_params.min_version,
+                server_max_version: self.server_params.max_version,
+            };
+            let _ = stream.write(&refusal.encode(&self.server_params));
+        }
+        if let Some(count) = self.refusals.note(now) {
+            let open = self.bounds.conns_max;
+            log::warn!(
+                "refused {count} client connections in the last {} s: {open} are open and none is idle",
+                REFUSAL_LOG_INTERVAL.as_secs()
+            );
+        }
+    }
+
+    /// Closes the connections that overstayed: a hello not sent in time, a
+    /// frame begun and not finished, or silence past the idle timeout with
+    /// nothing to answer. Called once per tick.
+    pub fn expire(&mut self, now: Instant, registry: &Registry) {
+        let idle_timeout = self.bounds.idle_timeout;
+        for slot in 0..self.conns.len() {
+            let Some(conn) = self.conns[slot].as_ref() else { continue };
+            if let Some(why) = overstayed(conn, now, idle_timeout) {
+                log::debug!("closing a client connection: {why}");
+                self.close(slot, registry);
+            }
+        }
+        if let Some(count) = self.refusals.flush(now) {
+            log::warn!(
+                "refused {count} client connections in the last {} s: the connection cap was reached",
+                REFUSAL_LOG_INTERVAL.as_secs()
+            );
+        }
+    }
+
+    /// Recounts what the connection holds against the budget.
+    fn settle(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
+        let (read_was, answer_was) = conn.charged_bytes;
+        let (read_now, answer_now) = (conn.read_charge_bytes(), conn.answer_charge_bytes());
+        self.read_charged_bytes = self.read_charged_bytes - read_was + read_now;
+        self.answer_charged_bytes = self.answer_charged_bytes - answer_was + answer_now;
+        conn.charged_bytes = (read_now, answer_now);
+    }
+
+    /// Whether the connections together hold the whole budget.
+    pub fn budget_spent(&self) -> bool {
+        self.read_charged_bytes + self.answer_charged_bytes >= self.bounds.memory_max_bytes
+    }
+
+    /// Whether an answer of unknown size may be built for the waiter now:
+    /// its connection's unsent answers are below half its share. A gone
+    /// connection has room (the answer is dropped).
+    pub fn has_room(&self, waiter: Waiter) -> bool {
+        let Some(conn) = self.conns.get(waiter.slot).and_then(Option::as_ref) else { return true };
+        conn.serial != waiter.serial || conn.pending_write_bytes() < self.bounds.share_bytes / 2
+    }
+
+    /// The most bytes an answer to the waiter may take: the server's limit,
+    /// or the client's if lower.
+    pub fn response_max_bytes(&self, waiter: Waiter) -> usize {
+        let conn = self.conns.get(waiter.slot).and_then(Option::as_ref);
+        let client = match conn.map(|c| c.phase) {
+            Some(Phase::Open(session)) => session.client_max_frame_bytes,
+            _ => self.bounds.response_max_bytes,
+        };
+        client.min(self.bounds.response_max_bytes) as usize
+    }
+
     /// Reads and decodes what the connection sent, within its bounds.
     pub fn service(&mut self, slot: usize, registry: &Registry, health: Health, out: &mut Intake) {
+        self.service_within_bounds(slot, registry, health, out);
+        self.finish_service(slot);
+    }
+
+    fn service_within_bounds(
+        &mut self,
+        slot: usize,
+        registry: &Registry,
+        health: Health,
+        out: &mut Intake,
+    ) {
         loop {
-            let limit = self.read_limit_bytes;
+            let limit = self.read_allowance_bytes();
+            let share = self.bounds.share_bytes;
             let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
             if conn.phase == Phase::Closing {
                 return;
             }
-            if !conn.accepts_requests() {
+            if !conn.accepts_requests(share) {
                 conn.paused = true;
                 return;
             }
             let outcome = conn.fill(limit, &mut self.scratch);
             let progressed = self.process_input(slot, health, out);
+            self.settle(slot);
             match outcome {
                 ReadOutcome::Closed => return self.close(slot, registry),
                 ReadOutcome::Drained => return,
@@ -181,10 +363,35 @@ impl Clients {
         }
     }
 
+    /// The read buffer's bound now: a whole largest frame while less than
+    /// half the budget is used, a small read after that. Partial frames
+    /// thus hold at most about half the budget, and the other half stays
+    /// for small requests and the answers to them.
+    fn read_allowance_bytes(&self) -> usize {
+        if self.read_charged_bytes < self.bounds.memory_max_bytes / 2 {
+            self.read_limit_bytes
+        } else {
+            READ_OVER_BUDGET_BYTES
+        }
+    }
+
+    /// After a read pass: the buffer shrinks back once drained, and the
+    /// clock of a partial frame starts or stops.
+    fn finish_service(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
+        conn.shrink_read_buf();
+        if conn.read_buf.is_empty() {
+            conn.partial_since = None;
+        } else if conn.partial_since.is_none() {
+            conn.partial_since = Some(conn.active_at);
+        }
+        self.settle(slot);
+    }
+
     /// Connections that stopped reading on a bound that has cleared.
     pub fn resume_paused(&mut self, registry: &Registry, health: Health, out: &mut Intake) {
         for slot in 0..self.conns.len() {
-            if self.conns[slot].as_ref().is_some_and(resumable) {
+            if self.conns[slot].as_ref().is_some_and(|c| self.resumable(c)) {
                 if let Some(conn) = self.conns[slot].as_mut() {
                     conn.paused = false;
                 }
@@ -195,12 +402,23 @@ impl Clients {
 
     /// Whether a paused connection could read again.
     pub fn any_resumable(&self) -> bool {
-        self.conns.iter().flatten().any(resumable)
+        self.conns.iter().flatten().any(|c| self.resumable(c))
+    }
+
+    /// A paused connection can go on when its own bounds allow a request,
+    /// and it either holds a whole frame or may read more than it holds.
+    fn resumable(&self, conn: &Conn) -> bool {
+        let readable = conn.read_buf.len() < self.read_allowance_bytes() || holds_whole_frame(conn);
+        conn.paused
+            && conn.accepts_requests(self.bounds.share_bytes)
+            && conn.phase != Phase::Closing
+            && readable
     }
 
     /// Handles the buffered input; true when any of it was consumed.
     fn process_input(&mut self, slot: usize, health: Health, out: &mut Intake) -> bool {
         let params = self.server_params;
+        let response_max_bytes = self.bounds.response_max_bytes;
         let Some(conn) = self.conns[slot].as_mut() else { return false };
         match conn.phase {
             Phase::Opening => match super::conn::open(&conn.stream, &conn.read_buf, &params) {
@@ -208,7 +426,14 @@ impl Clients {
                 Opening::Hello { reply, session } => {
                     conn.write_buf.extend_from_slice(&reply);
                     conn.read_buf.drain(..proto::HELLO_BYTES);
+                    // The server's own limit caps every answer, whatever
+                    // the client is willing to take.
+                    let session = session.map(|mut s| {
+                        s.client_max_frame_bytes = s.client_max_frame_bytes.min(response_max_bytes);
+                        s
+                    });
                     conn.phase = session.map_or(Phase::Closing, Phase::Open);
+                    conn.frames_start();
                     self.process_frames(slot, out);
                     true
                 }
@@ -237,19 +462,24 @@ impl Clients {
     /// connection's in-flight bound allows; answers the invalid ones.
     fn process_frames(&mut self, slot: usize, out: &mut Intake) -> bool {
         let limits = self.limits;
+        let spent = self.budget_spent();
         let Some(conn) = self.conns[slot].as_mut() else { return false };
         let Phase::Open(session) = conn.phase else { return false };
-        let budget = super::conn::IN_FLIGHT_PER_CONN_MAX - conn.in_flight;
+        let room = super::conn::IN_FLIGHT_PER_CONN_MAX - conn.in_flight;
         let mut decoded = Vec::new();
         let mut broken = None;
         let mut decoder = FrameDecoder::new(&conn.read_buf, session.server_max_frame_bytes);
-        while decoded.len() < budget {
+        while decoded.len() < room {
             match decoder.next() {
                 None => break,
                 Some(Ok(frame)) => {
+                    let cost_bytes = request_cost_bytes(frame.body.len());
                     let request = proto::decode_request(&frame).map_err(|e| e.code());
                     let valid = request.and_then(|r| proto::validate(r, &limits));
-                    decoded.push((frame.header.id, valid));
+                    // While the budget is spent new work is refused, not
+                    // queued: its answer is a few bytes.
+                    let valid = if spent { Err(ErrorCode::TooManyRequests) } else { valid };
+                    decoded.push((frame.header.id, cost_bytes, valid));
                 }
                 Some(Err(error)) => {
                     broken = Some(error);
@@ -260,6 +490,10 @@ impl Clients {
         let consumed = decoder.consumed_bytes();
         conn.read_buf.drain(..consumed);
         conn.in_flight += decoded.len();
+        conn.in_flight_bytes += decoded.iter().map(|(_, cost, _)| *cost as usize).sum::<usize>();
+        // Frames left in the buffer at the in-flight bound are read again
+        // when answers make room, whether or not the client sends more.
+        conn.paused |= decoded.len() == room;
         let serial = conn.serial;
         if let Some(error) = broken {
             let body = ErrorBody::new(error.code());
@@ -268,10 +502,15 @@ impl Clients {
             conn.read_buf.clear();
         }
         let progressed = consumed > 0 || broken.is_some();
-        for (request_id, request) in decoded {
-            let waiter = Waiter { slot, serial, request_id };
+        for (request_id, cost_bytes, request) in decoded {
+            let waiter = Waiter { slot, serial, request_id, cost_bytes };
             match request {
                 Ok(valid) => out.push((waiter, valid.into_request())),
+                Err(ErrorCode::TooManyRequests) => {
+                    let message = "the client memory budget is spent; retry shortly";
+                    let body = ErrorBody::with_message(ErrorCode::TooManyRequests, message);
+                    self.answer(waiter, Err(body));
+                }
                 Err(code) => self.answer(waiter, Err(ErrorBody::new(code))),
             }
         }
@@ -280,8 +519,14 @@ impl Clients {
 
     /// Sends the answer to its connection if that connection still exists.
     pub fn answer(&mut self, waiter: Waiter, result: Result<Response, ErrorBody>) {
+        self.answer_unsettled(waiter, result);
+        self.settle(waiter.slot);
+    }
+
+    fn answer_unsettled(&mut self, waiter: Waiter, result: Result<Response, ErrorBody>) {
         let Some(conn) = self.conn_of(waiter) else { return };
         conn.in_flight -= 1;
+        conn.in_flight_bytes -= waiter.cost_bytes as usize;
         let Phase::Open(session) = conn.phase else { return };
         let max = session.client_max_frame_bytes;
         let out = &mut conn.write_buf;
@@ -359,6 +604,7 @@ impl Clients {
     /// has been sent its events.
     pub fn watch_progress(&mut self, waiter: Waiter, store: &Store, mut header: ResponseHeader) {
         self.feed_conn(waiter.slot, store, header);
+        self.settle(waiter.slot);
         if let Some(conn) = self.conn_of(waiter) {
             let sent = conn.watchers.values().map(|w| w.next.main.saturating_sub(1)).min();
             if let Some(sent) = sent {
@@ -370,16 +616,34 @@ impl Clients {
 
     /// Feeds every watch that has changes to send; true when some are still
     /// behind and the connection can take more.
-    pub fn feed_watches(&mut self, store: &Store, header: ResponseHeader) -> bool {
+    pub fn feed_watches(&mut self, store: &Store, header: ResponseHeader, now: Instant) -> bool {
         let mut behind = false;
         for slot in 0..self.conns.len() {
             behind |= self.feed_conn(slot, store, header);
+            self.cut_off_if_slow(slot, store, header, now);
+            self.settle(slot);
         }
         behind
     }
 
+    /// Unsent bytes past which a connection's watches are not fed, or
+    /// `None` while answers hold a quarter of the budget: then no watch is
+    /// fed (each waits at its place in the history), so watchers that do
+    /// not read cannot take the room of requests. A quarter, not a half,
+    /// because a pass may add `PULL_BYTES_MAX` to a buffer and double its
+    /// capacity after the check.
+    fn feed_limit_bytes(&self) -> Option<usize> {
+        if self.answer_charged_bytes >= self.bounds.memory_max_bytes / 4 {
+            return None;
+        }
+        Some(WATCH_FEED_LIMIT_BYTES.min(self.bounds.share_bytes / 2))
+    }
+
     fn feed_conn(&mut self, slot: usize, store: &Store, header: ResponseHeader) -> bool {
         let current = store.current_revision();
+        // Skipped watches are fed on a later iteration, which the ticks and
+        // the sockets that drain bring on; saying "behind" would spin.
+        let Some(feed_limit) = self.feed_limit_bytes() else { return false };
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return false };
         let Phase::Open(session) = conn.phase else { return false };
         let mut behind = false;
@@ -388,7 +652,7 @@ impl Clients {
             if watcher.next.main > current {
                 continue;
             }
-            if conn.write_buf.len() - conn.written_bytes > WATCH_FEED_LIMIT_BYTES {
+            if conn.write_buf.len() - conn.written_bytes > feed_limit {
                 // The writable event of the drained socket wakes the loop.
                 break;
             }
@@ -443,6 +707,40 @@ impl Clients {
         }
     }
 
+    /// Cancels the watches of a connection that has not taken a byte for
+    /// `SLOW_WATCHER_TIMEOUT` while events wait for it, with the
+    /// slow-reader reason: each resumes from the revision its client
+    /// reached, on a connection that reads. The writer never waits for it
+    /// meanwhile: the events stay in the store's history, and the
+    /// connection holds at most its feed limit of them.
+    fn cut_off_if_slow(
+        &mut self,
+        slot: usize,
+        store: &Store,
+        header: ResponseHeader,
+        now: Instant,
+    ) {
+        let current = store.current_revision();
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
+        let Phase::Open(session) = conn.phase else { return };
+        let behind = conn.watchers.values().any(|w| w.next.main <= current);
+        let stuck = now.saturating_duration_since(conn.written_at) >= SLOW_WATCHER_TIMEOUT;
+        if !behind || conn.pending_write_bytes() == 0 || !stuck {
+            return;
+        }
+        log::debug!("cancelling the watches of a client that does not read them");
+        // Its unsent frames go: the watches resume from the revision the
+        // client reached, so the events among them come again; any answer
+        // among them is lost with the connection, which closes once the
+        // cancels are written.
+        conn.drop_unsent_frames();
+        let max = session.client_max_frame_bytes;
+        for id in std::mem::take(&mut conn.watchers).into_keys() {
+            watch::cancel(id, header, CancelReason::SlowReader, 0, max, &mut conn.write_buf);
+        }
+        conn.phase = Phase::Closing;
+    }
+
     /// Sends a progress message to every caught-up watch that asked for them.
     pub fn notify_progress(&mut self, store: &Store, header: ResponseHeader) {
         let current = store.current_revision();
@@ -474,8 +772,9 @@ impl Clients {
             return self.close(slot, registry);
         }
         if conn.done_closing() {
-            self.close(slot, registry);
+            return self.close(slot, registry);
         }
+        self.settle(slot);
     }
 
     pub fn flush_all(&mut self, registry: &Registry) {
@@ -486,13 +785,77 @@ impl Clients {
 
     fn close(&mut self, slot: usize, registry: &Registry) {
         if let Some(mut conn) = self.conns[slot].take() {
+            self.read_charged_bytes -= conn.charged_bytes.0;
+            self.answer_charged_bytes -= conn.charged_bytes.1;
             let _ = registry.deregister(&mut conn.stream);
         }
     }
 }
 
-fn resumable(conn: &Conn) -> bool {
-    conn.paused && conn.accepts_requests() && conn.phase != Phase::Closing
+/// Whether the read buffer holds at least one whole frame.
+fn holds_whole_frame(conn: &Conn) -> bool {
+    let Phase::Open(session) = conn.phase else { return false };
+    let decoder = FrameDecoder::new(&conn.read_buf, session.server_max_frame_bytes);
+    decoder.needed_bytes().is_some_and(|needed| needed <= conn.read_buf.len())
+}
+
+/// What a request holds until it is answered: its frame, and its decoded
+/// form at about as much again, plus the bookkeeping around it.
+fn request_cost_bytes(body_bytes: usize) -> u32 {
+    let cost = 2 * body_bytes + REQUEST_OVERHEAD_BYTES;
+    u32::try_from(cost).unwrap_or(u32::MAX)
+}
+
+/// The memory a waiting request costs beyond its bytes: the decoded
+/// request's fixed part, its waiter and its place in a queue.
+const REQUEST_OVERHEAD_BYTES: usize = 256;
+
+/// Why a connection should close now, if it overstayed.
+fn overstayed(conn: &Conn, now: Instant, idle_timeout: Duration) -> Option<&'static str> {
+    let silent = now.saturating_duration_since(conn.active_at);
+    match conn.phase {
+        Phase::Opening if now.saturating_duration_since(conn.opened_at) > HELLO_TIMEOUT => {
+            return Some("no hello in time");
+        }
+        Phase::Closing if silent > idle_timeout => {
+            return Some("its last frames were not taken in time");
+        }
+        _ => {}
+    }
+    let partial_for = conn.partial_since.map(|since| now.saturating_duration_since(since));
+    if !conn.paused && partial_for.is_some_and(|d| d > PARTIAL_FRAME_TIMEOUT) {
+        return Some("a frame begun and not finished in time");
+    }
+    (conn.is_idle() && silent > idle_timeout).then_some("idle")
+}
+
+/// Counts refused connections and says when to log them: the first at
+/// once, then one line per interval with the count.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    /// Refusals not yet logged.
+    count: u64,
+    logged_at: Option<Instant>,
+}
+
+impl RefusalLog {
+    /// Notes a refusal; the count to log now, if a line is due.
+    fn note(&mut self, now: Instant) -> Option<u64> {
+        self.count += 1;
+        self.flush(now)
+    }
+
+    /// The count to log if the interval has passed since the last line.
+    fn flush(&mut self, now: Instant) -> Option<u64> {
+        let due = self
+            .logged_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= REFUSAL_LOG_INTERVAL);
+        if self.count == 0 || !due {
+            return None;
+        }
+        self.logged_at = Some(now);
+        Some(std::mem::take(&mut self.count))
+    }
 }
 
 /// The id of a new watch: the one the client chose, or the next free one.

@@ -79,6 +79,33 @@ pub const ELECTION_HEARTBEATS_MIN: u64 = 5;
 /// etcd's upper bound on the election timeout: beyond it a dead leader goes
 /// unnoticed for most of a minute.
 pub const ELECTION_TIMEOUT_MS_MAX: u64 = 50_000;
+/// How long a client connection may stay silent with nothing to answer
+/// and no watch before it is closed: long enough that a client pausing
+/// between bursts keeps its connection, short enough that abandoned and
+/// half-open sockets give their slots back within minutes.
+pub const CLIENT_IDLE_TIMEOUT_MS_DEFAULT: u64 = 300_000;
+/// The longest `--client-idle-timeout`: a day.
+pub const CLIENT_IDLE_TIMEOUT_MS_MAX: u64 = 86_400_000;
+/// Client connections a member keeps open by default.
+pub const CLIENT_CONNS_MAX_DEFAULT: u32 = 4096;
+/// The most `--max-client-connections`: the poll's token space after
+/// `CONN_TOKEN_BASE`, and far past what a board's memory serves.
+pub const CLIENT_CONNS_MAX_CONFIGURABLE: u32 = 65_536;
+/// The memory all client connections may hold together: read buffers,
+/// partial frames, requests waiting, answers and watch events not yet
+/// written. A quarter of a 512 MiB board, leaving the rest to the store,
+/// the WAL's maps and the snapshot images.
+pub const CLIENT_MEMORY_BYTES_MAX_DEFAULT: u64 = 128 << 20;
+/// The largest answer the server builds by default, whatever a client
+/// announces: the Rust client's default frame limit, a range of some ten
+/// thousand 1 KiB values. Larger answers are refused; clients page with
+/// `limit`.
+pub const RESPONSE_BYTES_MAX_DEFAULT: u32 = 16 << 20;
+/// The largest `--max-response-bytes`.
+pub const RESPONSE_BYTES_MAX_CONFIGURABLE: u32 = 256 << 20;
+/// Bytes of one read from a socket (see `conn::READ_CHUNK_BYTES`), counted
+/// into a connection's share.
+const READ_CHUNK_SHARE_BYTES: u64 = 64 << 10;
 /// The most members an initial cluster may list; Raft clusters beyond seven
 /// voters only get slower, and the bound keeps id checks trivially cheap.
 pub const INITIAL_MEMBERS_MAX: usize = 15;
@@ -129,6 +156,16 @@ pub const SERVE_FLAGS: &[Flag] = &[
     switch(
         "peer-insecure",
         "let a peer port on a network address run with neither peer TLS nor a secret",
+    ),
+    flag("max-response-bytes", "largest answer the server builds (default 16777216)"),
+    flag(
+        "max-client-memory-bytes",
+        "memory all client connections may hold together (default 134217728)",
+    ),
+    flag("max-client-connections", "client connections open at once (default 4096)"),
+    flag(
+        "client-idle-timeout",
+        "milliseconds before a silent connection with nothing pending is closed (default 300000)",
     ),
 ];
 
@@ -357,6 +394,12 @@ pub struct Config {
     pub auth_pbkdf2_iterations: u32,
     /// Logins and hashes waiting for the worker at once.
     pub auth_logins_max: u32,
+    /// The largest answer the server builds; a client's smaller limit wins.
+    pub max_response_bytes: u32,
+    /// Invariant: at least twice `client_share_bytes()`.
+    pub max_client_memory_bytes: u64,
+    pub max_client_connections: u32,
+    pub client_idle_timeout_ms: u64,
     /// This member's id: the id of `name` in `initial_cluster`, or the id
     /// its data directory recorded (`identity.rs`), which wins.
     pub member_id: u64,
@@ -438,7 +481,7 @@ impl Config {
         // From the token alone: a member joining later knows the token but
         // not the members the cluster started with (docs/PROTOCOL.md).
         let cluster_id = cluster_id(std::iter::empty(), &token);
-        Ok(Config {
+        Config {
             name,
             data_dir,
             listen_client_addrs,
@@ -477,13 +520,61 @@ impl Config {
                 super::logins::LOGINS_IN_FLIGHT_MAX_DEFAULT as u32,
                 AUTH_LOGINS_MAX_CONFIGURABLE,
             )?,
+            max_response_bytes: number_or(
+                "max-response-bytes",
+                get,
+                RESPONSE_BYTES_MAX_DEFAULT,
+                RESPONSE_BYTES_MAX_CONFIGURABLE,
+            )?,
+            max_client_memory_bytes: number_or(
+                "max-client-memory-bytes",
+                get,
+                CLIENT_MEMORY_BYTES_MAX_DEFAULT,
+                u64::MAX,
+            )?,
+            max_client_connections: number_or(
+                "max-client-connections",
+                get,
+                CLIENT_CONNS_MAX_DEFAULT,
+                CLIENT_CONNS_MAX_CONFIGURABLE,
+            )?,
+            client_idle_timeout_ms: number_or(
+                "client-idle-timeout",
+                get,
+                CLIENT_IDLE_TIMEOUT_MS_DEFAULT,
+                CLIENT_IDLE_TIMEOUT_MS_MAX,
+            )?,
             member_id,
             cluster_id,
             client_tls,
             peer_tls,
             peer_secret_file: get("peer-secret-file").map(PathBuf::from),
             peer_insecure: switch("peer-insecure")?,
-        })
+        }
+        .checked()
+    }
+
+    /// The budget must hold two connections at their share, or one client
+    /// could spend all of it.
+    fn checked(self) -> Result<Config, ConfigError> {
+        let least = 2 * self.client_share_bytes();
+        if self.max_client_memory_bytes < least {
+            let value = self.max_client_memory_bytes.to_string();
+            let reason = format!(
+                "at least {least}: twice a connection's share, which is one largest request \
+                 (--max-request-bytes) and one largest answer (--max-response-bytes) and a read"
+            );
+            return Err(error("max-client-memory-bytes", &value, reason));
+        }
+        Ok(self)
+    }
+
+    /// The most one connection holds before it stops being read: one
+    /// largest request being read plus a read, and one largest answer
+    /// unsent. Half of it for each, so the share is twice the larger.
+    pub fn client_share_bytes(&self) -> u64 {
+        let frame_max = u64::from(self.max_request_bytes.max(self.max_response_bytes));
+        2 * (frame_max + READ_CHUNK_SHARE_BYTES)
     }
 
     /// A peer URL as the member table writes it: `https://` under peer TLS.

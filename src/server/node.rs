@@ -22,6 +22,7 @@
 //! `TRANSPORT_TOKEN_BASE`, client connections from `CONN_TOKEN_BASE` (slot
 //! `i` is token `CONN_TOKEN_BASE + i`).
 
+use std::collections::VecDeque;
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
@@ -30,14 +31,14 @@ use std::time::{Duration, Instant};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::clients::{self, CLIENT_LISTENERS_MAX, Clients, Intake};
+use super::clients::{self, CLIENT_LISTENERS_MAX, ClientLimits, Clients, Intake};
 use super::config::{ClusterState, Config};
 use super::dir_lock::DirLock;
 use super::lease_clock::LeaseClock;
 use super::logins::Logins;
 use super::notify::{Notifier, WatchdogTimer, watchdog_interval};
 use super::peers::Peers;
-use super::proposals::{Proposals, random_u64};
+use super::proposals::{Proposals, ReadWait, random_u64};
 use super::snapshots::{SnapshotInbox, Snapshots, restore_from_file};
 use super::{ServeError, signal};
 use crate::flags::process_env;
@@ -81,6 +82,10 @@ pub struct Node {
     pub(super) clients: Clients,
     /// Requests read from clients and not yet handled; empty between events.
     pub(super) intake: Intake,
+    /// Ranges ready to serve whose connections have no room for an answer
+    /// yet. Invariant: each is one of its connection's requests in flight,
+    /// so their number is bounded as those are.
+    pub(super) deferred_reads: VecDeque<ReadWait>,
     pub(super) peers: Peers,
     pub(super) snapshots: Snapshots,
     pub(super) inbox: SnapshotInbox,
@@ -157,6 +162,7 @@ impl Node {
             ),
             inbox: SnapshotInbox::default(),
             intake: Intake::new(),
+            deferred_reads: VecDeque::new(),
             snapshot_reports: Vec::new(),
             term: status.term,
             leader_id: status.leader_id,
@@ -221,7 +227,7 @@ impl Node {
         let registry = self.poll.registry();
         let mut intake = std::mem::take(&mut self.intake);
         if let Some(listener) = self.clients.listener_of(token) {
-            self.clients.accept(listener, registry, health, &mut intake);
+            self.clients.accept(listener, registry, health, now, &mut intake);
         } else if self.peers.owns(token) {
             self.peers.transport_mut().handle_event(registry, token, now);
         } else if let Some(slot) = self.clients.slot_of(token) {
@@ -268,8 +274,9 @@ impl Node {
         // applying it now answers in one fsync instead of two. This Ready
         // holds no new entries (nothing was proposed since), so no fsync.
         self.handle_ready()?;
+        let reads_held = self.serve_deferred_reads();
         self.serve_ready_reads();
-        let watches_behind = self.clients.feed_watches(self.state.store(), self.header());
+        let watches_behind = self.clients.feed_watches(self.state.store(), self.header(), now);
         if now >= self.next_progress_notify {
             self.next_progress_notify = now + PROGRESS_NOTIFY_INTERVAL;
             self.clients.notify_progress(self.state.store(), self.header());
@@ -283,6 +290,10 @@ impl Node {
         self.peers.transport_mut().flush(self.poll.registry(), now);
         self.ping_watchdog(now);
         self.busy = watches_behind || compacting || self.clients.any_resumable();
+        // Held ranges wait for their sockets to drain, which wakes the
+        // poll; only one that has room now needs another pass at once.
+        self.busy |=
+            reads_held && self.deferred_reads.iter().any(|r| self.clients.has_room(r.waiter));
         self.busy |= self.raft.has_ready() || self.snapshots.wants_iteration();
         Ok(())
     }
@@ -305,6 +316,7 @@ impl Node {
         self.raft.tick();
         self.next_tick = (self.next_tick + self.tick_interval).max(now);
         self.tick_leases(now);
+        self.clients.expire(now, self.poll.registry());
         // Peers whose names the resolver could not take yet are asked again.
         self.follow_members(None);
     }
@@ -361,6 +373,10 @@ impl Node {
         }
         let failed = self.proposals.fail_everything(proto::ErrorCode::Stopped);
         self.clients.answer_all(failed);
+        for read in std::mem::take(&mut self.deferred_reads) {
+            let stopped = proto::ErrorBody::new(proto::ErrorCode::Stopped);
+            self.clients.answer(read.waiter, Err(stopped));
+        }
         self.clients.cancel_all_watches(self.header(), CancelReason::ServerStopping);
         self.clients.flush_all(self.poll.registry());
         self.finish_snapshot(true)?;
@@ -390,7 +406,14 @@ fn start_clients(config: &Config, poll: &Poll) -> Result<Clients, ServeError> {
     let limits =
         proto::Limits { max_txn_ops: config.max_txn_ops as usize, ..proto::Limits::default() };
     let tokens = clients::Tokens { listener_base: LISTENER_TOKEN_BASE, conn_base: CONN_TOKEN_BASE };
-    let mut clients = Clients::new(tokens, bind_clients(config, poll)?, params, limits);
+    let bounds = ClientLimits {
+        conns_max: config.max_client_connections as usize,
+        idle_timeout: Duration::from_millis(config.client_idle_timeout_ms),
+        memory_max_bytes: usize::try_from(config.max_client_memory_bytes).unwrap_or(usize::MAX),
+        share_bytes: usize::try_from(config.client_share_bytes()).unwrap_or(usize::MAX),
+        response_max_bytes: config.max_response_bytes.max(proto::MIN_FRAME_BYTES),
+    };
+    let mut clients = Clients::new(tokens, bind_clients(config, poll)?, params, limits, bounds);
     if let Some(files) = &config.client_tls {
         clients.set_tls(files.load().map_err(|e| ServeError::Config(e.to_string()))?);
     }

@@ -29,6 +29,9 @@ pub struct Waiter {
     /// connection in the same slot.
     pub serial: u64,
     pub request_id: u64,
+    /// What the request holds against the client memory budget until it
+    /// is answered.
+    pub cost_bytes: u32,
 }
 
 /// A linearizable read waiting for its read index.

@@ -237,10 +237,7 @@ impl Node {
         let due = self.proposals.take_due_reads(self.state.applied_index());
         self.caught_up_since_start |= !due.is_empty();
         for read in due {
-            let result = self
-                .check_read(read.waiter, &read.request)
-                .and_then(|()| self.range_now(&read.request));
-            self.clients.answer(read.waiter, result);
+            self.serve_range(read);
         }
     }
 }

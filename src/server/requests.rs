@@ -10,6 +10,10 @@ use crate::proto::http::{Health, UnhealthyReason};
 use crate::proto::{self, ErrorBody, ErrorCode, Request, Response};
 use crate::state::command::{self, op_of};
 
+/// What a range answer holds besides its key-values: the response header's
+/// four varints, `more`, `count` and the list's length, rounded up.
+const RANGE_ENVELOPE_BYTES: usize = 128;
+
 impl Node {
     pub(super) fn handle_request(&mut self, waiter: Waiter, request: Request) {
         if let Err(refused) = self.admit(waiter, &request) {
@@ -20,9 +24,8 @@ impl Node {
             return self.proposals.queue_write(waiter, op, caller);
         }
         match request {
-            Request::Range(r) if r.serializable && self.caught_up_since_start => {
-                let result = self.check_read(waiter, &r).and_then(|()| self.range_now(&r));
-                self.clients.answer(waiter, result);
+            Request::Range(request) if request.serializable && self.caught_up_since_start => {
+                self.serve_range(ReadWait { waiter, request });
             }
             Request::Range(request) => self.proposals.queue_read(ReadWait { waiter, request }),
             Request::WatchCreate(r) => {
@@ -68,11 +71,42 @@ impl Node {
         }
     }
 
-    /// A range served from this member's state as it is now.
-    pub(super) fn range_now(&self, r: &proto::RangeRequest) -> Result<Response, ErrorBody> {
+    /// Answers a range now if its connection has room for the answer;
+    /// otherwise holds it until that connection's answers drain, so a
+    /// client that pipelines reads and does not take the answers makes
+    /// them wait instead of making the node's memory grow. Reading later
+    /// than asked is still linearizable: the state only moves forward.
+    pub(super) fn serve_range(&mut self, read: ReadWait) {
+        if !self.clients.has_room(read.waiter) {
+            self.deferred_reads.push_back(read);
+            return;
+        }
+        let max_bytes = self.clients.response_max_bytes(read.waiter);
+        let result = self
+            .check_read(read.waiter, &read.request)
+            .and_then(|()| self.range_now(&read.request, max_bytes));
+        self.clients.answer(read.waiter, result);
+    }
+
+    /// Ranges held for room, served where their connection has it now;
+    /// true when some are still held.
+    pub(super) fn serve_deferred_reads(&mut self) -> bool {
+        let held = std::mem::take(&mut self.deferred_reads);
+        for read in held {
+            self.serve_range(read);
+        }
+        !self.deferred_reads.is_empty()
+    }
+
+    /// A range served from this member's state as it is now, built no
+    /// larger than `max_bytes`: past it the answer is `ResponseTooLarge`.
+    fn range_now(&self, r: &proto::RangeRequest, max_bytes: usize) -> Result<Response, ErrorBody> {
         let header = self.header();
-        match self.state.store().range(&command::range_request(r)) {
-            Ok(found) => Ok(Response::Range(command::range_response(found, header))),
+        // Room for the header, `more` and `count` around the key-values.
+        let kvs_max_bytes = max_bytes.saturating_sub(RANGE_ENVELOPE_BYTES);
+        match self.state.store().range_within(&command::range_request(r), kvs_max_bytes) {
+            Ok(Some(found)) => Ok(Response::Range(command::range_response(found, header))),
+            Ok(None) => Err(ErrorBody::new(ErrorCode::ResponseTooLarge)),
             Err(e) => Err(command::store_error(e)),
         }
     }

@@ -26,6 +26,14 @@ use crate::state::command;
 /// Events pulled for one watch per pass; the pass stops at the next
 /// revision boundary after it, so other connections are not kept waiting.
 pub const PULL_EVENTS_MAX: usize = 1024;
+/// Bytes of events (as `estimate_bytes` counts them) after which a pass
+/// stops at the next revision boundary: what one pass adds to a
+/// connection's write buffer stays near this whatever the values' sizes.
+pub const PULL_BYTES_MAX: usize = 1 << 20;
+/// Events asked of the store at a time within a pass, so the byte bound is
+/// checked every few events: a pass passes `PULL_BYTES_MAX` by at most
+/// this many events.
+const PULL_BATCH_EVENTS: usize = 8;
 /// Target size of one events frame: small enough to interleave with other
 /// answers on the connection, large enough to amortise the header.
 pub const EVENTS_FRAME_BYTES_TARGET: usize = 256 << 10;
@@ -90,23 +98,37 @@ pub fn pass(
 /// with the compact revision when the position was compacted away.
 fn pull(store: &Store, w: &mut Watcher) -> Result<(Vec<mvcc::Event>, bool), u64> {
     let mut events = Vec::new();
+    let mut pulled_bytes = 0;
+    // Each call scans a bounded stretch of history, matching or not, so
+    // the calls of one pass are bounded too.
+    let mut calls = 0;
     loop {
+        calls += 1;
         let batch = store
-            .events_since(w.next, &w.key, &w.range_end, PULL_EVENTS_MAX, w.prev_kv)
+            .events_since(w.next, &w.key, &w.range_end, PULL_BATCH_EVENTS, w.prev_kv)
             .map_err(|e| match e {
                 mvcc::Error::Compacted { compact_revision } => compact_revision,
                 _ => store.compact_revision(),
             })?;
+        pulled_bytes += batch.events.iter().map(store_event_bytes).sum::<usize>();
         events.extend(batch.events);
         w.next = batch.next;
         if batch.caught_up {
             return Ok((events, true));
         }
         // Inside a revision: keep going, its events must not be split.
-        if w.next.sub == 0 {
+        let full = events.len() >= PULL_EVENTS_MAX
+            || pulled_bytes >= PULL_BYTES_MAX
+            || calls >= PULL_EVENTS_MAX / PULL_BATCH_EVENTS;
+        if w.next.sub == 0 && full {
             return Ok((events, false));
         }
     }
+}
+
+fn store_event_bytes(event: &mvcc::Event) -> usize {
+    let prev = event.prev_kv.as_ref().map_or(0, |kv| kv.key.len() + kv.value.len() + 40);
+    event.kv.key.len() + event.kv.value.len() + 40 + prev
 }
 
 /// Appends the events in frames cut between revisions; false when one

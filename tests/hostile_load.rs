@@ -1,0 +1,521 @@
+//! Hostile load on the client port: real `ember serve` processes, raw
+//! sockets on 127.0.0.1, small stores and low budgets set by flags so each
+//! attack is cheap. For every attack a legitimate client keeps working, the
+//! member's RSS stays under its memory budget plus `RSS_SLACK_BYTES` above
+//! what it held before the attack, the raft term does not change, and the
+//! writes acknowledged during the attack are all there afterwards.
+//!
+//! Every loop is bounded in count and in time. Latency is not asserted
+//! here: figures come from `ember bench` and scripts, never from tests.
+
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::thread::{self, sleep};
+use std::time::{Duration, Instant};
+
+use ember::client::Client;
+use ember::proto::{
+    self, CancelReason, ClientHello, ErrorCode, FrameDecoder, PutRequest, RangeRequest, Refusal,
+    Request, Response, SERVER_HELLO_BYTES, ServerHello, ServerMessage, WatchCreateRequest,
+    WatchMessage,
+};
+use support::cluster::Cluster;
+
+/// The client memory budget of the members under attack.
+const BUDGET_BYTES: u64 = 8 << 20;
+/// Their largest answer and request.
+const RESPONSE_MAX_BYTES: u32 = 1 << 20;
+const REQUEST_MAX_BYTES: u32 = 256 << 10;
+/// What RSS may gain under an attack beyond the budget: the allocator's
+/// slack over freed buffers, socket bookkeeping, and a read of
+/// `READ_OVER_BUDGET_BYTES` per connection.
+const RSS_SLACK_BYTES: u64 = 24 << 20;
+/// Longest wait for any one expected event.
+const WAIT: Duration = Duration::from_secs(20);
+
+fn start(test: &str, extra: &[&str]) -> Cluster {
+    let mut args = vec![
+        "--max-client-memory-bytes".to_string(),
+        BUDGET_BYTES.to_string(),
+        "--max-response-bytes".to_string(),
+        RESPONSE_MAX_BYTES.to_string(),
+        "--max-request-bytes".to_string(),
+        REQUEST_MAX_BYTES.to_string(),
+    ];
+    args.extend(extra.iter().map(ToString::to_string));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let node = Cluster::start(test, 1, &args);
+    node.wait_leader(WAIT);
+    node
+}
+
+fn rss_bytes(node: &Cluster) -> u64 {
+    let pid = node.members[0].pid().expect("the member runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS line");
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+fn term(node: &Cluster) -> u64 {
+    node.status(0).expect("status").raft_term
+}
+
+fn put(key: &str, value: &[u8]) -> Request {
+    Request::Put(PutRequest { key: key.into(), value: value.to_vec(), ..Default::default() })
+}
+
+fn range(prefix: &str) -> RangeRequest {
+    RangeRequest {
+        key: prefix.into(),
+        range_end: proto::prefix_range_end(prefix.as_bytes()),
+        ..Default::default()
+    }
+}
+
+/// `count` keys `prefix{i}` of `value_bytes` each.
+fn fill(client: &mut Client, prefix: &str, count: usize, value_bytes: usize) {
+    let value = vec![b'v'; value_bytes];
+    let requests: Vec<Request> =
+        (0..count).map(|i| put(&format!("{prefix}{i:06}"), &value)).collect();
+    for chunk in requests.chunks(500) {
+        for result in client.pipeline(chunk) {
+            assert!(matches!(result, Ok(Response::Put(_))), "{result:?}");
+        }
+    }
+}
+
+/// What a legitimate client sees during an attack: its writes are
+/// acknowledged and read back. Returns the keys it wrote.
+struct Legit {
+    client: Client,
+    written: Vec<String>,
+}
+
+impl Legit {
+    fn new(node: &Cluster) -> Legit {
+        let mut config = node.client_config(0);
+        config.command_timeout = Duration::from_secs(5);
+        config.dial_timeout = Duration::from_secs(2);
+        Legit {
+            client: Client::connect(config).expect("a legitimate client connects"),
+            written: Vec::new(),
+        }
+    }
+
+    fn round(&mut self, tag: &str) {
+        let key = format!("legit/{tag}/{}", self.written.len());
+        self.client.put(key.as_bytes(), b"ok").unwrap_or_else(|e| panic!("put {key}: {e}"));
+        let got = self.client.get(key.as_bytes()).unwrap_or_else(|e| panic!("get {key}: {e}"));
+        assert_eq!(got.map(|kv| kv.value), Some(b"ok".to_vec()));
+        self.written.push(key);
+    }
+
+    fn check_all_there(&mut self) {
+        for key in &self.written {
+            let got = self.client.get(key.as_bytes()).unwrap();
+            assert_eq!(got.map(|kv| kv.value), Some(b"ok".to_vec()), "{key} was acknowledged");
+        }
+    }
+}
+
+/// A raw connection that completed its hello, announcing `max_frame_bytes`.
+fn raw(node: &Cluster, max_frame_bytes: u32) -> TcpStream {
+    let mut stream = TcpStream::connect(node.members[0].endpoint()).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.write_all(&ClientHello::new(max_frame_bytes).to_bytes()).unwrap();
+    let mut reply = [0u8; SERVER_HELLO_BYTES];
+    stream.read_exact(&mut reply).unwrap();
+    let hello = ServerHello::parse(&reply, &ClientHello::new(max_frame_bytes)).unwrap();
+    assert!(matches!(hello, Some(ServerHello::Accepted { .. })), "{hello:?}");
+    stream
+}
+
+fn frames(requests: impl Iterator<Item = (u64, Request)>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (id, request) in requests {
+        proto::encode_request(&mut out, id, &request, u32::MAX).unwrap();
+    }
+    out
+}
+
+/// Reads server messages until `want` of them arrived or `WAIT` passed.
+fn read_messages(stream: &mut TcpStream, want: usize) -> Vec<ServerMessage> {
+    let deadline = Instant::now() + WAIT;
+    let mut buffer = Vec::new();
+    let mut messages = Vec::new();
+    let mut chunk = vec![0u8; 256 << 10];
+    while messages.len() < want && Instant::now() < deadline {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) => panic!("read: {e}"),
+        }
+        let mut decoder = FrameDecoder::new(&buffer, u32::MAX);
+        for frame in decoder.by_ref() {
+            messages.push(proto::decode_server_message(&frame.unwrap()).unwrap());
+        }
+        let consumed = decoder.consumed_bytes();
+        buffer.drain(..consumed);
+    }
+    messages
+}
+
+fn error_code(message: &ServerMessage) -> Option<ErrorCode> {
+    match message {
+        ServerMessage::Error { error, .. } => error.code(),
+        _ => None,
+    }
+}
+
+/// Writes `bytes` from a thread, as a client that never reads would: the
+/// server stops reading it, so the write may wait; it gives up after `WAIT`.
+fn write_in_background(stream: &TcpStream, bytes: Vec<u8>) -> thread::JoinHandle<usize> {
+    let mut writer = stream.try_clone().unwrap();
+    writer.set_write_timeout(Some(WAIT)).unwrap();
+    thread::spawn(move || {
+        let mut sent = 0;
+        while sent < bytes.len() {
+            match writer.write(&bytes[sent..]) {
+                Ok(n) => sent += n,
+                Err(_) => break,
+            }
+        }
+        sent
+    })
+}
+
+fn assert_rss_within(node: &Cluster, before: u64, what: &str) {
+    let rss = rss_bytes(node);
+    let bound = before + BUDGET_BYTES + RSS_SLACK_BYTES;
+    assert!(rss <= bound, "{what}: RSS {rss} bytes, over {bound} ({before} before the attack)");
+}
+
+#[test]
+fn pipelined_reads_never_taken_wait_within_the_budget_and_are_all_answered() {
+    let node = start("pipelined_reads", &[]);
+    let mut legit = Legit::new(&node);
+    // 2,000 keys of 1 KiB; each read asks for 500 of them, ~0.55 MB.
+    fill(&mut legit.client, "data/", 2000, 1024);
+    let term_before = term(&node);
+    let rss_before = rss_bytes(&node);
+    // A client that announces the largest frame limit there is, then asks
+    // for 1,500 answers (past the 1,024 in flight a connection may have)
+    // and reads none of them for a while: ~800 MB if each were built.
+    let mut attacker = raw(&node, u32::MAX);
+    let read = Request::Range(RangeRequest { limit: 500, ..range("data/") });
+    let count = 1500u64;
+    let writer = write_in_background(&attacker, frames((1..=count).map(|id| (id, read.clone()))));
+    for round in 0..20 {
+        legit.round("pipelined");
+        if round % 5 == 0 {
+            assert_rss_within(&node, rss_before, "answers not taken");
+        }
+        sleep(Duration::from_millis(50));
+    }
+    assert_rss_within(&node, rss_before, "answers not taken");
+    // Now it reads: every request is answered, none stranded.
+    let messages = read_messages(&mut attacker, count as usize);
+    let sent = writer.join().unwrap();
+    assert_eq!(sent, frames((1..=count).map(|id| (id, read.clone()))).len());
+    assert_eq!(messages.len(), count as usize, "every pipelined request is answered");
+    for message in &messages {
+        match message {
+            ServerMessage::Response { response: Response::Range(r), .. } => {
+                assert_eq!(r.kvs.len(), 500);
+                assert!(r.more);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(term(&node), term_before, "no election");
+    legit.check_all_there();
+}
+
+#[test]
+fn answers_past_the_server_limit_are_refused_whatever_the_client_announced() {
+    let node = start("too_large", &[]);
+    let mut legit = Legit::new(&node);
+    fill(&mut legit.client, "data/", 2000, 1024);
+    let term_before = term(&node);
+    let rss_before = rss_bytes(&node);
+    // A 2 MB full range against a 1 MiB server limit, from a client that
+    // takes 4 GiB frames and from one that takes 4 KiB: both refused.
+    for announced in [u32::MAX, proto::MIN_FRAME_BYTES] {
+        let mut attacker = raw(&node, announced);
+        let count = 200u64;
+        let read = Request::Range(range("data/"));
+        attacker.write_all(&frames((1..=count).map(|id| (id, read.clone())))).unwrap();
+        legit.round("too_large");
+        let messages = read_messages(&mut attacker, count as usize);
+        assert_eq!(messages.len(), count as usize);
+        for message in &messages {
+            assert_eq!(error_code(message), Some(ErrorCode::ResponseTooLarge), "{message:?}");
+        }
+        assert_rss_within(&node, rss_before, "oversized answers");
+    }
+    // Paging with a limit gets the same keys, a page at a time.
+    let page = legit.client.range(RangeRequest { limit: 100, ..range("data/") }).unwrap();
+    assert_eq!((page.kvs.len(), page.more, page.count), (100, true, 2000));
+    assert_eq!(term(&node), term_before, "no election");
+    legit.check_all_there();
+}
+
+#[test]
+fn idle_sockets_cannot_lock_out_a_client_and_a_full_port_refuses_in_words() {
+    let node = start("idle_sockets", &["--max-client-connections", "32"]);
+    let mut legit = Legit::new(&node);
+    legit.round("before");
+    let term_before = term(&node);
+    let rss_before = rss_bytes(&node);
+    // 32 idle sockets after their hello take every slot ...
+    let idle: Vec<TcpStream> = (0..32).map(|_| raw(&node, 1 << 20)).collect();
+    // ... yet a new client gets in: the longest-idle one makes room.
+    let mut late = Legit::new(&node);
+    late.round("late");
+    legit.round("during");
+    drop(idle);
+    // Connections that each hold a watch are not idle: at the cap the
+    // newcomer is told `TooManyConnections` in a hello, not dropped.
+    let mut watching = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while watching.len() < 40 && Instant::now() < deadline {
+        let Some(stream) = try_watching(&node) else { break };
+        watching.push(stream);
+    }
+    assert!(watching.len() >= 28, "only {} watchers got in", watching.len());
+    for _ in 0..20 {
+        assert_eq!(hello_status(&node), Some(Refusal::TooManyConnections));
+    }
+    let refusal_lines = node
+        .log_of(0)
+        .lines()
+        .filter(|l| l.contains("refused") && l.contains("client connections"))
+        .count();
+    assert!(
+        (1..=2).contains(&refusal_lines),
+        "refusals are logged once per interval: {refusal_lines} lines"
+    );
+    drop(watching);
+    assert_rss_within(&node, rss_before, "idle sockets");
+    assert_eq!(term(&node), term_before, "no election");
+    legit.check_all_there();
+}
+
+/// A connection that opened a watch, or `None` once the server refuses.
+fn try_watching(node: &Cluster) -> Option<TcpStream> {
+    let mut stream = TcpStream::connect(node.members[0].endpoint()).ok()?;
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.write_all(&ClientHello::new(1 << 20).to_bytes()).ok()?;
+    let mut reply = [0u8; SERVER_HELLO_BYTES];
+    stream.read_exact(&mut reply).ok()?;
+    match ServerHello::parse(&reply, &ClientHello::new(1 << 20)).ok()?? {
+        ServerHello::Accepted { .. } => {}
+        ServerHello::Refused { .. } => return None,
+    }
+    let watch =
+        Request::WatchCreate(WatchCreateRequest { key: b"w".to_vec(), ..Default::default() });
+    stream.write_all(&frames([(1, watch)].into_iter())).ok()?;
+    let created = read_messages(&mut stream, 1);
+    matches!(created[..], [ServerMessage::Response { .. }]).then_some(stream)
+}
+
+/// The status of the server's hello to a new connection.
+fn hello_status(node: &Cluster) -> Option<Refusal> {
+    let mut stream = TcpStream::connect(node.members[0].endpoint()).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.write_all(&ClientHello::new(1 << 20).to_bytes()).unwrap();
+    let mut reply = [0u8; SERVER_HELLO_BYTES];
+    stream.read_exact(&mut reply).unwrap();
+    match ServerHello::parse(&reply, &ClientHello::new(1 << 20)).unwrap().unwrap() {
+        ServerHello::Refused { reason, .. } => Some(reason),
+        ServerHello::Accepted { .. } => None,
+    }
+}
+
+#[test]
+fn silent_sockets_are_closed_and_an_idle_client_reconnects_unnoticed() {
+    let node = start("timeouts", &["--client-idle-timeout", "1000"]);
+    let mut legit = Legit::new(&node);
+    legit.round("before");
+    // No hello within two seconds: closed.
+    let mut mute = TcpStream::connect(node.members[0].endpoint()).unwrap();
+    // A hello, then silence past the idle timeout: closed.
+    let mut quiet = raw(&node, 1 << 20);
+    for stream in [&mut mute, &mut quiet] {
+        stream.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+        let started = Instant::now();
+        let mut byte = [0u8; 1];
+        let outcome = stream.read(&mut byte);
+        assert!(matches!(outcome, Ok(0)) || outcome.is_err(), "{outcome:?}");
+        assert!(started.elapsed() < Duration::from_secs(6), "closed in time");
+    }
+    // The Rust client's connection was closed too while it idled; its next
+    // call dials again without an error.
+    sleep(Duration::from_millis(2500));
+    legit.round("after idling");
+    // A connection with a watch is never idle.
+    let mut watching = try_watching(&node).expect("a watch");
+    sleep(Duration::from_millis(2500));
+    legit.client.put(b"w", b"event").unwrap();
+    let events = read_messages(&mut watching, 1);
+    assert!(matches!(events[..], [ServerMessage::Watch { .. }]), "{events:?}");
+    legit.check_all_there();
+}
+
+#[test]
+fn truncated_frames_hold_at_most_the_budget() {
+    let node = start("truncated", &[]);
+    let mut legit = Legit::new(&node);
+    legit.round("before");
+    let term_before = term(&node);
+    let rss_before = rss_bytes(&node);
+    // 60 connections each send a largest request but its last byte: 15 MB
+    // if each were held whole, against an 8 MiB budget.
+    let value = vec![b'x'; REQUEST_MAX_BYTES as usize - 64];
+    let whole = frames([(1, put("big", &value))].into_iter());
+    let mut partial = Vec::new();
+    let mut writers = Vec::new();
+    for _ in 0..60 {
+        let stream = raw(&node, 1 << 20);
+        writers.push(write_in_background(&stream, whole[..whole.len() - 1].to_vec()));
+        partial.push(stream);
+    }
+    sleep(Duration::from_millis(500));
+    for _ in 0..10 {
+        legit.round("during");
+    }
+    assert_rss_within(&node, rss_before, "truncated frames");
+    // A finished frame is served once room is made.
+    drop(partial.split_off(1));
+    partial[0].write_all(&whole[whole.len() - 1..]).unwrap();
+    let answer = read_messages(&mut partial[0], 1);
+    assert!(
+        matches!(answer[..], [ServerMessage::Response { response: Response::Put(_), .. }]),
+        "{answer:?}"
+    );
+    for writer in writers {
+        let _ = writer.join();
+    }
+    assert_eq!(term(&node), term_before, "no election");
+    legit.check_all_there();
+}
+
+/// Caps the kernel's receive buffer of a socket that will not read, so the
+/// server's side fills after a few hundred KiB rather than tens of MiB.
+fn small_receive_buffer(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let bytes: libc::c_int = 64 << 10;
+    // SAFETY: the descriptor is open for the life of `stream`, and the
+    // option value is a c_int whose size is passed along with it.
+    #[allow(unsafe_code)]
+    let result = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(result, 0, "setsockopt SO_RCVBUF");
+}
+
+/// Reads server messages until one satisfies `stop`, or `WAIT` passed.
+fn read_until(stream: &mut TcpStream, stop: impl Fn(&ServerMessage) -> bool) -> bool {
+    let deadline = Instant::now() + WAIT;
+    let mut buffer = Vec::new();
+    let mut chunk = vec![0u8; 256 << 10];
+    while Instant::now() < deadline {
+        match stream.read(&mut chunk) {
+            Ok(0) => return false,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            Err(_) => return false,
+        }
+        let mut decoder = FrameDecoder::new(&buffer, u32::MAX);
+        for frame in decoder.by_ref() {
+            if stop(&proto::decode_server_message(&frame.unwrap()).unwrap()) {
+                return true;
+            }
+        }
+        let consumed = decoder.consumed_bytes();
+        buffer.drain(..consumed);
+    }
+    false
+}
+
+#[test]
+fn slow_watchers_are_cut_off_and_the_rust_client_resumes_where_it_was() {
+    let node = start("slow_watchers", &[]);
+    let mut legit = Legit::new(&node);
+    legit.round("before");
+    let term_before = term(&node);
+    let rss_before = rss_bytes(&node);
+    let watch = WatchCreateRequest {
+        key: b"feed/".to_vec(),
+        range_end: proto::prefix_range_end(b"feed/"),
+        ..Default::default()
+    };
+    let mut stream = Client::connect(node.client_config(0)).unwrap().watch(watch.clone()).unwrap();
+    let mut raw_watchers: Vec<TcpStream> = Vec::new();
+    for _ in 0..8 {
+        let mut stream = raw(&node, 1 << 20);
+        small_receive_buffer(&stream);
+        stream.write_all(&frames([(1, Request::WatchCreate(watch.clone()))].into_iter())).unwrap();
+        raw_watchers.push(stream);
+    }
+    // 52 MB of events for each watcher, none of which reads: more than the
+    // kernel buffers of the Rust client's socket hold.
+    let value = vec![b'e'; 128 << 10];
+    let puts: i64 = 400;
+    // The writes themselves stay in RSS twice: in the store, and in the
+    // WAL's mapped pages until their segment is sealed.
+    let written_bytes = 2 * puts as u64 * value.len() as u64;
+    let first = legit.client.put(b"feed/start", b"").unwrap().header.revision;
+    for i in 0..puts {
+        legit.client.put(format!("feed/{i:04}").as_bytes(), &value).unwrap();
+        if i % 100 == 0 {
+            assert_rss_within(&node, rss_before + written_bytes, "slow watchers");
+        }
+    }
+    sleep(Duration::from_secs(7));
+    legit.client.put(b"feed/end", b"").unwrap();
+    legit.round("during");
+    // The store holds what was written; the watchers add at most the budget.
+    assert_rss_within(&node, rss_before + written_bytes, "slow watchers");
+    // The raw watchers were told they read too slowly.
+    let mut watcher = raw_watchers.swap_remove(0);
+    let cancelled = read_until(&mut watcher, |m| {
+        matches!(
+            m,
+            ServerMessage::Watch {
+                message: WatchMessage::Cancelled { reason: CancelReason::SlowReader, .. },
+                ..
+            }
+        )
+    });
+    assert!(cancelled, "a slow watcher is cancelled with SlowReader");
+    // The Rust client's watch reads now and gets every event, in order,
+    // none twice, across its resume.
+    let mut next = first;
+    let last = first + puts + 1;
+    let deadline = Instant::now() + WAIT;
+    while next <= last && Instant::now() < deadline {
+        match stream.next().expect("the watch goes on").unwrap() {
+            WatchMessage::Events { events, .. } => {
+                for event in events {
+                    assert_eq!(event.kv.mod_revision, next, "no gap, no repeat");
+                    next += 1;
+                }
+            }
+            WatchMessage::Progress { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(next, last + 1, "every event arrived");
+    assert_eq!(term(&node), term_before, "no election");
+    legit.check_all_there();
+}
