@@ -91,6 +91,28 @@ impl Span {
     }
 }
 
+/// Whether `grant` alone covers every key of `need`, without allocating.
+pub fn covers_alone(grant: &Permission, need: &Span) -> bool {
+    if need.is_empty() {
+        return true;
+    }
+    if need.start.as_slice() < grant.key.as_slice() {
+        return false;
+    }
+    match (grant.range_end.as_slice(), &need.end) {
+        ([0], _) => true,
+        (_, None) => false,
+        // A single-key grant covers exactly `[key, key ++ 0x00)`.
+        ([], Some(end)) => {
+            need.start == grant.key
+                && end.len() == grant.key.len() + 1
+                && end.starts_with(&grant.key)
+                && end.last() == Some(&0)
+        }
+        (grant_end, Some(end)) => end.as_slice() <= grant_end,
+    }
+}
+
 /// Whether the union of `grants` covers every key of `need`. An empty need
 /// selects nothing and is covered by anything.
 pub fn covers(grants: impl IntoIterator<Item = Span>, need: &Span) -> bool {
@@ -166,6 +188,26 @@ mod tests {
         assert!(covers([], &span("b", "a")));
         assert!(!covers([span("b", "a")], &span("a", "")));
         assert!(!covers([], &span("a", "")));
+    }
+
+    #[test]
+    fn one_grant_alone_agrees_with_the_union_of_one() {
+        let needs =
+            [span("a", ""), span("b", "c"), span("a", "d"), Span::of(b"a", &[0]), span("c", "")];
+        let grants = [
+            Permission { kind: PermKind::Read, key: b"a".to_vec(), range_end: Vec::new() },
+            Permission { kind: PermKind::Read, key: b"a".to_vec(), range_end: b"c".to_vec() },
+            Permission { kind: PermKind::Read, key: b"b".to_vec(), range_end: vec![0] },
+        ];
+        for grant in &grants {
+            for need in &needs {
+                assert_eq!(
+                    covers_alone(grant, need),
+                    covers([grant.span()], need),
+                    "{grant:?} {need:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -60,17 +60,16 @@ impl Node {
         waiter: Waiter,
         r: &proto::RangeRequest,
     ) -> Result<(), ErrorBody> {
-        if !self.state.auth().enabled {
+        let auth = self.state.auth();
+        if !auth.enabled {
             return Ok(());
         }
-        self.check_served(
-            waiter,
-            &Request::Range(proto::RangeRequest {
-                key: r.key.clone(),
-                range_end: r.range_end.clone(),
-                ..Default::default()
-            }),
-        )
+        let claims = self.clients.claims(waiter).ok_or(ErrorCode::InvalidAuthToken)?;
+        auth.check_claims(claims, now_unix_ms()).map_err(|_| ErrorCode::InvalidAuthToken)?;
+        match auth.permits(&claims.user, Right::Read, &Span::of(&r.key, &r.range_end)) {
+            true => Ok(()),
+            false => Err(ErrorBody::new(ErrorCode::PermissionDenied)),
+        }
     }
 
     fn check_served(&self, waiter: Waiter, request: &Request) -> Result<(), ErrorBody> {

@@ -113,6 +113,31 @@ pub struct Node {
     /// This member has been in the applied member table (so its absence
     /// later means it was removed).
     pub(super) seen_in_table: bool,
+    /// When the TLS files were last looked at, and what they were then.
+    pub(super) tls_files: TlsFiles,
+}
+
+/// How often the certificate, key and CA files are checked for changes.
+/// Rotation tools replace them every few weeks at most; a minute of delay
+/// costs nothing, and SIGHUP reloads at once.
+pub const TLS_FILES_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The TLS files' change times at the last check.
+pub(super) struct TlsFiles {
+    next_check: Instant,
+    fingerprint: Vec<Option<std::time::SystemTime>>,
+}
+
+impl TlsFiles {
+    fn new(config: &Config, now: Instant) -> TlsFiles {
+        TlsFiles { next_check: now + TLS_FILES_CHECK_INTERVAL, fingerprint: fingerprint(config) }
+    }
+}
+
+fn fingerprint(config: &Config) -> Vec<Option<std::time::SystemTime>> {
+    let client = config.client_tls.iter().flat_map(|files| files.fingerprint());
+    let peer = config.peer_tls.iter().flat_map(|files| files.server.fingerprint());
+    client.chain(peer).collect()
 }
 
 impl Node {
@@ -174,6 +199,7 @@ impl Node {
             busy: false,
             stopping: false,
             seen_in_table: false,
+            tls_files: TlsFiles::new(&config, now),
             config,
             poll,
             raft,
@@ -211,6 +237,7 @@ impl Node {
             if signal::stop_requested() {
                 return self.shutdown();
             }
+            self.maybe_reload_tls(now);
             if self.removed_from_cluster() {
                 log::warn!(
                     "member {:016x} was removed from the cluster: stopping",
@@ -349,6 +376,41 @@ impl Node {
             timeout = timeout.min(w.next_timeout(now));
         }
         timeout
+    }
+
+    /// Loads the TLS files again on SIGHUP, or when they changed. A
+    /// configuration that fails to load is logged and the old one kept;
+    /// connections already open keep the one they started with.
+    fn maybe_reload_tls(&mut self, now: Instant) {
+        let signalled = signal::take_reload_request();
+        if !signalled && now < self.tls_files.next_check {
+            return;
+        }
+        self.tls_files.next_check = now + TLS_FILES_CHECK_INTERVAL;
+        let current = fingerprint(&self.config);
+        if !signalled && current == self.tls_files.fingerprint {
+            return;
+        }
+        self.tls_files.fingerprint = current;
+        let why = if signalled { "SIGHUP" } else { "the files changed" };
+        if let Some(files) = &self.config.client_tls {
+            match files.load() {
+                Ok(tls) => {
+                    self.clients.set_tls(tls);
+                    log::info!("client TLS certificates reloaded ({why})");
+                }
+                Err(e) => log::warn!("client TLS not reloaded, the old certificates stay: {e}"),
+            }
+        }
+        if let Some(files) = &self.config.peer_tls {
+            match files.load() {
+                Ok(tls) => {
+                    self.peers.transport_mut().set_tls(tls);
+                    log::info!("peer TLS certificates reloaded ({why})");
+                }
+                Err(e) => log::warn!("peer TLS not reloaded, the old certificates stay: {e}"),
+            }
+        }
     }
 
     fn ping_watchdog(&mut self, now: Instant) {

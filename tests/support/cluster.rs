@@ -112,6 +112,12 @@ pub struct Cluster {
     pub extra_args: Vec<String>,
     /// Invariant: entry `i` is the pid of member `i`'s child while it has one.
     pub pids: Pids,
+    /// Flags added to member `i`'s `ember serve` only (its own certificate).
+    pub member_args: Vec<Vec<String>>,
+    /// The scheme of peer URLs: `https` under peer TLS.
+    pub peer_scheme: &'static str,
+    /// TLS of the test's clients, for members that serve clients over TLS.
+    pub client_tls: Option<Arc<rustls::ClientConfig>>,
     setup: Setup,
 }
 
@@ -167,7 +173,16 @@ impl Cluster {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         let pids = Pids::new(Mutex::new(Vec::new()));
-        let mut cluster = Cluster { dir, members: Vec::new(), extra_args, pids, setup };
+        let mut cluster = Cluster {
+            dir,
+            members: Vec::new(),
+            extra_args,
+            pids,
+            member_args: Vec::new(),
+            peer_scheme: "http",
+            client_tls: None,
+            setup,
+        };
         for i in 0..size {
             cluster.add_member(&format!("n{}", i + 1), size);
         }
@@ -215,7 +230,7 @@ impl Cluster {
         let urls: Vec<String> = self
             .members
             .iter()
-            .map(|m| format!("{}=http://{}", m.name, m.advertised_peer()))
+            .map(|m| format!("{}={}://{}", m.name, self.peer_scheme, m.advertised_peer()))
             .collect();
         urls.join(",")
     }
@@ -270,6 +285,7 @@ impl Cluster {
             .arg(self.data_dir(i))
             .args(["--listen-client-urls", &m.endpoint()])
             .args(["--listen-peer-urls", &format!("127.0.0.1:{}", m.peer_port)])
+            .args(self.member_args.get(i).into_iter().flatten())
             .args(["--heartbeat-interval", &HEARTBEAT_MS.to_string()])
             .args(["--election-timeout", &ELECTION_TIMEOUT_MS.to_string()])
             .args(&self.extra_args)
@@ -390,9 +406,16 @@ impl Cluster {
         self.members.iter().map(Member::endpoint).collect()
     }
 
+    /// A client configuration for member `i` alone, with the cluster's TLS.
+    fn new_config(&self, i: usize) -> Config {
+        let mut config = Config::new(vec![self.members[i].endpoint()]);
+        config.tls = self.client_tls.clone();
+        config
+    }
+
     /// A client of member `i` only, once it accepts connections.
     pub fn client(&self, i: usize) -> Client {
-        let config = Config::new(vec![self.members[i].endpoint()]);
+        let config = self.new_config(i);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match Client::connect(config.clone()) {
@@ -406,7 +429,7 @@ impl Cluster {
     /// A client that talks to member `i` only, with short timeouts so that
     /// a fault shows as an error, not as a hang.
     pub fn client_config(&self, i: usize) -> Config {
-        let mut config = Config::new(vec![self.members[i].endpoint()]);
+        let mut config = self.new_config(i);
         config.dial_timeout = Duration::from_millis(300);
         config.command_timeout = Duration::from_millis(2 * ELECTION_TIMEOUT_MS);
         config
@@ -417,7 +440,7 @@ impl Cluster {
         if !self.members[i].is_running() || self.members[i].stopped {
             return None;
         }
-        let mut config = Config::new(vec![self.members[i].endpoint()]);
+        let mut config = self.new_config(i);
         config.dial_timeout = Duration::from_millis(self.setup.status_dial_ms);
         config.command_timeout = Duration::from_millis(self.setup.status_command_ms);
         Client::connect(config).ok()?.status().ok()

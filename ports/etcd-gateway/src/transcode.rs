@@ -341,6 +341,20 @@ mod tests {
     }
 
     #[test]
+    fn watch_requests_carry_their_filters_and_ids() {
+        let text = r#"{"create_request":{"key":"Zm9v","filters":["NOPUT",1],"watch_id":"-3",
+                       "progress_notify":true}}"#;
+        let request: pb::WatchRequest = from_json(&parse(text)).unwrap();
+        let Some(pb::watch_request::RequestUnion::CreateRequest(create)) = request.request_union
+        else {
+            panic!("not a create: {request:?}");
+        };
+        use pb::watch_create_request::FilterType;
+        assert_eq!(create.filters, [FilterType::Noput as i32, FilterType::Nodelete as i32]);
+        assert_eq!((create.watch_id, create.progress_notify), (-3, true));
+    }
+
+    #[test]
     fn bad_requests_say_what_is_wrong() {
         let refused = |text: &str| from_json::<pb::RangeRequest>(&parse(text)).unwrap_err();
         assert_eq!(

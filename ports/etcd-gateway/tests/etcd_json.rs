@@ -140,8 +140,9 @@ fn the_json_api_answers_as_etcd_does() {
 }
 
 /// What etcd 3.4 has and Ember does not yet answers UNIMPLEMENTED, in
-/// etcd's error body; GET is not a method of the API; a watch stays open
-/// while the client reads, with events written as they happen.
+/// etcd's error body; GET is not a method of the API; a request from a web
+/// page is refused and changes nothing; a watch stays open while the client
+/// reads, with events written as they happen.
 #[test]
 fn the_json_api_says_what_it_cannot_do_and_streams_as_it_goes() {
     let ember = Cluster::start("json-edges", 1);
@@ -156,6 +157,13 @@ fn the_json_api_says_what_it_cannot_do_and_streams_as_it_goes() {
         );
     }
     assert_eq!(request(&gateway, "GET", "/v3/kv/range", "").0, 405);
+    let from_a_page = http_request("POST", "/v3/kv/put", r#"{"key":"cGFnZQ==","value":"eA=="}"#)
+        .replace("Host: localhost\r\n", "Host: localhost\r\nOrigin: http://example.com\r\n");
+    let (status, body) = send(&gateway, &from_a_page);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.ends_with(r#","code":7}"#), "{body}");
+    let (_, nothing) = request(&gateway, "POST", "/v3/kv/range", r#"{"key":"cGFnZQ=="}"#);
+    assert!(!nothing.contains("kvs"), "the refused put wrote: {nothing}");
     assert_eq!(request(&gateway, "GET", "/version", "").0, 200);
 
     let mut stream = TcpStream::connect(&gateway).unwrap();
@@ -221,9 +229,13 @@ fn http_request(method: &str, path: &str, body: &str) -> String {
 
 /// Sends one request and reads the whole answer: the status and the body.
 fn request(endpoint: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    send(endpoint, &http_request(method, path, body))
+}
+
+fn send(endpoint: &str, request: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(endpoint).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    stream.write_all(http_request(method, path, body).as_bytes()).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).unwrap();
     let text = String::from_utf8_lossy(&raw).into_owned();

@@ -56,7 +56,10 @@ const STEPS: &[Step] = &[
     run(&["lease", "grant", "100"]),
     run(&["put", "leased", "v", "--lease={lease}"]),
     run(&["lease", "list"]),
+    run(&["lease", "list", "-w", "json"]),
     loose(&["lease", "timetolive", "{lease}", "--keys"]),
+    loose(&["lease", "timetolive", "{lease}", "--keys", "-w", "json"]),
+    run(&["lease", "keep-alive", "--once", "{lease}", "-w", "json"]),
     run(&["lease", "revoke", "{lease}"]),
     run(&["lease", "timetolive", "{lease}"]),
     run(&["lease", "keep-alive", "--once", "{lease}"]),
@@ -66,8 +69,11 @@ const STEPS: &[Step] = &[
     run(&["get", "foo", "--rev=100"]),
     run(&["put", "", "v"]),
     run(&["member", "list"]),
+    run(&["member", "list", "-w", "json"]),
     loose(&["endpoint", "status"]),
+    loose(&["endpoint", "status", "-w", "json"]),
     run(&["endpoint", "health"]),
+    loose(&["endpoint", "hashkv", "-w", "json"]),
 ];
 
 #[test]
@@ -221,7 +227,7 @@ fn mask_addresses(text: &str) -> String {
 
 fn normalise_line(line: &str, loose: bool) -> String {
     let mut words = Vec::new();
-    for word in line.split_inclusive([' ', ',', '"', ':', '(', ')', '[', ']']) {
+    for word in line.split_inclusive([' ', ',', '"', ':', '(', ')', '[', ']', '{', '}']) {
         let (body, tail) = split_tail(word);
         let masked = if loose && body.contains(|c: char| c.is_ascii_digit()) {
             "N".to_string()
@@ -232,12 +238,13 @@ fn normalise_line(line: &str, loose: bool) -> String {
     }
     let line = words.concat();
     // A member's name sits between its id and its peer URL.
-    line.replace(" n1,", " NAME,").replace(" e1,", " NAME,")
+    let line = line.replace(" n1,", " NAME,").replace(" e1,", " NAME,");
+    line.replace("\"name\":\"n1\"", "\"name\":NAME").replace("\"name\":\"e1\"", "\"name\":NAME")
 }
 
 fn split_tail(word: &str) -> (&str, &str) {
     match word.char_indices().last() {
-        Some((at, c)) if " ,\":()[]".contains(c) => (&word[..at], &word[at..]),
+        Some((at, c)) if " ,\":()[]{}".contains(c) => (&word[..at], &word[at..]),
         _ => (word, ""),
     }
 }

@@ -1,0 +1,344 @@
+//! TLS on the client and peer ports, and peer authentication, with real
+//! `ember serve` processes and certificates made by openssl.
+//!
+//! - a cluster of three with client and peer TLS serves every command,
+//!   over the Rust client and over `ember`, through a leader's death and a
+//!   certificate rotation by SIGHUP;
+//! - clients without a certificate, or with one from another CA, and
+//!   plaintext clients are refused, the last in words;
+//! - peers that cannot prove they are the member their hello names are
+//!   refused: a certificate of another CA, one valid for another host, a
+//!   hello from a non-member, and without TLS a hello that lacks the secret;
+//! - a peer port on the network needs authentication or `--peer-insecure`.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use ember::client::{Client, Config};
+use ember::proto::{WatchCreateRequest, WatchMessage};
+use ember::server::config::{DEFAULT_CLUSTER_TOKEN, cluster_id};
+use ember::tls::ClientFiles;
+use ember::transport::wire::{HELLO_BYTES, Hello};
+use support::certs::Certs;
+use support::cluster::Cluster;
+use support::ports::free_port;
+
+const LEADER_WAIT: Duration = Duration::from_secs(15);
+
+fn path(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+/// The flags of member `name` with client TLS (client certificates
+/// required) and peer TLS, all from CA `ca`.
+fn tls_args(certs: &Certs, ca: &str, name: &str) -> Vec<String> {
+    let (cert, key) = (path(&certs.pem(name)), path(&certs.key(name)));
+    let ca = path(&certs.pem(ca));
+    let args = [
+        "--cert-file",
+        &cert,
+        "--key-file",
+        &key,
+        "--trusted-ca-file",
+        &ca,
+        "--client-cert-auth",
+        "--peer-cert-file",
+        &cert,
+        "--peer-key-file",
+        &key,
+        "--peer-trusted-ca-file",
+        &ca,
+    ];
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+fn client_tls(certs: &Certs, ca: &str, cert: Option<&str>) -> Arc<rustls::ClientConfig> {
+    let files = ClientFiles {
+        ca: Some(certs.pem(ca)),
+        cert: cert.map(|c| certs.pem(c)),
+        key: cert.map(|c| certs.key(c)),
+        insecure_skip_verify: false,
+    };
+    files.load().unwrap()
+}
+
+/// A cluster of three with client and peer TLS; clients of the test carry
+/// the certificate `client`.
+fn tls_cluster(test: &str) -> (Cluster, Certs) {
+    let mut cluster = Cluster::prepare(test, 3, &[]);
+    let certs = Certs::new(&cluster.dir.join("certs"));
+    certs.ca("ca");
+    certs.ca("other-ca");
+    for name in ["n1", "n2", "n3", "client"] {
+        certs.leaf("ca", name, "IP:127.0.0.1,DNS:localhost");
+    }
+    cluster.peer_scheme = "https";
+    cluster.member_args = ["n1", "n2", "n3"].iter().map(|n| tls_args(&certs, "ca", n)).collect();
+    cluster.client_tls = Some(client_tls(&certs, "ca", Some("client")));
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    (cluster, certs)
+}
+
+/// Runs `ember` against member `i` with the given TLS flags.
+fn ember(cluster: &Cluster, i: usize, tls: &[String], args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ember"))
+        .args(["--endpoints", &format!("https://{}", cluster.members[i].endpoint())])
+        .args(tls)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn cli_tls(certs: &Certs, cert: &str) -> Vec<String> {
+    let pem = path(&certs.pem(cert));
+    let key = path(&certs.key(cert));
+    vec!["--cacert".into(), path(&certs.pem("ca")), "--cert".into(), pem, "--key".into(), key]
+}
+
+fn connect_with(cluster: &Cluster, i: usize, tls: Arc<rustls::ClientConfig>) -> String {
+    let mut config = Config::new(vec![cluster.members[i].endpoint()]);
+    config.tls = Some(tls);
+    config.dial_timeout = Duration::from_secs(2);
+    match Client::connect(config) {
+        Ok(_) => "connected".to_string(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Dials member `i`'s peer port over TLS with certificate `cert` and sends
+/// a hello from member `from`. True when the member answered the hello
+/// (accepted it), false when it closed the connection.
+fn peer_hello_answered(cluster: &Cluster, certs: &Certs, i: usize, cert: &str, from: u64) -> bool {
+    let tcp = TcpStream::connect(("127.0.0.1", cluster.members[i].peer_port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let config = client_tls(certs, "ca", Some(cert));
+    let name = ember::tls::server_name("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    let cluster_id = cluster_id(std::iter::empty(), DEFAULT_CLUSTER_TOKEN);
+    let hello = Hello { cluster_id, from, to: cluster.members[i].id };
+    if stream.write_all(&hello.encode()).and_then(|()| stream.flush()).is_err() {
+        return false;
+    }
+    let mut reply = [0u8; HELLO_BYTES];
+    stream.read_exact(&mut reply).is_ok()
+}
+
+fn wait_logged(cluster: &Cluster, i: usize, words: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cluster.log_of(i).lines().any(|l| words.iter().all(|w| l.contains(w))) {
+        assert!(Instant::now() < deadline, "member {i} never logged {words:?}");
+        sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_tls_cluster_serves_every_command_and_refuses_whoever_cannot_prove_itself() {
+    let (mut cluster, certs) = tls_cluster("tls-cluster");
+    let leader = cluster.wait_leader(LEADER_WAIT);
+
+    // The Rust client: put, get at another member, watch.
+    let mut writer = cluster.client(leader);
+    let mut reader = cluster.client((leader + 1) % 3);
+    let mut watcher = cluster.client((leader + 2) % 3);
+    let watch = WatchCreateRequest { key: b"k".to_vec(), ..Default::default() };
+    let mut events = watcher.watch(watch).unwrap();
+    writer.put(b"k", b"v1").unwrap();
+    assert_eq!(reader.get(b"k").unwrap().unwrap().value, b"v1");
+    let mut seen = false;
+    for message in events.by_ref().take(3) {
+        if let WatchMessage::Events { events, .. } = message.unwrap() {
+            seen = events.iter().any(|e| e.kv.value == b"v1");
+            break;
+        }
+    }
+    assert!(seen, "the watch saw the put");
+
+    // `ember` with --cacert, --cert and --key: member list names https URLs.
+    let tls = cli_tls(&certs, "client");
+    let out = ember(&cluster, 0, &tls, &["member", "list"]);
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(listed.matches("https://127.0.0.1").count(), 6, "{listed}");
+    let out = ember(&cluster, 1, &tls, &["get", "k"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "k\nv1\n");
+
+    // Clients that cannot prove themselves, and a plaintext one.
+    let refused = connect_with(&cluster, 0, client_tls(&certs, "ca", None));
+    assert!(refused.contains("CertificateRequired"), "{refused}");
+    certs.leaf("other-ca", "stranger", "IP:127.0.0.1");
+    let stranger = ClientFiles {
+        ca: Some(certs.pem("ca")),
+        cert: Some(certs.pem("stranger")),
+        key: Some(certs.key("stranger")),
+        insecure_skip_verify: false,
+    };
+    let refused = connect_with(&cluster, 0, stranger.load().unwrap());
+    assert!(refused.contains("TLS handshake"), "{refused}");
+    let plain = Command::new(env!("CARGO_BIN_EXE_ember"))
+        .args(["--endpoints", &cluster.members[0].endpoint(), "get", "k"])
+        .output()
+        .unwrap();
+    assert_eq!(plain.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&plain.stderr);
+    assert!(said.contains("speaks TLS only"), "{said}");
+
+    // Peers: the right CA and a member's id, but a certificate for another
+    // host; a certificate of another CA; a good certificate and a
+    // non-member's id. The control: a member's certificate and id.
+    certs.leaf("ca", "elsewhere", "IP:127.0.0.2");
+    let n2 = cluster.members[1].id;
+    assert!(!peer_hello_answered(&cluster, &certs, 0, "elsewhere", n2));
+    wait_logged(&cluster, 0, &["refused peer connection", "not valid for 127.0.0.1"]);
+    assert!(!peer_hello_answered(&cluster, &certs, 1, "stranger", cluster.members[0].id));
+    wait_logged(&cluster, 1, &["refused peer connection"]);
+    assert!(!peer_hello_answered(&cluster, &certs, 2, "n1", 0x5eed));
+    wait_logged(&cluster, 2, &["refused peer connection", "not a known peer"]);
+    assert!(peer_hello_answered(&cluster, &certs, 0, "n2", n2));
+
+    // Certificate rotation: new certificates from the same CA, SIGHUP, and
+    // clients old and new keep working.
+    for name in ["n1", "n2", "n3"] {
+        certs.leaf("ca", name, "IP:127.0.0.1,DNS:localhost");
+    }
+    for member in &cluster.members {
+        let pid = member.pid().unwrap().to_string();
+        assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    }
+    for i in 0..3 {
+        wait_logged(&cluster, i, &["client TLS certificates reloaded (SIGHUP)"]);
+        wait_logged(&cluster, i, &["peer TLS certificates reloaded (SIGHUP)"]);
+    }
+    writer.put(b"k", b"v2").unwrap();
+    let mut fresh = cluster.client((leader + 1) % 3);
+    assert_eq!(fresh.get(b"k").unwrap().unwrap().value, b"v2");
+
+    // A fault over TLS links: the leader dies, the others elect a new one
+    // and go on; the old leader comes back and catches up over TLS.
+    cluster.kill(leader);
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let new_leader = cluster.find_new_leader(&others, leader, LEADER_WAIT).expect("a new leader");
+    let mut client = cluster.client(new_leader);
+    client.put(b"after", b"kill").unwrap();
+    cluster.spawn(leader);
+    let mut back = cluster.client(leader);
+    let deadline = Instant::now() + LEADER_WAIT;
+    while back.get(b"after").ok().flatten().is_none() {
+        assert!(Instant::now() < deadline, "the restarted member never caught up");
+        sleep(Duration::from_millis(100));
+    }
+    // A pause (SIGSTOP) cuts a member off like a partition; it rejoins.
+    let paused = others[0];
+    cluster.stop(paused);
+    let mut client = cluster.client(others[1]);
+    let deadline = Instant::now() + LEADER_WAIT;
+    while client.put(b"during", b"pause").is_err() {
+        assert!(Instant::now() < deadline, "no write while one member was paused");
+        client = cluster.client(others[1]);
+    }
+    cluster.resume(paused);
+    let mut rejoined = cluster.client(paused);
+    let deadline = Instant::now() + LEADER_WAIT;
+    while rejoined.get(b"during").ok().flatten().is_none() {
+        assert!(Instant::now() < deadline, "the paused member never caught up");
+        sleep(Duration::from_millis(100));
+    }
+    assert!(cluster.panics().is_empty(), "{:?}", cluster.panics());
+}
+
+#[test]
+fn a_shared_secret_authenticates_peers_without_tls() {
+    let mut cluster = Cluster::prepare("tls-secret", 3, &[]);
+    let secret = cluster.dir.join("peer.secret");
+    std::fs::write(&secret, [7u8; 32]).unwrap();
+    cluster.extra_args = vec!["--peer-secret-file".into(), path(&secret)];
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    let leader = cluster.wait_leader(LEADER_WAIT);
+    cluster.client(leader).put(b"k", b"v").unwrap();
+    assert_eq!(cluster.client((leader + 1) % 3).get(b"k").unwrap().unwrap().value, b"v");
+
+    // A member's id and the right cluster, but no secret: closed unanswered.
+    let target = (leader + 1) % 3;
+    let mut raw = TcpStream::connect(("127.0.0.1", cluster.members[target].peer_port)).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let cluster_id = cluster_id(std::iter::empty(), DEFAULT_CLUSTER_TOKEN);
+    let hello =
+        Hello { cluster_id, from: cluster.members[leader].id, to: cluster.members[target].id };
+    raw.write_all(&hello.encode()).unwrap();
+    let mut reply = [0u8; HELLO_BYTES];
+    assert!(raw.read_exact(&mut reply).is_err(), "a hello without the secret was answered");
+    wait_logged(&cluster, target, &["requires the peer secret"]);
+
+    // With the secret's flag and a nonce, the answer comes, but a made-up
+    // MAC closes the connection before any frame is read.
+    let other = (leader + 2) % 3;
+    let mut raw = TcpStream::connect(("127.0.0.1", cluster.members[other].peer_port)).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let hello =
+        Hello { cluster_id, from: cluster.members[leader].id, to: cluster.members[other].id };
+    raw.write_all(&hello.encode_flagged(true)).unwrap();
+    raw.write_all(&[1u8; 32]).unwrap();
+    let mut answer = [0u8; 96];
+    raw.read_exact(&mut answer).unwrap();
+    raw.write_all(&[0u8; 32]).unwrap();
+    let mut byte = [0u8; 1];
+    assert!(matches!(raw.read(&mut byte), Ok(0) | Err(_)), "a wrong MAC kept the connection");
+    wait_logged(&cluster, other, &["does not prove the peer secret"]);
+
+    // A member given another secret cannot join its peers.
+    cluster.kill(other);
+    std::fs::write(cluster.dir.join("wrong.secret"), [9u8; 32]).unwrap();
+    cluster.member_args = vec![Vec::new(); 3];
+    cluster.member_args[other] =
+        vec!["--peer-secret-file".into(), path(&cluster.dir.join("wrong.secret"))];
+    cluster.extra_args.clear();
+    for i in 0..3 {
+        if i != other {
+            cluster.member_args[i] = vec!["--peer-secret-file".into(), path(&secret)];
+        }
+    }
+    cluster.spawn(other);
+    wait_logged(&cluster, other, &["refused its answer: the hello does not prove the peer secret"]);
+}
+
+#[test]
+fn a_peer_port_on_the_network_needs_authentication_or_consent() {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tls-exposed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let peer_port = free_port();
+    let serve = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ember"))
+            .args(["serve", "--data-dir", &path(&dir.join("data"))])
+            .args(["--listen-client-urls", &format!("127.0.0.1:{}", free_port())])
+            .args(["--listen-peer-urls", &format!("0.0.0.0:{peer_port}")])
+            .args(["--initial-advertise-peer-urls", &format!("127.0.0.1:{peer_port}")])
+            .args(extra)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut refused = serve(&[]);
+    let status = support::process::wait_exit(&mut refused, Duration::from_secs(10)).unwrap();
+    assert_eq!(status.code(), Some(1));
+    let mut said = String::new();
+    refused.stderr.take().unwrap().read_to_string(&mut said).unwrap();
+    assert!(said.contains("--peer-insecure") && said.contains("--peer-secret-file"), "{said}");
+    let mut consented = serve(&["--peer-insecure"]);
+    sleep(Duration::from_millis(1500));
+    assert!(consented.try_wait().unwrap().is_none(), "--peer-insecure let it run");
+    consented.kill().unwrap();
+    consented.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
