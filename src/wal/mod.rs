@@ -115,11 +115,37 @@ pub struct WalConfig {
 
 impl Default for WalConfig {
     fn default() -> WalConfig {
-        WalConfig {
+        let config = WalConfig {
             segment_size_bytes: SEGMENT_SIZE_BYTES_DEFAULT,
             catch_up_margin_entries: CATCH_UP_MARGIN_ENTRIES_DEFAULT,
             spare_segments_max: SPARE_SEGMENTS_MAX_DEFAULT,
+        };
+        #[cfg(feature = "fault-injection")]
+        let config = config.shrunk_for_faults();
+        config
+    }
+}
+
+/// Fault injection only: names the segment size a member uses instead of
+/// the default, so a power-loss test of a few seconds rotates, releases and
+/// recycles segments.
+#[cfg(feature = "fault-injection")]
+pub const FAULT_SEGMENT_BYTES_ENV: &str = "EMBER_FAULT_WAL_SEGMENT_BYTES";
+/// Fault injection only: the catch-up margin to use instead of the default.
+#[cfg(feature = "fault-injection")]
+pub const FAULT_CATCH_UP_MARGIN_ENV: &str = "EMBER_FAULT_WAL_CATCH_UP_MARGIN";
+
+#[cfg(feature = "fault-injection")]
+impl WalConfig {
+    fn shrunk_for_faults(mut self) -> WalConfig {
+        let number = |name| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+        if let Some(bytes) = number(FAULT_SEGMENT_BYTES_ENV) {
+            self.segment_size_bytes = bytes;
         }
+        if let Some(entries) = number(FAULT_CATCH_UP_MARGIN_ENV) {
+            self.catch_up_margin_entries = entries;
+        }
+        self
     }
 }
 
