@@ -28,7 +28,7 @@
 //! next rotations recycle: a sync into blocks written before costs the
 //! device its data and a cache flush, while the first write into a
 //! reserved, never written block also commits the file system's journal
-//! (3.0 write IOs per lone put instead of about 2.5, measured by
+//! (3.0 write IOs per lone put instead of 2.28, measured by
 //! `benches/sdcard.sh`). A fresh segment is still only reserved, not
 //! zero-filled: filling 8 MiB would stall the loop at rotation for as long
 //! as the card takes to write it, and at 64 clients it cost more bytes per
