@@ -5,6 +5,8 @@
 
 mod wal_support;
 
+use std::path::{Path, PathBuf};
+
 use ember::raft::{ConfState, HardState, Snapshot, SnapshotMeta, Storage, StorageError};
 use ember::snap::SnapDir;
 use ember::storage::DiskStorage;
@@ -110,6 +112,78 @@ fn release_drops_covered_segments_and_keeps_the_margin() {
     assert_eq!(wal.entry(250), Err(StorageError::Compacted));
 }
 
+fn spare_paths(data_dir: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(data_dir.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "spare"))
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// Inode of a file, to tell a recycled file from a fresh one.
+fn inode(path: &Path) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).unwrap())
+}
+
+#[test]
+fn released_segments_are_recycled_as_the_next_ones_up_to_the_spare_limit() {
+    let Some(dir) = durable_dir("basic-recycle") else { return };
+    let config = WalConfig { spare_segments_max: 2, ..small_config() };
+    let mut wal = Wal::open(&dir, config).unwrap();
+    let written: Vec<_> = (1..=400).map(|i| entry(i, 1, 700)).collect();
+    for batch in written[..300].chunks(10) {
+        wal.append(batch).unwrap();
+        wal.set_hard_state(&HardState { term: 1, vote: 1, commit: batch[9].index }).unwrap();
+        wal.sync().unwrap();
+    }
+    let meta = SnapshotMeta { index: 290, term: 1, conf_state: conf() };
+    wal.save_snapshot_marker(&meta).unwrap();
+    let removed = wal.release_to(290).unwrap();
+    assert!(removed > 2, "released {removed} segments");
+    let spares = spare_paths(&dir);
+    assert_eq!((spares.len(), wal.spare_count()), (2, 2), "spares beyond the limit are unlinked");
+    let spare_inodes: Vec<u64> = spares.iter().map(|p| inode(p)).collect();
+    let live_before: Vec<PathBuf> = segment_paths(&dir);
+    for batch in written[300..].chunks(10) {
+        wal.append(batch).unwrap();
+        wal.set_hard_state(&HardState { term: 1, vote: 1, commit: batch[9].index }).unwrap();
+        wal.sync().unwrap();
+    }
+    let new_segments: Vec<PathBuf> =
+        segment_paths(&dir).into_iter().filter(|p| !live_before.contains(p)).collect();
+    assert!(new_segments.len() >= 2, "the appends rotated {} times", new_segments.len());
+    // The first new segments are the spares' files, oldest spare first.
+    let new_inodes: Vec<u64> = new_segments.iter().take(2).map(|p| inode(p)).collect();
+    assert_eq!(new_inodes, spare_inodes);
+    assert_eq!(spare_paths(&dir).len(), 0);
+    drop(wal);
+    let wal = Wal::open(&dir, config).unwrap();
+    assert!(wal.repaired_tail().is_none(), "a recycled tail is a clean end, not a torn one");
+    assert_eq!(read_log(&wal), written[290..].to_vec());
+}
+
+#[test]
+fn spares_that_do_not_fit_are_removed_on_open() {
+    let Some(dir) = durable_dir("basic-spares-open") else { return };
+    let mut wal = Wal::open(&dir, small_config()).unwrap();
+    wal.append(&[entry(1, 1, 10)]).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let wal_dir = dir.join("wal");
+    // One of the wrong length, one whose sequence is not below the live
+    // segment's (its records could pass as a later segment's own).
+    std::fs::write(wal_dir.join("0000000000000000-0000000000000001.spare"), b"short").unwrap();
+    let size = small_config().segment_size_bytes as usize;
+    std::fs::write(wal_dir.join("0000000000000005-0000000000000001.spare"), vec![1u8; size])
+        .unwrap();
+    let config = WalConfig { spare_segments_max: 2, ..small_config() };
+    let wal = Wal::open(&dir, config).unwrap();
+    assert_eq!((wal.spare_count(), spare_paths(&dir).len()), (0, 0));
+    assert_eq!(read_log(&wal), vec![entry(1, 1, 10)]);
+}
+
 #[test]
 fn a_snapshot_past_the_log_empties_it() {
     let Some(dir) = durable_dir("basic-snapshot-ahead") else { return };
@@ -193,7 +267,7 @@ fn a_full_disk_at_segment_creation_is_an_error_not_a_signal() {
         return;
     }
     let dir = shm.join(format!("ember-nospace-{}", std::process::id()));
-    let config = WalConfig { segment_size_bytes, catch_up_margin_entries: 0 };
+    let config = WalConfig { segment_size_bytes, ..small_config() };
     let result = Wal::open(&dir, config);
     let _ = std::fs::remove_dir_all(&dir);
     match result {

@@ -226,10 +226,10 @@ impl Snapshots {
 }
 
 /// The file is durable: the WAL's marker names it, then the segments it
-/// covers go.
+/// covers go. The marker needs no sync of its own: `release_to` syncs it
+/// before releasing anything, and otherwise the next Ready's sync takes it.
 fn record_snapshot(job: &SnapshotJob, storage: &mut DiskStorage) -> Result<(), ServeError> {
     storage.wal.save_snapshot_marker(&job.meta).map_err(ServeError::Wal)?;
-    storage.wal.sync().map_err(ServeError::Wal)?;
     let released = storage.wal.release_to(job.meta.index).map_err(ServeError::Wal)?;
     log::info!(
         "snapshot at index {} ({} bytes) in {} ms: {} slices, the longest {} us; \

@@ -303,6 +303,18 @@ pub struct SegmentHeader {
     /// Invariant (checked on decode): a multiple of 8 in
     /// `[SEGMENT_HEADER_BYTES, segment_size_bytes)`.
     pub records_offset: u32,
+    /// The sequence number this file had before it was recycled, or 0 for a
+    /// fresh file. A fresh file reads as zeros past its last record; a
+    /// recycled one reads as records of its previous life, which fail their
+    /// CRC (the sequence is sealed into it), so recovery cannot tell the end
+    /// of the log by zeros there.
+    pub previous_seq: u64,
+}
+
+impl SegmentHeader {
+    pub fn is_recycled(&self) -> bool {
+        self.previous_seq != 0
+    }
 }
 
 /// Why a segment header is not valid.
@@ -342,6 +354,7 @@ pub fn encode_segment_header(header: &SegmentHeader) -> [u8; SEGMENT_HEADER_BYTE
     out[24..32].copy_from_slice(&header.first_index.to_le_bytes());
     out[32..40].copy_from_slice(&header.segment_size_bytes.to_le_bytes());
     out[40..44].copy_from_slice(&header.records_offset.to_le_bytes());
+    out[44..52].copy_from_slice(&header.previous_seq.to_le_bytes());
     let crc = header_crc(&out);
     out[12..16].copy_from_slice(&crc.to_le_bytes());
     out
@@ -364,6 +377,7 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, BadHeader> {
         first_index: u64_at(bytes, 24),
         segment_size_bytes: u64_at(bytes, 32),
         records_offset: u32_at(bytes, 40),
+        previous_seq: u64_at(bytes, 44),
     };
     let offset = header.records_offset as usize;
     if offset < SEGMENT_HEADER_BYTES
@@ -443,6 +457,7 @@ mod tests {
             first_index: 100,
             segment_size_bytes: 1 << 20,
             records_offset: 4096,
+            previous_seq: 2,
         };
         let mut bytes = encode_segment_header(&header);
         assert_eq!(decode_segment_header(&bytes), Ok(header));

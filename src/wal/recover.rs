@@ -313,6 +313,8 @@ fn replay_segment(
         return Err(corrupt(0, Problem::SealMismatch { expected, found }));
     }
     let mut offset = place.header.records_offset as usize;
+    // Batches end with a pad (or the seal), so the next batch starts here.
+    let mut at_batch_start = true;
     let stop = loop {
         match parse_record(view.bytes, seq, offset) {
             Parsed::Record(record) => {
@@ -320,6 +322,7 @@ fn replay_segment(
                 let at = At { segments, seq, offset, is_first };
                 apply(&record, &at, replay).map_err(|problem| corrupt(offset, problem))?;
                 offset += record.size_bytes;
+                at_batch_start = record.kind == RecordKind::Pad;
                 if record.kind == RecordKind::Seal {
                     break None;
                 }
@@ -330,9 +333,72 @@ fn replay_segment(
     };
     match stop {
         None => after_seal(view, offset).map_err(|problem| corrupt(offset, problem)),
+        Some(why) if is_last && place.header.is_recycled() => {
+            let page_bytes = place.header.records_offset as usize;
+            tail_of_recycled(view, Stop { offset, why, at_batch_start, page_bytes })
+        }
         Some(why) if is_last => tail_of_last(view, offset, why),
         Some(why) => Err(unsealed_end(view, offset, why)),
     }
+}
+
+/// Where and why replay of the last segment stopped.
+struct Stop {
+    offset: usize,
+    why: String,
+    /// The record before `offset` closed a batch (or there is none).
+    at_batch_start: bool,
+    /// The writer's page size: its batches end on multiples of it.
+    page_bytes: usize,
+}
+
+/// The last segment is a recycled one and stopped at `stop.offset`. Past the
+/// log's end it holds its previous life's records, which fail their CRC
+/// here, not zeros; so the bytes there cannot tell a clean end from a batch
+/// whose every record tore. Either way the log ends at `stop.offset` and no
+/// record of this life lies behind it that could pass later, so a stop at a
+/// batch start with nothing valid of this life after it is a clean end. A
+/// stop inside a batch, or valid records of the same batch behind the stop,
+/// is a torn tail; what gets kept aside and zeroed runs to the end of the
+/// page and past the last of those records, not to the segment's end.
+fn tail_of_recycled(view: &SegmentView, stop: Stop) -> Result<SegmentEnd, Corruption> {
+    let Stop { offset, why, at_batch_start, page_bytes } = stop;
+    let later = valid_records_after(view, offset);
+    if later.terminated_then_valid.is_some() {
+        return tail_of_last(view, offset, why);
+    }
+    if at_batch_start && later.end.is_none() {
+        return Ok(SegmentEnd { offset, sealed: false, torn: None });
+    }
+    let page_end = offset.next_multiple_of(page_bytes).min(view.bytes.len());
+    let end = later.end.map_or(page_end, |end| end.max(page_end));
+    let torn = Some(TornTail { file_name: view.file_name.to_string(), offset, end, why });
+    Ok(SegmentEnd { offset, sealed: false, torn })
+}
+
+/// Valid records of this segment's life found after an invalid one.
+struct Later {
+    /// Just past the last of them.
+    end: Option<usize>,
+    /// One that follows a valid batch terminator, which makes the damage
+    /// corruption.
+    terminated_then_valid: Option<usize>,
+}
+
+fn valid_records_after(view: &SegmentView, offset: usize) -> Later {
+    let mut later = Later { end: None, terminated_then_valid: None };
+    let mut at = offset + 8;
+    let mut terminated = false;
+    while let Some((found, record)) = find_valid_record(view.bytes, view.name_seq, at) {
+        if terminated {
+            later.terminated_then_valid = Some(found);
+            return later;
+        }
+        terminated = matches!(record.kind, RecordKind::Pad | RecordKind::Seal);
+        at = found + record.size_bytes;
+        later.end = Some(at);
+    }
+    later
 }
 
 /// A segment that is not the last one stopped without a seal.
@@ -355,7 +421,7 @@ fn after_seal(view: &SegmentView, offset: usize) -> Result<SegmentEnd, Problem> 
 /// The last segment stopped at `offset`: a clean end, a torn tail, or damage
 /// followed by a later synced batch.
 fn tail_of_last(view: &SegmentView, offset: usize, why: String) -> Result<SegmentEnd, Corruption> {
-    if let Some(later) = later_batch_after(view, offset) {
+    if let Some(later) = valid_records_after(view, offset).terminated_then_valid {
         let problem = Problem::InvalidRecord { why, later_valid_offset: Some(later as u64) };
         let file_name = view.file_name.to_string();
         return Err(Corruption { file_name, offset: offset as u64, problem });
@@ -368,21 +434,6 @@ fn tail_of_last(view: &SegmentView, offset: usize, why: String) -> Result<Segmen
         why,
     });
     Ok(SegmentEnd { offset, sealed: false, torn })
-}
-
-/// The offset of a valid record that belongs to a batch after the one that
-/// holds `offset`, if any: one that follows a valid batch terminator.
-fn later_batch_after(view: &SegmentView, offset: usize) -> Option<usize> {
-    let mut at = offset + 8;
-    let mut terminated = false;
-    while let Some((found, record)) = find_valid_record(view.bytes, view.name_seq, at) {
-        if terminated {
-            return Some(found);
-        }
-        terminated = matches!(record.kind, RecordKind::Pad | RecordKind::Seal);
-        at = found + record.size_bytes;
-    }
-    None
 }
 
 /// Where the record being applied sits, and the segments to read terms from.
@@ -467,6 +518,7 @@ fn index_problem(error: IndexError) -> Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raft::ConfState;
     use crate::wal::record::{NewRecord, SegmentHeader, encode_record, encode_segment_header};
 
     const PAGE: usize = 4096;
@@ -481,6 +533,7 @@ mod tests {
             first_index: 1,
             segment_size_bytes: 4 * PAGE as u64,
             records_offset: PAGE as u32,
+            previous_seq: 0,
         };
         let mut bytes = vec![0u8; 4 * PAGE];
         bytes[..SEGMENT_HEADER_BYTES].copy_from_slice(&encode_segment_header(&header));
@@ -526,6 +579,75 @@ mod tests {
         assert!(
             matches!(corruption.problem, Problem::InvalidRecord { later_valid_offset, .. } if later_valid_offset == later)
         );
+    }
+
+    /// Segment 1's two batches, recycled as segment 2 (previous sequence 1,
+    /// released after a snapshot at 4) holding a batch of its own on its
+    /// first page: the snapshot marker, then `entries`, no pad yet. Returns
+    /// the bytes and each entry's offset.
+    fn recycled(entries: &[u64], previous_seq: u64) -> (Vec<u8>, Vec<usize>) {
+        let (mut bytes, _) = two_batches();
+        let header = SegmentHeader {
+            seq: 2,
+            first_index: 5,
+            segment_size_bytes: 4 * PAGE as u64,
+            records_offset: PAGE as u32,
+            previous_seq,
+        };
+        bytes[..SEGMENT_HEADER_BYTES].copy_from_slice(&encode_segment_header(&header));
+        let conf_state = postcard::to_stdvec(&ConfState::default()).unwrap();
+        let marker =
+            NewRecord { kind: RecordKind::SnapshotMarker, index: 4, term: 1, payload: &conf_state };
+        let mut offset = PAGE;
+        offset += encode_record(&mut bytes[offset..], 2, offset, &marker);
+        let mut offsets = Vec::new();
+        for &index in entries {
+            let entry = NewRecord { kind: RecordKind::Normal, index, term: 2, payload: b"new" };
+            offsets.push(offset);
+            offset += encode_record(&mut bytes[offset..], 2, offset, &entry);
+        }
+        offsets.push(offset);
+        (bytes, offsets)
+    }
+
+    fn run_recycled(bytes: &[u8]) -> Result<Recovered, Corruption> {
+        let name = "0000000000000002-0000000000000005.wal";
+        let view = SegmentView { file_name: name, name_seq: 2, name_first_index: 5, bytes };
+        recover(&[view], &mut |_| {})
+    }
+
+    #[test]
+    fn a_recycled_segment_ends_cleanly_where_its_previous_life_shows_through() {
+        let (mut bytes, offsets) = recycled(&[5, 6], 1);
+        let end = offsets[2];
+        let zeros = vec![0u8; 2 * PAGE - end - 24];
+        let pad = NewRecord { kind: RecordKind::Pad, index: 0, term: 0, payload: &zeros };
+        encode_record(&mut bytes[end..], 2, end, &pad);
+        // The next page holds the previous life's second batch: valid for
+        // sequence 1, invalid for sequence 2.
+        assert!(matches!(parse_record(&bytes, 1, 2 * PAGE), Parsed::Record(_)));
+        let recovered = run_recycled(&bytes).unwrap();
+        assert_eq!((recovered.index.last_index(), recovered.torn), (6, None));
+        assert_eq!(recovered.end_offset, 2 * PAGE);
+    }
+
+    #[test]
+    fn a_torn_batch_in_a_recycled_segment_is_cut_within_its_own_bytes() {
+        let (mut bytes, offsets) = recycled(&[5, 6, 7], 1);
+        bytes[offsets[1] + 26] ^= 1;
+        let recovered = run_recycled(&bytes).unwrap();
+        assert_eq!(recovered.index.last_index(), 5);
+        let torn = recovered.torn.unwrap();
+        // Cut from the damaged record through entry 7 and the page, not to
+        // the end of the segment the previous life filled.
+        assert_eq!((torn.offset, torn.end), (offsets[1], 2 * PAGE));
+    }
+
+    #[test]
+    fn a_fresh_segment_with_the_same_bytes_calls_them_a_torn_tail_to_the_last_byte() {
+        let (bytes, offsets) = recycled(&[5], 0);
+        let torn = run_recycled(&bytes).unwrap().torn.unwrap();
+        assert_eq!((torn.offset, torn.end > 2 * PAGE), (offsets[1], true));
     }
 
     #[test]

@@ -5,6 +5,13 @@
 //! with `posix_fallocate` (so a full disk is an error here, not a SIGBUS on a
 //! later store into the map), given its header, synced, renamed into place and
 //! the directory synced. Only then is it mapped.
+//!
+//! A released segment may instead be kept as a spare (`*.spare`) and
+//! recycled: given the next segment's header, synced, renamed into place and
+//! the directory synced, the same steps without the allocation. Its blocks
+//! were written in its earlier life, so later syncs into it write data only:
+//! a first write into an allocated but never written block also changes the
+//! file system's extent map, which costs a journal commit per sync.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -22,6 +29,10 @@ pub const SEGMENT_SUFFIX: &str = ".wal";
 /// Suffix of a segment being created; left over only by a crash, and removed
 /// on open.
 pub const TEMP_SUFFIX: &str = ".wal.tmp";
+/// Suffix of a released segment kept for recycling. Not a segment: recovery
+/// ignores its contents, and its name keeps the stem it had as a segment, so
+/// names stay unique.
+pub const SPARE_SUFFIX: &str = ".spare";
 
 /// Steps of the writer that a crash may fall between. Tests stop the world at
 /// each one and copy the directory as a power cut would leave it.
@@ -41,6 +52,14 @@ pub enum Step {
     Synced,
     /// A segment file was unlinked; the directory is not yet synced.
     SegmentRemoved,
+    /// A released segment was renamed to a spare; the directory is not yet
+    /// synced.
+    SegmentSpared,
+}
+
+/// The spare name of the segment at `path`: its stem with `SPARE_SUFFIX`.
+pub fn spare_path(path: &Path) -> PathBuf {
+    path.with_extension(&SPARE_SUFFIX[1..])
 }
 
 /// `{seq:016x}-{first_index:016x}.wal`: sorting names sorts by sequence.
@@ -115,10 +134,9 @@ impl Segment {
     pub fn create(
         dir: &Path,
         header: &SegmentHeader,
-        step: &mut dyn FnMut(Step, &Path),
+        step: &mut dyn FnMut(Step, &Path, Option<&Path>),
     ) -> Result<Segment, WalError> {
         let name = segment_file_name(header.seq, header.first_index);
-        let path = dir.join(&name);
         let temp = dir.join(format!("{}{TEMP_SUFFIX}", &name[..name.len() - SEGMENT_SUFFIX.len()]));
         let file = OpenOptions::new()
             .read(true)
@@ -132,15 +150,49 @@ impl Segment {
             let _ = fs::remove_file(&temp);
             return Err(error);
         }
+        Segment::install(dir, file, &temp, header, step)
+    }
+
+    /// Turns the spare at `spare` into segment `header.seq` in `dir`,
+    /// crash-safely, and maps it. The caller checked that the spare has the
+    /// segment's length, so every block behind the map exists.
+    pub fn recycle(
+        dir: &Path,
+        spare: &Path,
+        header: &SegmentHeader,
+        step: &mut dyn FnMut(Step, &Path, Option<&Path>),
+    ) -> Result<Segment, WalError> {
+        assert!(header.is_recycled(), "a recycled segment names its previous sequence");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(spare)
+            .map_err(|e| io_error(spare, "open spare", e))?;
+        Segment::install(dir, file, spare, header, step)
+    }
+
+    /// Writes the header into `file` (named `from`), syncs it, renames it to
+    /// its segment name and syncs the directory: until that rename is
+    /// durable, a crash leaves a temp file or a spare, never a segment whose
+    /// header is not on disk.
+    fn install(
+        dir: &Path,
+        file: File,
+        from: &Path,
+        header: &SegmentHeader,
+        step: &mut dyn FnMut(Step, &Path, Option<&Path>),
+    ) -> Result<Segment, WalError> {
+        let path = dir.join(segment_file_name(header.seq, header.first_index));
         file.write_all_at(&encode_segment_header(header), 0)
-            .map_err(|e| io_error(&temp, "write header", e))?;
-        step(Step::SegmentAllocated, &temp);
-        file.sync_data().map_err(|source| WalError::SyncFailed { file: temp.clone(), source })?;
-        step(Step::SegmentSynced, &temp);
-        fs::rename(&temp, &path).map_err(|e| io_error(&path, "rename", e))?;
-        step(Step::SegmentRenamed, &path);
+            .map_err(|e| io_error(from, "write header", e))?;
+        step(Step::SegmentAllocated, from, None);
+        file.sync_data()
+            .map_err(|source| WalError::SyncFailed { file: from.to_path_buf(), source })?;
+        step(Step::SegmentSynced, from, None);
+        fs::rename(from, &path).map_err(|e| io_error(&path, "rename", e))?;
+        step(Step::SegmentRenamed, &path, Some(from));
         sync_dir(dir)?;
-        step(Step::DirectorySynced, &path);
+        step(Step::DirectorySynced, &path, None);
         let segment = Segment::map(file, path, header.seq, header.first_index)?;
         segment.prepare_for_appends(0)?;
         Ok(segment)

@@ -63,7 +63,7 @@ pub fn durable_dir(name: &str) -> Option<TestDir> {
 
 /// The smallest segments, so a few dozen entries span several of them.
 pub fn small_config() -> WalConfig {
-    WalConfig { segment_size_bytes: 64 << 10, catch_up_margin_entries: 0 }
+    WalConfig { segment_size_bytes: 64 << 10, catch_up_margin_entries: 0, spare_segments_max: 2 }
 }
 
 /// An entry whose payload tells its index and term apart from any other.
