@@ -453,3 +453,25 @@ fn identical_histories_give_identical_hashes_and_different_ones_do_not() {
         "a hash at an older revision ignores newer writes"
     );
 }
+
+#[test]
+fn a_range_is_built_only_up_to_its_byte_bound() {
+    let mut s = Store::default();
+    for i in 0..100u32 {
+        put(&mut s, format!("k{i:03}").as_bytes(), &[b'v'; 100]);
+    }
+    let all =
+        RangeRequest { key: b"k".to_vec(), range_end: b"l".to_vec(), ..RangeRequest::default() };
+    // Each key-value counts 4 + 100 + RANGE_KV_OVERHEAD_BYTES.
+    let each = 104 + RANGE_KV_OVERHEAD_BYTES;
+    assert!(s.range_within(&all, 100 * each - 1).unwrap().is_none());
+    let fits = s.range_within(&all, 100 * each).unwrap().expect("fits exactly");
+    assert_eq!((fits.kvs.len(), fits.count, fits.more), (100, 100, false));
+    // With a limit, only the page counts, not the key that says there is more.
+    let page = RangeRequest { limit: 10, ..all.clone() };
+    let paged = s.range_within(&page, 10 * each).unwrap().expect("a page fits");
+    assert_eq!((paged.kvs.len(), paged.count, paged.more), (10, 100, true));
+    // Counting needs no room at all.
+    let count = RangeRequest { count_only: true, ..all };
+    assert_eq!(s.range_within(&count, 0).unwrap().unwrap().count, 100);
+}

@@ -67,6 +67,6 @@ mod types;
 mod watch;
 
 pub use image::{IMAGE_MAX_FIELD_BYTES, ImageError, ImageReader, ImageWriter, LiveImage};
-pub use store::Store;
+pub use store::{RANGE_KV_OVERHEAD_BYTES, Store};
 pub use types::*;
 pub use watch::WATCH_SCAN_CHANGES_MAX;

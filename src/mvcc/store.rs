@@ -208,6 +208,20 @@ impl Store {
         rev: u64,
         mut f: impl FnMut(&'s [u8], Version<'s>),
     ) {
+        self.for_each_live_while(key, range_end, rev, |key, v| {
+            f(key, v);
+            true
+        });
+    }
+
+    /// `for_each_live` that stops as soon as `f` returns false.
+    fn for_each_live_while<'s>(
+        &'s self,
+        key: &[u8],
+        range_end: &[u8],
+        rev: u64,
+        mut f: impl FnMut(&'s [u8], Version<'s>) -> bool,
+    ) {
         let end = RangeEnd::from_request(range_end);
         if end == RangeEnd::Single {
             if let Some(id) = self.lookup(key) {
@@ -239,8 +253,10 @@ impl Store {
                 if !end.admits(key, block.key()) {
                     return;
                 }
-                if let Some(v) = block.live_at(rev) {
-                    f(block.key(), v);
+                if let Some(v) = block.live_at(rev)
+                    && !f(block.key(), v)
+                {
+                    return;
                 }
             }
             cursor = next;
@@ -256,8 +272,9 @@ impl Store {
     /// The range, or `Ok(None)` once its keys and values would pass
     /// `max_bytes` (each counted at `RANGE_KV_OVERHEAD_BYTES` more, so the
     /// estimate is not below the encoded size): the answer stops growing at
-    /// the bound instead of being built whole and refused after. Counting
-    /// goes on to the end of the range without copying. Sorting and the
+    /// the bound, and the walk stops there, instead of being built whole
+    /// and refused after. An answer that fits is counted to the end of the
+    /// range without copying. Sorting and the
     /// revision filters need every match held first, so for them every
     /// match counts, before filtering.
     pub fn range_within(
@@ -301,9 +318,9 @@ impl Store {
         let mut kvs = Vec::new();
         let mut built_bytes = 0usize;
         let mut too_large = false;
-        self.for_each_live(&req.key, &req.range_end, rev, |key, v| {
+        self.for_each_live_while(&req.key, &req.range_end, rev, |key, v| {
             count += 1;
-            if !req.count_only && kvs.len() < wanted && !too_large {
+            if !req.count_only && kvs.len() < wanted {
                 let value = if drop_values { &[][..] } else { v.value };
                 // The one past the limit only says there is more; it is
                 // never sent.
@@ -312,10 +329,13 @@ impl Store {
                     built_bytes += key.len() + value.len() + RANGE_KV_OVERHEAD_BYTES;
                     too_large = built_bytes > max_bytes;
                 }
-                if !too_large {
-                    kvs.push(Version { value, ..v }.to_kv(key));
+                if too_large {
+                    // Refused whatever follows: the walk ends here.
+                    return false;
                 }
+                kvs.push(Version { value, ..v }.to_kv(key));
             }
+            true
         });
         if too_large {
             return None;

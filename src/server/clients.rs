@@ -506,11 +506,6 @@ impl Clients {
             let waiter = Waiter { slot, serial, request_id, cost_bytes };
             match request {
                 Ok(valid) => out.push((waiter, valid.into_request())),
-                Err(ErrorCode::TooManyRequests) => {
-                    let message = "the client memory budget is spent; retry shortly";
-                    let body = ErrorBody::with_message(ErrorCode::TooManyRequests, message);
-                    self.answer(waiter, Err(body));
-                }
                 Err(code) => self.answer(waiter, Err(ErrorBody::new(code))),
             }
         }

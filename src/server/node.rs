@@ -86,6 +86,9 @@ pub struct Node {
     /// yet. Invariant: each is one of its connection's requests in flight,
     /// so their number is bounded as those are.
     pub(super) deferred_reads: VecDeque<ReadWait>,
+    /// Key-value bytes the ranges served since the last iteration ended
+    /// have built (`requests::RANGE_BYTES_PER_ITERATION`).
+    pub(super) range_bytes_this_iteration: usize,
     pub(super) peers: Peers,
     pub(super) snapshots: Snapshots,
     pub(super) inbox: SnapshotInbox,
@@ -109,6 +112,7 @@ pub struct Node {
     pub(super) watchdog: Option<WatchdogTimer>,
     /// Work is left that the next iteration should do without sleeping.
     pub(super) busy: bool,
+    pub(super) loop_time: LoopTime,
     pub(super) stopping: bool,
     /// This member has been in the applied member table (so its absence
     /// later means it was removed).
@@ -188,6 +192,7 @@ impl Node {
             inbox: SnapshotInbox::default(),
             intake: Intake::new(),
             deferred_reads: VecDeque::new(),
+            range_bytes_this_iteration: 0,
             snapshot_reports: Vec::new(),
             term: status.term,
             leader_id: status.leader_id,
@@ -197,6 +202,7 @@ impl Node {
             next_progress_notify: now + PROGRESS_NOTIFY_INTERVAL,
             next_publish: now,
             busy: false,
+            loop_time: LoopTime::new(now),
             stopping: false,
             seen_in_table: false,
             tls_files: TlsFiles::new(&config, now),
@@ -246,6 +252,7 @@ impl Node {
                 return self.shutdown();
             }
             self.iteration(now)?;
+            self.loop_time.record(now.elapsed(), now);
         }
     }
 
@@ -301,7 +308,7 @@ impl Node {
         // applying it now answers in one fsync instead of two. This Ready
         // holds no new entries (nothing was proposed since), so no fsync.
         self.handle_ready()?;
-        let reads_held = self.serve_deferred_reads();
+        self.serve_deferred_reads();
         self.serve_ready_reads();
         let watches_behind = self.clients.feed_watches(self.state.store(), self.header(), now);
         if now >= self.next_progress_notify {
@@ -316,11 +323,11 @@ impl Node {
         self.clients.flush_all(self.poll.registry());
         self.peers.transport_mut().flush(self.poll.registry(), now);
         self.ping_watchdog(now);
+        self.range_bytes_this_iteration = 0;
         self.busy = watches_behind || compacting || self.clients.any_resumable();
         // Held ranges wait for their sockets to drain, which wakes the
         // poll; only one that has room now needs another pass at once.
-        self.busy |=
-            reads_held && self.deferred_reads.iter().any(|r| self.clients.has_room(r.waiter));
+        self.busy |= self.deferred_reads.iter().any(|r| self.clients.has_room(r.waiter));
         self.busy |= self.raft.has_ready() || self.snapshots.wants_iteration();
         Ok(())
     }
@@ -443,8 +450,54 @@ impl Node {
         self.clients.flush_all(self.poll.registry());
         self.finish_snapshot(true)?;
         self.raft.storage_mut().wal.sync().map_err(ServeError::Wal)?;
-        log::info!("stopped; the WAL is synced");
+        log::info!(
+            "stopped; the WAL is synced; the longest loop iteration took {} us",
+            self.loop_time.longest_ever.as_micros()
+        );
         Ok(())
+    }
+}
+
+/// How often the longest loop iteration of the last interval is logged.
+pub const LOOP_TIME_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// An iteration longer than this is logged as a warning: a tenth of the
+/// default election timeout, past which heartbeats start to come late.
+pub const LOOP_ITERATION_WARN: Duration = Duration::from_millis(100);
+
+/// The time loop iterations take, from the end of the poll to the end of
+/// the iteration: what no single request may hold for long.
+pub(super) struct LoopTime {
+    longest_in_window: Duration,
+    pub(super) longest_ever: Duration,
+    window_start: Instant,
+}
+
+impl LoopTime {
+    fn new(now: Instant) -> LoopTime {
+        LoopTime {
+            longest_in_window: Duration::ZERO,
+            longest_ever: Duration::ZERO,
+            window_start: now,
+        }
+    }
+
+    /// Notes one iteration; once per interval, logs the longest (a warning
+    /// when it passed `LOOP_ITERATION_WARN`).
+    fn record(&mut self, took: Duration, now: Instant) {
+        self.longest_in_window = self.longest_in_window.max(took);
+        self.longest_ever = self.longest_ever.max(took);
+        if now.saturating_duration_since(self.window_start) < LOOP_TIME_LOG_INTERVAL {
+            return;
+        }
+        let longest_us = self.longest_in_window.as_micros();
+        let seconds = LOOP_TIME_LOG_INTERVAL.as_secs();
+        if self.longest_in_window > LOOP_ITERATION_WARN {
+            log::warn!("the longest loop iteration of the last {seconds} s took {longest_us} us");
+        } else {
+            log::debug!("the longest loop iteration of the last {seconds} s took {longest_us} us");
+        }
+        self.longest_in_window = Duration::ZERO;
+        self.window_start = now;
     }
 }
 

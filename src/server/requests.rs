@@ -10,6 +10,21 @@ use crate::proto::http::{Health, UnhealthyReason};
 use crate::proto::{self, ErrorBody, ErrorCode, Request, Response};
 use crate::state::command::{self, op_of};
 
+/// Bytes of key-values the ranges of one loop iteration may build
+/// together: one range of 16 MiB takes some 10-20 ms to build on a board,
+/// so a burst of them is spread over iterations instead of holding one.
+pub const RANGE_BYTES_PER_ITERATION: usize = 8 << 20;
+
+/// About what building a range's answer cost: its key-values, or the
+/// bound it reached before it was refused.
+fn built_bytes(result: &Result<Response, ErrorBody>, max_bytes: usize) -> usize {
+    match result {
+        Ok(Response::Range(r)) => r.kvs.iter().map(|kv| kv.key.len() + kv.value.len() + 64).sum(),
+        Err(e) if e.code() == Some(ErrorCode::ResponseTooLarge) => max_bytes,
+        _ => 0,
+    }
+}
+
 /// What a range answer holds besides its key-values: the response header's
 /// four varints, `more`, `count` and the list's length, rounded up.
 const RANGE_ENVELOPE_BYTES: usize = 128;
@@ -76,8 +91,13 @@ impl Node {
     /// client that pipelines reads and does not take the answers makes
     /// them wait instead of making the node's memory grow. Reading later
     /// than asked is still linearizable: the state only moves forward.
+    ///
+    /// The ranges of one iteration build at most `RANGE_BYTES_PER_ITERATION`
+    /// together (and at least one range), so many reads in one burst take
+    /// several iterations, not one long one; the rest wait their turn.
     pub(super) fn serve_range(&mut self, read: ReadWait) {
-        if !self.clients.has_room(read.waiter) {
+        let over = self.range_bytes_this_iteration >= RANGE_BYTES_PER_ITERATION;
+        if over || !self.clients.has_room(read.waiter) {
             self.deferred_reads.push_back(read);
             return;
         }
@@ -85,17 +105,17 @@ impl Node {
         let result = self
             .check_read(read.waiter, &read.request)
             .and_then(|()| self.range_now(&read.request, max_bytes));
+        self.range_bytes_this_iteration += built_bytes(&result, max_bytes);
         self.clients.answer(read.waiter, result);
     }
 
-    /// Ranges held for room, served where their connection has it now;
-    /// true when some are still held.
-    pub(super) fn serve_deferred_reads(&mut self) -> bool {
+    /// Ranges held for room, served where their connection has it now,
+    /// oldest first.
+    pub(super) fn serve_deferred_reads(&mut self) {
         let held = std::mem::take(&mut self.deferred_reads);
         for read in held {
             self.serve_range(read);
         }
-        !self.deferred_reads.is_empty()
     }
 
     /// A range served from this member's state as it is now, built no
