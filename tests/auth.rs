@@ -208,6 +208,7 @@ fn member_list_needs_a_user_and_member_changes_hashkv_and_compaction_need_root()
         Request::Compact(proto::CompactionRequest { revision: 1, physical: false }),
         Request::MemberRemove(proto::MemberRemoveRequest { id: 42 }),
         Request::UserList,
+        Request::RoleGet(proto::RoleRequest { role: "root".into() }),
         Request::RoleAdd(proto::RoleRequest { role: "x".into() }),
         Request::AuthDisable,
     ] {
@@ -218,6 +219,10 @@ fn member_list_needs_a_user_and_member_changes_hashkv_and_compaction_need_root()
         );
     }
     assert!(request(&mut root, Request::HashKv(proto::HashKvRequest { revision: 0 })).is_ok());
+    let own = Request::RoleGet(proto::RoleRequest { role: "u-role".into() });
+    assert!(request(&mut user, own).is_ok(), "a user sees the roles it holds");
+    let me = Request::UserGet(proto::UserRequest { name: "u".into() });
+    assert!(request(&mut user, me).is_ok(), "a user sees itself");
 }
 
 fn compare_value(key: &str) -> Compare {

@@ -167,7 +167,13 @@ impl AuthState {
         self.roles
             .entry(ROOT.into())
             .or_insert_with(|| Role { name: ROOT.into(), ..Role::default() });
-        self.bump();
+        // Every user starts a new epoch: a connection still bound to a
+        // token of an earlier enable must not pass the per-request check,
+        // which compares epochs, not keys.
+        let epoch = self.bump();
+        for user in self.users.values_mut() {
+            user.epoch = epoch;
+        }
         Ok(())
     }
 
@@ -525,9 +531,12 @@ mod tests {
         auth.delete_user("bob").unwrap();
         auth.add_user("bob", Some("h".into())).unwrap();
         assert_eq!(auth.check_token(&bob_again, 2_000), Err(TokenError::Revoked));
+        let root = auth.issue_token(ROOT, 1_000, 60).unwrap();
+        let bound = auth.check_token(&root, 2_000).unwrap();
         auth.disable();
         auth.enable(&[1; token::KEY_BYTES]).unwrap();
-        assert_eq!(auth.check_token(&bob, 2_000), Err(TokenError::BadMac));
+        assert_eq!(auth.check_token(&root, 2_000), Err(TokenError::BadMac));
+        assert_eq!(auth.check_claims(&bound, 2_000), Err(TokenError::Revoked));
     }
 
     #[test]

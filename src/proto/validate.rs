@@ -22,7 +22,11 @@
 //! - a member change names a member (id not 0); an add or update carries
 //!   1 to `MEMBER_URLS_MAX` peer URLs of at most `MEMBER_URL_BYTES_MAX`
 //!   each (whether they parse is the server's check), and an add a name of
-//!   at most `MEMBER_NAME_BYTES_MAX` without '=', ',' or outer spaces.
+//!   at most `MEMBER_NAME_BYTES_MAX` without '=', ',' or outer spaces;
+//! - user and role names are non-empty and at most
+//!   `auth::USER_NAME_BYTES_MAX`, passwords at most
+//!   `auth::PASSWORD_BYTES_MAX`, tokens at most `auth::token::TOKEN_BYTES_MAX`,
+//!   and a granted permission's key and range end at most `max_key_bytes`.
 //!
 //! Not checked here, because the answer depends on state: compacted or
 //! future revisions, whether a lease or key exists, leadership, quotas. The
@@ -34,6 +38,7 @@ use super::error::ErrorCode;
 use super::types::{
     Compare, DeleteRangeRequest, PutRequest, RangeRequest, Request, RequestOp, TxnRequest,
 };
+use crate::auth;
 use crate::limits::TXN_DEPTH_MAX;
 pub use crate::limits::{LEASE_TTL_SECS_MAX, TXN_OPS_MAX_DEFAULT};
 
@@ -129,7 +134,14 @@ impl Checker<'_> {
             }
             Request::MemberRemove(r) => member_id(r.id),
             Request::MemberPromote(r) => member_id(r.id),
-            _ => Ok(()),
+            Request::RoleGrantPermission(r) => {
+                let max = self.limits.max_key_bytes;
+                if r.perm.key.len() > max || r.perm.range_end.len() > max {
+                    return Err(ErrorCode::KeyTooLong);
+                }
+                auth_fields(request)
+            }
+            request => auth_fields(request),
         }
     }
 
@@ -197,6 +209,45 @@ impl Checker<'_> {
         }
         Ok(())
     }
+}
+
+/// The names, passwords and tokens of auth requests: user and role names
+/// non-empty and at most `USER_NAME_BYTES_MAX`, a password at most
+/// `PASSWORD_BYTES_MAX` (it is hashed on a worker), a token at most
+/// `TOKEN_BYTES_MAX`.
+fn auth_fields(request: &Request) -> Result<(), ErrorCode> {
+    let user = |name: &str| bounded_name(name, ErrorCode::UserEmpty);
+    let role = |name: &str| bounded_name(name, ErrorCode::RoleEmpty);
+    let password = |p: &str| match p.len() > auth::PASSWORD_BYTES_MAX {
+        true => Err(ErrorCode::TooManyAuthEntries),
+        false => Ok(()),
+    };
+    match request {
+        Request::Authenticate(r) => user(&r.name).and_then(|()| password(&r.password)),
+        Request::UseToken(r) if r.token.len() > auth::token::TOKEN_BYTES_MAX => {
+            Err(ErrorCode::InvalidAuthToken)
+        }
+        Request::UserAdd(r) => user(&r.name).and_then(|()| password(&r.password)),
+        Request::UserChangePassword(r) => user(&r.name).and_then(|()| password(&r.password)),
+        Request::UserGet(r) | Request::UserDelete(r) => user(&r.name),
+        Request::UserGrantRole(r) | Request::UserRevokeRole(r) => {
+            user(&r.user).and_then(|()| role(&r.role))
+        }
+        Request::RoleAdd(r) | Request::RoleGet(r) | Request::RoleDelete(r) => role(&r.role),
+        Request::RoleGrantPermission(r) => role(&r.role),
+        Request::RoleRevokePermission(r) => role(&r.role),
+        _ => Ok(()),
+    }
+}
+
+fn bounded_name(name: &str, empty: ErrorCode) -> Result<(), ErrorCode> {
+    if name.is_empty() {
+        return Err(empty);
+    }
+    if name.len() > auth::USER_NAME_BYTES_MAX {
+        return Err(ErrorCode::TooManyAuthEntries);
+    }
+    Ok(())
 }
 
 fn non_negative(values: &[i64]) -> Result<(), ErrorCode> {
@@ -285,4 +336,35 @@ fn member_name(name: &str) -> Result<(), ErrorCode> {
         || name.contains(['=', ','])
         || name.trim() != name;
     if bad { Err(ErrorCode::InvalidField) } else { Ok(()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_names_passwords_and_tokens_are_bounded() {
+        let limits = Limits::default();
+        let user = |name: &str, password: &str| {
+            Request::UserAdd(crate::proto::types::UserAddRequest {
+                name: name.into(),
+                password: password.into(),
+                no_password: false,
+            })
+        };
+        assert!(validate(user("alice", "pw"), &limits).is_ok());
+        assert_eq!(validate(user("", "pw"), &limits), Err(ErrorCode::UserEmpty));
+        let long_name = "n".repeat(auth::USER_NAME_BYTES_MAX + 1);
+        assert_eq!(validate(user(&long_name, "pw"), &limits), Err(ErrorCode::TooManyAuthEntries));
+        let long_password = "p".repeat(auth::PASSWORD_BYTES_MAX + 1);
+        assert_eq!(
+            validate(user("a", &long_password), &limits),
+            Err(ErrorCode::TooManyAuthEntries)
+        );
+        let role = Request::RoleAdd(crate::proto::types::RoleRequest { role: String::new() });
+        assert_eq!(validate(role, &limits), Err(ErrorCode::RoleEmpty));
+        let token = "t".repeat(auth::token::TOKEN_BYTES_MAX + 1);
+        let use_token = Request::UseToken(crate::proto::types::UseTokenRequest { token });
+        assert_eq!(validate(use_token, &limits), Err(ErrorCode::InvalidAuthToken));
+    }
 }

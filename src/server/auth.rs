@@ -84,6 +84,12 @@ impl Node {
         let claims = self.clients.claims(waiter).ok_or(ErrorCode::InvalidAuthToken)?;
         auth.check_claims(claims, now_unix_ms()).map_err(|_| ErrorCode::InvalidAuthToken)?;
         let user = claims.user.as_str();
+        if let Request::RoleGet(r) = request
+            && auth.users.get(user).is_some_and(|u| u.roles.contains(&r.role))
+        {
+            // A user may see the roles it holds, as `user get --detail` does.
+            return Ok(());
+        }
         let needs = served_needs(request, user);
         auth.allows(Some(user), &needs).map_err(auth_error)
     }
@@ -309,7 +315,9 @@ fn served_needs(request: &Request, user: &str) -> Vec<Need> {
     match request {
         Request::Range(r) => read(&r.key, &r.range_end),
         Request::WatchCreate(r) => vec![auth::needs::watch(&r.key, &r.range_end)],
-        Request::HashKv(_) | Request::UserList | Request::RoleList => vec![Need::Root],
+        Request::HashKv(_) | Request::UserList | Request::RoleList | Request::RoleGet(_) => {
+            vec![Need::Root]
+        }
         Request::UserGet(r) if r.name != user => vec![Need::Root],
         Request::MemberAdd(_)
         | Request::MemberRemove(_)

@@ -148,14 +148,22 @@ fn the_json_api_says_what_it_cannot_do_and_streams_as_it_goes() {
     let ember = Cluster::start("json-edges", 1);
     let gateway = ember.gateway_endpoint();
     wait_ready(&gateway);
-    for path in ["/v3/maintenance/alarm", "/v3/maintenance/hash", "/v3/auth/user/list"] {
-        let (status, body) = request(&gateway, "POST", path, "{}");
+    let member_add = r#"{"peerURLs":["http://127.0.0.1:1"],"isLearner":true}"#;
+    for (path, body) in [
+        ("/v3/maintenance/alarm", "{}"),
+        ("/v3/maintenance/hash", "{}"),
+        ("/v3/auth/user/list", "{}"),
+        ("/v3/cluster/member/add", member_add),
+    ] {
+        let (status, body) = request(&gateway, "POST", path, body);
         assert_eq!(status, 501, "{path}: {body}");
         assert!(
             body.starts_with(r#"{"error":"ember: "#) && body.ends_with(r#","code":12}"#),
             "{body}"
         );
     }
+    let (_, members) = request(&gateway, "POST", "/v3/cluster/member/list", "{}");
+    assert_eq!(members.matches("\"ID\"").count(), 1, "the refused add added: {members}");
     assert_eq!(request(&gateway, "GET", "/v3/kv/range", "").0, 405);
     let from_a_page = http_request("POST", "/v3/kv/put", r#"{"key":"cGFnZQ==","value":"eA=="}"#)
         .replace("Host: localhost\r\n", "Host: localhost\r\nOrigin: http://example.com\r\n");
