@@ -85,6 +85,11 @@ const RULES: &[(&str, &[&str], &str)] = &[
         &["crate::mvcc", "crate::server", "crate::wal"],
         "transport moves frames, not meaning",
     ),
+    (
+        "src/tls.rs",
+        &["crate::server", "crate::transport", "crate::client", "crate::proto", "crate::cli"],
+        "tls carries bytes and knows no protocol on top of them",
+    ),
     ("src/server", &["crate::cli"], "the server knows no command line; cli depends on it"),
     (
         "src/client",

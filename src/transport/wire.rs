@@ -789,4 +789,34 @@ mod tests {
         decoder.push(&encode_message(&msg(1), max).unwrap());
         assert!(decoder.capacity_bytes() <= 4 * READ_BYTES_MIN);
     }
+
+    #[test]
+    fn the_secret_flag_must_match_the_local_configuration() {
+        let hello = Hello { cluster_id: 7, from: 2, to: 1 };
+        let (plain, flagged) = (hello.encode(), hello.encode_flagged(true));
+        assert_eq!(check_secret_flag(&plain, false), Ok(()));
+        assert_eq!(check_secret_flag(&flagged, true), Ok(()));
+        assert_eq!(check_secret_flag(&plain, true), Err(HelloError::SecretMissing));
+        assert_eq!(check_secret_flag(&flagged, false), Err(HelloError::SecretUnexpected));
+        // The flag does not change what the hello says.
+        assert_eq!(Hello::check(&flagged, 7, 1, |_| true), Ok(hello));
+    }
+
+    #[test]
+    fn macs_prove_the_secret_for_one_side_of_one_transcript() {
+        let secret = [5u8; 32];
+        let dialer = [1u8; HELLO_BYTES + NONCE_BYTES];
+        let acceptor = [2u8; HELLO_BYTES + NONCE_BYTES];
+        let t = transcript(&dialer, &acceptor);
+        let mac = hello_mac(&secret, MacRole::Acceptor, &t);
+        assert_eq!(verify_hello_mac(&secret, MacRole::Acceptor, &t, &mac), Ok(()));
+        // Reflected as the other side's MAC, under another secret, over
+        // another transcript (a replayed nonce), or cut short: refused.
+        let bad = Err(HelloError::BadMac);
+        assert_eq!(verify_hello_mac(&secret, MacRole::Dialer, &t, &mac), bad);
+        assert_eq!(verify_hello_mac(&[6u8; 32], MacRole::Acceptor, &t, &mac), bad);
+        let replayed = transcript(&dialer, &[3u8; HELLO_BYTES + NONCE_BYTES]);
+        assert_eq!(verify_hello_mac(&secret, MacRole::Acceptor, &replayed, &mac), bad);
+        assert_eq!(verify_hello_mac(&secret, MacRole::Acceptor, &t, &mac[..31]), bad);
+    }
 }
