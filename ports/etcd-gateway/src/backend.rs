@@ -13,10 +13,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use ember::proto::{Request, Response, ServerMessage};
-use tokio::sync::{Mutex, mpsc};
+use ember::proto::{
+    AuthenticateRequest, AuthenticateResponse, ErrorBody, ErrorCode, Request, Response,
+    ServerMessage, UseTokenRequest,
+};
+use tokio::sync::{Mutex, Semaphore, mpsc};
 
+use crate::caller::{Binding, Caller, TOKEN_BYTES_MAX, TokenLinks};
 use crate::link::{Link, LinkError};
+
+/// Links being dialed for a token or a login at once; more wait their
+/// turn, so a burst of logins cannot open connections without end.
+const TOKEN_DIALS_MAX: usize = 16;
 
 /// How the gateway reaches the nodes.
 #[derive(Clone, Debug)]
@@ -33,6 +41,8 @@ pub struct BackendConfig {
     pub request_timeout: Duration,
     /// Frames a watch session may have waiting before its link stops reading.
     pub watch_buffer_frames: usize,
+    /// Links bound to users' tokens (see `caller`).
+    pub max_token_links: usize,
 }
 
 pub struct Backend {
@@ -42,18 +52,115 @@ pub struct Backend {
     next_slot: AtomicUsize,
     /// Where the next dial starts in the endpoint list.
     next_endpoint: AtomicUsize,
+    token_links: std::sync::Mutex<TokenLinks>,
+    token_dials: Semaphore,
 }
 
 impl Backend {
     pub fn new(config: BackendConfig) -> Backend {
         assert!(!config.endpoints.is_empty(), "the gateway needs an endpoint");
         let slots = (0..config.links.max(1)).map(|_| Mutex::new(None)).collect();
+        let token_links = std::sync::Mutex::new(TokenLinks::new(config.max_token_links));
         Backend {
             config,
             slots,
             next_slot: AtomicUsize::new(0),
             next_endpoint: AtomicUsize::new(0),
+            token_links,
+            token_dials: Semaphore::new(TOKEN_DIALS_MAX),
         }
+    }
+
+    /// Sends `request` as `caller`: on a link bound to its token, or on a
+    /// shared (anonymous) link when it has none or auth is off.
+    pub async fn call_as(&self, caller: &Caller, request: &Request) -> Result<Response, LinkError> {
+        let Caller::Token(token) = caller else { return self.call(request).await };
+        let Binding::Bound(link) = self.token_link(token).await? else {
+            return self.call(request).await;
+        };
+        let timeout = self.config.request_timeout;
+        match link.call(request, timeout).await {
+            Err(error) if worth_another_try(&error, request) => {
+                match self.token_link(token).await? {
+                    Binding::Bound(link) => link.call(request, timeout).await,
+                    Binding::AuthOff => self.call(request).await,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Logs in on a link of its own; on success that link, now bound to the
+    /// token, serves the calls that carry it.
+    pub async fn authenticate(
+        &self,
+        request: AuthenticateRequest,
+    ) -> Result<AuthenticateResponse, LinkError> {
+        let _turn = self.token_dials.acquire().await.map_err(|_| closed())?;
+        let link = self.dial_shared().await?;
+        let login = Request::Authenticate(request);
+        match link.call(&login, self.config.request_timeout).await? {
+            Response::Authenticate(answer) => {
+                let binding = Binding::Bound(Arc::new(link));
+                self.token_links.lock().expect("token links").insert(answer.token.clone(), binding);
+                Ok(answer)
+            }
+            other => Err(LinkError::Server(ErrorBody::with_message(
+                ErrorCode::Internal,
+                format!("an Authenticate request was answered with {other:?}"),
+            ))),
+        }
+    }
+
+    /// The link bound to `token`, dialing and binding one if none is known.
+    async fn token_link(&self, token: &str) -> Result<Binding, LinkError> {
+        if token.len() > TOKEN_BYTES_MAX {
+            return Err(LinkError::Server(ErrorBody::new(ErrorCode::InvalidAuthToken)));
+        }
+        if let Some(binding) = self.token_links.lock().expect("token links").get(token) {
+            return Ok(binding);
+        }
+        let _turn = self.token_dials.acquire().await.map_err(|_| closed())?;
+        // Another call may have bound the token while this one waited.
+        if let Some(binding) = self.token_links.lock().expect("token links").get(token) {
+            return Ok(binding);
+        }
+        let link = self.dial_shared().await?;
+        let bind = Request::UseToken(UseTokenRequest { token: token.to_string() });
+        let binding = match link.call(&bind, self.config.request_timeout).await {
+            Ok(_) => Binding::Bound(Arc::new(link)),
+            Err(LinkError::Server(body)) if body.code() == Some(ErrorCode::AuthNotEnabled) => {
+                Binding::AuthOff
+            }
+            Err(error) => return Err(error),
+        };
+        self.token_links.lock().expect("token links").insert(token.to_string(), binding.clone());
+        Ok(binding)
+    }
+
+    /// An ordered link (see `ordered_link`) bound to `caller`'s token.
+    pub async fn ordered_link_as(
+        &self,
+        caller: &Caller,
+    ) -> Result<(Link, mpsc::Receiver<ServerMessage>), LinkError> {
+        let (link, mut frames) = self.ordered_link().await?;
+        let Caller::Token(token) = caller else { return Ok((link, frames)) };
+        if token.len() > TOKEN_BYTES_MAX {
+            return Err(LinkError::Server(ErrorBody::new(ErrorCode::InvalidAuthToken)));
+        }
+        let bind = Request::UseToken(UseTokenRequest { token: token.clone() });
+        let id = link.send(&bind).await?;
+        // Nothing else was sent on this link yet: the next frame answers.
+        let answer = tokio::time::timeout(self.config.request_timeout, frames.recv()).await;
+        match answer {
+            Ok(Some(ServerMessage::Response { request_id, .. })) if request_id == id => {}
+            Ok(Some(ServerMessage::Error { error, .. }))
+                if error.code() == Some(ErrorCode::AuthNotEnabled) => {}
+            Ok(Some(ServerMessage::Error { error, .. })) => return Err(LinkError::Server(error)),
+            Ok(_) => return Err(link_lost(&link)),
+            Err(_) => return Err(LinkError::TimedOut),
+        }
+        Ok((link, frames))
     }
 
     /// Sends `request` on one of the shared links and waits for the answer;
@@ -62,10 +169,7 @@ impl Backend {
         let timeout = self.config.request_timeout;
         let link = self.shared_link().await?;
         match link.call(request, timeout).await {
-            Err(LinkError::Lost { sent, .. }) if !sent || !request.is_write() => {
-                self.shared_link().await?.call(request, timeout).await
-            }
-            Err(LinkError::TimedOut) if !request.is_write() => {
+            Err(error) if worth_another_try(&error, request) => {
                 self.shared_link().await?.call(request, timeout).await
             }
             other => other,
@@ -118,6 +222,25 @@ impl Backend {
         let first = self.next_endpoint.fetch_add(1, Ordering::Relaxed);
         (0..endpoints.len()).map(move |offset| &endpoints[(first + offset) % endpoints.len()])
     }
+}
+
+/// A read whose connection died or timed out, or a write that never left,
+/// may go once more on a fresh link; a write that left may have been
+/// applied.
+fn worth_another_try(error: &LinkError, request: &Request) -> bool {
+    match error {
+        LinkError::Lost { sent, .. } => !sent || !request.is_write(),
+        LinkError::TimedOut => !request.is_write(),
+        _ => false,
+    }
+}
+
+fn closed() -> LinkError {
+    LinkError::Lost { sent: false, cause: "the gateway is stopping".to_string() }
+}
+
+fn link_lost(link: &Link) -> LinkError {
+    LinkError::Lost { sent: true, cause: format!("connection to {} lost", link.endpoint) }
 }
 
 fn unreachable(failures: Vec<String>) -> LinkError {

@@ -11,6 +11,7 @@ use ember::proto::{
 };
 use tonic::{Request as Grpc, Response, Status};
 
+use crate::caller::Caller;
 use crate::convert;
 use crate::gateway::{Gateway, call_as};
 use crate::pb::etcdserverpb as pb;
@@ -60,9 +61,14 @@ impl pb::cluster_server::Cluster for Gateway {
         request: Grpc<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
         self.check_leader(request.metadata()).await?;
+        let caller = Caller::of(request.metadata());
         let id = request.into_inner().id;
-        let answer =
-            call_as!(self, Request::MemberRemove(MemberRemoveRequest { id }), MemberRemove);
+        let answer = call_as!(
+            self,
+            &caller,
+            Request::MemberRemove(MemberRemoveRequest { id }),
+            MemberRemove
+        );
         Ok(Response::new(pb::MemberRemoveResponse {
             header: cluster_header(answer.header),
             members: self.members(answer.members),
@@ -74,9 +80,10 @@ impl pb::cluster_server::Cluster for Gateway {
         request: Grpc<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
         self.check_leader(request.metadata()).await?;
+        let caller = Caller::of(request.metadata());
         let pb::MemberUpdateRequest { id, peer_ur_ls } = request.into_inner();
         let asked = MemberUpdateRequest { id, peer_urls: peer_ur_ls };
-        let answer = call_as!(self, Request::MemberUpdate(asked), MemberUpdate);
+        let answer = call_as!(self, &caller, Request::MemberUpdate(asked), MemberUpdate);
         Ok(Response::new(pb::MemberUpdateResponse {
             header: cluster_header(answer.header),
             members: self.members(answer.members),
@@ -88,9 +95,14 @@ impl pb::cluster_server::Cluster for Gateway {
         request: Grpc<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
         self.check_leader(request.metadata()).await?;
+        let caller = Caller::of(request.metadata());
         let linearizable = request.into_inner().linearizable;
-        let answer =
-            call_as!(self, Request::MemberList(MemberListRequest { linearizable }), MemberList);
+        let answer = call_as!(
+            self,
+            &caller,
+            Request::MemberList(MemberListRequest { linearizable }),
+            MemberList
+        );
         Ok(Response::new(pb::MemberListResponse {
             header: cluster_header(answer.header),
             members: self.members(answer.members),
@@ -102,9 +114,14 @@ impl pb::cluster_server::Cluster for Gateway {
         request: Grpc<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
         self.check_leader(request.metadata()).await?;
+        let caller = Caller::of(request.metadata());
         let id = request.into_inner().id;
-        let answer =
-            call_as!(self, Request::MemberPromote(MemberPromoteRequest { id }), MemberPromote);
+        let answer = call_as!(
+            self,
+            &caller,
+            Request::MemberPromote(MemberPromoteRequest { id }),
+            MemberPromote
+        );
         Ok(Response::new(pb::MemberPromoteResponse {
             header: cluster_header(answer.header),
             members: self.members(answer.members),

@@ -36,6 +36,11 @@ on one port, in front of Ember members.
                               connection to a member (default 1024)
   --watch-buffer-frames N     frames one watch stream may have waiting (default 256)
   --max-concurrent-streams N  gRPC streams per client connection (default 1024)
+  --max-token-connections N   connections bound to users' tokens: calls that
+                              carry a token (etcd's `token` metadata, or the
+                              JSON API's Authorization header) act as its
+                              user on one of them; the least recently used
+                              is closed first (default 64)
   -h, --help                  this text
 
 Every flag also reads EMBER_ETCD_<FLAG> (upper case, '-' as '_').
@@ -55,7 +60,7 @@ pub struct Settings {
 }
 
 pub enum Parsed {
-    Run(Settings),
+    Run(Box<Settings>),
     Help,
 }
 
@@ -69,6 +74,7 @@ const FLAGS: &[&str] = &[
     "watch-buffer-frames",
     "request-timeout-ms",
     "max-concurrent-streams",
+    "max-token-connections",
 ];
 
 pub fn parse(args: &[String]) -> Result<Parsed, String> {
@@ -90,7 +96,7 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
         };
         values.push((known, value));
     }
-    Ok(Parsed::Run(settings(&values)?))
+    Ok(Parsed::Run(Box::new(settings(&values)?)))
 }
 
 /// The value of `flag`: the command line, then the environment, then the default.
@@ -139,6 +145,7 @@ fn settings(values: &[(&str, String)]) -> Result<Settings, String> {
                 count(values, "request-timeout-ms", "5000")? as u64
             ),
             watch_buffer_frames: count(values, "watch-buffer-frames", "256")?,
+            max_token_links: count(values, "max-token-connections", "64")?,
         },
         max_watch_streams: count(values, "max-watch-streams", "1024")?,
         max_concurrent_streams: u32::try_from(max_concurrent_streams).unwrap_or(u32::MAX),

@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
-use ember::proto::{Request, Response, StatusResponse};
+use ember::proto::{ErrorBody, ErrorCode, Request, Response, StatusResponse};
 use tokio::sync::Semaphore;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 use crate::backend::Backend;
+use crate::caller::Caller;
+use crate::link::LinkError;
 use crate::status;
 
 /// The gateway's shared state; cheap to clone into each service.
@@ -25,13 +27,15 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Sends one request and turns a failure into etcd's status.
-    pub async fn call(&self, request: Request) -> Result<Response, Status> {
-        self.backend.call(&request).await.map_err(status::from_link)
+    /// Sends one request as `caller` and turns a failure into etcd's
+    /// status.
+    pub async fn call(&self, caller: &Caller, request: Request) -> Result<Response, Status> {
+        self.backend.call_as(caller, &request).await.map_err(|error| refusal(caller, error))
     }
 
+    /// The member's status; open to anyone, so asked anonymously.
     pub async fn member_status(&self) -> Result<StatusResponse, Status> {
-        match self.call(Request::Status).await? {
+        match self.call(&Caller::Anonymous, Request::Status).await? {
             Response::Status(status) => Ok(status),
             other => Err(mismatch("Status", &other)),
         }
@@ -49,16 +53,31 @@ impl Gateway {
     }
 }
 
+/// A failed call as etcd's status. etcd refuses a call without a token,
+/// while auth is on, as one without a user name; the node says the token
+/// is missing.
+pub fn refusal(caller: &Caller, error: LinkError) -> Status {
+    match error {
+        LinkError::Server(body)
+            if *caller == Caller::Anonymous && body.code() == Some(ErrorCode::InvalidAuthToken) =>
+        {
+            status::from_body(&ErrorBody::new(ErrorCode::UserEmpty))
+        }
+        error => status::from_link(error),
+    }
+}
+
 /// A node answered with another variant than the request's: a bug on one
 /// side, reported as etcd reports its own internal errors.
 pub fn mismatch(asked: &str, answer: &Response) -> Status {
     Status::internal(format!("ember: a {asked} request was answered with {answer:?}"))
 }
 
-/// Sends `$request` through `$gateway` and unwraps the `$variant` answer.
+/// Sends `$request` through `$gateway` as `$caller` and unwraps the
+/// `$variant` answer.
 macro_rules! call_as {
-    ($gateway:expr, $request:expr, $variant:ident) => {
-        match $gateway.call($request).await? {
+    ($gateway:expr, $caller:expr, $request:expr, $variant:ident) => {
+        match $gateway.call($caller, $request).await? {
             ember::proto::Response::$variant(answer) => answer,
             other => return Err($crate::gateway::mismatch(stringify!($variant), &other)),
         }

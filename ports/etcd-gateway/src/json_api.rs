@@ -371,11 +371,17 @@ fn stream_error(status: &Status) -> String {
 }
 
 /// gRPC metadata from the headers grpc-gateway forwards: `Grpc-Metadata-X`
-/// becomes `x` (a client asks for `hasleader` that way).
+/// becomes `x` (a client asks for `hasleader` that way), and
+/// `Authorization` stays `authorization` (the token a client got from
+/// `/v3/auth/authenticate`).
 fn metadata(headers: &HeaderMap) -> MetadataMap {
     let mut metadata = MetadataMap::new();
     for (name, value) in headers {
-        let Some(key) = name.as_str().strip_prefix("grpc-metadata-") else { continue };
+        let key = match name.as_str() {
+            "authorization" => Some("authorization"),
+            other => other.strip_prefix("grpc-metadata-"),
+        };
+        let Some(key) = key else { continue };
         let (Ok(key), Ok(value)) =
             (MetadataKey::from_bytes(key.as_bytes()), MetadataValue::try_from(value.as_bytes()))
         else {

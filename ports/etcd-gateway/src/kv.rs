@@ -4,6 +4,7 @@
 use ember::proto::{CompactionRequest, Request};
 use tonic::{Request as Grpc, Response, Status};
 
+use crate::caller::Caller;
 use crate::convert;
 use crate::gateway::{Gateway, call_as};
 use crate::pb::etcdserverpb as pb;
@@ -15,8 +16,9 @@ impl pb::kv_server::Kv for Gateway {
         request: Grpc<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
         self.check_leader(request.metadata()).await?;
+        let caller = Caller::of(request.metadata());
         let asked = convert::range_request(request.into_inner())?;
-        let answer = call_as!(self, Request::Range(asked), Range);
+        let answer = call_as!(self, &caller, Request::Range(asked), Range);
         Ok(Response::new(convert::range_response(answer)))
     }
 
@@ -25,8 +27,9 @@ impl pb::kv_server::Kv for Gateway {
         request: Grpc<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
         self.check_leader(request.metadata()).await?;
+        let caller = Caller::of(request.metadata());
         let asked = convert::put_request(request.into_inner());
-        let answer = call_as!(self, Request::Put(asked), Put);
+        let answer = call_as!(self, &caller, Request::Put(asked), Put);
         Ok(Response::new(convert::put_response(answer)))
     }
 
@@ -35,8 +38,9 @@ impl pb::kv_server::Kv for Gateway {
         request: Grpc<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         self.check_leader(request.metadata()).await?;
+        let caller = Caller::of(request.metadata());
         let asked = convert::delete_request(request.into_inner());
-        let answer = call_as!(self, Request::DeleteRange(asked), DeleteRange);
+        let answer = call_as!(self, &caller, Request::DeleteRange(asked), DeleteRange);
         Ok(Response::new(convert::delete_response(answer)))
     }
 
@@ -45,8 +49,9 @@ impl pb::kv_server::Kv for Gateway {
         request: Grpc<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
         self.check_leader(request.metadata()).await?;
+        let caller = Caller::of(request.metadata());
         let asked = convert::txn_request(request.into_inner())?;
-        let answer = call_as!(self, Request::Txn(asked), Txn);
+        let answer = call_as!(self, &caller, Request::Txn(asked), Txn);
         Ok(Response::new(convert::txn_response(answer)))
     }
 
@@ -55,9 +60,10 @@ impl pb::kv_server::Kv for Gateway {
         request: Grpc<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
         self.check_leader(request.metadata()).await?;
+        let caller = Caller::of(request.metadata());
         let pb::CompactionRequest { revision, physical } = request.into_inner();
         let asked = CompactionRequest { revision, physical };
-        let answer = call_as!(self, Request::Compact(asked), Compact);
+        let answer = call_as!(self, &caller, Request::Compact(asked), Compact);
         Ok(Response::new(pb::CompactionResponse { header: convert::header(answer.header) }))
     }
 }

@@ -13,6 +13,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::metadata::MetadataMap;
 use tonic::{Request as Grpc, Response, Status, Streaming};
 
+use crate::caller::Caller;
 use crate::convert;
 use crate::gateway::{Gateway, call_as};
 use crate::link::LinkError;
@@ -36,9 +37,11 @@ impl pb::lease_server::Lease for Gateway {
         request: Grpc<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         self.check_leader(request.metadata()).await?;
+        let caller = Caller::of(request.metadata());
         let pb::LeaseGrantRequest { ttl, id } = request.into_inner();
         let answer = call_as!(
             self,
+            &caller,
             Request::LeaseGrant(LeaseGrantRequest { ttl_secs: ttl, id }),
             LeaseGrant
         );
@@ -55,8 +58,10 @@ impl pb::lease_server::Lease for Gateway {
         request: Grpc<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
         self.check_leader(request.metadata()).await?;
+        let caller = Caller::of(request.metadata());
         let id = request.into_inner().id;
-        let answer = call_as!(self, Request::LeaseRevoke(LeaseRevokeRequest { id }), LeaseRevoke);
+        let answer =
+            call_as!(self, &caller, Request::LeaseRevoke(LeaseRevokeRequest { id }), LeaseRevoke);
         Ok(Response::new(pb::LeaseRevokeResponse { header: convert::header(answer.header) }))
     }
 
@@ -75,9 +80,10 @@ impl pb::lease_server::Lease for Gateway {
         request: Grpc<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         self.check_leader(request.metadata()).await?;
+        let caller = Caller::of(request.metadata());
         let pb::LeaseTimeToLiveRequest { id, keys } = request.into_inner();
         let asked = Request::LeaseTimeToLive(LeaseTimeToLiveRequest { id, keys });
-        match self.backend.call(&asked).await {
+        match self.backend.call_as(&caller, &asked).await {
             Ok(ember::proto::Response::LeaseTimeToLive(answer)) => {
                 Ok(Response::new(pb::LeaseTimeToLiveResponse {
                     header: convert::header(answer.header),
@@ -100,7 +106,7 @@ impl pb::lease_server::Lease for Gateway {
                 }))
             }
             Ok(other) => Err(crate::gateway::mismatch("LeaseTimeToLive", &other)),
-            Err(error) => Err(crate::status::from_link(error)),
+            Err(error) => Err(crate::gateway::refusal(&caller, error)),
         }
     }
 
@@ -109,7 +115,8 @@ impl pb::lease_server::Lease for Gateway {
         request: Grpc<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
         self.check_leader(request.metadata()).await?;
-        let answer = call_as!(self, Request::LeaseLeases, LeaseLeases);
+        let caller = Caller::of(request.metadata());
+        let answer = call_as!(self, &caller, Request::LeaseLeases, LeaseLeases);
         Ok(Response::new(pb::LeaseLeasesResponse {
             header: convert::header(answer.header),
             leases: answer.leases.into_iter().map(|id| pb::LeaseStatus { id }).collect(),
@@ -126,8 +133,9 @@ impl Gateway {
         requests: KeepAliveRequests,
     ) -> Result<KeepAliveStream, Status> {
         self.check_leader(metadata).await?;
+        let caller = Caller::of(metadata);
         let (sender, receiver) = mpsc::channel(KEEP_ALIVE_BUFFER);
-        tokio::spawn(keep_alive_loop(self.clone(), requests, sender));
+        tokio::spawn(keep_alive_loop(self.clone(), caller, requests, sender));
         Ok(Box::pin(ReceiverStream::new(receiver)))
     }
 }
@@ -135,20 +143,25 @@ impl Gateway {
 /// Renews each lease the client names until either side goes away.
 async fn keep_alive_loop(
     gateway: Gateway,
+    caller: Caller,
     mut requests: KeepAliveRequests,
     answers: mpsc::Sender<Result<pb::LeaseKeepAliveResponse, Status>>,
 ) {
     while let Some(Ok(request)) = requests.next().await {
-        let answer = keep_alive(&gateway, request.id).await;
+        let answer = keep_alive(&gateway, &caller, request.id).await;
         if answers.send(answer).await.is_err() {
             return;
         }
     }
 }
 
-async fn keep_alive(gateway: &Gateway, id: i64) -> Result<pb::LeaseKeepAliveResponse, Status> {
+async fn keep_alive(
+    gateway: &Gateway,
+    caller: &Caller,
+    id: i64,
+) -> Result<pb::LeaseKeepAliveResponse, Status> {
     let asked = Request::LeaseKeepAlive(LeaseKeepAliveRequest { id });
-    match gateway.backend.call(&asked).await {
+    match gateway.backend.call_as(caller, &asked).await {
         Ok(ember::proto::Response::LeaseKeepAlive(answer)) => Ok(pb::LeaseKeepAliveResponse {
             header: convert::header(answer.header),
             id: answer.id,
@@ -160,6 +173,6 @@ async fn keep_alive(gateway: &Gateway, id: i64) -> Result<pb::LeaseKeepAliveResp
             Ok(pb::LeaseKeepAliveResponse { header: convert::header(header), id, ttl: 0 })
         }
         Ok(other) => Err(crate::gateway::mismatch("LeaseKeepAlive", &other)),
-        Err(error) => Err(crate::status::from_link(error)),
+        Err(error) => Err(crate::gateway::refusal(caller, error)),
     }
 }

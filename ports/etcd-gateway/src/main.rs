@@ -5,9 +5,9 @@
 //! `lease`, `cluster`, `maintenance`, `auth`), `http` (`/version`,
 //! `/health`), `json_api` (etcd's JSON API over the same services, with
 //! `transcode` for etcd's JSON mapping and `json` to read and write it),
-//! `convert` (etcd's messages to Ember's and back), `status`
-//! (Ember's error codes as etcd's), `backend` and `link` (the connections
-//! to the nodes, in Ember's own protocol).
+//! `caller` (the user a call acts as), `convert` (etcd's messages to
+//! Ember's and back), `status` (Ember's error codes as etcd's), `backend`
+//! and `link` (the connections to the nodes, in Ember's own protocol).
 //!
 //! The gateway runs on one thread, like the node: a current-thread tokio
 //! runtime. It holds no state of its own beyond connections; every answer
@@ -15,6 +15,7 @@
 
 mod auth;
 mod backend;
+mod caller;
 mod cluster;
 mod convert;
 mod flags;
@@ -34,7 +35,7 @@ mod pb {
     pub mod mvccpb {
         tonic::include_proto!("mvccpb");
     }
-    // Only the Auth service's messages use these; Ember has no auth yet.
+    // `User` and `Role` are etcd's stored forms, never on the wire here.
     #[allow(dead_code)]
     pub mod authpb {
         tonic::include_proto!("authpb");
@@ -58,7 +59,7 @@ use crate::pb::etcdserverpb as rpc;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let settings = match flags::parse(&args) {
-        Ok(flags::Parsed::Run(settings)) => settings,
+        Ok(flags::Parsed::Run(settings)) => *settings,
         Ok(flags::Parsed::Help) => {
             print!("{}", flags::HELP);
             return ExitCode::SUCCESS;

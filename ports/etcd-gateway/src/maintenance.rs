@@ -9,6 +9,7 @@ use ember::proto::{HashKvRequest, Request};
 use tokio_stream::Stream;
 use tonic::{Request as Grpc, Response, Status};
 
+use crate::caller::Caller;
 use crate::convert;
 use crate::gateway::{Gateway, call_as};
 use crate::pb::etcdserverpb as pb;
@@ -63,8 +64,9 @@ impl pb::maintenance_server::Maintenance for Gateway {
         request: Grpc<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
         self.check_leader(request.metadata()).await?;
+        let caller = Caller::of(request.metadata());
         let revision = request.into_inner().revision;
-        let answer = call_as!(self, Request::HashKv(HashKvRequest { revision }), HashKv);
+        let answer = call_as!(self, &caller, Request::HashKv(HashKvRequest { revision }), HashKv);
         Ok(Response::new(pb::HashKvResponse {
             header: convert::header(answer.header),
             hash: answer.hash,

@@ -29,6 +29,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::metadata::MetadataMap;
 use tonic::{Request as Grpc, Response, Status, Streaming};
 
+use crate::caller::Caller;
 use crate::convert;
 use crate::gateway::Gateway;
 use crate::link::Link;
@@ -88,7 +89,9 @@ impl Gateway {
                 "ember: too many watch streams on this gateway",
             ));
         };
-        let (link, frames) = self.backend.ordered_link().await.map_err(status::from_link)?;
+        let caller = Caller::of(metadata);
+        let opened = self.backend.ordered_link_as(&caller).await;
+        let (link, frames) = opened.map_err(status::from_link)?;
         let (answers, receiver) = mpsc::channel(RESPONSE_BUFFER);
         let mut session = Session::new(link, answers);
         session.require_leader = require_leader;

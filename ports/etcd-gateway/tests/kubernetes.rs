@@ -385,8 +385,9 @@ async fn status_members_and_hash_describe_the_cluster() {
     let revision = client.put("h", "1", None).await.unwrap().header().unwrap().revision();
     let hash = client.hash_kv(revision).await.unwrap();
     assert_eq!(hash.hash_revision(), revision);
-    let auth = client.auth_disable().await.unwrap_err();
-    assert_eq!(grpc_status(auth).code(), Code::Unimplemented);
+    let auth = grpc_status(client.auth_enable().await.unwrap_err());
+    assert_eq!(auth.code(), Code::FailedPrecondition);
+    assert_eq!(auth.message(), "etcdserver: root user does not exist");
 }
 
 /// Plain HTTP/1.1 on the gRPC port, as kubeadm and load balancers probe it.
