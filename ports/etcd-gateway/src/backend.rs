@@ -43,6 +43,8 @@ pub struct BackendConfig {
     pub watch_buffer_frames: usize,
     /// Links bound to users' tokens (see `caller`).
     pub max_token_links: usize,
+    /// TLS to the members, when their client port speaks it.
+    pub member_tls: crate::link::MemberTls,
 }
 
 pub struct Backend {
@@ -193,8 +195,13 @@ impl Backend {
     pub async fn ordered_link(&self) -> Result<(Link, mpsc::Receiver<ServerMessage>), LinkError> {
         let mut failures = Vec::new();
         for endpoint in self.endpoint_order() {
-            let opened =
-                Link::ordered(endpoint, self.config.dial_timeout, self.config.watch_buffer_frames);
+            let config = &self.config;
+            let opened = Link::ordered(
+                endpoint,
+                &config.member_tls,
+                config.dial_timeout,
+                config.watch_buffer_frames,
+            );
             match opened.await {
                 Ok(opened) => return Ok(opened),
                 Err(why) => failures.push(why),
@@ -206,7 +213,13 @@ impl Backend {
     async fn dial_shared(&self) -> Result<Link, LinkError> {
         let mut failures = Vec::new();
         for endpoint in self.endpoint_order() {
-            let dial = Link::shared(endpoint, self.config.dial_timeout, self.config.max_in_flight);
+            let config = &self.config;
+            let dial = Link::shared(
+                endpoint,
+                &config.member_tls,
+                config.dial_timeout,
+                config.max_in_flight,
+            );
             match dial.await {
                 Ok(link) => return Ok(link),
                 Err(why) => failures.push(why),

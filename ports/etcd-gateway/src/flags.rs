@@ -1,6 +1,9 @@
 //! Command-line flags, with etcd's names where etcd has one.
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use ember::tls::{ClientFiles, ServerFiles};
 
 use crate::backend::BackendConfig;
 
@@ -17,7 +20,8 @@ Serves etcd's v3 gRPC API (KV, Watch, Lease, Cluster, Maintenance, Auth),
 etcd's JSON API (POST /v3/kv/range and the rest) and GET /version, /health
 on one port, in front of Ember members.
 
-  --listen-client-urls ADDR   where etcd clients connect (default 127.0.0.1:2379)
+  --listen-client-urls ADDR   where etcd clients connect (default 127.0.0.1:2379);
+                              https://ADDR serves TLS and needs --cert-file
   --advertise-client-urls URLS  the gateway's URLs as clients should dial them,
                               listed as every started member's client URLs
                               (default http:// and the listen address)
@@ -41,6 +45,19 @@ on one port, in front of Ember members.
                               JSON API's Authorization header) act as its
                               user on one of them; the least recently used
                               is closed first (default 64)
+
+TLS on the gateway's listener, as etcd's flags:
+  --cert-file FILE            the gateway's certificate (PEM)
+  --key-file FILE             its private key (PEM)
+  --trusted-ca-file FILE      CA bundle client certificates must chain to
+  --client-cert-auth          refuse clients without such a certificate
+
+TLS to members whose client port speaks it (https:// endpoints), as ember's:
+  --cacert FILE               CA bundle the members' certificates must chain to
+  --cert FILE, --key FILE     a certificate and key to show the members
+  --insecure-skip-tls-verify  do not check the members' certificates (anyone on
+                              the path can then read and change the traffic)
+
   -h, --help                  this text
 
 Every flag also reads EMBER_ETCD_<FLAG> (upper case, '-' as '_').
@@ -49,6 +66,8 @@ Every flag also reads EMBER_ETCD_<FLAG> (upper case, '-' as '_').
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub listen_addr: String,
+    /// TLS on the listener (`https://` in `--listen-client-urls`).
+    pub listener_tls: Option<ServerFiles>,
     pub advertise_client_urls: Vec<String>,
     pub etcd_version: String,
     pub backend: BackendConfig,
@@ -75,7 +94,18 @@ const FLAGS: &[&str] = &[
     "request-timeout-ms",
     "max-concurrent-streams",
     "max-token-connections",
+    "cert-file",
+    "key-file",
+    "trusted-ca-file",
+    "client-cert-auth",
+    "cacert",
+    "cert",
+    "key",
+    "insecure-skip-tls-verify",
 ];
+
+/// Flags that take no value: given alone they mean `true`.
+const SWITCHES: &[&str] = &["client-cert-auth", "insecure-skip-tls-verify"];
 
 pub fn parse(args: &[String]) -> Result<Parsed, String> {
     let mut values: Vec<(&str, String)> = Vec::new();
@@ -89,6 +119,7 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
         };
         let (name, value) = match flag.split_once('=') {
             Some((name, value)) => (name, value.to_string()),
+            None if SWITCHES.contains(&flag) => (flag, "true".to_string()),
             None => (flag, rest.next().ok_or(format!("--{flag} needs a value"))?.clone()),
         };
         let Some(&known) = FLAGS.iter().find(|&&known| known == name) else {
@@ -116,16 +147,78 @@ fn count(values: &[(&str, String)], flag: &str, default: &str) -> Result<usize, 
     }
 }
 
+fn switch(values: &[(&str, String)], flag: &str) -> Result<bool, String> {
+    match value(values, flag, "false").as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(format!("--{flag} is true or false, not {other:?}")),
+    }
+}
+
+fn path(values: &[(&str, String)], flag: &str) -> Option<PathBuf> {
+    Some(value(values, flag, "")).filter(|path| !path.is_empty()).map(PathBuf::from)
+}
+
+/// etcd's listener flags. TLS is served exactly when the listen URL says
+/// `https://`; a certificate without it, or it without a certificate, is a
+/// mistake the gateway refuses to start on rather than guess.
+fn listener_tls(values: &[(&str, String)], https: bool) -> Result<Option<ServerFiles>, String> {
+    let (cert, key) = (path(values, "cert-file"), path(values, "key-file"));
+    let trusted_ca = path(values, "trusted-ca-file");
+    let client_cert_auth = switch(values, "client-cert-auth")?;
+    let (cert, key) = match (https, cert, key) {
+        (false, None, None) if trusted_ca.is_none() && !client_cert_auth => return Ok(None),
+        (false, ..) => {
+            return Err("--cert-file, --key-file, --trusted-ca-file and --client-cert-auth \
+                        need an https:// --listen-client-urls"
+                .to_string());
+        }
+        (true, Some(cert), Some(key)) => (cert, key),
+        (true, ..) => return Err("https:// needs --cert-file and --key-file".to_string()),
+    };
+    if client_cert_auth && trusted_ca.is_none() {
+        return Err("--client-cert-auth needs --trusted-ca-file".to_string());
+    }
+    Ok(Some(ServerFiles { cert, key, trusted_ca, client_cert_auth }))
+}
+
+/// ember's client flags for members whose client port speaks TLS.
+fn member_tls(values: &[(&str, String)], https: bool) -> Result<crate::link::MemberTls, String> {
+    let files = ClientFiles {
+        ca: path(values, "cacert"),
+        cert: path(values, "cert"),
+        key: path(values, "key"),
+        insecure_skip_verify: switch(values, "insecure-skip-tls-verify")?,
+    };
+    if files == ClientFiles::default() {
+        if https {
+            return Err("https:// endpoints need --cacert (or --insecure-skip-tls-verify)".into());
+        }
+        return Ok(None);
+    }
+    if files.insecure_skip_verify {
+        eprintln!(
+            "ember-etcd: WARNING: --insecure-skip-tls-verify: the members' certificates are not \
+             checked; anyone on the network path can read and change this traffic"
+        );
+    }
+    files.load().map(Some).map_err(|error| error.to_string())
+}
+
 fn settings(values: &[(&str, String)]) -> Result<Settings, String> {
     // One address, in the endpoint spellings etcd accepts: the gateway
     // listens on one port.
     let listen = value(values, "listen-client-urls", "127.0.0.1:2379");
     let listen_addr = ember::client::parse_endpoint(&listen)
         .map_err(|error| format!("--listen-client-urls: {error}"))?;
-    let endpoints = ember::client::parse_endpoints(&value(values, "endpoints", "127.0.0.1:7379"))
+    let listener_tls = listener_tls(values, ember::client::any_https(&listen))?;
+    let endpoints_text = value(values, "endpoints", "127.0.0.1:7379");
+    let endpoints = ember::client::parse_endpoints(&endpoints_text)
         .map_err(|error| format!("--endpoints: {error}"))?;
+    let member_tls = member_tls(values, ember::client::any_https(&endpoints_text))?;
     let max_concurrent_streams = count(values, "max-concurrent-streams", "1024")?;
-    let advertised = value(values, "advertise-client-urls", &format!("http://{listen_addr}"));
+    let scheme = if listener_tls.is_some() { "https" } else { "http" };
+    let advertised = value(values, "advertise-client-urls", &format!("{scheme}://{listen_addr}"));
     let advertise_client_urls = advertised
         .split(',')
         .map(str::trim)
@@ -134,6 +227,7 @@ fn settings(values: &[(&str, String)]) -> Result<Settings, String> {
         .collect();
     Ok(Settings {
         listen_addr,
+        listener_tls,
         advertise_client_urls,
         etcd_version: value(values, "etcd-version", "3.5.13"),
         backend: BackendConfig {
@@ -146,6 +240,7 @@ fn settings(values: &[(&str, String)]) -> Result<Settings, String> {
             ),
             watch_buffer_frames: count(values, "watch-buffer-frames", "256")?,
             max_token_links: count(values, "max-token-connections", "64")?,
+            member_tls,
         },
         max_watch_streams: count(values, "max-watch-streams", "1024")?,
         max_concurrent_streams: u32::try_from(max_concurrent_streams).unwrap_or(u32::MAX),
@@ -174,5 +269,34 @@ mod tests {
         assert!(parse(&args(&["--nope", "1"])).is_err());
         assert!(parse(&args(&["--backend-connections", "0"])).is_err());
         assert!(parse(&args(&["--endpoints"])).is_err());
+    }
+
+    #[test]
+    fn tls_is_served_exactly_when_the_url_says_https() {
+        let https_without_cert = args(&["--listen-client-urls", "https://127.0.0.1:1"]);
+        assert!(parse(&https_without_cert).is_err());
+        let cert_without_https = args(&["--cert-file", "c.pem", "--key-file", "k.pem"]);
+        assert!(parse(&cert_without_https).is_err());
+        let auth_without_ca = args(&[
+            "--listen-client-urls=https://127.0.0.1:1",
+            "--cert-file=c.pem",
+            "--key-file=k.pem",
+            "--client-cert-auth",
+        ]);
+        assert!(parse(&auth_without_ca).is_err());
+        let Ok(Parsed::Run(settings)) = parse(&args(&[
+            "--listen-client-urls=https://127.0.0.1:1",
+            "--cert-file=c.pem",
+            "--key-file=k.pem",
+            "--trusted-ca-file=ca.pem",
+            "--client-cert-auth",
+        ])) else {
+            panic!("TLS flags refused");
+        };
+        let files = settings.listener_tls.expect("TLS on the listener");
+        assert!(files.client_cert_auth);
+        assert_eq!(settings.advertise_client_urls, ["https://127.0.0.1:1"]);
+        let https_members = args(&["--endpoints", "https://127.0.0.1:2"]);
+        assert!(parse(&https_members).is_err(), "https:// members need a CA");
     }
 }

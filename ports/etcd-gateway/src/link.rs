@@ -30,11 +30,17 @@ use ember::proto::{
     ServerMessage, decode_server_message, encode_request,
 };
 use ember::proto::{ErrorBody, ErrorCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_rustls::rustls::ClientConfig;
+
+use crate::tls::{self, Socket};
+
+/// How a link reaches its member: plain TCP, or TLS with this
+/// configuration (the members' client port speaks TLS).
+pub type MemberTls = Option<Arc<ClientConfig>>;
 
 /// The largest frame body the gateway accepts from a node: 16 MiB, as
 /// Ember's own client. A larger answer comes back as `ResponseTooLarge`.
@@ -108,10 +114,11 @@ impl Link {
     /// A link for unary calls from any task.
     pub async fn shared(
         endpoint: &str,
+        member_tls: &MemberTls,
         dial_timeout: Duration,
         max_in_flight: usize,
     ) -> Result<Link, String> {
-        let (stream, hello) = dial(endpoint, dial_timeout).await?;
+        let (stream, hello) = dial(endpoint, member_tls, dial_timeout).await?;
         let waiters = Arc::new(Mutex::new(HashMap::new()));
         Ok(Link::start(
             endpoint,
@@ -127,10 +134,11 @@ impl Link {
     /// receiver, which holds at most `buffer_frames`.
     pub async fn ordered(
         endpoint: &str,
+        member_tls: &MemberTls,
         dial_timeout: Duration,
         buffer_frames: usize,
     ) -> Result<(Link, mpsc::Receiver<ServerMessage>), String> {
-        let (stream, hello) = dial(endpoint, dial_timeout).await?;
+        let (stream, hello) = dial(endpoint, member_tls, dial_timeout).await?;
         let (sender, receiver) = mpsc::channel(buffer_frames);
         let unused = Arc::new(Mutex::new(HashMap::new()));
         Ok((
@@ -141,13 +149,13 @@ impl Link {
 
     fn start(
         endpoint: &str,
-        stream: TcpStream,
+        stream: Box<dyn Socket>,
         hello: Hello,
         max_in_flight: usize,
         sink: Sink,
         waiters: Arc<Mutex<Waiters>>,
     ) -> Link {
-        let (read, write) = stream.into_split();
+        let (read, write) = tokio::io::split(stream);
         let (frames, queue) = mpsc::channel(WRITE_QUEUE_FRAMES);
         let broken = Arc::new(AtomicBool::new(false));
         let writer = tokio::spawn(write_loop(write, queue, broken.clone()));
@@ -227,11 +235,20 @@ impl Link {
     }
 }
 
-/// Connects and runs the hello within `dial_timeout`.
-async fn dial(endpoint: &str, dial_timeout: Duration) -> Result<(TcpStream, Hello), String> {
+/// Connects (with TLS when `member_tls` says so) and runs the hello within
+/// `dial_timeout`.
+async fn dial(
+    endpoint: &str,
+    member_tls: &MemberTls,
+    dial_timeout: Duration,
+) -> Result<(Box<dyn Socket>, Hello), String> {
     let attempt = async {
-        let mut stream = TcpStream::connect(endpoint).await.map_err(|e| e.to_string())?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let tcp = TcpStream::connect(endpoint).await.map_err(|e| e.to_string())?;
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        let mut stream: Box<dyn Socket> = match member_tls {
+            Some(config) => tls::connect(config, endpoint, tcp).await?,
+            None => Box::new(tcp),
+        };
         let hello = greet(&mut stream).await?;
         Ok::<_, String>((stream, hello))
     };
@@ -241,7 +258,7 @@ async fn dial(endpoint: &str, dial_timeout: Duration) -> Result<(TcpStream, Hell
     }
 }
 
-async fn greet(stream: &mut TcpStream) -> Result<Hello, String> {
+async fn greet(stream: &mut Box<dyn Socket>) -> Result<Hello, String> {
     let ours = ClientHello::new(RESPONSE_BYTES_MAX);
     stream.write_all(&ours.to_bytes()).await.map_err(|e| e.to_string())?;
     let mut reply = [0u8; SERVER_HELLO_BYTES];
@@ -258,7 +275,7 @@ async fn greet(stream: &mut TcpStream) -> Result<Hello, String> {
 /// Writes queued frames, as many at once as have queued, until the queue
 /// closes (the link was dropped) or the socket fails.
 async fn write_loop(
-    mut socket: OwnedWriteHalf,
+    mut socket: WriteHalf<Box<dyn Socket>>,
     mut queue: mpsc::Receiver<Vec<u8>>,
     broken: Arc<AtomicBool>,
 ) {
@@ -282,7 +299,7 @@ async fn write_loop(
 
 /// Reads and dispatches frames until the socket fails or closes; then
 /// every caller still waiting learns that its answer is lost.
-async fn read_loop(mut socket: OwnedReadHalf, sink: Sink, broken: Arc<AtomicBool>) {
+async fn read_loop(mut socket: ReadHalf<Box<dyn Socket>>, sink: Sink, broken: Arc<AtomicBool>) {
     let mut buffer = vec![0u8; READ_CHUNK_BYTES];
     let mut filled = 0;
     loop {

@@ -28,6 +28,7 @@ mod lease;
 mod link;
 mod maintenance;
 mod status;
+mod tls;
 mod transcode;
 mod watch;
 
@@ -93,26 +94,39 @@ async fn serve(settings: flags::Settings) -> Result<(), String> {
         advertise_client_urls: settings.advertise_client_urls.clone().into(),
         watch_streams: Arc::new(Semaphore::new(settings.max_watch_streams)),
     };
+    let tls_config = match &settings.listener_tls {
+        Some(files) => Some(tls::listener_config(files).map_err(|error| error.to_string())?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(&settings.listen_addr)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", settings.listen_addr))?;
     let bound = listener.local_addr().map_err(|error| error.to_string())?;
+    let scheme = if tls_config.is_some() { "https" } else { "http" };
     eprintln!(
-        "ember-etcd: serving etcd's API on {bound} for {}",
+        "ember-etcd: serving etcd's API on {scheme}://{bound} for {}",
         settings.backend.endpoints.join(",")
     );
-    // Answers are small and many clients wait on them: without TCP_NODELAY
-    // a response can sit behind the client's delayed acknowledgement.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .accept_http1(true)
         .max_concurrent_streams(settings.max_concurrent_streams)
         .http2_keepalive_interval(Some(settings.keepalive_interval))
         .http2_keepalive_timeout(Some(settings.keepalive_timeout))
-        .add_routes(routes(gateway))
-        .serve_with_incoming_shutdown(incoming, shutdown_signal())
-        .await
-        .map_err(|error| error.to_string())
+        .add_routes(routes(gateway));
+    let served = match tls_config {
+        Some(config) => {
+            let incoming = tls::incoming(listener, config);
+            server.serve_with_incoming_shutdown(incoming, shutdown_signal()).await
+        }
+        None => {
+            // Answers are small and many clients wait on them: without
+            // TCP_NODELAY a response can sit behind the client's delayed
+            // acknowledgement.
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            server.serve_with_incoming_shutdown(incoming, shutdown_signal()).await
+        }
+    };
+    served.map_err(|error| error.to_string())
 }
 
 /// Every etcd service, then `/version`, `/health` and etcd's JSON API

@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 mod test_ports;
 pub use test_ports::free_port;
 
+#[path = "../../../../tests/support/certs.rs"]
+pub mod certs;
+
 pub const GATEWAY: &str = env!("CARGO_BIN_EXE_ember-etcd");
 
 /// The `ember` binary beside the gateway's.
