@@ -107,11 +107,11 @@ pub fn run_user(parsed: &Parsed) -> Result<(), CliError> {
         for role in &r.roles {
             let got = client.request(&Request::RoleGet(proto::RoleRequest { role: role.clone() }));
             match got.map_err(failed)? {
-                Response::RoleGet(perms) => roles.push((role.clone(), perms.perm)),
+                answer @ Response::RoleGet(_) => roles.push((role.clone(), answer)),
                 _ => return Err(CliError::Failed("unexpected answer to RoleGet".to_string())),
             }
         }
-        return emit(&render_user_detail(format, name, &r.header, &roles));
+        return emit(&render_user_detail(format, name, &roles));
     }
     emit(&render(format, &done, &response))
 }
@@ -340,6 +340,8 @@ fn quoted(names: &[String]) -> Vec<String> {
 fn render(format: Format, done: &Done, response: &Response) -> Vec<u8> {
     let header = response.header();
     match (format, done, response) {
+        // etcdctl says these in words whatever the format.
+        (_, Done::Said(text), Response::AuthEnable(_) | Response::AuthDisable(_)) => line(text),
         (Format::Json, _, _) => line(&json(response)),
         (Format::Fields, _, _) => fields(response).into_bytes(),
         (Format::Table, Done::Listed, Response::UserList(r)) => {
@@ -478,35 +480,15 @@ fn span_text(p: &Permission) -> String {
     }
 }
 
-fn render_user_detail(
-    format: Format,
-    name: &str,
-    header: &ResponseHeader,
-    roles: &[(String, Vec<Permission>)],
-) -> Vec<u8> {
-    match format {
-        Format::Json => {
-            let roles = roles.iter().map(|(role, perms)| {
-                JsonObject::default()
-                    .raw("name", super::output::json_string(role))
-                    .list("keyPermission", perms.iter().map(json_permission).collect())
-                    .finish()
-            });
-            line(
-                &JsonObject::default()
-                    .raw("header", json_header(header))
-                    .list("roles", roles.collect())
-                    .finish(),
-            )
-        }
-        _ => {
-            let mut out = format!("User: {name}\n");
-            for (role, perms) in roles {
-                out.push_str(&role_text(role, perms));
-            }
-            out.into_bytes()
-        }
+/// `user get --detail` as etcdctl prints it in every format: the user's
+/// name, then each role as `role get` prints it, after a blank line.
+fn render_user_detail(format: Format, name: &str, roles: &[(String, Response)]) -> Vec<u8> {
+    let mut out = format!("User: {name}\n").into_bytes();
+    for (role, answer) in roles {
+        out.push(b'\n');
+        out.extend(render(format, &Done::RoleGet(role.clone()), answer));
     }
+    out
 }
 
 #[cfg(test)]
