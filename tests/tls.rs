@@ -81,6 +81,9 @@ fn tls_cluster(test: &str) -> (Cluster, Certs) {
     }
     cluster.peer_scheme = "https";
     cluster.member_args = ["n1", "n2", "n3"].iter().map(|n| tls_args(&certs, "ca", n)).collect();
+    // Member n1 also serves a metrics port, TLS with its client certificate.
+    let metrics_url = format!("https://127.0.0.1:{}", free_port());
+    cluster.member_args[0].extend(["--listen-metrics-urls".to_string(), metrics_url]);
     cluster.client_tls = Some(client_tls(&certs, "ca", Some("client")));
     for i in 0..3 {
         cluster.spawn(i);
@@ -133,6 +136,22 @@ fn peer_hello_answered(cluster: &Cluster, certs: &Certs, i: usize, cert: &str, f
     stream.read_exact(&mut reply).is_ok()
 }
 
+/// An HTTP GET over TLS to `addr`, with the client's certificate; the
+/// whole answer.
+fn https_get(addr: &str, certs: &Certs, path: &str) -> String {
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let config = client_tls(certs, "ca", Some("client"));
+    let name = ember::tls::server_name("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    // The server closes after its answer, without a TLS close_notify.
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8(answer).unwrap()
+}
+
 fn wait_logged(cluster: &Cluster, i: usize, words: &[&str]) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !cluster.log_of(i).lines().any(|l| words.iter().all(|w| l.contains(w))) {
@@ -171,6 +190,17 @@ fn a_tls_cluster_serves_every_command_and_refuses_whoever_cannot_prove_itself() 
     assert_eq!(listed.matches("https://127.0.0.1").count(), 6, "{listed}");
     let out = ember(&cluster, 1, &tls, &["get", "k"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "k\nv1\n");
+
+    // The metrics and the probes over the TLS client port.
+    let scrape = https_get(&cluster.members[leader].endpoint(), &certs, "/metrics");
+    assert!(scrape.starts_with("HTTP/1.1 200 OK\r\n"), "{scrape}");
+    assert!(scrape.contains("\netcd_server_is_leader 1\n"), "{scrape}");
+    assert!(https_get(&cluster.members[0].endpoint(), &certs, "/readyz").ends_with("\r\n\r\nok"));
+    // n1's metrics port: the same answers, TLS with the client port's files.
+    let metrics_url = cluster.member_args[0].last().unwrap().clone();
+    let metrics_addr = metrics_url.trim_start_matches("https://");
+    let scrape = https_get(metrics_addr, &certs, "/metrics");
+    assert!(scrape.contains("\netcd_server_has_leader 1\n"), "{scrape}");
 
     // Clients that cannot prove themselves, and a plaintext one.
     let refused = connect_with(&cluster, 0, client_tls(&certs, "ca", None));

@@ -1,11 +1,14 @@
 //! Plain HTTP on the client port: telling it from the protocol, reading one
-//! request head, and writing the `GET /health` answer.
+//! request head, routing it, and writing the answers of the probes
+//! (`/health`, `/livez`, `/readyz`) and of a metrics scrape (`/metrics`).
 //!
 //! The client port speaks two languages. A protocol client opens with
 //! `MAGIC` ("EMBR"); an HTTP client opens with a method and a space. `sniff`
 //! decides from the first bytes. HTTP support is just enough for health
-//! checks and load balancers: one request per connection, the head read up to
-//! a hard cap, the body ignored, and `Connection: close` on every answer.
+//! checks, load balancers and Prometheus: one request per connection, the
+//! head read up to a hard cap, the body ignored, and `Connection: close` on
+//! every answer. What the answers say comes from the caller: this module
+//! only turns them into bytes.
 
 use super::handshake::MAGIC;
 
@@ -53,6 +56,8 @@ pub struct HttpRequest<'a> {
     pub method: &'a str,
     /// The path with any query string removed.
     pub path: &'a str,
+    /// What follows the `?`, empty without one.
+    pub query: &'a str,
     /// Bytes the head took, blank line included.
     pub head_bytes: usize,
 }
@@ -102,8 +107,8 @@ pub fn parse_request_head(buffer: &[u8]) -> Result<Option<HttpRequest<'_>>, Http
     if !method_ok || !target.starts_with('/') || !matches!(version, "HTTP/1.0" | "HTTP/1.1") {
         return Err(HttpError::BadRequestLine);
     }
-    let path = target.split_once('?').map_or(target, |(path, _)| path);
-    Ok(Some(HttpRequest { method, path, head_bytes }))
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    Ok(Some(HttpRequest { method, path, query, head_bytes }))
 }
 
 /// The length of the head through its blank line, if the window holds one.
@@ -138,6 +143,8 @@ pub enum UnhealthyReason {
     NoSpace,
     /// The node is shutting down.
     Stopping,
+    /// The member's applied index is far behind the commit index it knows.
+    NotCaughtUp,
 }
 
 impl UnhealthyReason {
@@ -146,16 +153,136 @@ impl UnhealthyReason {
             UnhealthyReason::NoLeader => "RAFT NO LEADER",
             UnhealthyReason::NoSpace => "ALARM NOSPACE",
             UnhealthyReason::Stopping => "SERVER STOPPING",
+            UnhealthyReason::NotCaughtUp => "NOT CAUGHT UP",
         }
     }
 }
 
-/// What to answer to a request head: routing is pure, writing is separate.
-pub fn respond(request: &HttpRequest<'_>, health: Health, out: &mut Vec<u8>) {
-    match (request.method, request.path) {
-        ("GET" | "HEAD", "/health") => write_health(health, request.method == "HEAD", out),
-        (_, "/health") => write_response(405, "text/plain", b"method not allowed\n", false, out),
-        _ => write_response(404, "text/plain", b"not found\n", request.method == "HEAD", out),
+/// What a request head asks for, decided from its method, path and query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ask {
+    pub route: Route,
+    /// `HEAD`: the answer's head only.
+    pub head_only: bool,
+}
+
+/// The endpoints of the client port (and of the metrics port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// etcd's `/health`; with `serializable=true` a member without a leader
+    /// that can still serve local reads is healthy.
+    Health {
+        serializable: bool,
+    },
+    /// Kubernetes' liveness probe: the process serves local reads.
+    Livez {
+        verbose: bool,
+    },
+    /// Kubernetes' readiness probe: the member can serve linearizable
+    /// requests.
+    Readyz {
+        verbose: bool,
+    },
+    /// Prometheus' scrape.
+    Metrics,
+    /// A known path with a method other than GET or HEAD.
+    MethodNotAllowed,
+    NotFound,
+}
+
+impl Ask {
+    /// Routes a request head. Query parameters other than the ones named
+    /// are ignored, as etcd does.
+    pub fn of(request: &HttpRequest<'_>) -> Ask {
+        let head_only = request.method == "HEAD";
+        let readable = matches!(request.method, "GET" | "HEAD");
+        let verbose = query_has(request.query, "verbose");
+        let route = match request.path {
+            "/health" | "/livez" | "/readyz" | "/metrics" if !readable => Route::MethodNotAllowed,
+            "/health" => Route::Health {
+                serializable: query_value(request.query, "serializable") == Some("true"),
+            },
+            "/livez" => Route::Livez { verbose },
+            "/readyz" => Route::Readyz { verbose },
+            "/metrics" => Route::Metrics,
+            _ => Route::NotFound,
+        };
+        Ask { route, head_only }
+    }
+}
+
+/// The value of `name` in a query string (`a=1&b=2`), if present.
+fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then_some(value)
+    })
+}
+
+/// Whether the query names `name` at all (`?verbose`, `?verbose=1`).
+fn query_has(query: &str, name: &str) -> bool {
+    query_value(query, name).is_some()
+}
+
+/// The answers that need nothing from the node: 404 and 405.
+pub fn write_refusal(ask: Ask, out: &mut Vec<u8>) {
+    match ask.route {
+        Route::MethodNotAllowed => {
+            write_response(405, "text/plain", b"method not allowed\n", false, out)
+        }
+        _ => write_response(404, "text/plain", b"not found\n", ask.head_only, out),
+    }
+}
+
+/// One named check of `/livez` or `/readyz` and, if it failed, why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Check {
+    pub name: &'static str,
+    pub failure: Option<UnhealthyReason>,
+}
+
+/// The answer of `/livez` or `/readyz` in etcd's (and Kubernetes') text
+/// form: 200 `ok` when every check passed (each check on its own line
+/// first with `verbose`); otherwise 503 with every check's line and
+/// `<path> check failed`.
+pub fn write_checks(
+    path: &str,
+    checks: &[Check],
+    verbose: bool,
+    head_only: bool,
+    out: &mut Vec<u8>,
+) {
+    let mut lines = String::new();
+    for check in checks {
+        match check.failure {
+            None => lines.push_str(&format!("[+]{} ok\n", check.name)),
+            Some(reason) => {
+                lines.push_str(&format!("[-]{} failed: {}\n", check.name, reason.text()))
+            }
+        }
+    }
+    if checks.iter().any(|c| c.failure.is_some()) {
+        let body = format!("{lines}{path} check failed\n");
+        write_response(503, "text/plain; charset=utf-8", body.as_bytes(), head_only, out);
+    } else if verbose {
+        let body = format!("{lines}{path} check passed\n");
+        write_response(200, "text/plain; charset=utf-8", body.as_bytes(), head_only, out);
+    } else {
+        write_response(200, "text/plain; charset=utf-8", b"ok", head_only, out);
+    }
+}
+
+/// The content type of Prometheus' text exposition format.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The answer to a scrape: the exposition, or 500 when it would have
+/// passed its size cap (`None`).
+pub fn write_metrics(exposition: Option<&[u8]>, head_only: bool, out: &mut Vec<u8>) {
+    match exposition {
+        Some(body) => write_response(200, METRICS_CONTENT_TYPE, body, head_only, out),
+        None => {
+            write_response(500, "text/plain", b"metrics exceed their size cap\n", head_only, out)
+        }
     }
 }
 
@@ -206,6 +333,7 @@ fn reason_phrase(status: u16) -> &'static str {
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
+        500 => "Internal Server Error",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
@@ -237,6 +365,7 @@ mod tests {
         assert_eq!(parse_request_head(&probe[..20]), Ok(None));
         let head = parse_request_head(probe).unwrap().unwrap();
         assert_eq!((head.method, head.path, head.head_bytes), ("GET", "/health", probe.len() - 4));
+        assert_eq!(head.query, "serializable=true");
         assert!(parse_request_head(b"GET /health HTTP/1.0\n\n").unwrap().is_some());
     }
 
@@ -264,19 +393,60 @@ mod tests {
 
     #[test]
     fn health_answers_follow_etcd() {
-        let head = HttpRequest { method: "GET", path: "/health", head_bytes: 0 };
         let mut out = Vec::new();
-        respond(&head, Health::Healthy, &mut out);
+        write_health(Health::Healthy, false, &mut out);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(text.ends_with("\r\n\r\n{\"health\":\"true\"}"));
         let mut out = Vec::new();
-        respond(&head, Health::Unhealthy(UnhealthyReason::NoLeader), &mut out);
+        write_health(Health::Unhealthy(UnhealthyReason::NoLeader), false, &mut out);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
         assert!(text.ends_with("{\"health\":\"false\",\"reason\":\"RAFT NO LEADER\"}"));
+    }
+
+    fn ask(line: &str) -> Ask {
+        let head = format!("{line}\r\n\r\n");
+        Ask::of(&parse_request_head(head.as_bytes()).unwrap().unwrap())
+    }
+
+    #[test]
+    fn routes_by_method_path_and_query() {
+        let health = |serializable| Route::Health { serializable };
+        assert_eq!(ask("GET /health HTTP/1.1").route, health(false));
+        assert_eq!(ask("GET /health?serializable=true HTTP/1.1").route, health(true));
+        assert_eq!(ask("GET /health?serializable=false HTTP/1.1").route, health(false));
+        assert_eq!(ask("GET /health?x=1&serializable=true HTTP/1.1").route, health(true));
+        assert_eq!(ask("GET /livez HTTP/1.1").route, Route::Livez { verbose: false });
+        assert_eq!(ask("GET /readyz?verbose HTTP/1.1").route, Route::Readyz { verbose: true });
+        assert_eq!(ask("GET /metrics HTTP/1.1").route, Route::Metrics);
+        assert_eq!(ask("POST /metrics HTTP/1.1").route, Route::MethodNotAllowed);
+        assert_eq!(ask("GET /metricsx HTTP/1.1").route, Route::NotFound);
+        assert!(ask("HEAD /readyz HTTP/1.1").head_only);
         let mut out = Vec::new();
-        respond(&HttpRequest { path: "/metrics", ..head }, Health::Healthy, &mut out);
+        write_refusal(ask("GET /nothing HTTP/1.1"), &mut out);
         assert!(out.starts_with(b"HTTP/1.1 404 Not Found\r\n"));
+    }
+
+    #[test]
+    fn checks_answer_ok_or_list_the_failures() {
+        let passed = [Check { name: "serializable_read", failure: None }];
+        let mut out = Vec::new();
+        write_checks("/livez", &passed, false, false, &mut out);
+        assert!(String::from_utf8(out).unwrap().ends_with("\r\n\r\nok"));
+        let mut out = Vec::new();
+        write_checks("/livez", &passed, true, false, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with("\r\n\r\n[+]serializable_read ok\n/livez check passed\n"), "{text}");
+        let failed = [
+            passed[0],
+            Check { name: "linearizable_read", failure: Some(UnhealthyReason::NoLeader) },
+        ];
+        let mut out = Vec::new();
+        write_checks("/readyz", &failed, false, false, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        let body = "[+]serializable_read ok\n[-]linearizable_read failed: RAFT NO LEADER\n/readyz check failed\n";
+        assert!(text.ends_with(body), "{text}");
     }
 }

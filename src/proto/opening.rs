@@ -20,7 +20,7 @@ pub enum Opening<'a> {
     /// of the buffer. If `session` is `None` the hello was refused: close
     /// once the reply is written.
     Hello { reply: [u8; SERVER_HELLO_BYTES], session: Option<Session> },
-    /// An HTTP request head; answer it (`http::respond`) and close.
+    /// An HTTP request head; route it (`http::Ask::of`), answer, close.
     Http(HttpRequest<'a>),
     /// An HTTP request the parser refused; answer `http::write_http_error`
     /// and close.

@@ -2,7 +2,7 @@
 //! out; and the watches each connection holds.
 //!
 //! Each connection follows `proto`'s recipe: the first bytes decide between
-//! the handshake, an HTTP `GET /health` and garbage; after the handshake the
+//! the handshake, an HTTP request and garbage; after the handshake the
 //! read buffer is cut into frames, each decoded and validated into a request.
 //! A request that fails either step is answered here with an error for its
 //! id only; a frame that breaks the framing closes the connection after its
@@ -10,8 +10,10 @@
 //! them through `answer` in whatever order they complete.
 //!
 //! `Clients` never sees Raft, proposals or the state machine: watches read
-//! the store they are handed, and the health an HTTP probe gets is the
-//! caller's word.
+//! the store they are handed, and an HTTP request it cannot answer alone
+//! (a probe or a scrape) goes to the caller (`take_http_asks`), which
+//! answers it (`answer_http`) in the same event, before anything is
+//! flushed.
 //!
 //! Fairness and memory (`ClientLimits`):
 //! - A connection must finish its hello within `HELLO_TIMEOUT`, and a frame
@@ -49,7 +51,7 @@ use super::proposals::{Reply, Waiter};
 use super::watch::{self, PassOutcome, Watcher};
 use crate::auth::Claims;
 use crate::mvcc::{Revision, Store};
-use crate::proto::http::{self, Health};
+use crate::proto::http::{self, Ask, Route};
 use crate::proto::{
     self, CancelReason, ErrorBody, ErrorCode, FrameDecoder, Opening, Refusal, Request, Response,
     ResponseHeader, ServerHello, ServerParams, encode_error, encode_response,
@@ -126,6 +128,36 @@ pub struct Clients {
     scratch: Vec<u8>,
     /// TLS for connections accepted from now on; `None` serves plain TCP.
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// HTTP requests read and not answered yet. Invariant: empty between
+    /// events (the caller takes and answers them after each read pass), so
+    /// at most one per connection, and each connection is `Closing` with
+    /// nothing to write until its answer comes.
+    http_asks: Vec<HttpAsk>,
+    /// Connections whose watches were cancelled as slow readers.
+    slow_reader_cutoffs_total: u64,
+    /// A metrics port: HTTP only, a protocol hello is closed as garbage.
+    http_only: bool,
+}
+
+/// An HTTP request the caller answers: a probe or a scrape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpAsk {
+    pub slot: usize,
+    pub serial: u64,
+    pub ask: Ask,
+}
+
+/// What the client port holds, for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientGauges {
+    pub connections: usize,
+    pub connections_max: usize,
+    pub memory_in_use_bytes: usize,
+    pub memory_max_bytes: usize,
+    pub watchers: usize,
+    /// Watchers that have events waiting they were not sent yet.
+    pub watchers_behind: usize,
+    pub slow_reader_cutoffs_total: u64,
 }
 
 impl Clients {
@@ -152,6 +184,9 @@ impl Clients {
             read_limit_bytes,
             scratch: vec![0; READ_CHUNK_BYTES],
             tls: None,
+            http_asks: Vec::new(),
+            slow_reader_cutoffs_total: 0,
+            http_only: false,
         }
     }
 
@@ -159,6 +194,12 @@ impl Clients {
     /// open connections keep the configuration they started with.
     pub fn set_tls(&mut self, config: Arc<rustls::ServerConfig>) {
         self.tls = Some(config);
+    }
+
+    /// Serves HTTP only (`--listen-metrics-urls`): the protocol's hello
+    /// is closed like garbage.
+    pub fn serve_http_only(&mut self) {
+        self.http_only = true;
     }
 
     /// The listener a token belongs to, if any.
@@ -169,19 +210,13 @@ impl Clients {
 
     /// The connection slot a token belongs to, if any.
     pub fn slot_of(&self, token: Token) -> Option<usize> {
-        token.0.checked_sub(self.tokens.conn_base)
+        let slot = token.0.checked_sub(self.tokens.conn_base)?;
+        (slot < self.bounds.conns_max).then_some(slot)
     }
 
     /// Accepts every waiting connection of `listener` and reads what each
     /// sent already.
-    pub fn accept(
-        &mut self,
-        listener: usize,
-        registry: &Registry,
-        health: Health,
-        now: Instant,
-        out: &mut Intake,
-    ) {
+    pub fn accept(&mut self, listener: usize, registry: &Registry, now: Instant, out: &mut Intake) {
         loop {
             let (stream, _) = match self.listeners[listener].accept() {
                 Ok(accepted) => accepted,
@@ -212,7 +247,7 @@ impl Clients {
                 continue;
             }
             self.conns[slot] = Some(conn);
-            self.service(slot, registry, health, out);
+            self.service(slot, registry, out);
         }
     }
 
@@ -323,18 +358,12 @@ impl Clients {
     }
 
     /// Reads and decodes what the connection sent, within its bounds.
-    pub fn service(&mut self, slot: usize, registry: &Registry, health: Health, out: &mut Intake) {
-        self.service_within_bounds(slot, registry, health, out);
+    pub fn service(&mut self, slot: usize, registry: &Registry, out: &mut Intake) {
+        self.service_within_bounds(slot, registry, out);
         self.finish_service(slot);
     }
 
-    fn service_within_bounds(
-        &mut self,
-        slot: usize,
-        registry: &Registry,
-        health: Health,
-        out: &mut Intake,
-    ) {
+    fn service_within_bounds(&mut self, slot: usize, registry: &Registry, out: &mut Intake) {
         loop {
             let limit = self.read_allowance_bytes();
             let share = self.bounds.share_bytes;
@@ -347,7 +376,7 @@ impl Clients {
                 return;
             }
             let outcome = conn.fill(limit, &mut self.scratch);
-            let progressed = self.process_input(slot, health, out);
+            let progressed = self.process_input(slot, out);
             self.settle(slot);
             match outcome {
                 ReadOutcome::Closed => return self.close(slot, registry),
@@ -389,13 +418,13 @@ impl Clients {
     }
 
     /// Connections that stopped reading on a bound that has cleared.
-    pub fn resume_paused(&mut self, registry: &Registry, health: Health, out: &mut Intake) {
+    pub fn resume_paused(&mut self, registry: &Registry, out: &mut Intake) {
         for slot in 0..self.conns.len() {
             if self.conns[slot].as_ref().is_some_and(|c| self.resumable(c)) {
                 if let Some(conn) = self.conns[slot].as_mut() {
                     conn.paused = false;
                 }
-                self.service(slot, registry, health, out);
+                self.service(slot, registry, out);
             }
         }
     }
@@ -416,13 +445,19 @@ impl Clients {
     }
 
     /// Handles the buffered input; true when any of it was consumed.
-    fn process_input(&mut self, slot: usize, health: Health, out: &mut Intake) -> bool {
+    fn process_input(&mut self, slot: usize, out: &mut Intake) -> bool {
         let params = self.server_params;
         let response_max_bytes = self.bounds.response_max_bytes;
+        let http_only = self.http_only;
         let Some(conn) = self.conns[slot].as_mut() else { return false };
         match conn.phase {
             Phase::Opening => match super::conn::open(&conn.stream, &conn.read_buf, &params) {
                 Opening::NeedMore => false,
+                Opening::Hello { .. } if http_only => {
+                    log::debug!("closing a protocol client on a metrics port");
+                    conn.phase = Phase::Closing;
+                    true
+                }
                 Opening::Hello { reply, session } => {
                     conn.write_buf.extend_from_slice(&reply);
                     conn.read_buf.drain(..proto::HELLO_BYTES);
@@ -438,7 +473,13 @@ impl Clients {
                     true
                 }
                 Opening::Http(head) => {
-                    http::respond(&head, health, &mut conn.write_buf);
+                    let ask = Ask::of(&head);
+                    match ask.route {
+                        Route::MethodNotAllowed | Route::NotFound => {
+                            http::write_refusal(ask, &mut conn.write_buf)
+                        }
+                        _ => self.http_asks.push(HttpAsk { slot, serial: conn.serial, ask }),
+                    }
                     conn.phase = Phase::Closing;
                     true
                 }
@@ -510,6 +551,42 @@ impl Clients {
             }
         }
         progressed
+    }
+
+    /// The HTTP requests read since the last call, for the caller to
+    /// answer before anything is flushed.
+    pub fn take_http_asks(&mut self) -> Vec<HttpAsk> {
+        std::mem::take(&mut self.http_asks)
+    }
+
+    /// Writes the answer to an HTTP request; the connection closes once it
+    /// is sent.
+    pub fn answer_http(&mut self, asked: HttpAsk, answer: &[u8]) {
+        let Some(conn) = self.conns.get_mut(asked.slot).and_then(Option::as_mut) else { return };
+        if conn.serial == asked.serial {
+            conn.write_buf.extend_from_slice(answer);
+        }
+        self.settle(asked.slot);
+    }
+
+    /// What the connections hold now, counted when scraped.
+    pub fn gauges(&self, current_revision: u64) -> ClientGauges {
+        let open = self.conns.iter().flatten();
+        let watchers = open.clone().map(|c| c.watchers.len()).sum();
+        let watchers_behind = open
+            .clone()
+            .flat_map(|c| c.watchers.values())
+            .filter(|w| w.next.main <= current_revision)
+            .count();
+        ClientGauges {
+            connections: open.count(),
+            connections_max: self.bounds.conns_max,
+            memory_in_use_bytes: self.read_charged_bytes + self.answer_charged_bytes,
+            memory_max_bytes: self.bounds.memory_max_bytes,
+            watchers,
+            watchers_behind,
+            slow_reader_cutoffs_total: self.slow_reader_cutoffs_total,
+        }
     }
 
     /// Sends the answer to its connection if that connection still exists.
@@ -724,6 +801,7 @@ impl Clients {
             return;
         }
         log::debug!("cancelling the watches of a client that does not read them");
+        self.slow_reader_cutoffs_total += 1;
         // Its unsent frames go: the watches resume from the revision the
         // client reached, so the events among them come again; any answer
         // among them is lost with the connection, which closes once the

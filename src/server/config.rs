@@ -167,6 +167,10 @@ pub const SERVE_FLAGS: &[Flag] = &[
         "client-idle-timeout",
         "milliseconds before a silent connection with nothing pending is closed (default 300000)",
     ),
+    flag(
+        "listen-metrics-urls",
+        "extra addresses serving only /metrics and the health probes (https:// uses --cert-file)",
+    ),
 ];
 
 const fn flag(name: &'static str, help: &'static str) -> Flag {
@@ -348,6 +352,26 @@ fn check_schemes(
     Ok(())
 }
 
+/// Whether the metrics URLs speak TLS: all `https://` (with the client
+/// port's certificate, as etcd does) or none, since they share one
+/// listener set.
+fn parse_metrics_scheme(
+    get: impl Fn(&str) -> Option<String>,
+    client_tls: bool,
+) -> Result<bool, ConfigError> {
+    const FLAG: &str = "listen-metrics-urls";
+    let Some(text) = get(FLAG) else { return Ok(false) };
+    let items: Vec<&str> = text.split(',').map(str::trim).collect();
+    let https = items.iter().filter(|url| url.starts_with("https://")).count();
+    if https != 0 && https != items.len() {
+        return Err(error(FLAG, &text, "write every URL https:// or none"));
+    }
+    if https != 0 && !client_tls {
+        return Err(error(FLAG, &text, "https:// needs --cert-file and --key-file"));
+    }
+    Ok(https != 0)
+}
+
 /// Whether `--initial-cluster*` describes a new cluster or one to join.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClusterState {
@@ -416,6 +440,12 @@ pub struct Config {
     /// The operator accepts a peer port on the network without
     /// authentication.
     pub peer_insecure: bool,
+    /// `--listen-metrics-urls`: ports that answer HTTP only (`/metrics`
+    /// and the probes); empty without the flag.
+    pub listen_metrics_addrs: Vec<HostPort>,
+    /// The metrics ports speak TLS with the client port's certificate.
+    /// Invariant: only with `client_tls`.
+    pub metrics_tls: bool,
 }
 
 /// The files of peer TLS: this member's certificate and key, presented to
@@ -463,6 +493,7 @@ impl Config {
         let peer_tls = parse_peer_tls(get, switch)?;
         parse_tls_min_version(get("tls-min-version"))?;
         check_schemes(get, client_tls.is_some(), peer_tls.is_some())?;
+        let metrics_tls = parse_metrics_scheme(get, client_tls.is_some())?;
         let name = parse_name(get("name").unwrap_or_else(|| DEFAULT_NAME.to_string()))?;
         let data_dir = parse_data_dir(get("data-dir"))?;
         let listen_client_addrs = addrs_or("listen-client-urls", get, DEFAULT_CLIENT_ADDR, true)?;
@@ -550,6 +581,11 @@ impl Config {
             peer_tls,
             peer_secret_file: get("peer-secret-file").map(PathBuf::from),
             peer_insecure: switch("peer-insecure")?,
+            listen_metrics_addrs: match get("listen-metrics-urls") {
+                Some(text) => parse_addr_list("listen-metrics-urls", &text, true)?,
+                None => Vec::new(),
+            },
+            metrics_tls,
         }
         .checked()
     }

@@ -22,6 +22,8 @@
 //! - `snapshots.rs`: taking snapshots (a slice per iteration, a writer
 //!   thread) and gathering those a leader streams here.
 //! - `lease_clock.rs`: the lease deadlines' clock, limits, fresh ids.
+//! - `metrics.rs`: what the loop counts for Prometheus, and the text a
+//!   scrape gets.
 //! - `config.rs`, `dir_lock.rs`, `identity.rs`, `notify.rs`, `signal.rs`:
 //!   flags, the one process that may use the data directory, its member,
 //!   sd_notify, stop signals.
@@ -31,6 +33,7 @@
 //! - `node.rs`: the parts, start-up (recovery, bootstrap), the loop.
 //! - `ready.rs`: peer input, the `Ready` cycle, apply and its effects.
 //! - `requests.rs`: where each client request goes.
+//! - `http.rs`: the answers to the probes and to `/metrics`.
 //! - `leases.rs`, `members.rs`: lease and member requests, expiry, the
 //!   leader reconciling Raft's configuration, publishing this member.
 //!
@@ -59,11 +62,13 @@ mod clients;
 pub mod config;
 mod conn;
 mod dir_lock;
+mod http;
 mod identity;
 mod lease_clock;
 mod leases;
 mod logins;
 mod members;
+mod metrics;
 mod node;
 pub mod notify;
 mod peers;

@@ -19,8 +19,10 @@
 //!
 //! Tokens: client listeners from `LISTENER_TOKEN_BASE`, the snapshot
 //! writer's waker after them, the transport's range from
-//! `TRANSPORT_TOKEN_BASE`, client connections from `CONN_TOKEN_BASE` (slot
-//! `i` is token `CONN_TOKEN_BASE + i`).
+//! `TRANSPORT_TOKEN_BASE`, the metrics ports' listeners and connections
+//! from `METRICS_LISTENER_TOKEN_BASE` and `METRICS_CONN_TOKEN_BASE`,
+//! client connections from `CONN_TOKEN_BASE` (slot `i` is token
+//! `CONN_TOKEN_BASE + i`).
 
 use std::collections::VecDeque;
 use std::fs;
@@ -36,6 +38,7 @@ use super::config::{ClusterState, Config};
 use super::dir_lock::DirLock;
 use super::lease_clock::LeaseClock;
 use super::logins::Logins;
+use super::metrics::LoopMetrics;
 use super::notify::{Notifier, WatchdogTimer, watchdog_interval};
 use super::peers::Peers;
 use super::proposals::{Proposals, ReadWait, random_u64};
@@ -56,6 +59,17 @@ pub const TRANSPORT_TOKEN_BASE: usize = 16;
 /// Accepted peer connections: twice the peer slots plus strangers.
 pub const TRANSPORT_INBOUND_SLOTS: usize = 3 * transport::PEER_SLOTS;
 pub const CONN_TOKEN_BASE: usize = 1024;
+/// `--listen-metrics-urls` listeners: past the transport's range.
+pub const METRICS_LISTENER_TOKEN_BASE: usize = 512;
+/// Connections of the metrics ports, below the clients' range.
+pub const METRICS_CONN_TOKEN_BASE: usize = METRICS_LISTENER_TOKEN_BASE + CLIENT_LISTENERS_MAX;
+/// Connections a metrics port holds at once: a Prometheus server or two
+/// and the probes of a supervisor need a handful; the longest-idle one
+/// makes room past it.
+pub const METRICS_CONNS_MAX: usize = 32;
+/// The memory budget of the metrics ports' connections: a few answers of
+/// at most `metrics::SCRAPE_BYTES_MAX` each.
+pub const METRICS_MEMORY_BYTES_MAX: usize = 4 << 20;
 /// Events taken from one poll.
 const EVENTS_CAPACITY: usize = 1024;
 /// Keys a pending compaction drops per iteration, so it never stalls the loop.
@@ -80,6 +94,8 @@ pub struct Node {
     /// The worker that checks and hashes passwords off the loop.
     pub(super) logins: Logins,
     pub(super) clients: Clients,
+    /// `--listen-metrics-urls`: connections that get HTTP answers only.
+    pub(super) metrics_port: Option<Clients>,
     /// Requests read from clients and not yet handled; empty between events.
     pub(super) intake: Intake,
     /// Ranges ready to serve whose connections have no room for an answer
@@ -113,6 +129,8 @@ pub struct Node {
     /// Work is left that the next iteration should do without sleeping.
     pub(super) busy: bool,
     pub(super) loop_time: LoopTime,
+    /// What the loop counts for `/metrics`.
+    pub(super) metrics: LoopMetrics,
     pub(super) stopping: bool,
     /// This member has been in the applied member table (so its absence
     /// later means it was removed).
@@ -164,6 +182,7 @@ impl Node {
         let waker = Waker::new(poll.registry(), Token(SNAPSHOT_WAKER_TOKEN))
             .map_err(|e| ServeError::io("create the snapshot waker", e))?;
         let clients = start_clients(&config, &poll)?;
+        let metrics_port = start_metrics_port(&config, &poll)?;
         let peers = Peers::new(start_transport(&config, &poll, now)?, config.member_id);
         let (notifier, watchdog) = start_notifier(now)?;
         let status = raft.status();
@@ -203,6 +222,12 @@ impl Node {
             next_publish: now,
             busy: false,
             loop_time: LoopTime::new(now),
+            // A leader known at start (a lone voter elects itself in
+            // `new`) is the first one seen, as etcd counts it.
+            metrics: LoopMetrics {
+                leader_changes_seen_total: u64::from(status.leader_id != 0),
+                ..LoopMetrics::default()
+            },
             stopping: false,
             seen_in_table: false,
             tls_files: TlsFiles::new(&config, now),
@@ -211,6 +236,7 @@ impl Node {
             raft,
             state,
             clients,
+            metrics_port,
             peers,
             lease_clock,
             notifier,
@@ -229,6 +255,11 @@ impl Node {
         let addrs: Vec<String> =
             self.config.listen_client_addrs.iter().map(ToString::to_string).collect();
         log::info!("serving clients on {}", addrs.join(", "));
+        if !self.config.listen_metrics_addrs.is_empty() {
+            let metrics: Vec<String> =
+                self.config.listen_metrics_addrs.iter().map(ToString::to_string).collect();
+            log::info!("serving /metrics and health probes on {}", metrics.join(", "));
+        }
         loop {
             let timeout = self.poll_timeout(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
@@ -252,34 +283,49 @@ impl Node {
                 return self.shutdown();
             }
             self.iteration(now)?;
-            self.loop_time.record(now.elapsed(), now);
+            let took = now.elapsed();
+            self.loop_time.record(took, now);
+            self.metrics.loop_iteration.observe(took);
         }
     }
 
     fn dispatch(&mut self, token: Token, now: Instant) {
-        let health = self.health();
         let registry = self.poll.registry();
         let mut intake = std::mem::take(&mut self.intake);
         if let Some(listener) = self.clients.listener_of(token) {
-            self.clients.accept(listener, registry, health, now, &mut intake);
+            self.clients.accept(listener, registry, now, &mut intake);
         } else if self.peers.owns(token) {
             self.peers.transport_mut().handle_event(registry, token, now);
         } else if let Some(slot) = self.clients.slot_of(token) {
-            self.clients.service(slot, registry, health, &mut intake);
+            self.clients.service(slot, registry, &mut intake);
             self.handle_intake(intake);
             self.clients.flush(slot, self.poll.registry());
             return;
+        } else if let Some(port) = self.metrics_port.as_mut() {
+            // HTTP only: nothing reaches the intake, the asks are answered
+            // by `handle_intake` below.
+            if let Some(listener) = port.listener_of(token) {
+                port.accept(listener, registry, now, &mut intake);
+            } else if let Some(slot) = port.slot_of(token) {
+                port.service(slot, registry, &mut intake);
+            }
         }
         self.handle_intake(intake);
+        if let Some(port) = self.metrics_port.as_mut() {
+            port.flush_all(self.poll.registry());
+        }
     }
 
     /// Handles the requests read, then keeps the emptied buffer for the
     /// next read: one allocation for the node's life, not one per event.
+    /// HTTP requests are answered here too, before anything is flushed
+    /// (the invariant of `Clients::take_http_asks`).
     fn handle_intake(&mut self, mut intake: Intake) {
         for (waiter, request) in intake.drain(..) {
             self.handle_request(waiter, request);
         }
         self.intake = intake;
+        self.answer_http_asks();
     }
 
     fn iteration(&mut self, now: Instant) -> Result<(), ServeError> {
@@ -291,7 +337,7 @@ impl Node {
             self.tick(now);
         }
         let mut intake = std::mem::take(&mut self.intake);
-        self.clients.resume_paused(self.poll.registry(), self.health(), &mut intake);
+        self.clients.resume_paused(self.poll.registry(), &mut intake);
         self.handle_intake(intake);
         self.finish_logins();
         self.maybe_publish(now);
@@ -316,6 +362,7 @@ impl Node {
             self.clients.notify_progress(self.state.store(), self.header());
         }
         let expired = self.proposals.expire(now);
+        self.metrics.proposals_failed_total += expired.len() as u64;
         self.clients.answer_all(expired);
         let compacting = self.compact_step();
         let conf = self.raft.conf_state().clone();
@@ -351,6 +398,9 @@ impl Node {
         self.next_tick = (self.next_tick + self.tick_interval).max(now);
         self.tick_leases(now);
         self.clients.expire(now, self.poll.registry());
+        if let Some(port) = self.metrics_port.as_mut() {
+            port.expire(now, self.poll.registry());
+        }
         // Peers whose names the resolver could not take yet are asked again.
         self.follow_members(None);
     }
@@ -359,8 +409,10 @@ impl Node {
     fn propose(&mut self, now: Instant) {
         let payload_max_bytes = self.raft.storage().wal.payload_max_bytes();
         let refused = self.proposals.propose_writes(&mut self.raft, payload_max_bytes, now);
+        self.metrics.proposals_failed_total += refused.len() as u64;
         self.clients.answer_all(refused);
         let refused = self.proposals.ask_read_index(&mut self.raft, now);
+        self.metrics.proposals_failed_total += refused.len() as u64;
         self.clients.answer_all(refused);
     }
 
@@ -528,11 +580,47 @@ fn start_clients(config: &Config, poll: &Poll) -> Result<Clients, ServeError> {
         share_bytes: usize::try_from(config.client_share_bytes()).unwrap_or(usize::MAX),
         response_max_bytes: config.max_response_bytes.max(proto::MIN_FRAME_BYTES),
     };
-    let mut clients = Clients::new(tokens, bind_clients(config, poll)?, params, limits, bounds);
+    let listeners = bind_clients(&config.listen_client_addrs, LISTENER_TOKEN_BASE, poll)?;
+    let mut clients = Clients::new(tokens, listeners, params, limits, bounds);
     if let Some(files) = &config.client_tls {
         clients.set_tls(files.load().map_err(|e| ServeError::Config(e.to_string()))?);
     }
     Ok(clients)
+}
+
+/// The ports of `--listen-metrics-urls`, if any: HTTP only, with the
+/// client port's certificate when they are `https://`.
+fn start_metrics_port(config: &Config, poll: &Poll) -> Result<Option<Clients>, ServeError> {
+    if config.listen_metrics_addrs.is_empty() {
+        return Ok(None);
+    }
+    let params = ServerParams {
+        min_version: proto::PROTOCOL_VERSION,
+        max_version: proto::PROTOCOL_VERSION,
+        max_frame_bytes: proto::MIN_FRAME_BYTES,
+        cluster_id: config.cluster_id,
+        member_id: config.member_id,
+    };
+    let tokens = clients::Tokens {
+        listener_base: METRICS_LISTENER_TOKEN_BASE,
+        conn_base: METRICS_CONN_TOKEN_BASE,
+    };
+    let bounds = ClientLimits {
+        conns_max: METRICS_CONNS_MAX,
+        idle_timeout: Duration::from_millis(config.client_idle_timeout_ms),
+        memory_max_bytes: METRICS_MEMORY_BYTES_MAX,
+        share_bytes: METRICS_MEMORY_BYTES_MAX / 2,
+        response_max_bytes: proto::MIN_FRAME_BYTES,
+    };
+    let listeners = bind_clients(&config.listen_metrics_addrs, METRICS_LISTENER_TOKEN_BASE, poll)?;
+    let mut port = Clients::new(tokens, listeners, params, proto::Limits::default(), bounds);
+    port.serve_http_only();
+    if config.metrics_tls
+        && let Some(files) = &config.client_tls
+    {
+        port.set_tls(files.load().map_err(|e| ServeError::Config(e.to_string()))?);
+    }
+    Ok(Some(port))
 }
 
 fn raft_config(config: &Config, applied: u64) -> raft::Config {
@@ -615,9 +703,13 @@ fn initial_members(config: &Config) -> Vec<MemberRecord> {
     members.collect()
 }
 
-fn bind_clients(config: &Config, poll: &Poll) -> Result<Vec<TcpListener>, ServeError> {
+fn bind_clients(
+    addrs: &[super::config::HostPort],
+    token_base: usize,
+    poll: &Poll,
+) -> Result<Vec<TcpListener>, ServeError> {
     let mut listeners = Vec::new();
-    for host_port in &config.listen_client_addrs {
+    for host_port in addrs {
         let addrs = host_port.resolve().map_err(|e| ServeError::io("resolve a client URL", e))?;
         for addr in addrs {
             if listeners.len() == CLIENT_LISTENERS_MAX {
@@ -625,7 +717,7 @@ fn bind_clients(config: &Config, poll: &Poll) -> Result<Vec<TcpListener>, ServeE
             }
             let mut listener = TcpListener::bind(addr)
                 .map_err(|e| ServeError::io(&format!("bind client address {addr}"), e))?;
-            let token = Token(LISTENER_TOKEN_BASE + listeners.len());
+            let token = Token(token_base + listeners.len());
             poll.registry()
                 .register(&mut listener, token, Interest::READABLE)
                 .map_err(|e| ServeError::io("register a listener", e))?;

@@ -93,6 +93,14 @@ impl Proposals {
         }
     }
 
+    /// Writes and linearizable reads waiting for Raft: proposed and not
+    /// applied, or in a read round not yet confirmed or served.
+    pub fn pending_count(&self) -> usize {
+        let rounds: usize = self.read_rounds.values().map(|r| r.reads.len()).sum();
+        let ready: usize = self.reads_ready.iter().map(|(_, reads)| reads.len()).sum();
+        self.pending_writes.len() + self.unproposed.len() + self.unread.len() + rounds + ready
+    }
+
     /// A write for this iteration's batch, recorded as `caller`'s.
     pub fn queue_write(&mut self, waiter: Waiter, op: Op, caller: Caller) {
         self.unproposed.push((waiter, op, caller));

@@ -19,10 +19,11 @@
 use std::time::Instant;
 
 use super::ServeError;
+use super::metrics::SLOW_APPLY;
 use super::node::Node;
 use super::peers::is_member;
 use super::snapshots::{Received, restore_from_file};
-use crate::proto::ErrorCode;
+use crate::proto::{ErrorCode, Response, ResponseOp};
 use crate::raft::{Entry, Message, MessageKind, Ready, SnapshotMeta};
 use crate::state::{Effect, Restorer};
 use crate::transport::StreamEvent;
@@ -122,6 +123,7 @@ impl Node {
             return;
         }
         log::info!("leader is now {:016x} (term {})", soft.leader_id, self.term);
+        self.metrics.leader_changes_seen_total += u64::from(soft.leader_id != 0);
         let had_leader = self.leader_id != 0;
         self.leader_id = soft.leader_id;
         if self.leader_id == self.config.member_id {
@@ -129,6 +131,7 @@ impl Node {
         }
         if had_leader {
             let failed = self.proposals.fail_reads(ErrorCode::LeaderChanged);
+            self.metrics.proposals_failed_total += failed.len() as u64;
             self.clients.answer_all(failed);
         }
     }
@@ -140,6 +143,8 @@ impl Node {
                 self.send_snapshot(message);
             } else if let Err(e) = self.peers.transport_mut().send(to, &message) {
                 log::trace!("message to {to:016x} dropped: {e:?}");
+                let heartbeat = message.kind == MessageKind::Heartbeat;
+                self.metrics.heartbeat_send_failures_total += u64::from(heartbeat);
             }
         }
     }
@@ -175,11 +180,15 @@ impl Node {
             storage.wal.save_snapshot_marker(&snapshot.meta).map_err(ServeError::Wal)?;
         }
         storage.wal.append(&ready.entries).map_err(ServeError::Wal)?;
+        let payload_bytes: usize = ready.entries.iter().map(|e| e.data.len()).sum();
+        self.metrics.wal_payload_bytes_total += payload_bytes as u64;
         if let Some(hard_state) = &ready.hard_state {
             storage.wal.set_hard_state(hard_state).map_err(ServeError::Wal)?;
         }
         if ready.must_sync {
+            let started = Instant::now();
             storage.wal.sync().map_err(ServeError::Wal)?;
+            self.metrics.wal_fsync.observe(started.elapsed());
         }
         Ok(())
     }
@@ -212,8 +221,13 @@ impl Node {
     /// Applies one committed entry: the state machine changes, the client
     /// that waits here (if any) is answered, and its effect carried out.
     fn apply_entry(&mut self, entry: &Entry) {
-        let now_ms = self.lease_clock.now_ms(Instant::now());
+        let started = Instant::now();
+        let now_ms = self.lease_clock.now_ms(started);
         let applied = self.state.apply(entry, now_ms, self.term);
+        self.metrics.slow_applies_total += u64::from(started.elapsed() > SLOW_APPLY);
+        if let Some(Ok(response)) = applied.answer.as_ref().map(|a| &a.result) {
+            self.count_applied(response);
+        }
         if let Some(reply) = applied.answer.and_then(|a| self.proposals.complete(a)) {
             self.clients.answer(reply.0, reply.1);
         }
@@ -222,6 +236,21 @@ impl Node {
             Some(Effect::MembersChanged { moved }) => self.follow_members(moved),
             Some(Effect::ConfChanged) => self.follow_members(None),
             Some(Effect::AuthChanged) => self.recheck_watches(),
+        }
+    }
+
+    /// Counts what an applied answer did, as etcd's mvcc counters do:
+    /// every put, delete and range, inside transactions too.
+    fn count_applied(&mut self, response: &Response) {
+        let metrics = &mut self.metrics;
+        match response {
+            Response::Put(_) => metrics.puts_total += 1,
+            Response::DeleteRange(_) => metrics.deletes_total += 1,
+            Response::Txn(txn) => {
+                metrics.txns_total += 1;
+                count_ops(&txn.responses, metrics);
+            }
+            _ => {}
         }
     }
 
@@ -238,6 +267,19 @@ impl Node {
         self.caught_up_since_start |= !due.is_empty();
         for read in due {
             self.serve_range(read);
+        }
+    }
+}
+
+/// Adds the operations of a transaction's branch (and its nested ones).
+/// Depth is bounded: a transaction was decoded within the txn budget.
+fn count_ops(ops: &[ResponseOp], metrics: &mut super::metrics::LoopMetrics) {
+    for op in ops {
+        match op {
+            ResponseOp::Range(_) => metrics.ranges_total += 1,
+            ResponseOp::Put(_) => metrics.puts_total += 1,
+            ResponseOp::DeleteRange(_) => metrics.deletes_total += 1,
+            ResponseOp::Txn(nested) => count_ops(&nested.responses, metrics),
         }
     }
 }

@@ -105,6 +105,7 @@ impl Node {
         let result = self
             .check_read(read.waiter, &read.request)
             .and_then(|()| self.range_now(&read.request, max_bytes));
+        self.metrics.ranges_total += u64::from(result.is_ok());
         self.range_bytes_this_iteration += built_bytes(&result, max_bytes);
         self.clients.answer(read.waiter, result);
     }

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use mio::Waker;
 
 use super::ServeError;
+use super::metrics::{Histogram, LOOP_BUCKETS_SECONDS};
 use crate::mvcc::{IMAGE_MAX_FIELD_BYTES, LiveImage, Store};
 use crate::raft::{ConfState, Message, MessageKind, SnapshotMeta};
 use crate::snap::{SnapDir, SnapError, SnapWriter};
@@ -56,11 +57,19 @@ pub struct Snapshots {
     waker: Arc<Waker>,
     /// `--snapshot-count`.
     count: u64,
+    /// How long building each slice of an image held the loop.
+    slice_time: Histogram,
 }
 
 impl Snapshots {
     pub fn new(index: u64, waker: Arc<Waker>, count: u64) -> Snapshots {
-        Snapshots { index, job: None, waker, count }
+        let slice_time = Histogram::new(&LOOP_BUCKETS_SECONDS);
+        Snapshots { index, job: None, waker, count, slice_time }
+    }
+
+    /// The time each slice of an image took to build, for `/metrics`.
+    pub fn slice_time(&self) -> &Histogram {
+        &self.slice_time
     }
 
     /// A snapshot from the leader was applied at `index`.
@@ -167,6 +176,7 @@ impl Snapshots {
             }
         };
         let elapsed = started.elapsed();
+        self.slice_time.observe(elapsed);
         let bytes = if let Slice::Data(bytes) = &slice { bytes.len() } else { 0 };
         log::debug!("snapshot slice: {bytes} bytes in {} us", elapsed.as_micros());
         (job.slices, job.bytes) = (job.slices + 1, job.bytes + bytes as u64);
@@ -277,6 +287,12 @@ pub struct Received {
 }
 
 impl SnapshotInbox {
+    /// Whether a snapshot from the leader is being received or waits to
+    /// be applied.
+    pub fn in_progress(&self) -> bool {
+        self.incoming.is_some() || self.staged.is_some()
+    }
+
     /// Takes one stream event. `restorer` starts the decoding of a new
     /// snapshot at (index, term). A snapshot that is now whole comes back.
     pub fn event(

@@ -99,6 +99,8 @@ pub(crate) struct Inbound {
     stream: Option<InStream>,
     /// Reading stopped because the inbox was full, before `WouldBlock`.
     pub paused: bool,
+    /// Frame bytes read since the member proved who it is.
+    pub received_bytes: u64,
 }
 
 impl Inbound {
@@ -117,6 +119,7 @@ impl Inbound {
             decoder: FrameDecoder::new(config.frame_bytes_max),
             stream: None,
             paused: false,
+            received_bytes: 0,
         }
     }
 
@@ -251,7 +254,7 @@ impl Inbound {
             }
             match self.decoder.fill(&mut self.conn) {
                 Ok(0) => return Err(Close::Eof),
-                Ok(_) => {}
+                Ok(read) => self.received_bytes += read as u64,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.paused = false;

@@ -346,6 +346,9 @@ pub struct PeerStatus {
     pub queued_bytes: usize,
     /// An accepted connection from this peer has completed its handshake.
     pub inbound: bool,
+    /// Bytes written to this peer, and read from it, since start.
+    pub sent_bytes_total: u64,
+    pub received_bytes_total: u64,
 }
 
 /// Peer connections for one member, generic over the message type.
@@ -656,6 +659,8 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
             queued_messages: peer.queue.message_count(),
             queued_bytes: peer.queue.message_bytes(),
             inbound,
+            sent_bytes_total: peer.sent_bytes_total,
+            received_bytes_total: peer.received_bytes_total,
         })
     }
 
@@ -757,7 +762,16 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
 
     fn read_inbound(&mut self, slot: usize) -> Result<(), Close> {
         let conn = self.inbound[slot].as_mut().expect("slot in use");
-        conn.read_frames(&mut self.inbox, &self.config)
+        let before = conn.received_bytes;
+        let result = conn.read_frames(&mut self.inbox, &self.config);
+        let read = conn.received_bytes - before;
+        if let Some(from) = conn.from
+            && let Ok(at) = self.peer_slot(from)
+            && let Some(peer) = self.peers[at].as_mut()
+        {
+            peer.received_bytes_total += read;
+        }
+        result
     }
 
     /// A member has one outbound connection; a new one from it means the old

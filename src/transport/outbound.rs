@@ -239,6 +239,10 @@ pub(crate) struct Peer {
     pub failures: u32,
     pub dials: u64,
     pub stream: Option<OutStream>,
+    /// Bytes written to its connections since start.
+    pub sent_bytes_total: u64,
+    /// Bytes read from its connections to us since start.
+    pub received_bytes_total: u64,
 }
 
 impl Peer {
@@ -254,6 +258,8 @@ impl Peer {
             failures: 0,
             dials: 0,
             stream: None,
+            sent_bytes_total: 0,
+            received_bytes_total: 0,
         }
     }
 
@@ -380,6 +386,7 @@ impl Peer {
         conn.flush_tls().map_err(Failure::Io)?;
         let queue = &mut self.queue;
         let mut flushed = flush_queue(conn, queue, &mut self.stream, self.id, config, outcomes)?;
+        self.sent_bytes_total += flushed.bytes;
         flushed.blocked |= conn.wants_write();
         // The stall clock restarts with every write that moved bytes.
         *blocked_since = match (flushed.blocked, flushed.wrote_any, *blocked_since) {
@@ -531,6 +538,7 @@ fn check_silent(conn: &mut Stream) -> Result<(), Failure> {
 /// What one `flush_queue` achieved.
 struct Flushed {
     wrote_any: bool,
+    bytes: u64,
     /// Frames are left and the socket would block.
     blocked: bool,
 }
@@ -546,13 +554,15 @@ fn flush_queue(
     outcomes: &mut Vec<StreamOutcome>,
 ) -> Result<Flushed, Failure> {
     let mut wrote_any = false;
+    let mut bytes = 0;
     loop {
         top_up_stream(queue, stream, peer, config.chunk_bytes, outcomes);
         if queue.is_empty() {
-            return Ok(Flushed { wrote_any, blocked: false });
+            return Ok(Flushed { wrote_any, bytes, blocked: false });
         }
         let written = queue.write_to(conn).map_err(Failure::Io)?;
         wrote_any |= written.bytes > 0;
+        bytes += written.bytes as u64;
         if let Some(s) = stream.as_mut()
             && written.stream_frame
         {
@@ -563,7 +573,7 @@ fn flush_queue(
             outcomes.push(StreamOutcome { to: peer, stream: s.id, result: Ok(s.sent_bytes) });
         }
         if written.blocked {
-            return Ok(Flushed { wrote_any, blocked: true });
+            return Ok(Flushed { wrote_any, bytes, blocked: true });
         }
     }
 }

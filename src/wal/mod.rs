@@ -225,6 +225,9 @@ pub struct Wal {
     fail_next_sync: bool,
     repaired: Option<TornTail>,
     hook: Option<StepHook>,
+    /// Bytes of records (entries, hard states, markers, seals, pads)
+    /// written since open: what the disk was asked to take.
+    written_bytes_total: u64,
 }
 
 impl Wal {
@@ -297,6 +300,7 @@ impl Wal {
             fail_next_sync: false,
             repaired: recovered.torn,
             hook: None,
+            written_bytes_total: 0,
         }
     }
 
@@ -512,6 +516,7 @@ impl Wal {
         let seq = segment.seq;
         encode_record(&mut segment.bytes_mut()[offset..], seq, offset, new);
         self.write_offset += size_bytes;
+        self.written_bytes_total += size_bytes as u64;
         Ok((seq, offset))
     }
 
@@ -527,8 +532,9 @@ impl Wal {
             let offset = self.write_offset;
             let segment = self.segments.back_mut().expect("invariant: at least one segment");
             let seq = segment.seq;
-            self.write_offset +=
-                encode_record(&mut segment.bytes_mut()[offset..], seq, offset, &seal);
+            let seal_bytes = encode_record(&mut segment.bytes_mut()[offset..], seq, offset, &seal);
+            self.write_offset += seal_bytes;
+            self.written_bytes_total += seal_bytes as u64;
             self.sync_tail()?;
             self.sealed = true;
         }
@@ -594,7 +600,9 @@ impl Wal {
         };
         let segment = self.segments.back_mut().expect("invariant: at least one segment");
         let seq = segment.seq;
-        self.write_offset += encode_record(&mut segment.bytes_mut()[offset..], seq, offset, &pad);
+        let pad_bytes = encode_record(&mut segment.bytes_mut()[offset..], seq, offset, &pad);
+        self.write_offset += pad_bytes;
+        self.written_bytes_total += pad_bytes as u64;
     }
 
     /// Test hook: makes the next sync fail with EIO, as a dying disk would,
@@ -682,6 +690,18 @@ impl Wal {
     /// Number of spare segments kept for recycling.
     pub fn spare_count(&self) -> usize {
         self.spares.len()
+    }
+
+    /// Bytes of records written since open, pads to page boundaries and
+    /// segment seals included: set against the payload bytes handed in,
+    /// the WAL's write amplification.
+    pub fn written_bytes_total(&self) -> u64 {
+        self.written_bytes_total
+    }
+
+    /// The length of every segment file.
+    pub fn segment_size_bytes(&self) -> u64 {
+        self.config.segment_size_bytes
     }
 
     /// Leading segments (never the last) whose entries are all `<= limit`:
