@@ -22,6 +22,9 @@
 //! - `snapshots.rs`: taking snapshots (a slice per iteration, a writer
 //!   thread) and gathering those a leader streams here.
 //! - `lease_clock.rs`: the lease deadlines' clock, limits, fresh ids.
+//! - `backups.rs`: requests that wait for a snapshot taken now (backups
+//!   streamed to clients, defragmentation) and the backup streams;
+//!   `leader_moves.rs`: move-leader requests waiting for their target.
 //! - `config.rs`, `dir_lock.rs`, `identity.rs`, `notify.rs`, `signal.rs`:
 //!   flags, the one process that may use the data directory, its member,
 //!   sd_notify, stop signals.
@@ -30,9 +33,14 @@
 //! which imports `node.rs` and none of which `node.rs` imports):
 //! - `node.rs`: the parts, start-up (recovery, bootstrap), the loop.
 //! - `ready.rs`: peer input, the `Ready` cycle, apply and its effects.
-//! - `requests.rs`: where each client request goes.
+//! - `requests.rs`: where each client request goes, and the maintenance
+//!   requests (snapshot, move-leader, defragment).
 //! - `leases.rs`, `members.rs`: lease and member requests, expiry, the
 //!   leader reconciling Raft's configuration, publishing this member.
+//!
+//! `restore.rs` builds a new member's data directory from a backup file
+//! (`ember snapshot restore`), offline, with the same bootstrap as a new
+//! cluster's.
 //!
 //! Start-up: lock the data directory (`dir_lock.rs`), check its identity
 //! (`identity.rs`), open the WAL (recovering a torn tail), open the
@@ -55,11 +63,13 @@
 //! retries a sync whose pages may be gone.
 
 mod auth;
+mod backups;
 mod clients;
 pub mod config;
 mod conn;
 mod dir_lock;
 mod identity;
+mod leader_moves;
 mod lease_clock;
 mod leases;
 mod logins;
@@ -70,6 +80,7 @@ mod peers;
 mod proposals;
 mod ready;
 mod requests;
+pub mod restore;
 mod signal;
 mod snapshots;
 mod watch;

@@ -56,11 +56,20 @@ pub struct Snapshots {
     waker: Arc<Waker>,
     /// `--snapshot-count`.
     count: u64,
+    /// A snapshot covering this index was asked for (a backup, a
+    /// defragmentation): one starts as soon as none running covers it.
+    wanted_index: u64,
 }
 
 impl Snapshots {
     pub fn new(index: u64, waker: Arc<Waker>, count: u64) -> Snapshots {
-        Snapshots { index, job: None, waker, count }
+        Snapshots { index, job: None, waker, count, wanted_index: 0 }
+    }
+
+    /// Asks for a snapshot covering `index` (at most the applied index)
+    /// now, whatever `--snapshot-count` says.
+    pub fn want(&mut self, index: u64) {
+        self.wanted_index = self.wanted_index.max(index);
     }
 
     /// A snapshot from the leader was applied at `index`.
@@ -85,7 +94,8 @@ impl Snapshots {
             return Ok(());
         }
         let since_snapshot = state.applied_index().saturating_sub(self.index);
-        if !snapshot_due(since_snapshot, self.count, storage.wal.segment_count()) {
+        let wanted = self.wanted_index > self.index;
+        if !wanted && !snapshot_due(since_snapshot, self.count, storage.wal.segment_count()) {
             return Ok(());
         }
         self.start(state, storage, conf_state)
