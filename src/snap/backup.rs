@@ -4,8 +4,11 @@
 //! ```text
 //!  0         8         12           16
 //!  | magic   | version | header_len | header (postcard BackupHeader)
-//!  | payload (header.payload_bytes) ...            | sha256 of all bytes before |
+//!  | zero padding | payload (header.payload_bytes) | sha256 of all bytes before |
 //! ```
+//!
+//! `header_len` counts the header and the zeros after it, which make head
+//! and payload end on a multiple of 512 bytes (see `ALIGN_BYTES`).
 //!
 //! Integers little-endian; the payload is the snapshot payload the member's
 //! own snapshot file holds (opaque here: `state::image` describes it), and
@@ -31,7 +34,13 @@ pub const BACKUP_FORMAT_VERSION: u32 = 1;
 const PREAMBLE_BYTES: usize = 16;
 /// SHA-256.
 pub const BACKUP_HASH_BYTES: usize = 32;
-/// A header is five integers; more than this is damage.
+/// Head and payload end on a multiple of this, so the whole file is 32
+/// bytes past one, as etcd's (a bbolt file of 512-byte multiples, then its
+/// SHA-256): etcdctl's `snapshot save` takes a stream of another length
+/// for one without a hash, and refuses it.
+const ALIGN_BYTES: u64 = 512;
+/// A header is five integers and at most `ALIGN_BYTES` of padding; more
+/// than this is damage.
 const HEADER_MAX_BYTES: usize = 1 << 10;
 /// Bytes read per step while hashing or handing out the payload.
 const READ_BUFFER_BYTES: usize = 256 << 10;
@@ -108,9 +117,13 @@ impl std::fmt::Display for BackupError {
 
 impl std::error::Error for BackupError {}
 
-/// The bytes before the payload.
+/// The bytes before the payload: the header, then zeros up to where the
+/// payload ends on a multiple of `ALIGN_BYTES`.
 pub fn encode_head(header: &BackupHeader) -> Vec<u8> {
-    let body = postcard::to_stdvec(header).expect("a backup header always encodes");
+    let mut body = postcard::to_stdvec(header).expect("a backup header always encodes");
+    let unpadded = (PREAMBLE_BYTES + body.len()) as u64 + header.payload_bytes;
+    let pad = (ALIGN_BYTES - unpadded % ALIGN_BYTES) % ALIGN_BYTES;
+    body.resize(body.len() + pad as usize, 0);
     let mut out = Vec::with_capacity(PREAMBLE_BYTES + body.len());
     out.extend_from_slice(&BACKUP_MAGIC);
     out.extend_from_slice(&BACKUP_FORMAT_VERSION.to_le_bytes());
@@ -280,6 +293,7 @@ mod tests {
         };
         let mut bytes = encode_head(&header);
         bytes.extend_from_slice(payload);
+        assert_eq!(bytes.len() % ALIGN_BYTES as usize, 0);
         let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
         bytes.extend_from_slice(digest.as_ref());
         assert_eq!(bytes.len() as u64, file_bytes(encode_head(&header).len(), &header));
