@@ -303,3 +303,28 @@ fn defrag_releases_the_log_while_writes_go_on() {
     let said = ok(&endpoint, &["defrag", "--cluster"]);
     assert!(said.starts_with("Finished defragmenting"), "{said}");
 }
+
+#[test]
+fn with_auth_on_only_root_saves_moves_the_leader_or_defragments() {
+    let (cluster, endpoint) = support::cli::node::single("backup-auth");
+    ok(&endpoint, &["user", "add", "root", "--new-user-password", "pw"]);
+    ok(&endpoint, &["user", "grant-role", "root", "root"]);
+    ok(&endpoint, &["user", "add", "alice:apw"]);
+    ok(&endpoint, &["auth", "enable"]);
+    let file = cluster.dir.join("alice.db");
+    let file_arg = file.to_str().unwrap();
+    for args in [
+        vec!["--user", "alice:apw", "snapshot", "save", file_arg],
+        vec!["--user", "alice:apw", "defrag"],
+        vec!["--user", "alice:apw", "move-leader", "1234"],
+    ] {
+        let output = ember(&endpoint, &args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let said = stderr(&output);
+        assert!(said.contains("etcdserver: permission denied"), "{args:?}: {said}");
+        assert!(!file.exists() && !Path::new(&format!("{file_arg}.part")).exists());
+    }
+    ok(&endpoint, &["--user", "root:pw", "snapshot", "save", file_arg]);
+    let status = ok("127.0.0.1:1", &["snapshot", "status", file_arg, "-w", "json"]);
+    assert!(status.starts_with("{\"hash\":"), "{status}");
+}
