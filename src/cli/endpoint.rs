@@ -105,6 +105,16 @@ fn cluster_endpoints(config: &Config) -> Result<(Vec<String>, Vec<Unlisted>), Cl
     Ok((endpoints, unlisted))
 }
 
+/// Every member's client address as the cluster lists them, then those of
+/// `--endpoints` not among them (`--cluster` of other commands).
+pub(crate) fn cluster_client_urls(config: &Config) -> Result<Vec<String>, CliError> {
+    let (endpoints, unlisted) = cluster_endpoints(config)?;
+    for (name, id) in &unlisted {
+        eprintln!("ember: member {name} ({id:x}) lists no client address; it is skipped");
+    }
+    Ok(endpoints)
+}
+
 /// A client for one endpoint of the list, with the list's timeouts.
 fn one_endpoint(config: &Config, endpoint: &str) -> Result<Client, ClientError> {
     let mut single = config.clone();

@@ -20,6 +20,7 @@ pub mod kv;
 pub mod lease;
 pub mod output;
 pub mod serve;
+pub mod snapshot;
 pub mod txn;
 pub mod watch;
 
@@ -305,6 +306,36 @@ const COMMANDS: &[Command] = &[
                    ember endpoint hashkv --cluster --rev 42",
         flags: endpoint::ENDPOINT_FLAGS,
         run: endpoint::run_endpoint,
+    },
+    Command {
+        name: "snapshot",
+        summary: "save a backup from a member, show a backup's status, restore one",
+        usage: "ember snapshot save FILE | status FILE [-w simple|json|fields|table] | \
+                restore FILE --name N --initial-cluster N=URL,... --initial-cluster-token T \
+                --initial-advertise-peer-urls URL --data-dir DIR",
+        examples: "ember --endpoints 10.0.0.2:7379 snapshot save backup.db\n\
+                   ember snapshot status backup.db -w table\n\
+                   ember snapshot restore backup.db --name a --data-dir a.ember \
+                   --initial-cluster a=http://10.0.0.1:7380 --initial-cluster-token new \
+                   --initial-advertise-peer-urls http://10.0.0.1:7380",
+        flags: snapshot::SNAPSHOT_FLAGS,
+        run: snapshot::run_snapshot,
+    },
+    Command {
+        name: "move-leader",
+        summary: "hand the leadership to another voter",
+        usage: "ember move-leader MEMBER_ID (hex, as member list prints it)",
+        examples: "ember --endpoints a:7379,b:7379,c:7379 move-leader 8e9e05c52164694d",
+        flags: &[],
+        run: snapshot::run_move_leader,
+    },
+    Command {
+        name: "defrag",
+        summary: "snapshot each member now and release the WAL the snapshot covers",
+        usage: "ember defrag [--cluster]",
+        examples: "ember defrag\nember --endpoints a:7379 defrag --cluster",
+        flags: snapshot::DEFRAG_FLAGS,
+        run: snapshot::run_defrag,
     },
     Command {
         name: "completion",

@@ -426,6 +426,9 @@ fn answers(request: &Request, response: &Response) -> bool {
             | (Q::RoleDelete(_), A::RoleDelete(_))
             | (Q::RoleGrantPermission(_), A::RoleGrantPermission(_))
             | (Q::RoleRevokePermission(_), A::RoleRevokePermission(_))
+            | (Q::Snapshot(_), A::Snapshot(_))
+            | (Q::MoveLeader(_), A::MoveLeader(_))
+            | (Q::Defragment, A::Defragment(_))
     )
 }
 
@@ -561,6 +564,65 @@ impl Client {
     /// `revision` (0: its newest), as etcd's HashKV.
     pub fn hash_kv(&mut self, revision: i64) -> Result<HashKvResponse, ClientError> {
         typed_call!(self, Request::HashKv(HashKvRequest { revision }), Response::HashKv)
+    }
+
+    /// Opens a backup stream on the member of the current connection (or
+    /// the first that answers): it takes a snapshot now, which may take
+    /// up to `wait`, and answers with the stream's first piece. The rest
+    /// comes from `snapshot_next` on the same connection.
+    pub fn snapshot_open(&mut self, wait: Duration) -> Result<SnapshotResponse, ClientError> {
+        let command_timeout = self.config.command_timeout;
+        self.config.command_timeout = command_timeout.max(wait);
+        let answer = self.request(&Request::Snapshot(SnapshotRequest { stream_id: 0 }));
+        self.config.command_timeout = command_timeout;
+        match answer? {
+            Response::Snapshot(piece) => Ok(piece),
+            other => unreachable!("check_variant let {other:?} through"),
+        }
+    }
+
+    /// The next piece of backup stream `stream_id`. Never fails over: the
+    /// stream lives on the connection that opened it, so a lost connection
+    /// ends the backup.
+    pub fn snapshot_next(&mut self, stream_id: u64) -> Result<SnapshotResponse, ClientError> {
+        let deadline = Instant::now() + self.config.command_timeout;
+        let request = Request::Snapshot(SnapshotRequest { stream_id });
+        let Some(connection) = self.connection.as_mut() else {
+            return Err(ClientError::ConnectionLost {
+                endpoint: self.config.endpoints[self.next_endpoint].clone(),
+                cause: "the backup stream's connection is gone".to_string(),
+            });
+        };
+        match call(connection, &request, deadline) {
+            Ok(Response::Snapshot(piece)) => Ok(piece),
+            Ok(other) => unreachable!("check_variant let {other:?} through"),
+            Err(failure) => {
+                self.drop_connection();
+                Err(failure.into_error())
+            }
+        }
+    }
+
+    /// Hands the leadership to voter `target_id`; the member asked must
+    /// lead (`NotLeader` otherwise).
+    pub fn move_leader(&mut self, target_id: u64) -> Result<ResponseHeader, ClientError> {
+        typed_call!(
+            self,
+            Request::MoveLeader(MoveLeaderRequest { target_id }),
+            Response::MoveLeader
+        )
+    }
+
+    /// Takes a snapshot on the member now and releases the WAL it covers.
+    pub fn defragment(&mut self, wait: Duration) -> Result<ResponseHeader, ClientError> {
+        let command_timeout = self.config.command_timeout;
+        self.config.command_timeout = command_timeout.max(wait);
+        let answer = self.request(&Request::Defragment);
+        self.config.command_timeout = command_timeout;
+        match answer? {
+            Response::Defragment(header) => Ok(header),
+            other => unreachable!("check_variant let {other:?} through"),
+        }
     }
 
     pub fn member_list(&mut self, linearizable: bool) -> Result<MemberListResponse, ClientError> {

@@ -10,7 +10,8 @@
 //!
 //! Ranges: 1..=99 request shape, 100..=199 revisions and storage,
 //! 200..=299 leases, 300..=399 cluster and consensus, 400..=499 watches,
-//! 500..=599 members, 600..=699 auth, 900..=999 the connection itself.
+//! 500..=599 members, 600..=699 auth, 750..=799 maintenance (snapshot,
+//! move-leader, defrag), 900..=999 the connection itself.
 
 use serde::{Deserialize, Serialize};
 
@@ -223,6 +224,20 @@ error_codes! {
         "ember: the most users, roles or permissions the cluster may hold";
     /// Logins for this user failed recently; the next try must wait.
     LoginBackoff = 617, Unavailable, "ember: too many failed logins for this user, retry later";
+
+    // Maintenance: snapshots, leadership transfer, defragmentation.
+    /// A move-leader named a member that is not a voter of the cluster.
+    BadLeaderTransferee = 750, FailedPrecondition, "etcdserver: bad leader transferee";
+    /// The named member did not take the leadership in time.
+    LeaderTransferTimeout = 751, Unavailable,
+        "etcdserver: request timed out, leader transfer took too long";
+    /// A snapshot request named a stream this connection does not have
+    /// (finished, idle too long, or opened on another connection).
+    SnapshotStreamNotFound = 752, NotFound, "ember: no such snapshot stream on this connection";
+    /// The member streams the most snapshots it may at once.
+    TooManySnapshotStreams = 753, ResourceExhausted, "ember: too many snapshot streams at once";
+    /// The member's snapshot file could not be read whole and intact.
+    SnapshotUnreadable = 754, DataLoss, "ember: the member's snapshot file could not be read";
 
     // The connection.
     /// A frame broke the framing rules (unknown kind, reserved bits set); the

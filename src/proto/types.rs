@@ -615,6 +615,35 @@ pub struct RoleRevokePermissionRequest {
     pub range_end: Vec<u8>,
 }
 
+/// Asks for the next piece of a backup of the member's state. `stream_id`
+/// 0 opens a new stream: the member takes a snapshot of its state now and
+/// answers with the stream's id and its first bytes; each later request
+/// names that id and gets the next bytes, on the same connection, until
+/// `remaining_bytes` is 0. The bytes are a snapshot file as
+/// docs/FORMAT.md describes ("Backup files").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRequest {
+    pub stream_id: u64,
+}
+
+/// One piece of a backup stream, as etcd's `SnapshotResponse`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotResponse {
+    pub header: ResponseHeader,
+    pub stream_id: u64,
+    /// Bytes of the stream after this piece.
+    pub remaining_bytes: u64,
+    #[serde(with = "super::bytes")]
+    pub blob: Vec<u8>,
+}
+
+/// Hands the leadership to the voter `target_id`; answered by the leader
+/// once `target_id` leads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveLeaderRequest {
+    pub target_id: u64,
+}
+
 /// Everything a client may ask. The variant index is the wire tag.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -657,6 +686,9 @@ pub enum Request {
     RoleDelete(RoleRequest),
     RoleGrantPermission(RoleGrantPermissionRequest),
     RoleRevokePermission(RoleRevokePermissionRequest),
+    Snapshot(SnapshotRequest),
+    MoveLeader(MoveLeaderRequest),
+    Defragment,
 }
 
 /// A successful answer; the variant matches the request's. A failure is an
@@ -703,6 +735,9 @@ pub enum Response {
     RoleDelete(AuthResponse),
     RoleGrantPermission(AuthResponse),
     RoleRevokePermission(AuthResponse),
+    Snapshot(SnapshotResponse),
+    MoveLeader(ResponseHeader),
+    Defragment(ResponseHeader),
 }
 
 impl Request {
@@ -747,6 +782,9 @@ impl Request {
             Request::RoleDelete(_) => "RoleDelete",
             Request::RoleGrantPermission(_) => "RoleGrantPermission",
             Request::RoleRevokePermission(_) => "RoleRevokePermission",
+            Request::Snapshot(_) => "Snapshot",
+            Request::MoveLeader(_) => "MoveLeader",
+            Request::Defragment => "Defragment",
         }
     }
 
@@ -834,6 +872,8 @@ impl Response {
             Response::UserList(r) => &r.header,
             Response::RoleGet(r) => &r.header,
             Response::RoleList(r) => &r.header,
+            Response::Snapshot(r) => &r.header,
+            Response::MoveLeader(header) | Response::Defragment(header) => header,
         }
     }
 }

@@ -24,6 +24,9 @@
 //! - `lease_clock.rs`: the lease deadlines' clock, limits, fresh ids.
 //! - `metrics.rs`: what the loop counts for Prometheus, and the text a
 //!   scrape gets.
+//! - `backups.rs`: requests that wait for a snapshot taken now (backups
+//!   streamed to clients, defragmentation) and the backup streams;
+//!   `leader_moves.rs`: move-leader requests waiting for their target.
 //! - `config.rs`, `dir_lock.rs`, `identity.rs`, `notify.rs`, `signal.rs`:
 //!   flags, the one process that may use the data directory, its member,
 //!   sd_notify, stop signals.
@@ -32,10 +35,15 @@
 //! which imports `node.rs` and none of which `node.rs` imports):
 //! - `node.rs`: the parts, start-up (recovery, bootstrap), the loop.
 //! - `ready.rs`: peer input, the `Ready` cycle, apply and its effects.
-//! - `requests.rs`: where each client request goes.
+//! - `requests.rs`: where each client request goes, and the maintenance
+//!   requests (snapshot, move-leader, defragment).
 //! - `http.rs`: the answers to the probes and to `/metrics`.
 //! - `leases.rs`, `members.rs`: lease and member requests, expiry, the
 //!   leader reconciling Raft's configuration, publishing this member.
+//!
+//! `restore.rs` builds a new member's data directory from a backup file
+//! (`ember snapshot restore`), offline, with the same bootstrap as a new
+//! cluster's.
 //!
 //! Start-up: lock the data directory (`dir_lock.rs`), check its identity
 //! (`identity.rs`), open the WAL (recovering a torn tail), open the
@@ -58,12 +66,14 @@
 //! retries a sync whose pages may be gone.
 
 mod auth;
+mod backups;
 mod clients;
 pub mod config;
 mod conn;
 mod dir_lock;
 mod http;
 mod identity;
+mod leader_moves;
 mod lease_clock;
 mod leases;
 mod logins;
@@ -75,6 +85,7 @@ mod peers;
 mod proposals;
 mod ready;
 mod requests;
+pub mod restore;
 mod signal;
 mod snapshots;
 mod watch;

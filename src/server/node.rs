@@ -33,9 +33,11 @@ use std::time::{Duration, Instant};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::backups::Backups;
 use super::clients::{self, CLIENT_LISTENERS_MAX, ClientLimits, Clients, Intake};
 use super::config::{ClusterState, Config};
 use super::dir_lock::DirLock;
+use super::leader_moves::LeaderMoves;
 use super::lease_clock::LeaseClock;
 use super::logins::Logins;
 use super::metrics::LoopMetrics;
@@ -47,7 +49,7 @@ use super::{ServeError, signal};
 use crate::flags::process_env;
 use crate::mvcc::StoreConfig;
 use crate::proto::{self, CancelReason, ResponseHeader, ServerParams};
-use crate::raft::{self, ConfState, HardState, Message, RawNode, Snapshot, SnapshotMeta};
+use crate::raft::{self, ConfState, HardState, Message, RawNode, SnapshotMeta};
 use crate::snap::{RETAIN_COUNT_DEFAULT, SnapDir};
 use crate::state::{Identity, MemberRecord, Restorer, StateMachine};
 use crate::storage::DiskStorage;
@@ -108,6 +110,9 @@ pub struct Node {
     pub(super) peers: Peers,
     pub(super) snapshots: Snapshots,
     pub(super) inbox: SnapshotInbox,
+    /// Backups and defragmentations waiting for a snapshot; backup streams.
+    pub(super) backups: Backups,
+    pub(super) leader_moves: LeaderMoves,
     pub(super) lease_clock: LeaseClock,
     /// Outcomes of snapshots to followers, reported to Raft after `advance`.
     pub(super) snapshot_reports: Vec<(u64, bool)>,
@@ -209,6 +214,8 @@ impl Node {
                 Duration::from_millis(config.election_timeout_ms),
             ),
             inbox: SnapshotInbox::default(),
+            backups: Backups::default(),
+            leader_moves: LeaderMoves::default(),
             intake: Intake::new(),
             deferred_reads: VecDeque::new(),
             range_bytes_this_iteration: 0,
@@ -365,8 +372,12 @@ impl Node {
         self.metrics.proposals_failed_total += expired.len() as u64;
         self.clients.answer_all(expired);
         let compacting = self.compact_step();
+        if let Some(index) = self.backups.wanted_index() {
+            self.snapshots.want(index);
+        }
         let conf = self.raft.conf_state().clone();
         self.snapshots.step(&mut self.state, self.raft.storage_mut(), &conf)?;
+        self.poll_maintenance(now)?;
         self.clients.flush_all(self.poll.registry());
         self.peers.transport_mut().flush(self.poll.registry(), now);
         self.ping_watchdog(now);
@@ -403,6 +414,31 @@ impl Node {
         }
         // Peers whose names the resolver could not take yet are asked again.
         self.follow_members(None);
+    }
+
+    /// Answers the requests waiting for a snapshot that is now durable
+    /// (releasing the WAL's spare segments for a defragmentation) and the
+    /// move-leader requests whose target leads or whose time ran out.
+    fn poll_maintenance(&mut self, now: Instant) -> Result<(), ServeError> {
+        let header = self.header();
+        let storage = self.raft.storage();
+        let marker = storage.wal.snapshot_meta().clone();
+        let identity = self.state.identity();
+        let replies = self.backups.poll(&marker, &storage.snaps, identity, header, now);
+        if replies.iter().any(|(_, r)| matches!(r, Ok(proto::Response::Defragment(_)))) {
+            let before = data_size_bytes(&self.config.data_dir);
+            let spares = self.raft.storage_mut().wal.discard_spares().map_err(ServeError::Wal)?;
+            let after = data_size_bytes(&self.config.data_dir);
+            log::info!(
+                "defragmented: snapshot at index {}, {spares} spare WAL segments removed, \
+                 data {before} -> {after} bytes",
+                marker.index
+            );
+        }
+        self.clients.answer_all(replies);
+        let moved = self.leader_moves.poll(self.leader_id, header, now);
+        self.clients.answer_all(moved);
+        Ok(())
     }
 
     /// This iteration's writes as one batch, its reads as one round.
@@ -659,11 +695,11 @@ fn open_state(config: &Config, now_ms: u64) -> Result<(DiskStorage, StateMachine
     Ok((storage, state))
 }
 
-fn identity_of(config: &Config) -> Identity {
+pub(super) fn identity_of(config: &Config) -> Identity {
     Identity { cluster_id: config.cluster_id, member_id: config.member_id }
 }
 
-fn store_config(config: &Config) -> StoreConfig {
+pub(super) fn store_config(config: &Config) -> StoreConfig {
     StoreConfig { max_txn_ops: config.max_txn_ops as usize }
 }
 
@@ -671,28 +707,46 @@ fn store_config(config: &Config) -> StoreConfig {
 /// term 1, holding the initial membership and an empty store: their logs
 /// agree from the first entry without any member talking first.
 fn bootstrap(storage: &mut DiskStorage, config: &Config) -> Result<(), ServeError> {
+    let state =
+        StateMachine::bootstrap(identity_of(config), store_config(config), initial_members(config));
+    install_first_snapshot(storage, config, &state)?;
+    log::info!("bootstrapped a new cluster of {} members", config.initial_cluster.len());
+    Ok(())
+}
+
+/// Writes `state` as the snapshot at index 1, term 1, with the initial
+/// members as Raft's voters, and the WAL's marker and hard state for it: a
+/// new cluster's first state, empty (bootstrap) or restored from a backup
+/// (`restore.rs`). The image is written a chunk at a time.
+pub(super) fn install_first_snapshot(
+    storage: &mut DiskStorage,
+    config: &Config,
+    state: &StateMachine,
+) -> Result<(), ServeError> {
     let mut voters: Vec<u64> = config.initial_cluster.iter().map(|m| m.id).collect();
     voters.sort_unstable();
     voters.dedup();
     let conf_state = ConfState { voters, ..ConfState::default() };
     let meta = SnapshotMeta { index: 1, term: 1, conf_state };
-    let state =
-        StateMachine::bootstrap(identity_of(config), store_config(config), initial_members(config));
-    let snapshot = Snapshot { meta: meta.clone(), data: state.image() };
-    storage.snaps.save(&snapshot).map_err(ServeError::Snap)?;
+    let mut file = storage.snaps.create(&meta).map_err(ServeError::Snap)?;
+    file.write(&crate::state::image::encode_prefix(&state.sections())).map_err(ServeError::Snap)?;
+    let mut image = state.store().image();
+    while let Some(chunk) = image.next_chunk(crate::state::IMAGE_CHUNK_BYTES) {
+        file.write(&chunk).map_err(ServeError::Snap)?;
+    }
+    file.finish().map_err(ServeError::Snap)?;
     storage.wal.save_snapshot_marker(&meta).map_err(ServeError::Wal)?;
     storage
         .wal
         .set_hard_state(&HardState { term: 1, vote: 0, commit: 1 })
         .map_err(ServeError::Wal)?;
     storage.wal.sync().map_err(ServeError::Wal)?;
-    log::info!("bootstrapped a new cluster of {} members", snapshot.meta.conf_state.voters.len());
     Ok(())
 }
 
 /// The member table of a new cluster: every initial member with its name
 /// and peer URLs; client URLs come when each member publishes them.
-fn initial_members(config: &Config) -> Vec<MemberRecord> {
+pub(super) fn initial_members(config: &Config) -> Vec<MemberRecord> {
     let members = config.initial_cluster.iter().map(|m| MemberRecord {
         id: m.id,
         name: m.name.clone(),

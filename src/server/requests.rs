@@ -4,6 +4,8 @@
 //! this member answers from its own state (serializable reads, status,
 //! member list, hash) at once.
 
+use std::time::Instant;
+
 use super::node::{Node, data_size_bytes};
 use super::proposals::{ReadWait, Waiter};
 use crate::proto::http::{Health, UnhealthyReason};
@@ -78,6 +80,14 @@ impl Node {
                 let result = self.hash_kv(r.revision);
                 self.clients.answer(waiter, result);
             }
+            Request::Snapshot(r) => self.snapshot_request(waiter, r.stream_id),
+            Request::Defragment => {
+                let applied = self.state.applied_index();
+                if let Err(refused) = self.backups.wait(waiter, true, applied, Instant::now()) {
+                    self.clients.answer(waiter, Err(refused));
+                }
+            }
+            Request::MoveLeader(r) => self.move_leader(waiter, r.target_id),
             other => {
                 if !self.auth_request(waiter, other) {
                     self.clients.answer(waiter, Err(ErrorBody::new(ErrorCode::Unsupported)));
@@ -129,6 +139,45 @@ impl Node {
             Ok(Some(found)) => Ok(Response::Range(command::range_response(found, header))),
             Ok(None) => Err(ErrorBody::new(ErrorCode::ResponseTooLarge)),
             Err(e) => Err(command::store_error(e)),
+        }
+    }
+
+    /// Stream 0 waits for a snapshot covering the state applied now and
+    /// opens a stream over it; any other names a stream to continue.
+    fn snapshot_request(&mut self, waiter: Waiter, stream_id: u64) {
+        let now = Instant::now();
+        if stream_id == 0 {
+            let applied = self.state.applied_index();
+            if let Err(refused) = self.backups.wait(waiter, false, applied, now) {
+                self.clients.answer(waiter, Err(refused));
+            }
+            return;
+        }
+        let result = self.backups.next(waiter, stream_id, self.header(), now);
+        self.clients.answer(waiter, result);
+    }
+
+    /// Starts Raft's leadership transfer to `target_id` on the leader; the
+    /// answer comes once the target leads (`LeaderMoves`).
+    fn move_leader(&mut self, waiter: Waiter, target_id: u64) {
+        if self.leader_id != self.config.member_id {
+            return self.clients.answer(waiter, Err(ErrorBody::new(ErrorCode::NotLeader)));
+        }
+        if target_id == 0 || !self.raft.conf_state().voters.contains(&target_id) {
+            let refused = ErrorBody::new(ErrorCode::BadLeaderTransferee);
+            return self.clients.answer(waiter, Err(refused));
+        }
+        if target_id == self.config.member_id {
+            return self.clients.answer(waiter, Ok(Response::MoveLeader(self.header())));
+        }
+        if let Err(e) = self.raft.transfer_leader(target_id) {
+            log::warn!("move-leader to {target_id:016x} refused by raft: {e}");
+            let refused = ErrorBody::new(ErrorCode::NotLeader);
+            return self.clients.answer(waiter, Err(refused));
+        }
+        self.busy = true;
+        if let Err(refused) = self.leader_moves.wait(waiter, target_id, Instant::now()) {
+            self.clients.answer(waiter, Err(refused));
         }
     }
 

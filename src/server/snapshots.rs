@@ -59,17 +59,26 @@ pub struct Snapshots {
     count: u64,
     /// How long building each slice of an image held the loop.
     slice_time: Histogram,
+    /// A snapshot covering this index was asked for (a backup, a
+    /// defragmentation): one starts as soon as none running covers it.
+    wanted_index: u64,
 }
 
 impl Snapshots {
     pub fn new(index: u64, waker: Arc<Waker>, count: u64) -> Snapshots {
         let slice_time = Histogram::new(&LOOP_BUCKETS_SECONDS);
-        Snapshots { index, job: None, waker, count, slice_time }
+        Snapshots { index, job: None, waker, count, slice_time, wanted_index: 0 }
     }
 
     /// The time each slice of an image took to build, for `/metrics`.
     pub fn slice_time(&self) -> &Histogram {
         &self.slice_time
+    }
+
+    /// Asks for a snapshot covering `index` (at most the applied index)
+    /// now, whatever `--snapshot-count` says.
+    pub fn want(&mut self, index: u64) {
+        self.wanted_index = self.wanted_index.max(index);
     }
 
     /// A snapshot from the leader was applied at `index`.
@@ -94,7 +103,8 @@ impl Snapshots {
             return Ok(());
         }
         let since_snapshot = state.applied_index().saturating_sub(self.index);
-        if !snapshot_due(since_snapshot, self.count, storage.wal.segment_count()) {
+        let wanted = self.wanted_index > self.index;
+        if !wanted && !snapshot_due(since_snapshot, self.count, storage.wal.segment_count()) {
             return Ok(());
         }
         self.start(state, storage, conf_state)

@@ -25,6 +25,10 @@
 //! its WAL's marker names, and a damaged one stops it with the file and
 //! offset named; `load_newest`, which skips damaged files for the next older
 //! valid one, serves tools and tests.
+//!
+//! Backup files (`backup.rs`), the payload of a snapshot with a SHA-256
+//! that an operator keeps outside the data directory, are described there
+//! and in docs/FORMAT.md.
 
 use std::fs::{self, File};
 use std::io;
@@ -32,9 +36,11 @@ use std::path::{Path, PathBuf};
 
 use crate::raft::{Snapshot, SnapshotMeta};
 
+pub mod backup;
 mod read;
 mod stream;
 
+pub use backup::{BackupError, BackupFile, BackupHeader};
 pub use read::PayloadReader;
 pub use stream::SnapWriter;
 

@@ -93,6 +93,11 @@ impl PayloadReader {
     pub fn meta(&self) -> &SnapshotMeta {
         &self.meta
     }
+
+    /// Payload bytes not yet read.
+    pub fn remaining_bytes(&self) -> u64 {
+        self.remaining_bytes
+    }
 }
 
 /// The file's last four bytes; the file is left where the payload starts.

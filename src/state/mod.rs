@@ -275,6 +275,15 @@ impl StateMachine {
         &mut self.store
     }
 
+    /// Replaces the member table: for a backup restored into a new
+    /// cluster, whose members are the ones its flags name, never the ones
+    /// the backup's cluster had.
+    pub fn replace_members(&mut self, mut members: Vec<MemberRecord>) {
+        members.sort_by_key(|m| m.id);
+        members.dedup_by_key(|m| m.id);
+        self.members = members;
+    }
+
     /// The member table, ascending by id.
     pub fn members(&self) -> &[MemberRecord] {
         &self.members

@@ -687,6 +687,28 @@ impl Wal {
         Ok(())
     }
 
+    /// Unlinks every spare segment and syncs the directory: returns their
+    /// disk to the board at the price of the next rotations writing into
+    /// fresh blocks. Returns how many were removed.
+    pub fn discard_spares(&mut self) -> Result<usize, WalError> {
+        self.check_usable()?;
+        let count = self.spares.len();
+        while let Some(path) = self.spares.pop_front() {
+            fs::remove_file(&path).map_err(|source| WalError::Io {
+                file: path.clone(),
+                op: "remove",
+                source,
+            })?;
+            self.step(Step::SegmentRemoved, Some(&path));
+        }
+        if count > 0 {
+            sync_dir(&self.dir)?;
+            let dir = self.dir.clone();
+            self.step(Step::DirectorySynced, Some(&dir));
+        }
+        Ok(count)
+    }
+
     /// Number of spare segments kept for recycling.
     pub fn spare_count(&self) -> usize {
         self.spares.len()

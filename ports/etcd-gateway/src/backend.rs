@@ -178,6 +178,29 @@ impl Backend {
         }
     }
 
+    /// Sends `request` to each member in turn, on a link of its own, until
+    /// one that is not refusing it as a follower (`NotLeader`) answers:
+    /// for the requests only the leader serves (move-leader).
+    pub async fn call_on_leader(&self, request: &Request) -> Result<Response, LinkError> {
+        let mut last = None;
+        for endpoint in self.endpoint_order() {
+            let link = match Link::shared(endpoint, self.config.dial_timeout, 1).await {
+                Ok(link) => link,
+                Err(why) => {
+                    last = Some(unreachable(vec![why]));
+                    continue;
+                }
+            };
+            match link.call(request, self.config.request_timeout).await {
+                Err(LinkError::Server(body)) if body.code() == Some(ErrorCode::NotLeader) => {
+                    last = Some(LinkError::Server(body));
+                }
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| unreachable(Vec::new())))
+    }
+
     /// A shared link that is not known to be broken, dialing if need be.
     pub async fn shared_link(&self) -> Result<Arc<Link>, LinkError> {
         let at = self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots.len();

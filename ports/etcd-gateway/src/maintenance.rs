@@ -1,19 +1,39 @@
-//! etcd's Maintenance service: Status and HashKV from the node; what Ember
-//! does not have yet answers UNIMPLEMENTED, saying what is missing, rather
-//! than an answer that would only look right (an empty alarm list from a
-//! store that cannot raise alarms, a defragment that did nothing).
+//! etcd's Maintenance service: Status, HashKV, Snapshot, MoveLeader and
+//! Defragment from the nodes; what Ember does not have yet answers
+//! UNIMPLEMENTED, saying what is missing, rather than an answer that would
+//! only look right (an empty alarm list from a store that cannot raise
+//! alarms).
+//!
+//! Snapshot streams a member's backup file as the member sends it, piece
+//! by piece on one link (the stream lives on the connection that opened
+//! it), with the file's own SHA-256 as its last bytes, as etcd ends its
+//! stream with the database's: `etcdctl snapshot save` writes a file
+//! `ember snapshot restore` takes. MoveLeader goes to whichever member
+//! leads; Defragment to one member, as etcd's does.
 
 use std::pin::Pin;
+use std::time::Duration;
 
-use ember::proto::{HashKvRequest, Request};
+use ember::proto::{HashKvRequest, MoveLeaderRequest, Request, SnapshotRequest};
+use tokio::sync::mpsc;
 use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request as Grpc, Response, Status};
 
 use crate::caller::Caller;
 use crate::convert;
-use crate::gateway::{Gateway, call_as};
+use crate::gateway::{Gateway, call_as, mismatch};
+use crate::link::Link;
 use crate::pb::etcdserverpb as pb;
-use crate::status::unimplemented;
+use crate::status::{from_link, unimplemented};
+
+/// How long the gateway waits for a member to take the snapshot a backup
+/// or a defragmentation starts with (the member's own bound is 60 s).
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(65);
+/// How long one piece of a backup stream may take.
+const SNAPSHOT_PIECE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pieces waiting for the client: one in hand while the next is fetched.
+const SNAPSHOT_BUFFER_PIECES: usize = 1;
 
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send>>;
 
@@ -52,7 +72,13 @@ impl pb::maintenance_server::Maintenance for Gateway {
         &self,
         _: Grpc<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        Err(unimplemented("Defragment"))
+        let link = self.backend.shared_link().await.map_err(from_link)?;
+        match link.call(&Request::Defragment, SNAPSHOT_WAIT).await.map_err(from_link)? {
+            ember::proto::Response::Defragment(header) => {
+                Ok(Response::new(pb::DefragmentResponse { header: convert::header(header) }))
+            }
+            other => Err(mismatch("Defragment", &other)),
+        }
     }
 
     async fn hash(&self, _: Grpc<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
@@ -81,14 +107,25 @@ impl pb::maintenance_server::Maintenance for Gateway {
         &self,
         _: Grpc<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(unimplemented("Snapshot"))
+        let link = self.backend.shared_link().await.map_err(from_link)?;
+        let first = snapshot_piece(&link, 0, SNAPSHOT_WAIT).await?;
+        let (sender, receiver) = mpsc::channel(SNAPSHOT_BUFFER_PIECES);
+        tokio::spawn(stream_snapshot(link, first, sender));
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
     async fn move_leader(
         &self,
-        _: Grpc<pb::MoveLeaderRequest>,
+        request: Grpc<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        Err(unimplemented("MoveLeader"))
+        let target_id = request.into_inner().target_id;
+        let request = Request::MoveLeader(MoveLeaderRequest { target_id });
+        match self.backend.call_on_leader(&request).await.map_err(from_link)? {
+            ember::proto::Response::MoveLeader(header) => {
+                Ok(Response::new(pb::MoveLeaderResponse { header: convert::header(header) }))
+            }
+            other => Err(mismatch("MoveLeader", &other)),
+        }
     }
 
     async fn downgrade(
@@ -96,5 +133,46 @@ impl pb::maintenance_server::Maintenance for Gateway {
         _: Grpc<pb::DowngradeRequest>,
     ) -> Result<Response<pb::DowngradeResponse>, Status> {
         Err(unimplemented("Downgrade"))
+    }
+}
+
+/// One piece of a backup stream (`stream_id` 0 opens one).
+async fn snapshot_piece(
+    link: &Link,
+    stream_id: u64,
+    timeout: Duration,
+) -> Result<ember::proto::SnapshotResponse, Status> {
+    let request = Request::Snapshot(SnapshotRequest { stream_id });
+    match link.call(&request, timeout).await.map_err(from_link)? {
+        ember::proto::Response::Snapshot(piece) => Ok(piece),
+        other => Err(mismatch("Snapshot", &other)),
+    }
+}
+
+/// Hands each piece to the client and fetches the next, until the last
+/// or until either side fails; the client's pace sets the fetching's.
+async fn stream_snapshot(
+    link: std::sync::Arc<Link>,
+    mut piece: ember::proto::SnapshotResponse,
+    sender: mpsc::Sender<Result<pb::SnapshotResponse, Status>>,
+) {
+    loop {
+        let (stream_id, last) = (piece.stream_id, piece.remaining_bytes == 0);
+        let message = pb::SnapshotResponse {
+            header: convert::header(piece.header),
+            remaining_bytes: piece.remaining_bytes,
+            blob: piece.blob,
+            version: String::new(),
+        };
+        if sender.send(Ok(message)).await.is_err() || last {
+            return;
+        }
+        piece = match snapshot_piece(&link, stream_id, SNAPSHOT_PIECE_TIMEOUT).await {
+            Ok(next) => next,
+            Err(status) => {
+                let _ = sender.send(Err(status)).await;
+                return;
+            }
+        };
     }
 }

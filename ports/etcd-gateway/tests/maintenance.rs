@@ -1,0 +1,87 @@
+//! etcd's Maintenance Snapshot, MoveLeader and Defragment through the
+//! gateway: `etcdctl snapshot save` writes a file `ember snapshot restore`
+//! takes and `ember snapshot status` reads at the revision written;
+//! `etcdctl defrag` succeeds; MoveLeader from etcd's own client hands the
+//! leadership to each member in turn, whichever member the gateway asks.
+//!
+//! Needs `etcdctl` on the PATH (Debian's `etcd-client`).
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::{Cluster, ember_binary, on_path};
+
+fn etcdctl(endpoint: &str, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", endpoint, "--command-timeout", "30s"])
+        .args(args)
+        .output()
+        .expect("etcdctl runs");
+    let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
+    (output.status.code().unwrap_or(-1), text(output.stdout), text(output.stderr))
+}
+
+fn ember(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(ember_binary()).args(args).output().expect("ember runs");
+    let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
+    (output.status.code().unwrap_or(-1), text(output.stdout), text(output.stderr))
+}
+
+#[tokio::test]
+async fn etcdctl_saves_a_snapshot_ember_restores_and_defrags_and_moves_the_leader() {
+    assert!(on_path("etcdctl"), "`etcdctl` is not on the PATH: install Debian's etcd-client");
+    let cluster = Cluster::start("maintenance", 3);
+    let mut client = cluster.client().await;
+    let gateway = cluster.gateway_endpoint();
+    for n in 0..100 {
+        client.put(format!("k{n:03}"), "v", None).await.unwrap();
+    }
+    let revision = client.status().await.unwrap().header().unwrap().revision();
+
+    let file = cluster.dir.join("through-gateway.db");
+    let file_arg = file.to_str().unwrap();
+    let (code, stdout, stderr) = etcdctl(&gateway, &["snapshot", "save", file_arg]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains(&format!("Snapshot saved at {file_arg}")), "{stdout}");
+    let (code, status, stderr) = ember(&["snapshot", "status", file_arg, "-w", "json"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(status.contains(&format!("\"revision\":{revision},")), "{status} at {revision}");
+    assert!(status.contains("\"totalKey\":100,"), "{status}");
+    let data_dir = cluster.dir.join("restored");
+    let (code, _, stderr) = ember(&[
+        "snapshot",
+        "restore",
+        file_arg,
+        "--name",
+        "r1",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--initial-cluster",
+        "r1=http://127.0.0.1:2380",
+        "--initial-cluster-token",
+        "restored",
+        "--initial-advertise-peer-urls",
+        "http://127.0.0.1:2380",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+
+    let (code, stdout, stderr) = etcdctl(&gateway, &["defrag"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.starts_with("Finished defragmenting etcd member["), "{stdout}");
+
+    let members = client.member_list().await.unwrap();
+    let ids: Vec<u64> = members.members().iter().map(|m| m.id()).collect();
+    for id in ids {
+        client.move_leader(id).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while client.status().await.unwrap().leader() != id {
+            assert!(Instant::now() < deadline, "{id:x} did not lead");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let error = client.move_leader(0x1234).await.unwrap_err();
+    assert!(error.to_string().contains("etcdserver: bad leader transferee"), "{error}");
+}
