@@ -3,7 +3,7 @@
 //! `report_*` calls; the output is one `Ready` at a time, acknowledged with
 //! `advance`.
 
-use super::confchange::ConfChange;
+use super::confchange::{ConfChange, ConfChangeV2};
 use super::config::Config;
 use super::error::{RaftError, StepError};
 use super::message::Message;
@@ -157,6 +157,14 @@ impl<S: Storage> RawNode<S> {
         self.raft.propose(vec![entry])
     }
 
+    /// Proposes a group of membership changes: several at once go through a
+    /// joint configuration, and no changes at all leave one. Refused while
+    /// another change is pending, and while joint for anything but leaving.
+    pub fn propose_conf_change_v2(&mut self, cc: ConfChangeV2) -> Result<(), RaftError> {
+        let entry = Entry { term: 0, index: 0, kind: EntryKind::ConfChange, data: cc.encode() };
+        self.raft.propose(vec![entry])
+    }
+
     /// Asks for a linearizable read point; the answer comes as a `ReadState`
     /// with the same `context` in a later `Ready`.
     pub fn read_index(&mut self, context: Vec<u8>) -> Result<(), RaftError> {
@@ -303,6 +311,7 @@ impl<S: Storage> RawNode<S> {
         }
         let persisted = log.persisted_index();
         self.raft.own_entries_persisted(persisted);
+        self.raft.maybe_auto_leave();
     }
 }
 
