@@ -15,6 +15,14 @@
 //! `auto_leave` the leader proposes the leave itself once the joint
 //! configuration is applied. No other change is accepted while joint.
 //!
+//! Liveness, not safety: a member learns that the joint configuration was
+//! left only from the leader's commit index. Until it does, it still needs
+//! a majority of the outgoing voters to elect a leader, and a removed voter
+//! whose log is longer than every candidate's refuses its vote. Callers
+//! that want the cluster to keep electing leaders with a member down keep
+//! a majority of the old voters among the new ones (a replacement of one
+//! voter in three does; one of two does not, and goes one at a time).
+//!
 //! A change takes effect on a member when the member applies the committed
 //! entry that carries it. The leader accepts a new change only once the
 //! previous one is applied (the pending-change rule), and a new leader first
