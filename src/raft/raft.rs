@@ -226,7 +226,7 @@ impl<S: Storage> Raft<S> {
             *progress = Progress::new(next_index, inflight, progress.is_learner);
             if *id == self.id {
                 progress.match_index = persisted;
-                progress.recent_active = true;
+                progress.heard();
             }
         }
     }
@@ -304,6 +304,12 @@ impl<S: Storage> Raft<S> {
 
     fn tick_heartbeat(&mut self) {
         self.heartbeat_elapsed_ticks += 1;
+        let own_id = self.id;
+        for (id, progress) in self.progress.iter_mut() {
+            if *id != own_id {
+                progress.heard_ago_ticks = progress.heard_ago_ticks.saturating_add(1);
+            }
+        }
         self.election_elapsed_ticks += 1;
         if self.election_elapsed_ticks >= self.election_tick {
             self.election_elapsed_ticks = 0;
@@ -1000,7 +1006,7 @@ impl<S: Storage> Raft<S> {
         };
         let first_index = self.log.first_index();
         let Some(progress) = self.progress.get_mut(&m.from) else { return Ok(()) };
-        progress.recent_active = true;
+        progress.heard();
         if m.reject {
             if progress.maybe_decrease_to(m.index, hint) {
                 if progress.state == ProgressState::Replicate {
@@ -1041,7 +1047,7 @@ impl<S: Storage> Raft<S> {
         }
         let last_index = self.log.last_index();
         let Some(progress) = self.progress.get_mut(&m.from) else { return Ok(()) };
-        progress.recent_active = true;
+        progress.heard();
         progress.probe_sent = false;
         progress.read_round_acked = progress.read_round_acked.max(m.read_round);
         if progress.state == ProgressState::Replicate && progress.inflights.full() {

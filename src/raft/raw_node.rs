@@ -75,6 +75,8 @@ pub struct PeerStatus {
     pub next_index: u64,
     pub state: ProgressState,
     pub is_learner: bool,
+    /// Leader ticks since the peer last answered (`u64::MAX`: not yet).
+    pub heard_ago_ticks: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +204,7 @@ impl<S: Storage> RawNode<S> {
                     next_index: p.next_index,
                     state: p.state,
                     is_learner: p.is_learner,
+                    heard_ago_ticks: p.heard_ago_ticks,
                 })
                 .collect()
         } else {

@@ -33,6 +33,8 @@
 //! - `requests.rs`: where each client request goes.
 //! - `leases.rs`, `members.rs`: lease and member requests, expiry, the
 //!   leader reconciling Raft's configuration, publishing this member.
+//! - `conf_plan.rs` (pure): which configuration change the leader proposes
+//!   next: a learner first, a joint replacement, or one at a time.
 //!
 //! Start-up: lock the data directory (`dir_lock.rs`), check its identity
 //! (`identity.rs`), open the WAL (recovering a torn tail), open the
@@ -56,6 +58,7 @@
 
 mod auth;
 mod clients;
+mod conf_plan;
 pub mod config;
 mod conn;
 mod dir_lock;
