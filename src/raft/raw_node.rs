@@ -3,7 +3,7 @@
 //! `report_*` calls; the output is one `Ready` at a time, acknowledged with
 //! `advance`.
 
-use super::confchange::{ConfChange, ConfChangeV2};
+use super::confchange::{CHANGES_PER_GROUP_MAX, ConfChange, ConfChangeError, ConfChangeV2};
 use super::config::Config;
 use super::error::{RaftError, StepError};
 use super::message::Message;
@@ -163,6 +163,10 @@ impl<S: Storage> RawNode<S> {
     /// joint configuration, and no changes at all leave one. Refused while
     /// another change is pending, and while joint for anything but leaving.
     pub fn propose_conf_change_v2(&mut self, cc: ConfChangeV2) -> Result<(), RaftError> {
+        // The encoding holds at most this many; refuse rather than cut.
+        if cc.changes.len() > CHANGES_PER_GROUP_MAX {
+            return Err(RaftError::ConfChange(ConfChangeError::TooManyChanges));
+        }
         let entry = Entry { term: 0, index: 0, kind: EntryKind::ConfChange, data: cc.encode() };
         self.raft.propose(vec![entry])
     }
