@@ -1,14 +1,16 @@
 //! The Raft paper's section 5, one scenario per rule, plus the extensions
 //! Ember relies on (pre-vote, check-quorum, ReadIndex, leadership transfer,
-//! snapshots, learners, membership changes). Each test drives real `RawNode`s
+//! snapshots, learners, membership changes one at a time and through joint
+//! configurations, thesis §4.3). Each test drives real `RawNode`s
 //! through the full `Ready` cycle over an in-memory network whose links the
 //! test cuts and heals.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use ember::raft::{
-    ConfChange, ConfChangeKind, ConfState, Config, ConfigError, Entry, EntryKind, MemStorage,
-    Message, MessageKind, NodeId, PlantedBug, RaftError, RawNode, ReadState, Role, Storage,
+    ConfChange, ConfChangeError, ConfChangeKind, ConfChangeTransition, ConfChangeV2, ConfState,
+    Config, ConfigError, Entry, EntryKind, MemStorage, Message, MessageKind, NodeId, PlantedBug,
+    RaftError, RawNode, ReadState, Role, Storage,
 };
 
 /// The test's state machine: the payloads applied so far, in order.
@@ -795,4 +797,246 @@ fn read_index_waits_for_the_new_leaders_first_commit() {
     let read = &c.nodes[&2].read_states[0];
     assert_eq!(read.context, b"early".to_vec());
     assert_eq!(read.index, 3, "served at the no-op of term 2, which covers the old write");
+}
+
+// ----- Joint consensus (Raft thesis §4.3) -----
+
+fn joint(
+    c: &mut Cluster,
+    leader: NodeId,
+    transition: ConfChangeTransition,
+    changes: &[(ConfChangeKind, NodeId)],
+) -> Result<(), RaftError> {
+    let changes = changes.iter().map(|&(kind, node_id)| ConfChange { kind, node_id }).collect();
+    let result = c.node(leader).propose_conf_change_v2(ConfChangeV2 { transition, changes });
+    c.stabilize();
+    result
+}
+
+fn conf_of(c: &Cluster, id: NodeId) -> ConfState {
+    c.nodes[&id].raw.conf_state().clone()
+}
+
+const ADD: ConfChangeKind = ConfChangeKind::AddVoter;
+const REMOVE: ConfChangeKind = ConfChangeKind::RemoveNode;
+const LEARNER: ConfChangeKind = ConfChangeKind::AddLearner;
+
+#[test]
+fn joint_replace_keeps_quorum_while_the_replaced_member_and_its_successor_are_away() {
+    let mut c = cluster(&[1, 2, 3]);
+    c.campaign(1);
+    join(&mut c, 4);
+    // 3 has failed and 4 is not running yet. One at a time, adding 4 first
+    // would need three of {1,2,3,4}; removing 3 first, then adding 4, works
+    // but passes through two voters. The joint change needs only 1 and 2.
+    c.isolate(3);
+    c.isolate(4);
+    joint(&mut c, 1, ConfChangeTransition::Auto, &[(ADD, 4), (REMOVE, 3)]).unwrap();
+    let conf = conf_of(&c, 2);
+    assert_eq!((conf.voters, conf.voters_outgoing), (vec![1, 2, 4], vec![]), "left automatically");
+    c.propose(1, b"during").unwrap();
+    assert_eq!(c.nodes[&2].applied.last().unwrap(), b"during");
+    c.heal();
+    c.isolate(3);
+    c.tick_all(3);
+    assert_eq!(c.nodes[&4].applied, c.nodes[&1].applied, "the successor catches up");
+    assert_eq!(conf_of(&c, 4).voters, vec![1, 2, 4]);
+}
+
+#[test]
+fn joint_commit_needs_a_majority_of_both_sets() {
+    let mut c = cluster(&[1, 2, 3]);
+    c.campaign(1);
+    join(&mut c, 4);
+    join(&mut c, 5);
+    let to_new = [(ADD, 4), (ADD, 5), (REMOVE, 2), (REMOVE, 3)];
+    joint(&mut c, 1, ConfChangeTransition::Explicit, &to_new).unwrap();
+    let conf = conf_of(&c, 1);
+    assert_eq!((conf.voters.clone(), conf.voters_outgoing.clone()), (vec![1, 4, 5], vec![1, 2, 3]));
+    assert!(!conf.auto_leave);
+    // The old majority alone does not commit.
+    c.isolate(4);
+    c.isolate(5);
+    let commit = c.commit(1);
+    c.propose(1, b"old-only").unwrap();
+    assert_eq!(c.commit(1), commit);
+    // 2 and 3 hold it; once 4 and 5 do too, both majorities have it.
+    c.heal();
+    c.isolate(2);
+    c.isolate(3);
+    c.tick_all(2);
+    assert_eq!(c.commit(1), commit + 1);
+    // The new majority alone does not commit either.
+    let commit = c.commit(1);
+    c.propose(1, b"new-only").unwrap();
+    assert_eq!(c.commit(1), commit);
+    c.heal();
+    c.tick_all(2);
+    assert_eq!(c.nodes[&3].applied.last().unwrap(), b"new-only");
+    // Explicit: joint until asked to leave.
+    c.tick_all(5);
+    assert!(conf_of(&c, 1).is_joint());
+    joint(&mut c, 1, ConfChangeTransition::Auto, &[]).unwrap();
+    assert!(c.nodes.values().all(|n| n.raw.conf_state().voters_outgoing.is_empty()));
+    assert_eq!(conf_of(&c, 2).voters, vec![1, 4, 5]);
+}
+
+#[test]
+fn joint_elections_need_a_majority_of_both_sets() {
+    let mut c = cluster(&[1, 2, 3]);
+    c.campaign(1);
+    for id in [4, 5] {
+        join(&mut c, id);
+    }
+    joint(
+        &mut c,
+        1,
+        ConfChangeTransition::Explicit,
+        &[(ADD, 4), (ADD, 5), (REMOVE, 1), (REMOVE, 2)],
+    )
+    .unwrap();
+    assert_eq!(conf_of(&c, 2).voters, vec![3, 4, 5]);
+    c.isolate(1);
+    c.isolate(4);
+    c.isolate(5);
+    // 2 and 3 are a majority of {1,2,3} but not of {3,4,5}.
+    c.campaign(2);
+    assert_ne!(c.role(2), Role::Leader);
+    c.heal();
+    c.isolate(1);
+    c.isolate(2);
+    // 4 and 5 and 3 are a majority of {3,4,5} but 3 alone is not of {1,2,3}.
+    c.campaign(4);
+    assert_ne!(c.role(4), Role::Leader);
+    c.heal();
+    c.isolate(1);
+    c.campaign(3);
+    assert_eq!(c.role(3), Role::Leader, "2 and 3 of the old, 3, 4 and 5 of the new");
+}
+
+#[test]
+fn changes_while_joint_and_leaving_when_not_joint_are_refused() {
+    let mut c = cluster(&[1, 2, 3]);
+    c.campaign(1);
+    join(&mut c, 4);
+    let leave = joint(&mut c, 1, ConfChangeTransition::Auto, &[]);
+    assert_eq!(leave, Err(RaftError::ConfChange(ConfChangeError::NotJoint)));
+    let two_voters = ConfChangeV2 {
+        transition: ConfChangeTransition::Auto,
+        changes: vec![ConfChange { kind: ADD, node_id: 4 }],
+    };
+    c.node(1).propose_conf_change_v2(two_voters).unwrap();
+    c.stabilize();
+    joint(&mut c, 1, ConfChangeTransition::Explicit, &[(REMOVE, 4)]).unwrap();
+    assert!(conf_of(&c, 1).is_joint());
+    let again = change(&mut c, 1, REMOVE, 2);
+    assert_eq!(again, Err(RaftError::ConfChange(ConfChangeError::AlreadyJoint)));
+    let again = joint(&mut c, 1, ConfChangeTransition::Explicit, &[(ADD, 4)]);
+    assert_eq!(again, Err(RaftError::ConfChange(ConfChangeError::AlreadyJoint)));
+    joint(&mut c, 1, ConfChangeTransition::Auto, &[]).unwrap();
+    assert_eq!(conf_of(&c, 4).voters, vec![1, 2, 3]);
+}
+
+#[test]
+fn a_leader_removed_by_a_joint_change_leads_until_it_is_left() {
+    let mut c = cluster(&[1, 2, 3]);
+    c.campaign(1);
+    join(&mut c, 4);
+    c.propose(1, b"before").unwrap();
+    joint(&mut c, 1, ConfChangeTransition::Auto, &[(ADD, 4), (REMOVE, 1)]).unwrap();
+    // The leader stayed in the outgoing set, committed the leave itself, and
+    // stepped down once it applied it (4 is caught up by the next leader).
+    for id in [1, 2, 3] {
+        let conf = conf_of(&c, id);
+        assert_eq!((conf.voters, conf.voters_outgoing), (vec![2, 3, 4], vec![]));
+    }
+    assert_ne!(c.role(1), Role::Leader);
+    c.isolate(1);
+    c.tick_all(40);
+    let leader = c.leader().unwrap();
+    assert_ne!(leader, 1);
+    c.propose(leader, b"after").unwrap();
+    assert_eq!(c.nodes[&4].applied, vec![b"before".to_vec(), b"after".to_vec()]);
+    assert_eq!(conf_of(&c, 4).voters, vec![2, 3, 4]);
+}
+
+#[test]
+fn voters_demoted_while_joint_vote_until_the_joint_config_is_left() {
+    let mut c = three_and_a_learner_holding_x();
+    joint(&mut c, 1, ConfChangeTransition::Explicit, &[(ADD, 4), (LEARNER, 3)]).unwrap();
+    let conf = conf_of(&c, 2);
+    assert_eq!(conf.voters, vec![1, 2, 4]);
+    assert_eq!(conf.learners_next, vec![3]);
+    assert!(conf.learners.is_empty());
+    // 3 still counts in the outgoing set: without it and 2, nothing commits.
+    c.isolate(2);
+    c.isolate(3);
+    let commit = c.commit(1);
+    c.propose(1, b"y").unwrap();
+    assert_eq!(c.commit(1), commit);
+    c.heal();
+    c.tick_all(2);
+    joint(&mut c, 1, ConfChangeTransition::Auto, &[]).unwrap();
+    let conf = conf_of(&c, 3);
+    assert_eq!((conf.voters, conf.learners), (vec![1, 2, 4], vec![3]));
+    assert!(conf.learners_next.is_empty());
+    c.tick(3, 50);
+    assert_eq!(c.role(3), Role::Follower, "a learner never campaigns");
+}
+
+#[test]
+fn a_new_leader_leaves_the_joint_config_its_predecessor_entered() {
+    let mut c = cluster(&[1, 2, 3]);
+    c.campaign(1);
+    join(&mut c, 4);
+    // Lose every leave proposal of leader 1 on its way out.
+    let leave = ConfChangeV2::leave_joint().encode();
+    c.filter = Box::new(move |m| {
+        let carries_leave = m.from == 1 && m.entries.iter().any(|e| e.data == leave);
+        (!carries_leave).then_some(m)
+    });
+    joint(&mut c, 1, ConfChangeTransition::Implicit, &[(ADD, 4)]).unwrap();
+    assert!(conf_of(&c, 2).is_joint() && conf_of(&c, 2).auto_leave);
+    c.filter = Box::new(Some);
+    c.isolate(1);
+    c.campaign(2);
+    assert_eq!(c.role(2), Role::Leader);
+    c.tick_all(2);
+    for id in [2, 3, 4] {
+        let conf = conf_of(&c, id);
+        assert!(!conf.is_joint(), "member {id} still joint: {conf:?}");
+        assert_eq!(conf.voters, vec![1, 2, 3, 4]);
+    }
+}
+
+#[test]
+fn a_joint_config_survives_restart_and_travels_in_snapshots() {
+    let mut c = cluster(&[1, 2, 3]);
+    c.campaign(1);
+    join(&mut c, 4);
+    c.isolate(3);
+    joint(&mut c, 1, ConfChangeTransition::Explicit, &[(ADD, 4), (REMOVE, 2)]).unwrap();
+    c.restart(2);
+    let conf = conf_of(&c, 2);
+    assert_eq!((conf.voters, conf.voters_outgoing), (vec![1, 3, 4], vec![1, 2, 3]));
+    for i in 0..5u8 {
+        c.propose(1, &[i]).unwrap();
+    }
+    // The leader compacts its log behind a snapshot of the joint config; 3
+    // can only catch up from the snapshot.
+    let node = c.nodes.get_mut(&1).unwrap();
+    let applied = node.raw.status().applied;
+    let conf = node.raw.conf_state().clone();
+    let data = encode_state(&node.applied);
+    node.raw.storage_mut().create_snapshot(applied, conf.clone(), data).unwrap();
+    node.raw.storage_mut().compact(applied);
+    c.heal();
+    c.tick_all(3);
+    assert_eq!(conf_of(&c, 3), conf, "restored from the snapshot");
+    assert_eq!(c.nodes[&3].applied, c.nodes[&1].applied);
+    c.restart(3);
+    assert_eq!(conf_of(&c, 3), conf);
+    joint(&mut c, 1, ConfChangeTransition::Auto, &[]).unwrap();
+    assert_eq!(conf_of(&c, 3).voters, vec![1, 3, 4]);
+    assert!(!conf_of(&c, 3).is_joint());
 }

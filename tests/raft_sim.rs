@@ -2,7 +2,9 @@
 //!
 //! Three- and five-member clusters run over a simulated network that drops,
 //! delays, duplicates and reorders messages and cuts links (both ways or one
-//! way). Members crash and restart, losing whatever a `Ready` had not yet
+//! way). Membership changes go one member at a time or several at once
+//! through joint configurations (entered, left explicitly or automatically,
+//! and refused while joint). Members crash and restart, losing whatever a `Ready` had not yet
 //! persisted: a crash may strike after a `Ready`'s `messages` went out and
 //! before its entries and hard state reached storage, exactly the window the
 //! `Ready` contract leaves open. Clients write and read throughout.
@@ -25,8 +27,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use ember::raft::{
-    ConfChange, ConfChangeKind, ConfState, Config, EntryKind, MemStorage, Message, MessageKind,
-    NodeId, PlantedBug, RawNode, Rng, Role, Snapshot, Storage,
+    ConfChange, ConfChangeKind, ConfChangeTransition, ConfChangeV2, ConfState, Config, EntryKind,
+    MemStorage, Message, MessageKind, NodeId, PlantedBug, RawNode, Rng, Role, Snapshot, Storage,
+    confchange,
 };
 
 /// Seeds run by a plain `cargo test`: enough to exercise every fault kind,
@@ -168,6 +171,8 @@ struct Coverage {
     crashes_mid_ready: u64,
     snapshots_installed: u64,
     membership_changes_applied: u64,
+    joint_configs_entered: u64,
+    joint_configs_left: u64,
     writes_acked: u64,
     reads_served: u64,
     terms_with_leader: u64,
@@ -179,6 +184,8 @@ impl Coverage {
         self.crashes_mid_ready += other.crashes_mid_ready;
         self.snapshots_installed += other.snapshots_installed;
         self.membership_changes_applied += other.membership_changes_applied;
+        self.joint_configs_entered += other.joint_configs_entered;
+        self.joint_configs_left += other.joint_configs_left;
         self.writes_acked += other.writes_acked;
         self.reads_served += other.reads_served;
         self.terms_with_leader += other.terms_with_leader;
@@ -412,6 +419,7 @@ impl Sim {
             if !raw.has_ready() {
                 return;
             }
+            let was_joint = raw.conf_state().is_joint();
             let mut ready = raw.ready();
             self.send(std::mem::take(&mut ready.messages));
             if !self.healed && self.rng.chance(1, self.crash_mid_ready_one_in) {
@@ -433,8 +441,13 @@ impl Sim {
                 self.coverage.snapshots_installed += 1;
                 self.restore_kv(id, snapshot);
             }
-            if ready.conf_state.is_some() {
+            if let Some(conf) = &ready.conf_state {
                 self.coverage.membership_changes_applied += 1;
+                match (was_joint, conf.is_joint()) {
+                    (false, true) => self.coverage.joint_configs_entered += 1,
+                    (true, false) => self.coverage.joint_configs_left += 1,
+                    _ => {}
+                }
             }
             for entry in &ready.committed_entries {
                 self.apply(id, entry.index, entry.term, entry.kind, &entry.data);
@@ -598,18 +611,30 @@ impl Sim {
     fn members(&self) -> Vec<NodeId> {
         let Some(leader) = self.leader() else { return self.ids() };
         let conf = self.nodes[&leader].raw.as_ref().unwrap().conf_state();
-        let mut members: Vec<NodeId> = conf.voters.iter().chain(&conf.learners).copied().collect();
+        let mut members: Vec<NodeId> = conf.all_voters();
+        members.extend_from_slice(&conf.learners);
         members.sort_unstable();
         members
     }
 
-    /// Asks the leader to add, promote, demote or remove one member, keeping
-    /// at least two voters.
+    /// Asks the leader to add, promote, demote or remove one member, or
+    /// several at once through a joint configuration, keeping at least two
+    /// voters; while joint, to leave (or, refused, to change again).
     fn change_membership(&mut self) {
         let Some(leader) = self.leader() else { return };
         let ids = self.ids();
         let target = ids[self.rng.below(ids.len() as u64) as usize];
         let conf = self.nodes[&leader].raw.as_ref().unwrap().conf_state().clone();
+        if conf.is_joint() && self.rng.chance(3, 4) {
+            self.steps += 1;
+            let _ = self.raw(leader).unwrap().propose_conf_change_v2(ConfChangeV2::leave_joint());
+            self.process(leader);
+            return;
+        }
+        if self.rng.chance(1, 3) {
+            self.change_membership_jointly(leader, &conf);
+            return;
+        }
         let kind = if conf.voters.contains(&target) {
             if conf.voters.len() < 3 {
                 return;
@@ -633,6 +658,42 @@ impl Sim {
         self.steps += 1;
         let raw = self.raw(leader).unwrap();
         let _ = raw.propose_conf_change(ConfChange { kind, node_id: target });
+        self.process(leader);
+    }
+
+    /// Two or three random changes in one entry, under a random transition.
+    /// Like the one-at-a-time changes above (which remove only from three
+    /// voters), a change keeps a majority of the old voters among the new
+    /// ones: otherwise a removed voter holding the longest log could be the
+    /// only vote that completes an outgoing majority for members that have
+    /// not yet learned the joint configuration was left.
+    fn change_membership_jointly(&mut self, leader: NodeId, conf: &ConfState) {
+        let ids = self.ids();
+        let count = 2 + self.rng.below(2);
+        let kinds =
+            [ConfChangeKind::AddVoter, ConfChangeKind::AddLearner, ConfChangeKind::RemoveNode];
+        let changes = (0..count)
+            .map(|_| ConfChange {
+                kind: kinds[self.rng.below(3) as usize],
+                node_id: ids[self.rng.below(ids.len() as u64) as usize],
+            })
+            .collect();
+        let transitions = [
+            ConfChangeTransition::Auto,
+            ConfChangeTransition::Implicit,
+            ConfChangeTransition::Explicit,
+        ];
+        let transition = transitions[self.rng.below(3) as usize];
+        let cc = ConfChangeV2 { transition, changes };
+        let keeps_majority = |next: &ConfState| {
+            let kept = conf.voters.iter().filter(|id| next.voters.contains(id)).count();
+            next.voters.len() >= 2 && kept > conf.voters.len() / 2
+        };
+        if !confchange::apply_v2(conf, &cc).is_ok_and(|next| keeps_majority(&next)) {
+            return;
+        }
+        self.steps += 1;
+        let _ = self.raw(leader).unwrap().propose_conf_change_v2(cc);
         self.process(leader);
     }
 
@@ -884,7 +945,21 @@ impl Sim {
         self.tick += 1;
     }
 
+    /// Stops members the leader no longer counts; starts again any that a
+    /// later change (seen by the leader, or by any member as a voter) added
+    /// back, since a joint configuration may need them to elect a leader.
     fn decommission_removed(&mut self) {
+        let voters_seen: BTreeSet<NodeId> = self
+            .nodes
+            .values()
+            .filter_map(|n| n.raw.as_ref())
+            .flat_map(|raw| raw.conf_state().all_voters())
+            .collect();
+        for (id, node) in self.nodes.iter_mut() {
+            if voters_seen.contains(id) {
+                node.decommissioned = false;
+            }
+        }
         if self.leader().is_none() {
             return;
         }
@@ -970,7 +1045,7 @@ impl Sim {
                                 })
                                 .collect();
                             format!(
-                                "{id}:{:?} t{} lead{} c{} last{} kv{} voters{:?} learners{:?} {progress:?}",
+                                "{id}:{:?} t{} lead{} c{} last{} kv{} voters{:?} outgoing{:?} learners{:?} {progress:?}",
                                 s.role,
                                 s.term,
                                 s.leader_id,
@@ -978,6 +1053,7 @@ impl Sim {
                                 s.last_index,
                                 n.kv.applied_index,
                                 raw.conf_state().voters,
+                                raw.conf_state().voters_outgoing,
                                 raw.conf_state().learners
                             )
                         }
@@ -1062,11 +1138,13 @@ fn simulated_clusters_keep_every_invariant() {
     let c = outcome.coverage;
     println!(
         "raft_sim_coverage crashes={} crashes_mid_ready={} snapshots_installed={} membership_changes_applied={} \
-         terms_with_leader={} writes_acked={} reads_served={}",
+         joint_configs_entered={} joint_configs_left={} terms_with_leader={} writes_acked={} reads_served={}",
         c.crashes,
         c.crashes_mid_ready,
         c.snapshots_installed,
         c.membership_changes_applied,
+        c.joint_configs_entered,
+        c.joint_configs_left,
         c.terms_with_leader,
         c.writes_acked,
         c.reads_served

@@ -16,8 +16,8 @@
 //! - `raft.rs`: roles, elections, replication, commit, ReadIndex, transfer.
 //! - `log.rs`, `unstable.rs`: the log as storage plus unstable tail.
 //! - `progress.rs`: per-follower replication state and in-flight window.
-//! - `quorum.rs`: majority arithmetic. `confchange.rs`: one-at-a-time
-//!   membership changes. `read_only.rs`: batched ReadIndex rounds.
+//! - `quorum.rs`: majority arithmetic, joint included. `confchange.rs`:
+//!   membership changes, direct or through a joint configuration. `read_only.rs`: batched ReadIndex rounds.
 //! - `message.rs`: what crosses the network. `config.rs`, `error.rs`.
 //! - `mem_storage.rs`: the in-memory `Storage` for tests and benchmarks.
 //! - `rng.rs`: the seeded generator.
@@ -39,7 +39,9 @@ pub mod storage;
 pub mod types;
 pub mod unstable;
 
-pub use confchange::{ConfChange, ConfChangeError, ConfChangeKind};
+pub use confchange::{
+    ConfChange, ConfChangeError, ConfChangeKind, ConfChangeTransition, ConfChangeV2,
+};
 pub use config::{Config, ConfigError, PlantedBug};
 pub use error::{RaftError, StepError};
 pub use mem_storage::MemStorage;

@@ -86,6 +86,9 @@ pub struct Progress {
     pub probe_sent: bool,
     /// Heard from since the last check-quorum round.
     pub recent_active: bool,
+    /// Leader ticks since this follower last answered; starts as if never
+    /// (`u64::MAX`), so a member is not taken for reachable before it is.
+    pub heard_ago_ticks: u64,
     pub inflights: Inflights,
     pub is_learner: bool,
     /// The newest ReadIndex round this follower has confirmed.
@@ -101,10 +104,17 @@ impl Progress {
             pending_snapshot: 0,
             probe_sent: false,
             recent_active: false,
+            heard_ago_ticks: u64::MAX,
             inflights: Inflights::new(max_inflight_msgs),
             is_learner,
             read_round_acked: 0,
         }
+    }
+
+    /// Notes an answer from this follower.
+    pub fn heard(&mut self) {
+        self.recent_active = true;
+        self.heard_ago_ticks = 0;
     }
 
     fn reset_state(&mut self, state: ProgressState) {

@@ -1,7 +1,6 @@
-//! Majority arithmetic over a set of voters.
-//!
-//! Membership changes one voter at a time, so there is only ever one voter
-//! set and one majority (see `confchange.rs`).
+//! Majority arithmetic over a set of voters, and over the two sets of a
+//! joint configuration (a decision there needs a majority of each; see
+//! `confchange.rs`).
 
 use std::collections::BTreeMap;
 
@@ -61,6 +60,33 @@ pub fn vote_result(voters: &[NodeId], votes: &BTreeMap<NodeId, bool>) -> VoteRes
     }
 }
 
+/// The largest value a majority of `incoming` and a majority of `outgoing`
+/// have both reached. An empty `outgoing` (not joint) leaves `incoming`
+/// alone to decide.
+pub fn joint_majority_value(
+    incoming: &[NodeId],
+    outgoing: &[NodeId],
+    value_of: impl Fn(NodeId) -> u64,
+) -> u64 {
+    majority_value(incoming, &value_of).min(majority_value(outgoing, &value_of))
+}
+
+/// Tallies `votes` in a joint configuration: won when both sets are won,
+/// lost when either is lost. An empty `outgoing` counts as won.
+pub fn joint_vote_result(
+    incoming: &[NodeId],
+    outgoing: &[NodeId],
+    votes: &BTreeMap<NodeId, bool>,
+) -> VoteResult {
+    let first = vote_result(incoming, votes);
+    let second = if outgoing.is_empty() { VoteResult::Won } else { vote_result(outgoing, votes) };
+    match (first, second) {
+        (VoteResult::Won, VoteResult::Won) => VoteResult::Won,
+        (VoteResult::Lost, _) | (_, VoteResult::Lost) => VoteResult::Lost,
+        _ => VoteResult::Pending,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +112,26 @@ mod tests {
         assert_eq!(vote_result(&[1, 2, 3], &votes), VoteResult::Won);
         votes.insert(9, true);
         assert_eq!(vote_result(&[1, 2, 3, 4, 5], &votes), VoteResult::Pending);
+    }
+
+    #[test]
+    fn joint_decisions_need_both_majorities() {
+        let matches = [(1, 9), (2, 8), (3, 2), (4, 1)];
+        let of = |id| matches.iter().find(|(i, _)| *i == id).unwrap().1;
+        // {1,2,3} alone would commit 8; {1,2,4} too; {3,4,1} only 2.
+        assert_eq!(joint_majority_value(&[1, 2, 3], &[], of), 8);
+        assert_eq!(joint_majority_value(&[1, 2, 4], &[1, 2, 3], of), 8);
+        assert_eq!(joint_majority_value(&[1, 2, 3], &[1, 3, 4], of), 2);
+        let mut votes = BTreeMap::new();
+        votes.insert(1, true);
+        votes.insert(2, true);
+        assert_eq!(joint_vote_result(&[1, 2, 3], &[], &votes), VoteResult::Won);
+        assert_eq!(joint_vote_result(&[1, 2, 3], &[1, 4, 5], &votes), VoteResult::Pending);
+        votes.insert(4, false);
+        votes.insert(5, false);
+        assert_eq!(joint_vote_result(&[1, 2, 3], &[1, 4, 5], &votes), VoteResult::Lost);
+        votes.remove(&4);
+        votes.insert(5, true);
+        assert_eq!(joint_vote_result(&[1, 2, 3], &[1, 4, 5], &votes), VoteResult::Won);
     }
 }

@@ -10,13 +10,13 @@ use std::collections::BTreeMap;
 
 use log::{debug, info, warn};
 
-use super::confchange::{self, ConfChange};
+use super::confchange::{self, ConfChangeV2};
 use super::config::{Config, PlantedBug};
 use super::error::{RaftError, StepError};
 use super::log::RaftLog;
 use super::message::{Message, MessageKind};
 use super::progress::{Progress, ProgressState};
-use super::quorum::{self, VOTERS_MAX, VoteResult};
+use super::quorum::{self, VoteResult};
 use super::read_only::{PENDING_READS_MAX, ReadOnly, ReadState};
 use super::rng::Rng;
 use super::storage::{Storage, StorageError};
@@ -75,7 +75,8 @@ pub struct Raft<S: Storage> {
     pre_vote: bool,
     check_quorum: bool,
     /// The index of the newest membership change in the log (leader only):
-    /// another may be proposed once `applied` reaches it.
+    /// another may be proposed once `applied` reaches it, and a joint
+    /// configuration with `auto_leave` is left once it is applied.
     pending_conf_index: u64,
     /// Bytes of entries appended by this leader and not yet handed out for
     /// applying.
@@ -178,20 +179,21 @@ impl<S: Storage> Raft<S> {
 
     // ----- roles -----
 
+    /// A voter of either set may campaign: while joint, an outgoing voter's
+    /// vote still decides.
     pub fn promotable(&self) -> bool {
-        self.conf.voters.contains(&self.id)
+        self.conf.is_voter(self.id)
     }
 
     fn is_single_voter(&self) -> bool {
-        self.conf.voters.len() == 1 && self.promotable()
+        !self.conf.is_joint() && self.conf.voters == [self.id]
     }
 
     /// Makes `progress` hold exactly the members of `conf`.
     fn sync_progress(&mut self) {
         let next_index = self.log.last_index() + 1;
         let inflight = self.max_inflight_msgs;
-        self.progress
-            .retain(|id, _| self.conf.voters.contains(id) || self.conf.learners.contains(id));
+        self.progress.retain(|id, _| self.conf.is_member(*id));
         for (id, is_learner) in member_roles(&self.conf) {
             let progress = self
                 .progress
@@ -224,7 +226,7 @@ impl<S: Storage> Raft<S> {
             *progress = Progress::new(next_index, inflight, progress.is_learner);
             if *id == self.id {
                 progress.match_index = persisted;
-                progress.recent_active = true;
+                progress.heard();
             }
         }
     }
@@ -302,6 +304,12 @@ impl<S: Storage> Raft<S> {
 
     fn tick_heartbeat(&mut self) {
         self.heartbeat_elapsed_ticks += 1;
+        let own_id = self.id;
+        for (id, progress) in self.progress.iter_mut() {
+            if *id != own_id {
+                progress.heard_ago_ticks = progress.heard_ago_ticks.saturating_add(1);
+            }
+        }
         self.election_elapsed_ticks += 1;
         if self.election_elapsed_ticks >= self.election_tick {
             self.election_elapsed_ticks = 0;
@@ -332,8 +340,9 @@ impl<S: Storage> Raft<S> {
     /// check period.
     fn quorum_recently_active(&mut self) -> bool {
         let own_id = self.id;
-        let active = quorum::majority_value(&self.conf.voters, |id| {
-            u64::from(id == own_id || self.progress.get(&id).is_some_and(|p| p.recent_active))
+        let progress = &self.progress;
+        let active = self.conf_majority_value(|id| {
+            u64::from(id == own_id || progress.get(&id).is_some_and(|p| p.recent_active))
         });
         for (id, progress) in self.progress.iter_mut() {
             progress.recent_active = *id == own_id;
@@ -375,7 +384,7 @@ impl<S: Storage> Raft<S> {
         }
         let last_index = self.log.last_index();
         let last_term = self.log.last_term();
-        for id in self.conf.voters.clone() {
+        for id in self.conf.all_voters() {
             if id == own_id {
                 continue;
             }
@@ -393,7 +402,8 @@ impl<S: Storage> Raft<S> {
     /// Records a vote and acts on the result.
     fn poll(&mut self, from: NodeId, granted: bool) -> VoteResult {
         self.votes.entry(from).or_insert(granted);
-        let result = quorum::vote_result(&self.conf.voters, &self.votes);
+        let result =
+            quorum::joint_vote_result(&self.conf.voters, &self.conf.voters_outgoing, &self.votes);
         match result {
             VoteResult::Won if self.role == Role::PreCandidate => self.campaign(Campaign::Election),
             VoteResult::Won => {
@@ -548,9 +558,8 @@ impl<S: Storage> Raft<S> {
     /// only an entry of the current term (§5.4.2). Returns whether it moved.
     pub fn maybe_commit(&mut self) -> bool {
         let progress = &self.progress;
-        let quorum_index = quorum::majority_value(&self.conf.voters, |id| {
-            progress.get(&id).map_or(0, |p| p.match_index)
-        });
+        let quorum_index =
+            self.conf_majority_value(|id| progress.get(&id).map_or(0, |p| p.match_index));
         let term_required = if self.planted(PlantedBug::CommitOldTerm) { 0 } else { self.term };
         let quorum_index = quorum_index.min(self.log.last_index());
         if !self.log.maybe_commit(quorum_index, term_required) {
@@ -631,8 +640,11 @@ impl<S: Storage> Raft<S> {
             if found.is_some() || self.pending_conf_index > self.log.applied {
                 return Err(RaftError::ConfChangePending);
             }
-            let change = ConfChange::decode(&entry.data).map_err(RaftError::ConfChange)?;
-            confchange::apply(&self.conf, change).map_err(RaftError::ConfChange)?;
+            // Checked against the applied membership, which the pending rule
+            // makes the latest: a change while joint, other than leaving,
+            // is refused here.
+            let cc = ConfChangeV2::decode(&entry.data).map_err(RaftError::ConfChange)?;
+            confchange::apply_v2(&self.conf, &cc).map_err(RaftError::ConfChange)?;
             found = Some(position);
         }
         Ok(found)
@@ -688,7 +700,7 @@ impl<S: Storage> Raft<S> {
         if self.role != Role::Leader {
             return Err(RaftError::NotLeader);
         }
-        if !self.conf.voters.contains(&target) {
+        if !self.conf.is_voter(target) {
             return Err(RaftError::NotAVoter(target));
         }
         if target == self.id || target == self.lead_transferee {
@@ -732,24 +744,23 @@ impl<S: Storage> Raft<S> {
 
     // ----- membership -----
 
+    /// Applies a committed membership entry. An entry that does not decode
+    /// or apply was refused by no leader check (a peer's bytes): it is
+    /// skipped alike on every member, since each applies the same entries
+    /// to the same membership.
     pub fn apply_conf_change_entry(&mut self, entry: &Entry) {
-        let change = match ConfChange::decode(&entry.data) {
-            Ok(change) => change,
-            Err(e) => {
-                warn!("raft {:016x}: skipping membership entry {}: {e}", self.id, entry.index);
-                return;
-            }
-        };
-        let conf = match confchange::apply(&self.conf, change) {
-            Ok(conf) => conf,
+        let applied = ConfChangeV2::decode(&entry.data)
+            .and_then(|cc| confchange::apply_v2(&self.conf, &cc).map(|conf| (cc, conf)));
+        let (cc, conf) = match applied {
+            Ok(applied) => applied,
             Err(e) => {
                 warn!("raft {:016x}: skipping membership entry {}: {e}", self.id, entry.index);
                 return;
             }
         };
         info!(
-            "raft {:016x}: membership {:?} -> voters {:?} learners {:?}",
-            self.id, change, conf.voters, conf.learners
+            "raft {:016x}: membership {:?} {:?} -> voters {:?} outgoing {:?} learners {:?}",
+            self.id, cc.transition, cc.changes, conf.voters, conf.voters_outgoing, conf.learners
         );
         self.conf = conf;
         self.conf_changed = true;
@@ -767,7 +778,7 @@ impl<S: Storage> Raft<S> {
             self.become_follower(term, NO_NODE);
             return;
         }
-        if self.lead_transferee != NO_NODE && !self.conf.voters.contains(&self.lead_transferee) {
+        if self.lead_transferee != NO_NODE && !self.conf.is_voter(self.lead_transferee) {
             self.lead_transferee = NO_NODE;
         }
         if self.maybe_commit() {
@@ -775,6 +786,30 @@ impl<S: Storage> Raft<S> {
         } else {
             self.append_pending = true;
         }
+    }
+
+    /// Leader only: proposes leaving a joint configuration marked
+    /// `auto_leave` once the change that entered it is applied. A refused
+    /// proposal (a transfer under way, the uncommitted cap) is retried at
+    /// the next call.
+    pub fn maybe_auto_leave(&mut self) {
+        let due = self.role == Role::Leader
+            && self.conf.auto_leave
+            && self.pending_conf_index <= self.log.applied;
+        if !due {
+            return;
+        }
+        let data = ConfChangeV2::leave_joint().encode();
+        let entry = Entry { term: 0, index: 0, kind: EntryKind::ConfChange, data };
+        match self.append_proposal(vec![entry]) {
+            Ok(()) => info!("raft {:016x}: leaving the joint configuration", self.id),
+            Err(e) => debug!("raft {:016x}: leaving the joint configuration later: {e}", self.id),
+        }
+    }
+
+    /// The largest value a majority of every voter set has reached.
+    fn conf_majority_value(&self, value_of: impl Fn(NodeId) -> u64) -> u64 {
+        quorum::joint_majority_value(&self.conf.voters, &self.conf.voters_outgoing, value_of)
     }
 
     // ----- stepping -----
@@ -971,7 +1006,7 @@ impl<S: Storage> Raft<S> {
         };
         let first_index = self.log.first_index();
         let Some(progress) = self.progress.get_mut(&m.from) else { return Ok(()) };
-        progress.recent_active = true;
+        progress.heard();
         if m.reject {
             if progress.maybe_decrease_to(m.index, hint) {
                 if progress.state == ProgressState::Replicate {
@@ -1012,7 +1047,7 @@ impl<S: Storage> Raft<S> {
         }
         let last_index = self.log.last_index();
         let Some(progress) = self.progress.get_mut(&m.from) else { return Ok(()) };
-        progress.recent_active = true;
+        progress.heard();
         progress.probe_sent = false;
         progress.read_round_acked = progress.read_round_acked.max(m.read_round);
         if progress.state == ProgressState::Replicate && progress.inflights.full() {
@@ -1026,7 +1061,7 @@ impl<S: Storage> Raft<S> {
         let own_id = self.id;
         let own_round = self.read_only.round;
         let progress = &self.progress;
-        let confirmed = quorum::majority_value(&self.conf.voters, |id| {
+        let confirmed = self.conf_majority_value(|id| {
             if id == own_id {
                 own_round
             } else {
@@ -1166,9 +1201,10 @@ impl<S: Storage> Raft<S> {
     }
 }
 
-/// Each member of `conf` with whether it is a learner.
+/// Each member of `conf` with whether it is a learner. A voter demoted
+/// while joint (`learners_next`) still votes in the outgoing set.
 fn member_roles(conf: &ConfState) -> Vec<(NodeId, bool)> {
-    let voters = conf.voters.iter().map(|id| (*id, false));
+    let voters = conf.all_voters().into_iter().map(|id| (id, false));
     voters.chain(conf.learners.iter().map(|id| (*id, true))).collect()
 }
 
@@ -1199,17 +1235,5 @@ fn validate_snapshot(m: &Message) -> Result<(), StepError> {
     if meta.index == 0 || meta.term == 0 || meta.term > m.term {
         return Err(StepError::Malformed("snapshot index or term"));
     }
-    let conf = &meta.conf_state;
-    let mut ids: Vec<NodeId> = conf.voters.iter().chain(conf.learners.iter()).copied().collect();
-    let count = ids.len();
-    ids.sort_unstable();
-    ids.dedup();
-    let duplicate_or_zero = ids.len() != count || ids.contains(&NO_NODE);
-    if conf.voters.is_empty() || conf.voters.len() > VOTERS_MAX || duplicate_or_zero {
-        return Err(StepError::Malformed("snapshot membership"));
-    }
-    if !conf.voters_outgoing.is_empty() || !conf.learners_next.is_empty() {
-        return Err(StepError::Malformed("joint membership is not supported"));
-    }
-    Ok(())
+    confchange::check(&meta.conf_state).map_err(|_| StepError::Malformed("snapshot membership"))
 }

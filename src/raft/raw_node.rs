@@ -3,7 +3,7 @@
 //! `report_*` calls; the output is one `Ready` at a time, acknowledged with
 //! `advance`.
 
-use super::confchange::ConfChange;
+use super::confchange::{CHANGES_PER_GROUP_MAX, ConfChange, ConfChangeError, ConfChangeV2};
 use super::config::Config;
 use super::error::{RaftError, StepError};
 use super::message::Message;
@@ -75,6 +75,8 @@ pub struct PeerStatus {
     pub next_index: u64,
     pub state: ProgressState,
     pub is_learner: bool,
+    /// Leader ticks since the peer last answered (`u64::MAX`: not yet).
+    pub heard_ago_ticks: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +159,18 @@ impl<S: Storage> RawNode<S> {
         self.raft.propose(vec![entry])
     }
 
+    /// Proposes a group of membership changes: several at once go through a
+    /// joint configuration, and no changes at all leave one. Refused while
+    /// another change is pending, and while joint for anything but leaving.
+    pub fn propose_conf_change_v2(&mut self, cc: ConfChangeV2) -> Result<(), RaftError> {
+        // The encoding holds at most this many; refuse rather than cut.
+        if cc.changes.len() > CHANGES_PER_GROUP_MAX {
+            return Err(RaftError::ConfChange(ConfChangeError::TooManyChanges));
+        }
+        let entry = Entry { term: 0, index: 0, kind: EntryKind::ConfChange, data: cc.encode() };
+        self.raft.propose(vec![entry])
+    }
+
     /// Asks for a linearizable read point; the answer comes as a `ReadState`
     /// with the same `context` in a later `Ready`.
     pub fn read_index(&mut self, context: Vec<u8>) -> Result<(), RaftError> {
@@ -194,6 +208,7 @@ impl<S: Storage> RawNode<S> {
                     next_index: p.next_index,
                     state: p.state,
                     is_learner: p.is_learner,
+                    heard_ago_ticks: p.heard_ago_ticks,
                 })
                 .collect()
         } else {
@@ -303,6 +318,7 @@ impl<S: Storage> RawNode<S> {
         }
         let persisted = log.persisted_index();
         self.raft.own_entries_persisted(persisted);
+        self.raft.maybe_auto_leave();
     }
 }
 

@@ -65,6 +65,33 @@ pub struct ConfState {
     pub auto_leave: bool,
 }
 
+impl ConfState {
+    /// A joint configuration: decisions need a majority of `voters` and one
+    /// of `voters_outgoing`.
+    pub fn is_joint(&self) -> bool {
+        !self.voters_outgoing.is_empty()
+    }
+
+    /// A voter of either set.
+    pub fn is_voter(&self, id: NodeId) -> bool {
+        self.voters.contains(&id) || self.voters_outgoing.contains(&id)
+    }
+
+    /// Every voter of either set, ascending, once each.
+    pub fn all_voters(&self) -> Vec<NodeId> {
+        let mut all: Vec<NodeId> =
+            self.voters.iter().chain(&self.voters_outgoing).copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
+
+    /// Whether `id` is a voter or learner of either set.
+    pub fn is_member(&self, id: NodeId) -> bool {
+        self.is_voter(id) || self.learners.contains(&id)
+    }
+}
+
 /// Where a snapshot sits in the log and which membership it carries.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotMeta {

@@ -10,12 +10,13 @@
 
 use std::time::{Duration, Instant};
 
+use super::conf_plan::plan_conf_change;
 use super::config::{self, HostPort};
 use super::node::Node;
 use super::proposals::Waiter;
 use crate::proto::{self, ErrorBody, ErrorCode, Request};
-use crate::raft::Role;
-use crate::state::members::{member_of, next_conf_change};
+use crate::raft::{PeerStatus, Role};
+use crate::state::members::member_of;
 use crate::state::{MemberOp, MemberRecord, Op};
 use crate::transport;
 
@@ -24,6 +25,9 @@ const _: () = assert!(crate::state::members::MEMBERS_MAX <= transport::PEER_SLOT
 /// A learner is promotable once its log holds this share (percent) of the
 /// leader's, as etcd requires.
 pub const PROMOTE_READY_PERCENT: u64 = 90;
+/// Election timeouts a removed follower keeps voting while Raft still
+/// counts it: enough for the leader to commit the removal and tell it.
+pub const REMOVED_VOTER_GRACE_ELECTIONS: u64 = 3;
 /// How often a member whose published attributes disagree with its flags
 /// proposes them again while the table has not caught up.
 pub const PUBLISH_RETRY: Duration = Duration::from_secs(1);
@@ -124,20 +128,35 @@ impl Node {
         initial.collect()
     }
 
-    /// Leader only: proposes the Raft change the table calls for.
+    /// Leader only: proposes the Raft change the table calls for, by a path
+    /// that keeps a quorum of reachable voters (`conf_plan`).
     pub(super) fn reconcile_conf(&mut self) {
         let members = self.state.members();
         if self.leader_id != self.config.member_id || members.is_empty() {
             return;
         }
-        let conf = self.raft.conf_state();
-        let Some(change) = next_conf_change(members, &conf.voters, &conf.learners) else {
+        let ready = self.members_ready();
+        let Some(cc) = plan_conf_change(members, self.raft.conf_state(), &ready) else {
             return;
         };
-        match self.raft.propose_conf_change(change) {
-            Ok(()) => log::info!("proposed {:?} of {:016x}", change.kind, change.node_id),
-            Err(e) => log::debug!("membership change {change:?} not proposed yet: {e:?}"),
+        let text = format!("{:?} {:?}", cc.transition, cc.changes);
+        match self.raft.propose_conf_change_v2(cc) {
+            Ok(()) => log::info!("proposed membership change {text}"),
+            Err(e) => log::debug!("membership change {text} not proposed yet: {e:?}"),
         }
+    }
+
+    /// This leader and the members it heard from within an election
+    /// timeout whose logs hold `PROMOTE_READY_PERCENT` of its own.
+    fn members_ready(&self) -> Vec<u64> {
+        let status = self.raft.status();
+        let heard_within_ticks = self.config.election_ticks();
+        let caught_up = |p: &PeerStatus| {
+            p.heard_ago_ticks < heard_within_ticks
+                && p.match_index * 100 >= status.last_index * PROMOTE_READY_PERCENT
+        };
+        let peers = status.progress.iter().filter(|p| p.id != status.id && caught_up(p));
+        std::iter::once(status.id).chain(peers.map(|p| p.id)).collect()
     }
 
     /// Proposes this member's name and client URLs when the table has
@@ -165,8 +184,12 @@ impl Node {
     /// joining member's first snapshot may predate its addition, so only a
     /// member that has seen itself in the table can find itself removed. A
     /// leader waits until Raft has applied the removal too, so the others
-    /// are not left to time it out.
-    pub(super) fn removed_from_cluster(&mut self) -> bool {
+    /// are not left to time it out. A follower waits for it as well, up to
+    /// `REMOVED_VOTER_GRACE_ELECTIONS` election timeouts: until Raft drops
+    /// it, its vote may be the one that commits its removal (with another
+    /// member down, it is), but a leader stops talking to a member it has
+    /// dropped, so the commit may never reach it.
+    pub(super) fn removed_from_cluster(&mut self, now: Instant) -> bool {
         let id = self.config.member_id;
         if self.state.members().iter().any(|m| m.id == id) {
             self.seen_in_table = true;
@@ -175,9 +198,16 @@ impl Node {
         if !self.seen_in_table {
             return false;
         }
-        let conf = self.raft.conf_state();
-        let in_raft = conf.voters.contains(&id) || conf.learners.contains(&id);
-        !(in_raft && self.leader_id == id)
+        if !self.raft.conf_state().is_member(id) {
+            return true;
+        }
+        if self.leader_id == id {
+            return false;
+        }
+        let grace =
+            Duration::from_millis(self.config.election_timeout_ms * REMOVED_VOTER_GRACE_ELECTIONS);
+        let since = *self.removed_from_table_at.get_or_insert(now);
+        now >= since + grace
     }
 }
 

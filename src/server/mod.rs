@@ -40,6 +40,8 @@
 //! - `http.rs`: the answers to the probes and to `/metrics`.
 //! - `leases.rs`, `members.rs`: lease and member requests, expiry, the
 //!   leader reconciling Raft's configuration, publishing this member.
+//! - `conf_plan.rs` (pure): which configuration change the leader proposes
+//!   next: a learner first, a joint replacement, or one at a time.
 //!
 //! `restore.rs` builds a new member's data directory from a backup file
 //! (`ember snapshot restore`), offline, with the same bootstrap as a new
@@ -68,6 +70,7 @@
 mod auth;
 mod backups;
 mod clients;
+mod conf_plan;
 pub mod config;
 mod conn;
 mod dir_lock;

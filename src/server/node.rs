@@ -140,6 +140,9 @@ pub struct Node {
     /// This member has been in the applied member table (so its absence
     /// later means it was removed).
     pub(super) seen_in_table: bool,
+    /// When this member first applied a table without itself while Raft
+    /// still counted it (see `removed_from_cluster`).
+    pub(super) removed_from_table_at: Option<Instant>,
     /// When the TLS files were last looked at, and what they were then.
     pub(super) tls_files: TlsFiles,
 }
@@ -237,6 +240,7 @@ impl Node {
             },
             stopping: false,
             seen_in_table: false,
+            removed_from_table_at: None,
             tls_files: TlsFiles::new(&config, now),
             config,
             poll,
@@ -282,7 +286,7 @@ impl Node {
                 return self.shutdown();
             }
             self.maybe_reload_tls(now);
-            if self.removed_from_cluster() {
+            if self.removed_from_cluster(now) {
                 log::warn!(
                     "member {:016x} was removed from the cluster: stopping",
                     self.config.member_id

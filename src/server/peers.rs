@@ -159,10 +159,7 @@ impl Resolver {
 /// Whether a message from `from` may be stepped: once the table is
 /// known, only its members (and those Raft has not yet dropped) speak.
 pub fn is_member(members: &[MemberRecord], conf: &ConfState, from: u64) -> bool {
-    members.is_empty()
-        || members.iter().any(|m| m.id == from)
-        || conf.voters.contains(&from)
-        || conf.learners.contains(&from)
+    members.is_empty() || members.iter().any(|m| m.id == from) || conf.is_member(from)
 }
 
 /// The host of a member's first peer URL: the name its certificate must be
