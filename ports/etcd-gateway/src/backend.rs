@@ -184,13 +184,16 @@ impl Backend {
     pub async fn call_on_leader(&self, request: &Request) -> Result<Response, LinkError> {
         let mut last = None;
         for endpoint in self.endpoint_order() {
-            let link = match Link::shared(endpoint, self.config.dial_timeout, 1).await {
-                Ok(link) => link,
-                Err(why) => {
-                    last = Some(unreachable(vec![why]));
-                    continue;
-                }
-            };
+            let link =
+                match Link::shared(endpoint, &self.config.member_tls, self.config.dial_timeout, 1)
+                    .await
+                {
+                    Ok(link) => link,
+                    Err(why) => {
+                        last = Some(unreachable(vec![why]));
+                        continue;
+                    }
+                };
             match link.call(request, self.config.request_timeout).await {
                 Err(LinkError::Server(body)) if body.code() == Some(ErrorCode::NotLeader) => {
                     last = Some(LinkError::Server(body));
