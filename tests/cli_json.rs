@@ -66,6 +66,8 @@ const STEPS: &[Step] = &[
     run("endpoint status"),
     run("endpoint health"),
     run("endpoint hashkv"),
+    run("alarm list"),
+    run("alarm disarm"),
 ];
 
 #[test]

@@ -9,6 +9,7 @@
 //! except through `server`'s entry point.
 
 pub use crate::flags as args;
+pub mod alarm;
 pub mod auth;
 pub mod bench;
 pub mod cluster;
@@ -305,6 +306,14 @@ const COMMANDS: &[Command] = &[
                    ember endpoint hashkv --cluster --rev 42",
         flags: endpoint::ENDPOINT_FLAGS,
         run: endpoint::run_endpoint,
+    },
+    Command {
+        name: "alarm",
+        summary: "list the alarms raised in the cluster, or clear them all",
+        usage: "ember alarm list|disarm [-w simple|json|fields]",
+        examples: "ember alarm list\nember alarm list -w json\nember --user root alarm disarm",
+        flags: &[],
+        run: alarm::run_alarm,
     },
     Command {
         name: "completion",

@@ -10,7 +10,8 @@
 //!
 //! Ranges: 1..=99 request shape, 100..=199 revisions and storage,
 //! 200..=299 leases, 300..=399 cluster and consensus, 400..=499 watches,
-//! 500..=599 members, 600..=699 auth, 900..=999 the connection itself.
+//! 500..=599 members, 600..=699 auth, 700..=749 alarms, 900..=999 the
+//! connection itself.
 
 use serde::{Deserialize, Serialize};
 
@@ -223,6 +224,10 @@ error_codes! {
         "ember: the most users, roles or permissions the cluster may hold";
     /// Logins for this user failed recently; the next try must wait.
     LoginBackoff = 617, Unavailable, "ember: too many failed logins for this user, retry later";
+
+    // Alarms.
+    /// A raise or a clear that names no alarm kind (`AlarmType::None`).
+    AlarmNotGiven = 700, InvalidArgument, "ember: name the alarm to raise or clear";
 
     // The connection.
     /// A frame broke the framing rules (unknown kind, reserved bits set); the

@@ -138,6 +138,8 @@ pub enum UnhealthyReason {
     NoSpace,
     /// The node is shutting down.
     Stopping,
+    /// This member's data disagrees with the majority's; it serves no reads.
+    Corrupt,
 }
 
 impl UnhealthyReason {
@@ -146,6 +148,7 @@ impl UnhealthyReason {
             UnhealthyReason::NoLeader => "RAFT NO LEADER",
             UnhealthyReason::NoSpace => "ALARM NOSPACE",
             UnhealthyReason::Stopping => "SERVER STOPPING",
+            UnhealthyReason::Corrupt => "ALARM CORRUPT",
         }
     }
 }

@@ -615,6 +615,59 @@ pub struct RoleRevokePermissionRequest {
     pub range_end: Vec<u8>,
 }
 
+/// etcd's `AlarmRequest.AlarmAction`, with its numbers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AlarmAction {
+    /// Every alarm raised in the cluster, from the answering member's state.
+    #[default]
+    Get,
+    Activate,
+    Deactivate,
+}
+
+/// etcd's `AlarmType`, with its numbers: what needs a person.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+pub enum AlarmType {
+    /// No alarm; only meaningful in a `Get`.
+    #[default]
+    None,
+    /// The store passed its quota, or the data directory's disk is short of
+    /// room: writes that take space are refused.
+    NoSpace,
+    /// The member's keyspace disagrees with the majority's: it serves no
+    /// reads until repaired.
+    Corrupt,
+}
+
+/// Lists, raises or clears an alarm. `member_id` and `alarm` name the one
+/// to raise or clear; a `Get` ignores them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmRequest {
+    pub action: AlarmAction,
+    pub member_id: u64,
+    pub alarm: AlarmType,
+}
+
+/// One raised alarm: which member, which kind.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+pub struct AlarmMember {
+    pub member_id: u64,
+    pub alarm: AlarmType,
+}
+
+/// `Get`: every alarm raised, ascending by member then kind. `Activate`:
+/// the alarm raised. `Deactivate`: the alarm cleared, or none when it was
+/// not raised.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmResponse {
+    pub header: ResponseHeader,
+    pub alarms: Vec<AlarmMember>,
+}
+
 /// Everything a client may ask. The variant index is the wire tag.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -657,6 +710,7 @@ pub enum Request {
     RoleDelete(RoleRequest),
     RoleGrantPermission(RoleGrantPermissionRequest),
     RoleRevokePermission(RoleRevokePermissionRequest),
+    Alarm(AlarmRequest),
 }
 
 /// A successful answer; the variant matches the request's. A failure is an
@@ -703,6 +757,7 @@ pub enum Response {
     RoleDelete(AuthResponse),
     RoleGrantPermission(AuthResponse),
     RoleRevokePermission(AuthResponse),
+    Alarm(AlarmResponse),
 }
 
 impl Request {
@@ -747,6 +802,7 @@ impl Request {
             Request::RoleDelete(_) => "RoleDelete",
             Request::RoleGrantPermission(_) => "RoleGrantPermission",
             Request::RoleRevokePermission(_) => "RoleRevokePermission",
+            Request::Alarm(_) => "Alarm",
         }
     }
 
@@ -776,6 +832,7 @@ impl Request {
             | Request::RoleGrantPermission(_)
             | Request::RoleRevokePermission(_) => true,
             Request::Txn(txn) => txn.is_write(),
+            Request::Alarm(r) => r.action != AlarmAction::Get,
             _ => false,
         }
     }
@@ -834,6 +891,7 @@ impl Response {
             Response::UserList(r) => &r.header,
             Response::RoleGet(r) => &r.header,
             Response::RoleList(r) => &r.header,
+            Response::Alarm(r) => &r.header,
         }
     }
 }

@@ -31,6 +31,7 @@
 //! - `node.rs`: the parts, start-up (recovery, bootstrap), the loop.
 //! - `ready.rs`: peer input, the `Ready` cycle, apply and its effects.
 //! - `requests.rs`: where each client request goes.
+//! - `alarms.rs`: alarm requests, and the alarms in status and health.
 //! - `leases.rs`, `members.rs`: lease and member requests, expiry, the
 //!   leader reconciling Raft's configuration, publishing this member.
 //!
@@ -54,6 +55,7 @@
 //! loop with an error; the command logs it and exits non-zero. Nothing
 //! retries a sync whose pages may be gone.
 
+mod alarms;
 mod auth;
 mod clients;
 pub mod config;

@@ -78,6 +78,7 @@ impl Node {
                 let result = self.hash_kv(r.revision);
                 self.clients.answer(waiter, result);
             }
+            Request::Alarm(r) => self.alarm_request(waiter, r),
             other => {
                 if !self.auth_request(waiter, other) {
                     self.clients.answer(waiter, Err(ErrorBody::new(ErrorCode::Unsupported)));
@@ -147,6 +148,8 @@ impl Node {
             Health::Unhealthy(UnhealthyReason::Stopping)
         } else if self.leader_id == 0 {
             Health::Unhealthy(UnhealthyReason::NoLeader)
+        } else if let Some(reason) = self.alarm_health() {
+            Health::Unhealthy(reason)
         } else {
             Health::Healthy
         }
@@ -165,7 +168,7 @@ impl Node {
             raft_applied_index: self.state.applied_index(),
             compact_revision: i64::try_from(compact_revision).unwrap_or(i64::MAX),
             is_learner: self.raft.conf_state().learners.contains(&self.config.member_id),
-            errors: Vec::new(),
+            errors: self.alarm_errors(),
         }
     }
 }

@@ -45,6 +45,8 @@ pub enum Op {
     Member(super::members::MemberOp),
     /// A change of users, roles or the enabled flag (see `auth.rs`).
     Auth(super::auth::AuthOp),
+    /// An alarm raised or cleared (see `alarms.rs`).
+    Alarm(super::alarms::AlarmOp),
 }
 
 /// Who asked for a command, for the permission check at apply time.

@@ -44,7 +44,9 @@ impl StateMachine {
                     op_leases(&self.store, op).into_iter().any(|id| !self.leases.contains(id));
                 return missing.then(|| Err(lease_error(LeaseError::NotFound)));
             }
-            Op::DeleteRange(_) | Op::Compact(_) | Op::Member(_) | Op::Auth(_) => return None,
+            Op::DeleteRange(_) | Op::Compact(_) | Op::Member(_) | Op::Auth(_) | Op::Alarm(_) => {
+                return None;
+            }
         };
         Some(result.map_err(lease_error))
     }

@@ -24,6 +24,7 @@
 //! mvcc), `image.rs` (the snapshot payload), `members.rs` (the member
 //! table's rules), `leases.rs` (applying lease entries).
 
+pub mod alarms;
 pub mod auth;
 pub mod command;
 pub mod image;
@@ -36,6 +37,7 @@ use crate::mvcc::{ImageReader, LiveImage, Store, StoreConfig};
 use crate::proto::{self, ErrorBody, Response, ResponseHeader};
 use crate::raft::{Entry, EntryKind};
 
+pub use alarms::{AlarmKind, AlarmOp, AlarmRecord, Alarms};
 pub use auth::AuthOp;
 pub use command::{Caller, Command, DecodeError, Op};
 pub use image::{LeaseRecord, MemberRecord, PayloadError, Sections};
@@ -96,6 +98,8 @@ pub struct StateMachine {
     leases: LeaseTable,
     /// Users, roles, the enabled flag and the token key.
     auth: AuthState,
+    /// The alarms raised, by member and kind.
+    alarms: Alarms,
     /// Invariant: every entry up to it has been applied, and none after it.
     applied_index: u64,
     applied_term: u64,
@@ -111,6 +115,7 @@ impl StateMachine {
             members: Vec::new(),
             leases: LeaseTable::new(),
             auth: AuthState::default(),
+            alarms: Alarms::default(),
             applied_index: 0,
             applied_term: 0,
         }
@@ -178,6 +183,10 @@ impl StateMachine {
             let answer = Answer { origin: command.origin, seq: command.seq, result };
             return Applied { answer: Some(answer), effect: None };
         }
+        if let Err(refused) = self.check_space(&command.op) {
+            let answer = Answer { origin: command.origin, seq: command.seq, result: Err(refused) };
+            return Applied { answer: Some(answer), effect: None };
+        }
         let (result, effect) = self.apply_op(command.op, now_ms, raft_term);
         let answer = Answer { origin: command.origin, seq: command.seq, result };
         Applied { answer: Some(answer), effect }
@@ -209,6 +218,7 @@ impl StateMachine {
                 .compact(revision)
                 .map(|()| Response::Compact(proto::CompactionResponse { header: header(store) })),
             Op::Member(change) => return self.apply_member(change, raft_term),
+            Op::Alarm(change) => return (self.apply_alarm(change, raft_term), None),
             Op::Auth(change) => {
                 let result = self.apply_auth(change, raft_term);
                 let effect = result.is_ok().then_some(Effect::AuthChanged);
@@ -231,6 +241,8 @@ impl StateMachine {
             Err(code) => return (Err(ErrorBody::new(code)), None),
         };
         log::info!("member table: applied {} of {id:016x}", members::op_name(&op));
+        let table = &self.members;
+        self.alarms.retain_members(|member| table.iter().any(|m| m.id == member));
         let moved = matches!(op, MemberOp::Update { .. }).then_some(id);
         let header = self.header(raft_term);
         let table: Vec<proto::Member> = self.members.iter().map(members::member_of).collect();
@@ -307,6 +319,7 @@ impl StateMachine {
             members: self.members.clone(),
             leases: leases.collect(),
             auth: self.auth.clone(),
+            alarms: self.alarms.records().to_vec(),
         }
     }
 
@@ -385,12 +398,15 @@ impl Restorer {
         let sections = self.sections.ok_or_else(|| PayloadError::Truncated.to_string())?;
         let store = self.image.finish().map_err(|e| e.to_string())?;
         let records = sections.leases.iter().map(|r| (r.id, r.ttl_secs));
+        let alarms = Alarms::from_records(sections.alarms)
+            .ok_or_else(|| PayloadError::Malformed("alarms not ascending").to_string())?;
         Ok(StateMachine {
             identity: self.identity,
             store,
             members: sections.members,
             leases: LeaseTable::from_records(records, self.now_ms),
             auth: sections.auth,
+            alarms,
             applied_index: self.at.0,
             applied_term: self.at.1,
         })

@@ -155,6 +155,11 @@ pub fn requests() -> Vec<Request> {
             key: b"/a".to_vec(),
             range_end: vec![0],
         }),
+        Request::Alarm(AlarmRequest {
+            action: AlarmAction::Deactivate,
+            member_id: 0xAB,
+            alarm: AlarmType::NoSpace,
+        }),
     ]
 }
 
@@ -272,6 +277,10 @@ pub fn responses() -> Vec<Response> {
         Response::RoleDelete(AuthResponse { header: header(55) }),
         Response::RoleGrantPermission(AuthResponse { header: header(56) }),
         Response::RoleRevokePermission(AuthResponse { header: header(57) }),
+        Response::Alarm(AlarmResponse {
+            header: header(58),
+            alarms: vec![AlarmMember { member_id: 0xAB, alarm: AlarmType::Corrupt }],
+        }),
     ]
 }
 

@@ -1,11 +1,11 @@
-//! etcd's Maintenance service: Status and HashKV from the node; what Ember
-//! does not have yet answers UNIMPLEMENTED, saying what is missing, rather
-//! than an answer that would only look right (an empty alarm list from a
-//! store that cannot raise alarms, a defragment that did nothing).
+//! etcd's Maintenance service: Alarm, Status and HashKV from the node; what
+//! Ember does not have yet answers UNIMPLEMENTED, saying what is missing,
+//! rather than an answer that would only look right (a defragment that did
+//! nothing).
 
 use std::pin::Pin;
 
-use ember::proto::{HashKvRequest, Request};
+use ember::proto::{AlarmAction, AlarmRequest, AlarmType, HashKvRequest, Request};
 use tokio_stream::Stream;
 use tonic::{Request as Grpc, Response, Status};
 
@@ -20,9 +20,26 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Sta
 impl pb::maintenance_server::Maintenance for Gateway {
     async fn alarm(
         &self,
-        _: Grpc<pb::AlarmRequest>,
+        request: Grpc<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
-        Err(unimplemented("Alarm (the alarm table)"))
+        let asked = request.into_inner();
+        let action = match asked.action {
+            0 => AlarmAction::Get,
+            1 => AlarmAction::Activate,
+            2 => AlarmAction::Deactivate,
+            other => return Err(Status::invalid_argument(format!("unknown alarm action {other}"))),
+        };
+        let alarm = alarm_type(asked.alarm)
+            .ok_or_else(|| Status::invalid_argument(format!("unknown alarm {}", asked.alarm)))?;
+        let request = AlarmRequest { action, member_id: asked.member_id, alarm };
+        let answer = call_as!(self, Request::Alarm(request), Alarm);
+        let alarms = answer
+            .alarms
+            .iter()
+            .map(|a| pb::AlarmMember { member_id: a.member_id, alarm: alarm_number(a.alarm) })
+            .collect();
+        // etcd 3.4 answers alarms without a header.
+        Ok(Response::new(pb::AlarmResponse { header: None, alarms }))
     }
 
     async fn status(
@@ -94,5 +111,24 @@ impl pb::maintenance_server::Maintenance for Gateway {
         _: Grpc<pb::DowngradeRequest>,
     ) -> Result<Response<pb::DowngradeResponse>, Status> {
         Err(unimplemented("Downgrade"))
+    }
+}
+
+/// The alarm kind etcd's number names; `None` for a number etcd has not.
+fn alarm_type(number: i32) -> Option<AlarmType> {
+    match number {
+        0 => Some(AlarmType::None),
+        1 => Some(AlarmType::NoSpace),
+        2 => Some(AlarmType::Corrupt),
+        _ => None,
+    }
+}
+
+/// etcd's number of an alarm kind.
+fn alarm_number(alarm: AlarmType) -> i32 {
+    match alarm {
+        AlarmType::None => 0,
+        AlarmType::NoSpace => 1,
+        AlarmType::Corrupt => 2,
     }
 }
