@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use ember::client::{Client, Credentials};
 use ember::proto::{
-    AlarmAction, AlarmMember, AlarmType, CompareResult, CompareTarget, ErrorCode, GrpcCode,
-    PutRequest, RequestOp, TxnRequest,
+    AlarmAction, AlarmMember, AlarmType, CompareResult, CompareTarget, DeleteRangeRequest,
+    ErrorCode, GrpcCode, PutRequest, RequestOp, TxnRequest,
 };
 use support::cli::node::{ember, ok};
 use support::cli::{stderr, stdout};
@@ -196,4 +196,88 @@ fn alarms_name_a_member_and_a_kind_and_only_root_changes_them() {
     assert!(stderr(&put).contains("permission denied"), "{}", stderr(&put));
     let cleared = ok(&endpoint, &["--user", "root:rootpw", "alarm", "disarm"]);
     assert_eq!(cleared, listed);
+}
+
+/// The `quota:` log line each member writes when an entry raises NOSPACE:
+/// the same index and revision on every member.
+fn quota_line(log: &str) -> Option<String> {
+    let line = log.lines().find(|l| l.contains("quota:") && l.contains("NOSPACE raised"))?;
+    Some(line[line.find("at index")?..].to_string())
+}
+
+/// Puts 4 KB values under `prefix` until one is refused; the number put.
+fn fill(client: &mut Client, prefix: &str) -> usize {
+    let value = vec![b'x'; 4000];
+    for i in 0..200 {
+        match client.put(format!("{prefix}{i}").as_bytes(), &value) {
+            Ok(_) => {}
+            Err(error) => {
+                assert_eq!(error.code(), Some(ErrorCode::NoSpace), "{error}");
+                assert!(error.to_string().contains("database space exceeded"), "{error}");
+                return i;
+            }
+        }
+    }
+    panic!("200 puts of 4 KB passed a quota of {QUOTA_BYTES} bytes");
+}
+
+const QUOTA_BYTES: u64 = 64 * 1024;
+
+#[test]
+fn a_quota_filled_by_puts_raises_nospace_everywhere_and_compaction_clears_it() {
+    let quota = QUOTA_BYTES.to_string();
+    let cluster = Cluster::start("alarms-quota", 3, &["--quota-backend-bytes", &quota]);
+    cluster.wait_leader(WAIT);
+    let endpoints = cluster.endpoints();
+    let mut client = cluster.client(0);
+    let put = fill(&mut client, "fill/");
+    assert!((10..=16).contains(&put), "{put} puts of 4 KB fit in {QUOTA_BYTES} bytes");
+
+    // Every member raised NOSPACE for every member, at the same entry.
+    let ids: Vec<u64> = (0..3).map(|i| cluster.status(i).unwrap().header.member_id).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    let all: String = sorted.iter().map(|id| format!("memberID:{id} alarm:NOSPACE \n")).collect();
+    for endpoint in &endpoints {
+        wait_list(endpoint, &all);
+    }
+    let lines: Vec<Option<String>> = (0..3).map(|i| quota_line(&cluster.log_of(i))).collect();
+    assert!(lines[0].is_some() && lines.iter().all(|l| *l == lines[0]), "{lines:?}");
+    let status = ok(&endpoints[1], &["endpoint", "status", "-w", "json"]);
+    let size: u64 = status
+        .split("\"dbSize\":")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(size > QUOTA_BYTES - 8000 && size <= QUOTA_BYTES, "dbSize {size}: {status}");
+
+    // Reads, deletes and compaction still work; puts do not.
+    assert_eq!(client.get(b"fill/0").unwrap().unwrap().value.len(), 4000);
+    assert_eq!(client.put(b"small", b"v").unwrap_err().code(), Some(ErrorCode::NoSpace));
+    let all_filled =
+        DeleteRangeRequest { key: b"fill/".to_vec(), range_end: b"fill0".to_vec(), prev_kv: false };
+    assert_eq!(client.delete_range(all_filled).unwrap().deleted as usize, put);
+    // Deleting alone frees nothing until the history is compacted.
+    assert_eq!(client.put(b"small", b"v").unwrap_err().code(), Some(ErrorCode::NoSpace));
+    let revision = client.status().unwrap().header.revision;
+    client.compact(revision, false).unwrap();
+    for endpoint in &endpoints {
+        wait_list(endpoint, "");
+    }
+    client.put(b"small", b"v").unwrap();
+
+    // Filled again, disarm clears it at once, and the next put that would
+    // pass the quota raises it again.
+    fill(&mut client, "again/");
+    for endpoint in &endpoints {
+        wait_list(endpoint, &all);
+    }
+    assert_eq!(ok(&endpoints[2], &["alarm", "disarm"]), all);
+    for endpoint in &endpoints {
+        wait_list(endpoint, "");
+    }
+    assert!(health(&endpoints[0]).starts_with("HTTP/1.1 200"));
+    fill(&mut client, "third/");
+    wait_list(&endpoints[0], &all);
 }

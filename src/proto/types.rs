@@ -455,7 +455,9 @@ pub struct StatusResponse {
     pub header: ResponseHeader,
     /// Ember's version, as `ember --version` prints it.
     pub version: String,
-    /// Bytes of storage the data takes (WAL plus snapshots).
+    /// The store's size as the quota counts it (etcd's `dbSize`): live
+    /// keys and the history not yet compacted, in the same bytes on every
+    /// member at the same index (docs/PROTOCOL.md, "Quota").
     pub data_size_bytes: u64,
     /// 0 when no leader is known.
     pub leader_id: u64,

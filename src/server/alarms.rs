@@ -7,6 +7,9 @@
 //! the same entries lists the same ones. A raise or a clear is a write,
 //! proposed like any other and checked for root when applied.
 
+use std::time::Instant;
+
+use super::members::PUBLISH_RETRY;
 use super::node::Node;
 use super::proposals::Waiter;
 use crate::proto::http::UnhealthyReason;
@@ -31,6 +34,26 @@ impl Node {
         let caller = self.caller_of(waiter);
         let op = Op::Alarm(AlarmOp { member_id: r.member_id, kind, raise });
         self.proposals.queue_write(waiter, op, caller);
+    }
+
+    /// A leader proposes its `--quota-backend-bytes` as the cluster's quota
+    /// until the applied state holds it: every member must decide the
+    /// quota alike, so it is replicated, never read from each one's flags.
+    pub(super) fn maybe_propose_quota(&mut self, now: Instant) {
+        let quota_bytes = self.config.quota_backend_bytes;
+        let is_leader = self.leader_id == self.config.member_id;
+        if !is_leader || now < self.next_quota_proposal {
+            return;
+        }
+        if self.state.usage().quota_bytes_set() == quota_bytes {
+            return;
+        }
+        self.next_quota_proposal = now + PUBLISH_RETRY;
+        if let Err(e) =
+            self.proposals.propose_unwaited(&mut self.raft, vec![Op::Quota(quota_bytes)])
+        {
+            log::debug!("proposing the quota: {e:?}");
+        }
     }
 
     /// Every raised alarm as etcd's status errors print it.

@@ -130,6 +130,11 @@ pub const SERVE_FLAGS: &[Flag] = &[
     flag("max-request-bytes", "largest client request in bytes (default 1572864, at most 4194304)"),
     flag("max-txn-ops", "most operations in one transaction (default 128)"),
     flag("max-leases", "most leases the cluster keeps (default 10000)"),
+    flag(
+        "quota-backend-bytes",
+        "bytes the store may hold before writes are refused with NOSPACE \
+         (default 134217728: 128 MiB; the leader's value is the cluster's)",
+    ),
     flag("auth-token-ttl", "seconds an auth token stays valid (default 300)"),
     flag(
         "auth-pbkdf2-iterations",
@@ -388,6 +393,9 @@ pub struct Config {
     /// Most leases; a grant past it is refused. Give every member the same
     /// value: the cap is checked where the grant is asked for.
     pub max_leases: u32,
+    /// The store's quota; the leader proposes its own as the cluster's
+    /// (`state::quota`), so give every member the same value.
+    pub quota_backend_bytes: u64,
     /// How long a token this member issues stays valid.
     pub auth_token_ttl_secs: u64,
     /// The PBKDF2 cost of passwords hashed here.
@@ -502,6 +510,12 @@ impl Config {
             )?,
             max_txn_ops: number_or("max-txn-ops", get, TXN_OPS_MAX_DEFAULT as u32, u32::MAX)?,
             max_leases: number_or("max-leases", get, LEASES_MAX_DEFAULT, LEASES_MAX_CONFIGURABLE)?,
+            quota_backend_bytes: number_or(
+                "quota-backend-bytes",
+                get,
+                crate::state::quota::QUOTA_BACKEND_BYTES_DEFAULT,
+                u64::MAX,
+            )?,
             auth_token_ttl_secs: number_or(
                 "auth-token-ttl",
                 get,

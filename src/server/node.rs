@@ -108,6 +108,8 @@ pub struct Node {
     pub(super) next_progress_notify: Instant,
     /// When this member may next propose its name and client URLs.
     pub(super) next_publish: Instant,
+    /// When this member, as leader, may next propose its quota.
+    pub(super) next_quota_proposal: Instant,
     pub(super) notifier: Notifier,
     pub(super) watchdog: Option<WatchdogTimer>,
     /// Work is left that the next iteration should do without sleeping.
@@ -201,6 +203,7 @@ impl Node {
             next_tick: now + config.tick_interval(),
             next_progress_notify: now + PROGRESS_NOTIFY_INTERVAL,
             next_publish: now,
+            next_quota_proposal: now,
             busy: false,
             loop_time: LoopTime::new(now),
             stopping: false,
@@ -295,6 +298,7 @@ impl Node {
         self.handle_intake(intake);
         self.finish_logins();
         self.maybe_publish(now);
+        self.maybe_propose_quota(now);
         // What peers and ticks produced first: writes the followers' acks
         // committed are applied and answered before this iteration's fsync,
         // not after it. On a leader, writes forwarded by followers were
@@ -688,16 +692,4 @@ fn load_peer_secret(path: &Path) -> Result<transport::Secret, ServeError> {
             transport::SECRET_BYTES_MIN
         ))
     })
-}
-
-/// Bytes of the WAL and snapshot files.
-pub(super) fn data_size_bytes(data_dir: &Path) -> u64 {
-    let mut total = 0;
-    for sub in ["wal", "snap"] {
-        if let Ok(entries) = fs::read_dir(data_dir.join(sub)) {
-            total +=
-                entries.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum::<u64>();
-        }
-    }
-    total
 }

@@ -4,7 +4,7 @@
 //! this member answers from its own state (serializable reads, status,
 //! member list, hash) at once.
 
-use super::node::{Node, data_size_bytes};
+use super::node::Node;
 use super::proposals::{ReadWait, Waiter};
 use crate::proto::http::{Health, UnhealthyReason};
 use crate::proto::{self, ErrorBody, ErrorCode, Request, Response};
@@ -161,7 +161,7 @@ impl Node {
         proto::StatusResponse {
             header: self.header(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            data_size_bytes: data_size_bytes(&self.config.data_dir),
+            data_size_bytes: self.state.usage().size_bytes(),
             leader_id: status.leader_id,
             raft_term: status.term,
             raft_commit_index: status.commit,

@@ -173,6 +173,9 @@ impl StateMachine {
             }
             false => match self.alarms.clear(record) {
                 true => {
+                    if !self.alarms.is_raised(AlarmKind::NoSpace) {
+                        self.usage.set_quota_alarmed(false);
+                    }
                     log::info!(
                         "alarm cleared: {} for member {:016x}",
                         op.kind.name(),

@@ -9,7 +9,8 @@
 //!
 //! Older formats are still read: format 1, written before access control
 //! existed, has sections without the auth state (read as auth off and no
-//! users); format 2 has no alarms (read as none raised).
+//! users); format 2 has no alarms and no size counters (read as none
+//! raised, and an empty history: see `quota.rs`).
 //!
 //! The sections are small (a handful of members, one record per lease) and
 //! are encoded whole when a snapshot starts; the store's image after them
@@ -21,6 +22,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::alarms::AlarmRecord;
+use super::quota::Usage;
 use crate::auth::AuthState;
 
 const MAGIC: &[u8; 8] = b"EMBRNODE";
@@ -66,6 +68,8 @@ pub struct Sections {
     pub auth: AuthState,
     /// Ascending by member, then kind.
     pub alarms: Vec<AlarmRecord>,
+    /// The store's size counters and the quota.
+    pub usage: Usage,
 }
 
 /// The sections of format 2.
@@ -160,6 +164,7 @@ fn decode_sections(format: u8, bytes: &[u8]) -> Result<Sections, PayloadError> {
             leases: old.leases,
             auth: AuthState::default(),
             alarms: Vec::new(),
+            usage: Usage::unknown(),
         });
     }
     if format == FORMAT_WITHOUT_ALARMS {
@@ -169,6 +174,7 @@ fn decode_sections(format: u8, bytes: &[u8]) -> Result<Sections, PayloadError> {
             leases: old.leases,
             auth: old.auth,
             alarms: Vec::new(),
+            usage: Usage::unknown(),
         });
     }
     postcard::from_bytes(bytes).map_err(malformed)
@@ -212,6 +218,7 @@ mod tests {
                 auth
             },
             alarms: vec![AlarmRecord { member_id: 9, kind: super::super::AlarmKind::NoSpace }],
+            usage: Usage::default(),
         }
     }
 

@@ -30,6 +30,7 @@ pub mod command;
 pub mod image;
 pub mod leases;
 pub mod members;
+pub mod quota;
 
 use crate::auth::AuthState;
 use crate::lease::{LeaseError, LeaseTable};
@@ -42,6 +43,7 @@ pub use auth::AuthOp;
 pub use command::{Caller, Command, DecodeError, Op};
 pub use image::{LeaseRecord, MemberRecord, PayloadError, Sections};
 pub use members::MemberOp;
+pub use quota::Usage;
 
 /// Bytes per chunk when a whole image is built at once (bootstrap, tests).
 pub const IMAGE_CHUNK_BYTES: usize = 1 << 20;
@@ -100,6 +102,8 @@ pub struct StateMachine {
     auth: AuthState,
     /// The alarms raised, by member and kind.
     alarms: Alarms,
+    /// The store's size as the quota counts it, and the quota.
+    usage: Usage,
     /// Invariant: every entry up to it has been applied, and none after it.
     applied_index: u64,
     applied_term: u64,
@@ -116,6 +120,7 @@ impl StateMachine {
             leases: LeaseTable::new(),
             auth: AuthState::default(),
             alarms: Alarms::default(),
+            usage: Usage::default(),
             applied_index: 0,
             applied_term: 0,
         }
@@ -187,6 +192,10 @@ impl StateMachine {
             let answer = Answer { origin: command.origin, seq: command.seq, result: Err(refused) };
             return Applied { answer: Some(answer), effect: None };
         }
+        if let Err(refused) = self.check_quota(&command.op, entry.index) {
+            let answer = Answer { origin: command.origin, seq: command.seq, result: Err(refused) };
+            return Applied { answer: Some(answer), effect: None };
+        }
         let (result, effect) = self.apply_op(command.op, now_ms, raft_term);
         let answer = Answer { origin: command.origin, seq: command.seq, result };
         Applied { answer: Some(answer), effect }
@@ -204,19 +213,22 @@ impl StateMachine {
         let identity = self.identity;
         let header = |store: &Store| header_of(identity, store, raft_term);
         let store = &mut self.store;
+        let usage = &mut self.usage;
         let result = match op {
-            Op::Put(r) => store
-                .apply_put(&r)
-                .map(|a| Response::Put(command::put_response(a.response, header(store)))),
+            Op::Put(r) => store.apply_put(&r).map(|a| {
+                usage.record(a.revision, &a.events);
+                Response::Put(command::put_response(a.response, header(store)))
+            }),
             Op::DeleteRange(r) => store.apply_delete_range(&r).map(|a| {
+                usage.record(a.revision, &a.events);
                 Response::DeleteRange(command::delete_response(a.response, header(store)))
             }),
-            Op::Txn(r) => store
-                .apply_txn(&r)
-                .map(|a| Response::Txn(command::txn_response(a.response, header(store)))),
-            Op::Compact(revision) => store
-                .compact(revision)
-                .map(|()| Response::Compact(proto::CompactionResponse { header: header(store) })),
+            Op::Txn(r) => store.apply_txn(&r).map(|a| {
+                usage.record(a.revision, &a.events);
+                Response::Txn(command::txn_response(a.response, header(store)))
+            }),
+            Op::Compact(revision) => return (self.apply_compact(revision, raft_term), None),
+            Op::Quota(quota_bytes) => return (Ok(self.apply_quota(quota_bytes, raft_term)), None),
             Op::Member(change) => return self.apply_member(change, raft_term),
             Op::Alarm(change) => return (self.apply_alarm(change, raft_term), None),
             Op::Auth(change) => {
@@ -320,6 +332,7 @@ impl StateMachine {
             leases: leases.collect(),
             auth: self.auth.clone(),
             alarms: self.alarms.records().to_vec(),
+            usage: self.usage.clone(),
         }
     }
 
@@ -400,16 +413,22 @@ impl Restorer {
         let records = sections.leases.iter().map(|r| (r.id, r.ttl_secs));
         let alarms = Alarms::from_records(sections.alarms)
             .ok_or_else(|| PayloadError::Malformed("alarms not ascending").to_string())?;
-        Ok(StateMachine {
+        if !sections.usage.is_sound() {
+            return Err(PayloadError::Malformed("size counters break their invariants").to_string());
+        }
+        let mut state = StateMachine {
             identity: self.identity,
             store,
             members: sections.members,
             leases: LeaseTable::from_records(records, self.now_ms),
             auth: sections.auth,
             alarms,
+            usage: sections.usage,
             applied_index: self.at.0,
             applied_term: self.at.1,
-        })
+        };
+        state.seed_usage();
+        Ok(state)
     }
 }
 
