@@ -31,7 +31,9 @@
 //! - `node.rs`: the parts, start-up (recovery, bootstrap), the loop.
 //! - `ready.rs`: peer input, the `Ready` cycle, apply and its effects.
 //! - `requests.rs`: where each client request goes.
-//! - `alarms.rs`: alarm requests, and the alarms in status and health.
+//! - `alarms.rs`: alarm requests, the leader's quota proposal, and the
+//!   alarms in status and health; `disk.rs`: the data directory's free
+//!   space, which raises and clears this member's `NoSpace`.
 //! - `leases.rs`, `members.rs`: lease and member requests, expiry, the
 //!   leader reconciling Raft's configuration, publishing this member.
 //!
@@ -61,6 +63,7 @@ mod clients;
 pub mod config;
 mod conn;
 mod dir_lock;
+mod disk;
 mod identity;
 mod lease_clock;
 mod leases;

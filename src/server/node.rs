@@ -110,6 +110,8 @@ pub struct Node {
     pub(super) next_publish: Instant,
     /// When this member, as leader, may next propose its quota.
     pub(super) next_quota_proposal: Instant,
+    /// When the data directory's free space is next read (`disk.rs`).
+    pub(super) next_disk_check: Instant,
     pub(super) notifier: Notifier,
     pub(super) watchdog: Option<WatchdogTimer>,
     /// Work is left that the next iteration should do without sleeping.
@@ -204,6 +206,7 @@ impl Node {
             next_progress_notify: now + PROGRESS_NOTIFY_INTERVAL,
             next_publish: now,
             next_quota_proposal: now,
+            next_disk_check: now,
             busy: false,
             loop_time: LoopTime::new(now),
             stopping: false,
@@ -299,6 +302,7 @@ impl Node {
         self.finish_logins();
         self.maybe_publish(now);
         self.maybe_propose_quota(now);
+        self.check_disk(now);
         // What peers and ticks produced first: writes the followers' acks
         // committed are applied and answered before this iteration's fsync,
         // not after it. On a leader, writes forwarded by followers were
