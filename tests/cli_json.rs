@@ -66,6 +66,8 @@ const STEPS: &[Step] = &[
     run("endpoint status"),
     run("endpoint health"),
     run("endpoint hashkv"),
+    run("alarm list"),
+    run("alarm disarm"),
     run("user add root --new-user-password=pw"),
     run("role add root"),
     run("user grant-role root root"),

@@ -252,9 +252,9 @@ fn wire_bytes_are_pinned() {
     assert_eq!(out, expected);
 
     let tags: Vec<u8> = requests().iter().map(|r| postcard::to_stdvec(r).unwrap()[0]).collect();
-    assert_eq!(tags, (0..38).collect::<Vec<u8>>(), "request tags follow the documented table");
+    assert_eq!(tags, (0..42).collect::<Vec<u8>>(), "request tags follow the documented table");
     let tags: Vec<u8> = responses().iter().map(|r| postcard::to_stdvec(r).unwrap()[0]).collect();
-    assert_eq!(tags, (0..38).collect::<Vec<u8>>(), "response tags mirror request tags");
+    assert_eq!(tags, (0..42).collect::<Vec<u8>>(), "response tags mirror request tags");
 
     let hello = ClientHello { min_version: 1, max_version: 1, max_frame_bytes: 0x0001_0000 };
     assert_eq!(hello.to_bytes(), *b"EMBR\x01\x00\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00");

@@ -12,8 +12,8 @@ use ember::mvcc::{self, StoreConfig};
 use ember::proto::{ErrorCode, Response};
 use ember::raft::{Entry, EntryKind, Rng};
 use ember::state::{
-    Answer, Applied, AuthOp, Caller, Command, Effect, Identity, MemberOp, MemberRecord, Op,
-    Restorer, StateMachine,
+    AlarmKind, AlarmOp, Answer, Applied, AuthOp, Caller, Command, Effect, Identity, MemberOp,
+    MemberRecord, Op, Restorer, StateMachine,
 };
 
 const IDENTITY: Identity = Identity { cluster_id: 0xc1, member_id: 1 };
@@ -222,7 +222,15 @@ fn random_op(rng: &mut Rng) -> Op {
             Op::LeaseGrant { id: 1 + rng.below(4) as i64, ttl_secs: 1 + rng.below(5) as i64 }
         }
         88..=93 => Op::LeaseRevoke(1 + rng.below(4) as i64),
-        94..=96 => Op::LeaseRenew(1 + rng.below(4) as i64),
+        94 => Op::LeaseRenew(1 + rng.below(4) as i64),
+        // Quotas small enough that puts pass them, alarms for members in
+        // the table and not.
+        95 => Op::Quota(1_000 + rng.below(4_000)),
+        96 => Op::Alarm(AlarmOp {
+            member_id: 1 + rng.below(4),
+            kind: if rng.chance(1, 2) { AlarmKind::NoSpace } else { AlarmKind::Corrupt },
+            raise: rng.chance(2, 3),
+        }),
         97..=98 => random_member_op(rng),
         _ => Op::Auth(random_auth_op(rng)),
     }

@@ -9,6 +9,7 @@
 //! except through `server`'s entry point.
 
 pub use crate::flags as args;
+pub mod alarm;
 pub mod auth;
 pub mod bench;
 pub mod cluster;
@@ -308,6 +309,12 @@ const COMMANDS: &[Command] = &[
         run: endpoint::run_endpoint,
     },
     Command {
+        name: "alarm",
+        summary: "list the alarms raised in the cluster, or clear them all",
+        usage: "ember alarm list|disarm [-w simple|json|fields]",
+        examples: "ember alarm list\nember alarm list -w json\nember --user root alarm disarm",
+        flags: &[],
+        run: alarm::run_alarm,
         name: "snapshot",
         summary: "save a backup from a member, show a backup's status, restore one",
         usage: "ember snapshot save FILE | status FILE [-w simple|json|fields|table] | \

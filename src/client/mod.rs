@@ -426,6 +426,7 @@ fn answers(request: &Request, response: &Response) -> bool {
             | (Q::RoleDelete(_), A::RoleDelete(_))
             | (Q::RoleGrantPermission(_), A::RoleGrantPermission(_))
             | (Q::RoleRevokePermission(_), A::RoleRevokePermission(_))
+            | (Q::Alarm(_), A::Alarm(_))
             | (Q::Snapshot(_), A::Snapshot(_))
             | (Q::MoveLeader(_), A::MoveLeader(_))
             | (Q::Defragment, A::Defragment(_))
@@ -566,6 +567,34 @@ impl Client {
         typed_call!(self, Request::HashKv(HashKvRequest { revision }), Response::HashKv)
     }
 
+    /// Every alarm raised in the cluster, as the answering member applied
+    /// them.
+    pub fn alarm_list(&mut self) -> Result<AlarmResponse, ClientError> {
+        let request = AlarmRequest { action: AlarmAction::Get, ..AlarmRequest::default() };
+        typed_call!(self, Request::Alarm(request), Response::Alarm)
+    }
+
+    /// Raises (`Activate`) or clears (`Deactivate`) one member's alarm.
+    pub fn alarm_change(
+        &mut self,
+        action: AlarmAction,
+        member: AlarmMember,
+    ) -> Result<AlarmResponse, ClientError> {
+        let request = AlarmRequest { action, member_id: member.member_id, alarm: member.alarm };
+        typed_call!(self, Request::Alarm(request), Response::Alarm)
+    }
+
+    /// Clears every alarm raised, as etcd's client does: lists them, then
+    /// clears each; the answer holds those cleared.
+    pub fn alarm_disarm(&mut self) -> Result<AlarmResponse, ClientError> {
+        let listed = self.alarm_list()?;
+        let mut cleared = AlarmResponse { header: listed.header, alarms: Vec::new() };
+        for alarm in listed.alarms {
+            let answer = self.alarm_change(AlarmAction::Deactivate, alarm)?;
+            cleared.header = answer.header;
+            cleared.alarms.extend(answer.alarms);
+        }
+        Ok(cleared)
     /// Opens a backup stream on the member of the current connection (or
     /// the first that answers): it takes a snapshot now, which may take
     /// up to `wait`, and answers with the stream's first piece. The rest

@@ -10,8 +10,9 @@
 //!
 //! Ranges: 1..=99 request shape, 100..=199 revisions and storage,
 //! 200..=299 leases, 300..=399 cluster and consensus, 400..=499 watches,
-//! 500..=599 members, 600..=699 auth, 750..=799 maintenance (snapshot,
-//! move-leader, defrag), 900..=999 the connection itself.
+//! 500..=599 members, 600..=699 auth, 700..=749 alarms, 750..=799
+//! maintenance (snapshot, move-leader, defrag), 900..=999 the connection
+//! itself.
 
 use serde::{Deserialize, Serialize};
 
@@ -225,6 +226,9 @@ error_codes! {
     /// Logins for this user failed recently; the next try must wait.
     LoginBackoff = 617, Unavailable, "ember: too many failed logins for this user, retry later";
 
+    // Alarms.
+    /// A raise or a clear that names no alarm kind (`AlarmType::None`).
+    AlarmNotGiven = 700, InvalidArgument, "ember: name the alarm to raise or clear";
     // Maintenance: snapshots, leadership transfer, defragmentation.
     /// A move-leader named a member that is not a voter of the cluster.
     BadLeaderTransferee = 750, FailedPrecondition, "etcdserver: bad leader transferee";

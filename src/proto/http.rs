@@ -143,6 +143,8 @@ pub enum UnhealthyReason {
     NoSpace,
     /// The node is shutting down.
     Stopping,
+    /// This member's data disagrees with the majority's; it serves no reads.
+    Corrupt,
     /// The member's applied index is far behind the commit index it knows.
     NotCaughtUp,
 }
@@ -153,6 +155,7 @@ impl UnhealthyReason {
             UnhealthyReason::NoLeader => "RAFT NO LEADER",
             UnhealthyReason::NoSpace => "ALARM NOSPACE",
             UnhealthyReason::Stopping => "SERVER STOPPING",
+            UnhealthyReason::Corrupt => "ALARM CORRUPT",
             UnhealthyReason::NotCaughtUp => "NOT CAUGHT UP",
         }
     }

@@ -455,7 +455,9 @@ pub struct StatusResponse {
     pub header: ResponseHeader,
     /// Ember's version, as `ember --version` prints it.
     pub version: String,
-    /// Bytes of storage the data takes (WAL plus snapshots).
+    /// The store's size as the quota counts it (etcd's `dbSize`): live
+    /// keys and the history not yet compacted, in the same bytes on every
+    /// member at the same index (docs/PROTOCOL.md, "Quota").
     pub data_size_bytes: u64,
     /// 0 when no leader is known.
     pub leader_id: u64,
@@ -615,6 +617,57 @@ pub struct RoleRevokePermissionRequest {
     pub range_end: Vec<u8>,
 }
 
+/// etcd's `AlarmRequest.AlarmAction`, with its numbers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AlarmAction {
+    /// Every alarm raised in the cluster, from the answering member's state.
+    #[default]
+    Get,
+    Activate,
+    Deactivate,
+}
+
+/// etcd's `AlarmType`, with its numbers: what needs a person.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+pub enum AlarmType {
+    /// No alarm; only meaningful in a `Get`.
+    #[default]
+    None,
+    /// The store passed its quota, or the data directory's disk is short of
+    /// room: writes that take space are refused.
+    NoSpace,
+    /// The member's keyspace disagrees with the majority's: it serves no
+    /// reads until repaired.
+    Corrupt,
+}
+
+/// Lists, raises or clears an alarm. `member_id` and `alarm` name the one
+/// to raise or clear; a `Get` ignores them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmRequest {
+    pub action: AlarmAction,
+    pub member_id: u64,
+    pub alarm: AlarmType,
+}
+
+/// One raised alarm: which member, which kind.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+pub struct AlarmMember {
+    pub member_id: u64,
+    pub alarm: AlarmType,
+}
+
+/// `Get`: every alarm raised, ascending by member then kind. `Activate`:
+/// the alarm raised. `Deactivate`: the alarm cleared, or none when it was
+/// not raised.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmResponse {
+    pub header: ResponseHeader,
+    pub alarms: Vec<AlarmMember>,
 /// Asks for the next piece of a backup of the member's state. `stream_id`
 /// 0 opens a new stream: the member takes a snapshot of its state now and
 /// answers with the stream's id and its first bytes; each later request
@@ -686,6 +739,7 @@ pub enum Request {
     RoleDelete(RoleRequest),
     RoleGrantPermission(RoleGrantPermissionRequest),
     RoleRevokePermission(RoleRevokePermissionRequest),
+    Alarm(AlarmRequest),
     Snapshot(SnapshotRequest),
     MoveLeader(MoveLeaderRequest),
     Defragment,
@@ -735,6 +789,7 @@ pub enum Response {
     RoleDelete(AuthResponse),
     RoleGrantPermission(AuthResponse),
     RoleRevokePermission(AuthResponse),
+    Alarm(AlarmResponse),
     Snapshot(SnapshotResponse),
     MoveLeader(ResponseHeader),
     Defragment(ResponseHeader),
@@ -782,6 +837,7 @@ impl Request {
             Request::RoleDelete(_) => "RoleDelete",
             Request::RoleGrantPermission(_) => "RoleGrantPermission",
             Request::RoleRevokePermission(_) => "RoleRevokePermission",
+            Request::Alarm(_) => "Alarm",
             Request::Snapshot(_) => "Snapshot",
             Request::MoveLeader(_) => "MoveLeader",
             Request::Defragment => "Defragment",
@@ -814,6 +870,7 @@ impl Request {
             | Request::RoleGrantPermission(_)
             | Request::RoleRevokePermission(_) => true,
             Request::Txn(txn) => txn.is_write(),
+            Request::Alarm(r) => r.action != AlarmAction::Get,
             _ => false,
         }
     }
@@ -872,6 +929,7 @@ impl Response {
             Response::UserList(r) => &r.header,
             Response::RoleGet(r) => &r.header,
             Response::RoleList(r) => &r.header,
+            Response::Alarm(r) => &r.header,
             Response::Snapshot(r) => &r.header,
             Response::MoveLeader(header) | Response::Defragment(header) => header,
         }

@@ -36,7 +36,8 @@ use std::collections::BTreeSet;
 
 use super::error::ErrorCode;
 use super::types::{
-    Compare, DeleteRangeRequest, PutRequest, RangeRequest, Request, RequestOp, TxnRequest,
+    AlarmAction, AlarmRequest, AlarmType, Compare, DeleteRangeRequest, PutRequest, RangeRequest,
+    Request, RequestOp, TxnRequest,
 };
 use crate::auth;
 use crate::limits::TXN_DEPTH_MAX;
@@ -134,6 +135,7 @@ impl Checker<'_> {
             }
             Request::MemberRemove(r) => member_id(r.id),
             Request::MemberPromote(r) => member_id(r.id),
+            Request::Alarm(r) => alarm(r),
             Request::RoleGrantPermission(r) => {
                 let max = self.limits.max_key_bytes;
                 if r.perm.key.len() > max || r.perm.range_end.len() > max {
@@ -314,6 +316,18 @@ pub fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
         [] => key == start,
         [0] => key >= start,
         _ => key >= start && key < end,
+    }
+}
+
+/// A raise or a clear names one alarm of one member; a `Get` names none.
+fn alarm(r: &AlarmRequest) -> Result<(), ErrorCode> {
+    if r.action == AlarmAction::Get {
+        return Ok(());
+    }
+    member_id(r.member_id)?;
+    match r.alarm {
+        AlarmType::None => Err(ErrorCode::AlarmNotGiven),
+        AlarmType::NoSpace | AlarmType::Corrupt => Ok(()),
     }
 }
 

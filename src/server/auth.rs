@@ -323,6 +323,7 @@ fn served_needs(request: &Request, user: &str) -> Vec<Need> {
         | Request::MemberRemove(_)
         | Request::MemberUpdate(_)
         | Request::MemberPromote(_) => vec![Need::Root],
+        Request::Alarm(r) if r.action != proto::AlarmAction::Get => vec![Need::Root],
         // A backup holds every key and every user's password hash.
         Request::Snapshot(_) | Request::MoveLeader(_) | Request::Defragment => vec![Need::Root],
         _ => vec![Need::Authenticated],

@@ -130,6 +130,16 @@ pub const SERVE_FLAGS: &[Flag] = &[
     flag("max-request-bytes", "largest client request in bytes (default 1572864, at most 4194304)"),
     flag("max-txn-ops", "most operations in one transaction (default 128)"),
     flag("max-leases", "most leases the cluster keeps (default 10000)"),
+    flag(
+        "quota-backend-bytes",
+        "bytes the store may hold before writes are refused with NOSPACE \
+         (default 134217728: 128 MiB; the leader's value is the cluster's)",
+    ),
+    flag(
+        "disk-free-min-bytes",
+        "free bytes on the data directory's file system below which this member raises \
+         NOSPACE (default: the quota plus two WAL segments, room for a snapshot)",
+    ),
     flag("auth-token-ttl", "seconds an auth token stays valid (default 300)"),
     flag(
         "auth-pbkdf2-iterations",
@@ -412,6 +422,12 @@ pub struct Config {
     /// Most leases; a grant past it is refused. Give every member the same
     /// value: the cap is checked where the grant is asked for.
     pub max_leases: u32,
+    /// The store's quota; the leader proposes its own as the cluster's
+    /// (`state::quota`), so give every member the same value.
+    pub quota_backend_bytes: u64,
+    /// Free bytes on the data directory's file system below which this
+    /// member raises `NoSpace` for itself (`server/disk.rs`).
+    pub disk_free_min_bytes: u64,
     /// How long a token this member issues stays valid.
     pub auth_token_ttl_secs: u64,
     /// The PBKDF2 cost of passwords hashed here.
@@ -509,6 +525,12 @@ impl Config {
         };
         let member_id = own_member_id(&initial_cluster, &name, &initial_advertise_peer_addrs)?;
         let (heartbeat_interval_ms, election_timeout_ms) = parse_timing(get)?;
+        let quota_backend_bytes = number_or(
+            "quota-backend-bytes",
+            get,
+            crate::state::quota::QUOTA_BACKEND_BYTES_DEFAULT,
+            u64::MAX,
+        )?;
         // From the token alone: a member joining later knows the token but
         // not the members the cluster started with (docs/PROTOCOL.md).
         let cluster_id = cluster_id(std::iter::empty(), &token);
@@ -533,6 +555,13 @@ impl Config {
             )?,
             max_txn_ops: number_or("max-txn-ops", get, TXN_OPS_MAX_DEFAULT as u32, u32::MAX)?,
             max_leases: number_or("max-leases", get, LEASES_MAX_DEFAULT, LEASES_MAX_CONFIGURABLE)?,
+            quota_backend_bytes,
+            disk_free_min_bytes: number_or(
+                "disk-free-min-bytes",
+                get,
+                disk_free_min_bytes_default(quota_backend_bytes),
+                u64::MAX,
+            )?,
             auth_token_ttl_secs: number_or(
                 "auth-token-ttl",
                 get,
@@ -722,6 +751,14 @@ fn parse_timing(get: impl Fn(&str) -> Option<String>) -> Result<(u64, u64), Conf
 }
 
 /// A whole number in `1..=max`, or `default` when the flag is absent.
+/// Room for a snapshot (an image is about the store's size, at most the
+/// quota) and two WAL segments, so the member raises `NoSpace` while the
+/// WAL can still allocate its next segment and a snapshot can still be
+/// written.
+pub fn disk_free_min_bytes_default(quota_backend_bytes: u64) -> u64 {
+    quota_backend_bytes.saturating_add(2 * crate::wal::SEGMENT_SIZE_BYTES_DEFAULT)
+}
+
 fn number_or<T>(
     flag: &'static str,
     get: impl Fn(&str) -> Option<String>,

@@ -35,6 +35,9 @@
 //! which imports `node.rs` and none of which `node.rs` imports):
 //! - `node.rs`: the parts, start-up (recovery, bootstrap), the loop.
 //! - `ready.rs`: peer input, the `Ready` cycle, apply and its effects.
+//! - `alarms.rs`: alarm requests, the leader's quota proposal, and the
+//!   alarms in status and health; `disk.rs`: the data directory's free
+//!   space, which raises and clears this member's `NoSpace`.
 //! - `requests.rs`: where each client request goes, and the maintenance
 //!   requests (snapshot, move-leader, defragment).
 //! - `http.rs`: the answers to the probes and to `/metrics`.
@@ -67,6 +70,7 @@
 //! loop with an error; the command logs it and exits non-zero. Nothing
 //! retries a sync whose pages may be gone.
 
+mod alarms;
 mod auth;
 mod backups;
 mod clients;
@@ -74,6 +78,7 @@ mod conf_plan;
 pub mod config;
 mod conn;
 mod dir_lock;
+mod disk;
 mod http;
 mod identity;
 mod leader_moves;

@@ -129,6 +129,10 @@ pub struct Node {
     pub(super) next_progress_notify: Instant,
     /// When this member may next propose its name and client URLs.
     pub(super) next_publish: Instant,
+    /// When this member, as leader, may next propose its quota.
+    pub(super) next_quota_proposal: Instant,
+    /// When the data directory's free space is next read (`disk.rs`).
+    pub(super) next_disk_check: Instant,
     pub(super) notifier: Notifier,
     pub(super) watchdog: Option<WatchdogTimer>,
     /// Work is left that the next iteration should do without sleeping.
@@ -230,6 +234,8 @@ impl Node {
             next_tick: now + config.tick_interval(),
             next_progress_notify: now + PROGRESS_NOTIFY_INTERVAL,
             next_publish: now,
+            next_quota_proposal: now,
+            next_disk_check: now,
             busy: false,
             loop_time: LoopTime::new(now),
             // A leader known at start (a lone voter elects itself in
@@ -352,6 +358,8 @@ impl Node {
         self.handle_intake(intake);
         self.finish_logins();
         self.maybe_publish(now);
+        self.maybe_propose_quota(now);
+        self.check_disk(now);
         // What peers and ticks produced first: writes the followers' acks
         // committed are applied and answered before this iteration's fsync,
         // not after it. On a leader, writes forwarded by followers were
@@ -840,7 +848,7 @@ fn load_peer_secret(path: &Path) -> Result<transport::Secret, ServeError> {
     })
 }
 
-/// Bytes of the WAL and snapshot files.
+/// Bytes of the WAL and snapshot files: what the member takes on disk.
 pub(super) fn data_size_bytes(data_dir: &Path) -> u64 {
     let mut total = 0;
     for sub in ["wal", "snap"] {

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use super::node::{Node, data_size_bytes};
+use super::node::Node;
 use super::proposals::{ReadWait, Waiter};
 use crate::proto::http::{Health, UnhealthyReason};
 use crate::proto::{self, ErrorBody, ErrorCode, Request, Response};
@@ -80,6 +80,7 @@ impl Node {
                 let result = self.hash_kv(r.revision);
                 self.clients.answer(waiter, result);
             }
+            Request::Alarm(r) => self.alarm_request(waiter, r),
             Request::Snapshot(r) => self.snapshot_request(waiter, r.stream_id),
             Request::Defragment => {
                 let applied = self.state.applied_index();
@@ -197,6 +198,8 @@ impl Node {
             Health::Unhealthy(UnhealthyReason::Stopping)
         } else if self.leader_id == 0 {
             Health::Unhealthy(UnhealthyReason::NoLeader)
+        } else if let Some(reason) = self.alarm_health() {
+            Health::Unhealthy(reason)
         } else {
             Health::Healthy
         }
@@ -208,14 +211,14 @@ impl Node {
         proto::StatusResponse {
             header: self.header(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            data_size_bytes: data_size_bytes(&self.config.data_dir),
+            data_size_bytes: self.state.usage().size_bytes(),
             leader_id: status.leader_id,
             raft_term: status.term,
             raft_commit_index: status.commit,
             raft_applied_index: self.state.applied_index(),
             compact_revision: i64::try_from(compact_revision).unwrap_or(i64::MAX),
             is_learner: self.raft.conf_state().learners.contains(&self.config.member_id),
-            errors: Vec::new(),
+            errors: self.alarm_errors(),
         }
     }
 }

@@ -45,6 +45,11 @@ pub enum Op {
     Member(super::members::MemberOp),
     /// A change of users, roles or the enabled flag (see `auth.rs`).
     Auth(super::auth::AuthOp),
+    /// An alarm raised or cleared (see `alarms.rs`).
+    Alarm(super::alarms::AlarmOp),
+    /// The cluster's quota in bytes, proposed by a leader from its own
+    /// `--quota-backend-bytes` (see `quota.rs`).
+    Quota(u64),
 }
 
 /// Who asked for a command, for the permission check at apply time.

@@ -1,13 +1,16 @@
 //! A snapshot's payload: the node's replicated state besides the keyspace
-//! (the member table, the leases, users and roles), then the store's image.
+//! (the member table, the leases, users and roles, the alarms), then the
+//! store's image.
 //!
 //! ```text
-//! payload  = "EMBRNODE" format:u8(=2) len:u32le sections  mvcc-image
+//! payload  = "EMBRNODE" format:u8(=3) len:u32le sections  mvcc-image
 //! sections = postcard(Sections), `len` bytes
 //! ```
 //!
-//! Format 1, written before access control existed, has sections without
-//! the auth state; it is still read, as a state with auth off and no users.
+//! Older formats are still read: format 1, written before access control
+//! existed, has sections without the auth state (read as auth off and no
+//! users); format 2 has no alarms and no size counters (read as none
+//! raised, and an empty history: see `quota.rs`).
 //!
 //! The sections are small (a handful of members, one record per lease) and
 //! are encoded whole when a snapshot starts; the store's image after them
@@ -18,12 +21,16 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::alarms::AlarmRecord;
+use super::quota::Usage;
 use crate::auth::AuthState;
 
 const MAGIC: &[u8; 8] = b"EMBRNODE";
-const FORMAT: u8 = 2;
+const FORMAT: u8 = 3;
 /// The format before the auth state joined the sections.
 const FORMAT_WITHOUT_AUTH: u8 = 1;
+/// The format before the alarms joined the sections.
+const FORMAT_WITHOUT_ALARMS: u8 = 2;
 /// Magic, format, sections length.
 pub const HEADER_BYTES: usize = 8 + 1 + 4;
 /// The largest sections a payload may carry: room for about half a million
@@ -59,6 +66,18 @@ pub struct Sections {
     /// Ascending by id.
     pub leases: Vec<LeaseRecord>,
     pub auth: AuthState,
+    /// Ascending by member, then kind.
+    pub alarms: Vec<AlarmRecord>,
+    /// The store's size counters and the quota.
+    pub usage: Usage,
+}
+
+/// The sections of format 2.
+#[derive(Deserialize)]
+struct SectionsWithoutAlarms {
+    members: Vec<MemberRecord>,
+    leases: Vec<LeaseRecord>,
+    auth: AuthState,
 }
 
 /// The sections of format 1.
@@ -113,7 +132,7 @@ pub fn prefix_len(payload: &[u8]) -> Result<Option<usize>, PayloadError> {
     if &payload[..8] != MAGIC {
         return Err(PayloadError::BadMagic);
     }
-    if payload[8] != FORMAT && payload[8] != FORMAT_WITHOUT_AUTH {
+    if ![FORMAT, FORMAT_WITHOUT_ALARMS, FORMAT_WITHOUT_AUTH].contains(&payload[8]) {
         return Err(PayloadError::UnsupportedFormat(payload[8]));
     }
     let len = u32::from_le_bytes(payload[9..13].try_into().expect("4 bytes")) as usize;
@@ -144,6 +163,18 @@ fn decode_sections(format: u8, bytes: &[u8]) -> Result<Sections, PayloadError> {
             members: old.members,
             leases: old.leases,
             auth: AuthState::default(),
+            alarms: Vec::new(),
+            usage: Usage::unknown(),
+        });
+    }
+    if format == FORMAT_WITHOUT_ALARMS {
+        let old: SectionsWithoutAlarms = postcard::from_bytes(bytes).map_err(malformed)?;
+        return Ok(Sections {
+            members: old.members,
+            leases: old.leases,
+            auth: old.auth,
+            alarms: Vec::new(),
+            usage: Usage::unknown(),
         });
     }
     postcard::from_bytes(bytes).map_err(malformed)
@@ -155,6 +186,9 @@ fn check_sorted(sections: &Sections) -> Result<(), PayloadError> {
     }
     if !sections.leases.windows(2).all(|w| w[0].id < w[1].id) {
         return Err(PayloadError::Malformed("leases not ascending by id"));
+    }
+    if !sections.alarms.windows(2).all(|w| w[0] < w[1]) {
+        return Err(PayloadError::Malformed("alarms not ascending"));
     }
     Ok(())
 }
@@ -183,6 +217,8 @@ mod tests {
                 auth.enable(&[3; crate::auth::token::KEY_BYTES]).unwrap();
                 auth
             },
+            alarms: vec![AlarmRecord { member_id: 9, kind: super::super::AlarmKind::NoSpace }],
+            usage: Usage::default(),
         }
     }
 
@@ -223,6 +259,26 @@ mod tests {
         let (sections, _) = split(&payload).unwrap();
         assert_eq!(sections.members, old.members);
         assert_eq!(sections.auth, AuthState::default());
+    }
+
+    #[test]
+    fn a_format_2_payload_reads_as_no_alarms() {
+        let old = sample();
+        let body = postcard::to_allocvec(&(&old.members, &old.leases, &old.auth)).unwrap();
+        let mut payload = MAGIC.to_vec();
+        payload.push(FORMAT_WITHOUT_ALARMS);
+        payload.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        payload.extend_from_slice(&body);
+        let (sections, _) = split(&payload).unwrap();
+        assert_eq!(sections.auth, old.auth);
+        assert!(sections.alarms.is_empty());
+    }
+
+    #[test]
+    fn unsorted_alarms_are_refused() {
+        let mut s = sample();
+        s.alarms.push(AlarmRecord { member_id: 1, kind: super::super::AlarmKind::Corrupt });
+        assert!(matches!(split(&encode_prefix(&s)), Err(PayloadError::Malformed(_))));
     }
 
     #[test]

@@ -44,7 +44,14 @@ impl StateMachine {
                     op_leases(&self.store, op).into_iter().any(|id| !self.leases.contains(id));
                 return missing.then(|| Err(lease_error(LeaseError::NotFound)));
             }
-            Op::DeleteRange(_) | Op::Compact(_) | Op::Member(_) | Op::Auth(_) => return None,
+            Op::DeleteRange(_)
+            | Op::Compact(_)
+            | Op::Member(_)
+            | Op::Auth(_)
+            | Op::Alarm(_)
+            | Op::Quota(_) => {
+                return None;
+            }
         };
         Some(result.map_err(lease_error))
     }
@@ -57,6 +64,7 @@ impl StateMachine {
         raft_term: u64,
     ) -> Result<Response, LeaseError> {
         self.leases.grant(id, ttl_secs, now_ms)?;
+        self.usage.lease_granted();
         // The table's TTL, so the answer says what the snapshot records.
         let ttl_secs = self.leases.ttl_secs(id).expect("granted above");
         let header = self.header(raft_term);
@@ -66,7 +74,10 @@ impl StateMachine {
     /// Removes the lease and deletes its keys in one revision.
     fn apply_revoke(&mut self, id: i64, raft_term: u64) -> Result<Response, LeaseError> {
         self.leases.revoke(id)?;
-        let deleted = self.store.apply_revoke_lease(id).response.deleted;
+        let applied = self.store.apply_revoke_lease(id);
+        self.usage.record(applied.revision, &applied.events);
+        self.usage.lease_gone();
+        let deleted = applied.response.deleted;
         log::debug!("lease {id:016x} revoked; {deleted} keys deleted");
         let header = self.header(raft_term);
         Ok(Response::LeaseRevoke(proto::LeaseRevokeResponse { header }))

@@ -24,11 +24,13 @@
 //! mvcc), `image.rs` (the snapshot payload), `members.rs` (the member
 //! table's rules), `leases.rs` (applying lease entries).
 
+pub mod alarms;
 pub mod auth;
 pub mod command;
 pub mod image;
 pub mod leases;
 pub mod members;
+pub mod quota;
 
 use crate::auth::AuthState;
 use crate::lease::{LeaseError, LeaseTable};
@@ -36,10 +38,12 @@ use crate::mvcc::{ImageReader, LiveImage, Store, StoreConfig};
 use crate::proto::{self, ErrorBody, Response, ResponseHeader};
 use crate::raft::{Entry, EntryKind};
 
+pub use alarms::{AlarmKind, AlarmOp, AlarmRecord, Alarms};
 pub use auth::AuthOp;
 pub use command::{Caller, Command, DecodeError, Op};
 pub use image::{LeaseRecord, MemberRecord, PayloadError, Sections};
 pub use members::MemberOp;
+pub use quota::Usage;
 
 /// Bytes per chunk when a whole image is built at once (bootstrap, tests).
 pub const IMAGE_CHUNK_BYTES: usize = 1 << 20;
@@ -96,6 +100,10 @@ pub struct StateMachine {
     leases: LeaseTable,
     /// Users, roles, the enabled flag and the token key.
     auth: AuthState,
+    /// The alarms raised, by member and kind.
+    alarms: Alarms,
+    /// The store's size as the quota counts it, and the quota.
+    usage: Usage,
     /// Invariant: every entry up to it has been applied, and none after it.
     applied_index: u64,
     applied_term: u64,
@@ -111,6 +119,8 @@ impl StateMachine {
             members: Vec::new(),
             leases: LeaseTable::new(),
             auth: AuthState::default(),
+            alarms: Alarms::default(),
+            usage: Usage::default(),
             applied_index: 0,
             applied_term: 0,
         }
@@ -178,6 +188,14 @@ impl StateMachine {
             let answer = Answer { origin: command.origin, seq: command.seq, result };
             return Applied { answer: Some(answer), effect: None };
         }
+        if let Err(refused) = self.check_space(&command.op) {
+            let answer = Answer { origin: command.origin, seq: command.seq, result: Err(refused) };
+            return Applied { answer: Some(answer), effect: None };
+        }
+        if let Err(refused) = self.check_quota(&command.op, entry.index) {
+            let answer = Answer { origin: command.origin, seq: command.seq, result: Err(refused) };
+            return Applied { answer: Some(answer), effect: None };
+        }
         let (result, effect) = self.apply_op(command.op, now_ms, raft_term);
         let answer = Answer { origin: command.origin, seq: command.seq, result };
         Applied { answer: Some(answer), effect }
@@ -195,20 +213,24 @@ impl StateMachine {
         let identity = self.identity;
         let header = |store: &Store| header_of(identity, store, raft_term);
         let store = &mut self.store;
+        let usage = &mut self.usage;
         let result = match op {
-            Op::Put(r) => store
-                .apply_put(&r)
-                .map(|a| Response::Put(command::put_response(a.response, header(store)))),
+            Op::Put(r) => store.apply_put(&r).map(|a| {
+                usage.record(a.revision, &a.events);
+                Response::Put(command::put_response(a.response, header(store)))
+            }),
             Op::DeleteRange(r) => store.apply_delete_range(&r).map(|a| {
+                usage.record(a.revision, &a.events);
                 Response::DeleteRange(command::delete_response(a.response, header(store)))
             }),
-            Op::Txn(r) => store
-                .apply_txn(&r)
-                .map(|a| Response::Txn(command::txn_response(a.response, header(store)))),
-            Op::Compact(revision) => store
-                .compact(revision)
-                .map(|()| Response::Compact(proto::CompactionResponse { header: header(store) })),
+            Op::Txn(r) => store.apply_txn(&r).map(|a| {
+                usage.record(a.revision, &a.events);
+                Response::Txn(command::txn_response(a.response, header(store)))
+            }),
+            Op::Compact(revision) => return (self.apply_compact(revision, raft_term), None),
+            Op::Quota(quota_bytes) => return (Ok(self.apply_quota(quota_bytes, raft_term)), None),
             Op::Member(change) => return self.apply_member(change, raft_term),
+            Op::Alarm(change) => return (self.apply_alarm(change, raft_term), None),
             Op::Auth(change) => {
                 let result = self.apply_auth(change, raft_term);
                 let effect = result.is_ok().then_some(Effect::AuthChanged);
@@ -231,6 +253,8 @@ impl StateMachine {
             Err(code) => return (Err(ErrorBody::new(code)), None),
         };
         log::info!("member table: applied {} of {id:016x}", members::op_name(&op));
+        let table = &self.members;
+        self.alarms.retain_members(|member| table.iter().any(|m| m.id == member));
         let moved = matches!(op, MemberOp::Update { .. }).then_some(id);
         let header = self.header(raft_term);
         let table: Vec<proto::Member> = self.members.iter().map(members::member_of).collect();
@@ -316,6 +340,8 @@ impl StateMachine {
             members: self.members.clone(),
             leases: leases.collect(),
             auth: self.auth.clone(),
+            alarms: self.alarms.records().to_vec(),
+            usage: self.usage.clone(),
         }
     }
 
@@ -394,15 +420,24 @@ impl Restorer {
         let sections = self.sections.ok_or_else(|| PayloadError::Truncated.to_string())?;
         let store = self.image.finish().map_err(|e| e.to_string())?;
         let records = sections.leases.iter().map(|r| (r.id, r.ttl_secs));
-        Ok(StateMachine {
+        let alarms = Alarms::from_records(sections.alarms)
+            .ok_or_else(|| PayloadError::Malformed("alarms not ascending").to_string())?;
+        if !sections.usage.is_sound() {
+            return Err(PayloadError::Malformed("size counters break their invariants").to_string());
+        }
+        let mut state = StateMachine {
             identity: self.identity,
             store,
             members: sections.members,
             leases: LeaseTable::from_records(records, self.now_ms),
             auth: sections.auth,
+            alarms,
+            usage: sections.usage,
             applied_index: self.at.0,
             applied_term: self.at.1,
-        })
+        };
+        state.seed_usage();
+        Ok(state)
     }
 }
 

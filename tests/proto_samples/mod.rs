@@ -155,6 +155,14 @@ pub fn requests() -> Vec<Request> {
             key: b"/a".to_vec(),
             range_end: vec![0],
         }),
+        Request::Alarm(AlarmRequest {
+            action: AlarmAction::Deactivate,
+            member_id: 0xAB,
+            alarm: AlarmType::NoSpace,
+        }),
+        Request::Snapshot(SnapshotRequest { stream_id: 7 }),
+        Request::MoveLeader(MoveLeaderRequest { target_id: 0xAB }),
+        Request::Defragment,
     ]
 }
 
@@ -272,6 +280,18 @@ pub fn responses() -> Vec<Response> {
         Response::RoleDelete(AuthResponse { header: header(55) }),
         Response::RoleGrantPermission(AuthResponse { header: header(56) }),
         Response::RoleRevokePermission(AuthResponse { header: header(57) }),
+        Response::Alarm(AlarmResponse {
+            header: header(58),
+            alarms: vec![AlarmMember { member_id: 0xAB, alarm: AlarmType::Corrupt }],
+        }),
+        Response::Snapshot(SnapshotResponse {
+            header: header(59),
+            stream_id: 7,
+            remaining_bytes: 4,
+            blob: b"EMBR".to_vec(),
+        }),
+        Response::MoveLeader(header(60)),
+        Response::Defragment(header(61)),
     ]
 }
 

@@ -1,8 +1,7 @@
-//! etcd's Maintenance service: Status, HashKV, Snapshot, MoveLeader and
-//! Defragment from the nodes; what Ember does not have yet answers
-//! UNIMPLEMENTED, saying what is missing, rather than an answer that would
-//! only look right (an empty alarm list from a store that cannot raise
-//! alarms).
+//! etcd's Maintenance service: Alarm, Status, HashKV, Snapshot, MoveLeader
+//! and Defragment from the nodes; what Ember does not have yet (downgrade)
+//! answers UNIMPLEMENTED, saying what is missing, rather than an answer
+//! that would only look right.
 //!
 //! Snapshot streams a member's backup file as the member sends it, piece
 //! by piece on one link (the stream lives on the connection that opened
@@ -14,7 +13,10 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use ember::proto::{HashKvRequest, MoveLeaderRequest, Request, SnapshotRequest};
+use ember::proto::{
+    AlarmAction, AlarmRequest, AlarmType, HashKvRequest, MoveLeaderRequest, Request,
+    SnapshotRequest,
+};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -41,9 +43,26 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Sta
 impl pb::maintenance_server::Maintenance for Gateway {
     async fn alarm(
         &self,
-        _: Grpc<pb::AlarmRequest>,
+        request: Grpc<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
-        Err(unimplemented("Alarm (the alarm table)"))
+        let asked = request.into_inner();
+        let action = match asked.action {
+            0 => AlarmAction::Get,
+            1 => AlarmAction::Activate,
+            2 => AlarmAction::Deactivate,
+            other => return Err(Status::invalid_argument(format!("unknown alarm action {other}"))),
+        };
+        let alarm = alarm_type(asked.alarm)
+            .ok_or_else(|| Status::invalid_argument(format!("unknown alarm {}", asked.alarm)))?;
+        let request = AlarmRequest { action, member_id: asked.member_id, alarm };
+        let answer = call_as!(self, Request::Alarm(request), Alarm);
+        let alarms = answer
+            .alarms
+            .iter()
+            .map(|a| pb::AlarmMember { member_id: a.member_id, alarm: alarm_number(a.alarm) })
+            .collect();
+        // etcd 3.4 answers alarms without a header.
+        Ok(Response::new(pb::AlarmResponse { header: None, alarms }))
     }
 
     async fn status(
@@ -136,6 +155,22 @@ impl pb::maintenance_server::Maintenance for Gateway {
     }
 }
 
+/// The alarm kind etcd's number names; `None` for a number etcd has not.
+fn alarm_type(number: i32) -> Option<AlarmType> {
+    match number {
+        0 => Some(AlarmType::None),
+        1 => Some(AlarmType::NoSpace),
+        2 => Some(AlarmType::Corrupt),
+        _ => None,
+    }
+}
+
+/// etcd's number of an alarm kind.
+fn alarm_number(alarm: AlarmType) -> i32 {
+    match alarm {
+        AlarmType::None => 0,
+        AlarmType::NoSpace => 1,
+        AlarmType::Corrupt => 2,
 /// One piece of a backup stream (`stream_id` 0 opens one).
 async fn snapshot_piece(
     link: &Link,

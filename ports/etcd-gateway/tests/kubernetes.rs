@@ -120,7 +120,7 @@ async fn errors_carry_etcds_codes_and_text() {
     let missing = client.lease_revoke(12345).await.map(drop);
     expect(missing, Code::NotFound, "etcdserver: requested lease not found");
     let alarm = client.alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None);
-    assert_eq!(grpc_status(alarm.await.unwrap_err()).code(), Code::Unimplemented);
+    assert!(alarm.await.unwrap().alarms().is_empty(), "a healthy cluster raises no alarm");
 }
 
 /// Writes go on while a watcher asks for progress again and again: every
