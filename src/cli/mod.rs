@@ -315,6 +315,8 @@ const COMMANDS: &[Command] = &[
         examples: "ember alarm list\nember alarm list -w json\nember --user root alarm disarm",
         flags: &[],
         run: alarm::run_alarm,
+    },
+    Command {
         name: "snapshot",
         summary: "save a backup from a member, show a backup's status, restore one",
         usage: "ember snapshot save FILE | status FILE [-w simple|json|fields|table] | \

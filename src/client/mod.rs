@@ -595,6 +595,8 @@ impl Client {
             cleared.alarms.extend(answer.alarms);
         }
         Ok(cleared)
+    }
+
     /// Opens a backup stream on the member of the current connection (or
     /// the first that answers): it takes a snapshot now, which may take
     /// up to `wait`, and answers with the stream's first piece. The rest

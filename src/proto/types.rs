@@ -668,6 +668,8 @@ pub struct AlarmMember {
 pub struct AlarmResponse {
     pub header: ResponseHeader,
     pub alarms: Vec<AlarmMember>,
+}
+
 /// Asks for the next piece of a backup of the member's state. `stream_id`
 /// 0 opens a new stream: the member takes a snapshot of its state now and
 /// answers with the stream's id and its first bytes; each later request

@@ -45,6 +45,7 @@ impl pb::maintenance_server::Maintenance for Gateway {
         &self,
         request: Grpc<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
+        let caller = Caller::of(request.metadata());
         let asked = request.into_inner();
         let action = match asked.action {
             0 => AlarmAction::Get,
@@ -55,7 +56,7 @@ impl pb::maintenance_server::Maintenance for Gateway {
         let alarm = alarm_type(asked.alarm)
             .ok_or_else(|| Status::invalid_argument(format!("unknown alarm {}", asked.alarm)))?;
         let request = AlarmRequest { action, member_id: asked.member_id, alarm };
-        let answer = call_as!(self, Request::Alarm(request), Alarm);
+        let answer = call_as!(self, &caller, Request::Alarm(request), Alarm);
         let alarms = answer
             .alarms
             .iter()
@@ -171,6 +172,9 @@ fn alarm_number(alarm: AlarmType) -> i32 {
         AlarmType::None => 0,
         AlarmType::NoSpace => 1,
         AlarmType::Corrupt => 2,
+    }
+}
+
 /// One piece of a backup stream (`stream_id` 0 opens one).
 async fn snapshot_piece(
     link: &Link,

@@ -167,10 +167,7 @@ fn the_json_api_says_what_it_cannot_do_and_streams_as_it_goes() {
     let gateway = ember.gateway_endpoint();
     wait_ready(&gateway);
     let member_add = r#"{"peerURLs":["http://127.0.0.1:1"],"isLearner":true}"#;
-    for (path, body) in [
-        ("/v3/maintenance/hash", "{}"),
-        ("/v3/cluster/member/add", member_add),
-    ] {
+    for (path, body) in [("/v3/maintenance/hash", "{}"), ("/v3/cluster/member/add", member_add)] {
         let (status, body) = request(&gateway, "POST", path, body);
         assert_eq!(status, 501, "{path}: {body}");
         assert!(
