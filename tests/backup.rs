@@ -184,21 +184,7 @@ fn truncated_damaged_and_foreign_files_are_refused_and_nothing_is_written() {
         let path = cluster.dir.join(format!("{name}.db"));
         fs::write(&path, content).unwrap();
         let data_dir = cluster.dir.join(format!("{name}.ember"));
-        let output = run(&[
-            "snapshot",
-            "restore",
-            path.to_str().unwrap(),
-            "--name",
-            "a",
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-            "--initial-cluster",
-            "a=http://127.0.0.1:2380",
-            "--initial-cluster-token",
-            "t",
-            "--initial-advertise-peer-urls",
-            "http://127.0.0.1:2380",
-        ]);
+        let output = restore_lone_member(&path, &data_dir);
         assert_eq!(output.status.code(), Some(1), "{name}");
         assert!(stderr(&output).contains(said), "{name}: {}", stderr(&output));
         assert!(!data_dir.exists(), "{name}: restore wrote {}", data_dir.display());
@@ -210,21 +196,7 @@ fn truncated_damaged_and_foreign_files_are_refused_and_nothing_is_written() {
     let busy = cluster.dir.join("busy.ember");
     fs::create_dir_all(&busy).unwrap();
     fs::write(busy.join("notes"), b"mine").unwrap();
-    let output = run(&[
-        "snapshot",
-        "restore",
-        good.to_str().unwrap(),
-        "--name",
-        "a",
-        "--data-dir",
-        busy.to_str().unwrap(),
-        "--initial-cluster",
-        "a=http://127.0.0.1:2380",
-        "--initial-cluster-token",
-        "t",
-        "--initial-advertise-peer-urls",
-        "http://127.0.0.1:2380",
-    ]);
+    let output = restore_lone_member(&good, &busy);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("not empty"), "{}", stderr(&output));
     assert_eq!(fs::read_dir(&busy).unwrap().count(), 1);
@@ -327,4 +299,24 @@ fn with_auth_on_only_root_saves_moves_the_leader_or_defragments() {
     ok(&endpoint, &["--user", "root:pw", "snapshot", "save", file_arg]);
     let status = ok("127.0.0.1:1", &["snapshot", "status", file_arg, "-w", "json"]);
     assert!(status.starts_with("{\"hash\":"), "{status}");
+}
+
+/// `ember snapshot restore FILE` into `data_dir` as the one member `a` of a
+/// new cluster: the refusals above must hold whatever the flags.
+fn restore_lone_member(file: &Path, data_dir: &Path) -> std::process::Output {
+    run(&[
+        "snapshot",
+        "restore",
+        file.to_str().unwrap(),
+        "--name",
+        "a",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--initial-cluster",
+        "a=http://127.0.0.1:2380",
+        "--initial-cluster-token",
+        "t",
+        "--initial-advertise-peer-urls",
+        "http://127.0.0.1:2380",
+    ])
 }
