@@ -130,15 +130,10 @@ where
     post(move |headers: HeaderMap, body: Body| {
         let (gateway, call) = (gateway.clone(), call.clone());
         async move {
-            if let Some(refusal) = refuse_browsers(&headers) {
-                return refusal;
-            }
-            let request = match read_request::<Req>(body).await {
+            let request = match grpc_request::<Req>(&headers, body).await {
                 Ok(request) => request,
                 Err(refusal) => return refusal,
             };
-            let request =
-                tonic::Request::from_parts(metadata(&headers), Default::default(), request);
             match call(gateway, request).await {
                 Ok(answer) => ok(transcode::to_json(answer.get_ref())),
                 Err(status) => error(&status),
@@ -159,15 +154,10 @@ where
     post(move |headers: HeaderMap, body: Body| {
         let (gateway, call) = (gateway.clone(), call.clone());
         async move {
-            if let Some(refusal) = refuse_browsers(&headers) {
-                return refusal;
-            }
-            let request = match read_request::<Req>(body).await {
+            let request = match grpc_request::<Req>(&headers, body).await {
                 Ok(request) => request,
                 Err(refusal) => return refusal,
             };
-            let request =
-                tonic::Request::from_parts(metadata(&headers), Default::default(), request);
             match call(gateway, request).await {
                 Ok(answers) => stream_response(answers.into_inner()),
                 Err(status) => error(&status),
@@ -221,6 +211,19 @@ fn refuse_browsers(headers: &HeaderMap) -> Option<Response> {
     headers
         .contains_key(header::ORIGIN)
         .then(|| error(&Status::permission_denied("ember: requests from web pages are refused")))
+}
+
+/// The gRPC request a one-request method gets: browsers refused, the body
+/// read as one JSON request, the headers as its metadata.
+async fn grpc_request<Req>(headers: &HeaderMap, body: Body) -> Result<tonic::Request<Req>, Response>
+where
+    Req: prost::Message + prost::Name + Default,
+{
+    if let Some(refusal) = refuse_browsers(headers) {
+        return Err(refusal);
+    }
+    let request = read_request::<Req>(body).await?;
+    Ok(tonic::Request::from_parts(metadata(headers), Default::default(), request))
 }
 
 /// The whole body as one request; an empty body is the empty request, as
