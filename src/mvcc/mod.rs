@@ -58,6 +58,7 @@
 
 mod block;
 mod chunked;
+mod hash;
 mod image;
 mod log;
 mod store;
@@ -66,6 +67,7 @@ mod txn;
 mod types;
 mod watch;
 
+pub use hash::{HASH_KEY_COST_BYTES, HashStep, LiveHash};
 pub use image::{IMAGE_MAX_FIELD_BYTES, ImageError, ImageReader, ImageWriter, LiveImage};
 pub use store::{RANGE_KV_OVERHEAD_BYTES, Store};
 pub use types::*;

@@ -589,40 +589,6 @@ impl Store {
         self.keys.get_mut(id).retain(|i, v| v.main >= at || (i == newest_below && keep_newest));
     }
 
-    /// etcd's HashKV: a CRC32 of every retained version with mod revision
-    /// ≤ `rev` (0 = current), in key then revision order, and of the compact
-    /// revision. Two stores that applied the same writes agree on it whether
-    /// or not their compactions have finished.
-    pub fn hash_kv(&self, rev: u64) -> Result<KvHash, Error> {
-        let rev = self.read_revision(rev)?;
-        let mut h = crc32fast::Hasher::new();
-        h.update(&self.compact_revision.to_le_bytes());
-        for id in self.tree.iter_from(self.tree.first()) {
-            let block = self.keys.get(id);
-            for v in retained(block, self.compact_revision).into_iter().filter(|v| v.main <= rev) {
-                h.update(&(block.key().len() as u64).to_le_bytes());
-                h.update(block.key());
-                for n in [
-                    v.main,
-                    u64::from(v.sub),
-                    u64::from(v.tombstone),
-                    v.create,
-                    v.version,
-                    v.lease as u64,
-                ] {
-                    h.update(&n.to_le_bytes());
-                }
-                h.update(&(v.value.len() as u64).to_le_bytes());
-                h.update(v.value);
-            }
-        }
-        Ok(KvHash {
-            hash: h.finalize(),
-            hash_revision: rev,
-            compact_revision: self.compact_revision,
-        })
-    }
-
     /// Builds a store from restored parts (see `image.rs`). `changes` holds
     /// the (revision, key id) of every version at or after the compact
     /// revision, in any order; they must cover every revision from there to

@@ -11,8 +11,8 @@
 //! Ranges: 1..=99 request shape, 100..=199 revisions and storage,
 //! 200..=299 leases, 300..=399 cluster and consensus, 400..=499 watches,
 //! 500..=599 members, 600..=699 auth, 700..=749 alarms, 750..=799
-//! maintenance (snapshot, move-leader, defrag), 900..=999 the connection
-//! itself.
+//! maintenance (snapshot, move-leader, defrag; 790..=799 keyspace
+//! hashes), 900..=999 the connection itself.
 
 use serde::{Deserialize, Serialize};
 
@@ -253,6 +253,13 @@ error_codes! {
     // Leases, continued.
     /// A grant would take the cluster past `--max-leases`.
     TooManyLeases = 203, ResourceExhausted, "ember: too many leases";
+
+    // Keyspace hashes, at the end of the maintenance range.
+    /// The member computes the most `HashKv` answers it may at once.
+    TooManyHashes = 790, ResourceExhausted, "ember: too many hashes in flight, retry later";
+    /// A compaction or a restored snapshot changed the store while its
+    /// hash was being taken: no hash is given rather than a wrong one.
+    HashAborted = 791, Unavailable, "ember: the store changed during the hash, retry";
 }
 
 impl ErrorCode {

@@ -98,6 +98,9 @@ mod signal;
 mod snapshots;
 mod watch;
 
+mod corrupt;
+mod hashes;
+
 use std::fmt;
 
 pub use config::Config;

@@ -37,6 +37,7 @@ use super::backups::Backups;
 use super::clients::{self, CLIENT_LISTENERS_MAX, ClientLimits, Clients, Intake};
 use super::config::{ClusterState, Config};
 use super::dir_lock::DirLock;
+use super::hashes::Hashes;
 use super::leader_moves::LeaderMoves;
 use super::lease_clock::LeaseClock;
 use super::logins::Logins;
@@ -113,6 +114,8 @@ pub struct Node {
     /// Backups and defragmentations waiting for a snapshot; backup streams.
     pub(super) backups: Backups,
     pub(super) leader_moves: LeaderMoves,
+    /// Keyspace hashes taken a slice per iteration (`hashes.rs`).
+    pub(super) hashes: Hashes,
     pub(super) lease_clock: LeaseClock,
     /// Outcomes of snapshots to followers, reported to Raft after `advance`.
     pub(super) snapshot_reports: Vec<(u64, bool)>,
@@ -223,6 +226,7 @@ impl Node {
             inbox: SnapshotInbox::default(),
             backups: Backups::default(),
             leader_moves: LeaderMoves::default(),
+            hashes: Hashes::default(),
             intake: Intake::new(),
             deferred_reads: VecDeque::new(),
             range_bytes_this_iteration: 0,
@@ -384,6 +388,7 @@ impl Node {
         self.metrics.proposals_failed_total += expired.len() as u64;
         self.clients.answer_all(expired);
         let compacting = self.compact_step();
+        self.step_hashes();
         if let Some(index) = self.backups.wanted_index() {
             self.snapshots.want(index);
         }
@@ -395,6 +400,7 @@ impl Node {
         self.ping_watchdog(now);
         self.range_bytes_this_iteration = 0;
         self.busy = watches_behind || compacting || self.clients.any_resumable();
+        self.busy |= !self.hashes.is_empty();
         // Held ranges wait for their sockets to drain, which wakes the
         // poll; only one that has room now needs another pass at once.
         self.busy |= self.deferred_reads.iter().any(|r| self.clients.has_room(r.waiter));

@@ -210,6 +210,7 @@ impl Node {
         };
         log::info!("restored the store from the snapshot at index {}", meta.index);
         self.state = state;
+        self.abort_hashes();
         self.snapshots.restored(meta.index);
         if self.leader_id == self.config.member_id {
             self.promote_leases();

@@ -75,11 +75,8 @@ impl Node {
             | Request::LeaseKeepAlive(_)
             | Request::LeaseTimeToLive(_)
             | Request::LeaseLeases) => self.lease_request(waiter, lease),
-            Request::HashKv(r) => {
-                // Local, like a serializable read: comparing members is the point.
-                let result = self.hash_kv(r.revision);
-                self.clients.answer(waiter, result);
-            }
+            // Local, like a serializable read: comparing members is the point.
+            Request::HashKv(r) => self.hash_kv_request(waiter, r.revision),
             Request::Alarm(r) => self.alarm_request(waiter, r),
             Request::Snapshot(r) => self.snapshot_request(waiter, r.stream_id),
             Request::Defragment => {
@@ -180,17 +177,6 @@ impl Node {
         if let Err(refused) = self.leader_moves.wait(waiter, target_id, Instant::now()) {
             self.clients.answer(waiter, Err(refused));
         }
-    }
-
-    fn hash_kv(&self, revision: i64) -> Result<Response, ErrorBody> {
-        let hash = self.state.store().hash_kv(revision.max(0) as u64);
-        let hash = hash.map_err(command::store_error)?;
-        Ok(Response::HashKv(proto::HashKvResponse {
-            header: self.header(),
-            hash: hash.hash,
-            compact_revision: i64::try_from(hash.compact_revision).unwrap_or(i64::MAX),
-            hash_revision: i64::try_from(hash.hash_revision).unwrap_or(i64::MAX),
-        }))
     }
 
     pub(super) fn health(&self) -> Health {
