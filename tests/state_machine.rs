@@ -12,8 +12,8 @@ use ember::mvcc::{self, StoreConfig};
 use ember::proto::{ErrorCode, Response};
 use ember::raft::{Entry, EntryKind, Rng};
 use ember::state::{
-    AlarmKind, AlarmOp, Answer, Applied, AuthOp, Caller, Command, Effect, Identity, MemberOp,
-    MemberRecord, Op, Restorer, StateMachine,
+    AlarmKind, AlarmOp, Answer, Applied, AuthOp, Caller, Command, CorruptOp, Effect, HashWanted,
+    Identity, MemberOp, MemberRecord, Op, Restorer, StateMachine,
 };
 
 const IDENTITY: Identity = Identity { cluster_id: 0xc1, member_id: 1 };
@@ -203,7 +203,14 @@ fn an_image_restores_the_same_state() {
 fn random_op(rng: &mut Rng) -> Op {
     let key = |rng: &mut Rng| format!("k{}", rng.below(12)).into_bytes();
     let lease = |rng: &mut Rng| if rng.chance(1, 3) { 1 + rng.below(4) as i64 } else { 0 };
-    match rng.below(100) {
+    match rng.below(106) {
+        // Corruption checks and reports (`random_log` aims the reports).
+        100..=101 => Op::Corrupt(CorruptOp::Check { revision: rng.below(30) }),
+        102..=105 => Op::Corrupt(CorruptOp::Report {
+            check_index: 0,
+            member_id: 0,
+            hash: rng.below(2) as u32,
+        }),
         0..=44 => Op::Put(mvcc::PutRequest {
             key: key(rng),
             value: rng.next_u64().to_le_bytes().to_vec(),
@@ -302,23 +309,35 @@ fn random_member_op(rng: &mut Rng) -> Op {
 
 /// A committed log: commands from three origins, no-ops and conf changes.
 fn random_log(rng: &mut Rng, len: u64) -> Vec<Entry> {
+    let mut last_check = 0;
     (2..2 + len)
         .map(|index| {
             let (kind, data) = match rng.below(20) {
                 0 => (EntryKind::Normal, Vec::new()),
                 1 => (EntryKind::ConfChange, vec![0]),
                 _ => {
-                    let op = random_op(rng);
+                    let mut op = random_op(rng);
                     let caller = random_caller(rng);
-                    (
-                        EntryKind::Normal,
-                        Command { origin: 1 + rng.below(3), seq: index, op, caller }.encode(),
-                    )
+                    let origin = 1 + rng.below(3);
+                    aim_report(&mut op, rng, origin, last_check);
+                    if matches!(op, Op::Corrupt(CorruptOp::Check { .. })) {
+                        last_check = index;
+                    }
+                    (EntryKind::Normal, Command { origin, seq: index, op, caller }.encode())
                 }
             };
             Entry { term: 1 + index / 50, index, kind, data }
         })
         .collect()
+}
+
+/// A report mostly for the last check and from its own origin, so that
+/// checks get decided; sometimes stale, or claiming another member.
+fn aim_report(op: &mut Op, rng: &mut Rng, origin: u64, last_check: u64) {
+    if let Op::Corrupt(CorruptOp::Report { check_index, member_id, .. }) = op {
+        *check_index = if rng.chance(4, 5) { last_check } else { rng.below(last_check + 1) };
+        *member_id = if rng.chance(9, 10) { origin } else { 1 + rng.below(4) };
+    }
 }
 
 #[test]
@@ -479,4 +498,83 @@ fn auth_changes_are_root_only_and_travel_in_the_image() {
         StateMachine::restore(IDENTITY, StoreConfig::default(), index, &state.image(), 0).unwrap();
     assert_eq!(restored.auth(), state.auth());
     assert!(restored.auth().enabled);
+}
+
+fn open_check(state: &mut StateMachine, revision: u64) -> u64 {
+    let applied = apply(state, 1, Op::Corrupt(CorruptOp::Check { revision }), 0);
+    let Some(Effect::HashCheck(HashWanted { check_index, revision: at })) = applied.effect else {
+        panic!("no hash asked for: {applied:?}");
+    };
+    assert_eq!(check_index, state.applied_index());
+    assert_eq!(at, if revision == 0 { state.store().current_revision() } else { revision });
+    check_index
+}
+
+fn report(state: &mut StateMachine, check_index: u64, member_id: u64, hash: u32) -> Applied {
+    apply(state, member_id, Op::Corrupt(CorruptOp::Report { check_index, member_id, hash }), 0)
+}
+
+fn corrupt_members(state: &StateMachine) -> Vec<u64> {
+    let alarms = state.alarms().records().iter();
+    alarms.filter(|a| a.kind == AlarmKind::Corrupt).map(|a| a.member_id).collect()
+}
+
+#[test]
+fn a_member_whose_hash_differs_from_a_majority_is_raised_corrupt_and_cleared_when_it_agrees() {
+    let mut state = three_members();
+    apply(&mut state, 1, put("a", 0), 0);
+    let check = open_check(&mut state, 0);
+    report(&mut state, check, 3, 9);
+    assert!(corrupt_members(&state).is_empty(), "one report decides nothing");
+    report(&mut state, check, 1, 7);
+    assert!(corrupt_members(&state).is_empty(), "one against one decides nothing of three");
+    report(&mut state, check, 2, 7);
+    assert_eq!(corrupt_members(&state), [3]);
+    assert_eq!(state.open_check().unwrap().majority_hash, Some(7));
+    // A report claiming another member's hash changes nothing.
+    let forged = apply(
+        &mut state,
+        2,
+        Op::Corrupt(CorruptOp::Report { check_index: check, member_id: 3, hash: 7 }),
+        0,
+    );
+    assert_eq!(result(forged), Err(ErrorCode::PermissionDenied));
+    // A stale report (another check opened since) changes nothing either.
+    let next = open_check(&mut state, 2);
+    report(&mut state, check, 3, 7);
+    assert_eq!(corrupt_members(&state), [3]);
+    report(&mut state, next, 3, 5);
+    report(&mut state, next, 2, 5);
+    assert_eq!(corrupt_members(&state), Vec::<u64>::new(), "cleared once it agrees");
+    // The open check travels in the image.
+    let image = state.image();
+    let at = (state.applied_index(), state.applied_term());
+    let restored = StateMachine::restore(IDENTITY, StoreConfig::default(), at, &image, 0).unwrap();
+    assert_eq!(restored.open_check(), state.open_check());
+}
+
+#[test]
+fn with_no_majority_every_member_that_reported_is_raised_and_none_is_repaired() {
+    let mut state = three_members();
+    let check = open_check(&mut state, 0);
+    for (member, hash) in [(1, 1), (2, 2), (3, 3)] {
+        report(&mut state, check, member, hash);
+    }
+    assert_eq!(corrupt_members(&state), [1, 2, 3]);
+    let open = state.open_check().unwrap();
+    assert!(open.no_majority && open.majority_hash.is_none());
+}
+
+#[test]
+fn a_check_outside_the_kept_revisions_is_refused_and_opens_nothing() {
+    let mut state = three_members();
+    apply(&mut state, 1, put("a", 0), 0);
+    let future = apply(&mut state, 1, Op::Corrupt(CorruptOp::Check { revision: 99 }), 0);
+    assert_eq!(future.effect, None);
+    assert_eq!(result(future), Err(ErrorCode::FutureRevision));
+    assert!(state.open_check().is_none());
+    // A report from a member not in the table is refused.
+    let check = open_check(&mut state, 0);
+    let stranger = report(&mut state, check, 8, 1);
+    assert_eq!(result(stranger), Err(ErrorCode::MemberNotFound));
 }

@@ -181,6 +181,12 @@ pub const SERVE_FLAGS: &[Flag] = &[
         "listen-metrics-urls",
         "extra addresses serving only /metrics and the health probes (https:// uses --cert-file)",
     ),
+    flag(
+        "corrupt-check-time",
+        "how often the leader has every member hash its store and compare (default 5m; \
+         300s, 1500ms or milliseconds; 0 turns the periodic check off)",
+    ),
+    flag("experimental-corrupt-check-time", "etcd's name for --corrupt-check-time"),
 ];
 
 const fn flag(name: &'static str, help: &'static str) -> Flag {
@@ -462,6 +468,9 @@ pub struct Config {
     /// The metrics ports speak TLS with the client port's certificate.
     /// Invariant: only with `client_tls`.
     pub metrics_tls: bool,
+    /// How often the leader opens a corruption check (`server/corrupt.rs`);
+    /// 0: only at start-up and after compactions.
+    pub corrupt_check_time_ms: u64,
 }
 
 /// The files of peer TLS: this member's certificate and key, presented to
@@ -615,6 +624,7 @@ impl Config {
                 None => Vec::new(),
             },
             metrics_tls,
+            corrupt_check_time_ms: parse_corrupt_check_time(get)?,
         }
         .checked()
     }
@@ -757,6 +767,59 @@ fn parse_timing(get: impl Fn(&str) -> Option<String>) -> Result<(u64, u64), Conf
 /// written.
 pub fn disk_free_min_bytes_default(quota_backend_bytes: u64) -> u64 {
     quota_backend_bytes.saturating_add(2 * crate::wal::SEGMENT_SIZE_BYTES_DEFAULT)
+}
+
+/// How often the leader opens a corruption check by default. A check reads
+/// the whole store on every member, a slice per loop iteration: on a board
+/// with a store of tens of MB that is well under a second of work spread
+/// over a few hundred iterations. Every five minutes catches a flipped bit
+/// long before anyone would, and costs a board nothing it would notice.
+pub const CORRUPT_CHECK_TIME_MS_DEFAULT: u64 = 300_000;
+/// The longest `--corrupt-check-time`: a week.
+pub const CORRUPT_CHECK_TIME_MS_MAX: u64 = 7 * 86_400_000;
+
+/// `--corrupt-check-time` (or etcd's `--experimental-corrupt-check-time`):
+/// a duration as etcd writes it (`5m`, `300s`, `1m30s`, `1500ms`) or a bare
+/// number of milliseconds, as Ember's other time flags take.
+fn parse_corrupt_check_time(get: impl Fn(&str) -> Option<String>) -> Result<u64, ConfigError> {
+    let (flag, text) = match get("corrupt-check-time") {
+        Some(text) => ("corrupt-check-time", text),
+        None => match get("experimental-corrupt-check-time") {
+            Some(text) => ("experimental-corrupt-check-time", text),
+            None => return Ok(CORRUPT_CHECK_TIME_MS_DEFAULT),
+        },
+    };
+    let expected = || "a duration such as 5m, 300s or 1500ms, at most a week (0: off)".to_string();
+    match duration_ms(text.trim()) {
+        Some(ms) if ms <= CORRUPT_CHECK_TIME_MS_MAX => Ok(ms),
+        _ => Err(error(flag, &text, expected())),
+    }
+}
+
+/// Milliseconds in a Go-style duration (`1h`, `1m30s`, `250ms`) or a bare
+/// number of milliseconds; `None` when it is neither.
+fn duration_ms(text: &str) -> Option<u64> {
+    if let Ok(ms) = text.parse::<u64>() {
+        return Some(ms);
+    }
+    let mut total_ms: u64 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let number: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_ms = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total_ms = total_ms.checked_add(number.checked_mul(unit_ms)?)?;
+    }
+    (!text.is_empty()).then_some(total_ms)
 }
 
 fn number_or<T>(
@@ -1006,5 +1069,18 @@ mod tests {
         assert_ne!(base, member_id("a", &addrs, "u"));
         assert_eq!(cluster_id([1, 2].into_iter(), "t"), cluster_id([2, 1].into_iter(), "t"));
         assert_ne!(cluster_id([1, 2].into_iter(), "t"), cluster_id([1, 2].into_iter(), "u"));
+    }
+
+    #[test]
+    fn corrupt_check_time_reads_etcd_durations_and_milliseconds() {
+        assert_eq!(duration_ms("5m"), Some(300_000));
+        assert_eq!(duration_ms("1m30s"), Some(90_000));
+        assert_eq!(duration_ms("1500ms"), Some(1_500));
+        assert_eq!(duration_ms("2h"), Some(7_200_000));
+        assert_eq!(duration_ms("700"), Some(700));
+        assert_eq!(duration_ms("0"), Some(0));
+        for bad in ["", "m", "5x", "1m30", "-1s", "1.5s"] {
+            assert!(duration_ms(bad).is_none(), "{bad:?} accepted");
+        }
     }
 }

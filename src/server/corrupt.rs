@@ -1,13 +1,51 @@
-//! Keyspace hashes at the node: a client's `HashKv`, answered once its
-//! sliced hash is done (`hashes.rs`), and this member's part of the
-//! corruption check.
+//! Keyspace hashes at the node, and this member's part in the corruption
+//! check (`state::corrupt` decides it).
+//!
+//! * A client's `HashKv` is answered once its sliced hash is done
+//!   (`hashes.rs`).
+//! * Checks are opened through the log: by every member once after it
+//!   starts and has a leader (the entry applies after everything the member
+//!   missed, so it hashes a caught-up store), by the leader every
+//!   `--corrupt-check-time`, and by the leader after each compaction, at
+//!   the compacted revision.
+//! * When a check entry applies, this member hashes its store at the
+//!   check's revision, a slice per iteration, and proposes its report. A
+//!   hash a compaction stopped reports nothing: the next check asks again.
+//! * While a `Corrupt` alarm is raised for this member, it refuses the
+//!   requests that read or change the keyspace with etcd's `corrupt
+//!   cluster`; the others go on serving.
+
+use std::time::{Duration, Instant};
 
 use super::hashes::{Finished, HashFor};
+use super::members::PUBLISH_RETRY;
 use super::node::Node;
 use super::proposals::Waiter;
 use crate::mvcc::KvHash;
-use crate::proto::{self, ErrorBody, ErrorCode, Response};
-use crate::state::command;
+use crate::proto::{self, ErrorBody, ErrorCode, Request, Response};
+use crate::state::{AlarmKind, CorruptOp, HashWanted, Op, command};
+
+/// When this member next proposes a check.
+pub(super) struct CheckClock {
+    /// The check this member proposes once after it starts.
+    startup_proposed: bool,
+    next_try: Instant,
+    /// The leader's next periodic check; `None` when they are off.
+    next_periodic: Option<Instant>,
+    /// The compact revision the last compaction check was proposed for.
+    compact_checked: u64,
+}
+
+impl CheckClock {
+    pub fn new(period_ms: u64, compact_revision: u64, now: Instant) -> CheckClock {
+        CheckClock {
+            startup_proposed: false,
+            next_try: now,
+            next_periodic: (period_ms > 0).then(|| now + Duration::from_millis(period_ms)),
+            compact_checked: compact_revision,
+        }
+    }
+}
 
 impl Node {
     /// Begins the hash a client asked for; it is answered when done.
@@ -35,13 +73,90 @@ impl Node {
         }
     }
 
+    /// A check entry applied: hash the store at its revision.
+    pub(super) fn begin_check_hash(&mut self, wanted: HashWanted) {
+        match self.state.store().begin_hash(wanted.revision) {
+            Ok(hash) => self.hashes.start_check(wanted.check_index, hash),
+            // The entry was checked against this very store when applied.
+            Err(e) => log::warn!("corruption check {}: no hash: {e:?}", wanted.check_index),
+        }
+    }
+
+    /// Proposes the checks that are due: the start-up check, and on the
+    /// leader the periodic one and the one after a compaction.
+    pub(super) fn maybe_propose_checks(&mut self, now: Instant) {
+        let clock = &mut self.check_clock;
+        let mut revisions = Vec::new();
+        if !clock.startup_proposed && self.leader_id != 0 && now >= clock.next_try {
+            clock.startup_proposed = true;
+            revisions.push(0);
+        }
+        if self.leader_id == self.config.member_id {
+            if let Some(next) = clock.next_periodic.filter(|next| now >= *next) {
+                let period = Duration::from_millis(self.config.corrupt_check_time_ms);
+                clock.next_periodic = Some(next.max(now - period) + period);
+                revisions.push(0);
+            }
+            let compacted = self.state.store().compact_revision();
+            if compacted > clock.compact_checked {
+                clock.compact_checked = compacted;
+                revisions.push(compacted);
+            }
+        }
+        if revisions.is_empty() {
+            return;
+        }
+        let ops = revisions.iter().map(|&revision| Op::Corrupt(CorruptOp::Check { revision }));
+        if let Err(e) = self.proposals.propose_unwaited(&mut self.raft, ops.collect()) {
+            log::debug!("proposing a corruption check: {e:?}");
+            self.check_clock.startup_proposed &= !revisions.contains(&0);
+            self.check_clock.next_try = now + PUBLISH_RETRY;
+        }
+    }
+
+    /// `corrupt cluster` while a `Corrupt` alarm is raised for this member
+    /// and `request` reads or changes the keyspace or its leases.
+    pub(super) fn refuse_if_corrupt(&self, request: &Request) -> Result<(), ErrorBody> {
+        let keyspace = matches!(
+            request,
+            Request::Range(_)
+                | Request::Put(_)
+                | Request::DeleteRange(_)
+                | Request::Txn(_)
+                | Request::Compact(_)
+                | Request::WatchCreate(_)
+                | Request::LeaseGrant(_)
+                | Request::LeaseRevoke(_)
+        );
+        match keyspace {
+            true => self.refuse_corrupt_read(),
+            false => Ok(()),
+        }
+    }
+
+    /// `corrupt cluster` while a `Corrupt` alarm is raised for this member.
+    pub(super) fn refuse_corrupt_read(&self) -> Result<(), ErrorBody> {
+        match self.is_corrupt() {
+            true => Err(ErrorBody::new(ErrorCode::Corrupt)),
+            false => Ok(()),
+        }
+    }
+
+    pub(super) fn is_corrupt(&self) -> bool {
+        self.state.alarms().is_raised_for(self.config.member_id, AlarmKind::Corrupt)
+    }
+
     fn hash_finished(&mut self, finished: Finished) {
-        let HashFor::Client(waiter) = finished.purpose;
-        let answer = match finished.hash {
-            Some(hash) => Ok(self.hash_response(hash)),
-            None => Err(ErrorBody::new(ErrorCode::HashAborted)),
-        };
-        self.clients.answer(waiter, answer);
+        match finished.purpose {
+            HashFor::Client(waiter) => {
+                let answer = match finished.hash {
+                    Some(hash) => Ok(self.hash_response(hash)),
+                    None => Err(ErrorBody::new(ErrorCode::HashAborted)),
+                };
+                self.clients.answer(waiter, answer);
+            }
+            HashFor::Check { check_index } => self.report_check(check_index, finished.hash),
+        }
     }
 
     fn hash_response(&self, hash: KvHash) -> Response {
@@ -51,5 +166,23 @@ impl Node {
             compact_revision: i64::try_from(hash.compact_revision).unwrap_or(i64::MAX),
             hash_revision: i64::try_from(hash.hash_revision).unwrap_or(i64::MAX),
         })
+    }
+
+    fn report_check(&mut self, check_index: u64, hash: Option<KvHash>) {
+        let Some(hash) = hash else {
+            log::info!("corruption check {check_index}: the store changed during the hash");
+            return;
+        };
+        log::debug!(
+            "corruption check {check_index}: hash {:08x} at revision {} (compact revision {})",
+            hash.hash,
+            hash.hash_revision,
+            hash.compact_revision
+        );
+        let member_id = self.config.member_id;
+        let report = CorruptOp::Report { check_index, member_id, hash: hash.hash };
+        if let Err(e) = self.proposals.propose_unwaited(&mut self.raft, vec![Op::Corrupt(report)]) {
+            log::info!("corruption check {check_index}: report not proposed: {e:?}");
+        }
     }
 }

@@ -1,9 +1,11 @@
-//! Keyspace hashes in flight: a client's `HashKv`, taken a slice per loop iteration
+//! Keyspace hashes in flight: a client's `HashKv` and this member's part of
+//! a corruption check, each taken a slice per loop iteration
 //! (`mvcc::LiveHash`), so hashing a large store never holds the loop for
 //! longer than one slice.
 //!
 //! Bounded: at most `HASHES_CLIENT_MAX` client hashes at once (more are
-//! refused with `TooManyHashes`, not queued).
+//! refused with `TooManyHashes`, not queued) and one check hash (a newer
+//! check replaces the older one, whose result nobody needs any more).
 //! A job holds its walk's position and a CRC state: a key's bytes, no more.
 
 use std::collections::VecDeque;
@@ -29,6 +31,10 @@ pub const HASH_SLICE_BYTES: usize = 256 << 10;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum HashFor {
     Client(Waiter),
+    /// This member's report for the corruption check opened at this index.
+    Check {
+        check_index: u64,
+    },
 }
 
 /// A hash that finished or had to stop.
@@ -44,7 +50,8 @@ struct Job {
     hash: LiveHash,
 }
 
-/// The hashes in flight. Invariant: at most `HASHES_CLIENT_MAX` jobs.
+/// The hashes in flight. Invariant: at most `HASHES_CLIENT_MAX` client
+/// jobs and at most one check job.
 #[derive(Default)]
 pub(super) struct Hashes {
     jobs: VecDeque<Job>,
@@ -53,11 +60,18 @@ pub(super) struct Hashes {
 impl Hashes {
     /// Takes a client's hash, or refuses it when `HASHES_CLIENT_MAX` run.
     pub fn start_client(&mut self, waiter: Waiter, hash: LiveHash) -> Result<(), ErrorBody> {
-        if self.jobs.len() >= HASHES_CLIENT_MAX {
+        let clients = self.jobs.iter().filter(|j| matches!(j.purpose, HashFor::Client(_))).count();
+        if clients >= HASHES_CLIENT_MAX {
             return Err(ErrorBody::new(ErrorCode::TooManyHashes));
         }
         self.jobs.push_back(Job { purpose: HashFor::Client(waiter), hash });
         Ok(())
+    }
+
+    /// Takes a check's hash, dropping an older check's.
+    pub fn start_check(&mut self, check_index: u64, hash: LiveHash) {
+        self.jobs.retain(|j| !matches!(j.purpose, HashFor::Check { .. }));
+        self.jobs.push_back(Job { purpose: HashFor::Check { check_index }, hash });
     }
 
     pub fn is_empty(&self) -> bool {

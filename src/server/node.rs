@@ -36,6 +36,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::backups::Backups;
 use super::clients::{self, CLIENT_LISTENERS_MAX, ClientLimits, Clients, Intake};
 use super::config::{ClusterState, Config};
+use super::corrupt::CheckClock;
 use super::dir_lock::DirLock;
 use super::hashes::Hashes;
 use super::leader_moves::LeaderMoves;
@@ -116,6 +117,8 @@ pub struct Node {
     pub(super) leader_moves: LeaderMoves,
     /// Keyspace hashes taken a slice per iteration (`hashes.rs`).
     pub(super) hashes: Hashes,
+    /// When this member next proposes a corruption check (`corrupt.rs`).
+    pub(super) check_clock: CheckClock,
     pub(super) lease_clock: LeaseClock,
     /// Outcomes of snapshots to followers, reported to Raft after `advance`.
     pub(super) snapshot_reports: Vec<(u64, bool)>,
@@ -227,6 +230,11 @@ impl Node {
             backups: Backups::default(),
             leader_moves: LeaderMoves::default(),
             hashes: Hashes::default(),
+            check_clock: CheckClock::new(
+                config.corrupt_check_time_ms,
+                state.store().compact_revision(),
+                now,
+            ),
             intake: Intake::new(),
             deferred_reads: VecDeque::new(),
             range_bytes_this_iteration: 0,
@@ -363,6 +371,7 @@ impl Node {
         self.finish_logins();
         self.maybe_publish(now);
         self.maybe_propose_quota(now);
+        self.maybe_propose_checks(now);
         self.check_disk(now);
         // What peers and ticks produced first: writes the followers' acks
         // committed are applied and answered before this iteration's fsync,

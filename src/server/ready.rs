@@ -237,6 +237,7 @@ impl Node {
             Some(Effect::MembersChanged { moved }) => self.follow_members(moved),
             Some(Effect::ConfChanged) => self.follow_members(None),
             Some(Effect::AuthChanged) => self.recheck_watches(),
+            Some(Effect::HashCheck(wanted)) => self.begin_check_hash(wanted),
         }
     }
 

@@ -36,6 +36,9 @@ impl Node {
         if let Err(refused) = self.admit(waiter, &request) {
             return self.clients.answer(waiter, Err(refused));
         }
+        if let Err(refused) = self.refuse_if_corrupt(&request) {
+            return self.clients.answer(waiter, Err(refused));
+        }
         if let Some(op) = op_of(&request) {
             let caller = self.caller_of(waiter);
             return self.proposals.queue_write(waiter, op, caller);
@@ -110,8 +113,11 @@ impl Node {
             return;
         }
         let max_bytes = self.clients.response_max_bytes(read.waiter);
+        // A read that waited for its round while this member was found
+        // corrupt is refused too: no client sees its data after that.
         let result = self
             .check_read(read.waiter, &read.request)
+            .and_then(|()| self.refuse_corrupt_read())
             .and_then(|()| self.range_now(&read.request, max_bytes));
         self.metrics.ranges_total += u64::from(result.is_ok());
         self.range_bytes_this_iteration += built_bytes(&result, max_bytes);

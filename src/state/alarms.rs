@@ -100,7 +100,7 @@ impl Alarms {
     }
 
     /// Raises the alarm; true when it was not raised before.
-    fn raise(&mut self, record: AlarmRecord) -> bool {
+    pub(super) fn raise(&mut self, record: AlarmRecord) -> bool {
         match self.raised.binary_search(&record) {
             Ok(_) => false,
             Err(at) => {
@@ -111,7 +111,7 @@ impl Alarms {
     }
 
     /// Clears the alarm; true when it was raised.
-    fn clear(&mut self, record: AlarmRecord) -> bool {
+    pub(super) fn clear(&mut self, record: AlarmRecord) -> bool {
         match self.raised.binary_search(&record) {
             Ok(at) => {
                 self.raised.remove(at);

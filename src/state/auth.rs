@@ -164,9 +164,12 @@ impl StateMachine {
                     self.lease_keys_writable(lease, &mut out);
                 }
             }
-            Op::Compact(_) | Op::Member(_) | Op::Auth(_) | Op::Alarm(_) | Op::Quota(_) => {
-                out.push(Need::Root)
-            }
+            Op::Compact(_)
+            | Op::Member(_)
+            | Op::Auth(_)
+            | Op::Alarm(_)
+            | Op::Quota(_)
+            | Op::Corrupt(_) => out.push(Need::Root),
             Op::LeaseGrant { .. } | Op::LeaseRenew(_) => out.push(Need::Authenticated),
             Op::LeaseRevoke(id) => {
                 out.push(Need::Authenticated);

@@ -50,6 +50,9 @@ pub enum Op {
     /// The cluster's quota in bytes, proposed by a leader from its own
     /// `--quota-backend-bytes` (see `quota.rs`).
     Quota(u64),
+    /// A corruption check opened, or a member's hash for it (see
+    /// `corrupt.rs`). Fixed-size fields: bounded by the entry's length.
+    Corrupt(super::corrupt::CorruptOp),
 }
 
 /// Who asked for a command, for the permission check at apply time.

@@ -3,14 +3,15 @@
 //! store's image.
 //!
 //! ```text
-//! payload  = "EMBRNODE" format:u8(=3) len:u32le sections  mvcc-image
+//! payload  = "EMBRNODE" format:u8(=4) len:u32le sections  mvcc-image
 //! sections = postcard(Sections), `len` bytes
 //! ```
 //!
 //! Older formats are still read: format 1, written before access control
 //! existed, has sections without the auth state (read as auth off and no
 //! users); format 2 has no alarms and no size counters (read as none
-//! raised, and an empty history: see `quota.rs`).
+//! raised, and an empty history: see `quota.rs`); format 3 has no open
+//! corruption check (read as none open).
 //!
 //! The sections are small (a handful of members, one record per lease) and
 //! are encoded whole when a snapshot starts; the store's image after them
@@ -22,15 +23,18 @@
 use serde::{Deserialize, Serialize};
 
 use super::alarms::AlarmRecord;
+use super::corrupt::OpenCheck;
 use super::quota::Usage;
 use crate::auth::AuthState;
 
 const MAGIC: &[u8; 8] = b"EMBRNODE";
-const FORMAT: u8 = 3;
+const FORMAT: u8 = 4;
 /// The format before the auth state joined the sections.
 const FORMAT_WITHOUT_AUTH: u8 = 1;
 /// The format before the alarms joined the sections.
 const FORMAT_WITHOUT_ALARMS: u8 = 2;
+/// The format before the open corruption check joined the sections.
+const FORMAT_WITHOUT_CHECK: u8 = 3;
 /// Magic, format, sections length.
 pub const HEADER_BYTES: usize = 8 + 1 + 4;
 /// The largest sections a payload may carry: room for about half a million
@@ -70,6 +74,18 @@ pub struct Sections {
     pub alarms: Vec<AlarmRecord>,
     /// The store's size counters and the quota.
     pub usage: Usage,
+    /// The corruption check open, with its reports.
+    pub check: Option<OpenCheck>,
+}
+
+/// The sections of format 3.
+#[derive(Deserialize)]
+struct SectionsWithoutCheck {
+    members: Vec<MemberRecord>,
+    leases: Vec<LeaseRecord>,
+    auth: AuthState,
+    alarms: Vec<AlarmRecord>,
+    usage: Usage,
 }
 
 /// The sections of format 2.
@@ -132,7 +148,9 @@ pub fn prefix_len(payload: &[u8]) -> Result<Option<usize>, PayloadError> {
     if &payload[..8] != MAGIC {
         return Err(PayloadError::BadMagic);
     }
-    if ![FORMAT, FORMAT_WITHOUT_ALARMS, FORMAT_WITHOUT_AUTH].contains(&payload[8]) {
+    if ![FORMAT, FORMAT_WITHOUT_CHECK, FORMAT_WITHOUT_ALARMS, FORMAT_WITHOUT_AUTH]
+        .contains(&payload[8])
+    {
         return Err(PayloadError::UnsupportedFormat(payload[8]));
     }
     let len = u32::from_le_bytes(payload[9..13].try_into().expect("4 bytes")) as usize;
@@ -165,6 +183,7 @@ fn decode_sections(format: u8, bytes: &[u8]) -> Result<Sections, PayloadError> {
             auth: AuthState::default(),
             alarms: Vec::new(),
             usage: Usage::unknown(),
+            check: None,
         });
     }
     if format == FORMAT_WITHOUT_ALARMS {
@@ -175,6 +194,18 @@ fn decode_sections(format: u8, bytes: &[u8]) -> Result<Sections, PayloadError> {
             auth: old.auth,
             alarms: Vec::new(),
             usage: Usage::unknown(),
+            check: None,
+        });
+    }
+    if format == FORMAT_WITHOUT_CHECK {
+        let old: SectionsWithoutCheck = postcard::from_bytes(bytes).map_err(malformed)?;
+        return Ok(Sections {
+            members: old.members,
+            leases: old.leases,
+            auth: old.auth,
+            alarms: old.alarms,
+            usage: old.usage,
+            check: None,
         });
     }
     postcard::from_bytes(bytes).map_err(malformed)
@@ -219,6 +250,13 @@ mod tests {
             },
             alarms: vec![AlarmRecord { member_id: 9, kind: super::super::AlarmKind::NoSpace }],
             usage: Usage::default(),
+            check: Some(OpenCheck {
+                index: 12,
+                revision: 40,
+                compact_revision: 30,
+                reports: vec![(1, 0xabcd)],
+                ..OpenCheck::default()
+            }),
         }
     }
 

@@ -46,6 +46,7 @@ impl StateMachine {
             }
             Op::DeleteRange(_)
             | Op::Compact(_)
+            | Op::Corrupt(_)
             | Op::Member(_)
             | Op::Auth(_)
             | Op::Alarm(_)

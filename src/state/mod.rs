@@ -27,6 +27,7 @@
 pub mod alarms;
 pub mod auth;
 pub mod command;
+pub mod corrupt;
 pub mod image;
 pub mod leases;
 pub mod members;
@@ -41,6 +42,7 @@ use crate::raft::{Entry, EntryKind};
 pub use alarms::{AlarmKind, AlarmOp, AlarmRecord, Alarms};
 pub use auth::AuthOp;
 pub use command::{Caller, Command, DecodeError, Op};
+pub use corrupt::{CorruptOp, HashWanted, OpenCheck};
 pub use image::{LeaseRecord, MemberRecord, PayloadError, Sections};
 pub use members::MemberOp;
 pub use quota::Usage;
@@ -68,6 +70,9 @@ pub enum Effect {
     /// Users, roles or the enabled flag changed: connections bound to a
     /// token and open watches are checked again.
     AuthChanged,
+    /// A corruption check opened: this member hashes its store at the
+    /// check's revision and reports (`corrupt.rs`).
+    HashCheck(HashWanted),
 }
 
 /// The answer to the request an entry carried, for the member that
@@ -104,6 +109,8 @@ pub struct StateMachine {
     alarms: Alarms,
     /// The store's size as the quota counts it, and the quota.
     usage: Usage,
+    /// The corruption check open now, with the reports it has.
+    check: Option<OpenCheck>,
     /// Invariant: every entry up to it has been applied, and none after it.
     applied_index: u64,
     applied_term: u64,
@@ -121,6 +128,7 @@ impl StateMachine {
             auth: AuthState::default(),
             alarms: Alarms::default(),
             usage: Usage::default(),
+            check: None,
             applied_index: 0,
             applied_term: 0,
         }
@@ -192,6 +200,14 @@ impl StateMachine {
             let answer = Answer { origin: command.origin, seq: command.seq, result: Err(refused) };
             return Applied { answer: Some(answer), effect: None };
         }
+        if let Op::Corrupt(CorruptOp::Report { member_id, .. }) = command.op
+            && member_id != command.origin
+        {
+            // A member reports its own hash, never another's.
+            let result = Err(ErrorBody::new(proto::ErrorCode::PermissionDenied));
+            let answer = Answer { origin: command.origin, seq: command.seq, result };
+            return Applied { answer: Some(answer), effect: None };
+        }
         if let Err(refused) = self.check_quota(&command.op, entry.index) {
             let answer = Answer { origin: command.origin, seq: command.seq, result: Err(refused) };
             return Applied { answer: Some(answer), effect: None };
@@ -231,6 +247,10 @@ impl StateMachine {
             Op::Quota(quota_bytes) => return (Ok(self.apply_quota(quota_bytes, raft_term)), None),
             Op::Member(change) => return self.apply_member(change, raft_term),
             Op::Alarm(change) => return (self.apply_alarm(change, raft_term), None),
+            Op::Corrupt(change) => {
+                let (result, wanted) = self.apply_corrupt(change, raft_term);
+                return (result, wanted.map(Effect::HashCheck));
+            }
             Op::Auth(change) => {
                 let result = self.apply_auth(change, raft_term);
                 let effect = result.is_ok().then_some(Effect::AuthChanged);
@@ -342,6 +362,7 @@ impl StateMachine {
             auth: self.auth.clone(),
             alarms: self.alarms.records().to_vec(),
             usage: self.usage.clone(),
+            check: self.check.clone(),
         }
     }
 
@@ -425,6 +446,11 @@ impl Restorer {
         if !sections.usage.is_sound() {
             return Err(PayloadError::Malformed("size counters break their invariants").to_string());
         }
+        if !sections.check.as_ref().is_none_or(OpenCheck::is_sound) {
+            return Err(
+                PayloadError::Malformed("corruption check reports not ascending").to_string()
+            );
+        }
         let mut state = StateMachine {
             identity: self.identity,
             store,
@@ -433,6 +459,7 @@ impl Restorer {
             auth: sections.auth,
             alarms,
             usage: sections.usage,
+            check: sections.check,
             applied_index: self.at.0,
             applied_term: self.at.1,
         };
