@@ -19,6 +19,8 @@
 //! The same walk run to its end in one call is [`Store::hash_kv`], so the
 //! sliced hash and the whole one are the same value by construction.
 
+#[cfg(feature = "fault-injection")]
+use super::block::{Version, encode_block};
 use super::store::{Store, retained};
 use super::tree::Cursor;
 use super::types::{Error, KvHash};
@@ -174,5 +176,28 @@ impl Store {
                 HashStep::Aborted => unreachable!("the store cannot change during one call"),
             }
         }
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Store {
+    /// Fault injection only: flips the lowest bit of the first byte of
+    /// `key`'s newest value, as a bit flip in memory or on the card would,
+    /// without a revision, an event or any trace in the log. False when the
+    /// key has no live value to flip.
+    pub fn fault_flip_value(&mut self, key: &[u8]) -> bool {
+        let Some(id) = self.tree.get(&self.keys, key) else { return false };
+        let block = self.keys.get(id);
+        let mut versions = block.oldest_first();
+        let Some(newest) = versions.last().copied() else { return false };
+        if newest.tombstone || newest.value.is_empty() {
+            return false;
+        }
+        let mut value = newest.value.to_vec();
+        value[0] ^= 1;
+        *versions.last_mut().expect("a newest version") = Version { value: &value, ..newest };
+        let flipped = encode_block(key, &versions);
+        self.keys.replace(id, flipped);
+        true
     }
 }

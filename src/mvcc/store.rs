@@ -51,6 +51,12 @@ impl KeyTable {
         }
     }
 
+    /// Fault injection only: puts `block` in place of `id`'s.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn replace(&mut self, id: u32, block: Block) {
+        *self.get_mut(id) = block;
+    }
+
     pub(crate) fn release(&mut self, id: u32) {
         *self.get_mut(id) = Block::default();
         self.free.push(id);

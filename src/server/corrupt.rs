@@ -25,6 +25,12 @@ use crate::mvcc::KvHash;
 use crate::proto::{self, ErrorBody, ErrorCode, Request, Response};
 use crate::state::{AlarmKind, CorruptOp, HashWanted, Op, command};
 
+/// Fault injection only: names a key whose newest value this member flips
+/// a bit of, once, as soon as it holds the key: a bit gone bad in memory or
+/// on the card, which no entry explains.
+#[cfg(feature = "fault-injection")]
+pub const FAULT_FLIP_VALUE_ENV: &str = "EMBER_FAULT_FLIP_VALUE";
+
 /// When this member next proposes a check.
 pub(super) struct CheckClock {
     /// The check this member proposes once after it starts.
@@ -183,6 +189,18 @@ impl Node {
         let report = CorruptOp::Report { check_index, member_id, hash: hash.hash };
         if let Err(e) = self.proposals.propose_unwaited(&mut self.raft, vec![Op::Corrupt(report)]) {
             log::info!("corruption check {check_index}: report not proposed: {e:?}");
+        }
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Node {
+    /// Flips the value `EMBER_FAULT_FLIP_VALUE` names, once it exists.
+    pub(super) fn maybe_flip_value(&mut self) {
+        let Some(key) = &self.fault_flip_key else { return };
+        if self.state.store_mut().fault_flip_value(key) {
+            log::warn!("fault injection: flipped a bit of {}", String::from_utf8_lossy(key));
+            self.fault_flip_key = None;
         }
     }
 }

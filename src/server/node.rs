@@ -119,6 +119,10 @@ pub struct Node {
     pub(super) hashes: Hashes,
     /// When this member next proposes a corruption check (`corrupt.rs`).
     pub(super) check_clock: CheckClock,
+    /// Fault injection only: the key whose value this member flips once
+    /// it holds one (`corrupt.rs`).
+    #[cfg(feature = "fault-injection")]
+    pub(super) fault_flip_key: Option<Vec<u8>>,
     pub(super) lease_clock: LeaseClock,
     /// Outcomes of snapshots to followers, reported to Raft after `advance`.
     pub(super) snapshot_reports: Vec<(u64, bool)>,
@@ -230,6 +234,9 @@ impl Node {
             backups: Backups::default(),
             leader_moves: LeaderMoves::default(),
             hashes: Hashes::default(),
+            #[cfg(feature = "fault-injection")]
+            fault_flip_key: process_env(super::corrupt::FAULT_FLIP_VALUE_ENV)
+                .map(String::into_bytes),
             check_clock: CheckClock::new(
                 config.corrupt_check_time_ms,
                 state.store().compact_revision(),
@@ -372,6 +379,8 @@ impl Node {
         self.maybe_publish(now);
         self.maybe_propose_quota(now);
         self.maybe_propose_checks(now);
+        #[cfg(feature = "fault-injection")]
+        self.maybe_flip_value();
         self.check_disk(now);
         // What peers and ticks produced first: writes the followers' acks
         // committed are applied and answered before this iteration's fsync,

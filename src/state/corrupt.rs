@@ -153,7 +153,7 @@ impl StateMachine {
             };
             let raised = self.alarms.is_raised_for(member_id, AlarmKind::Corrupt);
             if corrupt && !raised {
-                log_raise(check, member_id, hash, verdict);
+                log_raise(check, member_id, hash, verdict, self.applied_index);
                 self.alarms.raise(record);
                 changed.push((record, true));
             } else if !corrupt && raised {
@@ -207,17 +207,17 @@ fn verdict(reports: &[(u64, u32)], voters: usize) -> Verdict {
     if best.0 + awaited < quorum { Verdict::NoMajority } else { Verdict::Pending }
 }
 
-fn log_raise(check: &OpenCheck, member_id: u64, hash: u32, verdict: Verdict) {
+fn log_raise(check: &OpenCheck, member_id: u64, hash: u32, verdict: Verdict, index: u64) {
     match verdict {
         Verdict::Majority(majority) => log::error!(
             "member {member_id:016x} hashes {hash:08x} at revision {} (compact revision {}), \
-             a majority {majority:08x}: CORRUPT raised for it",
+             a majority {majority:08x}: CORRUPT raised for it at index {index}",
             check.revision,
             check.compact_revision
         ),
         _ => log::error!(
             "member {member_id:016x} hashes {hash:08x} at revision {} (compact revision {}) \
-             and no hash has a majority ({:08x?}): CORRUPT raised for it",
+             and no hash has a majority ({:08x?}): CORRUPT raised for it at index {index}",
             check.revision,
             check.compact_revision,
             check.reports.iter().map(|r| r.1).collect::<Vec<_>>()

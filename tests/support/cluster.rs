@@ -251,7 +251,14 @@ impl Cluster {
 
     /// Starts member `i` (again, on the same data) with the same flags.
     pub fn spawn(&mut self, i: usize) {
+        self.spawn_with(i, &[]);
+    }
+
+    /// Like `spawn`, with `env` added to the member's environment (a
+    /// fault-injection variable, say).
+    pub fn spawn_with(&mut self, i: usize, env: &[(&str, &str)]) {
         let mut command = self.serve_command(i);
+        command.envs(env.iter().copied());
         command
             .args(["--name", &self.members[i].name])
             .args(["--initial-cluster", &self.initial_cluster()]);
