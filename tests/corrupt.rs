@@ -115,6 +115,34 @@ mod flipped {
         assert!(status.contains("alarm:CORRUPT"), "{status}");
     }
 
+    /// A compaction has every member hash the compacted revision; sound
+    /// members hash alike, and nothing is raised.
+    fn compaction_is_checked_and_sound_members_agree(cluster: &Cluster) {
+        let endpoints = cluster.endpoints();
+        let rev = cluster.status(0).unwrap().header.revision;
+        ok(&endpoints[0], &["compaction", &rev.to_string()]);
+        let needle = format!("at revision {rev} (compact revision {rev})");
+        let started = Instant::now();
+        let hashes: Vec<String> = (0..3)
+            .map(|i| {
+                loop {
+                    let log = cluster.log_of(i);
+                    if let Some(line) = log.lines().find(|l| l.contains(&needle)) {
+                        let hash = line.split(": hash ").nth(1).unwrap_or_default();
+                        break hash.split(' ').next().unwrap_or_default().to_string();
+                    }
+                    assert!(started.elapsed() < WAIT, "member {i} hashed no compaction:\n{log}");
+                    sleep(Duration::from_millis(100));
+                }
+            })
+            .collect();
+        assert!(hashes.iter().all(|h| *h == hashes[0] && h.len() == 8), "{hashes:?}");
+        for endpoint in &endpoints {
+            let listed = ember(endpoint, &["alarm", "list"]);
+            assert!(listed.status.success() && listed.stdout.is_empty(), "{listed:?}");
+        }
+    }
+
     #[test]
     fn the_periodic_check_raises_corrupt_for_the_member_with_a_flipped_value() {
         let mut cluster = Cluster::prepare("corrupt-periodic", 3, &["--corrupt-check-time", "1s"]);
@@ -144,6 +172,7 @@ mod flipped {
         cluster.wait_leader(WAIT);
         let member = cluster.status(2).unwrap().header.member_id;
         let written = write_keys(&cluster);
+        compaction_is_checked_and_sound_members_agree(&cluster);
         // Every member holds every key before member 2 stops.
         let index = cluster.status(0).unwrap().raft_applied_index;
         cluster.wait_applied(2, index, WAIT);

@@ -25,34 +25,6 @@ use crate::mvcc::KvHash;
 use crate::proto::{self, ErrorBody, ErrorCode, Request, Response};
 use crate::state::{AlarmKind, CorruptOp, HashWanted, Op, command};
 
-/// Fault injection only: names a key whose newest value this member flips
-/// a bit of, once, as soon as it holds the key: a bit gone bad in memory or
-/// on the card, which no entry explains.
-#[cfg(feature = "fault-injection")]
-pub const FAULT_FLIP_VALUE_ENV: &str = "EMBER_FAULT_FLIP_VALUE";
-
-/// When this member next proposes a check.
-pub(super) struct CheckClock {
-    /// The check this member proposes once after it starts.
-    startup_proposed: bool,
-    next_try: Instant,
-    /// The leader's next periodic check; `None` when they are off.
-    next_periodic: Option<Instant>,
-    /// The compact revision the last compaction check was proposed for.
-    compact_checked: u64,
-}
-
-impl CheckClock {
-    pub fn new(period_ms: u64, compact_revision: u64, now: Instant) -> CheckClock {
-        CheckClock {
-            startup_proposed: false,
-            next_try: now,
-            next_periodic: (period_ms > 0).then(|| now + Duration::from_millis(period_ms)),
-            compact_checked: compact_revision,
-        }
-    }
-}
-
 impl Node {
     /// Begins the hash a client asked for; it is answered when done.
     pub(super) fn hash_kv_request(&mut self, waiter: Waiter, revision: i64) {
@@ -179,7 +151,8 @@ impl Node {
             log::info!("corruption check {check_index}: the store changed during the hash");
             return;
         };
-        log::debug!(
+        // One line per check and member: every five minutes by default.
+        log::info!(
             "corruption check {check_index}: hash {:08x} at revision {} (compact revision {})",
             hash.hash,
             hash.hash_revision,

@@ -7,8 +7,11 @@
 //! refused with `TooManyHashes`, not queued) and one check hash (a newer
 //! check replaces the older one, whose result nobody needs any more).
 //! A job holds its walk's position and a CRC state: a key's bytes, no more.
+//!
+//! `CheckClock` says when this member next proposes a corruption check.
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use super::proposals::Waiter;
 use crate::mvcc::{HashStep, KvHash, LiveHash, Store};
@@ -95,5 +98,91 @@ impl Hashes {
     /// Stops every job: the store they walk was replaced.
     pub fn abort_all(&mut self) -> Vec<Finished> {
         self.jobs.drain(..).map(|j| Finished { purpose: j.purpose, hash: None }).collect()
+    }
+}
+
+/// Fault injection only: names a key whose newest value this member flips
+/// a bit of, once, as soon as it holds the key: a bit gone bad in memory or
+/// on the card, which no entry explains.
+#[cfg(feature = "fault-injection")]
+pub const FAULT_FLIP_VALUE_ENV: &str = "EMBER_FAULT_FLIP_VALUE";
+
+/// When this member next proposes a check.
+pub(super) struct CheckClock {
+    /// The check this member proposes once after it starts.
+    pub(super) startup_proposed: bool,
+    pub(super) next_try: Instant,
+    /// The leader's next periodic check; `None` when they are off.
+    pub(super) next_periodic: Option<Instant>,
+    /// The compact revision the last compaction check was proposed for.
+    pub(super) compact_checked: u64,
+}
+
+impl CheckClock {
+    pub fn new(period_ms: u64, compact_revision: u64, now: Instant) -> CheckClock {
+        CheckClock {
+            startup_proposed: false,
+            next_try: now,
+            next_periodic: (period_ms > 0).then(|| now + Duration::from_millis(period_ms)),
+            compact_checked: compact_revision,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mvcc::PutRequest;
+
+    fn waiter(request_id: u64) -> Waiter {
+        Waiter { slot: 0, serial: 1, request_id, cost_bytes: 0 }
+    }
+
+    #[test]
+    fn client_hashes_are_bounded_and_a_newer_check_replaces_the_older() {
+        let mut store = Store::default();
+        for i in 0..100u32 {
+            let key = format!("k{i:03}").into_bytes();
+            store.apply_put(&PutRequest { key, value: vec![1; 10], ..Default::default() }).unwrap();
+        }
+        let mut hashes = Hashes::default();
+        for id in 0..HASHES_CLIENT_MAX as u64 {
+            hashes.start_client(waiter(id), store.begin_hash(0).unwrap()).unwrap();
+        }
+        let refused = hashes.start_client(waiter(9), store.begin_hash(0).unwrap()).unwrap_err();
+        assert_eq!(refused.code(), Some(ErrorCode::TooManyHashes));
+        hashes.start_check(5, store.begin_hash(0).unwrap());
+        hashes.start_check(6, store.begin_hash(0).unwrap());
+        let mut finished = Vec::new();
+        while !hashes.is_empty() {
+            finished.extend(hashes.step(&store));
+        }
+        let expected = store.hash_kv(0).unwrap();
+        assert_eq!(finished.len(), HASHES_CLIENT_MAX + 1);
+        assert!(finished.iter().all(|f| f.hash == Some(expected)));
+        let checks: Vec<HashFor> = finished
+            .iter()
+            .map(|f| f.purpose)
+            .filter(|p| matches!(p, HashFor::Check { .. }))
+            .collect();
+        assert_eq!(checks, [HashFor::Check { check_index: 6 }]);
+    }
+
+    #[test]
+    fn a_compaction_or_a_replaced_store_aborts_every_hash() {
+        let mut store = Store::default();
+        for value in [b"a", b"b"] {
+            let put =
+                PutRequest { key: b"k".to_vec(), value: value.to_vec(), ..Default::default() };
+            store.apply_put(&put).unwrap();
+        }
+        let mut hashes = Hashes::default();
+        hashes.start_client(waiter(1), store.begin_hash(0).unwrap()).unwrap();
+        store.compact(2).unwrap();
+        assert_eq!(hashes.step(&store).map(|f| f.hash), Some(None));
+        hashes.start_check(3, store.begin_hash(0).unwrap());
+        let aborted = hashes.abort_all();
+        assert_eq!(aborted, [Finished { purpose: HashFor::Check { check_index: 3 }, hash: None }]);
+        assert!(hashes.is_empty());
     }
 }

@@ -36,9 +36,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::backups::Backups;
 use super::clients::{self, CLIENT_LISTENERS_MAX, ClientLimits, Clients, Intake};
 use super::config::{ClusterState, Config};
-use super::corrupt::CheckClock;
 use super::dir_lock::DirLock;
-use super::hashes::Hashes;
+use super::hashes::{CheckClock, Hashes};
 use super::leader_moves::LeaderMoves;
 use super::lease_clock::LeaseClock;
 use super::logins::Logins;
@@ -235,7 +234,7 @@ impl Node {
             leader_moves: LeaderMoves::default(),
             hashes: Hashes::default(),
             #[cfg(feature = "fault-injection")]
-            fault_flip_key: process_env(super::corrupt::FAULT_FLIP_VALUE_ENV)
+            fault_flip_key: process_env(super::hashes::FAULT_FLIP_VALUE_ENV)
                 .map(String::into_bytes),
             check_clock: CheckClock::new(
                 config.corrupt_check_time_ms,
