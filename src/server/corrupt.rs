@@ -70,9 +70,11 @@ impl Node {
             revisions.push(0);
         }
         if self.leader_id == self.config.member_id {
-            if let Some(next) = clock.next_periodic.filter(|next| now >= *next) {
+            if clock.next_periodic.is_some_and(|next| now >= next) {
+                // From now, not from when it was due: a loop that was held
+                // up proposes one check, not a burst of them.
                 let period = Duration::from_millis(self.config.corrupt_check_time_ms);
-                clock.next_periodic = Some(next.max(now - period) + period);
+                clock.next_periodic = Some(now + period);
                 revisions.push(0);
             }
             let compacted = self.state.store().compact_revision();
