@@ -578,3 +578,17 @@ fn a_check_outside_the_kept_revisions_is_refused_and_opens_nothing() {
     let stranger = report(&mut state, check, 8, 1);
     assert_eq!(result(stranger), Err(ErrorCode::MemberNotFound));
 }
+
+#[test]
+fn a_member_that_left_after_reporting_is_neither_counted_nor_alarmed() {
+    let mut state = three_members();
+    apply(&mut state, 1, Op::Member(MemberOp::Add(member(4, true))), 0);
+    let check = open_check(&mut state, 0);
+    report(&mut state, check, 4, 9);
+    let removed = apply(&mut state, 1, Op::Member(MemberOp::Remove(4)), 0);
+    assert!(result(removed).is_ok());
+    report(&mut state, check, 1, 7);
+    report(&mut state, check, 2, 7);
+    assert!(corrupt_members(&state).is_empty(), "{:?}", state.alarms().records());
+    assert_eq!(state.open_check().unwrap().majority_hash, Some(7));
+}

@@ -142,9 +142,13 @@ impl StateMachine {
 
     /// Raises and clears `Corrupt` as the check's reports call for.
     fn judge(&mut self, check: &OpenCheck, voters: &[u64]) -> Vec<(AlarmRecord, bool)> {
-        let verdict = verdict(&check.reports, voters.len());
+        // A member that left the table since it reported counts no more,
+        // and may carry no alarm (the alarms' invariant).
+        let reports: Vec<(u64, u32)> =
+            check.reports.iter().copied().filter(|r| voters.contains(&r.0)).collect();
+        let verdict = verdict(&reports, voters.len());
         let mut changed = Vec::new();
-        for &(member_id, hash) in &check.reports {
+        for &(member_id, hash) in &reports {
             let record = AlarmRecord { member_id, kind: AlarmKind::Corrupt };
             let corrupt = match verdict {
                 Verdict::Pending => continue,
