@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use ember::client::Client;
 use ember::proto::{
-    self, CancelReason, ClientHello, ErrorCode, FrameDecoder, PutRequest, RangeRequest, Refusal,
-    Request, Response, SERVER_HELLO_BYTES, ServerHello, ServerMessage, WatchCreateRequest,
-    WatchMessage,
+    self, CancelReason, ClientHello, DeleteRangeRequest, ErrorCode, FrameDecoder, PutRequest,
+    RangeRequest, Refusal, Request, Response, SERVER_HELLO_BYTES, ServerHello, ServerMessage,
+    TxnRequest, WatchCreateRequest, WatchMessage,
 };
 use support::cluster::Cluster;
 
@@ -260,6 +260,59 @@ fn answers_past_the_server_limit_are_refused_whatever_the_client_announced() {
     // Paging with a limit gets the same keys, a page at a time.
     let page = legit.client.range(RangeRequest { limit: 100, ..range("data/") }).unwrap();
     assert_eq!((page.kvs.len(), page.more, page.count), (100, true, 2000));
+    assert_eq!(term(&node), term_before, "no election");
+    legit.check_all_there();
+}
+
+#[test]
+fn txn_reads_and_deletes_past_the_limit_are_refused_before_they_change_anything() {
+    let node = start("txn_reads", &[]);
+    let mut legit = Legit::new(&node);
+    fill(&mut legit.client, "data/", 2000, 1024);
+    let term_before = term(&node);
+    let rss_before = rss_bytes(&node);
+    // A txn of a put and 127 full ranges of 2 MB each: 254 MB if built,
+    // against a 1 MiB server limit; and a delete of the same 2 MB with
+    // `prev_kv`.
+    let mut success = vec![proto::RequestOp::Put(PutRequest {
+        key: b"marker".to_vec(),
+        value: b"x".to_vec(),
+        ..Default::default()
+    })];
+    success.extend((0..127).map(|_| proto::RequestOp::Range(range("data/"))));
+    let txn = Request::Txn(TxnRequest { success, ..Default::default() });
+    let all = range("data/");
+    let delete = DeleteRangeRequest { key: all.key, range_end: all.range_end, prev_kv: true };
+    let delete = Request::DeleteRange(delete);
+    for announced in [u32::MAX, proto::MIN_FRAME_BYTES] {
+        let mut attacker = raw(&node, announced);
+        let count = 40u64;
+        let request = |id: u64| if id.is_multiple_of(2) { txn.clone() } else { delete.clone() };
+        attacker.write_all(&frames((1..=count).map(|id| (id, request(id))))).unwrap();
+        legit.round("txn_reads");
+        let messages = read_messages(&mut attacker, count as usize);
+        assert_eq!(messages.len(), count as usize);
+        for message in &messages {
+            assert_eq!(error_code(message), Some(ErrorCode::ResponseTooLarge), "{message:?}");
+        }
+        assert_rss_within(&node, rss_before, "oversized txn and delete answers");
+    }
+    // Refused whole: the put inside did not happen, nothing was deleted.
+    assert_eq!(legit.client.get(b"marker").unwrap(), None);
+    let counted = legit.client.range(RangeRequest { count_only: true, ..range("data/") });
+    assert_eq!(counted.unwrap().count, 2000);
+    // A txn whose reads fit is answered, its put applied.
+    let paged = proto::RequestOp::Range(RangeRequest { limit: 100, ..range("data/") });
+    let put = proto::RequestOp::Put(PutRequest {
+        key: b"marker".to_vec(),
+        value: b"y".to_vec(),
+        ..Default::default()
+    });
+    let fits = Request::Txn(TxnRequest { success: vec![put, paged], ..Default::default() });
+    let answer = legit.client.pipeline(&[fits]).pop().unwrap().unwrap();
+    let Response::Txn(answer) = answer else { panic!("{answer:?}") };
+    assert!(matches!(&answer.responses[1], proto::ResponseOp::Range(r) if r.kvs.len() == 100));
+    assert_eq!(legit.client.get(b"marker").unwrap().map(|kv| kv.value), Some(b"y".to_vec()));
     assert_eq!(term(&node), term_before, "no election");
     legit.check_all_there();
 }

@@ -48,7 +48,7 @@ fn apply_as(
     caller: Option<Caller>,
 ) -> Applied {
     let index = state.applied_index() + 1;
-    let data = Command { origin, seq: index * 10, op, caller }.encode();
+    let data = Command { origin, seq: index * 10, op, caller, answer_max_bytes: u64::MAX }.encode();
     let entry = Entry { term: TERM, index, kind: EntryKind::Normal, data };
     state.apply(&entry, now_ms, TERM)
 }
@@ -312,7 +312,14 @@ fn random_log(rng: &mut Rng, len: u64) -> Vec<Entry> {
                     let caller = random_caller(rng);
                     (
                         EntryKind::Normal,
-                        Command { origin: 1 + rng.below(3), seq: index, op, caller }.encode(),
+                        Command {
+                            origin: 1 + rng.below(3),
+                            seq: index,
+                            op,
+                            caller,
+                            answer_max_bytes: u64::MAX,
+                        }
+                        .encode(),
                     )
                 }
             };

@@ -57,6 +57,7 @@
 //! write stay in place.
 
 mod block;
+mod bound;
 mod chunked;
 mod image;
 mod log;
@@ -66,6 +67,7 @@ mod txn;
 mod types;
 mod watch;
 
+pub use bound::{ANSWER_ENVELOPE_BYTES, ANSWER_OP_OVERHEAD_BYTES};
 pub use image::{IMAGE_MAX_FIELD_BYTES, ImageError, ImageReader, ImageWriter, LiveImage};
 pub use store::{RANGE_KV_OVERHEAD_BYTES, Store};
 pub use types::*;

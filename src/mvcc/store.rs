@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use super::block::{Block, Version};
+use super::bound::AnswerBudget;
 use super::chunked::ChunkedVec;
 use super::log::RevLog;
 use super::tree::{KeySource, LEAF_CAP, Tree};
@@ -215,7 +216,7 @@ impl Store {
     }
 
     /// `for_each_live` that stops as soon as `f` returns false.
-    fn for_each_live_while<'s>(
+    pub(super) fn for_each_live_while<'s>(
         &'s self,
         key: &[u8],
         range_end: &[u8],
@@ -369,8 +370,25 @@ impl Store {
         &mut self,
         req: &DeleteRangeRequest,
     ) -> Result<Applied<DeleteRangeResponse>, Error> {
+        self.apply_delete_range_within(req, usize::MAX)
+    }
+
+    /// `apply_delete_range` whose answer may take at most `answer_max_bytes`
+    /// (see `bound.rs`): past it the delete is refused and nothing changes.
+    pub fn apply_delete_range_within(
+        &mut self,
+        req: &DeleteRangeRequest,
+        answer_max_bytes: usize,
+    ) -> Result<Applied<DeleteRangeResponse>, Error> {
         if req.key.is_empty() {
             return Err(Error::EmptyKey);
+        }
+        if answer_max_bytes != usize::MAX {
+            let fits = AnswerBudget::new(answer_max_bytes)
+                .is_some_and(|mut budget| self.delete_answer_fits(req, &mut budget));
+            if !fits {
+                return Err(Error::AnswerTooLarge { max_bytes: answer_max_bytes });
+            }
         }
         let mut w = self.writer();
         let response = self.delete_range(&mut w, req);
@@ -397,7 +415,7 @@ impl Store {
         Ok(())
     }
 
-    fn latest_live(&self, key: &[u8]) -> Option<Version<'_>> {
+    pub(super) fn latest_live(&self, key: &[u8]) -> Option<Version<'_>> {
         let id = self.lookup(key)?;
         self.keys.get(id).latest().filter(|v| !v.tombstone)
     }
@@ -688,7 +706,7 @@ pub(crate) fn retained(block: &Block, at: u64) -> Vec<Version<'_>> {
 
 /// etcd sorts ascending when a target other than the key is named without an
 /// order, and never re-sorts an ascending key order (the natural one).
-fn effective_order(req: &RangeRequest) -> SortOrder {
+pub(super) fn effective_order(req: &RangeRequest) -> SortOrder {
     match (req.sort_target, req.sort_order) {
         (SortTarget::Key, SortOrder::Ascend) => SortOrder::None,
         (SortTarget::Key, order) => order,

@@ -7,7 +7,8 @@
 use std::time::Instant;
 
 use super::node::Node;
-use super::proposals::{ReadWait, Waiter};
+use super::proposals::{QueuedWrite, ReadWait, Waiter};
+use crate::mvcc::RANGE_KV_OVERHEAD_BYTES;
 use crate::proto::http::{Health, UnhealthyReason};
 use crate::proto::{self, ErrorBody, ErrorCode, Request, Response};
 use crate::state::command::{self, op_of};
@@ -21,10 +22,37 @@ pub const RANGE_BYTES_PER_ITERATION: usize = 8 << 20;
 /// bound it reached before it was refused.
 fn built_bytes(result: &Result<Response, ErrorBody>, max_bytes: usize) -> usize {
     match result {
-        Ok(Response::Range(r)) => r.kvs.iter().map(|kv| kv.key.len() + kv.value.len() + 64).sum(),
+        Ok(response) => answer_kv_bytes(response),
         Err(e) if e.code() == Some(ErrorCode::ResponseTooLarge) => max_bytes,
+        Err(_) => 0,
+    }
+}
+
+/// The key-values an answer holds, each counted as a range counts it:
+/// what building it cost, for the per-iteration budget.
+pub(super) fn answer_kv_bytes(response: &Response) -> usize {
+    match response {
+        Response::Range(r) => kvs_bytes(&r.kvs),
+        Response::Put(r) => kvs_bytes(r.prev_kv.as_slice()),
+        Response::DeleteRange(r) => kvs_bytes(&r.prev_kvs),
+        Response::Txn(r) => txn_kv_bytes(r),
         _ => 0,
     }
+}
+
+/// Depth is bounded: a transaction was decoded within the txn budget.
+fn txn_kv_bytes(txn: &proto::TxnResponse) -> usize {
+    let op_bytes = |op: &proto::ResponseOp| match op {
+        proto::ResponseOp::Range(r) => kvs_bytes(&r.kvs),
+        proto::ResponseOp::Put(r) => kvs_bytes(r.prev_kv.as_slice()),
+        proto::ResponseOp::DeleteRange(r) => kvs_bytes(&r.prev_kvs),
+        proto::ResponseOp::Txn(nested) => txn_kv_bytes(nested),
+    };
+    txn.responses.iter().map(op_bytes).sum()
+}
+
+fn kvs_bytes(kvs: &[proto::KeyValue]) -> usize {
+    kvs.iter().map(|kv| kv.key.len() + kv.value.len() + RANGE_KV_OVERHEAD_BYTES).sum()
 }
 
 /// What a range answer holds besides its key-values: the response header's
@@ -38,7 +66,9 @@ impl Node {
         }
         if let Some(op) = op_of(&request) {
             let caller = self.caller_of(waiter);
-            return self.proposals.queue_write(waiter, op, caller);
+            let answer_max_bytes = self.clients.response_max_bytes(waiter) as u64;
+            let write = QueuedWrite { waiter, op, caller, answer_max_bytes };
+            return self.proposals.queue_write_within(write);
         }
         match request {
             Request::Range(request) if request.serializable && self.caught_up_since_start => {
