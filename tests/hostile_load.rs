@@ -358,6 +358,15 @@ fn idle_sockets_cannot_lock_out_a_client_and_a_full_port_refuses_in_words() {
     legit.check_all_there();
 }
 
+/// Waits for the server to close `stream`, at most `within`.
+fn assert_closed_within(mut stream: TcpStream, within: Duration) {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let started = Instant::now();
+    let outcome = stream.read(&mut [0u8; 1]);
+    assert!(matches!(outcome, Ok(0)) || outcome.is_err(), "{outcome:?}");
+    assert!(started.elapsed() < within, "closed after {:?}", started.elapsed());
+}
+
 /// A connection that opened a watch, or `None` once the server refuses.
 fn try_watching(node: &Cluster) -> Option<TcpStream> {
     let mut stream = TcpStream::connect(node.members[0].endpoint()).ok()?;
@@ -391,21 +400,15 @@ fn hello_status(node: &Cluster) -> Option<Refusal> {
 
 #[test]
 fn silent_sockets_are_closed_and_an_idle_client_reconnects_unnoticed() {
-    let node = start("timeouts", &["--client-idle-timeout", "1000"]);
+    let flags = ["--client-idle-timeout", "1000", "--client-hello-timeout", "300"];
+    let node = start("timeouts", &flags);
     let mut legit = Legit::new(&node);
     legit.round("before");
-    // No hello within two seconds: closed.
-    let mut mute = TcpStream::connect(node.members[0].endpoint()).unwrap();
+    // No hello within 300 ms: closed, well before the default 2 s.
+    let mute = TcpStream::connect(node.members[0].endpoint()).unwrap();
+    assert_closed_within(mute, Duration::from_millis(1700));
     // A hello, then silence past the idle timeout: closed.
-    let mut quiet = raw(&node, 1 << 20);
-    for stream in [&mut mute, &mut quiet] {
-        stream.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
-        let started = Instant::now();
-        let mut byte = [0u8; 1];
-        let outcome = stream.read(&mut byte);
-        assert!(matches!(outcome, Ok(0)) || outcome.is_err(), "{outcome:?}");
-        assert!(started.elapsed() < Duration::from_secs(6), "closed in time");
-    }
+    assert_closed_within(raw(&node, 1 << 20), Duration::from_secs(6));
     // The Rust client's connection was closed too while it idled; its next
     // call dials again without an error.
     sleep(Duration::from_millis(2500));
@@ -502,7 +505,7 @@ fn read_until(stream: &mut TcpStream, stop: impl Fn(&ServerMessage) -> bool) -> 
 
 #[test]
 fn slow_watchers_are_cut_off_and_the_rust_client_resumes_where_it_was() {
-    let node = start("slow_watchers", &[]);
+    let node = start("slow_watchers", &["--watch-slow-reader-timeout", "2000"]);
     let mut legit = Legit::new(&node);
     legit.round("before");
     let term_before = term(&node);
@@ -534,7 +537,8 @@ fn slow_watchers_are_cut_off_and_the_rust_client_resumes_where_it_was() {
             assert_rss_within(&node, rss_before + written_bytes, "slow watchers");
         }
     }
-    sleep(Duration::from_secs(7));
+    // Past the 2 s slow-reader timeout (5 s by default).
+    sleep(Duration::from_secs(4));
     legit.client.put(b"feed/end", b"").unwrap();
     legit.round("during");
     // The store holds what was written; the watchers add at most the budget.

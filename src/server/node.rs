@@ -624,6 +624,9 @@ fn start_clients(config: &Config, poll: &Poll) -> Result<Clients, ServeError> {
     let bounds = ClientLimits {
         conns_max: config.max_client_connections as usize,
         idle_timeout: Duration::from_millis(config.client_idle_timeout_ms),
+        hello_timeout: Duration::from_millis(config.client_hello_timeout_ms),
+        frame_timeout: Duration::from_millis(config.client_frame_timeout_ms),
+        slow_watcher_timeout: Duration::from_millis(config.watch_slow_reader_timeout_ms),
         memory_max_bytes: usize::try_from(config.max_client_memory_bytes).unwrap_or(usize::MAX),
         share_bytes: usize::try_from(config.client_share_bytes()).unwrap_or(usize::MAX),
         response_max_bytes: config.max_response_bytes.max(proto::MIN_FRAME_BYTES),
@@ -656,6 +659,9 @@ fn start_metrics_port(config: &Config, poll: &Poll) -> Result<Option<Clients>, S
     let bounds = ClientLimits {
         conns_max: METRICS_CONNS_MAX,
         idle_timeout: Duration::from_millis(config.client_idle_timeout_ms),
+        hello_timeout: Duration::from_millis(config.client_hello_timeout_ms),
+        frame_timeout: Duration::from_millis(config.client_frame_timeout_ms),
+        slow_watcher_timeout: Duration::from_millis(config.watch_slow_reader_timeout_ms),
         memory_max_bytes: METRICS_MEMORY_BYTES_MAX,
         share_bytes: METRICS_MEMORY_BYTES_MAX / 2,
         response_max_bytes: proto::MIN_FRAME_BYTES,
