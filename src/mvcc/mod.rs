@@ -69,6 +69,6 @@ mod watch;
 
 pub use bound::{ANSWER_ENVELOPE_BYTES, ANSWER_OP_OVERHEAD_BYTES};
 pub use image::{IMAGE_MAX_FIELD_BYTES, ImageError, ImageReader, ImageWriter, LiveImage};
-pub use store::{RANGE_KV_OVERHEAD_BYTES, Store};
+pub use store::{RANGE_KV_OVERHEAD_BYTES, RangeBuild, RangeStep, Store};
 pub use types::*;
 pub use watch::WATCH_SCAN_CHANGES_MAX;

@@ -104,6 +104,8 @@ pub struct Node {
     /// yet. Invariant: each is one of its connection's requests in flight,
     /// so their number is bounded as those are.
     pub(super) deferred_reads: VecDeque<ReadWait>,
+    /// The range being built, one step per iteration (`requests.rs`).
+    pub(super) range_building: Option<(ReadWait, crate::mvcc::RangeBuild)>,
     /// Key-value bytes the ranges served since the last iteration ended
     /// have built (`requests::RANGE_BYTES_PER_ITERATION`).
     pub(super) range_bytes_this_iteration: usize,
@@ -225,6 +227,7 @@ impl Node {
             leader_moves: LeaderMoves::default(),
             intake: Intake::new(),
             deferred_reads: VecDeque::new(),
+            range_building: None,
             range_bytes_this_iteration: 0,
             snapshot_reports: Vec::new(),
             term: status.term,
@@ -399,6 +402,7 @@ impl Node {
         // poll; only one that has room now needs another pass at once.
         self.busy |= self.deferred_reads.iter().any(|r| self.clients.has_room(r.waiter));
         self.busy |= self.raft.has_ready() || self.snapshots.wants_iteration();
+        self.busy |= self.range_building.is_some();
         Ok(())
     }
 
@@ -542,7 +546,8 @@ impl Node {
         }
         let failed = self.proposals.fail_everything(proto::ErrorCode::Stopped);
         self.clients.answer_all(failed);
-        for read in std::mem::take(&mut self.deferred_reads) {
+        let building = self.range_building.take().map(|(read, _)| read);
+        for read in building.into_iter().chain(std::mem::take(&mut self.deferred_reads)) {
             let stopped = proto::ErrorBody::new(proto::ErrorCode::Stopped);
             self.clients.answer(read.waiter, Err(stopped));
         }
