@@ -96,7 +96,12 @@ struct Legit {
 
 impl Legit {
     fn new(node: &Cluster) -> Legit {
-        let mut config = node.client_config(0);
+        Legit::on(node, 0)
+    }
+
+    /// A legitimate client of member `i` alone.
+    fn on(node: &Cluster, i: usize) -> Legit {
+        let mut config = node.client_config(i);
         config.command_timeout = Duration::from_secs(5);
         config.dial_timeout = Duration::from_secs(2);
         Legit {
@@ -123,7 +128,12 @@ impl Legit {
 
 /// A raw connection that completed its hello, announcing `max_frame_bytes`.
 fn raw(node: &Cluster, max_frame_bytes: u32) -> TcpStream {
-    let mut stream = TcpStream::connect(node.members[0].endpoint()).unwrap();
+    raw_to(node, 0, max_frame_bytes)
+}
+
+/// `raw` to member `i`.
+fn raw_to(node: &Cluster, i: usize, max_frame_bytes: u32) -> TcpStream {
+    let mut stream = TcpStream::connect(node.members[i].endpoint()).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     stream.write_all(&ClientHello::new(max_frame_bytes).to_bytes()).unwrap();
     let mut reply = [0u8; SERVER_HELLO_BYTES];
@@ -575,4 +585,77 @@ fn slow_watchers_are_cut_off_and_the_rust_client_resumes_where_it_was() {
     assert_eq!(next, last + 1, "every event arrived");
     assert_eq!(term(&node), term_before, "no election");
     legit.check_all_there();
+}
+
+#[test]
+fn a_leader_under_range_floods_keeps_its_term_and_every_acknowledged_write() {
+    let args = [
+        "--max-client-memory-bytes".to_string(),
+        BUDGET_BYTES.to_string(),
+        "--max-response-bytes".to_string(),
+        RESPONSE_MAX_BYTES.to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let node = Cluster::start("three_under_attack", 3, &args);
+    let leader = node.wait_leader(WAIT);
+    let mut legit = Legit::on(&node, leader);
+    // 5,000 keys of 1 KiB: a full range is 5.4 MB, past the 1 MiB limit.
+    fill(&mut legit.client, "data/", 5000, 1024);
+    let terms_before: Vec<u64> = (0..3).map(|i| node.status(i).unwrap().raft_term).collect();
+    // Pipelined ranges of ~0.97 MB each that are never read ...
+    let unread = raw_to(&node, leader, u32::MAX);
+    let paged = Request::Range(RangeRequest { limit: 900, ..range("data/") });
+    let unread_writer =
+        write_in_background(&unread, frames((1..=400).map(|id| (id, paged.clone()))));
+    // ... and full ranges from a 4 KiB client, each refused, without pause.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let endpoint = node.members[leader].endpoint();
+    let flood = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut refused = 0usize;
+            let full = Request::Range(range("data/"));
+            let burst = frames((1..=100).map(|id| (id, full.clone())));
+            let deadline = Instant::now() + 4 * WAIT;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                let mut attacker = flood_connection(&endpoint);
+                attacker.write_all(&burst).unwrap();
+                let answers = read_messages(&mut attacker, 100);
+                refused += answers
+                    .iter()
+                    .filter(|m| error_code(m) == Some(ErrorCode::ResponseTooLarge))
+                    .count();
+            }
+            refused
+        })
+    };
+    for _ in 0..40 {
+        legit.round("three");
+        sleep(Duration::from_millis(100));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let refused = flood.join().unwrap();
+    assert!(refused >= 100, "the flood ran: {refused} ranges refused");
+    let terms_after: Vec<u64> = (0..3).map(|i| node.status(i).unwrap().raft_term).collect();
+    assert_eq!(terms_after, terms_before, "no election on any member");
+    assert_eq!(node.wait_leader(WAIT), leader);
+    let _ = unread.shutdown(std::net::Shutdown::Both);
+    let _ = unread_writer.join();
+    // Every acknowledged write is on every member.
+    for i in 0..3 {
+        let mut reader = Legit::on(&node, i);
+        reader.written = legit.written.clone();
+        reader.check_all_there();
+    }
+}
+
+/// A connection that announces a 4 KiB frame limit, to `endpoint`.
+fn flood_connection(endpoint: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(endpoint).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let hello = ClientHello::new(proto::MIN_FRAME_BYTES);
+    stream.write_all(&hello.to_bytes()).unwrap();
+    let mut reply = [0u8; SERVER_HELLO_BYTES];
+    stream.read_exact(&mut reply).unwrap();
+    stream
 }
