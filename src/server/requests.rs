@@ -19,9 +19,9 @@ use crate::state::command::{self, op_of};
 pub const RANGE_BYTES_PER_ITERATION: usize = 8 << 20;
 
 /// Keys one step of a range walks, and about the bytes it holds, before
-/// the range waits for the next loop iteration: at most a millisecond or
-/// two each (`cargo bench --bench hostile`), so no range, however large,
-/// holds the loop longer than that.
+/// the range waits for the next loop iteration: a sixteenth of the 16 MiB
+/// that took 10-20 ms to build in one go, so no range, however large,
+/// holds the loop for more than about a millisecond of building.
 pub const RANGE_STEP_KEYS_MAX: usize = 4096;
 pub const RANGE_STEP_BYTES_MAX: usize = 1 << 20;
 
