@@ -312,3 +312,28 @@ fn a_peer_port_on_the_network_needs_authentication_or_consent() {
     let secret = config(&[&args[..], &["--peer-secret-file", "s"]].concat()).unwrap();
     assert!(secret.check_peer_exposure(network).is_ok());
 }
+
+#[test]
+fn client_timeouts_are_flags_and_environment_within_their_ranges() {
+    let c = config(&[]).unwrap();
+    let defaults = (c.client_hello_timeout_ms, c.client_frame_timeout_ms);
+    assert_eq!(defaults, (2_000, 30_000));
+    assert_eq!(c.watch_slow_reader_timeout_ms, 5_000);
+    let args = ["--client-hello-timeout", "500", "--client-frame-timeout", "120000"];
+    let env = [("EMBER_WATCH_SLOW_READER_TIMEOUT", "250"), ("EMBER_CLIENT_HELLO_TIMEOUT", "9000")];
+    let c = config_with_env(&args, &env).unwrap();
+    let set =
+        (c.client_hello_timeout_ms, c.client_frame_timeout_ms, c.watch_slow_reader_timeout_ms);
+    assert_eq!(set, (500, 120_000, 250), "flags win over the environment");
+    for (flag, value) in [
+        ("client-hello-timeout", "99"),
+        ("client-hello-timeout", "60001"),
+        ("client-frame-timeout", "0"),
+        ("client-frame-timeout", "600001"),
+        ("watch-slow-reader-timeout", "5s"),
+        ("watch-slow-reader-timeout", "600001"),
+    ] {
+        let arg = format!("--{flag}");
+        assert_eq!(flag_of(config(&[&arg, value])), flag, "{flag} {value}");
+    }
+}

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use ember::client::Client;
 use ember::proto::{
-    self, CancelReason, ClientHello, ErrorCode, FrameDecoder, PutRequest, RangeRequest, Refusal,
-    Request, Response, SERVER_HELLO_BYTES, ServerHello, ServerMessage, WatchCreateRequest,
-    WatchMessage,
+    self, CancelReason, ClientHello, DeleteRangeRequest, ErrorCode, FrameDecoder, PutRequest,
+    RangeRequest, Refusal, Request, Response, SERVER_HELLO_BYTES, ServerHello, ServerMessage,
+    TxnRequest, WatchCreateRequest, WatchMessage,
 };
 use support::cluster::Cluster;
 
@@ -96,7 +96,12 @@ struct Legit {
 
 impl Legit {
     fn new(node: &Cluster) -> Legit {
-        let mut config = node.client_config(0);
+        Legit::on(node, 0)
+    }
+
+    /// A legitimate client of member `i` alone.
+    fn on(node: &Cluster, i: usize) -> Legit {
+        let mut config = node.client_config(i);
         config.command_timeout = Duration::from_secs(5);
         config.dial_timeout = Duration::from_secs(2);
         Legit {
@@ -123,7 +128,12 @@ impl Legit {
 
 /// A raw connection that completed its hello, announcing `max_frame_bytes`.
 fn raw(node: &Cluster, max_frame_bytes: u32) -> TcpStream {
-    let mut stream = TcpStream::connect(node.members[0].endpoint()).unwrap();
+    raw_to(node, 0, max_frame_bytes)
+}
+
+/// `raw` to member `i`.
+fn raw_to(node: &Cluster, i: usize, max_frame_bytes: u32) -> TcpStream {
+    let mut stream = TcpStream::connect(node.members[i].endpoint()).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     stream.write_all(&ClientHello::new(max_frame_bytes).to_bytes()).unwrap();
     let mut reply = [0u8; SERVER_HELLO_BYTES];
@@ -265,6 +275,59 @@ fn answers_past_the_server_limit_are_refused_whatever_the_client_announced() {
 }
 
 #[test]
+fn txn_reads_and_deletes_past_the_limit_are_refused_before_they_change_anything() {
+    let node = start("txn_reads", &[]);
+    let mut legit = Legit::new(&node);
+    fill(&mut legit.client, "data/", 2000, 1024);
+    let term_before = term(&node);
+    let rss_before = rss_bytes(&node);
+    // A txn of a put and 127 full ranges of 2 MB each: 254 MB if built,
+    // against a 1 MiB server limit; and a delete of the same 2 MB with
+    // `prev_kv`.
+    let mut success = vec![proto::RequestOp::Put(PutRequest {
+        key: b"marker".to_vec(),
+        value: b"x".to_vec(),
+        ..Default::default()
+    })];
+    success.extend((0..127).map(|_| proto::RequestOp::Range(range("data/"))));
+    let txn = Request::Txn(TxnRequest { success, ..Default::default() });
+    let all = range("data/");
+    let delete = DeleteRangeRequest { key: all.key, range_end: all.range_end, prev_kv: true };
+    let delete = Request::DeleteRange(delete);
+    for announced in [u32::MAX, proto::MIN_FRAME_BYTES] {
+        let mut attacker = raw(&node, announced);
+        let count = 40u64;
+        let request = |id: u64| if id.is_multiple_of(2) { txn.clone() } else { delete.clone() };
+        attacker.write_all(&frames((1..=count).map(|id| (id, request(id))))).unwrap();
+        legit.round("txn_reads");
+        let messages = read_messages(&mut attacker, count as usize);
+        assert_eq!(messages.len(), count as usize);
+        for message in &messages {
+            assert_eq!(error_code(message), Some(ErrorCode::ResponseTooLarge), "{message:?}");
+        }
+        assert_rss_within(&node, rss_before, "oversized txn and delete answers");
+    }
+    // Refused whole: the put inside did not happen, nothing was deleted.
+    assert_eq!(legit.client.get(b"marker").unwrap(), None);
+    let counted = legit.client.range(RangeRequest { count_only: true, ..range("data/") });
+    assert_eq!(counted.unwrap().count, 2000);
+    // A txn whose reads fit is answered, its put applied.
+    let paged = proto::RequestOp::Range(RangeRequest { limit: 100, ..range("data/") });
+    let put = proto::RequestOp::Put(PutRequest {
+        key: b"marker".to_vec(),
+        value: b"y".to_vec(),
+        ..Default::default()
+    });
+    let fits = Request::Txn(TxnRequest { success: vec![put, paged], ..Default::default() });
+    let answer = legit.client.pipeline(&[fits]).pop().unwrap().unwrap();
+    let Response::Txn(answer) = answer else { panic!("{answer:?}") };
+    assert!(matches!(&answer.responses[1], proto::ResponseOp::Range(r) if r.kvs.len() == 100));
+    assert_eq!(legit.client.get(b"marker").unwrap().map(|kv| kv.value), Some(b"y".to_vec()));
+    assert_eq!(term(&node), term_before, "no election");
+    legit.check_all_there();
+}
+
+#[test]
 fn idle_sockets_cannot_lock_out_a_client_and_a_full_port_refuses_in_words() {
     let node = start("idle_sockets", &["--max-client-connections", "32"]);
     let mut legit = Legit::new(&node);
@@ -305,6 +368,15 @@ fn idle_sockets_cannot_lock_out_a_client_and_a_full_port_refuses_in_words() {
     legit.check_all_there();
 }
 
+/// Waits for the server to close `stream`, at most `within`.
+fn assert_closed_within(mut stream: TcpStream, within: Duration) {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let started = Instant::now();
+    let outcome = stream.read(&mut [0u8; 1]);
+    assert!(matches!(outcome, Ok(0)) || outcome.is_err(), "{outcome:?}");
+    assert!(started.elapsed() < within, "closed after {:?}", started.elapsed());
+}
+
 /// A connection that opened a watch, or `None` once the server refuses.
 fn try_watching(node: &Cluster) -> Option<TcpStream> {
     let mut stream = TcpStream::connect(node.members[0].endpoint()).ok()?;
@@ -338,21 +410,15 @@ fn hello_status(node: &Cluster) -> Option<Refusal> {
 
 #[test]
 fn silent_sockets_are_closed_and_an_idle_client_reconnects_unnoticed() {
-    let node = start("timeouts", &["--client-idle-timeout", "1000"]);
+    let flags = ["--client-idle-timeout", "1000", "--client-hello-timeout", "300"];
+    let node = start("timeouts", &flags);
     let mut legit = Legit::new(&node);
     legit.round("before");
-    // No hello within two seconds: closed.
-    let mut mute = TcpStream::connect(node.members[0].endpoint()).unwrap();
+    // No hello within 300 ms: closed, well before the default 2 s.
+    let mute = TcpStream::connect(node.members[0].endpoint()).unwrap();
+    assert_closed_within(mute, Duration::from_millis(1700));
     // A hello, then silence past the idle timeout: closed.
-    let mut quiet = raw(&node, 1 << 20);
-    for stream in [&mut mute, &mut quiet] {
-        stream.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
-        let started = Instant::now();
-        let mut byte = [0u8; 1];
-        let outcome = stream.read(&mut byte);
-        assert!(matches!(outcome, Ok(0)) || outcome.is_err(), "{outcome:?}");
-        assert!(started.elapsed() < Duration::from_secs(6), "closed in time");
-    }
+    assert_closed_within(raw(&node, 1 << 20), Duration::from_secs(6));
     // The Rust client's connection was closed too while it idled; its next
     // call dials again without an error.
     sleep(Duration::from_millis(2500));
@@ -449,7 +515,7 @@ fn read_until(stream: &mut TcpStream, stop: impl Fn(&ServerMessage) -> bool) -> 
 
 #[test]
 fn slow_watchers_are_cut_off_and_the_rust_client_resumes_where_it_was() {
-    let node = start("slow_watchers", &[]);
+    let node = start("slow_watchers", &["--watch-slow-reader-timeout", "2000"]);
     let mut legit = Legit::new(&node);
     legit.round("before");
     let term_before = term(&node);
@@ -481,7 +547,8 @@ fn slow_watchers_are_cut_off_and_the_rust_client_resumes_where_it_was() {
             assert_rss_within(&node, rss_before + written_bytes, "slow watchers");
         }
     }
-    sleep(Duration::from_secs(7));
+    // Past the 2 s slow-reader timeout (5 s by default).
+    sleep(Duration::from_secs(4));
     legit.client.put(b"feed/end", b"").unwrap();
     legit.round("during");
     // The store holds what was written; the watchers add at most the budget.
@@ -518,4 +585,77 @@ fn slow_watchers_are_cut_off_and_the_rust_client_resumes_where_it_was() {
     assert_eq!(next, last + 1, "every event arrived");
     assert_eq!(term(&node), term_before, "no election");
     legit.check_all_there();
+}
+
+#[test]
+fn a_leader_under_range_floods_keeps_its_term_and_every_acknowledged_write() {
+    let args = [
+        "--max-client-memory-bytes".to_string(),
+        BUDGET_BYTES.to_string(),
+        "--max-response-bytes".to_string(),
+        RESPONSE_MAX_BYTES.to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let node = Cluster::start("three_under_attack", 3, &args);
+    let leader = node.wait_leader(WAIT);
+    let mut legit = Legit::on(&node, leader);
+    // 5,000 keys of 1 KiB: a full range is 5.4 MB, past the 1 MiB limit.
+    fill(&mut legit.client, "data/", 5000, 1024);
+    let terms_before: Vec<u64> = (0..3).map(|i| node.status(i).unwrap().raft_term).collect();
+    // Pipelined ranges of ~0.97 MB each that are never read ...
+    let unread = raw_to(&node, leader, u32::MAX);
+    let paged = Request::Range(RangeRequest { limit: 900, ..range("data/") });
+    let unread_writer =
+        write_in_background(&unread, frames((1..=400).map(|id| (id, paged.clone()))));
+    // ... and full ranges from a 4 KiB client, each refused, without pause.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let endpoint = node.members[leader].endpoint();
+    let flood = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut refused = 0usize;
+            let full = Request::Range(range("data/"));
+            let burst = frames((1..=100).map(|id| (id, full.clone())));
+            let deadline = Instant::now() + 4 * WAIT;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                let mut attacker = flood_connection(&endpoint);
+                attacker.write_all(&burst).unwrap();
+                let answers = read_messages(&mut attacker, 100);
+                refused += answers
+                    .iter()
+                    .filter(|m| error_code(m) == Some(ErrorCode::ResponseTooLarge))
+                    .count();
+            }
+            refused
+        })
+    };
+    for _ in 0..40 {
+        legit.round("three");
+        sleep(Duration::from_millis(100));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let refused = flood.join().unwrap();
+    assert!(refused >= 100, "the flood ran: {refused} ranges refused");
+    let terms_after: Vec<u64> = (0..3).map(|i| node.status(i).unwrap().raft_term).collect();
+    assert_eq!(terms_after, terms_before, "no election on any member");
+    assert_eq!(node.wait_leader(WAIT), leader);
+    let _ = unread.shutdown(std::net::Shutdown::Both);
+    let _ = unread_writer.join();
+    // Every acknowledged write is on every member.
+    for i in 0..3 {
+        let mut reader = Legit::on(&node, i);
+        reader.written = legit.written.clone();
+        reader.check_all_there();
+    }
+}
+
+/// A connection that announces a 4 KiB frame limit, to `endpoint`.
+fn flood_connection(endpoint: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(endpoint).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let hello = ClientHello::new(proto::MIN_FRAME_BYTES);
+    stream.write_all(&hello.to_bytes()).unwrap();
+    let mut reply = [0u8; SERVER_HELLO_BYTES];
+    stream.read_exact(&mut reply).unwrap();
+    stream
 }

@@ -475,3 +475,68 @@ fn a_range_is_built_only_up_to_its_byte_bound() {
     let count = RangeRequest { count_only: true, ..all };
     assert_eq!(s.range_within(&count, 0).unwrap().unwrap().count, 100);
 }
+
+#[test]
+fn a_range_built_in_steps_matches_one_built_at_once_whatever_is_written_between() {
+    let mut store = Store::default();
+    for i in 0..300u32 {
+        let value = (i * 7919 % 1000).to_string().into_bytes();
+        store
+            .apply_put(&PutRequest { key: format!("k{i:03}").into(), value, ..Default::default() })
+            .unwrap();
+    }
+    let all = RangeRequest { key: b"k".to_vec(), range_end: b"l".to_vec(), ..Default::default() };
+    let requests = [
+        all.clone(),
+        RangeRequest { limit: 10, ..all.clone() },
+        RangeRequest {
+            sort_order: SortOrder::Descend,
+            sort_target: SortTarget::Value,
+            ..all.clone()
+        },
+        RangeRequest { keys_only: true, ..all.clone() },
+        RangeRequest { count_only: true, ..all.clone() },
+        RangeRequest { min_mod_revision: 150, ..all.clone() },
+        RangeRequest { key: b"k007".to_vec(), range_end: Vec::new(), ..all.clone() },
+    ];
+    for (n, req) in requests.iter().enumerate() {
+        let whole = store.range(req).unwrap();
+        let mut build = store.range_start(req, usize::MAX).unwrap();
+        let mut steps = 0;
+        let stepped = loop {
+            steps += 1;
+            match store.range_step(&mut build, 7, usize::MAX).unwrap() {
+                RangeStep::More => {}
+                RangeStep::Done(found) => break found,
+                RangeStep::TooLarge => panic!("unbounded"),
+            }
+            // Writes between steps, inside the range and past it.
+            let key = format!("k{:03}x{n}", steps * 3 % 300).into_bytes();
+            store
+                .apply_put(&PutRequest { key, value: b"new".to_vec(), ..Default::default() })
+                .unwrap();
+            store
+                .apply_delete_range(&DeleteRangeRequest {
+                    key: format!("k{:03}", 299 - steps).into(),
+                    ..Default::default()
+                })
+                .unwrap();
+        };
+        assert_eq!(stepped, whole, "{req:?}");
+        assert!(steps > 1 || req.range_end.is_empty(), "{req:?} took {steps} steps");
+    }
+    // A step bounded in bytes stops early too; a bound on the whole refuses.
+    let mut build = store.range_start(&all, usize::MAX).unwrap();
+    assert!(matches!(store.range_step(&mut build, usize::MAX, 100), Ok(RangeStep::More)));
+    let mut build = store.range_start(&all, 1000).unwrap();
+    assert!(matches!(
+        store.range_step(&mut build, usize::MAX, usize::MAX),
+        Ok(RangeStep::TooLarge)
+    ));
+    // A compaction past the build's revision between steps fails it.
+    let mut build = store.range_start(&all, usize::MAX).unwrap();
+    assert!(matches!(store.range_step(&mut build, 5, usize::MAX), Ok(RangeStep::More)));
+    store.apply_put(&PutRequest { key: b"z".to_vec(), ..Default::default() }).unwrap();
+    store.compact(store.current_revision()).unwrap();
+    assert!(matches!(store.range_step(&mut build, 5, usize::MAX), Err(Error::Compacted { .. })));
+}

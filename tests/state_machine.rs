@@ -48,7 +48,7 @@ fn apply_as(
     caller: Option<Caller>,
 ) -> Applied {
     let index = state.applied_index() + 1;
-    let data = Command { origin, seq: index * 10, op, caller }.encode();
+    let data = Command { origin, seq: index * 10, op, caller, answer_max_bytes: u64::MAX }.encode();
     let entry = Entry { term: TERM, index, kind: EntryKind::Normal, data };
     state.apply(&entry, now_ms, TERM)
 }
@@ -323,7 +323,11 @@ fn random_log(rng: &mut Rng, len: u64) -> Vec<Entry> {
                     if matches!(op, Op::Corrupt(CorruptOp::Check { .. })) {
                         last_check = index;
                     }
-                    (EntryKind::Normal, Command { origin, seq: index, op, caller }.encode())
+                    (
+                        EntryKind::Normal,
+                        Command { origin, seq: index, op, caller, answer_max_bytes: u64::MAX }
+                            .encode(),
+                    )
                 }
             };
             Entry { term: 1 + index / 50, index, kind, data }

@@ -57,6 +57,7 @@
 //! write stay in place.
 
 mod block;
+mod bound;
 mod chunked;
 mod hash;
 mod image;
@@ -67,8 +68,9 @@ mod txn;
 mod types;
 mod watch;
 
+pub use bound::{ANSWER_ENVELOPE_BYTES, ANSWER_OP_OVERHEAD_BYTES};
 pub use hash::{HASH_KEY_COST_BYTES, HashStep, LiveHash};
 pub use image::{IMAGE_MAX_FIELD_BYTES, ImageError, ImageReader, ImageWriter, LiveImage};
-pub use store::{RANGE_KV_OVERHEAD_BYTES, Store};
+pub use store::{RANGE_KV_OVERHEAD_BYTES, RangeBuild, RangeStep, Store};
 pub use types::*;
 pub use watch::WATCH_SCAN_CHANGES_MAX;

@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use super::block::{Block, Version};
+use super::bound::AnswerBudget;
 use super::chunked::ChunkedVec;
 use super::log::RevLog;
 use super::tree::{KeySource, LEAF_CAP, Tree};
@@ -221,7 +222,7 @@ impl Store {
     }
 
     /// `for_each_live` that stops as soon as `f` returns false.
-    fn for_each_live_while<'s>(
+    pub(super) fn for_each_live_while<'s>(
         &'s self,
         key: &[u8],
         range_end: &[u8],
@@ -305,60 +306,63 @@ impl Store {
         rev: u64,
         max_bytes: usize,
     ) -> Option<RangeResponse> {
-        let order = effective_order(req);
-        let filtered = req.min_mod_revision != 0
-            || req.max_mod_revision != 0
-            || req.min_create_revision != 0
-            || req.max_create_revision != 0;
-        // Sorting and filtering need every match; otherwise one past the
-        // limit is enough to know whether there is more.
-        let wanted = if order != SortOrder::None || filtered || req.limit == 0 {
-            usize::MAX
-        } else {
-            req.limit.saturating_add(1).try_into().unwrap_or(usize::MAX)
-        };
-        // Values are copied only when returned or sorted on.
-        let sorts_on_value = order != SortOrder::None && req.sort_target == SortTarget::Value;
-        let drop_values = req.keys_only && !sorts_on_value;
-        let mut count = 0u64;
-        let mut kvs = Vec::new();
-        let mut built_bytes = 0usize;
+        let mut build = RangeBuild::new(req.clone(), rev, max_bytes);
+        match self.range_step(&mut build, usize::MAX, usize::MAX) {
+            Ok(RangeStep::Done(found)) => Some(found),
+            Ok(RangeStep::TooLarge) => None,
+            Ok(RangeStep::More) | Err(_) => unreachable!("one unbounded step at a held revision"),
+        }
+    }
+
+    /// Starts a range read built in steps (see [`RangeBuild`]), at the
+    /// revision it asks for as the store stands now.
+    pub fn range_start(&self, req: &RangeRequest, max_bytes: usize) -> Result<RangeBuild, Error> {
+        if req.key.is_empty() {
+            return Err(Error::EmptyKey);
+        }
+        let rev = self.read_revision(req.revision)?;
+        Ok(RangeBuild::new(req.clone(), rev, max_bytes))
+    }
+
+    /// Walks at most `keys_max` more keys of `build`, or holds at most
+    /// about `bytes_max` more (at least one key either way). Fails with
+    /// `Compacted` once a compaction has passed its revision between steps.
+    pub fn range_step(
+        &self,
+        build: &mut RangeBuild,
+        keys_max: usize,
+        bytes_max: usize,
+    ) -> Result<RangeStep, Error> {
+        if build.rev < self.compact_revision {
+            return Err(Error::Compacted { compact_revision: self.compact_revision });
+        }
+        let sliced = !build.req.range_end.is_empty();
+        let from = std::mem::take(&mut build.next_key);
+        let range_end = std::mem::take(&mut build.req.range_end);
+        let mut walked = 0usize;
+        let bytes_before = build.built_bytes;
+        let mut paused_after: Option<&[u8]> = None;
         let mut too_large = false;
-        self.for_each_live_while(&req.key, &req.range_end, rev, |key, v| {
-            count += 1;
-            if !req.count_only && kvs.len() < wanted {
-                let value = if drop_values { &[][..] } else { v.value };
-                // The one past the limit only says there is more; it is
-                // never sent.
-                let sent = wanted == usize::MAX || kvs.len() + 1 < wanted;
-                if sent {
-                    built_bytes += key.len() + value.len() + RANGE_KV_OVERHEAD_BYTES;
-                    too_large = built_bytes > max_bytes;
-                }
-                if too_large {
-                    // Refused whatever follows: the walk ends here.
-                    return false;
-                }
-                kvs.push(Version { value, ..v }.to_kv(key));
+        let rev = build.rev;
+        self.for_each_live_while(&from, &range_end, rev, |key, v| {
+            too_large = !build.take(key, v);
+            walked += 1;
+            let step_done = walked >= keys_max || build.built_bytes - bytes_before >= bytes_max;
+            if !too_large && sliced && step_done {
+                paused_after = Some(key);
             }
-            true
+            !too_large && paused_after.is_none()
         });
+        build.req.range_end = range_end;
         if too_large {
-            return None;
+            return Ok(RangeStep::TooLarge);
         }
-        if filtered {
-            kvs.retain(|kv| passes_filters(req, kv));
+        if let Some(key) = paused_after {
+            // The smallest key after `key`: the next step starts there.
+            build.next_key = [key, &[0]].concat();
+            return Ok(RangeStep::More);
         }
-        sort_kvs(&mut kvs, req.sort_target, order);
-        if req.keys_only {
-            kvs.iter_mut().for_each(|kv| kv.value = Vec::new());
-        }
-        let mut more = false;
-        if req.limit > 0 && kvs.len() as u64 > req.limit {
-            kvs.truncate(req.limit as usize);
-            more = true;
-        }
-        Some(RangeResponse { kvs, more, count })
+        Ok(RangeStep::Done(build.finish()))
     }
 
     /// Writes one key.
@@ -375,8 +379,25 @@ impl Store {
         &mut self,
         req: &DeleteRangeRequest,
     ) -> Result<Applied<DeleteRangeResponse>, Error> {
+        self.apply_delete_range_within(req, usize::MAX)
+    }
+
+    /// `apply_delete_range` whose answer may take at most `answer_max_bytes`
+    /// (see `bound.rs`): past it the delete is refused and nothing changes.
+    pub fn apply_delete_range_within(
+        &mut self,
+        req: &DeleteRangeRequest,
+        answer_max_bytes: usize,
+    ) -> Result<Applied<DeleteRangeResponse>, Error> {
         if req.key.is_empty() {
             return Err(Error::EmptyKey);
+        }
+        if answer_max_bytes != usize::MAX {
+            let fits = AnswerBudget::new(answer_max_bytes)
+                .is_some_and(|mut budget| self.delete_answer_fits(req, &mut budget));
+            if !fits {
+                return Err(Error::AnswerTooLarge { max_bytes: answer_max_bytes });
+            }
         }
         let mut w = self.writer();
         let response = self.delete_range(&mut w, req);
@@ -403,7 +424,7 @@ impl Store {
         Ok(())
     }
 
-    fn latest_live(&self, key: &[u8]) -> Option<Version<'_>> {
+    pub(super) fn latest_live(&self, key: &[u8]) -> Option<Version<'_>> {
         let id = self.lookup(key)?;
         self.keys.get(id).latest().filter(|v| !v.tombstone)
     }
@@ -649,6 +670,113 @@ impl Store {
     }
 }
 
+/// A range read built in steps (`Store::range_step`), each walking a
+/// bounded number of keys, all at the revision it started at: whatever is
+/// written between steps, it sees the same keys, so a large range need not
+/// hold the loop in one go. It holds what it found so far, at most its
+/// `max_bytes` (as `Store::range_within` counts them).
+pub struct RangeBuild {
+    req: RangeRequest,
+    rev: u64,
+    max_bytes: usize,
+    /// Where the next step's walk begins.
+    next_key: Vec<u8>,
+    /// Matches held in `kvs`: every one when sorting, filtering or without
+    /// a limit; otherwise one past the limit, which only says there is more.
+    wanted: usize,
+    /// Values are copied only when returned or sorted on.
+    drop_values: bool,
+    count: u64,
+    kvs: Vec<KeyValue>,
+    /// Invariant: ≤ max_bytes while the build goes on.
+    built_bytes: usize,
+}
+
+impl RangeBuild {
+    fn new(req: RangeRequest, rev: u64, max_bytes: usize) -> RangeBuild {
+        let order = effective_order(&req);
+        let wanted = if order != SortOrder::None || filtered(&req) || req.limit == 0 {
+            usize::MAX
+        } else {
+            req.limit.saturating_add(1).try_into().unwrap_or(usize::MAX)
+        };
+        let sorts_on_value = order != SortOrder::None && req.sort_target == SortTarget::Value;
+        let drop_values = req.keys_only && !sorts_on_value;
+        let next_key = req.key.clone();
+        RangeBuild {
+            req,
+            rev,
+            max_bytes,
+            next_key,
+            wanted,
+            drop_values,
+            count: 0,
+            kvs: Vec::new(),
+            built_bytes: 0,
+        }
+    }
+
+    /// Bytes of key-values held so far, as the bound counts them.
+    pub fn built_bytes(&self) -> usize {
+        self.built_bytes
+    }
+
+    /// Counts a live key and holds it if wanted; false once it would pass
+    /// `max_bytes` (refused whatever follows: the walk ends there).
+    fn take(&mut self, key: &[u8], v: Version<'_>) -> bool {
+        self.count += 1;
+        if self.req.count_only || self.kvs.len() >= self.wanted {
+            return true;
+        }
+        let value = if self.drop_values { &[][..] } else { v.value };
+        // The one past the limit only says there is more; it is never sent.
+        let sent = self.wanted == usize::MAX || self.kvs.len() + 1 < self.wanted;
+        if sent {
+            self.built_bytes += key.len() + value.len() + RANGE_KV_OVERHEAD_BYTES;
+            if self.built_bytes > self.max_bytes {
+                return false;
+            }
+        }
+        self.kvs.push(Version { value, ..v }.to_kv(key));
+        true
+    }
+
+    fn finish(&mut self) -> RangeResponse {
+        let req = &self.req;
+        let mut kvs = std::mem::take(&mut self.kvs);
+        if filtered(req) {
+            kvs.retain(|kv| passes_filters(req, kv));
+        }
+        sort_kvs(&mut kvs, req.sort_target, effective_order(req));
+        if req.keys_only {
+            kvs.iter_mut().for_each(|kv| kv.value = Vec::new());
+        }
+        let mut more = false;
+        if req.limit > 0 && kvs.len() as u64 > req.limit {
+            kvs.truncate(req.limit as usize);
+            more = true;
+        }
+        RangeResponse { kvs, more, count: self.count }
+    }
+}
+
+/// What one step of a `RangeBuild` came to.
+#[derive(Debug)]
+pub enum RangeStep {
+    /// Keys are left to walk: step again.
+    More,
+    Done(RangeResponse),
+    /// The key-values passed `max_bytes`: refused, and nothing more built.
+    TooLarge,
+}
+
+fn filtered(req: &RangeRequest) -> bool {
+    req.min_mod_revision != 0
+        || req.max_mod_revision != 0
+        || req.min_create_revision != 0
+        || req.max_create_revision != 0
+}
+
 /// The versions a compaction at `at` keeps: every version at or after it,
 /// and the newest one before it unless that one is a tombstone.
 pub(crate) fn retained(block: &Block, at: u64) -> Vec<Version<'_>> {
@@ -660,7 +788,7 @@ pub(crate) fn retained(block: &Block, at: u64) -> Vec<Version<'_>> {
 
 /// etcd sorts ascending when a target other than the key is named without an
 /// order, and never re-sorts an ascending key order (the natural one).
-fn effective_order(req: &RangeRequest) -> SortOrder {
+pub(super) fn effective_order(req: &RangeRequest) -> SortOrder {
     match (req.sort_target, req.sort_order) {
         (SortTarget::Key, SortOrder::Ascend) => SortOrder::None,
         (SortTarget::Key, order) => order,

@@ -5,6 +5,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeSet;
 
 use super::block::Version;
+use super::bound::AnswerBudget;
 use super::store::{Store, Writer, check_put};
 use super::types::*;
 
@@ -12,12 +13,29 @@ impl Store {
     /// Runs a transaction: compares, then one branch, atomically. On error
     /// nothing changed.
     pub fn apply_txn(&mut self, req: &TxnRequest) -> Result<Applied<TxnResponse>, Error> {
+        self.apply_txn_within(req, usize::MAX)
+    }
+
+    /// `apply_txn` whose answer may take at most `answer_max_bytes` (see
+    /// `bound.rs`): past it the transaction is refused and nothing changes.
+    pub fn apply_txn_within(
+        &mut self,
+        req: &TxnRequest,
+        answer_max_bytes: usize,
+    ) -> Result<Applied<TxnResponse>, Error> {
         check_txn(req, self.config.max_txn_ops, 1)?;
         // As etcd, every compare on the chosen path (nested ones too) sees
         // the store as it was before the transaction.
         let mut path = Vec::new();
         self.txn_path(req, &mut path);
         self.check_txn_path(req, &path, &mut 0)?;
+        if answer_max_bytes != usize::MAX {
+            let fits = AnswerBudget::new(answer_max_bytes)
+                .is_some_and(|mut budget| self.txn_answer_fits(req, &path, &mut budget));
+            if !fits {
+                return Err(Error::AnswerTooLarge { max_bytes: answer_max_bytes });
+            }
+        }
         let mut w = self.writer();
         let response = self.exec_txn(&mut w, req, &path, &mut 0);
         Ok(self.finish(w, response))

@@ -252,6 +252,11 @@ pub enum Error {
     ValueProvided,
     /// `ignore_lease` together with a lease.
     LeaseProvided,
+    /// A write's answer would take more than `max_bytes` (see `bound.rs`);
+    /// the write was not applied.
+    AnswerTooLarge {
+        max_bytes: usize,
+    },
 }
 
 impl std::fmt::Display for Error {
@@ -266,6 +271,9 @@ impl std::fmt::Display for Error {
             Error::EmptyKey => write!(f, "key is not provided"),
             Error::ValueProvided => write!(f, "value is provided"),
             Error::LeaseProvided => write!(f, "lease is provided"),
+            Error::AnswerTooLarge { max_bytes } => {
+                write!(f, "the answer would take more than {max_bytes} bytes")
+            }
         }
     }
 }

@@ -16,8 +16,8 @@
 //! flushed.
 //!
 //! Fairness and memory (`ClientLimits`):
-//! - A connection must finish its hello within `HELLO_TIMEOUT`, and a frame
-//!   it began within `PARTIAL_FRAME_TIMEOUT`; one that stays silent past the
+//! - A connection must finish its hello within `hello_timeout`, and a frame
+//!   it began within `frame_timeout`; one that stays silent past the
 //!   idle timeout with nothing to answer and no watch is closed (without a
 //!   frame: the Rust client sees the close before it sends and dials
 //!   again).
@@ -60,24 +60,11 @@ use crate::tls;
 
 /// Client listen addresses one node may have.
 pub const CLIENT_LISTENERS_MAX: usize = 8;
-/// How long a new connection may take to send its hello (or its HTTP
-/// request head): a client sends it at once, so two seconds is slack for a
-/// loaded board, not for a socket held open on purpose.
-pub const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a frame may take to arrive whole once its first byte is in:
-/// a largest request at 100 KB/s, while the connection is not paused by
-/// the server itself.
-pub const PARTIAL_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most a connection reads at a time while the memory budget is spent:
 /// enough for small requests (to refuse them) and for the rest of a small
 /// partial frame, so the connections together stay within the budget plus
 /// this much each.
 pub const READ_OVER_BUDGET_BYTES: usize = 4 << 10;
-/// How long a connection with events waiting may take no byte before its
-/// watches are cancelled as a slow reader: a client that takes nothing for
-/// this long is not catching up, and its resume costs one read of the
-/// history from where it stopped.
-pub const SLOW_WATCHER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often refused connections are logged: one line with their count,
 /// so a flood of connections cannot flood the journal.
 pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -87,6 +74,15 @@ pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 pub struct ClientLimits {
     pub conns_max: usize,
     pub idle_timeout: Duration,
+    /// How long a new connection may take to send its hello (or its HTTP
+    /// request head).
+    pub hello_timeout: Duration,
+    /// How long a frame may take to arrive whole once its first byte is
+    /// in, while the server itself does not pause the connection.
+    pub frame_timeout: Duration,
+    /// How long a connection with events waiting may take no byte before
+    /// its watches are cancelled as a slow reader.
+    pub slow_watcher_timeout: Duration,
     /// The memory budget of all connections together.
     pub memory_max_bytes: usize,
     /// One connection's share of it. Invariant: at most half the budget.
@@ -307,10 +303,10 @@ impl Clients {
     /// frame begun and not finished, or silence past the idle timeout with
     /// nothing to answer. Called once per tick.
     pub fn expire(&mut self, now: Instant, registry: &Registry) {
-        let idle_timeout = self.bounds.idle_timeout;
+        let bounds = self.bounds;
         for slot in 0..self.conns.len() {
             let Some(conn) = self.conns[slot].as_ref() else { continue };
-            if let Some(why) = overstayed(conn, now, idle_timeout) {
+            if let Some(why) = overstayed(conn, now, &bounds) {
                 log::debug!("closing a client connection: {why}");
                 self.close(slot, registry);
             }
@@ -780,7 +776,7 @@ impl Clients {
     }
 
     /// Cancels the watches of a connection that has not taken a byte for
-    /// `SLOW_WATCHER_TIMEOUT` while events wait for it, with the
+    /// `slow_watcher_timeout` while events wait for it, with the
     /// slow-reader reason: each resumes from the revision its client
     /// reached, on a connection that reads. The writer never waits for it
     /// meanwhile: the events stay in the store's history, and the
@@ -793,10 +789,11 @@ impl Clients {
         now: Instant,
     ) {
         let current = store.current_revision();
+        let slow_watcher_timeout = self.bounds.slow_watcher_timeout;
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
         let Phase::Open(session) = conn.phase else { return };
         let behind = conn.watchers.values().any(|w| w.next.main <= current);
-        let stuck = now.saturating_duration_since(conn.written_at) >= SLOW_WATCHER_TIMEOUT;
+        let stuck = now.saturating_duration_since(conn.written_at) >= slow_watcher_timeout;
         if !behind || conn.pending_write_bytes() == 0 || !stuck {
             return;
         }
@@ -884,10 +881,11 @@ fn request_cost_bytes(body_bytes: usize) -> u32 {
 const REQUEST_OVERHEAD_BYTES: usize = 256;
 
 /// Why a connection should close now, if it overstayed.
-fn overstayed(conn: &Conn, now: Instant, idle_timeout: Duration) -> Option<&'static str> {
+fn overstayed(conn: &Conn, now: Instant, bounds: &ClientLimits) -> Option<&'static str> {
+    let idle_timeout = bounds.idle_timeout;
     let silent = now.saturating_duration_since(conn.active_at);
     match conn.phase {
-        Phase::Opening if now.saturating_duration_since(conn.opened_at) > HELLO_TIMEOUT => {
+        Phase::Opening if now.saturating_duration_since(conn.opened_at) > bounds.hello_timeout => {
             return Some("no hello in time");
         }
         Phase::Closing if silent > idle_timeout => {
@@ -896,7 +894,7 @@ fn overstayed(conn: &Conn, now: Instant, idle_timeout: Duration) -> Option<&'sta
         _ => {}
     }
     let partial_for = conn.partial_since.map(|since| now.saturating_duration_since(since));
-    if !conn.paused && partial_for.is_some_and(|d| d > PARTIAL_FRAME_TIMEOUT) {
+    if !conn.paused && partial_for.is_some_and(|d| d > bounds.frame_timeout) {
         return Some("a frame begun and not finished in time");
     }
     (conn.is_idle() && silent > idle_timeout).then_some("idle")

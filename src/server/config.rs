@@ -86,6 +86,29 @@ pub const ELECTION_TIMEOUT_MS_MAX: u64 = 50_000;
 pub const CLIENT_IDLE_TIMEOUT_MS_DEFAULT: u64 = 300_000;
 /// The longest `--client-idle-timeout`: a day.
 pub const CLIENT_IDLE_TIMEOUT_MS_MAX: u64 = 86_400_000;
+/// How long a new client connection may take to send its hello (or its
+/// HTTP request head): a client sends it at once, so two seconds is slack
+/// for a loaded board, not for a socket held open on purpose.
+pub const CLIENT_HELLO_TIMEOUT_MS_DEFAULT: u64 = 2_000;
+/// The longest `--client-hello-timeout`: a minute, past which a flood of
+/// silent sockets holds the connection slots at no cost to its sender.
+pub const CLIENT_HELLO_TIMEOUT_MS_MAX: u64 = 60_000;
+/// How long a client's frame may take to arrive whole once its first byte
+/// is in: a largest request at 100 KB/s.
+pub const CLIENT_FRAME_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// The longest `--client-frame-timeout`: ten minutes, a largest request at
+/// 5 KB/s; truncated frames are held no longer than that.
+pub const CLIENT_FRAME_TIMEOUT_MS_MAX: u64 = 600_000;
+/// How long a connection with watch events waiting may take no byte
+/// before its watches are cancelled as a slow reader: a client that takes
+/// nothing for this long is not catching up, and its resume costs one
+/// read of the history from where it stopped.
+pub const WATCH_SLOW_READER_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// The longest `--watch-slow-reader-timeout`: ten minutes.
+pub const WATCH_SLOW_READER_TIMEOUT_MS_MAX: u64 = 600_000;
+/// The shortest of the three timeouts above: below 100 ms a loaded board's
+/// own scheduling delays would close healthy connections.
+pub const CLIENT_TIMEOUT_MS_MIN: u64 = 100;
 /// Client connections a member keeps open by default.
 pub const CLIENT_CONNS_MAX_DEFAULT: u32 = 4096;
 /// The most `--max-client-connections`: the poll's token space after
@@ -176,6 +199,19 @@ pub const SERVE_FLAGS: &[Flag] = &[
     flag(
         "client-idle-timeout",
         "milliseconds before a silent connection with nothing pending is closed (default 300000)",
+    ),
+    flag(
+        "client-hello-timeout",
+        "milliseconds a new client connection has to send its hello (default 2000, 100..60000)",
+    ),
+    flag(
+        "client-frame-timeout",
+        "milliseconds a client frame begun has to arrive whole (default 30000, 100..600000)",
+    ),
+    flag(
+        "watch-slow-reader-timeout",
+        "milliseconds a connection with watch events waiting may read nothing before its \
+         watches are cancelled as a slow reader (default 5000, 100..600000)",
     ),
     flag(
         "listen-metrics-urls",
@@ -446,6 +482,9 @@ pub struct Config {
     pub max_client_memory_bytes: u64,
     pub max_client_connections: u32,
     pub client_idle_timeout_ms: u64,
+    pub client_hello_timeout_ms: u64,
+    pub client_frame_timeout_ms: u64,
+    pub watch_slow_reader_timeout_ms: u64,
     /// This member's id: the id of `name` in `initial_cluster`, or the id
     /// its data directory recorded (`identity.rs`), which wins.
     pub member_id: u64,
@@ -612,6 +651,24 @@ impl Config {
                 get,
                 CLIENT_IDLE_TIMEOUT_MS_DEFAULT,
                 CLIENT_IDLE_TIMEOUT_MS_MAX,
+            )?,
+            client_hello_timeout_ms: timeout_ms(
+                "client-hello-timeout",
+                get,
+                CLIENT_HELLO_TIMEOUT_MS_DEFAULT,
+                CLIENT_HELLO_TIMEOUT_MS_MAX,
+            )?,
+            client_frame_timeout_ms: timeout_ms(
+                "client-frame-timeout",
+                get,
+                CLIENT_FRAME_TIMEOUT_MS_DEFAULT,
+                CLIENT_FRAME_TIMEOUT_MS_MAX,
+            )?,
+            watch_slow_reader_timeout_ms: timeout_ms(
+                "watch-slow-reader-timeout",
+                get,
+                WATCH_SLOW_READER_TIMEOUT_MS_DEFAULT,
+                WATCH_SLOW_READER_TIMEOUT_MS_MAX,
             )?,
             member_id,
             cluster_id,
@@ -836,6 +893,21 @@ where
     let value: T = text.trim().parse().map_err(|_| error(flag, &text, expected()))?;
     if value < T::from(1) || value > max {
         return Err(error(flag, &text, expected()));
+    }
+    Ok(value)
+}
+
+/// A client timeout in milliseconds, from `CLIENT_TIMEOUT_MS_MIN` to `max`.
+fn timeout_ms(
+    flag: &'static str,
+    get: impl Fn(&str) -> Option<String>,
+    default: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let value = number_or(flag, &get, default, max)?;
+    if value < CLIENT_TIMEOUT_MS_MIN {
+        let expected = format!("milliseconds from {CLIENT_TIMEOUT_MS_MIN} to {max}");
+        return Err(error(flag, &value.to_string(), expected));
     }
     Ok(value)
 }

@@ -105,6 +105,8 @@ pub struct Node {
     /// yet. Invariant: each is one of its connection's requests in flight,
     /// so their number is bounded as those are.
     pub(super) deferred_reads: VecDeque<ReadWait>,
+    /// The range being built, one step per iteration (`requests.rs`).
+    pub(super) range_building: Option<(ReadWait, crate::mvcc::RangeBuild)>,
     /// Key-value bytes the ranges served since the last iteration ended
     /// have built (`requests::RANGE_BYTES_PER_ITERATION`).
     pub(super) range_bytes_this_iteration: usize,
@@ -243,6 +245,7 @@ impl Node {
             ),
             intake: Intake::new(),
             deferred_reads: VecDeque::new(),
+            range_building: None,
             range_bytes_this_iteration: 0,
             snapshot_reports: Vec::new(),
             term: status.term,
@@ -422,6 +425,7 @@ impl Node {
         // poll; only one that has room now needs another pass at once.
         self.busy |= self.deferred_reads.iter().any(|r| self.clients.has_room(r.waiter));
         self.busy |= self.raft.has_ready() || self.snapshots.wants_iteration();
+        self.busy |= self.range_building.is_some();
         Ok(())
     }
 
@@ -565,7 +569,8 @@ impl Node {
         }
         let failed = self.proposals.fail_everything(proto::ErrorCode::Stopped);
         self.clients.answer_all(failed);
-        for read in std::mem::take(&mut self.deferred_reads) {
+        let building = self.range_building.take().map(|(read, _)| read);
+        for read in building.into_iter().chain(std::mem::take(&mut self.deferred_reads)) {
             let stopped = proto::ErrorBody::new(proto::ErrorCode::Stopped);
             self.clients.answer(read.waiter, Err(stopped));
         }
@@ -647,6 +652,9 @@ fn start_clients(config: &Config, poll: &Poll) -> Result<Clients, ServeError> {
     let bounds = ClientLimits {
         conns_max: config.max_client_connections as usize,
         idle_timeout: Duration::from_millis(config.client_idle_timeout_ms),
+        hello_timeout: Duration::from_millis(config.client_hello_timeout_ms),
+        frame_timeout: Duration::from_millis(config.client_frame_timeout_ms),
+        slow_watcher_timeout: Duration::from_millis(config.watch_slow_reader_timeout_ms),
         memory_max_bytes: usize::try_from(config.max_client_memory_bytes).unwrap_or(usize::MAX),
         share_bytes: usize::try_from(config.client_share_bytes()).unwrap_or(usize::MAX),
         response_max_bytes: config.max_response_bytes.max(proto::MIN_FRAME_BYTES),
@@ -679,6 +687,9 @@ fn start_metrics_port(config: &Config, poll: &Poll) -> Result<Option<Clients>, S
     let bounds = ClientLimits {
         conns_max: METRICS_CONNS_MAX,
         idle_timeout: Duration::from_millis(config.client_idle_timeout_ms),
+        hello_timeout: Duration::from_millis(config.client_hello_timeout_ms),
+        frame_timeout: Duration::from_millis(config.client_frame_timeout_ms),
+        slow_watcher_timeout: Duration::from_millis(config.watch_slow_reader_timeout_ms),
         memory_max_bytes: METRICS_MEMORY_BYTES_MAX,
         share_bytes: METRICS_MEMORY_BYTES_MAX / 2,
         response_max_bytes: proto::MIN_FRAME_BYTES,

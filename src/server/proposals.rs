@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::proto::{self, ErrorBody, ErrorCode};
 use crate::raft::{RaftError, RawNode, Storage};
+use crate::state::command::ANSWER_UNBOUNDED;
 use crate::state::{Answer, Caller, Command, Op};
 
 /// Who waits for an answer: a request on a connection.
@@ -55,6 +56,15 @@ struct ReadRound {
     deadline: Instant,
 }
 
+/// A client's write read this iteration, not yet proposed.
+pub struct QueuedWrite {
+    pub waiter: Waiter,
+    pub op: Op,
+    pub caller: Caller,
+    /// The client's answer limit, carried in the entry (see `Command`).
+    pub answer_max_bytes: u64,
+}
+
 /// An answer to give: the waiter and its result.
 pub type Reply = (Waiter, Result<proto::Response, ErrorBody>);
 
@@ -65,7 +75,7 @@ pub struct Proposals {
     /// points (`first_sequence_number`).
     next_seq: u64,
     /// Writes read this iteration, proposed together at its end.
-    unproposed: Vec<(Waiter, Op, Caller)>,
+    unproposed: Vec<QueuedWrite>,
     /// By sequence number; deadlines grow with it.
     pending_writes: BTreeMap<u64, PendingWrite>,
     /// Reads of this iteration, confirmed together by one round.
@@ -101,9 +111,16 @@ impl Proposals {
         self.pending_writes.len() + self.unproposed.len() + self.unread.len() + rounds + ready
     }
 
-    /// A write for this iteration's batch, recorded as `caller`'s.
+    /// A write for this iteration's batch, recorded as `caller`'s, whose
+    /// answer is not bounded in the entry (members, leases, auth: small).
     pub fn queue_write(&mut self, waiter: Waiter, op: Op, caller: Caller) {
-        self.unproposed.push((waiter, op, caller));
+        let answer_max_bytes = ANSWER_UNBOUNDED;
+        self.unproposed.push(QueuedWrite { waiter, op, caller, answer_max_bytes });
+    }
+
+    /// A write whose answer may take at most `answer_max_bytes`.
+    pub fn queue_write_within(&mut self, write: QueuedWrite) {
+        self.unproposed.push(write);
     }
 
     /// A linearizable read for this iteration's round.
@@ -112,10 +129,10 @@ impl Proposals {
     }
 
     /// The command for `op`, with the next sequence number.
-    fn command(&mut self, op: Op, caller: Option<Caller>) -> Command {
+    fn command(&mut self, op: Op, caller: Option<Caller>, answer_max_bytes: u64) -> Command {
         let seq = self.next_seq;
         self.next_seq += 1;
-        Command { origin: self.origin, seq, op, caller }
+        Command { origin: self.origin, seq, op, caller, answer_max_bytes }
     }
 
     /// Proposes entries no client waits for (expiry, published attributes).
@@ -124,7 +141,8 @@ impl Proposals {
         raft: &mut RawNode<S>,
         ops: Vec<Op>,
     ) -> Result<(), RaftError> {
-        let payloads = ops.into_iter().map(|op| self.command(op, None).encode()).collect();
+        let payloads =
+            ops.into_iter().map(|op| self.command(op, None, ANSWER_UNBOUNDED).encode()).collect();
         raft.propose_batch(payloads)
     }
 
@@ -146,8 +164,8 @@ impl Proposals {
         let mut payloads = Vec::with_capacity(batch.len());
         let mut seqs = Vec::with_capacity(batch.len());
         let deadline = now + self.request_timeout;
-        for (waiter, op, caller) in batch {
-            let command = self.command(op, Some(caller));
+        for QueuedWrite { waiter, op, caller, answer_max_bytes } in batch {
+            let command = self.command(op, Some(caller), answer_max_bytes);
             let payload = command.encode();
             if payload.len() > payload_max_bytes {
                 refused.push((waiter, Err(ErrorBody::new(ErrorCode::RequestTooLarge))));
@@ -245,7 +263,7 @@ impl Proposals {
         let mut replies = self.fail_reads(code);
         let writes = std::mem::take(&mut self.pending_writes).into_values().map(|p| p.waiter);
         replies.extend(writes.map(|w| (w, Err(ErrorBody::new(code)))));
-        let unproposed = std::mem::take(&mut self.unproposed).into_iter().map(|(w, _, _)| w);
+        let unproposed = std::mem::take(&mut self.unproposed).into_iter().map(|q| q.waiter);
         let unread = std::mem::take(&mut self.unread).into_iter().map(|r| r.waiter);
         replies.extend(unproposed.chain(unread).map(|w| (w, Err(ErrorBody::new(code)))));
         replies

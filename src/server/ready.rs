@@ -228,6 +228,9 @@ impl Node {
         self.metrics.slow_applies_total += u64::from(started.elapsed() > SLOW_APPLY);
         if let Some(Ok(response)) = applied.answer.as_ref().map(|a| &a.result) {
             self.count_applied(response);
+            // Every member built this answer: the reads of this iteration
+            // get that much less room.
+            self.range_bytes_this_iteration += super::requests::answer_kv_bytes(response);
         }
         if let Some(reply) = applied.answer.and_then(|a| self.proposals.complete(a)) {
             self.clients.answer(reply.0, reply.1);

@@ -7,7 +7,8 @@
 use std::time::Instant;
 
 use super::node::Node;
-use super::proposals::{ReadWait, Waiter};
+use super::proposals::{QueuedWrite, ReadWait, Waiter};
+use crate::mvcc::{RANGE_KV_OVERHEAD_BYTES, RangeBuild, RangeStep};
 use crate::proto::http::{Health, UnhealthyReason};
 use crate::proto::{self, ErrorBody, ErrorCode, Request, Response};
 use crate::state::command::{self, op_of};
@@ -17,14 +18,38 @@ use crate::state::command::{self, op_of};
 /// so a burst of them is spread over iterations instead of holding one.
 pub const RANGE_BYTES_PER_ITERATION: usize = 8 << 20;
 
-/// About what building a range's answer cost: its key-values, or the
-/// bound it reached before it was refused.
-fn built_bytes(result: &Result<Response, ErrorBody>, max_bytes: usize) -> usize {
-    match result {
-        Ok(Response::Range(r)) => r.kvs.iter().map(|kv| kv.key.len() + kv.value.len() + 64).sum(),
-        Err(e) if e.code() == Some(ErrorCode::ResponseTooLarge) => max_bytes,
+/// Keys one step of a range walks, and about the bytes it holds, before
+/// the range waits for the next loop iteration: a sixteenth of the 16 MiB
+/// that took 10-20 ms to build in one go, so no range, however large,
+/// holds the loop for more than about a millisecond of building.
+pub const RANGE_STEP_KEYS_MAX: usize = 4096;
+pub const RANGE_STEP_BYTES_MAX: usize = 1 << 20;
+
+/// The key-values an answer holds, each counted as a range counts it:
+/// what building it cost, for the per-iteration budget.
+pub(super) fn answer_kv_bytes(response: &Response) -> usize {
+    match response {
+        Response::Range(r) => kvs_bytes(&r.kvs),
+        Response::Put(r) => kvs_bytes(r.prev_kv.as_slice()),
+        Response::DeleteRange(r) => kvs_bytes(&r.prev_kvs),
+        Response::Txn(r) => txn_kv_bytes(r),
         _ => 0,
     }
+}
+
+/// Depth is bounded: a transaction was decoded within the txn budget.
+fn txn_kv_bytes(txn: &proto::TxnResponse) -> usize {
+    let op_bytes = |op: &proto::ResponseOp| match op {
+        proto::ResponseOp::Range(r) => kvs_bytes(&r.kvs),
+        proto::ResponseOp::Put(r) => kvs_bytes(r.prev_kv.as_slice()),
+        proto::ResponseOp::DeleteRange(r) => kvs_bytes(&r.prev_kvs),
+        proto::ResponseOp::Txn(nested) => txn_kv_bytes(nested),
+    };
+    txn.responses.iter().map(op_bytes).sum()
+}
+
+fn kvs_bytes(kvs: &[proto::KeyValue]) -> usize {
+    kvs.iter().map(|kv| kv.key.len() + kv.value.len() + RANGE_KV_OVERHEAD_BYTES).sum()
 }
 
 /// What a range answer holds besides its key-values: the response header's
@@ -41,7 +66,9 @@ impl Node {
         }
         if let Some(op) = op_of(&request) {
             let caller = self.caller_of(waiter);
-            return self.proposals.queue_write(waiter, op, caller);
+            let answer_max_bytes = self.clients.response_max_bytes(waiter) as u64;
+            let write = QueuedWrite { waiter, op, caller, answer_max_bytes };
+            return self.proposals.queue_write_within(write);
         }
         match request {
             Request::Range(request) if request.serializable && self.caught_up_since_start => {
@@ -97,52 +124,77 @@ impl Node {
         }
     }
 
-    /// Answers a range now if its connection has room for the answer;
+    /// Starts a range if its connection has room for the answer;
     /// otherwise holds it until that connection's answers drain, so a
     /// client that pipelines reads and does not take the answers makes
     /// them wait instead of making the node's memory grow. Reading later
     /// than asked is still linearizable: the state only moves forward.
     ///
-    /// The ranges of one iteration build at most `RANGE_BYTES_PER_ITERATION`
-    /// together (and at least one range), so many reads in one burst take
-    /// several iterations, not one long one; the rest wait their turn.
+    /// One range is built at a time, one step per iteration
+    /// (`RANGE_STEP_KEYS_MAX`, `RANGE_STEP_BYTES_MAX`), at the revision it
+    /// started at; the ranges of one iteration build at most
+    /// `RANGE_BYTES_PER_ITERATION` together. The rest wait their turn.
     pub(super) fn serve_range(&mut self, read: ReadWait) {
         let over = self.range_bytes_this_iteration >= RANGE_BYTES_PER_ITERATION;
-        if over || !self.clients.has_room(read.waiter) {
+        if over || self.range_building.is_some() || !self.clients.has_room(read.waiter) {
             self.deferred_reads.push_back(read);
             return;
         }
         let max_bytes = self.clients.response_max_bytes(read.waiter);
+        // Room for the header, `more` and `count` around the key-values.
+        let kvs_max_bytes = max_bytes.saturating_sub(RANGE_ENVELOPE_BYTES);
+        let request = command::range_request(&read.request);
         // A read that waited for its round while this member was found
         // corrupt is refused too: no client sees its data after that.
-        let result = self
+        let started = self
             .check_read(read.waiter, &read.request)
             .and_then(|()| self.refuse_corrupt_read())
-            .and_then(|()| self.range_now(&read.request, max_bytes));
-        self.metrics.ranges_total += u64::from(result.is_ok());
-        self.range_bytes_this_iteration += built_bytes(&result, max_bytes);
-        self.clients.answer(read.waiter, result);
-    }
-
-    /// Ranges held for room, served where their connection has it now,
-    /// oldest first.
-    pub(super) fn serve_deferred_reads(&mut self) {
-        let held = std::mem::take(&mut self.deferred_reads);
-        for read in held {
-            self.serve_range(read);
+            .and_then(|()| {
+                self.state
+                    .store()
+                    .range_start(&request, kvs_max_bytes)
+                    .map_err(command::store_error)
+            });
+        match started {
+            Ok(build) => self.step_range(read, build),
+            Err(refused) => self.clients.answer(read.waiter, Err(refused)),
         }
     }
 
-    /// A range served from this member's state as it is now, built no
-    /// larger than `max_bytes`: past it the answer is `ResponseTooLarge`.
-    fn range_now(&self, r: &proto::RangeRequest, max_bytes: usize) -> Result<Response, ErrorBody> {
-        let header = self.header();
-        // Room for the header, `more` and `count` around the key-values.
-        let kvs_max_bytes = max_bytes.saturating_sub(RANGE_ENVELOPE_BYTES);
-        match self.state.store().range_within(&command::range_request(r), kvs_max_bytes) {
-            Ok(Some(found)) => Ok(Response::Range(command::range_response(found, header))),
-            Ok(None) => Err(ErrorBody::new(ErrorCode::ResponseTooLarge)),
+    /// Builds one more step of a range; answers it once complete, or keeps
+    /// it for the next iteration.
+    fn step_range(&mut self, read: ReadWait, mut build: RangeBuild) {
+        if let Err(refused) = self.refuse_corrupt_read() {
+            return self.clients.answer(read.waiter, Err(refused));
+        }
+        let before_bytes = build.built_bytes();
+        let store = self.state.store();
+        let step = store.range_step(&mut build, RANGE_STEP_KEYS_MAX, RANGE_STEP_BYTES_MAX);
+        self.range_bytes_this_iteration += build.built_bytes().saturating_sub(before_bytes);
+        let result = match step {
+            Ok(RangeStep::More) => {
+                self.range_building = Some((read, build));
+                return;
+            }
+            Ok(RangeStep::Done(found)) => {
+                Ok(Response::Range(command::range_response(found, self.header())))
+            }
+            Ok(RangeStep::TooLarge) => Err(ErrorBody::new(ErrorCode::ResponseTooLarge)),
             Err(e) => Err(command::store_error(e)),
+        };
+        self.metrics.ranges_total += u64::from(result.is_ok());
+        self.clients.answer(read.waiter, result);
+    }
+
+    /// The range being built takes its next step, then the ranges held
+    /// for room are served where their connection has it now, oldest first.
+    pub(super) fn serve_deferred_reads(&mut self) {
+        if let Some((read, build)) = self.range_building.take() {
+            self.step_range(read, build);
+        }
+        let held = std::mem::take(&mut self.deferred_reads);
+        for read in held {
+            self.serve_range(read);
         }
     }
 

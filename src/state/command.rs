@@ -76,6 +76,24 @@ pub struct Command {
     /// `None` for entries a member proposes on its own (lease expiry,
     /// published attributes), which no permission governs.
     pub caller: Option<Caller>,
+    /// The most bytes the answer may take: the proposing client's limit.
+    /// A delete with `prev_kv` or a txn whose answer would pass it is
+    /// refused whole, on every member alike, before it changes anything
+    /// (see `mvcc::bound`). `ANSWER_UNBOUNDED` for entries written before
+    /// answers were bounded.
+    pub answer_max_bytes: u64,
+}
+
+/// The answer bound of commands written before answers were bounded.
+pub const ANSWER_UNBOUNDED: u64 = u64::MAX;
+
+/// A command as written before answer bounds were recorded.
+#[derive(Deserialize)]
+struct CommandWithoutBound {
+    origin: u64,
+    seq: u64,
+    op: Op,
+    caller: Option<Caller>,
 }
 
 /// A command as written before callers were recorded: such an entry was
@@ -98,20 +116,39 @@ impl Command {
         match postcard::take_from_bytes::<Command>(bytes) {
             Ok((command, [])) => Ok(command),
             Ok((_, rest)) => Err(DecodeError::TrailingBytes(rest.len())),
-            Err(e) => {
-                Command::decode_without_caller(bytes).ok_or(DecodeError::Malformed(e.to_string()))
-            }
+            Err(e) => Command::decode_without_bound(bytes)
+                .or_else(|| Command::decode_without_caller(bytes))
+                .ok_or(DecodeError::Malformed(e.to_string())),
         }
     }
 
-    /// An entry of the older layout, which ends where the caller would
+    /// An entry of an older layout, which ends where the answer bound would
     /// begin: a newer command always has at least one more byte, so the
     /// two never read the same bytes.
+    fn decode_without_bound(bytes: &[u8]) -> Option<Command> {
+        match postcard::take_from_bytes::<CommandWithoutBound>(bytes) {
+            Ok((old, [])) => Some(Command {
+                origin: old.origin,
+                seq: old.seq,
+                op: old.op,
+                caller: old.caller,
+                answer_max_bytes: ANSWER_UNBOUNDED,
+            }),
+            _ => None,
+        }
+    }
+
+    /// An entry of the oldest layout, which ends where the caller would
+    /// begin (one byte before the layout above ends, at least).
     fn decode_without_caller(bytes: &[u8]) -> Option<Command> {
         match postcard::take_from_bytes::<CommandWithoutCaller>(bytes) {
-            Ok((old, [])) => {
-                Some(Command { origin: old.origin, seq: old.seq, op: old.op, caller: None })
-            }
+            Ok((old, [])) => Some(Command {
+                origin: old.origin,
+                seq: old.seq,
+                op: old.op,
+                caller: None,
+                answer_max_bytes: ANSWER_UNBOUNDED,
+            }),
             _ => None,
         }
     }
@@ -314,6 +351,7 @@ pub fn store_error(error: mvcc::Error) -> ErrorBody {
         mvcc::Error::EmptyKey => ErrorCode::EmptyKey,
         mvcc::Error::ValueProvided => ErrorCode::ValueProvided,
         mvcc::Error::LeaseProvided => ErrorCode::LeaseProvided,
+        mvcc::Error::AnswerTooLarge { .. } => ErrorCode::ResponseTooLarge,
     };
     ErrorBody::new(code)
 }
@@ -330,7 +368,8 @@ mod tests {
             ..Default::default()
         });
         let caller = Some(Caller::User { name: "u".into(), epoch: 3 });
-        let command = Command { origin: 7, seq: 9, op: op_of(&put).unwrap(), caller };
+        let op = op_of(&put).unwrap();
+        let command = Command { origin: 7, seq: 9, op, caller, answer_max_bytes: 4096 };
         assert_eq!(Command::decode(&command.encode()), Ok(command.clone()));
         assert!(Command::decode(&[0xff, 0xff, 0xff]).is_err());
         let mut longer = command.encode();
@@ -344,10 +383,22 @@ mod tests {
         let op = Op::Compact(5);
         let old = postcard::to_allocvec(&(7u64, 9u64, op.clone())).unwrap();
         let decoded = Command::decode(&old).unwrap();
-        assert_eq!(decoded, Command { origin: 7, seq: 9, op, caller: None });
+        let expected =
+            Command { origin: 7, seq: 9, op, caller: None, answer_max_bytes: ANSWER_UNBOUNDED };
+        assert_eq!(decoded, expected);
         let mut longer = old;
         longer.extend_from_slice(&[1, 5]);
         assert!(Command::decode(&longer).is_err(), "a caller tag with no caller is malformed");
+    }
+
+    #[test]
+    fn an_entry_written_before_answer_bounds_decodes_unbounded() {
+        let caller = Some(Caller::User { name: "u".into(), epoch: 3 });
+        let op = Op::Compact(5);
+        let old = postcard::to_allocvec(&(7u64, 9u64, op.clone(), caller.clone())).unwrap();
+        let expected =
+            Command { origin: 7, seq: 9, op, caller, answer_max_bytes: ANSWER_UNBOUNDED };
+        assert_eq!(Command::decode(&old), Ok(expected));
     }
 
     #[test]

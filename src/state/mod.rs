@@ -212,14 +212,18 @@ impl StateMachine {
             let answer = Answer { origin: command.origin, seq: command.seq, result: Err(refused) };
             return Applied { answer: Some(answer), effect: None };
         }
-        let (result, effect) = self.apply_op(command.op, now_ms, raft_term);
+        let answer_max_bytes = usize::try_from(command.answer_max_bytes).unwrap_or(usize::MAX);
+        let (result, effect) = self.apply_op(command.op, answer_max_bytes, now_ms, raft_term);
         let answer = Answer { origin: command.origin, seq: command.seq, result };
         Applied { answer: Some(answer), effect }
     }
 
+    /// Applies `op`; a delete or txn whose answer would pass
+    /// `answer_max_bytes` is refused whole instead.
     fn apply_op(
         &mut self,
         op: Op,
+        answer_max_bytes: usize,
         now_ms: u64,
         raft_term: u64,
     ) -> (Result<Response, ErrorBody>, Option<Effect>) {
@@ -235,11 +239,11 @@ impl StateMachine {
                 usage.record(a.revision, &a.events);
                 Response::Put(command::put_response(a.response, header(store)))
             }),
-            Op::DeleteRange(r) => store.apply_delete_range(&r).map(|a| {
+            Op::DeleteRange(r) => store.apply_delete_range_within(&r, answer_max_bytes).map(|a| {
                 usage.record(a.revision, &a.events);
                 Response::DeleteRange(command::delete_response(a.response, header(store)))
             }),
-            Op::Txn(r) => store.apply_txn(&r).map(|a| {
+            Op::Txn(r) => store.apply_txn_within(&r, answer_max_bytes).map(|a| {
                 usage.record(a.revision, &a.events);
                 Response::Txn(command::txn_response(a.response, header(store)))
             }),
