@@ -1,7 +1,8 @@
 //! Membership end to end with real `ember serve` processes: the replicated
 //! member table, a member joining with the settings `ember member add`
-//! prints (by snapshot), removal, promotion of a learner, the changes that
-//! are refused, and a data directory that refuses another identity.
+//! prints (by snapshot), removal (of a running member and of one that was
+//! down), promotion of a learner, the changes that are refused, and a data
+//! directory that refuses another identity.
 
 mod support;
 
@@ -17,6 +18,8 @@ use support::ports::free_port;
 use support::process::wait_exit;
 
 const WAIT: Duration = Duration::from_secs(15);
+/// `ember serve`'s exit code for a member removed from the cluster.
+const EXIT_MEMBER_REMOVED: i32 = 4;
 
 fn put(client: &mut Client, key: &str, value: &str) {
     client.put(key.as_bytes(), value.as_bytes()).expect("put");
@@ -101,12 +104,57 @@ fn a_fourth_member_joins_by_snapshot_and_a_removed_member_stops() {
     let id = c.status(follower).unwrap().header.member_id;
     let removed = client.member_remove(id).expect("remove a follower");
     assert_eq!(removed.members.len(), 3);
-    assert!(c.wait_exit(follower, WAIT).success(), "a removed member exits 0");
-    assert!(c.log_of(follower).contains("removed from the cluster"));
+    assert_eq!(c.wait_exit(follower, WAIT).code(), Some(EXIT_MEMBER_REMOVED));
+    assert!(c.log_of(follower).contains("permanently removed from the cluster"));
     let mut rest = all_endpoints(&c, &[follower]);
     put(&mut rest, "after", "removal");
     assert_eq!(get(&mut joined, "after").as_deref(), Some(b"removal".as_slice()));
     assert_eq!(wait_members(&c, n4, 3).len(), 3);
+}
+
+#[test]
+fn a_member_removed_while_down_stops_when_it_comes_back_and_stays_stopped() {
+    let mut c = Cluster::start("members-removed-down", 3, &[]);
+    let leader = c.wait_leader(WAIT);
+    for i in 0..3 {
+        wait_members(&c, i, 3);
+    }
+    let gone = (0..3).find(|&i| i != leader).unwrap();
+    let id = c.status(gone).unwrap().header.member_id;
+    c.kill(gone);
+    let mut client = all_endpoints(&c, &[gone]);
+    let removed = client.member_remove(id).expect("remove a member that is down");
+    assert_eq!(removed.members.len(), 2);
+    put(&mut client, "while", "away");
+
+    c.spawn(gone);
+    let status = c.wait_exit(gone, WAIT);
+    let log = c.log_of(gone);
+    assert_eq!(status.code(), Some(EXIT_MEMBER_REMOVED), "{log}");
+    assert!(log.contains("permanently removed from the cluster"), "{log}");
+    assert!(log.contains("refused it as removed"), "{log}");
+    let told = c.logs();
+    assert!(told.contains(&format!("member {id:016x} was removed from the cluster")), "{told}");
+
+    // The data directory remembers: the next start is refused at once.
+    let before = log.len();
+    let started = Instant::now();
+    c.spawn(gone);
+    let status = c.wait_exit(gone, WAIT);
+    let again = c.log_of(gone)[before..].to_string();
+    assert_eq!(status.code(), Some(EXIT_MEMBER_REMOVED), "{again}");
+    assert!(again.contains("--initial-cluster-state existing"), "{again}");
+    assert!(!again.contains("serving clients"), "{again}");
+    assert!(started.elapsed() < WAIT);
+
+    let mut rest = all_endpoints(&c, &[gone]);
+    put(&mut rest, "after", "return");
+    assert_eq!(get(&mut rest, "while").as_deref(), Some(b"away".as_slice()));
+    let survivors = (0..3).filter(|&i| i != gone);
+    for i in survivors {
+        assert_eq!(wait_members(&c, i, 2).len(), 2);
+    }
+    assert!(c.panics().is_empty(), "{}", c.logs());
 }
 
 /// The harness index of each listed member.

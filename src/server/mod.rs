@@ -127,6 +127,9 @@ pub enum ServeError {
         dir: std::path::PathBuf,
         holder_pid: Option<u32>,
     },
+    /// This member was removed from the cluster: it stopped, or its data
+    /// directory says so and it did not start.
+    Removed(String),
 }
 
 impl ServeError {
@@ -148,6 +151,7 @@ impl fmt::Display for ServeError {
             ServeError::Locked { dir, holder_pid } => {
                 write!(f, "{}", dir_lock::locked_message(dir, *holder_pid))
             }
+            ServeError::Removed(text) => write!(f, "{text}"),
         }
     }
 }

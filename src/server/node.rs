@@ -292,12 +292,8 @@ impl Node {
                 return self.shutdown();
             }
             self.maybe_reload_tls(now);
-            if self.removed_from_cluster(now) {
-                log::warn!(
-                    "member {:016x} was removed from the cluster: stopping",
-                    self.config.member_id
-                );
-                return self.shutdown();
+            if let Some(how) = self.removal(now) {
+                return self.stop_removed(&how);
             }
             self.iteration(now)?;
             let took = now.elapsed();
@@ -534,6 +530,25 @@ impl Node {
     }
 
     /// Answers or fails everything pending, syncs the WAL, and returns.
+    /// How this member learned it was removed from the cluster, once it has.
+    fn removal(&mut self, now: Instant) -> Option<String> {
+        if let Some(by) = self.peers.transport().removed_by() {
+            return Some(format!("member {by:016x} refused it as removed"));
+        }
+        self.removed_from_cluster(now).then(|| "it applied its own removal".to_string())
+    }
+
+    /// Stops for good: the WAL synced, the removal recorded in the data
+    /// directory so no later start tries again.
+    fn stop_removed(&mut self, how: &str) -> Result<(), ServeError> {
+        let message =
+            super::identity::removed_message(self.config.member_id, &self.config.data_dir);
+        log::warn!("{message} ({how}): stopping");
+        self.shutdown()?;
+        super::identity::record_removed(&self.config)?;
+        Err(ServeError::Removed(message))
+    }
+
     fn shutdown(&mut self) -> Result<(), ServeError> {
         log::info!("stop signal received: stopping");
         self.stopping = true;

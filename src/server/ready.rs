@@ -258,6 +258,7 @@ impl Node {
     pub(super) fn follow_members(&mut self, moved: Option<u64>) {
         let registry = self.poll.registry();
         let conf = self.raft.conf_state();
+        self.peers.transport_mut().set_removed(self.state.removed_members());
         self.peers.follow(self.state.members(), conf, moved, registry, Instant::now());
     }
 

@@ -3,14 +3,15 @@
 //! store's image.
 //!
 //! ```text
-//! payload  = "EMBRNODE" format:u8(=3) len:u32le sections  mvcc-image
+//! payload  = "EMBRNODE" format:u8(=4) len:u32le sections  mvcc-image
 //! sections = postcard(Sections), `len` bytes
 //! ```
 //!
 //! Older formats are still read: format 1, written before access control
 //! existed, has sections without the auth state (read as auth off and no
 //! users); format 2 has no alarms and no size counters (read as none
-//! raised, and an empty history: see `quota.rs`).
+//! raised, and an empty history: see `quota.rs`); format 3 has no removed
+//! member ids (read as none removed).
 //!
 //! The sections are small (a handful of members, one record per lease) and
 //! are encoded whole when a snapshot starts; the store's image after them
@@ -26,11 +27,13 @@ use super::quota::Usage;
 use crate::auth::AuthState;
 
 const MAGIC: &[u8; 8] = b"EMBRNODE";
-const FORMAT: u8 = 3;
+const FORMAT: u8 = 4;
 /// The format before the auth state joined the sections.
 const FORMAT_WITHOUT_AUTH: u8 = 1;
 /// The format before the alarms joined the sections.
 const FORMAT_WITHOUT_ALARMS: u8 = 2;
+/// The format before the removed member ids joined the sections.
+const FORMAT_WITHOUT_REMOVED: u8 = 3;
 /// Magic, format, sections length.
 pub const HEADER_BYTES: usize = 8 + 1 + 4;
 /// The largest sections a payload may carry: room for about half a million
@@ -70,6 +73,19 @@ pub struct Sections {
     pub alarms: Vec<AlarmRecord>,
     /// The store's size counters and the quota.
     pub usage: Usage,
+    /// The ids of the members removed last, oldest first.
+    /// Invariant: at most `members::REMOVED_MEMBERS_MAX`, no duplicates.
+    pub removed_members: Vec<u64>,
+}
+
+/// The sections of format 3.
+#[derive(Deserialize)]
+struct SectionsWithoutRemoved {
+    members: Vec<MemberRecord>,
+    leases: Vec<LeaseRecord>,
+    auth: AuthState,
+    alarms: Vec<AlarmRecord>,
+    usage: Usage,
 }
 
 /// The sections of format 2.
@@ -132,7 +148,8 @@ pub fn prefix_len(payload: &[u8]) -> Result<Option<usize>, PayloadError> {
     if &payload[..8] != MAGIC {
         return Err(PayloadError::BadMagic);
     }
-    if ![FORMAT, FORMAT_WITHOUT_ALARMS, FORMAT_WITHOUT_AUTH].contains(&payload[8]) {
+    let known = [FORMAT, FORMAT_WITHOUT_REMOVED, FORMAT_WITHOUT_ALARMS, FORMAT_WITHOUT_AUTH];
+    if !known.contains(&payload[8]) {
         return Err(PayloadError::UnsupportedFormat(payload[8]));
     }
     let len = u32::from_le_bytes(payload[9..13].try_into().expect("4 bytes")) as usize;
@@ -165,6 +182,7 @@ fn decode_sections(format: u8, bytes: &[u8]) -> Result<Sections, PayloadError> {
             auth: AuthState::default(),
             alarms: Vec::new(),
             usage: Usage::unknown(),
+            removed_members: Vec::new(),
         });
     }
     if format == FORMAT_WITHOUT_ALARMS {
@@ -175,6 +193,18 @@ fn decode_sections(format: u8, bytes: &[u8]) -> Result<Sections, PayloadError> {
             auth: old.auth,
             alarms: Vec::new(),
             usage: Usage::unknown(),
+            removed_members: Vec::new(),
+        });
+    }
+    if format == FORMAT_WITHOUT_REMOVED {
+        let old: SectionsWithoutRemoved = postcard::from_bytes(bytes).map_err(malformed)?;
+        return Ok(Sections {
+            members: old.members,
+            leases: old.leases,
+            auth: old.auth,
+            alarms: old.alarms,
+            usage: old.usage,
+            removed_members: Vec::new(),
         });
     }
     postcard::from_bytes(bytes).map_err(malformed)
@@ -189,6 +219,11 @@ fn check_sorted(sections: &Sections) -> Result<(), PayloadError> {
     }
     if !sections.alarms.windows(2).all(|w| w[0] < w[1]) {
         return Err(PayloadError::Malformed("alarms not ascending"));
+    }
+    let removed = &sections.removed_members;
+    let repeated = removed.iter().enumerate().any(|(i, id)| removed[..i].contains(id));
+    if removed.len() > super::members::REMOVED_MEMBERS_MAX || repeated {
+        return Err(PayloadError::Malformed("removed member ids beyond the bound or repeated"));
     }
     Ok(())
 }
@@ -219,6 +254,7 @@ mod tests {
             },
             alarms: vec![AlarmRecord { member_id: 9, kind: super::super::AlarmKind::NoSpace }],
             usage: Usage::default(),
+            removed_members: vec![4, 2],
         }
     }
 
@@ -272,6 +308,29 @@ mod tests {
         let (sections, _) = split(&payload).unwrap();
         assert_eq!(sections.auth, old.auth);
         assert!(sections.alarms.is_empty());
+    }
+
+    #[test]
+    fn a_format_3_payload_reads_as_none_removed() {
+        let old = sample();
+        let body = (&old.members, &old.leases, &old.auth, &old.alarms, &old.usage);
+        let body = postcard::to_allocvec(&body).unwrap();
+        let mut payload = MAGIC.to_vec();
+        payload.push(FORMAT_WITHOUT_REMOVED);
+        payload.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        payload.extend_from_slice(&body);
+        let (sections, _) = split(&payload).unwrap();
+        assert_eq!(sections.alarms, old.alarms);
+        assert!(sections.removed_members.is_empty());
+    }
+
+    #[test]
+    fn repeated_or_too_many_removed_ids_are_refused() {
+        let mut s = sample();
+        s.removed_members.push(4);
+        assert!(matches!(split(&encode_prefix(&s)), Err(PayloadError::Malformed(_))));
+        s.removed_members = (0..=super::super::members::REMOVED_MEMBERS_MAX as u64).collect();
+        assert!(matches!(split(&encode_prefix(&s)), Err(PayloadError::Malformed(_))));
     }
 
     #[test]

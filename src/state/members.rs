@@ -29,6 +29,14 @@ use crate::raft::{ConfChange, ConfChangeKind};
 /// for learners while a member is replaced.
 pub const MEMBERS_MAX: usize = 9;
 
+/// Removed member ids the table remembers, so that every member, even one
+/// that joined after a removal, can tell a removed member that comes back
+/// that it was removed. The oldest is forgotten first: a member removed
+/// more than this many removals ago is refused as a stranger, without the
+/// reason. Sixty-four removals are years of replacing boards in a
+/// cluster of nine, and cost half a kilobyte in every snapshot.
+pub const REMOVED_MEMBERS_MAX: usize = 64;
+
 /// A change of the member table, as replicated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MemberOp {
@@ -132,6 +140,23 @@ pub fn apply_change(members: &mut Vec<MemberRecord>, op: &MemberOp) -> Result<u6
             members[at].client_urls = client_urls.clone();
             Ok(*id)
         }
+    }
+}
+
+/// Records a removal in `removed` (oldest first, bounded by
+/// `REMOVED_MEMBERS_MAX`) or, for an addition, forgets the id: a member
+/// added again under a removed id is a member again.
+pub fn remember_removal(removed: &mut Vec<u64>, op: &MemberOp) {
+    match op {
+        MemberOp::Remove(id) => {
+            removed.retain(|r| r != id);
+            if removed.len() == REMOVED_MEMBERS_MAX {
+                removed.remove(0);
+            }
+            removed.push(*id);
+        }
+        MemberOp::Add(record) => removed.retain(|r| *r != record.id),
+        _ => {}
     }
 }
 
@@ -246,6 +271,22 @@ mod tests {
             MemberOp::Publish { id: 4, name: "d".into(), client_urls: vec!["http://d:1".into()] };
         assert_eq!(apply_change(&mut table, &publish), Ok(4));
         assert_eq!((table[3].name.as_str(), table[3].client_urls.len()), ("d", 1));
+    }
+
+    #[test]
+    fn removed_ids_are_remembered_up_to_the_bound_and_forgotten_when_added_again() {
+        let mut removed = Vec::new();
+        for id in 0..REMOVED_MEMBERS_MAX as u64 + 2 {
+            remember_removal(&mut removed, &MemberOp::Remove(id));
+        }
+        assert_eq!(removed.len(), REMOVED_MEMBERS_MAX);
+        assert_eq!((removed[0], *removed.last().unwrap()), (2, REMOVED_MEMBERS_MAX as u64 + 1));
+        remember_removal(&mut removed, &MemberOp::Remove(5));
+        assert_eq!((removed.len(), *removed.last().unwrap()), (REMOVED_MEMBERS_MAX, 5));
+        remember_removal(&mut removed, &MemberOp::Add(record(5, false, false)));
+        assert!(!removed.contains(&5));
+        remember_removal(&mut removed, &MemberOp::Promote(7));
+        assert_eq!(removed.len(), REMOVED_MEMBERS_MAX - 1);
     }
 
     #[test]

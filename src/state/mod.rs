@@ -104,6 +104,9 @@ pub struct StateMachine {
     alarms: Alarms,
     /// The store's size as the quota counts it, and the quota.
     usage: Usage,
+    /// The members removed last, oldest first (see
+    /// `members::REMOVED_MEMBERS_MAX`).
+    removed_members: Vec<u64>,
     /// Invariant: every entry up to it has been applied, and none after it.
     applied_index: u64,
     applied_term: u64,
@@ -121,6 +124,7 @@ impl StateMachine {
             auth: AuthState::default(),
             alarms: Alarms::default(),
             usage: Usage::default(),
+            removed_members: Vec::new(),
             applied_index: 0,
             applied_term: 0,
         }
@@ -253,6 +257,7 @@ impl StateMachine {
             Err(code) => return (Err(ErrorBody::new(code)), None),
         };
         log::info!("member table: applied {} of {id:016x}", members::op_name(&op));
+        members::remember_removal(&mut self.removed_members, &op);
         let table = &self.members;
         self.alarms.retain_members(|member| table.iter().any(|m| m.id == member));
         let moved = matches!(op, MemberOp::Update { .. }).then_some(id);
@@ -306,11 +311,18 @@ impl StateMachine {
         members.sort_by_key(|m| m.id);
         members.dedup_by_key(|m| m.id);
         self.members = members;
+        // Ids removed from the backed-up cluster mean nothing in the new one.
+        self.removed_members.clear();
     }
 
     /// The member table, ascending by id.
     pub fn members(&self) -> &[MemberRecord] {
         &self.members
+    }
+
+    /// The members removed last, oldest first.
+    pub fn removed_members(&self) -> &[u64] {
+        &self.removed_members
     }
 
     pub fn leases(&self) -> &LeaseTable {
@@ -342,6 +354,7 @@ impl StateMachine {
             auth: self.auth.clone(),
             alarms: self.alarms.records().to_vec(),
             usage: self.usage.clone(),
+            removed_members: self.removed_members.clone(),
         }
     }
 
@@ -433,6 +446,7 @@ impl Restorer {
             auth: sections.auth,
             alarms,
             usage: sections.usage,
+            removed_members: sections.removed_members,
             applied_index: self.at.0,
             applied_term: self.at.1,
         };

@@ -165,9 +165,15 @@ impl Inbound {
         }
         let head: &[u8; HELLO_BYTES] = self.hello.first_chunk().expect("hello fits");
         let is_peer = |id| peer_name(id).is_some();
-        let hello = Hello::check(head, config.cluster_id, config.local_id, is_peer)
-            .map_err(Close::Refused)?;
+        let is_removed = |id| !is_peer(id) && config.removed.contains(&id);
+        let hello = Hello::check(head, config.cluster_id, config.local_id, |id| {
+            is_peer(id) || is_removed(id)
+        })
+        .map_err(Close::Refused)?;
         wire::check_secret_flag(head, config.secret.is_some()).map_err(Close::Refused)?;
+        if is_removed(hello.from) {
+            return self.answer_removed(config, hello);
+        }
         self.check_certificate(config, hello.from, peer_name(hello.from).unwrap_or_default())?;
         let reply = Hello { cluster_id: config.cluster_id, from: config.local_id, to: hello.from };
         let Some(secret) = &config.secret else {
@@ -188,6 +194,34 @@ impl Inbound {
         self.send_reply(&answer)?;
         self.awaiting_mac = Some((hello.from, transcript));
         Ok(true)
+    }
+
+    /// Tells a removed member that it was removed, with a nonce and MAC
+    /// when a secret is required (so the answer proves the secret like any
+    /// other), then closes. Nothing but the fact is revealed, so no
+    /// certificate check is needed first.
+    fn answer_removed(&mut self, config: &Config, hello: Hello) -> Result<bool, Close> {
+        let reply = Hello { cluster_id: config.cluster_id, from: config.local_id, to: hello.from };
+        let removed = Close::Refused(HelloError::RemovedMember(hello.from));
+        let Some(secret) = &config.secret else {
+            self.send_reply(&reply.encode_flags(wire::FLAG_REMOVED))?;
+            self.conn.flush_tls().map_err(Close::Io)?;
+            return Err(removed);
+        };
+        if !read_some(&mut self.conn, &mut self.hello, &mut self.hello_read_bytes)? {
+            return Ok(false);
+        }
+        let mut answer = [0u8; HELLO_BYTES + NONCE_BYTES + MAC_BYTES];
+        let flags = wire::FLAG_SECRET | wire::FLAG_REMOVED;
+        answer[..HELLO_BYTES].copy_from_slice(&reply.encode_flags(flags));
+        fill_random(&mut answer[HELLO_BYTES..HELLO_BYTES + NONCE_BYTES])?;
+        let acceptor = answer[..HELLO_BYTES + NONCE_BYTES].try_into().expect("sized");
+        let transcript = wire::transcript(&self.hello, acceptor);
+        let mac = wire::hello_mac(secret.bytes(), MacRole::Acceptor, &transcript);
+        answer[HELLO_BYTES + NONCE_BYTES..].copy_from_slice(&mac);
+        self.send_reply(&answer)?;
+        self.conn.flush_tls().map_err(Close::Io)?;
+        Err(removed)
     }
 
     /// Under peer TLS, the certificate the dialer presented (its chain was

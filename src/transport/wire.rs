@@ -18,6 +18,14 @@
 //! answer the same way and only then sends frames, so nothing is ever sent to
 //! a node of another cluster or to the wrong member at a reused address.
 //!
+//! A member removed from the cluster is answered differently: the acceptor
+//! sends its hello with flag bit 1 (`FLAG_REMOVED`) set, then closes. The
+//! dialer learns it was removed and stops for good; a member that does not
+//! know the flag ignores it, finds the connection closed, and is refused
+//! as before. With a secret, the flagged answer carries its nonce and MAC
+//! like any other, so only a member holding the secret can tell another
+//! that it was removed.
+//!
 //! The ids in a hello are derived from public names, so they prove nothing.
 //! Members prove who they are by their TLS certificates (peer TLS: the
 //! connection is TLS and the hello travels inside it), or by a shared secret
@@ -84,6 +92,9 @@ pub const READ_BYTES_MIN: usize = 16 * 1024;
 
 /// Hello flag: a nonce follows the hello, and MACs prove the shared secret.
 pub const FLAG_SECRET: u16 = 1;
+/// Hello flag, in an answer only: the dialer was removed from the cluster;
+/// the acceptor closes the connection after this hello.
+pub const FLAG_REMOVED: u16 = 2;
 /// Size of each side's random nonce.
 pub const NONCE_BYTES: usize = 32;
 /// Size of an HMAC-SHA256 tag.
@@ -137,6 +148,8 @@ pub enum HelloError {
         member: u64,
         name: String,
     },
+    /// The sender was removed from the cluster; it was answered so.
+    RemovedMember(u64),
 }
 
 impl fmt::Display for HelloError {
@@ -166,6 +179,9 @@ impl fmt::Display for HelloError {
                     "the certificate is not valid for {name}, the host of member {member:016x}"
                 )
             }
+            HelloError::RemovedMember(id) => {
+                write!(f, "member {id:016x} was removed from the cluster, and was told so")
+            }
         }
     }
 }
@@ -185,10 +201,13 @@ impl Hello {
 
     /// The hello with the secret flag set or not.
     pub fn encode_flagged(&self, secret: bool) -> [u8; HELLO_BYTES] {
+        self.encode_flags(if secret { FLAG_SECRET } else { 0 })
+    }
+
+    /// The hello with `flags` (`FLAG_SECRET`, `FLAG_REMOVED`).
+    pub fn encode_flags(&self, flags: u16) -> [u8; HELLO_BYTES] {
         let mut out = self.encode();
-        if secret {
-            out[6..8].copy_from_slice(&FLAG_SECRET.to_le_bytes());
-        }
+        out[6..8].copy_from_slice(&flags.to_le_bytes());
         out
     }
 
@@ -235,6 +254,11 @@ pub fn check_secret_flag(
         (false, true) => Err(HelloError::SecretUnexpected),
         _ => Ok(()),
     }
+}
+
+/// Whether an answer says the dialer was removed from the cluster.
+pub fn says_removed(bytes: &[u8; HELLO_BYTES]) -> bool {
+    u16::from_le_bytes(bytes[6..8].try_into().expect("2 bytes")) & FLAG_REMOVED != 0
 }
 
 /// Which side of a hello a MAC speaks for.
