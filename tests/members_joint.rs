@@ -102,7 +102,8 @@ fn replacing_a_member_while_another_is_down_keeps_writes_going() {
     c.spawn_with_env(added, &env);
     wait_key(&c, added, "after-add");
     c.client(leader).member_remove(replaced_id).expect("remove the replaced member");
-    assert!(c.wait_exit(replaced, WAIT).success(), "the replaced member stops");
+    let stopped = c.wait_exit(replaced, WAIT);
+    assert_eq!(stopped.code(), Some(4), "the replaced member stops as removed");
     assert!(put_eventually(&c, leader, "after-remove"), "writes stalled after the removal");
     wait_key(&c, added, "after-remove");
     // The voters are now the leader, n4 and the member still down.
