@@ -140,6 +140,11 @@ fn mismatch(stored: &Identity, config: &Config) -> Option<String> {
     None
 }
 
+/// Whether the data directory has an identity yet (it has been started).
+pub fn exists(dir: &Path) -> bool {
+    dir.join(FILE_NAME).exists()
+}
+
 /// Checks the data directory's identity against `config` (writing it on
 /// first start) and sets `config`'s ids to the stored ones.
 pub fn check(config: &mut Config) -> Result<(), ServeError> {

@@ -81,6 +81,7 @@ mod dir_lock;
 mod disk;
 mod http;
 mod identity;
+mod join;
 mod leader_moves;
 mod lease_clock;
 mod leases;

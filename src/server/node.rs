@@ -181,6 +181,11 @@ impl Node {
         // Before anything in the directory is read: another process's
         // writes would change it under us.
         let dir_lock = DirLock::take(&config.data_dir)?;
+        let joining = config.initial_cluster_state == ClusterState::Existing;
+        if joining && !super::identity::exists(&config.data_dir) {
+            let ask = peer_transport_config(&config)?;
+            super::join::learn_ids(&mut config, &ask)?;
+        }
         super::identity::check(&mut config)?;
         let lease_clock = LeaseClock::new(&config, now);
         let (storage, state) = open_state(&config, lease_clock.now_ms(now))?;
@@ -827,15 +832,7 @@ fn start_transport(
     let listener = TcpListener::bind(addr)
         .map_err(|e| ServeError::io(&format!("bind peer address {addr}"), e))?;
     config.check_peer_exposure(addr).map_err(|e| ServeError::Config(e.to_string()))?;
-    let mut transport_config = transport::Config::new(config.cluster_id, config.member_id, peers);
-    transport_config.tls = match &config.peer_tls {
-        Some(files) => Some(files.load().map_err(|e| ServeError::Config(e.to_string()))?),
-        None => None,
-    };
-    transport_config.secret = match &config.peer_secret_file {
-        Some(path) => Some(load_peer_secret(path)?),
-        None => None,
-    };
+    let transport_config = transport::Config { peers, ..peer_transport_config(config)? };
     let tokens = TRANSPORT_TOKEN_BASE
         ..TRANSPORT_TOKEN_BASE + 1 + transport::PEER_SLOTS + TRANSPORT_INBOUND_SLOTS;
     let mut transport = Transport::new(transport_config, listener, tokens, now)
@@ -844,6 +841,21 @@ fn start_transport(
         .register(poll.registry(), now)
         .map_err(|e| ServeError::io("register the peer listener", e))?;
     Ok(transport)
+}
+
+/// The transport's configuration with this member's peer TLS and secret,
+/// and no peers yet.
+fn peer_transport_config(config: &Config) -> Result<transport::Config, ServeError> {
+    let mut transport_config = transport::Config::new(config.cluster_id, config.member_id, vec![]);
+    transport_config.tls = match &config.peer_tls {
+        Some(files) => Some(files.load().map_err(|e| ServeError::Config(e.to_string()))?),
+        None => None,
+    };
+    transport_config.secret = match &config.peer_secret_file {
+        Some(path) => Some(load_peer_secret(path)?),
+        None => None,
+    };
+    Ok(transport_config)
 }
 
 /// The shared secret of peer hellos: the file's bytes, at least

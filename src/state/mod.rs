@@ -252,6 +252,12 @@ impl StateMachine {
         op: MemberOp,
         raft_term: u64,
     ) -> (Result<Response, ErrorBody>, Option<Effect>) {
+        let (cluster_id, index) = (self.identity.cluster_id, self.applied_index);
+        let resolved = members::resolve_join(op, cluster_id, index, &self.removed_members);
+        let op = match resolved {
+            Ok(op) => op,
+            Err(code) => return (Err(ErrorBody::new(code)), None),
+        };
         let id = match members::apply_change(&mut self.members, &op) {
             Ok(id) => id,
             Err(code) => return (Err(ErrorBody::new(code)), None),
@@ -273,6 +279,7 @@ impl StateMachine {
             MemberOp::Remove(_) => Response::MemberRemove(changed),
             MemberOp::Update { .. } => Response::MemberUpdate(changed),
             MemberOp::Promote(_) | MemberOp::Publish { .. } => Response::MemberPromote(changed),
+            MemberOp::Join { .. } => unreachable!("apply_change refuses an unresolved join"),
         };
         (Ok(response), Some(Effect::MembersChanged { moved }))
     }

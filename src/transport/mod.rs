@@ -60,6 +60,7 @@
 //! `received_messages_max` messages and `received_stream_bytes_max` bytes of
 //! chunks plus the one chunk that crossed the bound.
 
+mod ask;
 mod inbound;
 mod outbound;
 pub mod stream;
@@ -79,6 +80,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::tls;
+pub use ask::{AskError, ask_members};
 use inbound::{Close, Inbound, Inbox};
 pub use outbound::backoff_delay;
 use outbound::{Failure, Link, Peer};
@@ -208,6 +210,9 @@ pub struct Config {
     /// peer again is answered with `FLAG_REMOVED`. Invariant: bounded by
     /// the member table's own bound on the removed ids it remembers.
     pub removed: Vec<u64>,
+    /// The member table as the server encodes it, sent to a joining member
+    /// that asks (see `wire`); empty while the table is not known here.
+    pub members_answer: Vec<u8>,
     pub frame_bytes_max: usize,
     pub queue_messages_max: usize,
     pub queue_bytes_max: usize,
@@ -233,6 +238,7 @@ impl Config {
             peers,
             peer_slots: PEER_SLOTS,
             removed: Vec::new(),
+            members_answer: Vec::new(),
             frame_bytes_max: FRAME_BYTES_MAX,
             queue_messages_max: QUEUE_MESSAGES_MAX,
             queue_bytes_max: QUEUE_BYTES_MAX,
@@ -583,6 +589,11 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
         self.config.removed.extend_from_slice(removed);
     }
 
+    /// The member table a joining member is sent when it asks.
+    pub fn set_members_answer(&mut self, table: Vec<u8>) {
+        self.config.members_answer = table;
+    }
+
     /// The peer that answered that this member was removed from the
     /// cluster: once set, this member has nothing left to do but stop.
     pub fn removed_by(&self) -> Option<u64> {
@@ -812,6 +823,10 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
         let Some(mut conn) = self.inbound[slot].take() else { return };
         conn.closing(&mut self.inbox);
         let _ = registry.deregister(&mut conn.conn);
+        if matches!(close, Close::AnsweredMembers) {
+            log::info!("sent the member table to a joining member at {}", conn.addr);
+            return;
+        }
         let Some(id) = conn.from else {
             // A stranger: counted, and reported once per interval.
             self.refusals.note(format!("{}: {close}", conn.addr), now);
