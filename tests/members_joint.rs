@@ -3,7 +3,8 @@
 //! learner while adding it as a voter would leave too few members
 //! answering, and replaces a member that is down through a joint
 //! configuration: in both cases the cluster keeps its quorum and writes go
-//! on before the new member even runs.
+//! on before the new member even runs. A leader killed while such a
+//! replacement is in flight finishes it once restarted.
 
 mod support;
 
@@ -102,7 +103,8 @@ fn replacing_a_member_while_another_is_down_keeps_writes_going() {
     c.spawn_with_env(added, &env);
     wait_key(&c, added, "after-add");
     c.client(leader).member_remove(replaced_id).expect("remove the replaced member");
-    assert!(c.wait_exit(replaced, WAIT).success(), "the replaced member stops");
+    let stopped = c.wait_exit(replaced, WAIT);
+    assert_eq!(stopped.code(), Some(4), "the replaced member stops as removed");
     assert!(put_eventually(&c, leader, "after-remove"), "writes stalled after the removal");
     wait_key(&c, added, "after-remove");
     // The voters are now the leader, n4 and the member still down.
@@ -140,5 +142,45 @@ fn replacing_a_member_that_is_down_goes_through_a_joint_configuration() {
     assert!(put_eventually(&c, leader, "without-other"), "n4 does not vote");
     wait_key(&c, added, "without-other");
     c.resume(other);
+    assert!(c.panics().is_empty(), "{:?}", c.panics());
+}
+
+#[test]
+fn a_leader_killed_during_a_joint_replacement_completes_it_after_a_restart() {
+    let mut c = Cluster::start("joint-leader-restart", 3, &[]);
+    let leader = c.wait_leader(WAIT);
+    wait_started(&c, leader, 3);
+    let mut followers = (0..3).filter(|i| *i != leader);
+    let (down, other) = (followers.next().unwrap(), followers.next().unwrap());
+    let down_id = member_id(&c, down);
+    c.stop(down);
+    let (added, env) = member_add(&mut c, leader, "n4");
+    assert!(put_eventually(&c, leader, "after-add"), "writes stalled once n4 was added");
+    let proposed_before = c.log_of(leader).matches("RemoveNode").count();
+    c.client(leader).member_remove(down_id).expect("remove the member that is down");
+    // The leader proposes the joint replacement (a voter in, a voter out)
+    // and dies with it in flight: entered or not, left or not.
+    let deadline = Instant::now() + WAIT;
+    while c.log_of(leader).matches("RemoveNode").count() == proposed_before {
+        assert!(Instant::now() < deadline, "no replacement proposed:\n{}", c.log_of(leader));
+        sleep(Duration::from_millis(5));
+    }
+    c.kill(leader);
+    let before_restart = c.log_of(leader).len();
+    c.spawn(leader);
+    assert!(put_eventually(&c, leader, "restarted"), "writes stalled after the restart");
+    c.kill(down);
+    c.spawn_with_env(added, &env);
+    wait_key(&c, added, "restarted");
+    // The change completed: the voters are the restarted member, `other`
+    // and n4, so without `other` the other two are a quorum. Had the
+    // configuration stayed joint, the old half would need the removed
+    // member.
+    c.stop(other);
+    assert!(put_eventually(&c, leader, "without-other"), "the joint configuration was not left");
+    wait_key(&c, added, "without-other");
+    c.resume(other);
+    let after = &c.log_of(leader)[before_restart..];
+    assert!(!after.contains("panicked"), "{after}");
     assert!(c.panics().is_empty(), "{:?}", c.panics());
 }

@@ -1,7 +1,8 @@
 //! Membership end to end with real `ember serve` processes: the replicated
 //! member table, a member joining with the settings `ember member add`
-//! prints (by snapshot), removal, promotion of a learner, the changes that
-//! are refused, and a data directory that refuses another identity.
+//! prints (by snapshot), removal (of a running member and of one that was
+//! down), promotion of a learner, the changes that are refused, and a data
+//! directory that refuses another identity.
 
 mod support;
 
@@ -17,6 +18,8 @@ use support::ports::free_port;
 use support::process::wait_exit;
 
 const WAIT: Duration = Duration::from_secs(15);
+/// `ember serve`'s exit code for a member removed from the cluster.
+const EXIT_MEMBER_REMOVED: i32 = 4;
 
 fn put(client: &mut Client, key: &str, value: &str) {
     client.put(key.as_bytes(), value.as_bytes()).expect("put");
@@ -101,12 +104,128 @@ fn a_fourth_member_joins_by_snapshot_and_a_removed_member_stops() {
     let id = c.status(follower).unwrap().header.member_id;
     let removed = client.member_remove(id).expect("remove a follower");
     assert_eq!(removed.members.len(), 3);
-    assert!(c.wait_exit(follower, WAIT).success(), "a removed member exits 0");
-    assert!(c.log_of(follower).contains("removed from the cluster"));
+    assert_eq!(c.wait_exit(follower, WAIT).code(), Some(EXIT_MEMBER_REMOVED));
+    assert!(c.log_of(follower).contains("permanently removed from the cluster"));
     let mut rest = all_endpoints(&c, &[follower]);
     put(&mut rest, "after", "removal");
     assert_eq!(get(&mut joined, "after").as_deref(), Some(b"removal".as_slice()));
     assert_eq!(wait_members(&c, n4, 3).len(), 3);
+}
+
+#[test]
+fn a_member_removed_while_down_stops_when_it_comes_back_and_stays_stopped() {
+    let mut c = Cluster::start("members-removed-down", 3, &[]);
+    let leader = c.wait_leader(WAIT);
+    for i in 0..3 {
+        wait_members(&c, i, 3);
+    }
+    let gone = (0..3).find(|&i| i != leader).unwrap();
+    let id = c.status(gone).unwrap().header.member_id;
+    c.kill(gone);
+    let mut client = all_endpoints(&c, &[gone]);
+    let removed = client.member_remove(id).expect("remove a member that is down");
+    assert_eq!(removed.members.len(), 2);
+    put(&mut client, "while", "away");
+
+    c.spawn(gone);
+    let status = c.wait_exit(gone, WAIT);
+    let log = c.log_of(gone);
+    assert_eq!(status.code(), Some(EXIT_MEMBER_REMOVED), "{log}");
+    assert!(log.contains("permanently removed from the cluster"), "{log}");
+    assert!(log.contains("refused it as removed"), "{log}");
+    let told = c.logs();
+    assert!(told.contains(&format!("member {id:016x} was removed from the cluster")), "{told}");
+
+    // The data directory remembers: the next start is refused at once.
+    let before = log.len();
+    let started = Instant::now();
+    c.spawn(gone);
+    let status = c.wait_exit(gone, WAIT);
+    let again = c.log_of(gone)[before..].to_string();
+    assert_eq!(status.code(), Some(EXIT_MEMBER_REMOVED), "{again}");
+    assert!(again.contains("--initial-cluster-state existing"), "{again}");
+    assert!(!again.contains("serving clients"), "{again}");
+    assert!(started.elapsed() < WAIT);
+
+    let mut rest = all_endpoints(&c, &[gone]);
+    put(&mut rest, "after", "return");
+    assert_eq!(get(&mut rest, "while").as_deref(), Some(b"away".as_slice()));
+    let survivors = (0..3).filter(|&i| i != gone);
+    for i in survivors {
+        assert_eq!(wait_members(&c, i, 2).len(), 2);
+    }
+    assert!(c.panics().is_empty(), "{}", c.logs());
+}
+
+/// `ember member add NAME` through member `via` with `n`'s peer URL: the
+/// id printed and the settings to start it with.
+fn add_member(c: &Cluster, via: usize, n: usize) -> (u64, Vec<(String, String)>) {
+    let peer_url = format!("http://127.0.0.1:{}", c.members[n].peer_port);
+    let endpoint = c.members[via].endpoint();
+    let name = c.members[n].name.clone();
+    let out = run(&["member", "add", &name, "--peer-urls", &peer_url, "--endpoints", &endpoint]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let id = text.split_whitespace().nth(1).and_then(|hex| u64::from_str_radix(hex, 16).ok());
+    (id.unwrap_or_else(|| panic!("no id in {text}")), env_lines(&text))
+}
+
+fn wait_key(c: &Cluster, i: usize, key: &str) {
+    let deadline = Instant::now() + WAIT;
+    let mut client = c.client(i);
+    while get(&mut client, key).is_none() {
+        assert!(Instant::now() < deadline, "member {i} never served {key}:\n{}", c.log_of(i));
+        sleep(Duration::from_millis(50));
+        client = c.client(i);
+    }
+}
+
+#[test]
+fn a_member_added_again_gets_a_fresh_id_and_learns_it_from_the_cluster() {
+    let mut c = Cluster::start("members-fresh-id", 3, &[]);
+    let leader = c.wait_leader(WAIT);
+    for i in 0..3 {
+        wait_members(&c, i, 3);
+    }
+    let n4 = c.push_member("n4");
+    let (first, env) = add_member(&c, leader, n4);
+    c.spawn_with_env(n4, &env);
+    let mut client = all_endpoints(&c, &[n4]);
+    put(&mut client, "first", "1");
+    wait_key(&c, n4, "first");
+    assert_eq!(c.status(n4).unwrap().header.member_id, first);
+    assert!(c.log_of(n4).contains(&format!("this member is {first:016x}")));
+
+    client.member_remove(first).expect("remove n4");
+    assert_eq!(c.wait_exit(n4, WAIT).code(), Some(EXIT_MEMBER_REMOVED));
+    // The same name and peer URL, added again with an empty data directory.
+    std::fs::remove_dir_all(c.data_dir(n4)).unwrap();
+    let (second, env) = add_member(&c, leader, n4);
+    assert_ne!(second, first, "a re-added member got the removed member's id");
+    c.spawn_with_env(n4, &env);
+    put(&mut client, "second", "2");
+    wait_key(&c, n4, "second");
+    assert_eq!(c.status(n4).unwrap().header.member_id, second);
+    assert_eq!(wait_members(&c, leader, 4).iter().filter(|m| m.id == second).count(), 1);
+
+    // A member the cluster was never told about is refused, saying so.
+    let n5 = c.push_member("n5");
+    let url = format!("http://127.0.0.1:{}", c.members[n5].peer_port);
+    let stranger: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "EMBER_NAME" => (k.clone(), "n5".to_string()),
+            "EMBER_INITIAL_ADVERTISE_PEER_URLS" => (k.clone(), url.clone()),
+            "EMBER_INITIAL_CLUSTER" => (k.clone(), format!("{v},n5={url}")),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect();
+    c.spawn_with_env(n5, &stranger);
+    let status = c.wait_exit(n5, WAIT);
+    let log = c.log_of(n5);
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("are not in the cluster's member table"), "{log}");
+    assert!(c.panics().is_empty(), "{}", c.logs());
 }
 
 /// The harness index of each listed member.

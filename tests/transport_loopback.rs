@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use ember::transport::wire::{self, HELLO_BYTES, Hello};
 use ember::transport::{
-    AbortReason, Config, PeerAddr, STRANGER_SLOTS, SendError, StreamEvent, StreamFailure, Transport,
+    AbortReason, Config, PeerAddr, STRANGER_SLOTS, Secret, SendError, StreamEvent, StreamFailure,
+    Transport,
 };
 use mio::net::TcpListener;
 use mio::{Events, Poll};
@@ -786,4 +787,52 @@ fn members_can_be_added_and_removed() {
     });
     a.transport.send(3, &msg(4)).unwrap();
     run_until(&mut [&mut a, &mut b, &mut c], "3 still served", |n| n[2].from(1) == [1, 4]);
+}
+
+/// Member 2, removed by member 1, dials it: told it was removed (with a
+/// secret: only by an acceptor that proves the secret).
+fn removed_dialer(secret_a: Option<&[u8]>, secret_b: Option<&[u8]>) -> (Node, Node) {
+    let (la, lb) = (bind("127.0.0.1:0"), bind("127.0.0.1:0"));
+    let addr_a = la.local_addr().unwrap();
+    let mut config_a = test_config(CLUSTER, 1, &[]);
+    config_a.removed = vec![7, 2];
+    config_a.secret = secret_a.map(|s| Secret::new(s).unwrap());
+    let mut config_b = test_config(CLUSTER, 2, &[(1, addr_a)]);
+    config_b.secret = secret_b.map(|s| Secret::new(s).unwrap());
+    (Node::start(config_a, la), Node::start(config_b, lb))
+}
+
+#[test]
+fn a_removed_member_is_told_so_when_it_dials() {
+    for secret in [None, Some([5u8; 32].as_slice())] {
+        let (mut a, mut b) = removed_dialer(secret, secret);
+        assert_eq!(b.transport.removed_by(), None);
+        run_until(&mut [&mut a, &mut b], "2 told it was removed", |n| {
+            n[1].transport.removed_by() == Some(1)
+        });
+        assert!(logged(&["member 0000000000000002 was removed from the cluster"]));
+        assert!(!b.connected_to(1));
+        // A member that is a peer again is not refused.
+        let (mut a, mut b) = removed_dialer(secret, secret);
+        a.transport.set_removed(&[]);
+        let b_addr = b.addr();
+        a.transport
+            .add_peer(
+                PeerAddr { id: 2, name: "127.0.0.1".into(), addrs: vec![b_addr] },
+                Instant::now(),
+            )
+            .unwrap();
+        run_until(&mut [&mut a, &mut b], "2 connected", |n| n[1].connected_to(1));
+        assert_eq!(b.transport.removed_by(), None);
+    }
+}
+
+#[test]
+fn a_removed_answer_without_the_secret_is_not_believed() {
+    let (mut a, mut b) = removed_dialer(Some(&[5; 32]), Some(&[6; 32]));
+    run_until(&mut [&mut a, &mut b], "the MAC refused", |_| {
+        logged(&["the hello does not prove the peer secret"])
+    });
+    run_for(&mut [&mut a, &mut b], Duration::from_millis(200));
+    assert_eq!(b.transport.removed_by(), None);
 }

@@ -37,6 +37,10 @@ pub const EXIT_USAGE: u8 = 2;
 /// was lost, or no answer came before the deadline): apart from 1, so a
 /// script never takes a write that may have happened for one that did not.
 pub const EXIT_OUTCOME_UNKNOWN: u8 = 3;
+/// Exit code of `serve` for a member removed from the cluster: apart from
+/// a failure, so a supervisor can be told not to restart it
+/// (systemd: `RestartPreventExitStatus=4`).
+pub const EXIT_MEMBER_REMOVED: u8 = 4;
 
 /// Flags every command accepts, before or after the command name.
 const GLOBAL_FLAGS: &[Flag] = &[
@@ -112,6 +116,9 @@ pub enum CliError {
     /// A write may or may not have been applied: exit 3 with one line
     /// saying so and why.
     OutcomeUnknown(String),
+    /// `serve` of a member removed from the cluster: exit 4, saying how to
+    /// rejoin.
+    MemberRemoved(String),
 }
 
 impl From<UsageError> for CliError {
@@ -384,6 +391,10 @@ pub fn run(args: &[String]) -> ExitCode {
             eprintln!("ember: {message}");
             ExitCode::from(EXIT_OUTCOME_UNKNOWN)
         }
+        Err(CliError::MemberRemoved(message)) => {
+            eprintln!("ember: {message}");
+            ExitCode::from(EXIT_MEMBER_REMOVED)
+        }
     }
 }
 
@@ -508,7 +519,8 @@ const EXIT_CODES_HELP: &str = "\nexit codes:\n  \
     1  the operation failed (a write that fails this way was not applied)\n  \
     2  the command line is wrong\n  \
     3  the write may or may not have been applied: its answer was lost or did\n     \
-    not come in time; read the key to find out before retrying\n";
+    not come in time; read the key to find out before retrying\n  \
+    4  (serve) this member was removed from the cluster; it will not start again\n";
 
 fn command_help(command: &Command) -> String {
     let mut text = format!("{}\n\nusage: {}\n", command.summary, command.usage);

@@ -10,5 +10,8 @@ pub fn run(parsed: &Parsed) -> Result<(), CliError> {
     }
     let config =
         Config::from_parsed(parsed, process_env).map_err(|e| CliError::Usage(e.to_string()))?;
-    server::serve(config).map_err(|e| CliError::Failed(e.to_string()))
+    server::serve(config).map_err(|e| match e {
+        server::ServeError::Removed(text) => CliError::MemberRemoved(text),
+        e => CliError::Failed(e.to_string()),
+    })
 }

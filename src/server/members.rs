@@ -17,7 +17,7 @@ use super::proposals::Waiter;
 use crate::proto::{self, ErrorBody, ErrorCode, Request};
 use crate::raft::{PeerStatus, Role};
 use crate::state::members::member_of;
-use crate::state::{MemberOp, MemberRecord, Op};
+use crate::state::{MemberOp, Op};
 use crate::transport;
 
 // Every other member needs a peer slot of the transport.
@@ -66,14 +66,11 @@ impl Node {
         match request {
             Request::MemberAdd(r) => {
                 let addrs = parse_peer_urls(&r.peer_urls)?;
-                let token = &self.config.initial_cluster_token;
-                Ok(MemberOp::Add(MemberRecord {
-                    id: config::member_id(&r.name, &addrs, token),
+                Ok(MemberOp::Join {
                     name: r.name,
                     peer_urls: addrs.iter().map(|a| self.config.peer_url(a)).collect(),
-                    client_urls: Vec::new(),
                     is_learner: r.is_learner,
-                }))
+                })
             }
             Request::MemberRemove(r) => Ok(MemberOp::Remove(r.id)),
             Request::MemberUpdate(r) => {

@@ -81,6 +81,7 @@ mod dir_lock;
 mod disk;
 mod http;
 mod identity;
+mod join;
 mod leader_moves;
 mod lease_clock;
 mod leases;
@@ -130,6 +131,9 @@ pub enum ServeError {
         dir: std::path::PathBuf,
         holder_pid: Option<u32>,
     },
+    /// This member was removed from the cluster: it stopped, or its data
+    /// directory says so and it did not start.
+    Removed(String),
 }
 
 impl ServeError {
@@ -151,6 +155,7 @@ impl fmt::Display for ServeError {
             ServeError::Locked { dir, holder_pid } => {
                 write!(f, "{}", dir_lock::locked_message(dir, *holder_pid))
             }
+            ServeError::Removed(text) => write!(f, "{text}"),
         }
     }
 }

@@ -192,6 +192,11 @@ impl Node {
         // Before anything in the directory is read: another process's
         // writes would change it under us.
         let dir_lock = DirLock::take(&config.data_dir)?;
+        let joining = config.initial_cluster_state == ClusterState::Existing;
+        if joining && !super::identity::exists(&config.data_dir) {
+            let ask = peer_transport_config(&config)?;
+            super::join::learn_ids(&mut config, &ask)?;
+        }
         super::identity::check(&mut config)?;
         let lease_clock = LeaseClock::new(&config, now);
         let (storage, state) = open_state(&config, lease_clock.now_ms(now))?;
@@ -313,12 +318,8 @@ impl Node {
                 return self.shutdown();
             }
             self.maybe_reload_tls(now);
-            if self.removed_from_cluster(now) {
-                log::warn!(
-                    "member {:016x} was removed from the cluster: stopping",
-                    self.config.member_id
-                );
-                return self.shutdown();
+            if let Some(how) = self.removal(now) {
+                return self.stop_removed(&how);
             }
             self.iteration(now)?;
             let took = now.elapsed();
@@ -561,6 +562,25 @@ impl Node {
     }
 
     /// Answers or fails everything pending, syncs the WAL, and returns.
+    /// How this member learned it was removed from the cluster, once it has.
+    fn removal(&mut self, now: Instant) -> Option<String> {
+        if let Some(by) = self.peers.transport().removed_by() {
+            return Some(format!("member {by:016x} refused it as removed"));
+        }
+        self.removed_from_cluster(now).then(|| "it applied its own removal".to_string())
+    }
+
+    /// Stops for good: the WAL synced, the removal recorded in the data
+    /// directory so no later start tries again.
+    fn stop_removed(&mut self, how: &str) -> Result<(), ServeError> {
+        let message =
+            super::identity::removed_message(self.config.member_id, &self.config.data_dir);
+        log::warn!("{message} ({how}): stopping");
+        self.shutdown()?;
+        super::identity::record_removed(&self.config)?;
+        Err(ServeError::Removed(message))
+    }
+
     fn shutdown(&mut self) -> Result<(), ServeError> {
         log::info!("stop signal received: stopping");
         self.stopping = true;
@@ -846,15 +866,7 @@ fn start_transport(
     let listener = TcpListener::bind(addr)
         .map_err(|e| ServeError::io(&format!("bind peer address {addr}"), e))?;
     config.check_peer_exposure(addr).map_err(|e| ServeError::Config(e.to_string()))?;
-    let mut transport_config = transport::Config::new(config.cluster_id, config.member_id, peers);
-    transport_config.tls = match &config.peer_tls {
-        Some(files) => Some(files.load().map_err(|e| ServeError::Config(e.to_string()))?),
-        None => None,
-    };
-    transport_config.secret = match &config.peer_secret_file {
-        Some(path) => Some(load_peer_secret(path)?),
-        None => None,
-    };
+    let transport_config = transport::Config { peers, ..peer_transport_config(config)? };
     let tokens = TRANSPORT_TOKEN_BASE
         ..TRANSPORT_TOKEN_BASE + 1 + transport::PEER_SLOTS + TRANSPORT_INBOUND_SLOTS;
     let mut transport = Transport::new(transport_config, listener, tokens, now)
@@ -863,6 +875,21 @@ fn start_transport(
         .register(poll.registry(), now)
         .map_err(|e| ServeError::io("register the peer listener", e))?;
     Ok(transport)
+}
+
+/// The transport's configuration with this member's peer TLS and secret,
+/// and no peers yet.
+fn peer_transport_config(config: &Config) -> Result<transport::Config, ServeError> {
+    let mut transport_config = transport::Config::new(config.cluster_id, config.member_id, vec![]);
+    transport_config.tls = match &config.peer_tls {
+        Some(files) => Some(files.load().map_err(|e| ServeError::Config(e.to_string()))?),
+        None => None,
+    };
+    transport_config.secret = match &config.peer_secret_file {
+        Some(path) => Some(load_peer_secret(path)?),
+        None => None,
+    };
+    Ok(transport_config)
 }
 
 /// The shared secret of peer hellos: the file's bytes, at least

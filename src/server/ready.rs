@@ -263,6 +263,11 @@ impl Node {
     pub(super) fn follow_members(&mut self, moved: Option<u64>) {
         let registry = self.poll.registry();
         let conf = self.raft.conf_state();
+        self.peers.transport_mut().set_removed(self.state.removed_members());
+        if !self.state.members().is_empty() {
+            let table = postcard::to_allocvec(self.state.members()).expect("records serialize");
+            self.peers.transport_mut().set_members_answer(table);
+        }
         self.peers.follow(self.state.members(), conf, moved, registry, Instant::now());
     }
 

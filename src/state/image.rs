@@ -11,7 +11,8 @@
 //! existed, has sections without the auth state (read as auth off and no
 //! users); format 2 has no alarms and no size counters (read as none
 //! raised, and an empty history: see `quota.rs`); format 3 has no open
-//! corruption check (read as none open).
+//! corruption check and no removed member ids (read as none open and none
+//! removed).
 //!
 //! The sections are small (a handful of members, one record per lease) and
 //! are encoded whole when a snapshot starts; the store's image after them
@@ -33,7 +34,8 @@ const FORMAT: u8 = 4;
 const FORMAT_WITHOUT_AUTH: u8 = 1;
 /// The format before the alarms joined the sections.
 const FORMAT_WITHOUT_ALARMS: u8 = 2;
-/// The format before the open corruption check joined the sections.
+/// The format before the open corruption check and the removed member ids
+/// joined the sections.
 const FORMAT_WITHOUT_CHECK: u8 = 3;
 /// Magic, format, sections length.
 pub const HEADER_BYTES: usize = 8 + 1 + 4;
@@ -76,6 +78,9 @@ pub struct Sections {
     pub usage: Usage,
     /// The corruption check open, with its reports.
     pub check: Option<OpenCheck>,
+    /// The ids of the members removed last, oldest first.
+    /// Invariant: at most `members::REMOVED_MEMBERS_MAX`, no duplicates.
+    pub removed_members: Vec<u64>,
 }
 
 /// The sections of format 3.
@@ -184,6 +189,7 @@ fn decode_sections(format: u8, bytes: &[u8]) -> Result<Sections, PayloadError> {
             alarms: Vec::new(),
             usage: Usage::unknown(),
             check: None,
+            removed_members: Vec::new(),
         });
     }
     if format == FORMAT_WITHOUT_ALARMS {
@@ -195,6 +201,7 @@ fn decode_sections(format: u8, bytes: &[u8]) -> Result<Sections, PayloadError> {
             alarms: Vec::new(),
             usage: Usage::unknown(),
             check: None,
+            removed_members: Vec::new(),
         });
     }
     if format == FORMAT_WITHOUT_CHECK {
@@ -206,6 +213,7 @@ fn decode_sections(format: u8, bytes: &[u8]) -> Result<Sections, PayloadError> {
             alarms: old.alarms,
             usage: old.usage,
             check: None,
+            removed_members: Vec::new(),
         });
     }
     postcard::from_bytes(bytes).map_err(malformed)
@@ -220,6 +228,11 @@ fn check_sorted(sections: &Sections) -> Result<(), PayloadError> {
     }
     if !sections.alarms.windows(2).all(|w| w[0] < w[1]) {
         return Err(PayloadError::Malformed("alarms not ascending"));
+    }
+    let removed = &sections.removed_members;
+    let repeated = removed.iter().enumerate().any(|(i, id)| removed[..i].contains(id));
+    if removed.len() > super::members::REMOVED_MEMBERS_MAX || repeated {
+        return Err(PayloadError::Malformed("removed member ids beyond the bound or repeated"));
     }
     Ok(())
 }
@@ -257,6 +270,7 @@ mod tests {
                 reports: vec![(1, 0xabcd)],
                 ..OpenCheck::default()
             }),
+            removed_members: vec![4, 2],
         }
     }
 
@@ -310,6 +324,29 @@ mod tests {
         let (sections, _) = split(&payload).unwrap();
         assert_eq!(sections.auth, old.auth);
         assert!(sections.alarms.is_empty());
+    }
+
+    #[test]
+    fn a_format_3_payload_reads_as_none_removed() {
+        let old = sample();
+        let body = (&old.members, &old.leases, &old.auth, &old.alarms, &old.usage);
+        let body = postcard::to_allocvec(&body).unwrap();
+        let mut payload = MAGIC.to_vec();
+        payload.push(FORMAT_WITHOUT_REMOVED);
+        payload.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        payload.extend_from_slice(&body);
+        let (sections, _) = split(&payload).unwrap();
+        assert_eq!(sections.alarms, old.alarms);
+        assert!(sections.removed_members.is_empty());
+    }
+
+    #[test]
+    fn repeated_or_too_many_removed_ids_are_refused() {
+        let mut s = sample();
+        s.removed_members.push(4);
+        assert!(matches!(split(&encode_prefix(&s)), Err(PayloadError::Malformed(_))));
+        s.removed_members = (0..=super::super::members::REMOVED_MEMBERS_MAX as u64).collect();
+        assert!(matches!(split(&encode_prefix(&s)), Err(PayloadError::Malformed(_))));
     }
 
     #[test]

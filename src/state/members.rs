@@ -29,6 +29,14 @@ use crate::raft::{ConfChange, ConfChangeKind};
 /// for learners while a member is replaced.
 pub const MEMBERS_MAX: usize = 9;
 
+/// Removed member ids the table remembers, so that every member, even one
+/// that joined after a removal, can tell a removed member that comes back
+/// that it was removed. The oldest is forgotten first: a member removed
+/// more than this many removals ago is refused as a stranger, without the
+/// reason. Sixty-four removals are years of replacing boards in a
+/// cluster of nine, and cost half a kilobyte in every snapshot.
+pub const REMOVED_MEMBERS_MAX: usize = 64;
+
 /// A change of the member table, as replicated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MemberOp {
@@ -45,6 +53,56 @@ pub enum MemberOp {
         name: String,
         client_urls: Vec<String>,
     },
+    /// A member added at runtime, whose id the cluster chooses when the
+    /// entry is applied (`fresh_id`). `Add` carries an id chosen by the
+    /// proposer; it stays for the entries written before.
+    Join {
+        name: String,
+        peer_urls: Vec<String>,
+        is_learner: bool,
+    },
+}
+
+/// The id of a member added by the entry at `index`: FNV-1a 64 of the
+/// cluster id, the entry's index and the peer URLs. Every member computes
+/// the same from the same entry, and the index makes it new each time, so
+/// a name and URL added again after a removal get an id no removed member
+/// had. Never 0 (0 names no member in a peer hello).
+pub fn fresh_id(cluster_id: u64, index: u64, peer_urls: &[String]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET;
+    let mut feed = |bytes: &[u8]| {
+        for byte in bytes {
+            hash = (hash ^ u64::from(*byte)).wrapping_mul(PRIME);
+        }
+    };
+    feed(b"ember member\0");
+    feed(&cluster_id.to_le_bytes());
+    feed(&index.to_le_bytes());
+    for url in peer_urls {
+        feed(url.as_bytes());
+        feed(&[0]);
+    }
+    hash.max(1)
+}
+
+/// A `Join` as the `Add` it becomes at `index`; any other change as it is.
+/// A chosen id that a removed member had is refused (`MemberExists`): its
+/// old log must never be mistaken for the new member's.
+pub fn resolve_join(
+    op: MemberOp,
+    cluster_id: u64,
+    index: u64,
+    removed: &[u64],
+) -> Result<MemberOp, ErrorCode> {
+    let MemberOp::Join { name, peer_urls, is_learner } = op else { return Ok(op) };
+    let id = fresh_id(cluster_id, index, &peer_urls);
+    if removed.contains(&id) {
+        return Err(ErrorCode::MemberExists);
+    }
+    let client_urls = Vec::new();
+    Ok(MemberOp::Add(MemberRecord { id, name, peer_urls, client_urls, is_learner }))
 }
 
 fn voters(members: &[MemberRecord]) -> impl Iterator<Item = &MemberRecord> {
@@ -132,6 +190,26 @@ pub fn apply_change(members: &mut Vec<MemberRecord>, op: &MemberOp) -> Result<u6
             members[at].client_urls = client_urls.clone();
             Ok(*id)
         }
+        // `resolve_join` turns a join into an addition first; one that
+        // reaches here was not, and changes nothing.
+        MemberOp::Join { .. } => Err(ErrorCode::Internal),
+    }
+}
+
+/// Records a removal in `removed` (oldest first, bounded by
+/// `REMOVED_MEMBERS_MAX`) or, for an addition, forgets the id: a member
+/// added again under a removed id is a member again.
+pub fn remember_removal(removed: &mut Vec<u64>, op: &MemberOp) {
+    match op {
+        MemberOp::Remove(id) => {
+            removed.retain(|r| r != id);
+            if removed.len() == REMOVED_MEMBERS_MAX {
+                removed.remove(0);
+            }
+            removed.push(*id);
+        }
+        MemberOp::Add(record) => removed.retain(|r| *r != record.id),
+        _ => {}
     }
 }
 
@@ -172,6 +250,7 @@ pub fn op_name(op: &MemberOp) -> &'static str {
         MemberOp::Update { .. } => "the peer URL update",
         MemberOp::Promote(_) => "the promotion",
         MemberOp::Publish { .. } => "the published attributes",
+        MemberOp::Join { .. } => "the addition",
     }
 }
 
@@ -246,6 +325,42 @@ mod tests {
             MemberOp::Publish { id: 4, name: "d".into(), client_urls: vec!["http://d:1".into()] };
         assert_eq!(apply_change(&mut table, &publish), Ok(4));
         assert_eq!((table[3].name.as_str(), table[3].client_urls.len()), ("d", 1));
+    }
+
+    #[test]
+    fn removed_ids_are_remembered_up_to_the_bound_and_forgotten_when_added_again() {
+        let mut removed = Vec::new();
+        for id in 0..REMOVED_MEMBERS_MAX as u64 + 2 {
+            remember_removal(&mut removed, &MemberOp::Remove(id));
+        }
+        assert_eq!(removed.len(), REMOVED_MEMBERS_MAX);
+        assert_eq!((removed[0], *removed.last().unwrap()), (2, REMOVED_MEMBERS_MAX as u64 + 1));
+        remember_removal(&mut removed, &MemberOp::Remove(5));
+        assert_eq!((removed.len(), *removed.last().unwrap()), (REMOVED_MEMBERS_MAX, 5));
+        remember_removal(&mut removed, &MemberOp::Add(record(5, false, false)));
+        assert!(!removed.contains(&5));
+        remember_removal(&mut removed, &MemberOp::Promote(7));
+        assert_eq!(removed.len(), REMOVED_MEMBERS_MAX - 1);
+    }
+
+    #[test]
+    fn a_join_gets_a_new_id_at_every_index_and_never_a_removed_one() {
+        let join = |name: &str| MemberOp::Join {
+            name: name.into(),
+            peer_urls: vec!["http://10.0.0.4:7380".into()],
+            is_learner: false,
+        };
+        let first = resolve_join(join("d"), 7, 40, &[]).unwrap();
+        let MemberOp::Add(record) = &first else { panic!("{first:?}") };
+        assert_eq!(record.id, fresh_id(7, 40, &record.peer_urls));
+        assert_eq!((record.name.as_str(), record.client_urls.len()), ("d", 0));
+        let again = resolve_join(join("d"), 7, 41, &[]).unwrap();
+        assert_ne!(again, first);
+        let removed = [record.id];
+        assert_eq!(resolve_join(join("d"), 7, 40, &removed), Err(ErrorCode::MemberExists));
+        assert_ne!(fresh_id(8, 40, &record.peer_urls), record.id);
+        let publish = MemberOp::Promote(3);
+        assert_eq!(resolve_join(publish.clone(), 7, 40, &removed), Ok(publish));
     }
 
     #[test]

@@ -111,6 +111,9 @@ pub struct StateMachine {
     usage: Usage,
     /// The corruption check open now, with the reports it has.
     check: Option<OpenCheck>,
+    /// The members removed last, oldest first (see
+    /// `members::REMOVED_MEMBERS_MAX`).
+    removed_members: Vec<u64>,
     /// Invariant: every entry up to it has been applied, and none after it.
     applied_index: u64,
     applied_term: u64,
@@ -129,6 +132,7 @@ impl StateMachine {
             alarms: Alarms::default(),
             usage: Usage::default(),
             check: None,
+            removed_members: Vec::new(),
             applied_index: 0,
             applied_term: 0,
         }
@@ -272,11 +276,18 @@ impl StateMachine {
         op: MemberOp,
         raft_term: u64,
     ) -> (Result<Response, ErrorBody>, Option<Effect>) {
+        let (cluster_id, index) = (self.identity.cluster_id, self.applied_index);
+        let resolved = members::resolve_join(op, cluster_id, index, &self.removed_members);
+        let op = match resolved {
+            Ok(op) => op,
+            Err(code) => return (Err(ErrorBody::new(code)), None),
+        };
         let id = match members::apply_change(&mut self.members, &op) {
             Ok(id) => id,
             Err(code) => return (Err(ErrorBody::new(code)), None),
         };
         log::info!("member table: applied {} of {id:016x}", members::op_name(&op));
+        members::remember_removal(&mut self.removed_members, &op);
         let table = &self.members;
         self.alarms.retain_members(|member| table.iter().any(|m| m.id == member));
         let moved = matches!(op, MemberOp::Update { .. }).then_some(id);
@@ -292,6 +303,7 @@ impl StateMachine {
             MemberOp::Remove(_) => Response::MemberRemove(changed),
             MemberOp::Update { .. } => Response::MemberUpdate(changed),
             MemberOp::Promote(_) | MemberOp::Publish { .. } => Response::MemberPromote(changed),
+            MemberOp::Join { .. } => unreachable!("apply_change refuses an unresolved join"),
         };
         (Ok(response), Some(Effect::MembersChanged { moved }))
     }
@@ -330,11 +342,18 @@ impl StateMachine {
         members.sort_by_key(|m| m.id);
         members.dedup_by_key(|m| m.id);
         self.members = members;
+        // Ids removed from the backed-up cluster mean nothing in the new one.
+        self.removed_members.clear();
     }
 
     /// The member table, ascending by id.
     pub fn members(&self) -> &[MemberRecord] {
         &self.members
+    }
+
+    /// The members removed last, oldest first.
+    pub fn removed_members(&self) -> &[u64] {
+        &self.removed_members
     }
 
     pub fn leases(&self) -> &LeaseTable {
@@ -367,6 +386,7 @@ impl StateMachine {
             alarms: self.alarms.records().to_vec(),
             usage: self.usage.clone(),
             check: self.check.clone(),
+            removed_members: self.removed_members.clone(),
         }
     }
 
@@ -464,6 +484,7 @@ impl Restorer {
             alarms,
             usage: sections.usage,
             check: sections.check,
+            removed_members: sections.removed_members,
             applied_index: self.at.0,
             applied_term: self.at.1,
         };

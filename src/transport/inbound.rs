@@ -60,6 +60,8 @@ pub(crate) enum Close {
     Replaced,
     /// The member was removed from the cluster.
     Removed,
+    /// A joining member asked for the member table and got it.
+    AnsweredMembers,
 }
 
 impl std::fmt::Display for Close {
@@ -73,6 +75,7 @@ impl std::fmt::Display for Close {
             Close::HandshakeTimeout => write!(f, "no handshake in time"),
             Close::Replaced => write!(f, "replaced by a newer connection"),
             Close::Removed => write!(f, "member removed from the cluster"),
+            Close::AnsweredMembers => write!(f, "a joining member was sent the member table"),
         }
     }
 }
@@ -90,6 +93,8 @@ pub(crate) struct Inbound {
     awaiting_mac: Option<(u64, Box<[u8; TRANSCRIPT_BYTES]>)>,
     mac: [u8; MAC_BYTES],
     mac_read_bytes: usize,
+    /// The dialer asks for the member table (its hello named no member).
+    asks_members: bool,
     /// The member on the other end, once it proved who it is.
     pub from: Option<u64>,
     /// WRITABLE is registered: TLS bytes wait for the socket.
@@ -114,6 +119,7 @@ impl Inbound {
             awaiting_mac: None,
             mac: [0; MAC_BYTES],
             mac_read_bytes: 0,
+            asks_members: false,
             from: None,
             writable: false,
             decoder: FrameDecoder::new(config.frame_bytes_max),
@@ -147,6 +153,11 @@ impl Inbound {
         let secret = config.secret.as_ref().expect("a MAC is awaited only with a secret");
         wire::verify_hello_mac(secret.bytes(), MacRole::Dialer, transcript, &self.mac)
             .map_err(Close::Refused)?;
+        if self.asks_members {
+            let mac = |answer: &[u8]| wire::members_mac(secret.bytes(), transcript, answer);
+            let answer = members_answer(&config.members_answer, Some(mac))?;
+            return Err(self.send_members(&answer));
+        }
         self.from = Some(*from);
         self.awaiting_mac = None;
         Ok(self.from)
@@ -164,10 +175,19 @@ impl Inbound {
             return Ok(false);
         }
         let head: &[u8; HELLO_BYTES] = self.hello.first_chunk().expect("hello fits");
+        if wire::asks_members(head) {
+            return self.read_members_query(config);
+        }
         let is_peer = |id| peer_name(id).is_some();
-        let hello = Hello::check(head, config.cluster_id, config.local_id, is_peer)
-            .map_err(Close::Refused)?;
+        let is_removed = |id| !is_peer(id) && config.removed.contains(&id);
+        let hello = Hello::check(head, config.cluster_id, config.local_id, |id| {
+            is_peer(id) || is_removed(id)
+        })
+        .map_err(Close::Refused)?;
         wire::check_secret_flag(head, config.secret.is_some()).map_err(Close::Refused)?;
+        if is_removed(hello.from) {
+            return self.answer_removed(config, hello);
+        }
         self.check_certificate(config, hello.from, peer_name(hello.from).unwrap_or_default())?;
         let reply = Hello { cluster_id: config.cluster_id, from: config.local_id, to: hello.from };
         let Some(secret) = &config.secret else {
@@ -188,6 +208,75 @@ impl Inbound {
         self.send_reply(&answer)?;
         self.awaiting_mac = Some((hello.from, transcript));
         Ok(true)
+    }
+
+    /// A joining member asks for the member table: answered like any hello
+    /// (so a secret is proved both ways first), then the table is sent and
+    /// the connection closed.
+    fn read_members_query(&mut self, config: &Config) -> Result<bool, Close> {
+        let head: &[u8; HELLO_BYTES] = self.hello.first_chunk().expect("hello fits");
+        wire::check_members_query(head, config.cluster_id).map_err(Close::Refused)?;
+        wire::check_secret_flag(head, config.secret.is_some()).map_err(Close::Refused)?;
+        if config.members_answer.is_empty() {
+            return Err(Close::Protocol("asked for the member table before it is known here"));
+        }
+        let reply = Hello { cluster_id: config.cluster_id, from: config.local_id, to: 0 };
+        let Some(secret) = &config.secret else {
+            self.send_reply(&reply.encode_flags(wire::FLAG_MEMBERS))?;
+            let answer = members_answer(&config.members_answer, None::<fn(&[u8]) -> [u8; 32]>)?;
+            return Err(self.send_members(&answer));
+        };
+        if !read_some(&mut self.conn, &mut self.hello, &mut self.hello_read_bytes)? {
+            return Ok(false);
+        }
+        let mut answer = [0u8; HELLO_BYTES + NONCE_BYTES + MAC_BYTES];
+        let flags = wire::FLAG_SECRET | wire::FLAG_MEMBERS;
+        answer[..HELLO_BYTES].copy_from_slice(&reply.encode_flags(flags));
+        fill_random(&mut answer[HELLO_BYTES..HELLO_BYTES + NONCE_BYTES])?;
+        let acceptor = answer[..HELLO_BYTES + NONCE_BYTES].try_into().expect("sized");
+        let transcript = Box::new(wire::transcript(&self.hello, acceptor));
+        let mac = wire::hello_mac(secret.bytes(), MacRole::Acceptor, &transcript);
+        answer[HELLO_BYTES + NONCE_BYTES..].copy_from_slice(&mac);
+        self.send_reply(&answer)?;
+        self.asks_members = true;
+        self.awaiting_mac = Some((0, transcript));
+        Ok(true)
+    }
+
+    /// Sends the member table answer and flushes it; the reason to close.
+    fn send_members(&mut self, answer: &[u8]) -> Close {
+        match self.send_reply(answer).and_then(|()| self.conn.flush_tls().map_err(Close::Io)) {
+            Ok(()) => Close::AnsweredMembers,
+            Err(close) => close,
+        }
+    }
+
+    /// Tells a removed member that it was removed, with a nonce and MAC
+    /// when a secret is required (so the answer proves the secret like any
+    /// other), then closes. Nothing but the fact is revealed, so no
+    /// certificate check is needed first.
+    fn answer_removed(&mut self, config: &Config, hello: Hello) -> Result<bool, Close> {
+        let reply = Hello { cluster_id: config.cluster_id, from: config.local_id, to: hello.from };
+        let removed = Close::Refused(HelloError::RemovedMember(hello.from));
+        let Some(secret) = &config.secret else {
+            self.send_reply(&reply.encode_flags(wire::FLAG_REMOVED))?;
+            self.conn.flush_tls().map_err(Close::Io)?;
+            return Err(removed);
+        };
+        if !read_some(&mut self.conn, &mut self.hello, &mut self.hello_read_bytes)? {
+            return Ok(false);
+        }
+        let mut answer = [0u8; HELLO_BYTES + NONCE_BYTES + MAC_BYTES];
+        let flags = wire::FLAG_SECRET | wire::FLAG_REMOVED;
+        answer[..HELLO_BYTES].copy_from_slice(&reply.encode_flags(flags));
+        fill_random(&mut answer[HELLO_BYTES..HELLO_BYTES + NONCE_BYTES])?;
+        let acceptor = answer[..HELLO_BYTES + NONCE_BYTES].try_into().expect("sized");
+        let transcript = wire::transcript(&self.hello, acceptor);
+        let mac = wire::hello_mac(secret.bytes(), MacRole::Acceptor, &transcript);
+        answer[HELLO_BYTES + NONCE_BYTES..].copy_from_slice(&mac);
+        self.send_reply(&answer)?;
+        self.conn.flush_tls().map_err(Close::Io)?;
+        Err(removed)
     }
 
     /// Under peer TLS, the certificate the dialer presented (its chain was
@@ -348,6 +437,24 @@ impl Inbound {
             );
         }
     }
+}
+
+/// The member table answer: length, table, and the MAC with a secret.
+fn members_answer(
+    table: &[u8],
+    mac: Option<impl Fn(&[u8]) -> [u8; MAC_BYTES]>,
+) -> Result<Vec<u8>, Close> {
+    if table.len() > wire::MEMBERS_ANSWER_BYTES_MAX {
+        return Err(Close::Protocol("the member table is too large to answer"));
+    }
+    let mut answer = Vec::with_capacity(4 + table.len() + MAC_BYTES);
+    answer.extend_from_slice(&(table.len() as u32).to_le_bytes());
+    answer.extend_from_slice(table);
+    if let Some(mac) = mac {
+        let tag = mac(&answer);
+        answer.extend_from_slice(&tag);
+    }
+    Ok(answer)
 }
 
 /// Reads into `buf[*filled..]` until it is full. `Ok(false)` while the

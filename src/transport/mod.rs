@@ -60,6 +60,7 @@
 //! `received_messages_max` messages and `received_stream_bytes_max` bytes of
 //! chunks plus the one chunk that crossed the bound.
 
+mod ask;
 mod inbound;
 mod outbound;
 pub mod stream;
@@ -79,6 +80,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::tls;
+pub use ask::{AskError, ask_members};
 use inbound::{Close, Inbound, Inbox};
 pub use outbound::backoff_delay;
 use outbound::{Failure, Link, Peer};
@@ -204,6 +206,13 @@ pub struct Config {
     pub peers: Vec<PeerAddr>,
     /// The most peers at once: the initial ones and those added later.
     pub peer_slots: usize,
+    /// Members removed from the cluster: a hello from one that is not a
+    /// peer again is answered with `FLAG_REMOVED`. Invariant: bounded by
+    /// the member table's own bound on the removed ids it remembers.
+    pub removed: Vec<u64>,
+    /// The member table as the server encodes it, sent to a joining member
+    /// that asks (see `wire`); empty while the table is not known here.
+    pub members_answer: Vec<u8>,
     pub frame_bytes_max: usize,
     pub queue_messages_max: usize,
     pub queue_bytes_max: usize,
@@ -228,6 +237,8 @@ impl Config {
             stranger_slots: STRANGER_SLOTS,
             peers,
             peer_slots: PEER_SLOTS,
+            removed: Vec::new(),
+            members_answer: Vec::new(),
             frame_bytes_max: FRAME_BYTES_MAX,
             queue_messages_max: QUEUE_MESSAGES_MAX,
             queue_bytes_max: QUEUE_BYTES_MAX,
@@ -366,6 +377,8 @@ pub struct Transport<M> {
     outcomes: Vec<StreamOutcome>,
     next_stream_id: u64,
     refusals: Refusals,
+    /// The peer that answered that this member was removed, if one did.
+    removed_by: Option<u64>,
 }
 
 /// Accepted connections closed before they proved who they are. The first
@@ -436,6 +449,7 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
             outcomes: Vec::new(),
             next_stream_id: 1,
             refusals: Refusals { more: 0, last: String::new(), since: None },
+            removed_by: None,
         })
     }
 
@@ -569,6 +583,23 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
         self.refusals.report(now);
     }
 
+    /// The members removed from the cluster, to be told so when they dial.
+    pub fn set_removed(&mut self, removed: &[u64]) {
+        self.config.removed.clear();
+        self.config.removed.extend_from_slice(removed);
+    }
+
+    /// The member table a joining member is sent when it asks.
+    pub fn set_members_answer(&mut self, table: Vec<u8>) {
+        self.config.members_answer = table;
+    }
+
+    /// The peer that answered that this member was removed from the
+    /// cluster: once set, this member has nothing left to do but stop.
+    pub fn removed_by(&self) -> Option<u64> {
+        self.removed_by
+    }
+
     /// New peer TLS configurations (reloaded certificates): connections
     /// made from now on use them, open ones keep theirs.
     pub fn set_tls(&mut self, tls: PeerTls) {
@@ -683,6 +714,9 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
 
     fn fail_peer(&mut self, registry: &Registry, slot: usize, now: Instant, failure: &Failure) {
         let Some(peer) = self.peers[slot].as_mut() else { return };
+        if matches!(failure, Failure::Removed) {
+            self.removed_by.get_or_insert(peer.id);
+        }
         peer.fail(registry, now, failure, &self.config, &mut self.outcomes);
         self.unreachable.insert(peer.id);
     }
@@ -789,6 +823,10 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
         let Some(mut conn) = self.inbound[slot].take() else { return };
         conn.closing(&mut self.inbox);
         let _ = registry.deregister(&mut conn.conn);
+        if matches!(close, Close::AnsweredMembers) {
+            log::info!("sent the member table to a joining member at {}", conn.addr);
+            return;
+        }
         let Some(id) = conn.from else {
             // A stranger: counted, and reported once per interval.
             self.refusals.note(format!("{}: {close}", conn.addr), now);

@@ -197,6 +197,8 @@ pub(crate) enum Failure {
     /// The peer closed the connection during the handshake: it refused us.
     ClosedInHandshake,
     Refused(wire::HelloError),
+    /// The peer answered that this member was removed from the cluster.
+    Removed,
     /// An accepted connection never carries data back after the handshake.
     UnexpectedBytes,
     Closed,
@@ -216,6 +218,7 @@ impl std::fmt::Display for Failure {
                  or this member is not in its member list)"
             ),
             Failure::Refused(e) => write!(f, "refused its answer: {e}"),
+            Failure::Removed => write!(f, "the peer says this member was removed from the cluster"),
             Failure::UnexpectedBytes => write!(f, "peer sent bytes on a send-only connection"),
             Failure::Closed => write!(f, "connection closed by the peer"),
             Failure::HandshakeTimeout => write!(f, "handshake timed out"),
@@ -485,6 +488,7 @@ fn drive_handshake(d: &mut Dialing, config: &Config, peer: u64) -> Result<bool, 
         Hello::check(head, config.cluster_id, config.local_id, |id| id == peer)
             .map_err(Failure::Refused)?;
         wire::check_secret_flag(head, secret.is_some()).map_err(Failure::Refused)?;
+        let removed = wire::says_removed(head);
         d.replied = true;
         if let Some(secret) = secret {
             let acceptor = d.reply[..HELLO_BYTES + NONCE_BYTES].try_into().expect("sized");
@@ -492,9 +496,15 @@ fn drive_handshake(d: &mut Dialing, config: &Config, peer: u64) -> Result<bool, 
             let mac = &d.reply[HELLO_BYTES + NONCE_BYTES..];
             wire::verify_hello_mac(secret.bytes(), MacRole::Acceptor, &transcript, mac)
                 .map_err(Failure::Refused)?;
+            if removed {
+                return Err(Failure::Removed);
+            }
             d.out = wire::hello_mac(secret.bytes(), MacRole::Dialer, &transcript).to_vec();
             d.out_written_bytes = 0;
             return write_out(d);
+        }
+        if removed {
+            return Err(Failure::Removed);
         }
     }
     Ok(true)

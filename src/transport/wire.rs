@@ -18,6 +18,31 @@
 //! answer the same way and only then sends frames, so nothing is ever sent to
 //! a node of another cluster or to the wrong member at a reused address.
 //!
+//! A member removed from the cluster is answered differently: the acceptor
+//! sends its hello with flag bit 1 (`FLAG_REMOVED`) set, then closes. The
+//! dialer learns it was removed and stops for good; a member that does not
+//! know the flag ignores it, finds the connection closed, and is refused
+//! as before. With a secret, the flagged answer carries its nonce and MAC
+//! like any other, so only a member holding the secret can tell another
+//! that it was removed.
+//!
+//! ## Asking for the member table (flag bit 2)
+//!
+//! A member joining an existing cluster does not know its own id yet: the
+//! cluster chose it when the member was added. It dials a peer with a hello
+//! from member 0 to member 0 with `FLAG_MEMBERS` set (and the secret's flag
+//! and nonce when one is configured). The acceptor answers with its own
+//! hello (and nonce and MAC), waits for the dialer's MAC when a secret is
+//! set, then sends the table and closes:
+//!
+//! ```text
+//!  acceptor → dialer:  length u32 (LE) | table (length bytes) | mac_t (32, with a secret)
+//!  mac_t = HMAC-SHA256(secret, "ember peer members" 0x00 | transcript | length | table)
+//! ```
+//!
+//! The table's bytes are the server's (postcard of its member records); the
+//! transport only carries them, at most `MEMBERS_ANSWER_BYTES_MAX`.
+//!
 //! The ids in a hello are derived from public names, so they prove nothing.
 //! Members prove who they are by their TLS certificates (peer TLS: the
 //! connection is TLS and the hello travels inside it), or by a shared secret
@@ -84,6 +109,16 @@ pub const READ_BYTES_MIN: usize = 16 * 1024;
 
 /// Hello flag: a nonce follows the hello, and MACs prove the shared secret.
 pub const FLAG_SECRET: u16 = 1;
+/// Hello flag, in an answer only: the dialer was removed from the cluster;
+/// the acceptor closes the connection after this hello.
+pub const FLAG_REMOVED: u16 = 2;
+/// Hello flag, from a dialer: it asks for the member table (see above);
+/// its `from` and `to` are 0.
+pub const FLAG_MEMBERS: u16 = 4;
+/// The largest member table answer: nine members of a few hundred bytes
+/// each fit many times over, and the whole answer goes into the empty send
+/// buffer of a new connection in one write.
+pub const MEMBERS_ANSWER_BYTES_MAX: usize = 8 << 10;
 /// Size of each side's random nonce.
 pub const NONCE_BYTES: usize = 32;
 /// Size of an HMAC-SHA256 tag.
@@ -137,6 +172,8 @@ pub enum HelloError {
         member: u64,
         name: String,
     },
+    /// The sender was removed from the cluster; it was answered so.
+    RemovedMember(u64),
 }
 
 impl fmt::Display for HelloError {
@@ -166,6 +203,9 @@ impl fmt::Display for HelloError {
                     "the certificate is not valid for {name}, the host of member {member:016x}"
                 )
             }
+            HelloError::RemovedMember(id) => {
+                write!(f, "member {id:016x} was removed from the cluster, and was told so")
+            }
         }
     }
 }
@@ -185,10 +225,13 @@ impl Hello {
 
     /// The hello with the secret flag set or not.
     pub fn encode_flagged(&self, secret: bool) -> [u8; HELLO_BYTES] {
+        self.encode_flags(if secret { FLAG_SECRET } else { 0 })
+    }
+
+    /// The hello with `flags` (`FLAG_SECRET`, `FLAG_REMOVED`).
+    pub fn encode_flags(&self, flags: u16) -> [u8; HELLO_BYTES] {
         let mut out = self.encode();
-        if secret {
-            out[6..8].copy_from_slice(&FLAG_SECRET.to_le_bytes());
-        }
+        out[6..8].copy_from_slice(&flags.to_le_bytes());
         out
     }
 
@@ -235,6 +278,65 @@ pub fn check_secret_flag(
         (false, true) => Err(HelloError::SecretUnexpected),
         _ => Ok(()),
     }
+}
+
+/// Whether an answer says the dialer was removed from the cluster.
+pub fn says_removed(bytes: &[u8; HELLO_BYTES]) -> bool {
+    u16::from_le_bytes(bytes[6..8].try_into().expect("2 bytes")) & FLAG_REMOVED != 0
+}
+
+/// Whether a dialer's hello asks for the member table.
+pub fn asks_members(bytes: &[u8; HELLO_BYTES]) -> bool {
+    u16::from_le_bytes(bytes[6..8].try_into().expect("2 bytes")) & FLAG_MEMBERS != 0
+}
+
+/// Checks a hello that asks for the member table: the same magic, version
+/// and cluster; no member named on either side.
+pub fn check_members_query(bytes: &[u8; HELLO_BYTES], cluster_id: u64) -> Result<(), HelloError> {
+    let magic: [u8; 4] = bytes[0..4].try_into().expect("4 bytes");
+    if magic != MAGIC {
+        return Err(HelloError::BadMagic(magic));
+    }
+    let version = u16::from_le_bytes(bytes[4..6].try_into().expect("2 bytes"));
+    if version != VERSION {
+        return Err(HelloError::Version { got: version, want: VERSION });
+    }
+    let got = u64_at(bytes, 8);
+    if got != cluster_id {
+        return Err(HelloError::WrongCluster { got, want: cluster_id });
+    }
+    match (u64_at(bytes, 16), u64_at(bytes, 24)) {
+        (0, 0) => Ok(()),
+        (from, _) => Err(HelloError::UnknownMember(from)),
+    }
+}
+
+/// The MAC over a member table answer.
+pub fn members_mac(
+    secret: &[u8],
+    transcript: &[u8; TRANSCRIPT_BYTES],
+    answer: &[u8],
+) -> [u8; MAC_BYTES] {
+    let mut context = ring::hmac::Context::with_key(&mac_key(secret));
+    context.update(b"ember peer members\0");
+    context.update(transcript);
+    context.update(answer);
+    let tag = context.sign();
+    tag.as_ref().try_into().expect("HMAC-SHA256 is 32 bytes")
+}
+
+/// Checks the MAC over a member table answer, in constant time.
+pub fn verify_members_mac(
+    secret: &[u8],
+    transcript: &[u8; TRANSCRIPT_BYTES],
+    answer: &[u8],
+    mac: &[u8],
+) -> Result<(), HelloError> {
+    let mut message = Vec::with_capacity(32 + TRANSCRIPT_BYTES + answer.len());
+    message.extend_from_slice(b"ember peer members\0");
+    message.extend_from_slice(transcript);
+    message.extend_from_slice(answer);
+    ring::hmac::verify(&mac_key(secret), &message, mac).map_err(|_| HelloError::BadMac)
 }
 
 /// Which side of a hello a MAC speaks for.
