@@ -211,7 +211,7 @@ fn decode_string(value: &Element<'_>) -> Result<String, CertError> {
             }
         }
         TAG_BMP_STRING => {
-            if value.content.len() % 2 != 0 {
+            if !value.content.len().is_multiple_of(2) {
                 return Err(CertError::BadString);
             }
             let units = value.content.chunks_exact(2).map(|p| u16::from_be_bytes([p[0], p[1]]));
