@@ -37,7 +37,7 @@ use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -190,6 +190,49 @@ impl ServerFiles {
     pub fn fingerprint(&self) -> Vec<Option<SystemTime>> {
         let files = [Some(&self.cert), Some(&self.key), self.trusted_ca.as_ref()];
         files.into_iter().flatten().map(|p| modified(p)).collect()
+    }
+}
+
+/// How often a server's certificate, key and CA files are looked at for
+/// changes. Rotation tools replace them every few weeks at most; a minute
+/// of delay costs nothing, and SIGHUP reloads at once.
+pub const FILES_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// When a server's TLS files are loaded again: at once on SIGHUP, else
+/// when their change times (`ServerFiles::fingerprint`) differ from those
+/// of the last check, looked at every `FILES_CHECK_INTERVAL`. Pure: the
+/// owner (the node's loop, the gateway's task) passes the time, the signal
+/// and the fingerprint, and does the loading.
+#[derive(Debug, Clone)]
+pub struct ReloadCheck {
+    next_check: Instant,
+    fingerprint: Vec<Option<SystemTime>>,
+}
+
+impl ReloadCheck {
+    /// Starts from the files as they were loaded at `now`.
+    pub fn new(fingerprint: Vec<Option<SystemTime>>, now: Instant) -> ReloadCheck {
+        ReloadCheck { next_check: now + FILES_CHECK_INTERVAL, fingerprint }
+    }
+
+    /// Why the files should be loaded again now (for the log), or `None`.
+    /// `fingerprint` is only called when a check is due.
+    pub fn maybe_due(
+        &mut self,
+        signalled: bool,
+        now: Instant,
+        fingerprint: impl FnOnce() -> Vec<Option<SystemTime>>,
+    ) -> Option<&'static str> {
+        if !signalled && now < self.next_check {
+            return None;
+        }
+        self.next_check = now + FILES_CHECK_INTERVAL;
+        let current = fingerprint();
+        if !signalled && current == self.fingerprint {
+            return None;
+        }
+        self.fingerprint = current;
+        Some(if signalled { "SIGHUP" } else { "the files changed" })
     }
 }
 
@@ -570,6 +613,23 @@ mod tests {
                 "TLS13_AES_256_GCM_SHA384"
             ]
         );
+    }
+
+    #[test]
+    fn files_reload_on_a_signal_at_once_and_on_change_at_the_next_check() {
+        let t0 = Instant::now();
+        let old = vec![Some(SystemTime::UNIX_EPOCH)];
+        let new = vec![Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1))];
+        let mut check = ReloadCheck::new(old.clone(), t0);
+        // Before the interval: nothing is looked at, even if files changed.
+        assert_eq!(check.maybe_due(false, t0, || panic!("looked too early")), None);
+        assert_eq!(check.maybe_due(true, t0, || old.clone()), Some("SIGHUP"));
+        let later = t0 + FILES_CHECK_INTERVAL;
+        assert_eq!(check.maybe_due(false, later, || old.clone()), None);
+        let later = later + FILES_CHECK_INTERVAL;
+        assert_eq!(check.maybe_due(false, later, || new.clone()), Some("the files changed"));
+        let later = later + FILES_CHECK_INTERVAL;
+        assert_eq!(check.maybe_due(false, later, || new.clone()), None, "loaded once");
     }
 
     #[test]

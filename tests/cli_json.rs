@@ -76,6 +76,8 @@ const STEPS: &[Step] = &[
     run("role grant-permission reader readwrite k1 k3"),
     run("role get reader"),
     run("role list"),
+    // Go escapes <, > and & in JSON strings; so must Ember.
+    run("user add a<b>&c --new-user-password=pw"),
     run("user list"),
     run("user get root"),
     run("user get root --detail"),
@@ -87,6 +89,7 @@ const STEPS: &[Step] = &[
     run("user revoke-role root root"),
     run("role delete reader"),
     run("user delete root"),
+    run("user delete a<b>&c"),
 ];
 
 #[test]

@@ -9,7 +9,9 @@
 //! - peers that cannot prove they are the member their hello names are
 //!   refused: a certificate of another CA, one valid for another host, a
 //!   hello from a non-member, and without TLS a hello that lacks the secret;
-//! - a peer port on the network needs authentication or `--peer-insecure`.
+//! - a peer port on the network needs authentication or `--peer-insecure`;
+//! - with auth on, a client certificate's CN is the user of a request that
+//!   carries no token, and a token wins over it.
 
 mod support;
 
@@ -21,8 +23,11 @@ use std::sync::Arc;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use ember::client::{Client, Config};
-use ember::proto::{WatchCreateRequest, WatchMessage};
+use ember::client::{Client, Config, Credentials};
+use ember::proto::{
+    self, ErrorCode, Permission, PermissionType, PutRequest, RangeRequest, Request, Response,
+    WatchCreateRequest, WatchMessage,
+};
 use ember::server::config::{DEFAULT_CLUSTER_TOKEN, cluster_id};
 use ember::tls::ClientFiles;
 use ember::transport::wire::{HELLO_BYTES, Hello};
@@ -371,4 +376,100 @@ fn a_peer_port_on_the_network_needs_authentication_or_consent() {
     consented.kill().unwrap();
     consented.wait().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The answer to `request` from a client of member 0 with certificate
+/// `cert` and, when given, a login.
+fn as_cert(
+    cluster: &Cluster,
+    certs: &Certs,
+    cert: &str,
+    login: Option<(&str, &str)>,
+    request: &Request,
+) -> Result<Response, ErrorCode> {
+    let mut config = Config::new(vec![cluster.members[0].endpoint()]);
+    config.tls = Some(client_tls(certs, "ca", Some(cert)));
+    config.credentials = login.map(|(user, password)| Credentials {
+        user: user.into(),
+        password: Some(password.into()),
+        token: None,
+    });
+    let mut client = Client::connect(config).unwrap();
+    client.request(request).map_err(|e| e.code().unwrap_or_else(|| panic!("{e}")))
+}
+
+fn range(key: &str) -> Request {
+    Request::Range(RangeRequest { key: key.as_bytes().to_vec(), ..Default::default() })
+}
+
+fn put(key: &str) -> Request {
+    Request::Put(PutRequest {
+        key: key.as_bytes().to_vec(),
+        value: b"v".to_vec(),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn with_auth_on_a_client_certificate_names_the_user() {
+    let mut cluster = Cluster::prepare("tls-cert-users", 1, &["--auth-pbkdf2-iterations", "1000"]);
+    let certs = Certs::new(&cluster.dir.join("certs"));
+    certs.ca("ca");
+    for name in ["n1", "root", "alice", "mallory"] {
+        certs.leaf("ca", name, "IP:127.0.0.1");
+    }
+    certs.leaf_with_subject("ca", "nameless", "/O=shop floor", "IP:127.0.0.1");
+    cluster.peer_scheme = "https";
+    cluster.member_args = vec![tls_args(&certs, "ca", "n1")];
+    cluster.client_tls = Some(client_tls(&certs, "ca", Some("root")));
+    cluster.spawn(0);
+    cluster.wait_leader(LEADER_WAIT);
+
+    // Root and alice (who may read `a/`), set up with auth off.
+    let mut admin = cluster.client(0);
+    let mut run = |r: Request| admin.request(&r).unwrap_or_else(|e| panic!("{e}"));
+    for (user, password) in [("root", "root-pw"), ("alice", "alice-pw")] {
+        let (name, password) = (user.to_string(), password.to_string());
+        run(Request::UserAdd(proto::UserAddRequest { name, password, no_password: false }));
+    }
+    let grant = |user: &str, role: &str| {
+        Request::UserGrantRole(proto::UserRoleRequest { user: user.into(), role: role.into() })
+    };
+    run(grant("root", "root"));
+    run(Request::RoleAdd(proto::RoleRequest { role: "reader".into() }));
+    run(Request::RoleGrantPermission(proto::RoleGrantPermissionRequest {
+        role: "reader".into(),
+        perm: Permission {
+            perm_type: PermissionType::Read,
+            key: b"a/".to_vec(),
+            range_end: b"a0".to_vec(),
+        },
+    }));
+    run(grant("alice", "reader"));
+    run(put("a/1"));
+    run(put("b/1"));
+    run(Request::AuthEnable);
+
+    // Alice's certificate alone: what alice may read, nothing else.
+    assert!(as_cert(&cluster, &certs, "alice", None, &range("a/1")).is_ok());
+    let denied = Err(ErrorCode::PermissionDenied);
+    assert_eq!(as_cert(&cluster, &certs, "alice", None, &range("b/1")), denied);
+    assert_eq!(as_cert(&cluster, &certs, "alice", None, &put("a/2")), denied);
+    // A token wins over the certificate: alice's certificate, root's login.
+    let root_login = Some(("root", "root-pw"));
+    assert!(as_cert(&cluster, &certs, "alice", root_login, &range("b/1")).is_ok());
+    // A CN naming no user is that user, with no rights.
+    assert_eq!(as_cert(&cluster, &certs, "mallory", None, &range("a/1")), denied);
+    assert_eq!(as_cert(&cluster, &certs, "mallory", None, &put("m")), denied);
+    // A certificate naming nobody, and no token: anonymous, refused.
+    let anonymous = Err(ErrorCode::InvalidAuthToken);
+    assert_eq!(as_cert(&cluster, &certs, "nameless", None, &range("a/1")), anonymous);
+
+    // `ember` with root's certificate and no --user turns auth off.
+    let out = ember(&cluster, 0, &cli_tls(&certs, "alice"), &["auth", "disable"]);
+    assert!(!out.status.success(), "alice may not turn auth off");
+    let out = ember(&cluster, 0, &cli_tls(&certs, "root"), &["auth", "disable"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(as_cert(&cluster, &certs, "nameless", None, &put("b/2")).is_ok());
+    assert!(cluster.panics().is_empty(), "{:?}", cluster.panics());
 }

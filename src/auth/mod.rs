@@ -19,8 +19,10 @@
 //! gets an old epoch back.
 //!
 //! Layout: `perm.rs` (key spans, coverage), `needs.rs` (what a request
-//! needs), `password.rs` (stored hashes), `token.rs` (signed tokens).
+//! needs), `password.rs` (stored hashes), `token.rs` (signed tokens),
+//! `cert.rs` (the user a client certificate names).
 
+pub mod cert;
 pub mod needs;
 pub mod password;
 pub mod perm;

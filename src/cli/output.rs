@@ -129,7 +129,10 @@ pub fn flag_number<T: std::str::FromStr>(
     }
 }
 
-/// `text` as a JSON string literal.
+/// `text` as a JSON string literal, escaped as Go's `json.Marshal` (so
+/// etcdctl) escapes it: `<`, `>` and `&` too, so the text is safe inside
+/// HTML, and the line and paragraph separators U+2028 and U+2029, which
+/// end a line in JavaScript.
 pub fn json_string(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
@@ -140,7 +143,7 @@ pub fn json_string(text: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
+            c if (c as u32) < 0x20 || matches!(c, '<' | '>' | '&' | '\u{2028}' | '\u{2029}') => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
@@ -210,5 +213,6 @@ mod tests {
         assert_eq!(si_bytes(4096), "4.1 kB");
         assert_eq!(si_bytes(25_000_000), "25 MB");
         assert_eq!(json_string("a\"b\\\n\u{1}"), r#""a\"b\\\n\u0001""#);
+        assert_eq!(json_string("<a>&\u{2028}é"), r#""\u003ca\u003e\u0026\u2028é""#);
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! A connection is bound to a token by `Authenticate` (a login, checked on
 //! the worker) or `UseToken` (a token from any member, whose MAC is checked
-//! once here). Every later request re-checks the bound token's expiry and
+//! once here). A connection without a token whose client certificate was
+//! verified acts as the user the certificate's subject CN names, as etcd
+//! does; a CN naming no user is denied everything but open requests. Every later request re-checks the bound token's expiry and
 //! its user's epoch: two comparisons, no hashing. While auth is on a
 //! request without a valid token gets `InvalidAuthToken`, except `Status`,
 //! `AuthStatus`, `Authenticate` and `UseToken`; `/health` never reaches
@@ -18,6 +20,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::clients::Identity;
 use super::logins::{HashFor, Outcome, Refused, random_bytes};
 use super::node::Node;
 use super::proposals::Waiter;
@@ -35,9 +38,36 @@ pub fn now_unix_ms() -> u64 {
 impl Node {
     /// The caller a request of the waiter's connection is recorded as.
     pub(super) fn caller_of(&self, waiter: Waiter) -> Caller {
-        match self.clients.claims(waiter) {
-            Some(claims) => Caller::User { name: claims.user.clone(), epoch: claims.epoch },
-            None => Caller::Anonymous,
+        match self.clients.identity(waiter) {
+            Identity::Token(claims) => {
+                Caller::User { name: claims.user.clone(), epoch: claims.epoch }
+            }
+            // The user's epoch as it is now: a certificate does not die
+            // with a password change, but apply still refuses a user
+            // deleted (or added again) since this request was admitted.
+            Identity::Certificate(user) => {
+                let epoch = self.state.auth().users.get(user).map_or(0, |u| u.epoch);
+                Caller::User { name: user.to_string(), epoch }
+            }
+            Identity::Anonymous => Caller::Anonymous,
+        }
+    }
+
+    /// The user the waiter acts as while auth is on, once its token (still
+    /// valid) or its certificate (naming an existing user) checks out.
+    fn acting_user(&self, waiter: Waiter) -> Result<&str, ErrorBody> {
+        let auth = self.state.auth();
+        match self.clients.identity(waiter) {
+            Identity::Token(claims) => {
+                auth.check_claims(claims, now_unix_ms())
+                    .map_err(|_| ErrorCode::InvalidAuthToken)?;
+                Ok(&claims.user)
+            }
+            Identity::Certificate(user) if auth.users.contains_key(user) => Ok(user),
+            // etcd's rule: a certificate naming a missing user makes that
+            // user all the same, one with no rights.
+            Identity::Certificate(_) => Err(ErrorBody::new(ErrorCode::PermissionDenied)),
+            Identity::Anonymous => Err(ErrorBody::new(ErrorCode::InvalidAuthToken)),
         }
     }
 
@@ -64,9 +94,8 @@ impl Node {
         if !auth.enabled {
             return Ok(());
         }
-        let claims = self.clients.claims(waiter).ok_or(ErrorCode::InvalidAuthToken)?;
-        auth.check_claims(claims, now_unix_ms()).map_err(|_| ErrorCode::InvalidAuthToken)?;
-        match auth.permits(&claims.user, Right::Read, &Span::of(&r.key, &r.range_end)) {
+        let user = self.acting_user(waiter)?;
+        match auth.permits(user, Right::Read, &Span::of(&r.key, &r.range_end)) {
             true => Ok(()),
             false => Err(ErrorBody::new(ErrorCode::PermissionDenied)),
         }
@@ -81,9 +110,7 @@ impl Node {
         if !auth.enabled || open {
             return Ok(());
         }
-        let claims = self.clients.claims(waiter).ok_or(ErrorCode::InvalidAuthToken)?;
-        auth.check_claims(claims, now_unix_ms()).map_err(|_| ErrorCode::InvalidAuthToken)?;
-        let user = claims.user.as_str();
+        let user = self.acting_user(waiter)?;
         if let Request::RoleGet(r) = request
             && auth.users.get(user).is_some_and(|u| u.roles.contains(&r.role))
         {
@@ -193,9 +220,8 @@ impl Node {
     /// write that apply would refuse.
     fn hash_then(&mut self, waiter: Waiter, password: String, then: HashFor) -> bool {
         let auth = self.state.auth();
-        let own = matches!(&then, HashFor::ChangePassword { name }
-            if self.clients.claims(waiter).is_some_and(|c| &c.user == name));
-        let user = self.clients.claims(waiter).map(|c| c.user.as_str());
+        let user = self.acting_user(waiter).ok();
+        let own = matches!(&then, HashFor::ChangePassword { name } if user == Some(name.as_str()));
         if auth.enabled && !own && auth.allows(user, &[Need::Root]).is_err() {
             self.clients.answer(waiter, Err(ErrorBody::new(ErrorCode::PermissionDenied)));
             return true;
@@ -285,13 +311,18 @@ impl Node {
         let header = self.header();
         let auth = self.state.auth();
         let now_ms = now_unix_ms();
-        self.clients.cancel_watches_unless(header, |claims, key, range_end| {
+        self.clients.cancel_watches_unless(header, |identity, key, range_end| {
             if !auth.enabled {
                 return true;
             }
-            let Some(claims) = claims else { return false };
-            auth.check_claims(claims, now_ms).is_ok()
-                && auth.permits(&claims.user, Right::Read, &Span::of(key, range_end))
+            let user = match identity {
+                Identity::Token(claims) if auth.check_claims(claims, now_ms).is_ok() => {
+                    claims.user.as_str()
+                }
+                Identity::Certificate(user) => user,
+                Identity::Token(_) | Identity::Anonymous => return false,
+            };
+            auth.permits(user, Right::Read, &Span::of(key, range_end))
         });
     }
 
@@ -301,10 +332,8 @@ impl Node {
         if !auth.enabled {
             return keys;
         }
-        let Some(claims) = self.clients.claims(waiter) else { return Vec::new() };
-        keys.into_iter()
-            .filter(|k| auth.permits(&claims.user, Right::Read, &Span::of(k, &[])))
-            .collect()
+        let Ok(user) = self.acting_user(waiter) else { return Vec::new() };
+        keys.into_iter().filter(|k| auth.permits(user, Right::Read, &Span::of(k, &[]))).collect()
     }
 }
 

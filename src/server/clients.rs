@@ -135,6 +135,42 @@ pub struct Clients {
     http_only: bool,
 }
 
+/// Who a connection speaks for. A token, once presented, wins over the
+/// certificate, as etcd has it: a client that logged in acts as that user.
+#[derive(Debug, Clone, Copy)]
+pub enum Identity<'a> {
+    Token(&'a Claims),
+    /// The user named by the verified client certificate; it may not
+    /// exist, and then it is denied everything but stays that user.
+    Certificate(&'a str),
+    Anonymous,
+}
+
+impl<'a> Identity<'a> {
+    fn of(conn: &'a Conn) -> Identity<'a> {
+        match (&conn.claims, &conn.cert_user) {
+            (Some(claims), _) => Identity::Token(claims),
+            (None, Some(user)) => Identity::Certificate(user),
+            (None, None) => Identity::Anonymous,
+        }
+    }
+}
+
+/// The user the verified client certificate of `stream` names, if any.
+/// rustls has checked the chain against the trusted CA before the session
+/// could open; a certificate whose subject names no single user leaves the
+/// connection anonymous.
+fn certificate_user(stream: &tls::Stream) -> Option<String> {
+    let leaf = stream.peer_certificates()?.first()?;
+    match crate::auth::cert::common_name(leaf) {
+        Ok(user) => Some(user),
+        Err(reason) => {
+            log::debug!("a client certificate names no user: {reason:?}");
+            None
+        }
+    }
+}
+
 /// An HTTP request the caller answers: a probe or a scrape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpAsk {
@@ -464,6 +500,7 @@ impl Clients {
                         s
                     });
                     conn.phase = session.map_or(Phase::Closing, Phase::Open);
+                    conn.cert_user = certificate_user(&conn.stream);
                     conn.frames_start();
                     self.process_frames(slot, out);
                     true
@@ -737,10 +774,14 @@ impl Clients {
         behind
     }
 
-    /// The token the waiter's connection is bound to.
-    pub fn claims(&self, waiter: Waiter) -> Option<&Claims> {
-        let conn = self.conns.get(waiter.slot).and_then(Option::as_ref)?;
-        (conn.serial == waiter.serial).then_some(conn.claims.as_ref()).flatten()
+    /// Who the waiter's connection speaks for: its token if it holds one,
+    /// else the user its client certificate names.
+    pub fn identity(&self, waiter: Waiter) -> Identity<'_> {
+        let conn = self.conns.get(waiter.slot).and_then(Option::as_ref);
+        match conn.filter(|c| c.serial == waiter.serial) {
+            Some(conn) => Identity::of(conn),
+            None => Identity::Anonymous,
+        }
     }
 
     /// Binds the waiter's connection to a verified token.
@@ -751,19 +792,18 @@ impl Clients {
     }
 
     /// Ends with `PermissionRevoked` every watch for which `keep` (given
-    /// the connection's token, the watch's key and range end) says no.
+    /// the connection's identity, the watch's key and range end) says no.
     pub fn cancel_watches_unless(
         &mut self,
         header: ResponseHeader,
-        keep: impl Fn(Option<&Claims>, &[u8], &[u8]) -> bool,
+        keep: impl Fn(Identity<'_>, &[u8], &[u8]) -> bool,
     ) {
         for conn in self.conns.iter_mut().flatten() {
             let Phase::Open(session) = conn.phase else { continue };
-            let claims = conn.claims.as_ref();
             let gone: Vec<u64> = conn
                 .watchers
                 .iter()
-                .filter(|(_, w)| !keep(claims, &w.key, &w.range_end))
+                .filter(|(_, w)| !keep(Identity::of(conn), &w.key, &w.range_end))
                 .map(|(id, _)| *id)
                 .collect();
             for id in gone {

@@ -369,7 +369,7 @@ fn cert_and_key(
 
 /// etcd's `--tls-min-version`. This node speaks TLS 1.3 only, which meets
 /// either minimum; older versions are refused outright.
-fn parse_tls_min_version(value: Option<String>) -> Result<(), ConfigError> {
+pub fn parse_tls_min_version(value: Option<String>) -> Result<(), ConfigError> {
     match value.as_deref() {
         None | Some("TLS1.2") | Some("TLS1.3") => Ok(()),
         Some(other) => Err(error("tls-min-version", other, "TLS1.2 or TLS1.3")),

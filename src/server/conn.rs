@@ -103,6 +103,10 @@ pub struct Conn {
     /// The token this connection logged in with or presented, verified
     /// then; each request checks it is still valid (`server/auth.rs`).
     pub claims: Option<Claims>,
+    /// The user the client's verified certificate names (its subject CN),
+    /// read once when the hello opens the session. A request acts as this
+    /// user when the connection holds no token (`server/auth.rs`).
+    pub cert_user: Option<String>,
 }
 
 /// What the first bytes read from `stream` call for (`proto::open`); a
@@ -131,6 +135,7 @@ impl Conn {
             next_watch_id: 1,
             paused: false,
             claims: None,
+            cert_user: None,
             opened_at: now,
             active_at: now,
             partial_since: None,

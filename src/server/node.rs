@@ -159,24 +159,7 @@ pub struct Node {
     /// still counted it (see `removed_from_cluster`).
     pub(super) removed_from_table_at: Option<Instant>,
     /// When the TLS files were last looked at, and what they were then.
-    pub(super) tls_files: TlsFiles,
-}
-
-/// How often the certificate, key and CA files are checked for changes.
-/// Rotation tools replace them every few weeks at most; a minute of delay
-/// costs nothing, and SIGHUP reloads at once.
-pub const TLS_FILES_CHECK_INTERVAL: Duration = Duration::from_secs(60);
-
-/// The TLS files' change times at the last check.
-pub(super) struct TlsFiles {
-    next_check: Instant,
-    fingerprint: Vec<Option<std::time::SystemTime>>,
-}
-
-impl TlsFiles {
-    fn new(config: &Config, now: Instant) -> TlsFiles {
-        TlsFiles { next_check: now + TLS_FILES_CHECK_INTERVAL, fingerprint: fingerprint(config) }
-    }
+    pub(super) tls_files: crate::tls::ReloadCheck,
 }
 
 fn fingerprint(config: &Config) -> Vec<Option<std::time::SystemTime>> {
@@ -273,7 +256,7 @@ impl Node {
             stopping: false,
             seen_in_table: false,
             removed_from_table_at: None,
-            tls_files: TlsFiles::new(&config, now),
+            tls_files: crate::tls::ReloadCheck::new(fingerprint(&config), now),
             config,
             poll,
             raft,
@@ -518,16 +501,10 @@ impl Node {
     /// connections already open keep the one they started with.
     fn maybe_reload_tls(&mut self, now: Instant) {
         let signalled = signal::take_reload_request();
-        if !signalled && now < self.tls_files.next_check {
+        let config = &self.config;
+        let Some(why) = self.tls_files.maybe_due(signalled, now, || fingerprint(config)) else {
             return;
-        }
-        self.tls_files.next_check = now + TLS_FILES_CHECK_INTERVAL;
-        let current = fingerprint(&self.config);
-        if !signalled && current == self.tls_files.fingerprint {
-            return;
-        }
-        self.tls_files.fingerprint = current;
-        let why = if signalled { "SIGHUP" } else { "the files changed" };
+        };
         if let Some(files) = &self.config.client_tls {
             match files.load() {
                 Ok(tls) => {

@@ -332,7 +332,7 @@ mod tests {
         let body = (&old.members, &old.leases, &old.auth, &old.alarms, &old.usage);
         let body = postcard::to_allocvec(&body).unwrap();
         let mut payload = MAGIC.to_vec();
-        payload.push(FORMAT_WITHOUT_REMOVED);
+        payload.push(FORMAT_WITHOUT_CHECK);
         payload.extend_from_slice(&(body.len() as u32).to_le_bytes());
         payload.extend_from_slice(&body);
         let (sections, _) = split(&payload).unwrap();

@@ -51,6 +51,17 @@ impl Certs {
     /// A certificate `name` signed by CA `ca`, valid for `sans`
     /// (`IP:127.0.0.1,DNS:localhost`), for servers and clients alike.
     pub fn leaf(&self, ca: &str, name: &str, sans: &str) -> (PathBuf, PathBuf) {
+        self.leaf_with_subject(ca, name, &format!("/CN={name}"), sans)
+    }
+
+    /// Like `leaf`, with the subject given whole (`/O=shop/CN=alice`).
+    pub fn leaf_with_subject(
+        &self,
+        ca: &str,
+        name: &str,
+        subject: &str,
+        sans: &str,
+    ) -> (PathBuf, PathBuf) {
         let csr = self.dir.join(format!("{name}.csr"));
         let ext = self.dir.join(format!("{name}.ext"));
         fs::write(
@@ -61,7 +72,6 @@ impl Certs {
             ),
         )
         .unwrap();
-        let subject = format!("/CN={name}");
         openssl(&[
             "req",
             "-newkey",
@@ -70,7 +80,7 @@ impl Certs {
             "ec_paramgen_curve:P-256",
             "-nodes",
             "-subj",
-            &subject,
+            subject,
             "-keyout",
             path(&self.key(name)),
             "-out",

@@ -178,30 +178,51 @@ impl Backend {
         }
     }
 
-    /// Sends `request` to each member in turn, on a link of its own, until
-    /// one that is not refusing it as a follower (`NotLeader`) answers:
-    /// for the requests only the leader serves (move-leader).
-    pub async fn call_on_leader(&self, request: &Request) -> Result<Response, LinkError> {
+    /// Sends `request` as `caller` to each member in turn, on a link of
+    /// its own, until one answers as the leader does (`from_leader`); the
+    /// last answer when none does. For what only the leader serves
+    /// (MoveLeader) and for the Status etcd's clients look for the leader
+    /// by (`etcdctl move-leader` sends MoveLeader to the endpoint whose
+    /// Status names itself as leader).
+    pub async fn call_each_as(
+        &self,
+        caller: &Caller,
+        request: &Request,
+        from_leader: impl Fn(&Result<Response, LinkError>) -> bool,
+    ) -> Result<Response, LinkError> {
         let mut last = None;
         for endpoint in self.endpoint_order() {
-            let link =
-                match Link::shared(endpoint, &self.config.member_tls, self.config.dial_timeout, 1)
-                    .await
-                {
-                    Ok(link) => link,
-                    Err(why) => {
-                        last = Some(unreachable(vec![why]));
-                        continue;
-                    }
-                };
-            match link.call(request, self.config.request_timeout).await {
-                Err(LinkError::Server(body)) if body.code() == Some(ErrorCode::NotLeader) => {
-                    last = Some(LinkError::Server(body));
-                }
-                other => return other,
+            let answer = match self.dial_as(endpoint, caller).await {
+                Ok(link) => link.call(request, self.config.request_timeout).await,
+                Err(error) => Err(error),
+            };
+            if from_leader(&answer) {
+                return answer;
             }
+            last = Some(answer);
         }
-        Err(last.unwrap_or_else(|| unreachable(Vec::new())))
+        last.unwrap_or_else(|| Err(unreachable(Vec::new())))
+    }
+
+    /// A link of its own to `endpoint`, bound to `caller`'s token (anonymous
+    /// without one, or while auth is off).
+    async fn dial_as(&self, endpoint: &str, caller: &Caller) -> Result<Link, LinkError> {
+        let config = &self.config;
+        let link = Link::shared(endpoint, &config.member_tls, config.dial_timeout, 1)
+            .await
+            .map_err(|why| unreachable(vec![why]))?;
+        let Caller::Token(token) = caller else { return Ok(link) };
+        if token.len() > TOKEN_BYTES_MAX {
+            return Err(LinkError::Server(ErrorBody::new(ErrorCode::InvalidAuthToken)));
+        }
+        let bind = Request::UseToken(UseTokenRequest { token: token.clone() });
+        match link.call(&bind, config.request_timeout).await {
+            Ok(_) => Ok(link),
+            Err(LinkError::Server(body)) if body.code() == Some(ErrorCode::AuthNotEnabled) => {
+                Ok(link)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// A shared link that is not known to be broken, dialing if need be.

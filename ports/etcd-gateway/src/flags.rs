@@ -51,6 +51,10 @@ TLS on the gateway's listener, as etcd's flags:
   --key-file FILE             its private key (PEM)
   --trusted-ca-file FILE      CA bundle client certificates must chain to
   --client-cert-auth          refuse clients without such a certificate
+  --tls-min-version V         TLS1.2 or TLS1.3 (default TLS1.2); the gateway
+                              speaks TLS 1.3, which meets either
+The certificate, key and CA files are loaded again on SIGHUP, and when they
+change (looked at every minute).
 
 TLS to members whose client port speaks it (https:// endpoints), as ember's:
   --cacert FILE               CA bundle the members' certificates must chain to
@@ -98,6 +102,7 @@ const FLAGS: &[&str] = &[
     "key-file",
     "trusted-ca-file",
     "client-cert-auth",
+    "tls-min-version",
     "cacert",
     "cert",
     "key",
@@ -166,6 +171,9 @@ fn listener_tls(values: &[(&str, String)], https: bool) -> Result<Option<ServerF
     let (cert, key) = (path(values, "cert-file"), path(values, "key-file"));
     let trusted_ca = path(values, "trusted-ca-file");
     let client_cert_auth = switch(values, "client-cert-auth")?;
+    // The node's rule: either minimum is met by TLS 1.3, older ones refused.
+    let min_version = Some(value(values, "tls-min-version", "")).filter(|v| !v.is_empty());
+    ember::server::config::parse_tls_min_version(min_version).map_err(|e| e.to_string())?;
     let (cert, key) = match (https, cert, key) {
         (false, None, None) if trusted_ca.is_none() && !client_cert_auth => return Ok(None),
         (false, ..) => {
@@ -296,6 +304,11 @@ mod tests {
         let files = settings.listener_tls.expect("TLS on the listener");
         assert!(files.client_cert_auth);
         assert_eq!(settings.advertise_client_urls, ["https://127.0.0.1:1"]);
+        let tls = ["--listen-client-urls=https://127.0.0.1:1", "--cert-file=c", "--key-file=k"];
+        for (version, ok) in [("TLS1.2", true), ("TLS1.3", true), ("TLS1.1", false)] {
+            let flags = args(&[&tls[..], &["--tls-min-version", version]].concat());
+            assert_eq!(parse(&flags).is_ok(), ok, "{version}");
+        }
         let https_members = args(&["--endpoints", "https://127.0.0.1:2"]);
         assert!(parse(&https_members).is_err(), "https:// members need a CA");
     }

@@ -41,6 +41,24 @@ impl Gateway {
         }
     }
 
+    /// The leader's status, asked anonymously: the shared link's member
+    /// when it leads (or no leader is known), else each member on a link
+    /// of its own until the leader answers; a follower's when none does.
+    pub async fn leader_status(&self) -> Result<StatusResponse, Status> {
+        let status = self.member_status().await?;
+        if status.leader_id == 0 || status.header.member_id == status.leader_id {
+            return Ok(status);
+        }
+        let leads = |answer: &Result<Response, LinkError>| matches!(answer, Ok(Response::Status(s)) if s.header.member_id == s.leader_id);
+        let answer = self.backend.call_each_as(&Caller::Anonymous, &Request::Status, leads).await;
+        match answer {
+            Ok(Response::Status(leader)) if leader.header.member_id == leader.leader_id => {
+                Ok(leader)
+            }
+            _ => Ok(status),
+        }
+    }
+
     /// etcd's `hasleader` metadata: a client that sets it wants an error
     /// rather than an answer from a member without a leader. True when the
     /// client asked (and a leader is known).

@@ -113,12 +113,12 @@ async fn serve(settings: flags::Settings) -> Result<(), String> {
         .http2_keepalive_interval(Some(settings.keepalive_interval))
         .http2_keepalive_timeout(Some(settings.keepalive_timeout))
         .add_routes(routes(gateway));
-    let served = match tls_config {
-        Some(config) => {
-            let incoming = tls::incoming(listener, config);
+    let served = match (tls_config, settings.listener_tls) {
+        (Some(config), Some(files)) => {
+            let incoming = tls::incoming(listener, files, config);
             server.serve_with_incoming_shutdown(incoming, shutdown_signal()).await
         }
-        None => {
+        _ => {
             // Answers are small and many clients wait on them: without
             // TCP_NODELAY a response can sit behind the client's delayed
             // acknowledgement.

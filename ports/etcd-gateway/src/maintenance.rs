@@ -8,13 +8,17 @@
 //! it), with the file's own SHA-256 as its last bytes, as etcd ends its
 //! stream with the database's: `etcdctl snapshot save` writes a file
 //! `ember snapshot restore` takes. MoveLeader goes to whichever member
-//! leads; Defragment to one member, as etcd's does.
+//! leads, as the caller (root is needed with auth on); Status answers from
+//! the leader when one is reachable, so that `etcdctl move-leader`, which
+//! looks for the endpoint whose Status names itself leader, finds this
+//! gateway whatever member its shared links reach. Defragment goes to one
+//! member, as etcd's does.
 
 use std::pin::Pin;
 use std::time::Duration;
 
 use ember::proto::{
-    AlarmAction, AlarmRequest, AlarmType, HashKvRequest, MoveLeaderRequest, Request,
+    AlarmAction, AlarmRequest, AlarmType, ErrorCode, HashKvRequest, MoveLeaderRequest, Request,
     SnapshotRequest,
 };
 use tokio::sync::mpsc;
@@ -24,8 +28,8 @@ use tonic::{Request as Grpc, Response, Status};
 
 use crate::caller::Caller;
 use crate::convert;
-use crate::gateway::{Gateway, call_as, mismatch};
-use crate::link::Link;
+use crate::gateway::{Gateway, call_as, mismatch, refusal};
+use crate::link::{Link, LinkError};
 use crate::pb::etcdserverpb as pb;
 use crate::status::{from_link, unimplemented};
 
@@ -71,7 +75,7 @@ impl pb::maintenance_server::Maintenance for Gateway {
         request: Grpc<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
         self.check_leader(request.metadata()).await?;
-        let answer = self.member_status().await?;
+        let answer = self.leader_status().await?;
         let db_size = i64::try_from(answer.data_size_bytes).unwrap_or(i64::MAX);
         Ok(Response::new(pb::StatusResponse {
             header: convert::header(answer.header),
@@ -138,9 +142,13 @@ impl pb::maintenance_server::Maintenance for Gateway {
         &self,
         request: Grpc<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        let caller = Caller::of(request.metadata());
         let target_id = request.into_inner().target_id;
         let request = Request::MoveLeader(MoveLeaderRequest { target_id });
-        match self.backend.call_on_leader(&request).await.map_err(from_link)? {
+        let answer = self.backend.call_each_as(&caller, &request, |answer| {
+            !matches!(answer, Err(LinkError::Server(body)) if body.code() == Some(ErrorCode::NotLeader))
+        });
+        match answer.await.map_err(|error| refusal(&caller, error))? {
             ember::proto::Response::MoveLeader(header) => {
                 Ok(Response::new(pb::MoveLeaderResponse { header: convert::header(header) }))
             }

@@ -9,6 +9,12 @@
 //! client that opens a connection and says nothing holds neither the
 //! accept loop nor memory for long. A plaintext client fails its
 //! handshake and is closed.
+//!
+//! The listener's certificate, key and CA bundle are loaded again on
+//! SIGHUP and when the files change (`ember::tls::ReloadCheck`, the
+//! node's rule): each new connection takes the newest configuration, open
+//! ones keep theirs, and a load that fails is logged and the old
+//! configuration kept.
 
 use std::io;
 use std::pin::Pin;
@@ -16,10 +22,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use ember::tls::{ServerFiles, TlsError};
+use ember::tls::{ReloadCheck, ServerFiles, TlsError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::rustls::{ClientConfig, ServerConfig};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -31,6 +38,10 @@ const HANDSHAKES_MAX: usize = 64;
 
 /// How long a client has to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often the reload task wakes to ask `ReloadCheck` whether the files
+/// are due a look (it looks every `ember::tls::FILES_CHECK_INTERVAL`).
+const CHECK_TICK: Duration = Duration::from_secs(1);
 
 /// The listener's configuration from etcd's flags. gRPC needs HTTP/2;
 /// etcd's JSON API also serves HTTP/1.1 clients, so both are offered.
@@ -44,19 +55,58 @@ pub fn listener_config(files: &ServerFiles) -> Result<Arc<ServerConfig>, TlsErro
 pub struct Accepted(TlsStream<TcpStream>);
 
 /// The connections of `listener` that complete a TLS handshake, in the
-/// order they complete it.
+/// order they complete it, with the configuration `config` built from
+/// `files` and reloaded from them.
 pub fn incoming(
     listener: TcpListener,
+    files: ServerFiles,
     config: Arc<ServerConfig>,
 ) -> ReceiverStream<io::Result<Accepted>> {
     let (sender, receiver) = mpsc::channel(HANDSHAKES_MAX);
-    tokio::spawn(accept_loop(listener, TlsAcceptor::from(config), sender));
+    let (configs, config) = watch::channel(config);
+    tokio::spawn(reload_loop(files, configs));
+    tokio::spawn(accept_loop(listener, config, sender));
     ReceiverStream::new(receiver)
+}
+
+/// Loads the listener's files again when `ReloadCheck` says so, until the
+/// accept loop is gone.
+async fn reload_loop(files: ServerFiles, configs: watch::Sender<Arc<ServerConfig>>) {
+    let mut hangups = signal(SignalKind::hangup()).ok();
+    let mut check = ReloadCheck::new(files.fingerprint(), std::time::Instant::now());
+    let mut ticks = tokio::time::interval(CHECK_TICK);
+    while !configs.is_closed() {
+        let signalled = tokio::select! {
+            _ = hangup(&mut hangups) => true,
+            _ = ticks.tick() => false,
+        };
+        let now = std::time::Instant::now();
+        let Some(why) = check.maybe_due(signalled, now, || files.fingerprint()) else { continue };
+        match listener_config(&files) {
+            Ok(config) => {
+                configs.send_replace(config);
+                eprintln!("ember-etcd: listener TLS certificates reloaded ({why})");
+            }
+            Err(error) => eprintln!(
+                "ember-etcd: listener TLS not reloaded, the old certificates stay: {error}"
+            ),
+        }
+    }
+}
+
+/// The next SIGHUP; never, when its handler could not be installed.
+async fn hangup(hangups: &mut Option<Signal>) {
+    match hangups {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    config: watch::Receiver<Arc<ServerConfig>>,
     accepted: mpsc::Sender<io::Result<Accepted>>,
 ) {
     let handshakes = Arc::new(Semaphore::new(HANDSHAKES_MAX));
@@ -73,7 +123,8 @@ async fn accept_loop(
         };
         // Answers are small and many clients wait on them (see main).
         let _ = socket.set_nodelay(true);
-        let (acceptor, accepted) = (acceptor.clone(), accepted.clone());
+        let acceptor = TlsAcceptor::from(config.borrow().clone());
+        let accepted = accepted.clone();
         tokio::spawn(async move {
             let shaken = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await;
             drop(turn);

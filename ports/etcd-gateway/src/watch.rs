@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use ember::proto::{
-    CancelReason, ErrorBody, Request, ResponseHeader, ServerMessage, WatchCancelRequest,
+    CancelReason, ErrorBody, ErrorCode, Request, ResponseHeader, ServerMessage, WatchCancelRequest,
     WatchCreateRequest, WatchMessage,
 };
 use prost::Message;
@@ -31,8 +31,8 @@ use tonic::{Request as Grpc, Response, Status, Streaming};
 
 use crate::caller::Caller;
 use crate::convert;
-use crate::gateway::Gateway;
-use crate::link::Link;
+use crate::gateway::{Gateway, refusal};
+use crate::link::{Link, LinkError};
 use crate::pb::etcdserverpb as pb;
 use crate::status;
 
@@ -95,6 +95,7 @@ impl Gateway {
         let (answers, receiver) = mpsc::channel(RESPONSE_BUFFER);
         let mut session = Session::new(link, answers);
         session.require_leader = require_leader;
+        session.caller = caller;
         tokio::spawn(session.run(requests, frames, permit));
         Ok(Box::pin(ReceiverStream::new(receiver)))
     }
@@ -133,6 +134,9 @@ struct Session {
     /// A check is on its way; one still unanswered at the next tick counts
     /// as a check without a leader (a stopped member answers nothing).
     leader_check_pending: bool,
+    /// Who the stream acts as: a refusal for want of a token is etcd's
+    /// "user name is empty" when it carries none.
+    caller: Caller,
 }
 
 impl Session {
@@ -149,6 +153,7 @@ impl Session {
             require_leader: false,
             leaderless_checks: 0,
             leader_check_pending: false,
+            caller: Caller::Anonymous,
         }
     }
 
@@ -324,7 +329,8 @@ impl Session {
             Some(Pending::Create { etcd_id, .. }) => {
                 self.by_etcd_id.remove(&etcd_id);
                 self.cancel_when_created.remove(&etcd_id);
-                self.refuse_create(status::from_body(&error).message()).await
+                let reason = create_refusal_reason(&self.caller, error);
+                self.refuse_create(&reason).await
             }
             Some(Pending::Cancel { etcd_id }) => {
                 // The node no longer knows the watch: it is over either way.
@@ -460,6 +466,22 @@ fn answer(header: ResponseHeader) -> pb::WatchResponse {
 
 /// etcd gives no reason when compaction ends a watch (the compact revision
 /// says it all); the other reasons are Ember's own.
+/// Why a create was refused, in etcd's words. A caller without the right
+/// gets the whole gRPC error text as the reason, as etcd 3.4 words it
+/// (`rpc error: code = PermissionDenied desc = etcdserver: permission
+/// denied`), and etcdctl prints it as it is; other refusals their message.
+fn create_refusal_reason(caller: &Caller, error: ErrorBody) -> String {
+    let auth = matches!(
+        error.code(),
+        Some(ErrorCode::PermissionDenied | ErrorCode::InvalidAuthToken | ErrorCode::UserEmpty)
+    );
+    let status = refusal(caller, LinkError::Server(error));
+    match auth {
+        true => format!("rpc error: code = {:?} desc = {}", status.code(), status.message()),
+        false => status.message().to_string(),
+    }
+}
+
 fn cancel_reason(reason: CancelReason) -> &'static str {
     match reason {
         CancelReason::Compacted => "",

@@ -45,6 +45,8 @@ const STEPS: &[&[&str]] = &[
     &["user", "delete", "root", "--user", "root:pw"],
     &["role", "add", "reader", "--user", "root:pw"],
     &["user", "grant-role", "alice", "nobody", "--user", "root:pw"],
+    &["watch", "/secret"],
+    &["watch", "/secret", "--user", "alice:apw"],
     &["auth", "disable", "--user", "root:pw"],
     &["get", "/secret"],
 ];
@@ -73,6 +75,8 @@ fn etcdctl_manages_access_control_as_against_etcd() {
     assert!(theirs[12].contains("permission denied"), "{}", theirs[12]);
     assert!(theirs[11].contains("/ok/a\nv"), "{}", theirs[11]);
     assert!(theirs[15].contains("user name is empty"), "{}", theirs[15]);
+    let watched = STEPS.iter().position(|step| step[0] == "watch").unwrap();
+    assert!(theirs[watched].contains("user name is empty"), "{}", theirs[watched]);
 }
 
 /// etcd's Rust client logs in with a name and password, reads what its

@@ -2,7 +2,9 @@
 //! certificate through a TLS gateway (etcd's listener flags) to a member
 //! whose client port speaks TLS and wants certificates too (the gateway's
 //! `--cacert`, `--cert`, `--key`). A client without a certificate, and a
-//! plaintext client, are refused.
+//! plaintext client, are refused. The gateway's certificate, rotated and
+//! signalled with SIGHUP, is served to new connections while etcdctl keeps
+//! working.
 //!
 //! Needs `etcdctl` and `openssl` on the PATH.
 
@@ -61,6 +63,7 @@ fn etcdctl_reaches_a_tls_member_through_a_tls_gateway() {
         .stderr(fs::File::create(dir.join("gateway.log")).unwrap())
         .spawn()
         .expect("ember-etcd starts");
+    let gateway_pid = gateway.id().to_string();
     let _gateway = Reaped(gateway);
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(&gateway_addr).is_err() {
@@ -89,6 +92,38 @@ fn etcdctl_reaches_a_tls_member_through_a_tls_gateway() {
     assert_ne!(code, 0, "a plaintext client got through: {stdout}");
     let (code, stdout, _) = etcdctl(&https, &with_cert, &["get", "k"]);
     assert_eq!((code, stdout.as_str()), (0, "k\nv\n"), "the gateway still serves");
+
+    // Rotation: a new certificate for the gateway from the same CA, SIGHUP;
+    // new connections get it and etcdctl goes on.
+    let before = fingerprint_of_file(&certs.pem("gateway"));
+    assert_eq!(served_fingerprint(&gateway_addr, &certs), before);
+    certs.leaf("ca", "gateway", "IP:127.0.0.1,DNS:localhost");
+    let after = fingerprint_of_file(&certs.pem("gateway"));
+    assert_ne!(before, after, "a new certificate was made");
+    assert!(Command::new("kill").args(["-HUP", &gateway_pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while served_fingerprint(&gateway_addr, &certs) != after {
+        assert!(Instant::now() < deadline, "the rotated certificate was never served");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = fs::read_to_string(dir.join("gateway.log")).unwrap();
+    assert!(log.contains("listener TLS certificates reloaded (SIGHUP)"), "{log}");
+    let (code, _, stderr) = etcdctl(&https, &with_cert, &["put", "k", "v2"]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, stderr) = etcdctl(&https, &with_cert, &["get", "k"]);
+    assert_eq!((code, stdout.as_str()), (0, "k\nv2\n"), "{stderr}");
+    // A key file that holds no key: the load fails, the current
+    // certificate stays.
+    fs::write(certs.key("gateway"), "not a key\n").unwrap();
+    assert!(Command::new("kill").args(["-HUP", &gateway_pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fs::read_to_string(dir.join("gateway.log")).unwrap().contains("not reloaded") {
+        assert!(Instant::now() < deadline, "the failed load was never logged");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(served_fingerprint(&gateway_addr, &certs), after);
+    let (code, stdout, stderr) = etcdctl(&https, &with_cert, &["get", "k"]);
+    assert_eq!((code, stdout.as_str()), (0, "k\nv2\n"), "{stderr}");
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -103,4 +138,39 @@ fn etcdctl(endpoint: &str, tls: &[&str], args: &[&str]) -> (i32, String, String)
         .expect("etcdctl runs");
     let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
     (output.status.code().unwrap_or(-1), text(output.stdout), text(output.stderr))
+}
+
+/// The SHA-256 fingerprint line `openssl x509` prints for PEM text.
+fn fingerprint_of_pem(pem: &[u8]) -> String {
+    let mut child = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl runs");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), pem).unwrap();
+    drop(child.stdin.take());
+    let output = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+fn fingerprint_of_file(path: &Path) -> String {
+    fingerprint_of_pem(&fs::read(path).unwrap())
+}
+
+/// The fingerprint of the certificate a new connection to `addr` is shown.
+fn served_fingerprint(addr: &str, certs: &Certs) -> String {
+    let output = Command::new("openssl")
+        .args(["s_client", "-connect", addr, "-CAfile"])
+        .arg(certs.pem("ca"))
+        .arg("-cert")
+        .arg(certs.pem("client"))
+        .arg("-key")
+        .arg(certs.key("client"))
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .expect("openssl s_client runs");
+    fingerprint_of_pem(&output.stdout)
 }
