@@ -127,6 +127,9 @@ pub enum ServeError {
         dir: std::path::PathBuf,
         holder_pid: Option<u32>,
     },
+    /// `cause` came from the file system of the data directory being full
+    /// (`disk::name_full_disk`).
+    DiskFull(disk::FullDisk, Box<ServeError>),
 }
 
 impl ServeError {
@@ -148,6 +151,7 @@ impl fmt::Display for ServeError {
             ServeError::Locked { dir, holder_pid } => {
                 write!(f, "{}", dir_lock::locked_message(dir, *holder_pid))
             }
+            ServeError::DiskFull(disk, cause) => write!(f, "{disk}: {cause}"),
         }
     }
 }
@@ -157,5 +161,6 @@ impl std::error::Error for ServeError {}
 /// Runs a node until SIGTERM or SIGINT.
 pub fn serve(config: Config) -> Result<(), ServeError> {
     signal::install();
-    Node::new(config)?.run()
+    let data_dir = config.data_dir.clone();
+    Node::new(config).and_then(Node::run).map_err(|e| disk::name_full_disk(e, &data_dir))
 }
