@@ -9,6 +9,7 @@ use std::net::TcpStream;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use ember::proto::{AlarmAction, AlarmMember, AlarmType, ErrorCode};
 use support::cluster::Cluster;
 use support::ports::free_port;
 
@@ -107,10 +108,16 @@ fn probes_answer_as_etcd_and_kubernetes_expect() {
     let health = get(&addr, "/health?serializable=true");
     assert_eq!((health.status, health.body.as_str()), (200, "{\"health\":\"true\"}"));
     let livez = get(&addr, "/livez");
-    assert_eq!((livez.status, livez.body.as_str()), (200, "ok"));
+    assert_eq!((livez.status, livez.body.as_str()), (200, "ok\n"));
+    let livez = get(&addr, "/livez?verbose");
+    assert_eq!(livez.body, "[+]serializable_read ok\nok\n");
     let readyz = get(&addr, "/readyz?verbose");
-    let verbose = "[+]serializable_read ok\n[+]linearizable_read ok\n/readyz check passed\n";
+    let verbose = "[+]data_corruption ok\n[+]serializable_read ok\n[+]linearizable_read ok\n\
+                   [+]non_learner ok\nok\n";
     assert_eq!((readyz.status, readyz.body.as_str()), (200, verbose));
+    let one = get(&addr, "/readyz/linearizable_read?verbose");
+    assert_eq!((one.status, one.body.as_str()), (200, "[+]linearizable_read ok\nok\n"));
+    assert_eq!(get(&addr, "/readyz/no_such_check").status, 404);
     let head = http(&addr, "HEAD /metrics HTTP/1.1");
     assert_eq!((head.status, head.body.as_str()), (200, ""));
     assert_eq!(http(&addr, "POST /metrics HTTP/1.1").status, 405);
@@ -121,6 +128,25 @@ fn probes_answer_as_etcd_and_kubernetes_expect() {
 fn a_member_that_lost_its_quorum_is_live_but_not_ready() {
     let mut cluster = Cluster::start("noquorum", 3, &[]);
     let leader = cluster.wait_leader(Duration::from_secs(10));
+    // The leader times each heartbeat's round trip to each follower.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for follower in (0..3).filter(|&i| i != leader) {
+        let id = cluster.members[follower].id;
+        let count = format!("etcd_network_peer_round_trip_time_seconds_count{{To=\"{id:x}\"}}");
+        loop {
+            let metrics = get(&cluster.members[leader].endpoint(), "/metrics").body;
+            let timed = metrics.lines().find_map(|l| l.strip_prefix(&format!("{count} ")));
+            if timed.is_some_and(|n| n.parse::<f64>().unwrap() >= 3.0) {
+                let sum = format!("etcd_network_peer_round_trip_time_seconds_sum{{To=\"{id:x}\"}}");
+                assert!(sample(&metrics, &sum) < 1.0, "{metrics}");
+                let bucket = format!("{{To=\"{id:x}\",le=\"3.2768\"}}");
+                assert!(metrics.contains(&bucket), "{metrics}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "no round trips to {id:x} timed:\n{metrics}");
+            sleep(Duration::from_millis(100));
+        }
+    }
     let kept = (leader + 1) % 3;
     for i in (0..3).filter(|&i| i != kept) {
         cluster.kill(i);
@@ -136,8 +162,11 @@ fn a_member_that_lost_its_quorum_is_live_but_not_ready() {
     assert_eq!(get(&addr, "/health?serializable=true").status, 200);
     assert_eq!(get(&addr, "/livez").status, 200);
     let readyz = get(&addr, "/readyz");
-    let failed = "[+]serializable_read ok\n[-]linearizable_read failed: RAFT NO LEADER\n/readyz check failed\n";
+    let failed = "[+]data_corruption ok\n[+]serializable_read ok\n\
+                  [-]linearizable_read failed: etcdserver: no leader\n[+]non_learner ok\n\n";
     assert_eq!((readyz.status, readyz.body.as_str()), (503, failed));
+    let local = get(&addr, "/readyz?exclude=linearizable_read");
+    assert_eq!((local.status, local.body.as_str()), (200, "ok\n"));
     let metrics = get(&addr, "/metrics").body;
     assert_eq!(sample(&metrics, "etcd_server_has_leader"), 0.0);
     assert_eq!(sample(&metrics, "etcd_server_is_leader"), 0.0);
@@ -163,7 +192,7 @@ fn the_metrics_port_serves_http_and_turns_protocol_clients_away() {
     assert_eq!(metrics.status, 200);
     assert_eq!(sample(&metrics.body, "etcd_server_has_leader"), 1.0);
     assert_eq!(get(&addr, "/health").status, 200);
-    assert_eq!(get(&addr, "/readyz").body, "ok");
+    assert_eq!(get(&addr, "/readyz").body, "ok\n");
     let mut config = ember::client::Config::new(vec![addr.clone()]);
     config.dial_timeout = Duration::from_millis(500);
     config.command_timeout = Duration::from_millis(1000);
@@ -180,4 +209,62 @@ fn https_metrics_urls_need_the_client_certificate() {
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("https:// needs --cert-file and --key-file"), "{stderr}");
+}
+
+/// Puts of 4 KB until the quota refuses one; how many were taken.
+fn fill_quota(client: &mut ember::client::Client) -> usize {
+    let value = vec![b'x'; 4000];
+    for i in 0..1000 {
+        match client.put(format!("fill/{i}").as_bytes(), &value) {
+            Ok(_) => continue,
+            Err(e) => {
+                assert_eq!(e.code(), Some(ErrorCode::NoSpace), "{e}");
+                return i;
+            }
+        }
+    }
+    panic!("1000 puts of 4 KB fit in the quota");
+}
+
+#[test]
+fn alarms_show_in_the_metrics_and_only_corrupt_fails_readyz() {
+    let quota_bytes = 64 * 1024;
+    let node = Cluster::start("metrics-alarms", 1, &["--quota-backend-bytes", "65536"]);
+    node.wait_leader(Duration::from_secs(10));
+    let addr = node.members[0].endpoint();
+    let mut client = node.client(0);
+    let me = client.status().unwrap().header.member_id;
+    let empty = get(&addr, "/metrics").body;
+    assert_eq!(sample(&empty, "etcd_server_quota_backend_bytes"), quota_bytes as f64);
+    assert!(empty.contains("# TYPE ember_server_alarm_active gauge\n"), "{empty}");
+    assert!(!empty.contains("ember_server_alarm_active{"), "{empty}");
+
+    let taken = fill_quota(&mut client);
+    let text = get(&addr, "/metrics").body;
+    let in_use = sample(&text, "etcd_mvcc_db_total_size_in_use_in_bytes");
+    assert!(in_use > (taken * 4000) as f64 && in_use <= quota_bytes as f64, "{in_use}");
+    let nospace =
+        format!("ember_server_alarm_active{{member_id=\"{me:x}\",alarm=\"NOSPACE\"}} 1\n");
+    assert!(text.contains(&nospace), "{text}");
+    // NOSPACE refuses writes, not reads: the member stays ready, as etcd's.
+    let readyz = get(&addr, "/readyz");
+    assert_eq!((readyz.status, readyz.body.as_str()), (200, "ok\n"));
+
+    let corrupt = AlarmMember { member_id: me, alarm: AlarmType::Corrupt };
+    client.alarm_change(AlarmAction::Activate, corrupt).unwrap();
+    let readyz = get(&addr, "/readyz");
+    let failed = "[-]data_corruption failed: alarm activated: CORRUPT\n[+]serializable_read ok\n\
+                  [+]linearizable_read ok\n[+]non_learner ok\n\n";
+    assert_eq!((readyz.status, readyz.body.as_str()), (503, failed));
+    assert_eq!(get(&addr, "/readyz/data_corruption").status, 503);
+    assert_eq!(get(&addr, "/readyz?exclude=data_corruption").status, 200);
+    assert_eq!(get(&addr, "/livez").status, 200);
+    let text = get(&addr, "/metrics").body;
+    let corrupt_line =
+        format!("ember_server_alarm_active{{member_id=\"{me:x}\",alarm=\"CORRUPT\"}} 1\n");
+    assert!(text.contains(&corrupt_line) && text.contains(&nospace), "{text}");
+
+    client.alarm_disarm().unwrap();
+    assert_eq!(get(&addr, "/readyz").status, 200);
+    assert!(!get(&addr, "/metrics").body.contains("ember_server_alarm_active{"));
 }

@@ -3,16 +3,27 @@
 # control fields and file list (dpkg-deb --info/--contents), the unit
 # (systemd-analyze verify, against the package's own files), the maintainer
 # scripts, and the installed binary running a member and answering a
-# client and a scrape. It installs into a throwaway root (dpkg -x), never
-# into this machine.
+# client and a scrape, from a throwaway root (dpkg -x).
+# With EMBER_DEB_INSTALL=1, as root, on a machine where no `ember` package,
+# user or group exists, it then installs the package for real (dpkg -i),
+# checks what the maintainer scripts promise, purges it and checks that
+# nothing is left; whatever happens, the machine is left as it was found.
 # Usage: ports/debian/check.sh target/debian/ember_<version>_<arch>.deb
 set -euo pipefail
 deb=$(realpath "$1")
 root=$(mktemp -d)
 serve_pid=
+installed=
 cleanup() {
     if [ -n "$serve_pid" ]; then kill "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true; fi
     rm -rf "$root"
+    if [ -n "$installed" ]; then
+        # A check failed between install and purge: undo the install.
+        dpkg --purge ember >/dev/null 2>&1 || true
+        getent passwd ember >/dev/null && deluser --system ember >/dev/null 2>&1 || true
+        getent group ember >/dev/null && delgroup --system ember >/dev/null 2>&1 || true
+        rm -rf /var/lib/ember
+    fi
 }
 trap cleanup EXIT
 fail() { echo "check.sh: $*" >&2; exit 1; }
@@ -73,3 +84,40 @@ exec 3<>"/dev/tcp/127.0.0.1/$port"
 printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3
 grep -q '^etcd_mvcc_put_total 1$' <&3 || fail "the installed binary's /metrics did not count the put"
 echo "check.sh: $(basename "$deb") is well formed, its unit verifies and its binary serves"
+[ "${EMBER_DEB_INSTALL:-0}" = 1 ] || exit 0
+
+# Installed on this machine. Only on one that has no trace of Ember: the
+# purge at the end must leave it exactly as it was found.
+[ "$(id -u)" = 0 ] || fail "EMBER_DEB_INSTALL=1 needs root (dpkg -i)"
+if dpkg-query -W ember >/dev/null 2>&1; then fail "an ember package is known to dpkg here already; not touching it"; fi
+if getent passwd ember >/dev/null || getent group ember >/dev/null; then fail "an ember user or group exists here already; not touching it"; fi
+[ ! -e /var/lib/ember ] && [ ! -e /usr/bin/ember ] && [ ! -e /etc/default/ember ] \
+    || fail "/var/lib/ember, /usr/bin/ember or /etc/default/ember exists here already; not touching it"
+installed=1
+dpkg -i "$deb" >"$root/dpkg-install.log" 2>&1 || fail "dpkg -i: $(cat "$root/dpkg-install.log")"
+[ "$(dpkg-query -W -f='${Status}' ember)" = "install ok installed" ] || fail "dpkg does not list ember as installed"
+user=$(getent passwd ember) || fail "postinst created no ember user"
+getent group ember >/dev/null || fail "postinst created no ember group"
+uid=$(cut -d: -f3 <<<"$user")
+[ "$uid" -lt 1000 ] || fail "the ember user is not a system user: $user"
+[ "$(cut -d: -f6 <<<"$user")" = /var/lib/ember ] || fail "the ember user's home is not /var/lib/ember: $user"
+[ "$(id -gn ember)" = ember ] || fail "the ember user's group is not ember: $(id ember)"
+/usr/bin/ember --version | grep -q '^ember ' || fail "/usr/bin/ember --version: $(/usr/bin/ember --version 2>&1)"
+runuser -u ember -- /usr/bin/ember --help >/dev/null || fail "/usr/bin/ember --help does not run as the ember user"
+[ -f /usr/lib/systemd/system/ember.service ] || fail "the unit is not at /usr/lib/systemd/system/ember.service"
+said=$(systemd-analyze verify --man=no /usr/lib/systemd/system/ember.service 2>&1) || fail "systemd-analyze verify (installed): $said"
+[ -z "$said" ] || fail "systemd-analyze verify (installed): $said"
+dpkg-query -W -f='${Conffiles}\n' ember | grep -q '^ /etc/default/ember ' || fail "dpkg lists no conffile /etc/default/ember"
+[ -f /etc/default/ember ] || fail "/etc/default/ember was not installed"
+
+# Purged: the package's files, its conffile, the data directory and the
+# user go, as postrm promises.
+dpkg --purge ember >"$root/dpkg-purge.log" 2>&1 || fail "dpkg --purge: $(cat "$root/dpkg-purge.log")"
+if dpkg-query -W ember >/dev/null 2>&1; then fail "dpkg still knows ember after --purge"; fi
+if getent passwd ember >/dev/null; then fail "the ember user survived the purge"; fi
+if getent group ember >/dev/null; then fail "the ember group survived the purge"; fi
+for path in /usr/bin/ember /etc/default/ember /usr/lib/systemd/system/ember.service /var/lib/ember; do
+    [ ! -e "$path" ] || fail "$path survived the purge"
+done
+installed=
+echo "check.sh: $(basename "$deb") installed with dpkg -i (user, group, unit, conffile, binary) and purged without a trace"

@@ -178,13 +178,17 @@ pub enum Route {
         serializable: bool,
     },
     /// Kubernetes' liveness probe: the process serves local reads.
+    /// `checks` are those asked for: all of `LIVEZ_CHECKS` but the ones
+    /// `?exclude=` names, or the one of a sub-path (`/livez/<check>`).
     Livez {
         verbose: bool,
+        checks: CheckSet,
     },
     /// Kubernetes' readiness probe: the member can serve linearizable
-    /// requests.
+    /// requests; `checks` as for `Livez`, from `READYZ_CHECKS`.
     Readyz {
         verbose: bool,
+        checks: CheckSet,
     },
     /// Prometheus' scrape.
     Metrics,
@@ -200,18 +204,95 @@ impl Ask {
         let head_only = request.method == "HEAD";
         let readable = matches!(request.method, "GET" | "HEAD");
         let verbose = query_has(request.query, "verbose");
-        let route = match request.path {
-            "/health" | "/livez" | "/readyz" | "/metrics" if !readable => Route::MethodNotAllowed,
-            "/health" => Route::Health {
+        let livez = probe_checks(request, "/livez", LIVEZ_CHECKS);
+        let readyz = probe_checks(request, "/readyz", READYZ_CHECKS);
+        let known =
+            matches!(request.path, "/health" | "/metrics") || livez.is_some() || readyz.is_some();
+        let route = match (request.path, livez, readyz) {
+            _ if known && !readable => Route::MethodNotAllowed,
+            ("/health", _, _) => Route::Health {
                 serializable: query_value(request.query, "serializable") == Some("true"),
             },
-            "/livez" => Route::Livez { verbose },
-            "/readyz" => Route::Readyz { verbose },
-            "/metrics" => Route::Metrics,
+            ("/metrics", _, _) => Route::Metrics,
+            (_, Some(checks), _) => Route::Livez { verbose, checks },
+            (_, _, Some(checks)) => Route::Readyz { verbose, checks },
             _ => Route::NotFound,
         };
         Ask { route, head_only }
     }
+}
+
+/// The checks of a probe, etcd's names and meanings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckName {
+    /// No `CORRUPT` alarm is raised in the cluster.
+    DataCorruption,
+    /// This member serves local reads.
+    SerializableRead,
+    /// This member serves linearizable reads: it knows a leader and has
+    /// applied close to the commit index.
+    LinearizableRead,
+    /// This member is a voter, not a learner.
+    NonLearner,
+}
+
+impl CheckName {
+    pub fn text(self) -> &'static str {
+        match self {
+            CheckName::DataCorruption => "data_corruption",
+            CheckName::SerializableRead => "serializable_read",
+            CheckName::LinearizableRead => "linearizable_read",
+            CheckName::NonLearner => "non_learner",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// The checks of `/livez`, as etcd's.
+pub const LIVEZ_CHECKS: &[CheckName] = &[CheckName::SerializableRead];
+
+/// The checks of `/readyz`, as etcd's, in the order they are answered.
+pub const READYZ_CHECKS: &[CheckName] = &[
+    CheckName::DataCorruption,
+    CheckName::SerializableRead,
+    CheckName::LinearizableRead,
+    CheckName::NonLearner,
+];
+
+/// A set of checks, one bit each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckSet(u8);
+
+impl CheckSet {
+    pub fn of(checks: &[CheckName]) -> CheckSet {
+        CheckSet(checks.iter().fold(0, |bits, c| bits | c.bit()))
+    }
+
+    pub fn contains(self, check: CheckName) -> bool {
+        self.0 & check.bit() != 0
+    }
+
+    fn without(self, check: CheckName) -> CheckSet {
+        CheckSet(self.0 & !check.bit())
+    }
+}
+
+/// The checks a request for a probe asks for: on `root`, every one of
+/// `all` but those `exclude=` names (names it does not know are ignored,
+/// as etcd does); on `root/<check>`, that check alone. `None` when the
+/// path is neither.
+fn probe_checks(request: &HttpRequest<'_>, root: &str, all: &[CheckName]) -> Option<CheckSet> {
+    let rest = request.path.strip_prefix(root)?;
+    if rest.is_empty() {
+        let excluded = request.query.split('&').filter_map(|pair| pair.strip_prefix("exclude="));
+        let excluded = excluded.filter_map(|name| all.iter().find(|c| c.text() == name));
+        return Some(excluded.fold(CheckSet::of(all), |set, c| set.without(*c)));
+    }
+    let name = rest.strip_prefix('/')?;
+    all.iter().find(|c| c.text() == name).map(|c| CheckSet::of(&[*c]))
 }
 
 /// The value of `name` in a query string (`a=1&b=2`), if present.
@@ -237,41 +318,34 @@ pub fn write_refusal(ask: Ask, out: &mut Vec<u8>) {
     }
 }
 
-/// One named check of `/livez` or `/readyz` and, if it failed, why.
+/// One check of `/livez` or `/readyz` and, if it failed, why (the error
+/// a request of that kind would get, or the alarm).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Check {
-    pub name: &'static str,
-    pub failure: Option<UnhealthyReason>,
+    pub name: CheckName,
+    pub failure: Option<&'static str>,
 }
 
-/// The answer of `/livez` or `/readyz` in etcd's (and Kubernetes') text
-/// form: 200 `ok` when every check passed (each check on its own line
-/// first with `verbose`); otherwise 503 with every check's line and
-/// `<path> check failed`.
-pub fn write_checks(
-    path: &str,
-    checks: &[Check],
-    verbose: bool,
-    head_only: bool,
-    out: &mut Vec<u8>,
-) {
+/// The answer of `/livez` or `/readyz` as etcd writes it: 200 `ok\n` when
+/// every check passed, each check's line before it with `verbose`
+/// (`[+]name ok`); otherwise 503 with every check's line (`[-]name failed:
+/// why`) and a blank line.
+pub fn write_checks(checks: &[Check], verbose: bool, head_only: bool, out: &mut Vec<u8>) {
     let mut lines = String::new();
     for check in checks {
+        let name = check.name.text();
         match check.failure {
-            None => lines.push_str(&format!("[+]{} ok\n", check.name)),
-            Some(reason) => {
-                lines.push_str(&format!("[-]{} failed: {}\n", check.name, reason.text()))
-            }
+            None => lines.push_str(&format!("[+]{name} ok\n")),
+            Some(why) => lines.push_str(&format!("[-]{name} failed: {why}\n")),
         }
     }
+    let text = "text/plain; charset=utf-8";
     if checks.iter().any(|c| c.failure.is_some()) {
-        let body = format!("{lines}{path} check failed\n");
-        write_response(503, "text/plain; charset=utf-8", body.as_bytes(), head_only, out);
-    } else if verbose {
-        let body = format!("{lines}{path} check passed\n");
-        write_response(200, "text/plain; charset=utf-8", body.as_bytes(), head_only, out);
+        let body = format!("{lines}\n");
+        write_response(503, text, body.as_bytes(), head_only, out);
     } else {
-        write_response(200, "text/plain; charset=utf-8", b"ok", head_only, out);
+        let body = if verbose { format!("{lines}ok\n") } else { "ok\n".to_string() };
+        write_response(200, text, body.as_bytes(), head_only, out);
     }
 }
 
@@ -420,8 +494,6 @@ mod tests {
         assert_eq!(ask("GET /health?serializable=true HTTP/1.1").route, health(true));
         assert_eq!(ask("GET /health?serializable=false HTTP/1.1").route, health(false));
         assert_eq!(ask("GET /health?x=1&serializable=true HTTP/1.1").route, health(true));
-        assert_eq!(ask("GET /livez HTTP/1.1").route, Route::Livez { verbose: false });
-        assert_eq!(ask("GET /readyz?verbose HTTP/1.1").route, Route::Readyz { verbose: true });
         assert_eq!(ask("GET /metrics HTTP/1.1").route, Route::Metrics);
         assert_eq!(ask("POST /metrics HTTP/1.1").route, Route::MethodNotAllowed);
         assert_eq!(ask("GET /metricsx HTTP/1.1").route, Route::NotFound);
@@ -432,24 +504,45 @@ mod tests {
     }
 
     #[test]
+    fn probes_route_to_their_checks() {
+        let all = CheckSet::of(READYZ_CHECKS);
+        let readyz = |verbose, checks| Route::Readyz { verbose, checks };
+        let live = CheckSet::of(LIVEZ_CHECKS);
+        assert_eq!(ask("GET /livez HTTP/1.1").route, Route::Livez { verbose: false, checks: live });
+        assert_eq!(ask("GET /readyz?verbose HTTP/1.1").route, readyz(true, all));
+        let linearizable = CheckSet::of(&[CheckName::LinearizableRead]);
+        assert_eq!(
+            ask("GET /readyz/linearizable_read HTTP/1.1").route,
+            readyz(false, linearizable)
+        );
+        let some =
+            ask("GET /readyz?exclude=non_learner&exclude=data_corruption&exclude=x HTTP/1.1");
+        let rest = CheckSet::of(&[CheckName::SerializableRead, CheckName::LinearizableRead]);
+        assert_eq!(some.route, readyz(false, rest));
+        assert_eq!(ask("GET /livez/linearizable_read HTTP/1.1").route, Route::NotFound);
+        assert_eq!(ask("GET /readyz/nothing HTTP/1.1").route, Route::NotFound);
+        assert_eq!(ask("GET /readyzx HTTP/1.1").route, Route::NotFound);
+        assert_eq!(ask("POST /readyz/non_learner HTTP/1.1").route, Route::MethodNotAllowed);
+    }
+
+    #[test]
     fn checks_answer_ok_or_list_the_failures() {
-        let passed = [Check { name: "serializable_read", failure: None }];
+        let read = Check { name: CheckName::SerializableRead, failure: None };
         let mut out = Vec::new();
-        write_checks("/livez", &passed, false, false, &mut out);
-        assert!(String::from_utf8(out).unwrap().ends_with("\r\n\r\nok"));
+        write_checks(&[read], false, false, &mut out);
+        assert!(String::from_utf8(out).unwrap().ends_with("\r\n\r\nok\n"));
         let mut out = Vec::new();
-        write_checks("/livez", &passed, true, false, &mut out);
+        write_checks(&[read], true, false, &mut out);
         let text = String::from_utf8(out).unwrap();
-        assert!(text.ends_with("\r\n\r\n[+]serializable_read ok\n/livez check passed\n"), "{text}");
-        let failed = [
-            passed[0],
-            Check { name: "linearizable_read", failure: Some(UnhealthyReason::NoLeader) },
-        ];
+        assert!(text.ends_with("\r\n\r\n[+]serializable_read ok\nok\n"), "{text}");
+        let corrupt =
+            Check { name: CheckName::DataCorruption, failure: Some("alarm activated: CORRUPT") };
         let mut out = Vec::new();
-        write_checks("/readyz", &failed, false, false, &mut out);
+        write_checks(&[corrupt, read], false, false, &mut out);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
-        let body = "[+]serializable_read ok\n[-]linearizable_read failed: RAFT NO LEADER\n/readyz check failed\n";
+        let body =
+            "[-]data_corruption failed: alarm activated: CORRUPT\n[+]serializable_read ok\n\n";
         assert!(text.ends_with(body), "{text}");
     }
 }

@@ -133,6 +133,8 @@ pub struct Clients {
     slow_reader_cutoffs_total: u64,
     /// A metrics port: HTTP only, a protocol hello is closed as garbage.
     http_only: bool,
+    /// Requests refused with `TooManyRequests` since start.
+    requests_refused_total: u64,
 }
 
 /// Who a connection speaks for. A token, once presented, wins over the
@@ -190,6 +192,10 @@ pub struct ClientGauges {
     /// Watchers that have events waiting they were not sent yet.
     pub watchers_behind: usize,
     pub slow_reader_cutoffs_total: u64,
+    /// Connections refused at the cap, and requests refused while the
+    /// memory budget was spent (`TooManyRequests`), since start.
+    pub connections_refused_total: u64,
+    pub requests_refused_total: u64,
 }
 
 impl Clients {
@@ -219,6 +225,7 @@ impl Clients {
             http_asks: Vec::new(),
             slow_reader_cutoffs_total: 0,
             http_only: false,
+            requests_refused_total: 0,
         }
     }
 
@@ -561,6 +568,9 @@ impl Clients {
                 }
             }
         }
+        if spent {
+            self.requests_refused_total += decoded.len() as u64;
+        }
         let consumed = decoder.consumed_bytes();
         conn.read_buf.drain(..consumed);
         conn.in_flight += decoded.len();
@@ -619,6 +629,8 @@ impl Clients {
             watchers,
             watchers_behind,
             slow_reader_cutoffs_total: self.slow_reader_cutoffs_total,
+            connections_refused_total: self.refusals.total,
+            requests_refused_total: self.requests_refused_total,
         }
     }
 
@@ -947,12 +959,15 @@ struct RefusalLog {
     /// Refusals not yet logged.
     count: u64,
     logged_at: Option<Instant>,
+    /// Refusals since start, for the metrics.
+    total: u64,
 }
 
 impl RefusalLog {
     /// Notes a refusal; the count to log now, if a line is due.
     fn note(&mut self, now: Instant) -> Option<u64> {
         self.count += 1;
+        self.total += 1;
         self.flush(now)
     }
 

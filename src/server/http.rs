@@ -10,8 +10,11 @@
 use super::clients::{Clients, HttpAsk};
 use super::metrics::{Exposition, Kind, ProcessStats, SCRAPE_BYTES_MAX};
 use super::node::{Node, data_size_bytes};
-use crate::proto::http::{self, Check, Health, Route, UnhealthyReason};
+use crate::proto::ErrorCode;
+use crate::proto::http::UnhealthyReason;
+use crate::proto::http::{self, Check, CheckName, CheckSet, Health, READYZ_CHECKS, Route};
 use crate::raft::Role;
+use crate::state::AlarmKind;
 
 /// How far the applied index may trail the commit index this member knows
 /// before `/readyz` says it has not caught up: a few seconds of writes at
@@ -44,11 +47,8 @@ impl Node {
                 let health = if serializable { self.health_serializable() } else { self.health() };
                 http::write_health(health, head_only, &mut out);
             }
-            Route::Livez { verbose } => {
-                http::write_checks("/livez", &self.live_checks(), verbose, head_only, &mut out);
-            }
-            Route::Readyz { verbose } => {
-                http::write_checks("/readyz", &self.ready_checks(), verbose, head_only, &mut out);
+            Route::Livez { verbose, checks } | Route::Readyz { verbose, checks } => {
+                http::write_checks(&self.checks(checks), verbose, head_only, &mut out);
             }
             Route::Metrics => {
                 let text = self.render_metrics();
@@ -68,24 +68,38 @@ impl Node {
         }
     }
 
-    /// `/livez`: the process serves local reads (it is not stopping).
-    fn live_checks(&self) -> [Check; 1] {
-        let stopping = self.stopping.then_some(UnhealthyReason::Stopping);
-        [Check { name: "serializable_read", failure: stopping }]
+    /// `/livez` and `/readyz`: etcd's checks, those asked for, in
+    /// `READYZ_CHECKS` order. A check fails with the error a request of
+    /// its kind would get here, or with the alarm that fails it.
+    fn checks(&self, asked: CheckSet) -> Vec<Check> {
+        let run = READYZ_CHECKS.iter().filter(|c| asked.contains(**c));
+        run.map(|&name| Check { name, failure: self.check_failure(name) }).collect()
     }
 
-    /// `/readyz`: local reads, and linearizable ones: a leader is known
-    /// and this member has applied close to the commit index it knows.
-    fn ready_checks(&self) -> [Check; 2] {
-        let [serializable] = self.live_checks();
-        let linearizable = if self.leader_id == 0 {
-            Some(UnhealthyReason::NoLeader)
-        } else if self.apply_lag_entries() > READY_APPLY_LAG_ENTRIES_MAX {
-            Some(UnhealthyReason::NotCaughtUp)
-        } else {
-            None
-        };
-        [serializable, Check { name: "linearizable_read", failure: linearizable }]
+    fn check_failure(&self, name: CheckName) -> Option<&'static str> {
+        let stopped = self.stopping.then_some(ErrorCode::Stopped.message());
+        match name {
+            // Only this member's CORRUPT fails it, where etcd fails on any
+            // member's: here the corruption check names the member whose
+            // data differs, that member alone refuses keyspace requests,
+            // and the others serve the majority's data, so a readiness
+            // probe keeps them in service. NOSPACE fails no check (reads
+            // go on), as etcd's.
+            CheckName::DataCorruption => self.is_corrupt().then_some("alarm activated: CORRUPT"),
+            CheckName::SerializableRead => stopped,
+            CheckName::LinearizableRead if stopped.is_some() => stopped,
+            CheckName::LinearizableRead if self.leader_id == 0 => {
+                Some(ErrorCode::NoLeader.message())
+            }
+            CheckName::LinearizableRead => (self.apply_lag_entries() > READY_APPLY_LAG_ENTRIES_MAX)
+                .then_some("applied index far behind the commit index"),
+            CheckName::NonLearner => self
+                .raft
+                .conf_state()
+                .learners
+                .contains(&self.config.member_id)
+                .then_some("not supported for learner"),
+        }
     }
 
     fn apply_lag_entries(&self) -> u64 {
@@ -100,6 +114,7 @@ impl Node {
         self.render_store(&mut out);
         self.render_network(&mut out);
         self.render_loop(&mut out);
+        self.render_space(&mut out);
         render_process(&mut out);
         out.finish()
     }
@@ -210,17 +225,10 @@ impl Node {
             "WAL bytes written per payload byte since start (0 before the first entry).",
             per_payload_byte,
         );
-        let total_bytes = data_size_bytes(&self.config.data_dir);
-        let spare_bytes = wal.spare_count() as u64 * wal.segment_size_bytes();
         out.gauge(
             "etcd_mvcc_db_total_size_in_bytes",
             "Bytes of the WAL and snapshot files, spare segments included.",
-            total_bytes as f64,
-        );
-        out.gauge(
-            "etcd_mvcc_db_total_size_in_use_in_bytes",
-            "Bytes of the WAL and snapshot files, spare segments kept for reuse excluded.",
-            total_bytes.saturating_sub(spare_bytes) as f64,
+            data_size_bytes(&self.config.data_dir) as f64,
         );
     }
 
@@ -280,6 +288,15 @@ impl Node {
             "Connections whose watches were cancelled because they stopped reading.",
             clients.slow_reader_cutoffs_total,
         );
+        out.family(
+            "ember_client_refusals_total",
+            "Client connections refused at the cap, and requests refused while the memory budget was spent.",
+            Kind::Counter,
+            &[
+                (&[("reason", "connections_max")], clients.connections_refused_total as f64),
+                (&[("reason", "memory_budget")], clients.requests_refused_total as f64),
+            ],
+        );
     }
 
     fn render_network(&self, out: &mut Exposition) {
@@ -308,6 +325,18 @@ impl Node {
             Kind::Counter,
             &received,
         );
+        let peers = transport.peer_ids();
+        let trips = self.metrics.peer_round_trips.histograms();
+        let trips: Vec<_> = trips.filter(|(id, _)| peers.contains(id)).collect();
+        let ids: Vec<String> = trips.iter().map(|(id, _)| format!("{id:x}")).collect();
+        let labels: Vec<[(&str, &str); 1]> = ids.iter().map(|id| [("To", id.as_str())]).collect();
+        let trips: Vec<_> = labels.iter().zip(&trips).map(|(l, (_, h))| (&l[..], *h)).collect();
+        out.histograms(
+            "etcd_network_peer_round_trip_time_seconds",
+            "Time from a leader's heartbeat to a peer to the peer's response, the response \
+             leaving once the peer's iteration is durable.",
+            &trips,
+        );
     }
 
     fn render_loop(&self, out: &mut Exposition) {
@@ -320,6 +349,38 @@ impl Node {
             "ember_snapshot_slice_duration_seconds",
             "Time each slice of a snapshot image held the loop.",
             self.snapshots.slice_time(),
+        );
+    }
+}
+
+impl Node {
+    /// The space quota as the state machine applies it, and the alarms
+    /// raised: what `alarm list` says, one sample per raised alarm.
+    fn render_space(&self, out: &mut Exposition) {
+        let usage = self.state.usage();
+        out.gauge(
+            "etcd_server_quota_backend_bytes",
+            "The space quota in force (--quota-backend-bytes, as the leader proposed it).",
+            usage.quota_bytes() as f64,
+        );
+        out.gauge(
+            "etcd_mvcc_db_total_size_in_use_in_bytes",
+            "The store's size as the space quota counts it: live data, history kept, leases.",
+            usage.size_bytes() as f64,
+        );
+        let raised: Vec<(String, &str)> = (self.state.alarms().records().iter())
+            .map(|a| (format!("{:x}", a.member_id), a.kind.name()))
+            .collect();
+        let samples: Vec<([(&str, &str); 2], f64)> = raised
+            .iter()
+            .map(|(member, alarm)| ([("member_id", member.as_str()), ("alarm", *alarm)], 1.0))
+            .collect();
+        let samples: Vec<_> = samples.iter().map(|(labels, v)| (&labels[..], *v)).collect();
+        out.family(
+            "ember_server_alarm_active",
+            "1 for each alarm raised in the cluster, by member (in hex) and kind.",
+            Kind::Gauge,
+            &samples,
         );
     }
 }

@@ -13,7 +13,7 @@
 //! them unchanged; the series only Ember has are prefixed `ember_`.
 
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The bounds of etcd's disk histograms (`etcd_disk_wal_fsync_duration_seconds`
 /// and the backend's): 1 ms doubling to about 8 s, in seconds.
@@ -30,6 +30,19 @@ pub const LOOP_BUCKETS_SECONDS: [f64; 16] = [
     0.000_05, 0.000_1, 0.000_2, 0.000_4, 0.000_8, 0.001_6, 0.003_2, 0.006_4, 0.012_8, 0.025_6,
     0.051_2, 0.102_4, 0.204_8, 0.409_6, 0.819_2, 1.638_4,
 ];
+
+/// The bounds of etcd's `etcd_network_peer_round_trip_time_seconds`:
+/// 0.1 ms doubling to about 3.3 s, in seconds.
+pub const PEER_RTT_BUCKETS_SECONDS: [f64; 16] = [
+    0.000_1, 0.000_2, 0.000_4, 0.000_8, 0.001_6, 0.003_2, 0.006_4, 0.012_8, 0.025_6, 0.051_2,
+    0.102_4, 0.204_8, 0.409_6, 0.819_2, 1.638_4, 3.276_8,
+];
+
+/// A heartbeat unanswered for this long is forgotten unmeasured: the peer
+/// is down or the message was dropped, and timing the next response
+/// against it would report the outage as a round trip. Twice the highest
+/// bucket, so every round trip the histogram can tell apart is kept.
+pub const PEER_RTT_PROBE_EXPIRY: Duration = Duration::from_millis(6_554);
 
 /// The most bytes one scrape's answer may take. A node serves about a
 /// hundred series plus a few per peer (at most `transport::PEER_SLOTS`),
@@ -100,6 +113,7 @@ pub struct LoopMetrics {
     pub ranges_total: u64,
     pub wal_fsync: Histogram,
     pub loop_iteration: Histogram,
+    pub peer_round_trips: PeerRoundTrips,
 }
 
 impl Default for LoopMetrics {
@@ -116,7 +130,86 @@ impl Default for LoopMetrics {
             ranges_total: 0,
             wal_fsync: Histogram::new(&DISK_BUCKETS_SECONDS),
             loop_iteration: Histogram::new(&LOOP_BUCKETS_SECONDS),
+            peer_round_trips: PeerRoundTrips::default(),
         }
+    }
+}
+
+/// Round trips to each peer, timed from what members exchange anyway: a
+/// leader's heartbeat and the follower's response to it (which leaves
+/// once the follower's iteration is durable, so a slow disk shows here
+/// too, as it delays the leader). One heartbeat per peer is timed at a
+/// time, told by its read round; responses come back in order on the
+/// peer's stream. Only a leader sends heartbeats, so only a leader has
+/// samples, as only a member that probes has them in etcd.
+#[derive(Debug, Clone, Default)]
+pub struct PeerRoundTrips {
+    /// Invariant: at most `transport::PEER_SLOTS` entries, ids unique.
+    peers: Vec<PeerRoundTrip>,
+}
+
+#[derive(Debug, Clone)]
+struct PeerRoundTrip {
+    id: u64,
+    /// The read round and send time of the heartbeat being timed.
+    probe: Option<(u64, Instant)>,
+    last_sent: Instant,
+    histogram: Histogram,
+}
+
+impl PeerRoundTrips {
+    /// A heartbeat left for `to`: timed unless one is being timed already
+    /// (and not expired).
+    pub fn heartbeat_sent(&mut self, to: u64, read_round: u64, now: Instant) {
+        let peer = self.peer_mut(to, now);
+        peer.last_sent = now;
+        let timing = peer.probe.is_some_and(|(_, at)| now - at < PEER_RTT_PROBE_EXPIRY);
+        if !timing {
+            peer.probe = Some((read_round, now));
+        }
+    }
+
+    /// A heartbeat response came from `from`: the round trip of the timed
+    /// heartbeat, if it answers that one.
+    pub fn heartbeat_answered(&mut self, from: u64, read_round: u64, now: Instant) {
+        let Some(peer) = self.peers.iter_mut().find(|p| p.id == from) else { return };
+        let Some((round, at)) = peer.probe else { return };
+        if round != read_round {
+            return;
+        }
+        peer.probe = None;
+        let took = now.saturating_duration_since(at);
+        if took < PEER_RTT_PROBE_EXPIRY {
+            peer.histogram.observe(took);
+        }
+    }
+
+    /// The histogram of each peer timed so far.
+    pub fn histograms(&self) -> impl Iterator<Item = (u64, &Histogram)> {
+        self.peers.iter().map(|p| (p.id, &p.histogram))
+    }
+
+    /// The entry of `id`; when the table is full, a new peer takes the
+    /// entry of the one sent to least recently: a heartbeat goes to every
+    /// peer each tick, so that is a member no longer in the cluster.
+    fn peer_mut(&mut self, id: u64, now: Instant) -> &mut PeerRoundTrip {
+        let at = match self.peers.iter().position(|p| p.id == id) {
+            Some(at) => at,
+            None => {
+                let histogram = Histogram::new(&PEER_RTT_BUCKETS_SECONDS);
+                let entry = PeerRoundTrip { id, probe: None, last_sent: now, histogram };
+                if self.peers.len() < crate::transport::PEER_SLOTS {
+                    self.peers.push(entry);
+                    self.peers.len() - 1
+                } else {
+                    let oldest = (0..self.peers.len()).min_by_key(|&i| self.peers[i].last_sent);
+                    let oldest = oldest.expect("a full table has entries");
+                    self.peers[oldest] = entry;
+                    oldest
+                }
+            }
+        };
+        &mut self.peers[at]
     }
 }
 
@@ -173,17 +266,27 @@ impl Exposition {
     }
 
     pub fn histogram(&mut self, name: &str, help: &str, histogram: &Histogram) {
+        self.histograms(name, help, &[(&[], histogram)]);
+    }
+
+    /// A family of histograms told apart by labels; each bucket sample
+    /// carries them before `le`.
+    pub fn histograms(&mut self, name: &str, help: &str, histograms: &[(Labels<'_>, &Histogram)]) {
         self.head(name, help, Kind::Histogram);
         let bucket = format!("{name}_bucket");
-        let mut cumulative = 0;
-        for (bound, count) in histogram.bounds_seconds.iter().zip(&histogram.counts) {
-            cumulative += count;
-            let le = format_value(*bound);
-            self.sample(&bucket, &[("le", &le)], cumulative as f64);
+        for (labels, histogram) in histograms {
+            let mut cumulative = 0;
+            let bounds = histogram.bounds_seconds.iter().map(|b| format_value(*b));
+            let bounds = bounds.chain(std::iter::once("+Inf".to_string()));
+            for (le, count) in bounds.zip(&histogram.counts) {
+                cumulative += count;
+                let with_le: Vec<(&str, &str)> =
+                    labels.iter().copied().chain([("le", le.as_str())]).collect();
+                self.sample(&bucket, &with_le, cumulative as f64);
+            }
+            self.sample(&format!("{name}_sum"), labels, histogram.sum_seconds);
+            self.sample(&format!("{name}_count"), labels, histogram.count as f64);
         }
-        self.sample(&bucket, &[("le", "+Inf")], histogram.count as f64);
-        self.sample(&format!("{name}_sum"), &[], histogram.sum_seconds);
-        self.sample(&format!("{name}_count"), &[], histogram.count as f64);
     }
 
     /// The text, or `None` when it grew past the cap.
@@ -331,6 +434,45 @@ mod tests {
         assert!(text.contains(&format!("{name}_bucket{{le=\"+Inf\"}} 4\n")));
         assert!(text.contains(&format!("{name}_sum 20.0045\n")));
         assert!(text.ends_with(&format!("{name}_count 4\n")));
+    }
+
+    #[test]
+    fn a_heartbeat_and_its_response_time_one_round_trip() {
+        let mut trips = PeerRoundTrips::default();
+        let start = Instant::now();
+        let ms = |n| start + Duration::from_millis(n);
+        trips.heartbeat_sent(2, 7, ms(0));
+        // A second heartbeat while the first is timed is not timed.
+        trips.heartbeat_sent(2, 8, ms(100));
+        // Another round's response does not end the probe.
+        trips.heartbeat_answered(2, 6, ms(1));
+        trips.heartbeat_answered(2, 7, ms(3));
+        trips.heartbeat_answered(2, 8, ms(101));
+        // A heartbeat never answered expires; the next one is timed.
+        trips.heartbeat_sent(2, 9, ms(200));
+        trips.heartbeat_sent(2, 10, ms(200 + 6_554));
+        trips.heartbeat_answered(2, 10, ms(200 + 6_554 + 20));
+        let (id, histogram) = trips.histograms().next().unwrap();
+        assert_eq!((id, histogram.count), (2, 2));
+        assert!((histogram.sum_seconds - 0.023).abs() < 1e-9, "{}", histogram.sum_seconds);
+        // A full table makes room by forgetting the peer sent to last.
+        for id in 3..3 + crate::transport::PEER_SLOTS as u64 {
+            trips.heartbeat_sent(id, 1, ms(10_000 + id));
+        }
+        assert!(trips.histograms().all(|(id, _)| id != 2));
+        assert_eq!(trips.histograms().count(), crate::transport::PEER_SLOTS);
+
+        let mut out = Exposition::new(SCRAPE_BYTES_MAX);
+        let mut one = Histogram::new(&PEER_RTT_BUCKETS_SECONDS);
+        one.observe(Duration::from_millis(1));
+        let labels: Labels<'_> = &[("To", "2")];
+        out.histograms("etcd_network_peer_round_trip_time_seconds", "RTT.", &[(labels, &one)]);
+        let text = out.finish().unwrap();
+        let name = "etcd_network_peer_round_trip_time_seconds";
+        assert!(text.contains(&format!("{name}_bucket{{To=\"2\",le=\"0.0008\"}} 0\n")), "{text}");
+        assert!(text.contains(&format!("{name}_bucket{{To=\"2\",le=\"0.0016\"}} 1\n")), "{text}");
+        assert!(text.contains(&format!("{name}_bucket{{To=\"2\",le=\"+Inf\"}} 1\n")), "{text}");
+        assert!(text.ends_with(&format!("{name}_count{{To=\"2\"}} 1\n")), "{text}");
     }
 
     #[test]

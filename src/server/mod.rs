@@ -134,6 +134,9 @@ pub enum ServeError {
     /// This member was removed from the cluster: it stopped, or its data
     /// directory says so and it did not start.
     Removed(String),
+    /// `cause` came from the file system of the data directory being full
+    /// (`disk::name_full_disk`).
+    DiskFull(disk::FullDisk, Box<ServeError>),
 }
 
 impl ServeError {
@@ -156,6 +159,7 @@ impl fmt::Display for ServeError {
                 write!(f, "{}", dir_lock::locked_message(dir, *holder_pid))
             }
             ServeError::Removed(text) => write!(f, "{text}"),
+            ServeError::DiskFull(disk, cause) => write!(f, "{disk}: {cause}"),
         }
     }
 }
@@ -165,5 +169,6 @@ impl std::error::Error for ServeError {}
 /// Runs a node until SIGTERM or SIGINT.
 pub fn serve(config: Config) -> Result<(), ServeError> {
     signal::install();
-    Node::new(config)?.run()
+    let data_dir = config.data_dir.clone();
+    Node::new(config).and_then(Node::run).map_err(|e| disk::name_full_disk(e, &data_dir))
 }

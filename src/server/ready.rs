@@ -60,6 +60,10 @@ impl Node {
             log::debug!("dropping a message from {from:016x}, not a member");
             return;
         }
+        if message.kind == MessageKind::HeartbeatResponse {
+            let trips = &mut self.metrics.peer_round_trips;
+            trips.heartbeat_answered(from, message.read_round, Instant::now());
+        }
         if let Err(e) = self.raft.step(message) {
             log::debug!("dropped a message from {from:016x}: {e:?}");
         }
@@ -145,6 +149,9 @@ impl Node {
                 log::trace!("message to {to:016x} dropped: {e:?}");
                 let heartbeat = message.kind == MessageKind::Heartbeat;
                 self.metrics.heartbeat_send_failures_total += u64::from(heartbeat);
+            } else if message.kind == MessageKind::Heartbeat {
+                let trips = &mut self.metrics.peer_round_trips;
+                trips.heartbeat_sent(to, message.read_round, Instant::now());
             }
         }
     }
