@@ -14,7 +14,6 @@ use crate::proto::ErrorCode;
 use crate::proto::http::UnhealthyReason;
 use crate::proto::http::{self, Check, CheckName, CheckSet, Health, READYZ_CHECKS, Route};
 use crate::raft::Role;
-use crate::state::AlarmKind;
 
 /// How far the applied index may trail the commit index this member knows
 /// before `/readyz` says it has not caught up: a few seconds of writes at
