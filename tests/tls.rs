@@ -200,7 +200,7 @@ fn a_tls_cluster_serves_every_command_and_refuses_whoever_cannot_prove_itself() 
     let scrape = https_get(&cluster.members[leader].endpoint(), &certs, "/metrics");
     assert!(scrape.starts_with("HTTP/1.1 200 OK\r\n"), "{scrape}");
     assert!(scrape.contains("\netcd_server_is_leader 1\n"), "{scrape}");
-    assert!(https_get(&cluster.members[0].endpoint(), &certs, "/readyz").ends_with("\r\n\r\nok"));
+    assert!(https_get(&cluster.members[0].endpoint(), &certs, "/readyz").ends_with("\r\n\r\nok\n"));
     // n1's metrics port: the same answers, TLS with the client port's files.
     let metrics_url = cluster.member_args[0].last().unwrap().clone();
     let metrics_addr = metrics_url.trim_start_matches("https://");
