@@ -12,8 +12,10 @@
 //! `target/release/ember`); `EMBER_BENCH_STORM_CLIENTS` the storming
 //! clients (default 64).
 
+mod lone_member;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, sleep};
@@ -191,24 +193,7 @@ struct Node {
 impl Node {
     fn spawn(bin: &str, dir: &Path, port: u16) -> Node {
         let log = dir.join("member.log");
-        let child = Command::new(bin)
-            .args(["--log-level", "debug", "serve", "--data-dir"])
-            .arg(dir.join("data"))
-            .args(["--listen-client-urls", &format!("127.0.0.1:{port}")])
-            .args(["--listen-peer-urls", &format!("127.0.0.1:{}", port + 1)])
-            .stderr(std::fs::File::create(&log).unwrap())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn ember");
-        let endpoint = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Client::connect(Config::new(vec![endpoint.clone()]))
-            .and_then(|mut c| c.status())
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "ember did not start");
-            sleep(Duration::from_millis(50));
-        }
+        let child = lone_member::spawn(bin, dir, port, &log);
         Node { child, log, started: Instant::now() }
     }
 

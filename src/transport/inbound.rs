@@ -16,12 +16,12 @@ use std::time::Instant;
 use mio::{Registry, Token};
 use serde::de::DeserializeOwned;
 
-use super::Config;
 use super::stream::{AbortReason, InStream, StreamEvent, StreamId};
 use super::wire::{
     self, Frame, FrameDecoder, FrameError, HELLO_BYTES, Hello, HelloError, MAC_BYTES, MacRole,
     NONCE_BYTES, TRANSCRIPT_BYTES,
 };
+use super::{Config, Secret};
 use crate::tls::{self, Stream};
 
 /// What arrived and is waiting for the loop.
@@ -198,14 +198,7 @@ impl Inbound {
         if !read_some(&mut self.conn, &mut self.hello, &mut self.hello_read_bytes)? {
             return Ok(false);
         }
-        let mut answer = [0u8; HELLO_BYTES + NONCE_BYTES + MAC_BYTES];
-        answer[..HELLO_BYTES].copy_from_slice(&reply.encode_flagged(true));
-        fill_random(&mut answer[HELLO_BYTES..HELLO_BYTES + NONCE_BYTES])?;
-        let acceptor = answer[..HELLO_BYTES + NONCE_BYTES].try_into().expect("sized");
-        let transcript = Box::new(wire::transcript(&self.hello, acceptor));
-        let mac = wire::hello_mac(secret.bytes(), MacRole::Acceptor, &transcript);
-        answer[HELLO_BYTES + NONCE_BYTES..].copy_from_slice(&mac);
-        self.send_reply(&answer)?;
+        let transcript = self.send_signed_reply(secret, reply.encode_flagged(true))?;
         self.awaiting_mac = Some((hello.from, transcript));
         Ok(true)
     }
@@ -229,18 +222,29 @@ impl Inbound {
         if !read_some(&mut self.conn, &mut self.hello, &mut self.hello_read_bytes)? {
             return Ok(false);
         }
-        let mut answer = [0u8; HELLO_BYTES + NONCE_BYTES + MAC_BYTES];
         let flags = wire::FLAG_SECRET | wire::FLAG_MEMBERS;
-        answer[..HELLO_BYTES].copy_from_slice(&reply.encode_flags(flags));
+        let transcript = self.send_signed_reply(secret, reply.encode_flags(flags))?;
+        self.asks_members = true;
+        self.awaiting_mac = Some((0, transcript));
+        Ok(true)
+    }
+
+    /// Sends `head` with a fresh nonce and the acceptor's MAC over both
+    /// hellos; the transcript, which the dialer's MAC must cover next.
+    fn send_signed_reply(
+        &mut self,
+        secret: &Secret,
+        head: [u8; HELLO_BYTES],
+    ) -> Result<Box<[u8; TRANSCRIPT_BYTES]>, Close> {
+        let mut answer = [0u8; HELLO_BYTES + NONCE_BYTES + MAC_BYTES];
+        answer[..HELLO_BYTES].copy_from_slice(&head);
         fill_random(&mut answer[HELLO_BYTES..HELLO_BYTES + NONCE_BYTES])?;
         let acceptor = answer[..HELLO_BYTES + NONCE_BYTES].try_into().expect("sized");
         let transcript = Box::new(wire::transcript(&self.hello, acceptor));
         let mac = wire::hello_mac(secret.bytes(), MacRole::Acceptor, &transcript);
         answer[HELLO_BYTES + NONCE_BYTES..].copy_from_slice(&mac);
         self.send_reply(&answer)?;
-        self.asks_members = true;
-        self.awaiting_mac = Some((0, transcript));
-        Ok(true)
+        Ok(transcript)
     }
 
     /// Sends the member table answer and flushes it; the reason to close.
@@ -266,15 +270,8 @@ impl Inbound {
         if !read_some(&mut self.conn, &mut self.hello, &mut self.hello_read_bytes)? {
             return Ok(false);
         }
-        let mut answer = [0u8; HELLO_BYTES + NONCE_BYTES + MAC_BYTES];
         let flags = wire::FLAG_SECRET | wire::FLAG_REMOVED;
-        answer[..HELLO_BYTES].copy_from_slice(&reply.encode_flags(flags));
-        fill_random(&mut answer[HELLO_BYTES..HELLO_BYTES + NONCE_BYTES])?;
-        let acceptor = answer[..HELLO_BYTES + NONCE_BYTES].try_into().expect("sized");
-        let transcript = wire::transcript(&self.hello, acceptor);
-        let mac = wire::hello_mac(secret.bytes(), MacRole::Acceptor, &transcript);
-        answer[HELLO_BYTES + NONCE_BYTES..].copy_from_slice(&mac);
-        self.send_reply(&answer)?;
+        self.send_signed_reply(secret, reply.encode_flags(flags))?;
         self.conn.flush_tls().map_err(Close::Io)?;
         Err(removed)
     }
