@@ -15,10 +15,10 @@
 
 mod lone_member;
 
+use lone_member::{Figures, LoneMember, figures};
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, sleep};
@@ -35,7 +35,6 @@ type Attack = fn(&str, &Arc<AtomicBool>);
 const KEYS: usize = 50_000;
 const VALUE_BYTES: usize = 1024;
 /// The member's loop-time log interval (`LOOP_TIME_LOG_INTERVAL`).
-const LOOP_WINDOW: Duration = Duration::from_secs(10);
 /// Legitimate operations per latency sample.
 const SAMPLE_OPS: usize = 300;
 
@@ -47,9 +46,10 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let port = 17_000 + (std::process::id() % 1000) as u16 * 2;
     let endpoint = format!("127.0.0.1:{port}");
-    let mut node = Node::spawn(&bin, &dir, port, "fill");
+    let mut node = LoneMember::spawn(&bin, &dir, port, "fill");
     fill(&endpoint);
-    node.stop();
+    node.wait_window_end();
+    node.stop(1);
     let attacks: [(&str, Attack); 6] = [
         ("pipelined_full_ranges_unread", pipelined_full_ranges_unread),
         ("too_large_flood", too_large_flood),
@@ -62,7 +62,7 @@ fn main() {
         if only.as_ref().is_some_and(|o| !o.split(',').any(|n| n == name)) {
             continue;
         }
-        let mut node = Node::spawn(&bin, &dir, port, name);
+        let mut node = LoneMember::spawn(&bin, &dir, port, name);
         node.past_first_window();
         let before = sample(&endpoint, "before");
         let rss_before = node.rss_bytes();
@@ -78,7 +78,8 @@ fn main() {
         stop.store(true, Ordering::Relaxed);
         let _ = attacker.join();
         let _ = sampler.join();
-        let longest_us = node.stop();
+        node.wait_window_end();
+        let longest_us = node.stop(1);
         println!("hostile_{name}_rss_before_bytes={rss_before}");
         println!("hostile_{name}_rss_peak_bytes={}", peak.load(Ordering::Relaxed));
         for (when, figures) in [("before", before), ("during", during)] {
@@ -97,19 +98,13 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-struct Node {
-    child: Child,
-    log: PathBuf,
-    started: Instant,
+/// What the attacks read of the member besides its loop time.
+trait Rss {
+    fn rss_bytes(&self) -> u64;
+    fn watch_rss(&self, peak: Arc<AtomicU64>, stop: Arc<AtomicBool>) -> thread::JoinHandle<()>;
 }
 
-impl Node {
-    fn spawn(bin: &str, dir: &Path, port: u16, name: &str) -> Node {
-        let log = dir.join(format!("{name}.log"));
-        let child = lone_member::spawn(bin, dir, port, &log);
-        Node { child, log, started: Instant::now() }
-    }
-
+impl Rss for LoneMember {
     fn rss_bytes(&self) -> u64 {
         rss_of(self.child.id())
     }
@@ -122,33 +117,6 @@ impl Node {
                 sleep(Duration::from_millis(20));
             }
         })
-    }
-
-    /// Waits for the member's first loop-time window (start-up: applying
-    /// the log it recovered) to close, so later windows are the attack's.
-    fn past_first_window(&self) {
-        let boundary = self.started + LOOP_WINDOW + Duration::from_millis(500);
-        sleep(boundary.saturating_duration_since(Instant::now()));
-    }
-
-    /// Waits for the window under way to be logged, SIGTERMs the member,
-    /// and returns the longest iteration of the windows after the first.
-    fn stop(&mut self) -> Option<u64> {
-        let since = self.started.elapsed().as_millis() as u64;
-        let windows = since / LOOP_WINDOW.as_millis() as u64 + 1;
-        let boundary = self.started + LOOP_WINDOW * windows as u32 + Duration::from_millis(500);
-        sleep(boundary.saturating_duration_since(Instant::now()));
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-            }
-            sleep(Duration::from_millis(20));
-        }
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let windows = log.lines().filter(|l| l.contains("longest loop iteration of the last"));
-        windows.skip(1).filter_map(|l| l.split_whitespace().rev().nth(1)?.parse().ok()).max()
     }
 }
 
@@ -177,14 +145,6 @@ fn fill(endpoint: &str) {
     }
 }
 
-#[derive(Clone, Copy, Default)]
-struct Figures {
-    p50_us: u64,
-    p99_us: u64,
-    max_us: u64,
-    failed: usize,
-}
-
 /// A fresh client's puts and gets, one at a time.
 fn sample(endpoint: &str, tag: &str) -> (Figures, Figures) {
     let mut config = Config::new(vec![endpoint.to_string()]);
@@ -210,17 +170,6 @@ fn sample(endpoint: &str, tag: &str) -> (Figures, Figures) {
         }
     }
     (figures(puts, failed.0), figures(gets, failed.1))
-}
-
-fn figures(mut took: Vec<Duration>, failed: usize) -> Figures {
-    took.sort();
-    let at = |q: f64| {
-        if took.is_empty() {
-            return 0;
-        }
-        took[((took.len() - 1) as f64 * q) as usize].as_micros() as u64
-    };
-    Figures { p50_us: at(0.5), p99_us: at(0.99), max_us: at(1.0), failed }
 }
 
 fn hello(endpoint: &str, max_frame_bytes: u32) -> Option<TcpStream> {

@@ -14,8 +14,8 @@
 
 mod lone_member;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use lone_member::{Figures, LoneMember, figures};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, sleep};
@@ -28,7 +28,6 @@ use ember::proto::{
 };
 
 /// The member's loop-time log interval (`LOOP_TIME_LOG_INTERVAL`).
-const LOOP_WINDOW: Duration = Duration::from_secs(10);
 /// Legitimate puts per latency sample.
 const SAMPLE_OPS: usize = 300;
 /// How long the storm runs before and while the sample is taken.
@@ -52,7 +51,7 @@ fn main() {
     println!("login_storm_pbkdf2_iterations={ITERATIONS_DEFAULT}");
     println!("login_storm_hash_ms={:.1}", started.elapsed().as_secs_f64() * 1e3);
 
-    let mut node = Node::spawn(&bin, &dir, port);
+    let mut node = LoneMember::spawn(&bin, &dir, port, "member");
     set_up(&endpoint);
     node.past_first_window();
     let mut writer = login(&endpoint, "writer", "writer-pw");
@@ -156,14 +155,6 @@ fn storm(endpoint: &str, right: bool, stop: &AtomicBool, counts: &[AtomicU64; 3]
     }
 }
 
-#[derive(Clone, Copy, Default)]
-struct Figures {
-    p50_us: u64,
-    p99_us: u64,
-    max_us: u64,
-    failed: usize,
-}
-
 /// The writer's puts, one at a time.
 fn sample(client: &mut Client, tag: &str) -> Figures {
     let mut took = Vec::new();
@@ -176,64 +167,5 @@ fn sample(client: &mut Client, tag: &str) -> Figures {
             Err(_) => failed += 1,
         }
     }
-    took.sort();
-    let at = |q: f64| match took.is_empty() {
-        true => 0,
-        false => took[((took.len() - 1) as f64 * q) as usize].as_micros() as u64,
-    };
-    Figures { p50_us: at(0.5), p99_us: at(0.99), max_us: at(1.0), failed }
-}
-
-struct Node {
-    child: Child,
-    log: PathBuf,
-    started: Instant,
-}
-
-impl Node {
-    fn spawn(bin: &str, dir: &Path, port: u16) -> Node {
-        let log = dir.join("member.log");
-        let child = lone_member::spawn(bin, dir, port, &log);
-        Node { child, log, started: Instant::now() }
-    }
-
-    /// Waits for the member's first loop-time window to close, so later
-    /// windows are the storm's.
-    fn past_first_window(&self) {
-        let boundary = self.started + LOOP_WINDOW + Duration::from_millis(500);
-        sleep(boundary.saturating_duration_since(Instant::now()));
-    }
-
-    /// Waits for the window under way to be logged.
-    fn wait_window_end(&self) {
-        let windows = self.started.elapsed().as_millis() / LOOP_WINDOW.as_millis() + 1;
-        let boundary = self.started + LOOP_WINDOW * windows as u32 + Duration::from_millis(500);
-        sleep(boundary.saturating_duration_since(Instant::now()));
-    }
-
-    fn window_lines(&self) -> Vec<String> {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let windows = log.lines().filter(|l| l.contains("longest loop iteration of the last"));
-        windows.map(String::from).collect()
-    }
-
-    /// Loop-time windows logged so far.
-    fn windows_logged(&self) -> usize {
-        self.window_lines().len()
-    }
-
-    /// SIGTERMs the member and returns the longest iteration of the
-    /// windows after the first `skip`.
-    fn stop(&mut self, skip: usize) -> Option<u64> {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-            }
-            sleep(Duration::from_millis(20));
-        }
-        let windows = self.window_lines().into_iter().skip(skip);
-        windows.filter_map(|l| l.split_whitespace().rev().nth(1)?.parse().ok()).max()
-    }
+    figures(took, failed)
 }
