@@ -314,9 +314,14 @@ impl Client {
 /// True when another member may well serve `request` after this answer: the
 /// member said it cannot serve now (gRPC Unavailable: no leader, stopping,
 /// unhealthy), and sending the request again cannot apply it twice (a read,
-/// or a write the error says was not applied).
+/// or a write the error says was not applied). A member found corrupt
+/// refuses keyspace requests as they arrive, before any is proposed, while
+/// the members that agree keep serving: that refusal is retried elsewhere too.
 fn retry_elsewhere(error: &ClientError, request: &Request) -> bool {
     let Some(code) = error.code() else { return false };
+    if code == ErrorCode::Corrupt {
+        return true;
+    }
     code.grpc() == GrpcCode::Unavailable && (!request.is_write() || !code.outcome_unknown())
 }
 
@@ -725,5 +730,29 @@ impl Client {
 
     pub fn lease_leases(&mut self) -> Result<LeaseLeasesResponse, ClientError> {
         typed_call!(self, Request::LeaseLeases, Response::LeaseLeases)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(code: ErrorCode) -> ClientError {
+        ClientError::Server { endpoint: "m1".to_string(), error: ErrorBody::new(code) }
+    }
+
+    #[test]
+    fn a_corrupt_member_s_refusal_is_retried_elsewhere_for_reads_and_writes() {
+        let read = Request::Range(RangeRequest { key: b"k".to_vec(), ..RangeRequest::default() });
+        let write = Request::Put(PutRequest { key: b"k".to_vec(), ..PutRequest::default() });
+        assert!(retry_elsewhere(&answered(ErrorCode::Corrupt), &read));
+        assert!(retry_elsewhere(&answered(ErrorCode::Corrupt), &write));
+    }
+
+    #[test]
+    fn a_refusal_that_any_member_would_give_is_not_retried() {
+        let write = Request::Put(PutRequest { key: b"k".to_vec(), ..PutRequest::default() });
+        assert!(!retry_elsewhere(&answered(ErrorCode::PermissionDenied), &write));
+        assert!(!retry_elsewhere(&answered(ErrorCode::NoSpace), &write));
     }
 }
