@@ -44,7 +44,7 @@ fn main() {
     let records = leases(count);
 
     let before = live_bytes();
-    let table = LeaseTable::from_records(records.iter().copied(), 0);
+    let table = LeaseTable::from_records(records.iter().map(|(id, ttl)| (*id, *ttl, None)), 0);
     let bytes = live_bytes() - before;
     println!("lease_table_bytes_per_lease={:.1}", bytes as f64 / table.len() as f64);
 
@@ -52,7 +52,7 @@ fn main() {
         let mut t = LeaseTable::new();
         let started = Instant::now();
         for (id, ttl) in &records {
-            let _ = t.grant(*id, *ttl, 0);
+            let _ = t.grant(*id, *ttl, None, 0);
         }
         started.elapsed().as_nanos() as u64 / count as u64
     });

@@ -11,13 +11,18 @@
 //!
 //! ## Choices
 //!
-//! - TLS 1.3 only: every client this project serves (its own, etcd's Go
-//!   clients, curl) speaks it, and leaving 1.2 out keeps its code out of
-//!   the binary.
-//! - ChaCha20-Poly1305 first, then AES-GCM: boards before the Raspberry
-//!   Pi 5 have no AES instructions, where ChaCha20 is about three times
-//!   faster; a client that prefers AES still gets it (the server follows
-//!   its own order only for suites both offer).
+//! - TLS 1.3 unless asked: every client this project serves (its own,
+//!   etcd's Go clients, curl) speaks it. `--tls-min-version TLS1.2` lets
+//!   the ports take TLS 1.2 as well, for older clients, with ECDHE key
+//!   exchange and AEAD suites only (what rustls implements: no RSA key
+//!   exchange, no CBC, no renegotiation); `--tls-max-version` caps the
+//!   other end ([`TlsVersions`]). Our own clients speak TLS 1.3.
+//! - ChaCha20-Poly1305 first, then AES-GCM, in both versions: boards before
+//!   the Raspberry Pi 5 have no AES instructions, where ChaCha20 is about
+//!   three times faster; a client that prefers AES still gets it (the
+//!   server follows its own order only for suites both offer).
+//! - No session resumption in either version: clients of a board reconnect
+//!   rarely, and a resumed session is state to keep and bytes to read.
 //! - ring as the provider: it builds with a plain C compiler for ARM.
 //!
 //! ## The stream
@@ -45,10 +50,10 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{CryptoProvider, ring as ring_provider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
+use rustls::server::{NoServerSessionStorage, ParsedCertificate, WebPkiClientVerifier};
 use rustls::{
     ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, ServerConfig,
-    ServerConnection, SignatureScheme,
+    ServerConnection, SignatureScheme, SupportedProtocolVersion,
 };
 
 /// Outgoing bytes rustls may hold for one connection, plaintext and records
@@ -89,15 +94,98 @@ fn file_error(path: &Path, what: &'static str, reason: impl fmt::Display) -> Tls
     TlsError::File { path: path.to_path_buf(), what, reason: reason.to_string() }
 }
 
-/// ring's provider with ChaCha20-Poly1305 ahead of AES-GCM, TLS 1.3 suites
-/// only.
+/// A TLS version a port may speak, as etcd's flags name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+impl TlsVersion {
+    /// `TLS1.2` or `TLS1.3`; `None` for anything else (etcd's `TLS1.0` and
+    /// `TLS1.1` included: they are refused, not quietly raised).
+    pub fn parse(text: &str) -> Option<TlsVersion> {
+        match text {
+            "TLS1.2" => Some(TlsVersion::Tls12),
+            "TLS1.3" => Some(TlsVersion::Tls13),
+            _ => None,
+        }
+    }
+
+    fn rustls(self) -> &'static SupportedProtocolVersion {
+        match self {
+            TlsVersion::Tls12 => &rustls::version::TLS12,
+            TlsVersion::Tls13 => &rustls::version::TLS13,
+        }
+    }
+}
+
+impl fmt::Display for TlsVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsVersion::Tls12 => "TLS1.2",
+            TlsVersion::Tls13 => "TLS1.3",
+        })
+    }
+}
+
+/// The TLS versions a configuration speaks. The default is TLS 1.3 alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsVersions {
+    /// Invariant: `min <= max`.
+    min: TlsVersion,
+    max: TlsVersion,
+}
+
+impl Default for TlsVersions {
+    fn default() -> TlsVersions {
+        TlsVersions { min: TlsVersion::Tls13, max: TlsVersion::Tls13 }
+    }
+}
+
+impl TlsVersions {
+    /// The versions from `min` to `max`; `None` when `min` is above `max`.
+    pub fn new(min: TlsVersion, max: TlsVersion) -> Option<TlsVersions> {
+        (min <= max).then_some(TlsVersions { min, max })
+    }
+
+    pub fn min(&self) -> TlsVersion {
+        self.min
+    }
+
+    pub fn max(&self) -> TlsVersion {
+        self.max
+    }
+
+    /// The versions for rustls, newest first.
+    fn rustls(&self) -> Vec<&'static SupportedProtocolVersion> {
+        let all = [TlsVersion::Tls13, TlsVersion::Tls12];
+        all.into_iter().filter(|v| (self.min..=self.max).contains(v)).map(|v| v.rustls()).collect()
+    }
+}
+
+/// ring's provider with ChaCha20-Poly1305 ahead of AES-GCM: TLS 1.3's
+/// suites, then TLS 1.2's (ECDHE with an ECDSA or RSA certificate, AEAD
+/// only), used only by configurations that allow TLS 1.2.
 pub fn provider() -> Arc<CryptoProvider> {
     use ring_provider::cipher_suite::{
+        TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
         TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
     };
     let mut provider = ring_provider::default_provider();
-    provider.cipher_suites =
-        vec![TLS13_CHACHA20_POLY1305_SHA256, TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384];
+    provider.cipher_suites = vec![
+        TLS13_CHACHA20_POLY1305_SHA256,
+        TLS13_AES_128_GCM_SHA256,
+        TLS13_AES_256_GCM_SHA384,
+        TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    ];
     Arc::new(provider)
 }
 
@@ -154,6 +242,8 @@ pub struct ServerFiles {
     /// Refuse clients without a certificate signed by `trusted_ca`.
     /// Invariant: only set with `trusted_ca`.
     pub client_cert_auth: bool,
+    /// `--tls-min-version` and `--tls-max-version`.
+    pub versions: TlsVersions,
 }
 
 impl ServerFiles {
@@ -163,7 +253,7 @@ impl ServerFiles {
         let certs = load_certs(&self.cert)?;
         let key = load_key(&self.key)?;
         let builder = ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])
+            .with_protocol_versions(&self.versions.rustls())
             .map_err(|e| config_error("TLS versions", e))?;
         let builder = match &self.trusted_ca {
             Some(ca) => {
@@ -179,9 +269,12 @@ impl ServerFiles {
         let mut config = builder
             .with_single_cert(certs, key)
             .map_err(|e| config_error("certificate and key", e))?;
-        // No resumption tickets: clients of a board reconnect rarely, and a
+        // No resumption: clients of a board reconnect rarely, and a TLS 1.3
         // ticket is bytes the client must read before it can see a close.
+        // TLS 1.2 has no tickets without a ticketer; its session ids would
+        // be a cache to keep.
         config.send_tls13_tickets = 0;
+        config.session_storage = Arc::new(NoServerSessionStorage {});
         Ok(Arc::new(config))
     }
 
@@ -259,11 +352,17 @@ pub struct ClientFiles {
 }
 
 impl ClientFiles {
-    /// Reads the files and builds the configuration.
+    /// Reads the files and builds the configuration, for TLS 1.3.
     pub fn load(&self) -> Result<Arc<ClientConfig>, TlsError> {
+        self.load_for(TlsVersions::default())
+    }
+
+    /// Reads the files and builds the configuration, for `versions`: a
+    /// member dials its peers with the versions its own peer port speaks.
+    pub fn load_for(&self, versions: TlsVersions) -> Result<Arc<ClientConfig>, TlsError> {
         let provider = provider();
         let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])
+            .with_protocol_versions(&versions.rustls())
             .map_err(|e| config_error("TLS versions", e))?;
         let builder = if self.insecure_skip_verify {
             builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyServer { provider }))
@@ -602,7 +701,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chacha20_comes_before_aes() {
+    fn chacha20_comes_before_aes_in_both_versions() {
         let names: Vec<String> =
             provider().cipher_suites.iter().map(|s| format!("{:?}", s.suite())).collect();
         assert_eq!(
@@ -610,9 +709,31 @@ mod tests {
             [
                 "TLS13_CHACHA20_POLY1305_SHA256",
                 "TLS13_AES_128_GCM_SHA256",
-                "TLS13_AES_256_GCM_SHA384"
+                "TLS13_AES_256_GCM_SHA384",
+                "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+                "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+                "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+                "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+                "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+                "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
             ]
         );
+    }
+
+    #[test]
+    fn versions_parse_as_etcd_names_them_and_keep_their_order() {
+        assert_eq!(TlsVersion::parse("TLS1.2"), Some(TlsVersion::Tls12));
+        assert_eq!(TlsVersion::parse("TLS1.3"), Some(TlsVersion::Tls13));
+        for refused in ["TLS1.1", "TLS1.0", "tls1.3", "1.3", ""] {
+            assert_eq!(TlsVersion::parse(refused), None, "{refused}");
+        }
+        let (v12, v13) = (TlsVersion::Tls12, TlsVersion::Tls13);
+        assert_eq!(TlsVersions::new(v13, v12), None);
+        let names = |v: TlsVersions| v.rustls().iter().map(|p| p.version).collect::<Vec<_>>();
+        use rustls::ProtocolVersion::{TLSv1_2, TLSv1_3};
+        assert_eq!(names(TlsVersions::default()), [TLSv1_3]);
+        assert_eq!(names(TlsVersions::new(v12, v13).unwrap()), [TLSv1_3, TLSv1_2]);
+        assert_eq!(names(TlsVersions::new(v12, v12).unwrap()), [TLSv1_2]);
     }
 
     #[test]

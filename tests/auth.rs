@@ -336,13 +336,8 @@ fn lease_revoke_and_time_to_live_keys_follow_the_rights_on_the_keys() {
     let cluster = start("auth_leases", 1, &[]);
     let mut root = set_up(&cluster, &[("u", perm(PermissionType::ReadWrite, "mine", b""))]);
     let mut user = as_user(&cluster, "u");
-    let granted = match request(
-        &mut user,
-        Request::LeaseGrant(proto::LeaseGrantRequest { ttl_secs: 600, id: 0 }),
-    ) {
-        Ok(Response::LeaseGrant(r)) => r.id,
-        other => panic!("{other:?}"),
-    };
+    // Root's lease: its owner is not the user, so only the keys count.
+    let granted = grant_lease(&mut root);
     for key in ["mine", "secret"] {
         let attach =
             PutRequest { key: key.as_bytes().to_vec(), lease: granted, ..Default::default() };
@@ -366,6 +361,60 @@ fn lease_revoke_and_time_to_live_keys_follow_the_rights_on_the_keys() {
     let attach = PutRequest { key: b"mine".to_vec(), lease: granted, ..Default::default() };
     assert_eq!(request(&mut user, Request::Put(attach)), Err(ErrorCode::PermissionDenied));
     assert!(request(&mut root, revoke).is_ok());
+}
+
+fn grant_lease(client: &mut Client) -> i64 {
+    match request(client, Request::LeaseGrant(proto::LeaseGrantRequest { ttl_secs: 600, id: 0 })) {
+        Ok(Response::LeaseGrant(r)) => r.id,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_owner_of_a_lease_may_revoke_it_after_losing_write_and_across_a_snapshot() {
+    let mut cluster = start("auth_lease_owner", 1, &["--snapshot-count", "5"]);
+    let mut root = set_up(
+        &cluster,
+        &[
+            ("alice", perm(PermissionType::ReadWrite, "alice/k", b"")),
+            ("bob", perm(PermissionType::Read, "bob/", b"bob0")),
+        ],
+    );
+    let mut alice = as_user(&cluster, "alice");
+    let lease = grant_lease(&mut alice);
+    let attach = PutRequest { key: b"alice/k".to_vec(), lease, ..Default::default() };
+    request(&mut alice, Request::Put(attach)).unwrap();
+    let revoke = Request::LeaseRevoke(proto::LeaseRevokeRequest { id: lease });
+    let mut bob = as_user(&cluster, "bob");
+    assert_eq!(request(&mut bob, revoke.clone()), Err(ErrorCode::PermissionDenied));
+
+    let take_write = proto::RoleRevokePermissionRequest {
+        role: "alice-role".into(),
+        key: b"alice/k".to_vec(),
+        range_end: Vec::new(),
+    };
+    request(&mut root, Request::RoleRevokePermission(take_write)).unwrap();
+    assert_eq!(request(&mut alice, put("alice/k")), Err(ErrorCode::PermissionDenied));
+    // Enough entries after the grant that a snapshot holds it, then a
+    // restart: the owner comes back from the snapshot, not from the log.
+    for i in 0..12 {
+        request(&mut root, put(&format!("fill{i}"))).unwrap();
+    }
+    cluster.kill(0);
+    let snaps = std::fs::read_dir(cluster.data_dir(0).join("snap")).map_or(0, |d| d.count());
+    assert!(snaps > 0, "no snapshot taken");
+    cluster.spawn(0);
+    cluster.wait_leader(LEADER_WAIT);
+
+    let mut bob = as_user(&cluster, "bob");
+    assert_eq!(request(&mut bob, revoke.clone()), Err(ErrorCode::PermissionDenied));
+    let mut alice = as_user(&cluster, "alice");
+    request(&mut alice, revoke).unwrap();
+    let mut root = login(&cluster, "root", ROOT_PASSWORD).unwrap();
+    assert!(
+        matches!(request(&mut root, get("alice/k", b"")), Ok(Response::Range(r)) if r.count == 0),
+        "the lease's key went with it"
+    );
 }
 
 /// The user's token, got by a login of its own.

@@ -13,44 +13,10 @@ use std::time::{Duration, Instant};
 
 use ember::client::Client;
 use ember::proto::RangeRequest;
-use faults::scenario::{Run, run};
-use support::cluster::{Cluster, ELECTION_TIMEOUT_MS};
+use faults::leader::{CALM_MS, FAULT_MS, isolate_leader_repeatedly, kill_leader_repeatedly};
+use faults::scenario::run;
+use support::cluster::Cluster;
 use support::proxy::LinkFaults;
-
-/// How long a fault lasts before it is undone: long enough for an election.
-const FAULT_MS: u64 = 2 * ELECTION_TIMEOUT_MS;
-/// Healthy time between faults.
-const CALM_MS: u64 = 500;
-
-/// Kills the leader, lets the others elect, restarts it; until time is up
-/// (at least once).
-fn kill_leader_repeatedly(run: &mut Run) {
-    loop {
-        let leader = run.leader();
-        run.fault_now();
-        run.cluster.kill(leader);
-        sleep(Duration::from_millis(FAULT_MS));
-        run.cluster.spawn(leader);
-        sleep(Duration::from_millis(CALM_MS));
-        if !run.time_left() {
-            break;
-        }
-    }
-}
-
-fn isolate_leader_repeatedly(run: &mut Run, one_way: bool) {
-    loop {
-        let leader = run.leader();
-        run.fault_now();
-        run.cluster.isolate(&[leader], one_way);
-        sleep(Duration::from_millis(FAULT_MS));
-        run.cluster.heal();
-        sleep(Duration::from_millis(CALM_MS));
-        if !run.time_left() {
-            break;
-        }
-    }
-}
 
 #[test]
 fn kill_leader() {

@@ -1,12 +1,14 @@
 //! The peer-link proxy alone, with plain sockets standing in for members:
 //! a "dialer" sends a hello naming its member and then length-prefixed
-//! frames; a listener behind the proxy is the member.
+//! frames; a listener behind the proxy is the member. The opaque proxy of
+//! TLS links knows the dialer by its process: this test's own.
 
 mod faults;
 mod support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::proxy::{LinkFaults, Proxy};
@@ -148,4 +150,55 @@ fn an_unknown_sender_or_garbage_length_is_closed() {
     let mut tail = Vec::new();
     let _ = link.member.read_to_end(&mut tail);
     assert!(tail.is_empty());
+}
+
+/// What `stream` reads within `wait`: the bytes, and whether it ended.
+fn read_for(stream: &mut TcpStream, wait: Duration) -> (Vec<u8>, bool) {
+    stream.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    let deadline = Instant::now() + wait;
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while Instant::now() < deadline {
+        match stream.read(&mut chunk) {
+            Ok(0) => return (bytes, true),
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return (bytes, true),
+        }
+    }
+    (bytes, false)
+}
+
+#[test]
+fn an_opaque_proxy_knows_the_dialer_by_its_process_and_closes_a_stream_it_broke() {
+    let member = TcpListener::bind("127.0.0.1:0").unwrap();
+    // This process is member 1; member 0 is not running.
+    let pids = Arc::new(Mutex::new(vec![None, Some(std::process::id())]));
+    let proxy = Proxy::start_opaque(member.local_addr().unwrap(), 2, 7, pids.clone());
+    let mut dialer = TcpStream::connect(proxy.listen_addr).unwrap();
+    let (mut accepted, _) = member.accept().unwrap();
+    dialer.write_all(b"no hello, any bytes").unwrap();
+    let (got, ended) = read_for(&mut accepted, Duration::from_millis(300));
+    assert_eq!((got.as_slice(), ended), (b"no hello, any bytes".as_slice(), false));
+
+    // Blackholed from member 0: nothing changes for member 1's link.
+    proxy.set(0, LinkFaults { blackhole: true, ..LinkFaults::default() });
+    dialer.write_all(b"still").unwrap();
+    assert_eq!(read_for(&mut accepted, Duration::from_millis(300)), (b"still".to_vec(), false));
+    // Blackholed from member 1: bytes vanish, and healing closes the
+    // connection, whose stream lost bytes.
+    proxy.set(1, LinkFaults { blackhole: true, ..LinkFaults::default() });
+    std::thread::sleep(Duration::from_millis(50));
+    dialer.write_all(b"lost").unwrap();
+    assert_eq!(read_for(&mut accepted, Duration::from_millis(300)), (Vec::new(), false));
+    proxy.heal_all();
+    assert_eq!(read_for(&mut accepted, Duration::from_secs(5)), (Vec::new(), true));
+
+    // A connection no member's process dialed is closed before the member
+    // sees it.
+    *pids.lock().unwrap() = vec![None, None];
+    let mut stranger = TcpStream::connect(proxy.listen_addr).unwrap();
+    assert!(read_for(&mut stranger, Duration::from_secs(5)).1, "the stranger is closed");
+    member.set_nonblocking(true).unwrap();
+    assert!(member.accept().is_err(), "the member never saw the stranger");
 }

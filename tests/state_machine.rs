@@ -596,3 +596,48 @@ fn a_member_that_left_after_reporting_is_neither_counted_nor_alarmed() {
     assert!(corrupt_members(&state).is_empty(), "{:?}", state.alarms().records());
     assert_eq!(state.open_check().unwrap().majority_hash, Some(7));
 }
+
+#[test]
+fn a_lease_owner_may_revoke_it_after_losing_its_keys_and_the_owner_travels_in_the_image() {
+    let (mut state, u) = with_user(PermKind::ReadWrite, "a", b"c");
+    auth_op(&mut state, AuthOp::UserAdd { name: "v".into(), password: Some("h".into()) });
+    let v = Caller::User { name: "v".into(), epoch: state.auth().users["v"].epoch };
+    let grant = Op::LeaseGrant { id: 9, ttl_secs: 60 };
+    assert!(result(apply_as(&mut state, 1, grant, 0, Some(u.clone()))).is_ok());
+    assert_eq!(state.leases().owner(9), Some("u"));
+    assert!(result(apply_as(&mut state, 1, put("b", 9), 0, Some(u.clone()))).is_ok());
+    // A key the owner may not write joins the lease: only the owner, root,
+    // or a user with WRITE on both keys may end it now.
+    assert!(result(apply(&mut state, 1, put("secret", 9), 0)).is_ok());
+    let by_v = apply_as(&mut state, 1, Op::LeaseRevoke(9), 0, Some(v));
+    assert_eq!(result(by_v), Err(ErrorCode::PermissionDenied));
+
+    let at = (state.applied_index(), state.applied_term());
+    let mut restored =
+        StateMachine::restore(IDENTITY, StoreConfig::default(), at, &state.image(), 0).unwrap();
+    assert_eq!(restored.leases().owner(9), Some("u"), "the owner is in the image");
+    let by_owner = apply_as(&mut restored, 1, Op::LeaseRevoke(9), 0, Some(u.clone()));
+    assert!(result(by_owner).is_ok());
+    assert_eq!((get(&restored, "b"), get(&restored, "secret")), (None, None));
+
+    // A stale epoch is no owner.
+    let stale = Caller::User { name: "u".into(), epoch: 1 };
+    let by_stale = apply_as(&mut state, 1, Op::LeaseRevoke(9), 0, Some(stale));
+    assert_eq!(result(by_stale), Err(ErrorCode::InvalidAuthToken));
+    // A user deleted owns nothing, even once added again under its name.
+    auth_op(&mut state, AuthOp::UserDelete("u".into()));
+    auth_op(&mut state, AuthOp::UserAdd { name: "u".into(), password: Some("h".into()) });
+    assert_eq!(state.leases().owner(9), None);
+    let again = Caller::User { name: "u".into(), epoch: state.auth().users["u"].epoch };
+    let by_namesake = apply_as(&mut state, 1, Op::LeaseRevoke(9), 0, Some(again));
+    assert_eq!(result(by_namesake), Err(ErrorCode::PermissionDenied));
+}
+
+#[test]
+fn a_lease_granted_while_auth_is_off_has_no_owner() {
+    let mut state = three_members();
+    let caller = Caller::User { name: "u".into(), epoch: 0 };
+    let grant = Op::LeaseGrant { id: 4, ttl_secs: 60 };
+    assert!(result(apply_as(&mut state, 1, grant, 0, Some(caller))).is_ok());
+    assert_eq!(state.leases().owner(4), None);
+}

@@ -11,7 +11,11 @@
 //!   hello from a non-member, and without TLS a hello that lacks the secret;
 //! - a peer port on the network needs authentication or `--peer-insecure`;
 //! - with auth on, a client certificate's CN is the user of a request that
-//!   carries no token, and a token wins over it.
+//!   carries no token, and a token wins over it;
+//! - TLS 1.2 (ECDHE with AEAD suites only) is taken on the client, peer and
+//!   metrics ports with `--tls-min-version TLS1.2`, spoken between members
+//!   capped at it by `--tls-max-version`, and refused by default; checked
+//!   with `curl` and `openssl s_client`.
 
 mod support;
 
@@ -29,7 +33,7 @@ use ember::proto::{
     WatchCreateRequest, WatchMessage,
 };
 use ember::server::config::{DEFAULT_CLUSTER_TOKEN, cluster_id};
-use ember::tls::ClientFiles;
+use ember::tls::{ClientFiles, TlsVersion, TlsVersions};
 use ember::transport::wire::{HELLO_BYTES, Hello};
 use support::certs::Certs;
 use support::cluster::Cluster;
@@ -472,4 +476,145 @@ fn with_auth_on_a_client_certificate_names_the_user() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(as_cert(&cluster, &certs, "nameless", None, &put("b/2")).is_ok());
     assert!(cluster.panics().is_empty(), "{:?}", cluster.panics());
+}
+
+/// The output of `curl` fetching `path` from `addr` over TLS 1.2 only,
+/// with the client's certificate: the body, or curl's complaint.
+fn curl_tls12(certs: &Certs, addr: &str, path_: &str) -> (bool, String) {
+    let out = Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "5", "--tlsv1.2", "--tls-max", "1.2"])
+        .args(["--cacert", &path(&certs.pem("ca"))])
+        .args(["--cert", &path(&certs.pem("client")), "--key", &path(&certs.key("client"))])
+        .arg(format!("https://{addr}{path_}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text.to_string())
+}
+
+/// A TLS handshake by `openssl s_client` with the client's certificate and
+/// `args` (`-tls1_2`, `-cipher ...`): whether it succeeded, and what
+/// openssl said about the session.
+fn s_client(certs: &Certs, addr: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", addr, "-servername", "localhost"])
+        .args(["-CAfile", &path(&certs.pem("ca")), "-verify_return_error"])
+        .args(["-cert", &path(&certs.pem("client")), "-key", &path(&certs.key("client"))])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    (out.status.success() && text.contains("Verify return code: 0 (ok)"), text.to_string())
+}
+
+/// TLS 1.2 and 1.3, for the test's own clients of members capped at 1.2.
+fn both_versions() -> TlsVersions {
+    TlsVersions::new(TlsVersion::Tls12, TlsVersion::Tls13).unwrap()
+}
+
+#[test]
+fn tls_1_2_is_taken_only_when_asked_and_with_ecdhe_aead_suites_only() {
+    let mut cluster = Cluster::prepare("tls-1-2", 3, &[]);
+    let certs = Certs::new(&cluster.dir.join("certs"));
+    certs.ca("ca");
+    for name in ["n1", "n2", "n3", "client"] {
+        certs.leaf("ca", name, "IP:127.0.0.1,DNS:localhost");
+    }
+    cluster.peer_scheme = "https";
+    cluster.member_args = ["n1", "n2", "n3"].iter().map(|n| tls_args(&certs, "ca", n)).collect();
+    for args in &mut cluster.member_args {
+        args.extend(["--tls-min-version".to_string(), "TLS1.2".to_string()]);
+    }
+    // n1 speaks only TLS 1.2, so every link to and from it is TLS 1.2; n2
+    // also serves a metrics port.
+    cluster.member_args[0].extend(["--tls-max-version".to_string(), "TLS1.2".to_string()]);
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let metrics_url = format!("https://{metrics_addr}");
+    cluster.member_args[1].extend(["--listen-metrics-urls".to_string(), metrics_url]);
+    let files = ClientFiles {
+        ca: Some(certs.pem("ca")),
+        cert: Some(certs.pem("client")),
+        key: Some(certs.key("client")),
+        insecure_skip_verify: false,
+    };
+    cluster.client_tls = Some(files.load_for(both_versions()).unwrap());
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    cluster.wait_leader(LEADER_WAIT);
+
+    // Entries reach n1 over its TLS 1.2 peer links, and a TLS 1.2 client.
+    cluster.client(1).put(b"k", b"v").unwrap();
+    let index = cluster.status(1).unwrap().raft_applied_index;
+    cluster.wait_applied(0, index, LEADER_WAIT);
+    let mut tls12_client = cluster.client(0);
+    assert_eq!(tls12_client.get(b"k").unwrap().unwrap().value, b"v");
+    let (_, said) = s_client(&certs, &cluster.members[0].endpoint(), &["-tls1_3"]);
+    assert!(!said.contains("New, TLSv1.3"), "n1 is capped at TLS 1.2: {said}");
+
+    // `ember` speaks TLS 1.3, which n2 still takes.
+    let out = ember(&cluster, 1, &cli_tls(&certs, "client"), &["get", "k"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "k\nv\n");
+
+    // /health on the client port and /metrics on the metrics port, by curl
+    // over TLS 1.2.
+    let (ok, body) = curl_tls12(&certs, &cluster.members[1].endpoint(), "/health");
+    assert!(ok && body.contains("\"health\":\"true\""), "{body}");
+    let (ok, body) = curl_tls12(&certs, &metrics_addr, "/metrics");
+    assert!(ok && body.contains("ember_"), "{body}");
+
+    // The peer port: TLS 1.2 with an ECDHE AEAD suite, ChaCha20 when the
+    // client asks for it; CBC refused.
+    let peer = format!("127.0.0.1:{}", cluster.members[1].peer_port);
+    let (ok, said) = s_client(&certs, &peer, &["-tls1_2"]);
+    assert!(ok && said.contains("New, TLSv1.2, Cipher is ECDHE-ECDSA-"), "{said}");
+    let chacha = ["-tls1_2", "-cipher", "ECDHE-ECDSA-CHACHA20-POLY1305"];
+    let (ok, said) = s_client(&certs, &peer, &chacha);
+    assert!(ok && said.contains("Cipher is ECDHE-ECDSA-CHACHA20-POLY1305"), "{said}");
+    let cbc = ["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES128-SHA"];
+    let (ok, said) = s_client(&certs, &peer, &cbc);
+    assert!(!ok, "a CBC suite was taken: {said}");
+}
+
+#[test]
+fn tls_1_2_is_refused_by_default_on_the_client_and_peer_ports() {
+    let mut cluster = Cluster::prepare("tls-1-3-only", 1, &[]);
+    let certs = Certs::new(&cluster.dir.join("certs"));
+    certs.ca("ca");
+    for name in ["n1", "client"] {
+        certs.leaf("ca", name, "IP:127.0.0.1,DNS:localhost");
+    }
+    cluster.peer_scheme = "https";
+    cluster.member_args = vec![tls_args(&certs, "ca", "n1")];
+    cluster.client_tls = Some(client_tls(&certs, "ca", Some("client")));
+    cluster.spawn(0);
+    cluster.wait_leader(LEADER_WAIT);
+
+    let client_port = cluster.members[0].endpoint();
+    let (ok, said) = curl_tls12(&certs, &client_port, "/health");
+    assert!(!ok, "TLS 1.2 was taken by default: {said}");
+    let peer = format!("127.0.0.1:{}", cluster.members[0].peer_port);
+    let (ok, said) = s_client(&certs, &peer, &["-tls1_2"]);
+    assert!(!ok && !said.contains("New, TLSv1.2"), "{said}");
+    // The same tools over TLS 1.3 get in: the refusals above are the
+    // version's, not the certificates'.
+    let (ok, said) = s_client(&certs, &client_port, &["-tls1_3"]);
+    assert!(ok && said.contains("New, TLSv1.3"), "{said}");
+    let out = ember(&cluster, 0, &cli_tls(&certs, "client"), &["put", "k", "v"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn tls_versions_follow_etcd_names_and_the_minimum_stays_below_the_maximum() {
+    let parse = |min: Option<&str>, max: Option<&str>| {
+        ember::server::config::parse_tls_versions(min.map(String::from), max.map(String::from))
+    };
+    assert_eq!(parse(None, None).unwrap(), TlsVersions::default());
+    assert_eq!(parse(Some("TLS1.2"), None).unwrap(), both_versions());
+    let capped = parse(Some("TLS1.2"), Some("TLS1.2")).unwrap();
+    assert_eq!((capped.min(), capped.max()), (TlsVersion::Tls12, TlsVersion::Tls12));
+    assert_eq!(parse(Some("TLS1.1"), None).unwrap_err().flag, "tls-min-version");
+    assert_eq!(parse(None, Some("TLS1.4")).unwrap_err().flag, "tls-max-version");
+    assert_eq!(parse(None, Some("TLS1.2")).unwrap_err().flag, "tls-min-version");
 }

@@ -8,7 +8,8 @@
 //!
 //! What is replicated and what is not:
 //! - replicated (it changes only when a committed entry is applied, and a
-//!   snapshot carries it): which leases exist and the TTL each was granted;
+//!   snapshot carries it): which leases exist, the TTL each was granted and
+//!   the user who granted it (its owner, who may revoke it);
 //! - local: each lease's deadline. Clocks of two boards do not agree, so a
 //!   deadline means something only on the member that set it. A member
 //!   gives a lease its full TTL when it applies the grant, when it renews
@@ -20,8 +21,10 @@
 //! time-to-live questions.
 //!
 //! Numbers: the table is capped by configuration (`LEASES_MAX_DEFAULT`, the
-//! `--max-leases` flag), not by load; each lease costs about 40 bytes here
-//! (`benches/lease.rs`) and at most 12 in a snapshot (two varints).
+//! `--max-leases` flag), not by load; each lease costs about 62 bytes here
+//! (`benches/lease.rs`), plus its owner's name when auth was on at the
+//! grant (at most `auth::USER_NAME_BYTES_MAX`), and in a snapshot at most
+//! 13 bytes (two varints and the owner's tag) plus the name.
 //! `take_expired` scans the table: at the default cap that is ten thousand
 //! comparisons per tick (about 14 µs on the bench machine), cheaper than
 //! keeping a second index ordered by deadline up to date on every renewal.
@@ -66,12 +69,16 @@ impl std::fmt::Display for LeaseError {
 
 impl std::error::Error for LeaseError {}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
     /// Invariant: in `1..=LEASE_TTL_SECS_MAX`.
     ttl_secs: i64,
-    /// On the owner's clock; see the module doc for who sets it.
+    /// On this member's clock; see the module doc for who sets it.
     deadline_ms: u64,
+    /// The user the grant was checked as; `None` when auth was off or the
+    /// owner has since been deleted. A boxed name: the table holds up to
+    /// `--max-leases` of them, mostly `None`.
+    owner: Option<Box<str>>,
 }
 
 /// The leases a member knows, with their local deadlines.
@@ -90,14 +97,18 @@ impl LeaseTable {
         LeaseTable::default()
     }
 
-    /// A table holding `leases` (id, granted TTL), each with its full TTL
-    /// from `now_ms`: what a member knows after restoring a snapshot.
-    pub fn from_records(leases: impl IntoIterator<Item = (i64, i64)>, now_ms: u64) -> LeaseTable {
+    /// A table holding `leases` (id, granted TTL, owner), each with its
+    /// full TTL from `now_ms`: what a member knows after restoring a
+    /// snapshot.
+    pub fn from_records<'a>(
+        leases: impl IntoIterator<Item = (i64, i64, Option<&'a str>)>,
+        now_ms: u64,
+    ) -> LeaseTable {
         let mut table = LeaseTable::new();
-        for (id, ttl_secs) in leases {
+        for (id, ttl_secs, owner) in leases {
             // A snapshot is checked at its boundary; a bad record here is
             // skipped rather than trusted.
-            let _ = table.grant(id, ttl_secs, now_ms);
+            let _ = table.grant(id, ttl_secs, owner, now_ms);
         }
         table
     }
@@ -128,13 +139,19 @@ impl LeaseTable {
         self.leases.keys().copied()
     }
 
-    /// (id, granted TTL) in ascending id order: the replicated part.
-    pub fn records(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
-        self.leases.iter().map(|(id, e)| (*id, e.ttl_secs))
+    /// (id, granted TTL, owner) in ascending id order: the replicated part.
+    pub fn records(&self) -> impl Iterator<Item = (i64, i64, Option<&str>)> + '_ {
+        self.leases.iter().map(|(id, e)| (*id, e.ttl_secs, e.owner.as_deref()))
     }
 
-    /// Adds a lease that lives `ttl_secs` from `now_ms`.
-    pub fn grant(&mut self, id: i64, ttl_secs: i64, now_ms: u64) -> Result<(), LeaseError> {
+    /// Adds a lease that lives `ttl_secs` from `now_ms`, granted by `owner`.
+    pub fn grant(
+        &mut self,
+        id: i64,
+        ttl_secs: i64,
+        owner: Option<&str>,
+        now_ms: u64,
+    ) -> Result<(), LeaseError> {
         if id == 0 {
             return Err(LeaseError::NotFound);
         }
@@ -146,8 +163,24 @@ impl LeaseTable {
         }
         let ttl_secs = ttl_secs.max(1);
         let deadline_ms = now_ms.saturating_add(ttl_ms(ttl_secs));
-        self.leases.insert(id, Entry { ttl_secs, deadline_ms });
+        let owner = owner.map(Box::from);
+        self.leases.insert(id, Entry { ttl_secs, deadline_ms, owner });
         Ok(())
+    }
+
+    /// The user who granted the lease, if it is known.
+    pub fn owner(&self, id: i64) -> Option<&str> {
+        self.leases.get(&id)?.owner.as_deref()
+    }
+
+    /// Forgets `user` as the owner of every lease it granted: the user was
+    /// deleted, and a user added later under the same name is someone else.
+    pub fn disown(&mut self, user: &str) {
+        for entry in self.leases.values_mut() {
+            if entry.owner.as_deref() == Some(user) {
+                entry.owner = None;
+            }
+        }
     }
 
     /// Removes the lease; the caller deletes its keys.
@@ -233,10 +266,10 @@ mod tests {
     #[test]
     fn grant_revoke_and_duplicates() {
         let mut t = LeaseTable::new();
-        assert_eq!(t.grant(7, 10, 0), Ok(()));
-        assert_eq!(t.grant(7, 20, 0), Err(LeaseError::Exists));
-        assert_eq!(t.grant(0, 20, 0), Err(LeaseError::NotFound));
-        assert_eq!(t.grant(8, LEASE_TTL_SECS_MAX + 1, 0), Err(LeaseError::TtlTooLarge));
+        assert_eq!(t.grant(7, 10, None, 0), Ok(()));
+        assert_eq!(t.grant(7, 20, None, 0), Err(LeaseError::Exists));
+        assert_eq!(t.grant(0, 20, None, 0), Err(LeaseError::NotFound));
+        assert_eq!(t.grant(8, LEASE_TTL_SECS_MAX + 1, None, 0), Err(LeaseError::TtlTooLarge));
         assert_eq!(t.ttl_secs(7), Some(10));
         assert_eq!(t.len(), 1);
         assert_eq!(t.revoke(7), Ok(()));
@@ -247,7 +280,7 @@ mod tests {
     #[test]
     fn remaining_counts_down_and_renew_restores_it() {
         let mut t = LeaseTable::new();
-        t.grant(1, 10, 1_000).unwrap();
+        t.grant(1, 10, None, 1_000).unwrap();
         assert_eq!(t.remaining_secs(1, 1_000), Some(10));
         assert_eq!(t.remaining_secs(1, 4_500), Some(7));
         assert_eq!(t.remaining_secs(1, 11_000), Some(-1));
@@ -260,9 +293,9 @@ mod tests {
     #[test]
     fn take_expired_is_ordered_bounded_and_gives_grace() {
         let mut t = LeaseTable::new();
-        t.grant(1, 5, 0).unwrap();
-        t.grant(2, 3, 0).unwrap();
-        t.grant(3, 100, 0).unwrap();
+        t.grant(1, 5, None, 0).unwrap();
+        t.grant(2, 3, None, 0).unwrap();
+        t.grant(3, 100, None, 0).unwrap();
         assert!(t.take_expired(2_999, 10, 1_000).is_empty());
         assert_eq!(t.take_expired(6_000, 1, 1_000), vec![2]);
         assert_eq!(t.take_expired(6_000, 10, 1_000), vec![1]);
@@ -274,8 +307,8 @@ mod tests {
     #[test]
     fn promote_gives_every_lease_its_full_ttl() {
         let mut t = LeaseTable::new();
-        t.grant(1, 5, 0).unwrap();
-        t.grant(2, 60, 0).unwrap();
+        t.grant(1, 5, None, 0).unwrap();
+        t.grant(2, 60, None, 0).unwrap();
         t.promote(50_000);
         assert_eq!(t.remaining_secs(1, 50_000), Some(5));
         assert_eq!(t.remaining_secs(2, 50_000), Some(60));
@@ -286,12 +319,24 @@ mod tests {
     #[test]
     fn records_round_trip_and_bad_records_are_skipped() {
         let mut t = LeaseTable::new();
-        t.grant(3, 30, 0).unwrap();
-        t.grant(1, 10, 0).unwrap();
-        let records: Vec<(i64, i64)> = t.records().collect();
-        assert_eq!(records, vec![(1, 10), (3, 30)]);
-        let back = LeaseTable::from_records(records.iter().copied().chain([(0, 5)]), 0);
+        t.grant(3, 30, Some("alice"), 0).unwrap();
+        t.grant(1, 10, None, 0).unwrap();
+        let records: Vec<(i64, i64, Option<&str>)> = t.records().collect();
+        assert_eq!(records, vec![(1, 10, None), (3, 30, Some("alice"))]);
+        let back = LeaseTable::from_records(records.iter().copied().chain([(0, 5, None)]), 0);
         assert_eq!(back, t);
         assert_eq!(back.ids().collect::<Vec<_>>(), vec![1, 3]);
+    }
+
+    #[test]
+    fn a_deleted_owner_is_forgotten_and_nobody_else() {
+        let mut t = LeaseTable::new();
+        t.grant(1, 10, Some("alice"), 0).unwrap();
+        t.grant(2, 10, Some("bob"), 0).unwrap();
+        t.grant(3, 10, Some("alice"), 0).unwrap();
+        assert_eq!(t.owner(1), Some("alice"));
+        t.disown("alice");
+        assert_eq!((t.owner(1), t.owner(2), t.owner(3)), (None, Some("bob"), None));
+        assert_eq!(t.owner(9), None);
     }
 }

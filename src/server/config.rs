@@ -181,7 +181,11 @@ pub const SERVE_FLAGS: &[Flag] = &[
         "peer-cert-allowed-hostname",
         "peer port: the one name every member's certificate must be valid for",
     ),
-    flag("tls-min-version", "TLS1.2 or TLS1.3 (default TLS1.2); this node speaks TLS 1.3"),
+    flag(
+        "tls-min-version",
+        "TLS1.2 or TLS1.3 (default TLS1.3): the oldest TLS the client and peer ports take",
+    ),
+    flag("tls-max-version", "TLS1.2 or TLS1.3 (default TLS1.3): the newest TLS they speak"),
     flag(
         "peer-secret-file",
         "peer port without TLS: file of at least 32 random bytes shared by all members",
@@ -300,6 +304,7 @@ pub fn url_with(addr: &HostPort, tls: bool) -> String {
 fn parse_client_tls(
     get: impl Fn(&str) -> Option<String>,
     switch: impl Fn(&'static str) -> Result<bool, ConfigError>,
+    versions: tls::TlsVersions,
 ) -> Result<Option<ServerFiles>, ConfigError> {
     let ca = get("trusted-ca-file").map(PathBuf::from);
     let auth = switch("client-cert-auth")?;
@@ -313,13 +318,14 @@ fn parse_client_tls(
     if auth && ca.is_none() {
         return Err(error("client-cert-auth", "true", "needs --trusted-ca-file"));
     }
-    Ok(Some(ServerFiles { cert, key, trusted_ca: ca, client_cert_auth: auth }))
+    Ok(Some(ServerFiles { cert, key, trusted_ca: ca, client_cert_auth: auth, versions }))
 }
 
 /// The peer TLS flags: certificate, key and CA together or none of them.
 fn parse_peer_tls(
     get: impl Fn(&str) -> Option<String>,
     switch: impl Fn(&'static str) -> Result<bool, ConfigError>,
+    versions: tls::TlsVersions,
 ) -> Result<Option<PeerTlsFiles>, ConfigError> {
     let ca = get("peer-trusted-ca-file").map(PathBuf::from);
     let allowed_hostname = get("peer-cert-allowed-hostname");
@@ -344,7 +350,7 @@ fn parse_peer_tls(
         tls::server_name(name)
             .map_err(|e| error("peer-cert-allowed-hostname", name, e.to_string()))?;
     }
-    let server = ServerFiles { cert, key, trusted_ca: Some(ca), client_cert_auth: true };
+    let server = ServerFiles { cert, key, trusted_ca: Some(ca), client_cert_auth: true, versions };
     Ok(Some(PeerTlsFiles { server, allowed_hostname }))
 }
 
@@ -367,13 +373,23 @@ fn cert_and_key(
     }
 }
 
-/// etcd's `--tls-min-version`. This node speaks TLS 1.3 only, which meets
-/// either minimum; older versions are refused outright.
-pub fn parse_tls_min_version(value: Option<String>) -> Result<(), ConfigError> {
-    match value.as_deref() {
-        None | Some("TLS1.2") | Some("TLS1.3") => Ok(()),
-        Some(other) => Err(error("tls-min-version", other, "TLS1.2 or TLS1.3")),
-    }
+/// etcd's `--tls-min-version` and `--tls-max-version`. Both default to
+/// TLS 1.3 (etcd's minimum is TLS 1.2: here TLS 1.2 is taken only when
+/// asked for); versions before 1.2 are refused outright.
+pub fn parse_tls_versions(
+    min: Option<String>,
+    max: Option<String>,
+) -> Result<tls::TlsVersions, ConfigError> {
+    let version = |flag: &'static str, value: Option<String>| match value {
+        None => Ok(tls::TlsVersion::Tls13),
+        Some(text) => {
+            tls::TlsVersion::parse(&text).ok_or_else(|| error(flag, &text, "TLS1.2 or TLS1.3"))
+        }
+    };
+    let (min, max) = (version("tls-min-version", min)?, version("tls-max-version", max)?);
+    tls::TlsVersions::new(min, max).ok_or_else(|| {
+        error("tls-min-version", &min.to_string(), format!("is above --tls-max-version {max}"))
+    })
 }
 
 /// `https://` exactly where the port speaks TLS; bare `host:port` fits both.
@@ -536,7 +552,9 @@ impl PeerTlsFiles {
         };
         Ok(transport_mod::PeerTls {
             server: self.server.load()?,
-            client: client.load()?,
+            // The versions this member's own peer port speaks: members of
+            // one cluster are started alike.
+            client: client.load_for(self.server.versions)?,
             allowed_hostname: self.allowed_hostname.clone(),
         })
     }
@@ -553,9 +571,9 @@ impl Config {
         let switch = |flag: &'static str| {
             parsed.switch(flag, &env).map_err(|e| error(flag, "", e.to_string()))
         };
-        let client_tls = parse_client_tls(get, switch)?;
-        let peer_tls = parse_peer_tls(get, switch)?;
-        parse_tls_min_version(get("tls-min-version"))?;
+        let versions = parse_tls_versions(get("tls-min-version"), get("tls-max-version"))?;
+        let client_tls = parse_client_tls(get, switch, versions)?;
+        let peer_tls = parse_peer_tls(get, switch, versions)?;
         check_schemes(get, client_tls.is_some(), peer_tls.is_some())?;
         let metrics_tls = parse_metrics_scheme(get, client_tls.is_some())?;
         let name = parse_name(get("name").unwrap_or_else(|| DEFAULT_NAME.to_string()))?;

@@ -120,7 +120,15 @@ pub fn auth_error(error: AuthError) -> ErrorBody {
 
 impl StateMachine {
     pub(super) fn apply_auth(&mut self, op: AuthOp, raft_term: u64) -> Result<Response, ErrorBody> {
+        let deleted = match &op {
+            AuthOp::UserDelete(name) => Some(name.clone()),
+            _ => None,
+        };
         let respond = op.apply(&mut self.auth).map_err(auth_error)?;
+        if let Some(name) = deleted {
+            // A user added later under this name is someone else.
+            self.leases.disown(&name);
+        }
         Ok(respond(proto::AuthResponse { header: self.header(raft_term) }))
     }
 
@@ -144,12 +152,20 @@ impl StateMachine {
             // Anyone may change their own password.
             return Ok(());
         }
+        if let Op::LeaseRevoke(id) = op
+            && self.leases.owner(*id) == Some(name)
+        {
+            // The user who granted a lease may end it, even after losing
+            // WRITE on a key attached to it since.
+            return Ok(());
+        }
         self.auth.allows(Some(name), &self.needs_of(op))
     }
 
     /// What `op` needs, including the rights that depend on the store: a
     /// put that attaches a lease needs WRITE on the keys already on it,
-    /// and a client's revoke WRITE on every key the lease holds.
+    /// and a client's revoke, unless the client owns the lease, WRITE on
+    /// every key the lease holds.
     fn needs_of(&self, op: &Op) -> Vec<Need> {
         let mut out = Vec::new();
         match op {

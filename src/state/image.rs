@@ -3,7 +3,7 @@
 //! store's image.
 //!
 //! ```text
-//! payload  = "EMBRNODE" format:u8(=4) len:u32le sections  mvcc-image
+//! payload  = "EMBRNODE" format:u8(=5) len:u32le sections  mvcc-image
 //! sections = postcard(Sections), `len` bytes
 //! ```
 //!
@@ -12,7 +12,8 @@
 //! users); format 2 has no alarms and no size counters (read as none
 //! raised, and an empty history: see `quota.rs`); format 3 has no open
 //! corruption check and no removed member ids (read as none open and none
-//! removed).
+//! removed); format 4 has no lease owners (read as leases nobody owns:
+//! revoking one needs root or WRITE on its keys, as before owners).
 //!
 //! The sections are small (a handful of members, one record per lease) and
 //! are encoded whole when a snapshot starts; the store's image after them
@@ -29,7 +30,7 @@ use super::quota::Usage;
 use crate::auth::AuthState;
 
 const MAGIC: &[u8; 8] = b"EMBRNODE";
-const FORMAT: u8 = 4;
+const FORMAT: u8 = 5;
 /// The format before the auth state joined the sections.
 const FORMAT_WITHOUT_AUTH: u8 = 1;
 /// The format before the alarms joined the sections.
@@ -37,6 +38,8 @@ const FORMAT_WITHOUT_ALARMS: u8 = 2;
 /// The format before the open corruption check and the removed member ids
 /// joined the sections.
 const FORMAT_WITHOUT_CHECK: u8 = 3;
+/// The format before leases recorded their owner.
+const FORMAT_WITHOUT_OWNERS: u8 = 4;
 /// Magic, format, sections length.
 pub const HEADER_BYTES: usize = 8 + 1 + 4;
 /// The largest sections a payload may carry: room for about half a million
@@ -56,12 +59,32 @@ pub struct MemberRecord {
     pub is_learner: bool,
 }
 
-/// A lease as replicated: its id and granted time to live. The time left
-/// is not replicated; a new leader gives every lease its full TTL again.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A lease as replicated: its id, granted time to live and owner. The
+/// time left is not replicated; a new leader gives every lease its full
+/// TTL again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRecord {
     pub id: i64,
     pub ttl_secs: i64,
+    /// The user that granted it while auth was on; `None` otherwise.
+    pub owner: Option<String>,
+}
+
+/// A lease as formats 1 to 4 record it: no owner.
+#[derive(Deserialize)]
+struct LeaseRecordWithoutOwner {
+    id: i64,
+    ttl_secs: i64,
+}
+
+impl From<LeaseRecordWithoutOwner> for LeaseRecord {
+    fn from(old: LeaseRecordWithoutOwner) -> LeaseRecord {
+        LeaseRecord { id: old.id, ttl_secs: old.ttl_secs, owner: None }
+    }
+}
+
+fn without_owners(old: Vec<LeaseRecordWithoutOwner>) -> Vec<LeaseRecord> {
+    old.into_iter().map(LeaseRecord::from).collect()
 }
 
 /// Replicated state outside the keyspace.
@@ -83,11 +106,23 @@ pub struct Sections {
     pub removed_members: Vec<u64>,
 }
 
+/// The sections of format 4.
+#[derive(Deserialize)]
+struct SectionsWithoutOwners {
+    members: Vec<MemberRecord>,
+    leases: Vec<LeaseRecordWithoutOwner>,
+    auth: AuthState,
+    alarms: Vec<AlarmRecord>,
+    usage: Usage,
+    check: Option<OpenCheck>,
+    removed_members: Vec<u64>,
+}
+
 /// The sections of format 3.
 #[derive(Deserialize)]
 struct SectionsWithoutCheck {
     members: Vec<MemberRecord>,
-    leases: Vec<LeaseRecord>,
+    leases: Vec<LeaseRecordWithoutOwner>,
     auth: AuthState,
     alarms: Vec<AlarmRecord>,
     usage: Usage,
@@ -97,7 +132,7 @@ struct SectionsWithoutCheck {
 #[derive(Deserialize)]
 struct SectionsWithoutAlarms {
     members: Vec<MemberRecord>,
-    leases: Vec<LeaseRecord>,
+    leases: Vec<LeaseRecordWithoutOwner>,
     auth: AuthState,
 }
 
@@ -105,7 +140,7 @@ struct SectionsWithoutAlarms {
 #[derive(Deserialize)]
 struct SectionsWithoutAuth {
     members: Vec<MemberRecord>,
-    leases: Vec<LeaseRecord>,
+    leases: Vec<LeaseRecordWithoutOwner>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,9 +188,14 @@ pub fn prefix_len(payload: &[u8]) -> Result<Option<usize>, PayloadError> {
     if &payload[..8] != MAGIC {
         return Err(PayloadError::BadMagic);
     }
-    if ![FORMAT, FORMAT_WITHOUT_CHECK, FORMAT_WITHOUT_ALARMS, FORMAT_WITHOUT_AUTH]
-        .contains(&payload[8])
-    {
+    let formats = [
+        FORMAT,
+        FORMAT_WITHOUT_OWNERS,
+        FORMAT_WITHOUT_CHECK,
+        FORMAT_WITHOUT_ALARMS,
+        FORMAT_WITHOUT_AUTH,
+    ];
+    if !formats.contains(&payload[8]) {
         return Err(PayloadError::UnsupportedFormat(payload[8]));
     }
     let len = u32::from_le_bytes(payload[9..13].try_into().expect("4 bytes")) as usize;
@@ -174,6 +214,7 @@ pub fn split(payload: &[u8]) -> Result<(Sections, &[u8]), PayloadError> {
     let (len, rest) = (prefix - HEADER_BYTES, &payload[HEADER_BYTES..]);
     let sections = decode_sections(payload[8], &rest[..len])?;
     check_sorted(&sections)?;
+    check_owners(&sections)?;
     sections.auth.check().map_err(PayloadError::Malformed)?;
     Ok((sections, &rest[len..]))
 }
@@ -184,7 +225,7 @@ fn decode_sections(format: u8, bytes: &[u8]) -> Result<Sections, PayloadError> {
         let old: SectionsWithoutAuth = postcard::from_bytes(bytes).map_err(malformed)?;
         return Ok(Sections {
             members: old.members,
-            leases: old.leases,
+            leases: without_owners(old.leases),
             auth: AuthState::default(),
             alarms: Vec::new(),
             usage: Usage::unknown(),
@@ -196,7 +237,7 @@ fn decode_sections(format: u8, bytes: &[u8]) -> Result<Sections, PayloadError> {
         let old: SectionsWithoutAlarms = postcard::from_bytes(bytes).map_err(malformed)?;
         return Ok(Sections {
             members: old.members,
-            leases: old.leases,
+            leases: without_owners(old.leases),
             auth: old.auth,
             alarms: Vec::new(),
             usage: Usage::unknown(),
@@ -208,12 +249,24 @@ fn decode_sections(format: u8, bytes: &[u8]) -> Result<Sections, PayloadError> {
         let old: SectionsWithoutCheck = postcard::from_bytes(bytes).map_err(malformed)?;
         return Ok(Sections {
             members: old.members,
-            leases: old.leases,
+            leases: without_owners(old.leases),
             auth: old.auth,
             alarms: old.alarms,
             usage: old.usage,
             check: None,
             removed_members: Vec::new(),
+        });
+    }
+    if format == FORMAT_WITHOUT_OWNERS {
+        let old: SectionsWithoutOwners = postcard::from_bytes(bytes).map_err(malformed)?;
+        return Ok(Sections {
+            members: old.members,
+            leases: without_owners(old.leases),
+            auth: old.auth,
+            alarms: old.alarms,
+            usage: old.usage,
+            check: old.check,
+            removed_members: old.removed_members,
         });
     }
     postcard::from_bytes(bytes).map_err(malformed)
@@ -237,6 +290,17 @@ fn check_sorted(sections: &Sections) -> Result<(), PayloadError> {
     Ok(())
 }
 
+/// A lease's owner is a user name as `auth` accepts one. The user need not
+/// exist any more than a key's lease must: deleting a user forgets its
+/// leases, but the check here only bounds what the bytes may hold.
+fn check_owners(sections: &Sections) -> Result<(), PayloadError> {
+    let sound = |name: &str| !name.is_empty() && name.len() <= crate::auth::USER_NAME_BYTES_MAX;
+    if !sections.leases.iter().all(|l| l.owner.as_deref().is_none_or(sound)) {
+        return Err(PayloadError::Malformed("lease owner is not a user name"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,7 +317,10 @@ mod tests {
                 },
                 MemberRecord { id: 9, ..MemberRecord::default() },
             ],
-            leases: vec![LeaseRecord { id: 5, ttl_secs: 10 }],
+            leases: vec![
+                LeaseRecord { id: 5, ttl_secs: 10, owner: None },
+                LeaseRecord { id: 6, ttl_secs: 20, owner: Some("alice".into()) },
+            ],
             auth: {
                 let mut auth = AuthState::default();
                 auth.add_user("root", Some("h".into())).unwrap();
@@ -300,44 +367,71 @@ mod tests {
         assert_eq!(split(&bad), Err(PayloadError::SectionsTooLarge(u32::MAX as usize)));
     }
 
+    /// A payload of an older `format` around `body`.
+    fn old_payload(format: u8, body: &[u8]) -> Vec<u8> {
+        let mut payload = MAGIC.to_vec();
+        payload.push(format);
+        payload.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        payload.extend_from_slice(body);
+        payload
+    }
+
+    /// The leases as formats 1 to 4 wrote them: (id, TTL), no owner.
+    fn ownerless(s: &Sections) -> Vec<(i64, i64)> {
+        s.leases.iter().map(|l| (l.id, l.ttl_secs)).collect()
+    }
+
+    fn no_owners(s: &Sections) -> Vec<LeaseRecord> {
+        let leases = s.leases.iter().map(|l| LeaseRecord { owner: None, ..l.clone() });
+        leases.collect()
+    }
+
     #[test]
     fn a_format_1_payload_reads_as_auth_off() {
         let old = sample();
-        let body = postcard::to_allocvec(&(&old.members, &old.leases)).unwrap();
-        let mut payload = MAGIC.to_vec();
-        payload.push(FORMAT_WITHOUT_AUTH);
-        payload.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        payload.extend_from_slice(&body);
-        let (sections, _) = split(&payload).unwrap();
+        let body = postcard::to_allocvec(&(&old.members, ownerless(&old))).unwrap();
+        let (sections, _) = split(&old_payload(FORMAT_WITHOUT_AUTH, &body)).unwrap();
         assert_eq!(sections.members, old.members);
+        assert_eq!(sections.leases, no_owners(&old));
         assert_eq!(sections.auth, AuthState::default());
     }
 
     #[test]
     fn a_format_2_payload_reads_as_no_alarms() {
         let old = sample();
-        let body = postcard::to_allocvec(&(&old.members, &old.leases, &old.auth)).unwrap();
-        let mut payload = MAGIC.to_vec();
-        payload.push(FORMAT_WITHOUT_ALARMS);
-        payload.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        payload.extend_from_slice(&body);
-        let (sections, _) = split(&payload).unwrap();
+        let body = postcard::to_allocvec(&(&old.members, ownerless(&old), &old.auth)).unwrap();
+        let (sections, _) = split(&old_payload(FORMAT_WITHOUT_ALARMS, &body)).unwrap();
         assert_eq!(sections.auth, old.auth);
+        assert_eq!(sections.leases, no_owners(&old));
         assert!(sections.alarms.is_empty());
     }
 
     #[test]
     fn a_format_3_payload_reads_as_none_removed() {
         let old = sample();
-        let body = (&old.members, &old.leases, &old.auth, &old.alarms, &old.usage);
+        let body = (&old.members, ownerless(&old), &old.auth, &old.alarms, &old.usage);
         let body = postcard::to_allocvec(&body).unwrap();
-        let mut payload = MAGIC.to_vec();
-        payload.push(FORMAT_WITHOUT_CHECK);
-        payload.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        payload.extend_from_slice(&body);
-        let (sections, _) = split(&payload).unwrap();
+        let (sections, _) = split(&old_payload(FORMAT_WITHOUT_CHECK, &body)).unwrap();
         assert_eq!(sections.alarms, old.alarms);
+        assert_eq!(sections.leases, no_owners(&old));
         assert!(sections.removed_members.is_empty());
+    }
+
+    #[test]
+    fn a_format_4_payload_reads_as_leases_nobody_owns() {
+        let old = sample();
+        let body = (
+            &old.members,
+            ownerless(&old),
+            &old.auth,
+            &old.alarms,
+            &old.usage,
+            &old.check,
+            &old.removed_members,
+        );
+        let body = postcard::to_allocvec(&body).unwrap();
+        let (sections, _) = split(&old_payload(FORMAT_WITHOUT_OWNERS, &body)).unwrap();
+        assert_eq!(sections, Sections { leases: no_owners(&old), ..old });
     }
 
     #[test]
@@ -347,6 +441,15 @@ mod tests {
         assert!(matches!(split(&encode_prefix(&s)), Err(PayloadError::Malformed(_))));
         s.removed_members = (0..=super::super::members::REMOVED_MEMBERS_MAX as u64).collect();
         assert!(matches!(split(&encode_prefix(&s)), Err(PayloadError::Malformed(_))));
+    }
+
+    #[test]
+    fn an_owner_that_is_no_user_name_is_refused() {
+        for bad in [String::new(), "x".repeat(crate::auth::USER_NAME_BYTES_MAX + 1)] {
+            let mut s = sample();
+            s.leases[1].owner = Some(bad);
+            assert!(matches!(split(&encode_prefix(&s)), Err(PayloadError::Malformed(_))));
+        }
     }
 
     #[test]

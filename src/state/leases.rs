@@ -7,9 +7,13 @@
 //! everywhere: a grant of an existing id fails with `LeaseExists`, a write
 //! naming a missing lease with `LeaseNotFound`. The deadline a grant or a
 //! renewal sets is local (see the module doc of `state`).
+//!
+//! A grant records its owner: the user the entry's caller was authorized
+//! as, while auth is on. The owner may revoke the lease whatever its
+//! rights on the lease's keys (`auth.rs`); a deleted user owns nothing.
 
 use super::StateMachine;
-use super::command::Op;
+use super::command::{Caller, Op};
 use crate::lease::LeaseError;
 use crate::mvcc;
 use crate::proto::{self, ErrorBody, ErrorCode, Response};
@@ -24,16 +28,30 @@ pub fn lease_error(error: LeaseError) -> ErrorBody {
 }
 
 impl StateMachine {
+    /// The owner a grant by `caller` records: the user it was authorized
+    /// as while auth is on; nobody while auth is off, when a name proves
+    /// nothing, or for a member's own entries.
+    pub(super) fn lease_owner<'a>(&self, caller: Option<&'a Caller>) -> Option<&'a str> {
+        match caller {
+            Some(Caller::User { name, .. }) if self.auth.enabled => Some(name),
+            _ => None,
+        }
+    }
+
     /// Applies a lease entry, or refuses a put or txn that names a lease
     /// that does not exist; `None` for an op with nothing to do here.
+    /// `owner` is the user a grant records.
     pub(super) fn apply_lease_op(
         &mut self,
         op: &Op,
+        owner: Option<&str>,
         now_ms: u64,
         raft_term: u64,
     ) -> Option<Result<Response, ErrorBody>> {
         let result = match *op {
-            Op::LeaseGrant { id, ttl_secs } => self.apply_grant(id, ttl_secs, now_ms, raft_term),
+            Op::LeaseGrant { id, ttl_secs } => {
+                self.apply_grant(id, ttl_secs, owner, now_ms, raft_term)
+            }
             Op::LeaseRevoke(id) => self.apply_revoke(id, raft_term),
             Op::LeaseRenew(id) => self.leases.renew(id, now_ms).map(|ttl_secs| {
                 let header = self.header(raft_term);
@@ -61,10 +79,11 @@ impl StateMachine {
         &mut self,
         id: i64,
         ttl_secs: i64,
+        owner: Option<&str>,
         now_ms: u64,
         raft_term: u64,
     ) -> Result<Response, LeaseError> {
-        self.leases.grant(id, ttl_secs, now_ms)?;
+        self.leases.grant(id, ttl_secs, owner, now_ms)?;
         self.usage.lease_granted();
         // The table's TTL, so the answer says what the snapshot records.
         let ttl_secs = self.leases.ttl_secs(id).expect("granted above");

@@ -217,21 +217,25 @@ impl StateMachine {
             return Applied { answer: Some(answer), effect: None };
         }
         let answer_max_bytes = usize::try_from(command.answer_max_bytes).unwrap_or(usize::MAX);
-        let (result, effect) = self.apply_op(command.op, answer_max_bytes, now_ms, raft_term);
+        let caller = command.caller.as_ref();
+        let (result, effect) =
+            self.apply_op(command.op, caller, answer_max_bytes, now_ms, raft_term);
         let answer = Answer { origin: command.origin, seq: command.seq, result };
         Applied { answer: Some(answer), effect }
     }
 
-    /// Applies `op`; a delete or txn whose answer would pass
-    /// `answer_max_bytes` is refused whole instead.
+    /// Applies `op`, already authorized for `caller`; a delete or txn whose
+    /// answer would pass `answer_max_bytes` is refused whole instead.
     fn apply_op(
         &mut self,
         op: Op,
+        caller: Option<&Caller>,
         answer_max_bytes: usize,
         now_ms: u64,
         raft_term: u64,
     ) -> (Result<Response, ErrorBody>, Option<Effect>) {
-        if let Some(result) = self.apply_lease_op(&op, now_ms, raft_term) {
+        let owner = self.lease_owner(caller);
+        if let Some(result) = self.apply_lease_op(&op, owner, now_ms, raft_term) {
             return (result, None);
         }
         let identity = self.identity;
@@ -378,7 +382,11 @@ impl StateMachine {
 
     /// The replicated state outside the keyspace.
     pub fn sections(&self) -> Sections {
-        let leases = self.leases.records().map(|(id, ttl_secs)| LeaseRecord { id, ttl_secs });
+        let leases = self.leases.records().map(|(id, ttl_secs, owner)| LeaseRecord {
+            id,
+            ttl_secs,
+            owner: owner.map(String::from),
+        });
         Sections {
             members: self.members.clone(),
             leases: leases.collect(),
@@ -464,7 +472,7 @@ impl Restorer {
     pub fn finish(self) -> Result<StateMachine, String> {
         let sections = self.sections.ok_or_else(|| PayloadError::Truncated.to_string())?;
         let store = self.image.finish().map_err(|e| e.to_string())?;
-        let records = sections.leases.iter().map(|r| (r.id, r.ttl_secs));
+        let records = sections.leases.iter().map(|r| (r.id, r.ttl_secs, r.owner.as_deref()));
         let alarms = Alarms::from_records(sections.alarms)
             .ok_or_else(|| PayloadError::Malformed("alarms not ascending").to_string())?;
         if !sections.usage.is_sound() {

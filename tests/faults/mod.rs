@@ -11,5 +11,6 @@
 pub mod bounds;
 pub mod checker;
 pub mod history;
+pub mod leader;
 pub mod power;
 pub mod scenario;

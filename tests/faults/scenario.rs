@@ -113,6 +113,22 @@ pub fn run(name: &str, size: usize, faults: impl FnOnce(&mut Run)) {
 }
 
 pub fn run_with(name: &str, size: usize, options: Options, faults: impl FnOnce(&mut Run)) {
+    run_on(name, size, options, false, faults);
+}
+
+/// Like `run_with`, with peer TLS between the members
+/// (`Cluster::start_behind_proxies_with_peer_tls`).
+pub fn run_with_peer_tls(name: &str, size: usize, options: Options, faults: impl FnOnce(&mut Run)) {
+    run_on(name, size, options, true, faults);
+}
+
+fn run_on(
+    name: &str,
+    size: usize,
+    options: Options,
+    peer_tls: bool,
+    faults: impl FnOnce(&mut Run),
+) {
     let settings = Settings::from_env();
     let extra_args = match options.snapshot_count {
         0 => Vec::new(),
@@ -120,10 +136,13 @@ pub fn run_with(name: &str, size: usize, options: Options, faults: impl FnOnce(&
     };
     // Printed first, so a run that panics early still says how to replay it.
     println!(
-        "faults scenario={name} seed={} seconds={} members={size} starting",
+        "faults scenario={name} seed={} seconds={} members={size} peer_tls={peer_tls} starting",
         settings.seed, settings.seconds
     );
-    let mut cluster = Cluster::start_behind_proxies(name, size, settings.seed, extra_args);
+    let mut cluster = match peer_tls {
+        true => Cluster::start_behind_proxies_with_peer_tls(name, size, settings.seed, extra_args),
+        false => Cluster::start_behind_proxies(name, size, settings.seed, extra_args),
+    };
     let sampler = Sampler::start(cluster.pids.clone());
     let all: Vec<usize> = (0..size).collect();
     cluster.find_leader(&all, LEADER_WAIT).expect("the cluster elects a leader");

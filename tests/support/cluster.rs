@@ -5,7 +5,10 @@
 //! would; `Cluster::start_behind_proxies` puts each member's peer port
 //! behind a `Proxy` whose address is what the member advertises and what
 //! every `--initial-cluster` lists, so all peer traffic into member `i`
-//! crosses proxy `i`, where the test can break it per directed link.
+//! crosses proxy `i`, where the test can break it per directed link;
+//! `Cluster::start_behind_proxies_with_peer_tls` does the same with peer TLS
+//! on (certificates made by openssl), its proxies telling links apart by
+//! the dialing process instead of the hello they can no longer read.
 //!
 //! Data directories and logs (`<name>.log`, the member's stderr) live under
 //! Cargo's target tmp dir, a real file system: fsync means something there,
@@ -30,6 +33,7 @@ use ember::client::{Client, Config};
 use ember::proto::StatusResponse;
 use ember::server::config::{DEFAULT_CLUSTER_TOKEN, HostPort, member_id};
 
+use super::certs::Certs;
 use super::ports::free_port;
 use super::process::{signal, wait_exit};
 use super::proxy::{LinkFaults, Proxy};
@@ -95,6 +99,8 @@ impl Member {
 struct Setup {
     /// Seeds the proxies' generators; `None`: no proxies.
     proxy_seed: Option<u64>,
+    /// The proxies forward encrypted peer links (`Proxy::start_opaque`).
+    opaque_proxies: bool,
     /// `--initial-cluster-token`; `None` leaves ember's default.
     token: Option<&'static str>,
     /// Whether the members note what is durable (`power.rs` reads it).
@@ -136,6 +142,7 @@ impl Cluster {
     pub fn prepare(test: &str, size: usize, extra_args: &[&str]) -> Cluster {
         let setup = Setup {
             proxy_seed: None,
+            opaque_proxies: false,
             token: None,
             sync_log: false,
             status_dial_ms: 500,
@@ -154,12 +161,49 @@ impl Cluster {
     ) -> Cluster {
         let setup = Setup {
             proxy_seed: Some(seed),
+            opaque_proxies: false,
             token: Some(PROXIED_TOKEN),
             sync_log: true,
             status_dial_ms: 300,
             status_command_ms: 500,
         };
         let mut cluster = Cluster::prepare_with(test, size, setup, extra_args);
+        for i in 0..size {
+            cluster.spawn(i);
+        }
+        cluster
+    }
+
+    /// Like `start_behind_proxies`, with peer TLS: a peer CA and a
+    /// certificate for each member, valid for 127.0.0.1 where its proxy
+    /// listens, made by openssl in the cluster's directory.
+    pub fn start_behind_proxies_with_peer_tls(
+        test: &str,
+        size: usize,
+        seed: u64,
+        extra_args: Vec<String>,
+    ) -> Cluster {
+        let setup = Setup {
+            proxy_seed: Some(seed),
+            opaque_proxies: true,
+            token: Some(PROXIED_TOKEN),
+            sync_log: true,
+            status_dial_ms: 300,
+            status_command_ms: 500,
+        };
+        let mut cluster = Cluster::prepare_with(test, size, setup, extra_args);
+        let certs = Certs::new(&cluster.dir.join("certs"));
+        let ca = certs.ca("peer-ca");
+        cluster.peer_scheme = "https";
+        for i in 0..size {
+            let (cert, key) = certs.leaf("peer-ca", &cluster.members[i].name, "IP:127.0.0.1");
+            let flags = [("--peer-cert-file", &cert), ("--peer-key-file", &key)];
+            let mut args: Vec<String> = Vec::new();
+            for (flag, file) in flags.into_iter().chain([("--peer-trusted-ca-file", &ca)]) {
+                args.extend([flag.to_string(), file.to_str().unwrap().to_string()]);
+            }
+            cluster.member_args.push(args);
+        }
         for i in 0..size {
             cluster.spawn(i);
         }
@@ -208,7 +252,11 @@ impl Cluster {
         let peer_port = free_port();
         let proxy = self.setup.proxy_seed.map(|seed| {
             let target = SocketAddr::from(([127, 0, 0, 1], peer_port));
-            Proxy::start(target, size, seed.wrapping_add(i as u64))
+            let seed = seed.wrapping_add(i as u64);
+            match self.setup.opaque_proxies {
+                true => Proxy::start_opaque(target, size, seed, self.pids.clone()),
+                false => Proxy::start(target, size, seed),
+            }
         });
         let advertised_port = proxy.as_ref().map_or(peer_port, |p| p.listen_addr.port());
         let advertised = HostPort { host: "127.0.0.1".into(), port: advertised_port };

@@ -20,6 +20,22 @@
 //!
 //! The hello is never dropped. One thread per proxy runs a nonblocking loop
 //! over its connections; the test changes faults through a shared handle.
+//!
+//! Under peer TLS the hello and the frames are encrypted, so a proxy made
+//! by `start_opaque` reads neither. It learns the sender from the kernel
+//! instead: the dialed connection's socket (found by its ports in
+//! `/proc/net/tcp`) is an open descriptor of exactly one member process,
+//! whose pid the cluster keeps. Nothing on the wire is trusted or needed,
+//! and the members run unchanged. The bytes then pass as they come, in
+//! chunks, with the same faults where the stream allows them:
+//!
+//! - `blackhole` swallows every chunk both ways; the connection stays up
+//!   until the link is healed, and is closed then (it lost bytes of a TLS
+//!   session, which could never be read again);
+//! - `drop_per_million`: each chunk, with this probability, resets the
+//!   connection: a lost TLS record breaks its session, so the sender must
+//!   reconnect, as after a cut;
+//! - `delay_ms` and `cut` as above.
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
@@ -29,6 +45,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use super::cluster::Pids;
 use super::rng::Rng;
 
 /// Bytes of the peer hello (`HELLO_BYTES` of the transport).
@@ -68,6 +85,15 @@ struct Control {
     member_ids: Vec<u64>,
 }
 
+/// How a proxy tells which member dialed a connection.
+enum Identify {
+    /// From the plaintext hello; frames are forwarded whole.
+    Hello,
+    /// From the process that owns the dialing socket (`pids[i]` is member
+    /// `i`'s); bytes are forwarded as they come.
+    SocketOwner(Pids),
+}
+
 /// A proxy for the peer port of one member.
 pub struct Proxy {
     pub listen_addr: SocketAddr,
@@ -80,6 +106,16 @@ impl Proxy {
     /// Listens on a free 127.0.0.1 port and forwards to `target`, for a
     /// cluster of `members`. Every hello is refused until `set_member_ids`.
     pub fn start(target: SocketAddr, members: usize, seed: u64) -> Proxy {
+        Proxy::start_with(target, members, seed, Identify::Hello)
+    }
+
+    /// Like `start`, for encrypted peer links: the sender of a connection is
+    /// the member whose process (by `pids`) owns the dialing socket.
+    pub fn start_opaque(target: SocketAddr, members: usize, seed: u64, pids: Pids) -> Proxy {
+        Proxy::start_with(target, members, seed, Identify::SocketOwner(pids))
+    }
+
+    fn start_with(target: SocketAddr, members: usize, seed: u64, identify: Identify) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("proxy binds");
         listener.set_nonblocking(true).unwrap();
         let listen_addr = listener.local_addr().unwrap();
@@ -95,6 +131,7 @@ impl Proxy {
             control: control.clone(),
             connections: Vec::new(),
             rng: Rng::new(seed),
+            identify,
         };
         let stop_flag = stop.clone();
         let thread = thread::Builder::new()
@@ -147,9 +184,14 @@ impl Drop for Proxy {
 struct Connection {
     down: TcpStream,
     up: TcpStream,
-    /// Sending member index, once its hello has been read.
+    /// Sending member index, once its hello has been read (or, opaque, at
+    /// once).
     from: Option<usize>,
     epoch: u64,
+    /// Bytes pass as chunks, not frames (under TLS).
+    opaque: bool,
+    /// Opaque only: bytes were swallowed, so the stream cannot go on.
+    tainted: bool,
     /// Bytes read from the dialer, not yet a whole unit (hello or frame).
     partial: Vec<u8>,
     /// Whole units with the instant they may be sent on.
@@ -167,6 +209,7 @@ struct Forwarder {
     control: Arc<Mutex<Control>>,
     connections: Vec<Connection>,
     rng: Rng,
+    identify: Identify,
 }
 
 /// Why a connection ends.
@@ -207,6 +250,14 @@ impl Forwarder {
         if self.connections.len() >= CONNECTIONS_MAX {
             return true;
         }
+        let from = match &self.identify {
+            Identify::Hello => None,
+            Identify::SocketOwner(pids) => match dialing_member(&down, pids) {
+                Some(from) => Some(from),
+                None => return true, // not a member's connection: closed
+            },
+        };
+        let epoch = from.map_or(0, |from| self.control.lock().unwrap().cut_epochs[from]);
         let Ok(up) = TcpStream::connect_timeout(&self.target, Duration::from_millis(200)) else {
             return true; // the member is down: the dialer sees a closed connection
         };
@@ -217,8 +268,10 @@ impl Forwarder {
         self.connections.push(Connection {
             down,
             up,
-            from: None,
-            epoch: 0,
+            from,
+            epoch,
+            opaque: from.is_some(),
+            tainted: false,
             partial: Vec::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -247,15 +300,22 @@ fn pump(
         return Err(Closed);
     }
     let faults = conn.from.map(|from| link.links[from]).unwrap_or_default();
+    if conn.tainted && !faults.blackhole {
+        return Err(Closed);
+    }
     let mut moved = false;
     if conn.queued_bytes < QUEUE_BYTES_MAX {
         moved |= read_some(&mut conn.down, &mut conn.partial)?;
     }
-    moved |= split_units(conn, link, faults, rng, now)?;
+    moved |= match conn.opaque {
+        true => pass_chunk(conn, faults, rng, now)?,
+        false => split_units(conn, link, faults, rng, now)?,
+    };
     moved |= write_released(conn, now)?;
     let before = conn.back.len();
     read_some(&mut conn.up, &mut conn.back)?;
     if faults.blackhole {
+        conn.tainted |= conn.opaque && !conn.back.is_empty();
         conn.back.clear();
     }
     moved |= conn.back.len() != before;
@@ -314,6 +374,67 @@ fn split_units(
         }
         push(conn, now + Duration::from_millis(faults.delay_ms), unit);
     }
+}
+
+/// Opaque: what was read so far goes on as one chunk, is swallowed, or
+/// resets the connection (see the module doc).
+fn pass_chunk(
+    conn: &mut Connection,
+    faults: LinkFaults,
+    rng: &mut Rng,
+    now: Instant,
+) -> Result<bool, Closed> {
+    if conn.partial.is_empty() {
+        return Ok(false);
+    }
+    let chunk = std::mem::take(&mut conn.partial);
+    if faults.blackhole {
+        conn.tainted = true;
+        return Ok(true);
+    }
+    if faults.drop_per_million > 0 && rng.below(1_000_000) < u64::from(faults.drop_per_million) {
+        return Err(Closed);
+    }
+    push(conn, now + Duration::from_millis(faults.delay_ms), chunk);
+    Ok(true)
+}
+
+/// The index of the member whose process owns the socket that dialed
+/// `down`: the socket whose local and remote ends are `down`'s remote and
+/// local ones, found in `/proc/net/tcp`, then among each member's open
+/// descriptors.
+fn dialing_member(down: &TcpStream, pids: &Pids) -> Option<usize> {
+    let (dialer, proxy) = (down.peer_addr().ok()?, down.local_addr().ok()?);
+    let inode = socket_inode(dialer, proxy)?;
+    let wanted = format!("socket:[{inode}]");
+    let pids = pids.lock().unwrap().clone();
+    pids.iter().position(|pid| {
+        let Some(pid) = pid else { return false };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+        fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == &*wanted)
+        })
+    })
+}
+
+/// The inode of the IPv4 socket from `local` to `remote`, as the kernel
+/// lists it in `/proc/net/tcp` (addresses in hex, the address's bytes as
+/// a little-endian u32, the port big-endian).
+fn socket_inode(local: SocketAddr, remote: SocketAddr) -> Option<u64> {
+    let hex = |addr: SocketAddr| match addr {
+        SocketAddr::V4(v4) => {
+            Some(format!("{:08X}:{:04X}", u32::from_le_bytes(v4.ip().octets()), v4.port()))
+        }
+        SocketAddr::V6(_) => None,
+    };
+    let (local, remote) = (hex(local)?, hex(remote)?);
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&local.as_str()) && fields.get(2) == Some(&remote.as_str()))
+            .then(|| fields.get(9)?.parse().ok())
+            .flatten()
+    })
 }
 
 /// Length of the frame at the start of `bytes` with its prefix, once whole.

@@ -51,8 +51,10 @@ TLS on the gateway's listener, as etcd's flags:
   --key-file FILE             its private key (PEM)
   --trusted-ca-file FILE      CA bundle client certificates must chain to
   --client-cert-auth          refuse clients without such a certificate
-  --tls-min-version V         TLS1.2 or TLS1.3 (default TLS1.2); the gateway
-                              speaks TLS 1.3, which meets either
+  --tls-min-version V         TLS1.2 or TLS1.3 (default TLS1.3): the oldest TLS
+                              the listener takes (TLS 1.2: ECDHE, AEAD only)
+  --tls-max-version V         TLS1.2 or TLS1.3 (default TLS1.3): the newest it
+                              speaks
 The certificate, key and CA files are loaded again on SIGHUP, and when they
 change (looked at every minute).
 
@@ -103,6 +105,7 @@ const FLAGS: &[&str] = &[
     "trusted-ca-file",
     "client-cert-auth",
     "tls-min-version",
+    "tls-max-version",
     "cacert",
     "cert",
     "key",
@@ -171,9 +174,13 @@ fn listener_tls(values: &[(&str, String)], https: bool) -> Result<Option<ServerF
     let (cert, key) = (path(values, "cert-file"), path(values, "key-file"));
     let trusted_ca = path(values, "trusted-ca-file");
     let client_cert_auth = switch(values, "client-cert-auth")?;
-    // The node's rule: either minimum is met by TLS 1.3, older ones refused.
-    let min_version = Some(value(values, "tls-min-version", "")).filter(|v| !v.is_empty());
-    ember::server::config::parse_tls_min_version(min_version).map_err(|e| e.to_string())?;
+    // The node's rule and parser: TLS 1.3 unless TLS 1.2 is asked for.
+    let given = |flag| Some(value(values, flag, "")).filter(|v| !v.is_empty());
+    let versions = ember::server::config::parse_tls_versions(
+        given("tls-min-version"),
+        given("tls-max-version"),
+    )
+    .map_err(|e| e.to_string())?;
     let (cert, key) = match (https, cert, key) {
         (false, None, None) if trusted_ca.is_none() && !client_cert_auth => return Ok(None),
         (false, ..) => {
@@ -187,7 +194,7 @@ fn listener_tls(values: &[(&str, String)], https: bool) -> Result<Option<ServerF
     if client_cert_auth && trusted_ca.is_none() {
         return Err("--client-cert-auth needs --trusted-ca-file".to_string());
     }
-    Ok(Some(ServerFiles { cert, key, trusted_ca, client_cert_auth }))
+    Ok(Some(ServerFiles { cert, key, trusted_ca, client_cert_auth, versions }))
 }
 
 /// ember's client flags for members whose client port speaks TLS.
@@ -309,6 +316,8 @@ mod tests {
             let flags = args(&[&tls[..], &["--tls-min-version", version]].concat());
             assert_eq!(parse(&flags).is_ok(), ok, "{version}");
         }
+        let capped = args(&[&tls[..], &["--tls-max-version", "TLS1.2"]].concat());
+        assert!(parse(&capped).is_err(), "a maximum below the default minimum");
         let https_members = args(&["--endpoints", "https://127.0.0.1:2"]);
         assert!(parse(&https_members).is_err(), "https:// members need a CA");
     }
