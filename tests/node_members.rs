@@ -270,7 +270,7 @@ fn unsafe_changes_are_refused_and_a_caught_up_learner_is_promoted() {
     let url = format!("http://127.0.0.1:{}", free_port());
     assert_eq!(
         code(&l.member_add("g3", vec![url], false).unwrap_err()),
-        Some(ErrorCode::Unhealthy)
+        Some(ErrorCode::NotEnoughStartedMembers)
     );
     let follower = (0..3).find(|&i| i != leader).unwrap();
     let started = c.status(follower).unwrap().header.member_id;
