@@ -177,10 +177,9 @@ fn setting(output: &str, key: &str) -> String {
 fn wait_started(endpoint: &str, name: &str) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(row) = member_rows(endpoint).into_iter().find(|r| r[2] == name) {
-            if row[1] == "started" {
-                return row;
-            }
+        let row = member_rows(endpoint).into_iter().find(|r| r[2] == name);
+        if let Some(row) = row.filter(|r| r[1] == "started") {
+            return row;
         }
         assert!(Instant::now() < deadline, "{name} did not start: {:?}", member_rows(endpoint));
         std::thread::sleep(Duration::from_millis(200));
