@@ -270,7 +270,7 @@ fn unsafe_changes_are_refused_and_a_caught_up_learner_is_promoted() {
     let url = format!("http://127.0.0.1:{}", free_port());
     assert_eq!(
         code(&l.member_add("g3", vec![url], false).unwrap_err()),
-        Some(ErrorCode::Unhealthy)
+        Some(ErrorCode::NotEnoughStartedMembers)
     );
     let follower = (0..3).find(|&i| i != leader).unwrap();
     let started = c.status(follower).unwrap().header.member_id;
@@ -365,4 +365,72 @@ fn a_data_directory_refuses_another_name_or_token() {
     c.spawn(0);
     let leader = c.wait_leader(WAIT);
     assert_eq!(get(&mut c.client(leader), "kept").as_deref(), Some(b"1".as_slice()));
+}
+
+/// A member added at runtime records its id at its first start, but until
+/// its first snapshot nothing on its disk names its peers: restarted in
+/// that window, it asks the cluster for their ids again rather than derive
+/// them from their names, and rejoins as the same member. The window is
+/// held open by freezing n1, the leader, so that the two voters have none
+/// to send n3 a snapshot.
+#[test]
+fn a_joiner_restarted_before_its_first_snapshot_keeps_the_ids_the_cluster_chose() {
+    let mut c = Cluster::start("members-join-restart", 1, &[]);
+    c.wait_leader(WAIT);
+    put(&mut c.client(0), "before", "join");
+    let n2 = c.push_member("n2");
+    let (n2_id, env) = add_member(&c, 0, n2);
+    assert_ne!(n2_id, c.members[n2].id, "a runtime id is not the one its name gives");
+    c.spawn_with_env(n2, &env);
+    wait_members(&c, 0, 2);
+    wait_key(&c, n2, "before");
+    let n3 = c.push_member("n3");
+    let (n3_id, env) = add_member(&c, 0, n3);
+
+    // n1 leads (it was alone) and n2 cannot lead without it: with n1
+    // frozen, no member can send n3 a snapshot.
+    assert_eq!(c.status(n2).unwrap().leader_id, c.members[0].id);
+    c.stop(0);
+    c.spawn_with_env(n3, &env);
+    let deadline = Instant::now() + WAIT;
+    while !c.log_of(n3).contains(&format!("this member is {n3_id:016x}")) {
+        assert!(Instant::now() < deadline, "n3 did not learn its id:\n{}", c.log_of(n3));
+        sleep(Duration::from_millis(50));
+    }
+    // The identity is written right after the id is learned.
+    let identity = c.data_dir(n3).join("member");
+    while !identity.exists() {
+        assert!(Instant::now() < deadline, "n3 recorded no identity:\n{}", c.log_of(n3));
+        sleep(Duration::from_millis(20));
+    }
+    c.kill(n3);
+    let first_start = c.log_of(n3);
+    assert!(!first_start.contains("received a snapshot"), "{first_start}");
+
+    c.spawn_with_env(n3, &env);
+    let deadline = Instant::now() + WAIT;
+    let listed = loop {
+        let members = c.client(n3).member_list(false).map(|r| r.members).unwrap_or_default();
+        if !members.is_empty() {
+            break members;
+        }
+        assert!(Instant::now() < deadline, "n3 did not answer:\n{}", c.log_of(n3));
+        sleep(Duration::from_millis(50));
+    };
+    let ids = |name: &str| -> Vec<u64> {
+        listed.iter().filter(|m| m.name == name).map(|m| m.id).collect()
+    };
+    assert_eq!(ids("n2"), vec![n2_id], "n3 names n2 by the cluster's id: {listed:?}");
+    assert_eq!(ids("n3"), vec![n3_id], "{listed:?}");
+    assert_eq!(c.status(n3).unwrap().header.member_id, n3_id);
+
+    c.resume(0);
+    wait_key(&c, n3, "before");
+    assert!(c.log_of(n3).contains("received a snapshot"), "{}", c.log_of(n3));
+    let members = wait_members(&c, n3, 3);
+    let n3_listed = members.iter().find(|m| m.name == "n3").expect("n3 listed");
+    assert_eq!(n3_listed.id, n3_id);
+    put(&mut all_endpoints(&c, &[]), "after", "restart");
+    wait_key(&c, n3, "after");
+    assert!(c.panics().is_empty(), "{}", c.logs());
 }

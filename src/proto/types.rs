@@ -405,9 +405,10 @@ pub struct MemberListResponse {
     pub members: Vec<Member>,
 }
 
-/// Adds a member. Its id is derived from `name`, the sorted peer URLs and
-/// the cluster token (see docs/PROTOCOL.md, "Members"), so the member that
-/// joins with the same `--name` and peer URLs finds the same id.
+/// Adds a member. The cluster chooses its id when it applies the addition
+/// (see docs/PROTOCOL.md, "Members"); the member that joins finds it by its
+/// peer URLs. `name` may be empty: the member publishes its own when it
+/// first starts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberAddRequest {
     pub peer_urls: Vec<String>,

@@ -10,6 +10,9 @@
 //! and for the members named, so that it accepts those members and no one
 //! else. A member named that the table no longer has (removed since the
 //! settings were printed, as in a replacement) is left out. `identity.rs` then records its id; later starts use it.
+//! A member restarted before its first snapshot asks again for its peers'
+//! ids (`relearn_ids`): until the snapshot brings the table, nothing else
+//! on disk names them.
 //!
 //! Runs before the loop exists, so blocking here stalls nothing.
 
@@ -28,6 +31,25 @@ pub const JOIN_ASK_WAIT: Duration = Duration::from_secs(30);
 pub const JOIN_ASK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause between rounds over every peer.
 const JOIN_ASK_RETRY: Duration = Duration::from_millis(500);
+
+/// A joining member restarted before its first snapshot has its own id
+/// (the identity file) but nothing that names its peers' ids: they are
+/// asked for again, as at the first start, rather than derived from their
+/// names (a member added at runtime has an id no name gives). The table
+/// must still list this member under the id it recorded.
+pub fn relearn_ids(config: &mut Config, ask: &transport::Config) -> Result<(), ServeError> {
+    let recorded = config.member_id;
+    learn_ids(config, ask)?;
+    if config.member_id != recorded {
+        return Err(ServeError::Config(format!(
+            "the cluster's member table has this member's peer URLs under id {:016x}, but the \
+             data directory belongs to member {recorded:016x}: the member was removed and added \
+             again; start it with an empty data directory",
+            config.member_id
+        )));
+    }
+    Ok(())
+}
 
 /// Asks the peers for the member table and sets `config`'s ids from it.
 pub fn learn_ids(config: &mut Config, ask: &transport::Config) -> Result<(), ServeError> {

@@ -176,13 +176,18 @@ impl Node {
         // writes would change it under us.
         let dir_lock = DirLock::take(&config.data_dir)?;
         let joining = config.initial_cluster_state == ClusterState::Existing;
-        if joining && !super::identity::exists(&config.data_dir) {
+        let first_start = !super::identity::exists(&config.data_dir);
+        if joining && first_start {
             let ask = peer_transport_config(&config)?;
             super::join::learn_ids(&mut config, &ask)?;
         }
         super::identity::check(&mut config)?;
         let lease_clock = LeaseClock::new(&config, now);
         let (storage, state) = open_state(&config, lease_clock.now_ms(now))?;
+        if joining && !first_start && state.members().is_empty() {
+            let ask = peer_transport_config(&config)?;
+            super::join::relearn_ids(&mut config, &ask)?;
+        }
         let mut raft = RawNode::new(&raft_config(&config, state.applied_index()), storage)
             .map_err(ServeError::Raft)?;
         // The only voter need not wait an election timeout to lead.

@@ -154,7 +154,7 @@ pub fn apply_change(members: &mut Vec<MemberRecord>, op: &MemberOp) -> Result<u6
                 return Err(ErrorCode::TooManyMembers);
             }
             if !record.is_learner && !ready_to_add_voter(members) {
-                return Err(ErrorCode::Unhealthy);
+                return Err(ErrorCode::NotEnoughStartedMembers);
             }
             let at = members.partition_point(|m| m.id < record.id);
             members.insert(at, record.clone());
@@ -293,7 +293,7 @@ mod tests {
         }
         // Six voters need four started; three are.
         let op = MemberOp::Add(record(6, false, false));
-        assert_eq!(apply_change(&mut table, &op), Err(ErrorCode::Unhealthy));
+        assert_eq!(apply_change(&mut table, &op), Err(ErrorCode::NotEnoughStartedMembers));
         // A learner does not count.
         assert_eq!(apply_change(&mut table, &MemberOp::Add(record(6, false, true))), Ok(6));
         let op = MemberOp::Remove(1);
@@ -310,7 +310,7 @@ mod tests {
         assert_eq!(apply_change(&mut table, &op), Err(ErrorCode::NotEnoughStartedMembers));
         assert_eq!(apply_change(&mut table, &MemberOp::Add(record(2, false, false))), Ok(2));
         let op = MemberOp::Add(record(3, false, false));
-        assert_eq!(apply_change(&mut table, &op), Err(ErrorCode::Unhealthy));
+        assert_eq!(apply_change(&mut table, &op), Err(ErrorCode::NotEnoughStartedMembers));
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub enum AskError {
     Refused(HelloError),
     /// It answered, but not with the table (it does not know the flag).
     NoTable,
+    /// It closed the connection before answering the hello: it refused
+    /// this member's hello (a peer requiring the secret does so).
+    Closed,
     /// A table length beyond `wire::MEMBERS_ANSWER_BYTES_MAX`.
     TooLarge(usize),
 }
@@ -34,6 +37,11 @@ impl fmt::Display for AskError {
             AskError::Tls(e) => write!(f, "TLS: {e}"),
             AskError::Refused(e) => write!(f, "refused its answer: {e}"),
             AskError::NoTable => write!(f, "it answered without the member table"),
+            AskError::Closed => write!(
+                f,
+                "it closed the connection without answering: it refused this member's hello \
+                 (does it require the peer secret or peer TLS, as this member was not given?)"
+            ),
             AskError::TooLarge(n) => write!(f, "a member table of {n} bytes is beyond the bound"),
         }
     }
@@ -63,7 +71,16 @@ pub fn ask_members(
     let name = tls::server_name(name).map_err(|e| AskError::Tls(e.to_string()))?;
     let conn = rustls::ClientConnection::new(peer_tls.client.clone(), name)
         .map_err(|e| AskError::Tls(e.to_string()))?;
-    exchange(rustls::StreamOwned::new(conn, sock), config)
+    exchange(rustls::StreamOwned::new(conn, sock), config).map_err(tls_failure)
+}
+
+/// rustls reports a refused handshake (a certificate not trusted, either
+/// way) as invalid data on the stream: said as TLS.
+fn tls_failure(error: AskError) -> AskError {
+    match error {
+        AskError::Io(e) if e.kind() == io::ErrorKind::InvalidData => AskError::Tls(e.to_string()),
+        other => other,
+    }
 }
 
 fn exchange(mut conn: impl Read + Write, config: &Config) -> Result<Vec<u8>, AskError> {
@@ -82,7 +99,10 @@ fn exchange(mut conn: impl Read + Write, config: &Config) -> Result<Vec<u8>, Ask
     conn.flush()?;
     let mut reply = [0u8; HELLO_BYTES + NONCE_BYTES + MAC_BYTES];
     let reply_bytes = if secret.is_some() { reply.len() } else { HELLO_BYTES };
-    read_answer(&mut conn, &mut reply[..reply_bytes])?;
+    read_answer(&mut conn, &mut reply[..reply_bytes]).map_err(|e| match e {
+        AskError::NoTable => AskError::Closed,
+        other => other,
+    })?;
     let head: &[u8; HELLO_BYTES] = reply.first_chunk().expect("hello fits");
     Hello::check(head, config.cluster_id, 0, |_| true).map_err(AskError::Refused)?;
     wire::check_secret_flag(head, secret.is_some()).map_err(AskError::Refused)?;

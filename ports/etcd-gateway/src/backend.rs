@@ -140,6 +140,18 @@ impl Backend {
         Ok(binding)
     }
 
+    /// A link that acts as `caller`, for calls that must stay on one
+    /// connection (a backup stream lives on the connection that opened
+    /// it): the link bound to its token, or a shared link for an anonymous
+    /// caller or while auth is off.
+    pub async fn link_as(&self, caller: &Caller) -> Result<Arc<Link>, LinkError> {
+        let Caller::Token(token) = caller else { return self.shared_link().await };
+        match self.token_link(token).await? {
+            Binding::Bound(link) => Ok(link),
+            Binding::AuthOff => self.shared_link().await,
+        }
+    }
+
     /// An ordered link (see `ordered_link`) bound to `caller`'s token.
     pub async fn ordered_link_as(
         &self,

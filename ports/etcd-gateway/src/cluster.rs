@@ -7,7 +7,8 @@
 //! endpoints from the member list come back here.
 
 use ember::proto::{
-    MemberListRequest, MemberPromoteRequest, MemberRemoveRequest, MemberUpdateRequest, Request,
+    MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
+    MemberUpdateRequest, Request,
 };
 use tonic::{Request as Grpc, Response, Status};
 
@@ -15,7 +16,6 @@ use crate::caller::Caller;
 use crate::convert;
 use crate::gateway::{Gateway, call_as};
 use crate::pb::etcdserverpb as pb;
-use crate::status::unimplemented;
 
 impl Gateway {
     fn member(&self, mut member: ember::proto::Member) -> pb::Member {
@@ -38,22 +38,23 @@ fn cluster_header(header: ember::proto::ResponseHeader) -> Option<pb::ResponseHe
 
 #[tonic::async_trait]
 impl pb::cluster_server::Cluster for Gateway {
-    /// Refused until a member can join under an id it did not name. etcd's
-    /// request names no member (the name comes when the new member
-    /// starts), but Ember derives a member's id from its name: a member
-    /// added here would get the id of an empty name, and the member
-    /// started afterwards, with its own name, another id, so it could
-    /// never join. Added as a voter it would also raise the quorum for
-    /// good, and on a single member leave no quorum to remove it with.
+    /// etcd's request names no member: the member is added nameless, under
+    /// the id the cluster chooses, and takes the name it publishes when it
+    /// first starts (until then the list shows it unstarted, as etcd's).
     async fn member_add(
         &self,
-        _: Grpc<pb::MemberAddRequest>,
+        request: Grpc<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        Err(unimplemented(
-            "MemberAdd through etcd's API (the member could not join: Ember derives a \
-             member's id from its name, which etcd's request does not carry); add it with \
-             `ember member add NAME --peer-urls URLS`, then use etcd's API as usual",
-        ))
+        self.check_leader(request.metadata()).await?;
+        let caller = Caller::of(request.metadata());
+        let pb::MemberAddRequest { peer_ur_ls, is_learner } = request.into_inner();
+        let asked = MemberAddRequest { peer_urls: peer_ur_ls, is_learner, name: String::new() };
+        let answer = call_as!(self, &caller, Request::MemberAdd(asked), MemberAdd);
+        Ok(Response::new(pb::MemberAddResponse {
+            header: cluster_header(answer.header),
+            member: Some(self.member(answer.member)),
+            members: self.members(answer.members),
+        }))
     }
 
     async fn member_remove(

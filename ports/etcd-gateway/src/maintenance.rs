@@ -12,7 +12,8 @@
 //! the leader when one is reachable, so that `etcdctl move-leader`, which
 //! looks for the endpoint whose Status names itself leader, finds this
 //! gateway whatever member its shared links reach. Defragment goes to one
-//! member, as etcd's does.
+//! member, as etcd's does. Snapshot and Defragment act as their caller
+//! too: with auth on, only root may take a backup or defragment.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -94,10 +95,12 @@ impl pb::maintenance_server::Maintenance for Gateway {
 
     async fn defragment(
         &self,
-        _: Grpc<pb::DefragmentRequest>,
+        request: Grpc<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        let link = self.backend.shared_link().await.map_err(from_link)?;
-        match link.call(&Request::Defragment, SNAPSHOT_WAIT).await.map_err(from_link)? {
+        let caller = Caller::of(request.metadata());
+        let refused = |error| refusal(&caller, error);
+        let link = self.backend.link_as(&caller).await.map_err(refused)?;
+        match link.call(&Request::Defragment, SNAPSHOT_WAIT).await.map_err(refused)? {
             ember::proto::Response::Defragment(header) => {
                 Ok(Response::new(pb::DefragmentResponse { header: convert::header(header) }))
             }
@@ -129,10 +132,14 @@ impl pb::maintenance_server::Maintenance for Gateway {
 
     async fn snapshot(
         &self,
-        _: Grpc<pb::SnapshotRequest>,
+        request: Grpc<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        let link = self.backend.shared_link().await.map_err(from_link)?;
-        let first = snapshot_piece(&link, 0, SNAPSHOT_WAIT).await?;
+        let caller = Caller::of(request.metadata());
+        let link = self.backend.link_as(&caller).await.map_err(|error| refusal(&caller, error))?;
+        let first = snapshot_piece(&link, 0, SNAPSHOT_WAIT).await.map_err(|error| match error {
+            PieceError::Link(error) => refusal(&caller, error),
+            PieceError::Status(status) => status,
+        })?;
         let (sender, receiver) = mpsc::channel(SNAPSHOT_BUFFER_PIECES);
         tokio::spawn(stream_snapshot(link, first, sender));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
@@ -183,16 +190,32 @@ fn alarm_number(alarm: AlarmType) -> i32 {
     }
 }
 
+/// Why a piece of a backup stream did not come: the link's failure (the
+/// caller decides how it reads) or an answer of the wrong kind.
+enum PieceError {
+    Link(LinkError),
+    Status(Status),
+}
+
+impl From<PieceError> for Status {
+    fn from(error: PieceError) -> Status {
+        match error {
+            PieceError::Link(error) => from_link(error),
+            PieceError::Status(status) => status,
+        }
+    }
+}
+
 /// One piece of a backup stream (`stream_id` 0 opens one).
 async fn snapshot_piece(
     link: &Link,
     stream_id: u64,
     timeout: Duration,
-) -> Result<ember::proto::SnapshotResponse, Status> {
+) -> Result<ember::proto::SnapshotResponse, PieceError> {
     let request = Request::Snapshot(SnapshotRequest { stream_id });
-    match link.call(&request, timeout).await.map_err(from_link)? {
+    match link.call(&request, timeout).await.map_err(PieceError::Link)? {
         ember::proto::Response::Snapshot(piece) => Ok(piece),
-        other => Err(mismatch("Snapshot", &other)),
+        other => Err(PieceError::Status(mismatch("Snapshot", &other))),
     }
 }
 
@@ -216,8 +239,8 @@ async fn stream_snapshot(
         }
         piece = match snapshot_piece(&link, stream_id, SNAPSHOT_PIECE_TIMEOUT).await {
             Ok(next) => next,
-            Err(status) => {
-                let _ = sender.send(Err(status)).await;
+            Err(error) => {
+                let _ = sender.send(Err(error.into())).await;
                 return;
             }
         };

@@ -3,8 +3,8 @@
 //! takes and `ember snapshot status` reads at the revision written;
 //! `etcdctl defrag` succeeds; MoveLeader from etcd's own client hands the
 //! leadership to each member in turn, whichever member the gateway asks;
-//! with auth on, `etcdctl move-leader` is refused anonymously and works
-//! as root.
+//! with auth on, `etcdctl move-leader`, `snapshot save` and `defrag` are
+//! refused anonymously and to a user who is not root, and work as root.
 //!
 //! Needs `etcdctl` on the PATH (Debian's `etcd-client`).
 
@@ -119,5 +119,36 @@ async fn etcdctl_saves_a_snapshot_ember_restores_and_defrags_and_moves_the_leade
             assert!(Instant::now() < deadline, "{next:x} did not lead");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    // A backup and a defragmentation act as their caller too: root's are
+    // done, another user's refused as etcd refuses them, an anonymous
+    // caller's refused for want of a user name.
+    let add = ["--user", "root:pw", "user", "add", "alice", "--new-user-password=apw"];
+    let (code, stdout, stderr) = etcdctl(&gateway, &add);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let file = cluster.dir.join("as-root.db");
+    let save = ["snapshot", "save", file.to_str().unwrap()];
+    let (code, stdout, stderr) = etcdctl(&gateway, &[&["--user", "root:pw"][..], &save].concat());
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("Snapshot saved at"), "{stdout}");
+    let (code, stdout, stderr) = ember(&["snapshot", "status", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "the backup root took reads back: {stdout}{stderr}");
+    let (code, stdout, stderr) = etcdctl(&gateway, &["--user", "root:pw", "defrag"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.starts_with("Finished defragmenting etcd member["), "{stdout}");
+    for (user, refusal) in [
+        (&["--user", "alice:apw"][..], "etcdserver: permission denied"),
+        (&[][..], "etcdserver: user name is empty"),
+    ] {
+        let refused = cluster.dir.join("refused.db");
+        let save = ["snapshot", "save", refused.to_str().unwrap()];
+        let (code, _, stderr) = etcdctl(&gateway, &[user, &save].concat());
+        assert_ne!(code, 0);
+        assert!(stderr.contains(refusal), "snapshot save as {user:?}: {stderr}");
+        assert!(!refused.exists(), "a refused backup left a file");
+        let (code, _, stderr) = etcdctl(&gateway, &[user, &["defrag"]].concat());
+        assert_ne!(code, 0);
+        assert!(stderr.contains(refusal), "defrag as {user:?}: {stderr}");
     }
 }

@@ -107,6 +107,31 @@ impl Cluster {
         self.members[i].process = Some(Reaped(child));
     }
 
+    /// Starts one more member, `name` on `peer_port`, joining the running
+    /// cluster with the `--initial-cluster` a `member add` printed; its
+    /// index among the members.
+    pub fn spawn_joiner(&mut self, name: &str, peer_port: u16, initial_cluster: &str) -> usize {
+        let client_port = free_port();
+        let log = fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
+        let child = Command::new(ember_binary())
+            .arg("serve")
+            .args(["--name", name])
+            .arg("--data-dir")
+            .arg(self.dir.join(name))
+            .args(["--listen-client-urls", &format!("127.0.0.1:{client_port}")])
+            .args(["--listen-peer-urls", &format!("127.0.0.1:{peer_port}")])
+            .args(["--initial-cluster", initial_cluster])
+            .args(["--initial-cluster-state", "existing"])
+            .args(["--heartbeat-interval", "100", "--election-timeout", "1000"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("ember serve starts");
+        let process = Some(Reaped(child));
+        self.members.push(Member { name: name.to_string(), client_port, peer_port, process });
+        self.members.len() - 1
+    }
+
     /// Starts the gateway (again) with `extra` flags and waits until it
     /// takes connections.
     pub fn spawn_gateway(&mut self, extra: &[&str]) {
