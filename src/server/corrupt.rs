@@ -14,6 +14,10 @@
 //! * While a `Corrupt` alarm is raised for this member, it refuses the
 //!   requests that read or change the keyspace with etcd's `corrupt
 //!   cluster`; the others go on serving.
+//! * A restarted member refuses them too, with `Unhealthy` (retryable),
+//!   until its start-up check has judged it or, when no majority answers,
+//!   `STARTUP_CHECK_WAIT_ELECTIONS` election timeouts passed: as etcd,
+//!   it checks before it serves. A fresh member has nothing to check.
 
 use std::time::{Duration, Instant};
 
@@ -114,12 +118,46 @@ impl Node {
         }
     }
 
-    /// `corrupt cluster` while a `Corrupt` alarm is raised for this member.
+    /// `corrupt cluster` while a `Corrupt` alarm is raised for this member;
+    /// `unhealthy cluster` while its start-up check is still to judge it.
     pub(super) fn refuse_corrupt_read(&self) -> Result<(), ErrorBody> {
-        match self.is_corrupt() {
-            true => Err(ErrorBody::new(ErrorCode::Corrupt)),
-            false => Ok(()),
+        if self.is_corrupt() {
+            return Err(ErrorBody::new(ErrorCode::Corrupt));
         }
+        match self.startup_gate.closed {
+            Some(_) => Err(ErrorBody::with_message(
+                ErrorCode::Unhealthy,
+                "ember: this member restarted and its start-up corruption check has not \
+                 decided yet; retry shortly or at another member",
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Opens the start-up gate once a check opened after the start judged
+    /// this member, or once its wait ran out; logs which.
+    pub(super) fn follow_startup_gate(&mut self, now: Instant) {
+        let Some(closed) = &self.startup_gate.closed else { return };
+        let member_id = self.config.member_id;
+        let is_voter = self.raft.conf_state().is_voter(member_id);
+        let check = self.state.open_check();
+        let judged = check.filter(|c| c.has_judged(member_id, is_voter, closed.after_index));
+        let waited_ms = now.saturating_duration_since(closed.since).as_millis();
+        if let Some(check) = judged {
+            let verdict = if self.is_corrupt() { "found corrupt" } else { "sound" };
+            log::info!(
+                "start-up check {}: this member is {verdict}; serving its store after {waited_ms} ms",
+                check.index
+            );
+        } else if now >= closed.deadline {
+            log::warn!(
+                "start-up check not decided within {waited_ms} ms (no majority answered): \
+                 serving unchecked; the next check will judge this member"
+            );
+        } else {
+            return;
+        }
+        self.startup_gate.closed = None;
     }
 
     pub(super) fn is_corrupt(&self) -> bool {

@@ -129,6 +129,41 @@ impl CheckClock {
     }
 }
 
+/// How long a restarted member waits for its start-up check before it
+/// serves anyway, in election timeouts: enough for a leader to be elected,
+/// the check to commit and every member to hash a board's store (a second
+/// or so), short enough that a member whose peers cannot answer (no
+/// majority reachable) is not kept from serving the reads it may serve.
+pub const STARTUP_CHECK_WAIT_ELECTIONS: u32 = 5;
+
+/// Whether a restarted member may serve its store yet: not until its
+/// start-up check judged it, or `STARTUP_CHECK_WAIT_ELECTIONS` passed.
+/// A member that starts with a fresh data directory has nothing to check
+/// and is open from the start.
+pub(super) struct StartupGate {
+    /// `None` once open. Invariant: `Some` only on a restarted member.
+    pub(super) closed: Option<GateClosed>,
+}
+
+pub(super) struct GateClosed {
+    /// The last index in the log at start: only a check opened after it
+    /// hashes what this member holds now.
+    pub(super) after_index: u64,
+    pub(super) since: Instant,
+    pub(super) deadline: Instant,
+}
+
+impl StartupGate {
+    pub fn new(restarted: bool, last_index: u64, wait: Duration, now: Instant) -> StartupGate {
+        let closed = restarted.then(|| GateClosed {
+            after_index: last_index,
+            since: now,
+            deadline: now + wait,
+        });
+        StartupGate { closed }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
