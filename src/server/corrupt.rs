@@ -101,37 +101,40 @@ impl Node {
     /// `corrupt cluster` while a `Corrupt` alarm is raised for this member
     /// and `request` reads or changes the keyspace or its leases.
     pub(super) fn refuse_if_corrupt(&self, request: &Request) -> Result<(), ErrorBody> {
-        let keyspace = matches!(
-            request,
-            Request::Range(_)
-                | Request::Put(_)
-                | Request::DeleteRange(_)
-                | Request::Txn(_)
-                | Request::Compact(_)
-                | Request::WatchCreate(_)
-                | Request::LeaseGrant(_)
-                | Request::LeaseRevoke(_)
-        );
-        match keyspace {
+        match is_keyspace(request) {
             true => self.refuse_corrupt_read(),
             false => Ok(()),
         }
     }
 
-    /// `corrupt cluster` while a `Corrupt` alarm is raised for this member;
-    /// `unhealthy cluster` while its start-up check is still to judge it.
+    /// `corrupt cluster` while a `Corrupt` alarm is raised for this member.
     pub(super) fn refuse_corrupt_read(&self) -> Result<(), ErrorBody> {
-        if self.is_corrupt() {
-            return Err(ErrorBody::new(ErrorCode::Corrupt));
+        match self.is_corrupt() {
+            true => Err(ErrorBody::new(ErrorCode::Corrupt)),
+            false => Ok(()),
         }
-        match self.startup_gate.closed {
-            Some(_) => Err(ErrorBody::with_message(
+    }
+
+    /// Holds a keyspace request while the start-up check has yet to judge
+    /// this restarted member (`None`: held, or refused when too many wait);
+    /// any other request comes back to be handled now.
+    pub(super) fn hold_until_checked(
+        &mut self,
+        waiter: Waiter,
+        request: Request,
+    ) -> Option<(Waiter, Request)> {
+        if self.startup_gate.closed.is_none() || !is_keyspace(&request) {
+            return Some((waiter, request));
+        }
+        if !self.startup_gate.hold(waiter, request) {
+            let refused = ErrorBody::with_message(
                 ErrorCode::Unhealthy,
-                "ember: this member restarted and its start-up corruption check has not \
-                 decided yet; retry shortly or at another member",
-            )),
-            None => Ok(()),
+                "ember: this member restarted and is still checking its store against its \
+                 peers; retry shortly or at another member",
+            );
+            self.clients.answer(waiter, Err(refused));
         }
+        None
     }
 
     /// Opens the start-up gate once a check opened after the start judged
@@ -158,6 +161,10 @@ impl Node {
             return;
         }
         self.startup_gate.closed = None;
+        // Handled now as if just read: refused if it was found corrupt.
+        for (waiter, request) in std::mem::take(&mut self.startup_gate.held) {
+            self.handle_request(waiter, request);
+        }
     }
 
     pub(super) fn is_corrupt(&self) -> bool {
@@ -204,6 +211,21 @@ impl Node {
             log::info!("corruption check {check_index}: report not proposed: {e:?}");
         }
     }
+}
+
+/// Whether `request` reads or changes the keyspace or its leases.
+fn is_keyspace(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Range(_)
+            | Request::Put(_)
+            | Request::DeleteRange(_)
+            | Request::Txn(_)
+            | Request::Compact(_)
+            | Request::WatchCreate(_)
+            | Request::LeaseGrant(_)
+            | Request::LeaseRevoke(_)
+    )
 }
 
 #[cfg(feature = "fault-injection")]

@@ -583,6 +583,10 @@ impl Node {
         }
         let failed = self.proposals.fail_everything(proto::ErrorCode::Stopped);
         self.clients.answer_all(failed);
+        for (waiter, _) in std::mem::take(&mut self.startup_gate.held) {
+            let stopped = proto::ErrorBody::new(proto::ErrorCode::Stopped);
+            self.clients.answer(waiter, Err(stopped));
+        }
         let building = self.range_building.take().map(|(read, _)| read);
         for read in building.into_iter().chain(std::mem::take(&mut self.deferred_reads)) {
             let stopped = proto::ErrorBody::new(proto::ErrorCode::Stopped);
