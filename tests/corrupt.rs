@@ -207,6 +207,33 @@ mod flipped {
         );
         raised_at_one_index(&cluster, member);
         only_the_corrupt_member_stops_serving(&cluster, 2, &written);
+        // The restarted member waited for its check; the fresh ones did not.
+        let judged = wait_logged(&cluster, 2, "start-up check ");
+        assert!(judged.contains("this member is found corrupt"), "{judged}");
+        for fresh in 0..2 {
+            assert!(!cluster.log_of(fresh).contains("start-up check"), "{}", cluster.log_of(fresh));
+        }
+        assert!(cluster.panics().is_empty(), "{}", cluster.logs());
+    }
+
+    #[test]
+    fn a_member_restarted_without_a_majority_serves_after_a_bounded_wait() {
+        let mut cluster =
+            Cluster::start("corrupt-start-up-alone", 3, &["--corrupt-check-time", "0"]);
+        cluster.wait_leader(WAIT);
+        cluster.client(0).put(b"k", b"v").unwrap();
+        for i in 0..3 {
+            cluster.terminate(i);
+        }
+        cluster.spawn(0);
+        // Five election timeouts with nobody to answer its check.
+        let line = wait_logged(&cluster, 0, "start-up check not decided within");
+        assert!(line.contains("serving unchecked"), "{line}");
+        // Its peers back, it leads or follows, and serves what it holds.
+        cluster.spawn(1);
+        cluster.spawn(2);
+        cluster.wait_leader(WAIT);
+        assert_eq!(cluster.client(0).get(b"k").unwrap().unwrap().value, b"v");
         assert!(cluster.panics().is_empty(), "{}", cluster.logs());
     }
 
