@@ -11,7 +11,7 @@ use super::repair::{ImageFit, REPAIR_REPLAY_BATCH_BYTES, REPAIR_RETRY, Repair, i
 use super::snapshots::Received;
 use crate::proto::CancelReason;
 use crate::raft::{Message, MessageKind, Snapshot, SnapshotMeta};
-use crate::state::{CorruptOp, Op, StateMachine};
+use crate::state::{AlarmKind, CorruptOp, Op, StateMachine};
 
 impl Node {
     /// After the `Ready`s of an iteration: acts on `Corrupt` being raised
@@ -142,6 +142,11 @@ impl Node {
     pub(super) fn answer_repair_ask(&mut self, from: u64, ask: &Message) {
         if self.leader_id != self.config.member_id || self.is_corrupt() {
             return log::debug!("repair ask from {from:016x} ignored: not a sound leader");
+        }
+        // Only a member the log found corrupt gets an image: an ask from
+        // any other costs no stream.
+        if !self.state.alarms().is_raised_for(from, AlarmKind::Corrupt) {
+            return log::info!("repair ask from {from:016x} ignored: no CORRUPT raised for it");
         }
         let meta = self.raft.storage().wal.snapshot_meta().clone();
         match image_fit(meta.index, ask.commit, ask.index) {
