@@ -337,3 +337,12 @@ fn client_timeouts_are_flags_and_environment_within_their_ranges() {
         assert_eq!(flag_of(config(&[&arg, value])), flag, "{flag} {value}");
     }
 }
+
+#[test]
+fn corrupt_repair_is_on_unless_turned_off_by_flag_or_environment() {
+    assert!(config(&[]).unwrap().corrupt_repair);
+    assert!(config(&["--corrupt-repair"]).unwrap().corrupt_repair);
+    assert!(!config(&["--corrupt-repair=false"]).unwrap().corrupt_repair);
+    assert!(!config_with_env(&[], &[("EMBER_CORRUPT_REPAIR", "false")]).unwrap().corrupt_repair);
+    assert!(config_with_env(&[], &[("EMBER_CORRUPT_REPAIR", "maybe")]).is_err());
+}

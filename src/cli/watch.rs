@@ -118,6 +118,7 @@ pub fn cancelled(reason: CancelReason, compact_revision: i64) -> String {
         CancelReason::PermissionRevoked => {
             "watch was cancelled: etcdserver: permission denied".to_string()
         }
+        CancelReason::Corrupt => "watch was cancelled: etcdserver: corrupt cluster".to_string(),
     }
 }
 

@@ -144,7 +144,9 @@ impl WatchStream {
         let endpoints = self.config.endpoints.len();
         let WatchMessage::Cancelled { reason, .. } = message else { return false };
         match reason {
-            CancelReason::ServerStopping | CancelReason::MemberRemoved => endpoints > 1,
+            CancelReason::ServerStopping | CancelReason::MemberRemoved | CancelReason::Corrupt => {
+                endpoints > 1
+            }
             CancelReason::SlowReader => true,
             _ => false,
         }

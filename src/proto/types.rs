@@ -308,6 +308,9 @@ pub enum CancelReason {
     /// The watch's user lost the right to read its range, or its token
     /// stopped being valid.
     PermissionRevoked,
+    /// A majority's hash found this member's store corrupt: its watches
+    /// end, and the client carries them on at another member.
+    Corrupt,
 }
 
 /// A frame pushed for a watch; the frame header's id is the watch id.

@@ -40,6 +40,14 @@ pub enum MessageKind {
     ReadIndexResponse,
     /// Leader → transfer target: campaign now, ignoring the election timeout.
     TimeoutNow,
+    /// Follower → leader, handled by the server and never stepped: a
+    /// member whose store a majority outvoted asks for a state-machine
+    /// image at an index in [`commit`, `index`] (`index`: its applied
+    /// index; `commit`: the index before the first entry its log holds).
+    RepairAsk,
+    /// Leader → follower, the header of a stream carrying that image; its
+    /// `snapshot` names the image's index and term.
+    RepairImage,
 }
 
 impl MessageKind {

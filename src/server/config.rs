@@ -227,6 +227,11 @@ pub const SERVE_FLAGS: &[Flag] = &[
          300s, 1500ms or milliseconds; 0 turns the periodic check off)",
     ),
     flag("experimental-corrupt-check-time", "etcd's name for --corrupt-check-time"),
+    switch(
+        "corrupt-repair",
+        "a member a majority's hash finds corrupt replaces its store with the leader's \
+         image by itself (default true; =false leaves it to the operator)",
+    ),
 ];
 
 const fn flag(name: &'static str, help: &'static str) -> Flag {
@@ -526,6 +531,9 @@ pub struct Config {
     /// How often the leader opens a corruption check (`server/corrupt.rs`);
     /// 0: only at start-up and after compactions.
     pub corrupt_check_time_ms: u64,
+    /// `--corrupt-repair`: a member found corrupt against a majority
+    /// repairs its state machine from the leader (`server/repair.rs`).
+    pub corrupt_repair: bool,
 }
 
 /// The files of peer TLS: this member's certificate and key, presented to
@@ -700,6 +708,8 @@ impl Config {
             },
             metrics_tls,
             corrupt_check_time_ms: parse_corrupt_check_time(get)?,
+            // On unless turned off: an edge cluster has nobody on call.
+            corrupt_repair: get("corrupt-repair").is_none() || switch("corrupt-repair")?,
         }
         .checked()
     }

@@ -14,6 +14,10 @@
 //! * While a `Corrupt` alarm is raised for this member, it refuses the
 //!   requests that read or change the keyspace with etcd's `corrupt
 //!   cluster`; the others go on serving.
+//! * A restarted member refuses them too, with `Unhealthy` (retryable),
+//!   until its start-up check has judged it or, when no majority answers,
+//!   `STARTUP_CHECK_WAIT_ELECTIONS` election timeouts passed: as etcd,
+//!   it checks before it serves. A fresh member has nothing to check.
 
 use std::time::{Duration, Instant};
 
@@ -97,18 +101,7 @@ impl Node {
     /// `corrupt cluster` while a `Corrupt` alarm is raised for this member
     /// and `request` reads or changes the keyspace or its leases.
     pub(super) fn refuse_if_corrupt(&self, request: &Request) -> Result<(), ErrorBody> {
-        let keyspace = matches!(
-            request,
-            Request::Range(_)
-                | Request::Put(_)
-                | Request::DeleteRange(_)
-                | Request::Txn(_)
-                | Request::Compact(_)
-                | Request::WatchCreate(_)
-                | Request::LeaseGrant(_)
-                | Request::LeaseRevoke(_)
-        );
-        match keyspace {
+        match is_keyspace(request) {
             true => self.refuse_corrupt_read(),
             false => Ok(()),
         }
@@ -119,6 +112,58 @@ impl Node {
         match self.is_corrupt() {
             true => Err(ErrorBody::new(ErrorCode::Corrupt)),
             false => Ok(()),
+        }
+    }
+
+    /// Holds a keyspace request while the start-up check has yet to judge
+    /// this restarted member (`None`: held, or refused when too many wait);
+    /// any other request comes back to be handled now.
+    pub(super) fn hold_until_checked(
+        &mut self,
+        waiter: Waiter,
+        request: Request,
+    ) -> Option<(Waiter, Request)> {
+        if self.startup_gate.closed.is_none() || !is_keyspace(&request) {
+            return Some((waiter, request));
+        }
+        if !self.startup_gate.hold(waiter, request) {
+            let refused = ErrorBody::with_message(
+                ErrorCode::Unhealthy,
+                "ember: this member restarted and is still checking its store against its \
+                 peers; retry shortly or at another member",
+            );
+            self.clients.answer(waiter, Err(refused));
+        }
+        None
+    }
+
+    /// Opens the start-up gate once a check opened after the start judged
+    /// this member, or once its wait ran out; logs which.
+    pub(super) fn follow_startup_gate(&mut self, now: Instant) {
+        let Some(closed) = &self.startup_gate.closed else { return };
+        let member_id = self.config.member_id;
+        let is_voter = self.raft.conf_state().is_voter(member_id);
+        let check = self.state.open_check();
+        let judged = check.filter(|c| c.has_judged(member_id, is_voter, closed.after_index));
+        let waited_ms = now.saturating_duration_since(closed.since).as_millis();
+        if let Some(check) = judged {
+            let verdict = if self.is_corrupt() { "found corrupt" } else { "sound" };
+            log::info!(
+                "start-up check {}: this member is {verdict}; serving its store after {waited_ms} ms",
+                check.index
+            );
+        } else if now >= closed.deadline {
+            log::warn!(
+                "start-up check not decided within {waited_ms} ms (no majority answered): \
+                 serving unchecked; the next check will judge this member"
+            );
+        } else {
+            return;
+        }
+        self.startup_gate.closed = None;
+        // Handled now as if just read: refused if it was found corrupt.
+        for (waiter, request) in std::mem::take(&mut self.startup_gate.held) {
+            self.handle_request(waiter, request);
         }
     }
 
@@ -166,6 +211,21 @@ impl Node {
             log::info!("corruption check {check_index}: report not proposed: {e:?}");
         }
     }
+}
+
+/// Whether `request` reads or changes the keyspace or its leases.
+fn is_keyspace(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Range(_)
+            | Request::Put(_)
+            | Request::DeleteRange(_)
+            | Request::Txn(_)
+            | Request::Compact(_)
+            | Request::WatchCreate(_)
+            | Request::LeaseGrant(_)
+            | Request::LeaseRevoke(_)
+    )
 }
 
 #[cfg(feature = "fault-injection")]

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::proposals::Waiter;
 use crate::mvcc::{HashStep, KvHash, LiveHash, Store};
-use crate::proto::{ErrorBody, ErrorCode};
+use crate::proto::{ErrorBody, ErrorCode, Request};
 
 /// Client hashes at once. A hash reads the whole store; a handful of
 /// operators or monitors comparing members need no more, and each one
@@ -126,6 +126,61 @@ impl CheckClock {
             next_periodic: (period_ms > 0).then(|| now + Duration::from_millis(period_ms)),
             compact_checked: compact_revision,
         }
+    }
+}
+
+/// How long a restarted member waits for its start-up check before it
+/// serves anyway, in election timeouts: enough for a leader to be elected,
+/// the check to commit and every member to hash a board's store (a second
+/// or so), short enough that a member whose peers cannot answer (no
+/// majority reachable) is not kept from serving the reads it may serve.
+pub const STARTUP_CHECK_WAIT_ELECTIONS: u32 = 5;
+
+/// Keyspace requests a restarted member holds while its start-up check
+/// runs; more are refused (`Unhealthy`). Each already counts against the
+/// client memory budget (`Waiter::cost_bytes`); this bounds their number
+/// for the one pass that releases them, about what a few hundred pipelining
+/// clients send in the fraction of a second a check takes.
+pub const STARTUP_HELD_REQUESTS_MAX: usize = 1024;
+
+/// Whether a restarted member may serve its store yet: not until its
+/// start-up check judged it, or `STARTUP_CHECK_WAIT_ELECTIONS` passed.
+/// Keyspace requests wait meanwhile, as they would for a ReadIndex round.
+/// A member that starts with a fresh data directory has nothing to check
+/// and is open from the start.
+pub(super) struct StartupGate {
+    /// `None` once open. Invariant: `Some` only on a restarted member.
+    pub(super) closed: Option<GateClosed>,
+    /// Invariant: at most `STARTUP_HELD_REQUESTS_MAX`, and empty once open.
+    pub(super) held: VecDeque<(Waiter, Request)>,
+}
+
+pub(super) struct GateClosed {
+    /// The last index in the log at start: only a check opened after it
+    /// hashes what this member holds now.
+    pub(super) after_index: u64,
+    pub(super) since: Instant,
+    pub(super) deadline: Instant,
+}
+
+impl StartupGate {
+    pub fn new(restarted: bool, last_index: u64, wait: Duration, now: Instant) -> StartupGate {
+        let closed = restarted.then(|| GateClosed {
+            after_index: last_index,
+            since: now,
+            deadline: now + wait,
+        });
+        StartupGate { closed, held: VecDeque::new() }
+    }
+
+    /// Holds `request` until the gate opens; false (and dropped) when
+    /// there is no room, for the caller to refuse.
+    pub fn hold(&mut self, waiter: Waiter, request: Request) -> bool {
+        if self.held.len() >= STARTUP_HELD_REQUESTS_MAX {
+            return false;
+        }
+        self.held.push_back((waiter, request));
+        true
     }
 }
 

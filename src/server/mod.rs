@@ -101,6 +101,8 @@ mod watch;
 
 mod corrupt;
 mod hashes;
+mod repair;
+mod repair_loop;
 
 use std::fmt;
 

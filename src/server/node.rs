@@ -37,7 +37,7 @@ use super::backups::Backups;
 use super::clients::{self, CLIENT_LISTENERS_MAX, ClientLimits, Clients, Intake};
 use super::config::{ClusterState, Config};
 use super::dir_lock::DirLock;
-use super::hashes::{CheckClock, Hashes};
+use super::hashes::{CheckClock, Hashes, STARTUP_CHECK_WAIT_ELECTIONS, StartupGate};
 use super::leader_moves::LeaderMoves;
 use super::lease_clock::LeaseClock;
 use super::logins::Logins;
@@ -45,6 +45,7 @@ use super::metrics::LoopMetrics;
 use super::notify::{Notifier, WatchdogTimer, watchdog_interval};
 use super::peers::Peers;
 use super::proposals::{Proposals, ReadWait, random_u64};
+use super::repair::Repair;
 use super::snapshots::{SnapshotInbox, Snapshots, restore_from_file};
 use super::{ServeError, signal};
 use crate::flags::process_env;
@@ -120,6 +121,11 @@ pub struct Node {
     pub(super) hashes: Hashes,
     /// When this member next proposes a corruption check (`corrupt.rs`).
     pub(super) check_clock: CheckClock,
+    /// This member's side of repairs after a check outvoted it (`repair.rs`).
+    pub(super) repair: Repair,
+    /// Closed on a restarted member until its start-up check judged it
+    /// (`corrupt.rs`).
+    pub(super) startup_gate: StartupGate,
     /// Fault injection only: the key whose value this member flips once
     /// it holds one (`corrupt.rs`).
     #[cfg(feature = "fault-injection")]
@@ -188,6 +194,12 @@ impl Node {
             let ask = peer_transport_config(&config)?;
             super::join::relearn_ids(&mut config, &ask)?;
         }
+        // A new cluster's first start holds the bootstrap snapshot at 1 and
+        // nothing after it: nothing to check before serving.
+        let last_index = storage.wal.last_index();
+        let restarted = last_index.max(storage.wal.snapshot_meta().index) > 1;
+        let check_wait = Duration::from_millis(config.election_timeout_ms)
+            .saturating_mul(STARTUP_CHECK_WAIT_ELECTIONS);
         let mut raft = RawNode::new(&raft_config(&config, state.applied_index()), storage)
             .map_err(ServeError::Raft)?;
         // The only voter need not wait an election timeout to lead.
@@ -236,6 +248,8 @@ impl Node {
                 state.store().compact_revision(),
                 now,
             ),
+            repair: Repair::new(config.corrupt_repair, now),
+            startup_gate: StartupGate::new(restarted, last_index, check_wait, now),
             intake: Intake::new(),
             deferred_reads: VecDeque::new(),
             range_building: None,
@@ -386,6 +400,9 @@ impl Node {
         // applying it now answers in one fsync instead of two. This Ready
         // holds no new entries (nothing was proposed since), so no fsync.
         self.handle_ready()?;
+        // Before any read is served or event fed: a member found corrupt
+        // by this iteration's entries serves nothing more from its store.
+        self.follow_corruption(now)?;
         self.serve_deferred_reads();
         self.serve_ready_reads();
         let watches_behind = self.clients.feed_watches(self.state.store(), self.header(), now);
@@ -571,6 +588,10 @@ impl Node {
         }
         let failed = self.proposals.fail_everything(proto::ErrorCode::Stopped);
         self.clients.answer_all(failed);
+        for (waiter, _) in std::mem::take(&mut self.startup_gate.held) {
+            let stopped = proto::ErrorBody::new(proto::ErrorCode::Stopped);
+            self.clients.answer(waiter, Err(stopped));
+        }
         let building = self.range_building.take().map(|(read, _)| read);
         for read in building.into_iter().chain(std::mem::take(&mut self.deferred_reads)) {
             let stopped = proto::ErrorBody::new(proto::ErrorCode::Stopped);

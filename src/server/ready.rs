@@ -60,6 +60,12 @@ impl Node {
             log::debug!("dropping a message from {from:016x}, not a member");
             return;
         }
+        match message.kind {
+            MessageKind::RepairAsk => return self.answer_repair_ask(from, &message),
+            // Only ever the header of a stream (`receive_snapshot`).
+            MessageKind::RepairImage => return,
+            _ => {}
+        }
         if message.kind == MessageKind::HeartbeatResponse {
             let trips = &mut self.metrics.peer_round_trips;
             trips.heartbeat_answered(from, message.read_round, Instant::now());
@@ -72,6 +78,9 @@ impl Node {
     /// A received snapshot, decoded and durable under its received name,
     /// goes to Raft; the decoded state waits for the `Ready` that applies it.
     fn receive_snapshot(&mut self, received: Received) {
+        if received.header.kind == MessageKind::RepairImage {
+            return self.receive_repair_image(received);
+        }
         let Some(index) = received.header.snapshot.as_ref().map(|s| s.meta.index) else { return };
         self.inbox.stage(index, received.state);
         self.step_from(received.from, received.header);

@@ -64,6 +64,7 @@ impl Node {
         if let Err(refused) = self.refuse_if_corrupt(&request) {
             return self.clients.answer(waiter, Err(refused));
         }
+        let Some((waiter, request)) = self.hold_until_checked(waiter, request) else { return };
         if let Some(op) = op_of(&request) {
             let caller = self.caller_of(waiter);
             let answer_max_bytes = self.clients.response_max_bytes(waiter) as u64;

@@ -62,12 +62,15 @@ pub struct Snapshots {
     /// A snapshot covering this index was asked for (a backup, a
     /// defragmentation): one starts as soon as none running covers it.
     wanted_index: u64,
+    /// The store was replaced by a repair: the newest snapshot no longer
+    /// describes it, and one of the store in memory starts at once.
+    stale: bool,
 }
 
 impl Snapshots {
     pub fn new(index: u64, waker: Arc<Waker>, count: u64) -> Snapshots {
         let slice_time = Histogram::new(&LOOP_BUCKETS_SECONDS);
-        Snapshots { index, job: None, waker, count, slice_time, wanted_index: 0 }
+        Snapshots { index, job: None, waker, count, slice_time, wanted_index: 0, stale: false }
     }
 
     /// The time each slice of an image took to build, for `/metrics`.
@@ -79,6 +82,15 @@ impl Snapshots {
     /// now, whatever `--snapshot-count` says.
     pub fn want(&mut self, index: u64) {
         self.wanted_index = self.wanted_index.max(index);
+    }
+
+    /// A repair replaced the store (`repair.rs`): a snapshot of it starts
+    /// at once, so a restart never loads the store it replaced. One at the
+    /// same index as the newest replaces that file.
+    pub fn store_replaced(&mut self) {
+        // `finish(true)` settled any job: no image of the replaced store.
+        assert!(self.job.is_none(), "a snapshot job across a repair");
+        self.stale = true;
     }
 
     /// A snapshot from the leader was applied at `index`.
@@ -104,7 +116,8 @@ impl Snapshots {
         }
         let since_snapshot = state.applied_index().saturating_sub(self.index);
         let wanted = self.wanted_index > self.index;
-        if !wanted && !snapshot_due(since_snapshot, self.count, storage.wal.segment_count()) {
+        let due = snapshot_due(since_snapshot, self.count, storage.wal.segment_count());
+        if !wanted && !self.stale && !due {
             return Ok(());
         }
         self.start(state, storage, conf_state)
@@ -124,6 +137,7 @@ impl Snapshots {
             conf_state: conf_state.clone(),
         };
         let file = storage.snaps.create(&meta).map_err(ServeError::Snap)?;
+        self.stale = false;
         let (sender, slices) = mpsc::sync_channel(SNAPSHOT_QUEUE_SLICES);
         let (done, receiver) = mpsc::channel();
         let waker = Arc::clone(&self.waker);
@@ -281,8 +295,10 @@ struct Incoming {
     from: u64,
     stream: u64,
     header: Message,
-    /// The file, finished under its received name (`SnapDir::receive`).
-    file: SnapWriter,
+    /// The file, finished under its received name (`SnapDir::receive`);
+    /// `None` for a repair image, which is only decoded (the repaired
+    /// store is written as a snapshot of its own once swapped in).
+    file: Option<SnapWriter>,
     restorer: Restorer,
     /// Invariant: at most `SNAPSHOT_BYTES_MAX`.
     bytes: u64,
@@ -339,15 +355,18 @@ impl SnapshotInbox {
         restorer: impl FnOnce((u64, u64)) -> Restorer,
     ) {
         let Some(meta) = header.snapshot.as_ref().map(|s| s.meta.clone()) else { return };
-        if header.kind != MessageKind::Snapshot {
+        if !matches!(header.kind, MessageKind::Snapshot | MessageKind::RepairImage) {
             return;
         }
         if let Some(old) = self.incoming.take() {
             log::info!("snapshot stream from {:016x} replaced by a newer one", old.from);
         }
-        let file = match snaps.receive(&meta) {
-            Ok(file) => file,
-            Err(e) => return log::warn!("cannot receive the snapshot at {}: {e}", meta.index),
+        let file = match header.kind {
+            MessageKind::RepairImage => None,
+            _ => match snaps.receive(&meta) {
+                Ok(file) => Some(file),
+                Err(e) => return log::warn!("cannot receive the snapshot at {}: {e}", meta.index),
+            },
         };
         let restorer = restorer((meta.index, meta.term));
         self.incoming = Some(Incoming { from, stream, header, file, restorer, bytes: 0 });
@@ -362,7 +381,10 @@ impl SnapshotInbox {
         let outcome = if incoming.bytes > SNAPSHOT_BYTES_MAX as u64 {
             Err(format!("exceeds {SNAPSHOT_BYTES_MAX} bytes"))
         } else {
-            let written = incoming.file.write(data).map_err(|e| e.to_string());
+            let written = match incoming.file.as_mut() {
+                Some(file) => file.write(data).map_err(|e| e.to_string()),
+                None => Ok(()),
+            };
             written.and_then(|()| incoming.restorer.feed(data))
         };
         if let Err(e) = outcome {
@@ -382,7 +404,7 @@ impl SnapshotInbox {
                 return None;
             }
         };
-        if let Err(e) = incoming.file.finish() {
+        if let Some(Err(e)) = incoming.file.map(SnapWriter::finish) {
             log::warn!("snapshot at {index} from {from:016x} not kept: {e}");
             return None;
         }

@@ -73,6 +73,39 @@ impl OpenCheck {
     }
 }
 
+impl OpenCheck {
+    /// The members whose hash a majority of `voters` share, when this
+    /// check decided so and `member_id` is not among them: the members a
+    /// repair of `member_id` may trust. Empty otherwise (pending, no
+    /// majority, or `member_id` agrees), so nothing is repaired on a check
+    /// that did not single it out.
+    pub fn sound_members(&self, member_id: u64, voters: &[u64]) -> Vec<u64> {
+        let Some(majority) = self.majority_hash else { return Vec::new() };
+        let agreeing: Vec<u64> = self
+            .reports
+            .iter()
+            .filter(|r| r.1 == majority && voters.contains(&r.0))
+            .map(|r| r.0)
+            .collect();
+        let quorum = voters.len() / 2 + 1;
+        if agreeing.contains(&member_id) || agreeing.len() < quorum {
+            return Vec::new();
+        }
+        agreeing
+    }
+
+    /// Whether this check, opened after `after_index`, has judged
+    /// `member_id`: decided with its report counted (a voter's), or decided
+    /// at all (a learner, which does not report), or found no majority.
+    pub fn has_judged(&self, member_id: u64, is_voter: bool, after_index: u64) -> bool {
+        if self.index <= after_index {
+            return false;
+        }
+        let reported = self.reports.iter().any(|r| r.0 == member_id);
+        self.no_majority || (self.majority_hash.is_some() && (reported || !is_voter))
+    }
+}
+
 impl StateMachine {
     /// The check open now, if any.
     pub fn open_check(&self) -> Option<&OpenCheck> {
@@ -244,5 +277,44 @@ mod tests {
         assert_eq!(verdict(&[(1, 7), (2, 8)], 2), Verdict::NoMajority);
         assert_eq!(verdict(&[(1, 7)], 1), Verdict::Majority(7));
         assert_eq!(verdict(&[(1, 7), (2, 8)], 5), Verdict::Pending);
+    }
+
+    #[test]
+    fn only_a_member_a_majority_outvoted_has_sound_members_to_repair_from() {
+        let voters = [1, 2, 3];
+        let decided = OpenCheck {
+            index: 9,
+            revision: 4,
+            reports: vec![(1, 7), (2, 8), (3, 7)],
+            majority_hash: Some(7),
+            ..OpenCheck::default()
+        };
+        assert_eq!(decided.sound_members(2, &voters), [1, 3]);
+        assert!(decided.sound_members(1, &voters).is_empty(), "a sound member");
+        let pending = OpenCheck { majority_hash: None, ..decided.clone() };
+        assert!(pending.sound_members(2, &voters).is_empty());
+        let split = OpenCheck { majority_hash: None, no_majority: true, ..decided.clone() };
+        assert!(split.sound_members(2, &voters).is_empty());
+        // A member that left since it reported counts no more: one sound
+        // voter of three is no quorum.
+        assert!(decided.sound_members(2, &[1, 2, 4]).is_empty());
+    }
+
+    #[test]
+    fn a_check_judges_a_member_once_decided_with_its_report_and_opened_after_start() {
+        let check = OpenCheck {
+            index: 20,
+            reports: vec![(1, 7), (3, 7)],
+            majority_hash: Some(7),
+            ..OpenCheck::default()
+        };
+        assert!(check.has_judged(1, true, 19));
+        assert!(!check.has_judged(1, true, 20), "opened before the member started");
+        assert!(!check.has_judged(2, true, 19), "its report is still to come");
+        assert!(check.has_judged(2, false, 19), "a learner reports nothing");
+        let pending = OpenCheck { majority_hash: None, ..check.clone() };
+        assert!(!pending.has_judged(1, true, 19));
+        let split = OpenCheck { majority_hash: None, no_majority: true, ..check };
+        assert!(split.has_judged(2, true, 19));
     }
 }

@@ -490,6 +490,7 @@ fn cancel_reason(reason: CancelReason) -> &'static str {
         CancelReason::ServerStopping => "ember: the member is shutting down",
         CancelReason::MemberRemoved => "ember: the member was removed from the cluster",
         CancelReason::PermissionRevoked => "etcdserver: permission denied",
+        CancelReason::Corrupt => "etcdserver: corrupt cluster",
     }
 }
 
