@@ -50,13 +50,14 @@ fn main() {
     fill(&endpoint);
     node.wait_window_end();
     node.stop(1);
-    let attacks: [(&str, Attack); 6] = [
+    let attacks: [(&str, Attack); 7] = [
         ("pipelined_full_ranges_unread", pipelined_full_ranges_unread),
         ("too_large_flood", too_large_flood),
         ("idle_sockets", idle_sockets),
         ("truncated_frames", truncated_frames),
         ("slow_watchers", slow_watchers),
         ("pipelined_past_1024", pipelined_past_1024),
+        ("watch_catch_up", watch_catch_up),
     ];
     for (name, attack) in attacks {
         if only.as_ref().is_some_and(|o| !o.split(',').any(|n| n == name)) {
@@ -302,5 +303,65 @@ fn pipelined_past_1024(endpoint: &str, stop: &Arc<AtomicBool>) {
             until_stopped(stop);
             return;
         }
+    }
+}
+
+/// 50 connections each watch every key from revision 1 and read as fast as
+/// they can: 55 MB of history each, built and sent over and over (a watch
+/// that has caught up is opened again).
+fn watch_catch_up(endpoint: &str, stop: &Arc<AtomicBool>) {
+    let readers: Vec<_> = (0..50)
+        .map(|_| {
+            let (endpoint, stop) = (endpoint.to_string(), stop.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    read_history(&endpoint, &stop);
+                }
+            })
+        })
+        .collect();
+    for reader in readers {
+        let _ = reader.join();
+    }
+}
+
+/// One watch from revision 1, read until it reaches the fill's last
+/// revision (or the attack stops).
+fn read_history(endpoint: &str, stop: &AtomicBool) {
+    let watch = Request::WatchCreate(WatchCreateRequest {
+        key: b"data/".to_vec(),
+        range_end: proto::prefix_range_end(b"data/"),
+        start_revision: 1,
+        ..Default::default()
+    });
+    let Some(mut stream) = hello(endpoint, 1 << 20) else {
+        sleep(Duration::from_millis(100));
+        return;
+    };
+    if stream.write_all(&frames([(1, watch)].into_iter())).is_err() {
+        return;
+    }
+    let mut buffer = Vec::new();
+    let mut chunk = vec![0u8; 256 << 10];
+    let mut reached = 0;
+    while reached <= KEYS as i64 && !stop.load(Ordering::Relaxed) {
+        let Ok(n) = stream.read(&mut chunk) else { return };
+        if n == 0 {
+            return;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+        let mut decoder = proto::FrameDecoder::new(&buffer, u32::MAX);
+        for frame in decoder.by_ref() {
+            let Ok(frame) = frame else { return };
+            if let Ok(proto::ServerMessage::Watch {
+                message: proto::WatchMessage::Events { events, .. },
+                ..
+            }) = proto::decode_server_message(&frame)
+            {
+                reached = events.last().map_or(reached, |e| e.kv.mod_revision);
+            }
+        }
+        let consumed = decoder.consumed_bytes();
+        buffer.drain(..consumed);
     }
 }

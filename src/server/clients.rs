@@ -135,6 +135,14 @@ pub struct Clients {
     http_only: bool,
     /// Requests refused with `TooManyRequests` since start.
     requests_refused_total: u64,
+    /// What watches may still pull before the next `feed_watches` ends:
+    /// one budget per loop iteration, shared by every connection (progress
+    /// requests included), so many watches catching up on a long history
+    /// cannot hold the loop.
+    feed_budget: watch::FeedBudget,
+    /// The connection slot `feed_watches` starts at: the one after where
+    /// the budget ran out, so every connection gets its turn.
+    feed_from_slot: usize,
 }
 
 /// Who a connection speaks for. A token, once presented, wins over the
@@ -226,6 +234,8 @@ impl Clients {
             slow_reader_cutoffs_total: 0,
             http_only: false,
             requests_refused_total: 0,
+            feed_budget: watch::FeedBudget::per_iteration(),
+            feed_from_slot: 0,
         }
     }
 
@@ -731,15 +741,27 @@ impl Clients {
         self.answer(waiter, Ok(Response::WatchProgress(header)));
     }
 
-    /// Feeds every watch that has changes to send; true when some are still
-    /// behind and the connection can take more.
+    /// Feeds every watch that has changes to send, within this iteration's
+    /// budget, starting from where the last iteration's ran out; true when
+    /// some are still behind and can take more (the loop comes back at
+    /// once). The budget is renewed for the next iteration.
     pub fn feed_watches(&mut self, store: &Store, header: ResponseHeader, now: Instant) -> bool {
         let mut behind = false;
-        for slot in 0..self.conns.len() {
+        let slots = self.conns.len();
+        let from = self.feed_from_slot.min(slots);
+        for slot in (from..slots).chain(0..from) {
             behind |= self.feed_conn(slot, store, header);
+            if self.feed_budget.spent() {
+                self.feed_from_slot = slot + 1;
+                behind = true;
+                break;
+            }
+        }
+        for slot in 0..slots {
             self.cut_off_if_slow(slot, store, header, now);
             self.settle(slot);
         }
+        self.feed_budget = watch::FeedBudget::per_iteration();
         behind
     }
 
@@ -773,8 +795,13 @@ impl Clients {
                 // The writable event of the drained socket wakes the loop.
                 break;
             }
+            if self.feed_budget.spent() {
+                behind = true;
+                break;
+            }
             let max = session.client_max_frame_bytes;
-            match watch::pass(store, *id, watcher, header, max, &mut conn.write_buf) {
+            let budget = &mut self.feed_budget;
+            match watch::pass(store, *id, watcher, header, max, budget, &mut conn.write_buf) {
                 PassOutcome::CaughtUp => {}
                 PassOutcome::Behind => behind = true,
                 PassOutcome::Cancelled => cancelled.push(*id),
