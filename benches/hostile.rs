@@ -10,7 +10,8 @@
 //! of 1 KiB (the store of the attacks as first reported). The member runs
 //! with its default flags. `EMBER_BIN` names the binary (default
 //! `target/release/ember`), so the same program measures an older build;
-//! `EMBER_BENCH_ATTACKS` picks attacks by name (comma separated).
+//! `EMBER_BENCH_ATTACKS` picks attacks by name (comma separated), and
+//! `range_step` the time of one step of a large range in the store alone.
 //! Prints `name=value` lines.
 
 mod lone_member;
@@ -25,6 +26,7 @@ use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
 use ember::client::{Client, Config};
+use ember::mvcc::{self, RangeStep, Store};
 use ember::proto::{
     self, ClientHello, PutRequest, RangeRequest, Request, SERVER_HELLO_BYTES, WatchCreateRequest,
 };
@@ -41,6 +43,9 @@ const SAMPLE_OPS: usize = 300;
 fn main() {
     let bin = std::env::var("EMBER_BIN").unwrap_or_else(|_| "target/release/ember".into());
     let only = std::env::var("EMBER_BENCH_ATTACKS").ok();
+    if only.as_ref().is_none_or(|o| o.split(',').any(|n| n == "range_step")) {
+        range_step_figures();
+    }
     let dir = std::env::temp_dir().join(format!("ember-hostile-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -50,13 +55,15 @@ fn main() {
     fill(&endpoint);
     node.wait_window_end();
     node.stop(1);
-    let attacks: [(&str, Attack); 6] = [
+    let attacks: [(&str, Attack); 8] = [
         ("pipelined_full_ranges_unread", pipelined_full_ranges_unread),
         ("too_large_flood", too_large_flood),
         ("idle_sockets", idle_sockets),
         ("truncated_frames", truncated_frames),
         ("slow_watchers", slow_watchers),
         ("pipelined_past_1024", pipelined_past_1024),
+        ("watch_catch_up", watch_catch_up),
+        ("peer_flood", peer_flood),
     ];
     for (name, attack) in attacks {
         if only.as_ref().is_some_and(|o| !o.split(',').any(|n| n == name)) {
@@ -302,5 +309,147 @@ fn pipelined_past_1024(endpoint: &str, stop: &Arc<AtomicBool>) {
             until_stopped(stop);
             return;
         }
+    }
+}
+
+/// 50 connections each watch every key from revision 1 and read as fast as
+/// they can: 55 MB of history each, built and sent over and over (a watch
+/// that has caught up is opened again).
+fn watch_catch_up(endpoint: &str, stop: &Arc<AtomicBool>) {
+    let readers: Vec<_> = (0..50)
+        .map(|_| {
+            let (endpoint, stop) = (endpoint.to_string(), stop.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    read_history(&endpoint, &stop);
+                }
+            })
+        })
+        .collect();
+    for reader in readers {
+        let _ = reader.join();
+    }
+}
+
+/// One watch from revision 1, read until it reaches the fill's last
+/// revision (or the attack stops).
+fn read_history(endpoint: &str, stop: &AtomicBool) {
+    let watch = Request::WatchCreate(WatchCreateRequest {
+        key: b"data/".to_vec(),
+        range_end: proto::prefix_range_end(b"data/"),
+        start_revision: 1,
+        ..Default::default()
+    });
+    let Some(mut stream) = hello(endpoint, 1 << 20) else {
+        sleep(Duration::from_millis(100));
+        return;
+    };
+    if stream.write_all(&frames([(1, watch)].into_iter())).is_err() {
+        return;
+    }
+    let mut buffer = Vec::new();
+    let mut chunk = vec![0u8; 256 << 10];
+    let mut reached = 0;
+    while reached <= KEYS as i64 && !stop.load(Ordering::Relaxed) {
+        let Ok(n) = stream.read(&mut chunk) else { return };
+        if n == 0 {
+            return;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+        let mut decoder = proto::FrameDecoder::new(&buffer, u32::MAX);
+        for frame in decoder.by_ref() {
+            let Ok(frame) = frame else { return };
+            if let Ok(proto::ServerMessage::Watch {
+                message: proto::WatchMessage::Events { events, .. },
+                ..
+            }) = proto::decode_server_message(&frame)
+            {
+                reached = events.last().map_or(reached, |e| e.kv.mod_revision);
+            }
+        }
+        let consumed = decoder.consumed_bytes();
+        buffer.drain(..consumed);
+    }
+}
+
+/// The node's range step bounds (`RANGE_STEP_KEYS_MAX`,
+/// `RANGE_STEP_BYTES_MAX` in `src/server/requests.rs`).
+const RANGE_STEP_KEYS: usize = 4096;
+const RANGE_STEP_BYTES: usize = 1 << 20;
+
+/// What one step of a large range costs in the store alone: a full range
+/// over 50,000 keys built in the node's steps, for values of 1 KiB (the
+/// byte bound ends each step) and of 64 bytes (the key bound does), and a
+/// count over the same keys (keys walked, nothing copied).
+fn range_step_figures() {
+    for (name, value_bytes, count_only) in
+        [("1KiB", 1024, false), ("64B", 64, false), ("count", 64, true)]
+    {
+        let mut store = Store::default();
+        let value = vec![b'v'; value_bytes];
+        for i in 0..KEYS {
+            let key = format!("data/{i:06}").into_bytes();
+            let put = mvcc::PutRequest { key, value: value.clone(), ..Default::default() };
+            store.apply_put(&put).unwrap();
+        }
+        let mut steps = Vec::new();
+        for _ in 0..5 {
+            let req = mvcc::RangeRequest {
+                key: b"data/".to_vec(),
+                range_end: proto::prefix_range_end(b"data/"),
+                count_only,
+                ..Default::default()
+            };
+            let mut build = store.range_start(&req, usize::MAX).unwrap();
+            loop {
+                let started = Instant::now();
+                let step = store.range_step(&mut build, RANGE_STEP_KEYS, RANGE_STEP_BYTES);
+                steps.push(started.elapsed());
+                match step.unwrap() {
+                    RangeStep::More => {}
+                    RangeStep::Done(_) | RangeStep::TooLarge => break,
+                }
+            }
+        }
+        let f = figures(steps.clone(), 0);
+        println!(
+            "range_step_{name} steps={} p50_us={} p99_us={} max_us={}",
+            steps.len(),
+            f.p50_us,
+            f.p99_us,
+            f.max_us
+        );
+    }
+}
+
+/// The member's peer port (the client port plus one, as `LoneMember`
+/// starts it) under connections that never finish a hello: 64 held idle,
+/// 64 held after half a hello, and garbage hellos, each kind from its own
+/// thread as fast as the port takes them.
+fn peer_flood(endpoint: &str, stop: &Arc<AtomicBool>) {
+    let (host, port) = endpoint.rsplit_once(':').unwrap();
+    let peer = format!("{host}:{}", port.parse::<u16>().unwrap() + 1);
+    let partial_hello = ember::transport::wire::MAGIC.to_vec();
+    let garbage = vec![0xa5u8; 32];
+    let kinds = [(Vec::new(), 64), (partial_hello, 64), (garbage, 1)];
+    let floods: Vec<_> = kinds
+        .into_iter()
+        .map(|(bytes, held)| {
+            let (peer, stop) = (peer.clone(), stop.clone());
+            thread::spawn(move || {
+                let mut open = std::collections::VecDeque::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut stream) = TcpStream::connect(&peer) else { continue };
+                    let _ = stream.write_all(&bytes);
+                    open.push_back(stream);
+                    if open.len() > held {
+                        open.pop_front();
+                    }
+                }
+            })
+        })
+        .collect();
+    for flood in floods {
+        let _ = flood.join();
     }
 }

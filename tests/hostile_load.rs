@@ -659,3 +659,215 @@ fn flood_connection(endpoint: &str) -> TcpStream {
     stream.read_exact(&mut reply).unwrap();
     stream
 }
+
+/// Reads one watch's events from `stream` until the revision in `last` (0
+/// while unknown) has arrived or `4 × WAIT` passed; returns the revision
+/// of every event, in arrival order.
+fn watched_revisions(mut stream: TcpStream, last: &std::sync::atomic::AtomicU64) -> Vec<i64> {
+    let deadline = Instant::now() + 4 * WAIT;
+    let mut buffer = Vec::new();
+    let mut revisions = Vec::new();
+    let mut chunk = vec![0u8; 256 << 10];
+    loop {
+        let want = last.load(std::sync::atomic::Ordering::Relaxed) as i64;
+        let reached = revisions.last().copied().unwrap_or(0);
+        if (want > 0 && reached >= want) || Instant::now() > deadline {
+            return revisions;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return revisions,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
+            Err(e) => panic!("read: {e}"),
+        }
+        let mut decoder = FrameDecoder::new(&buffer, u32::MAX);
+        for frame in decoder.by_ref() {
+            match proto::decode_server_message(&frame.unwrap()).unwrap() {
+                ServerMessage::Watch { message: WatchMessage::Events { events, .. }, .. } => {
+                    revisions.extend(events.iter().map(|e| e.kv.mod_revision));
+                }
+                ServerMessage::Watch { message: WatchMessage::Progress { .. }, .. } => {}
+                ServerMessage::Response { response: Response::WatchCreate(_), .. } => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        let consumed = decoder.consumed_bytes();
+        buffer.drain(..consumed);
+    }
+}
+
+#[test]
+fn watches_from_revision_one_catch_up_in_slices_while_writes_flow() {
+    let node = start("watch_catch_up", &[]);
+    let mut legit = Legit::new(&node);
+    // 12,000 revisions over 3,000 keys of 256 bytes: each watch below has
+    // ~3.5 MB of history to send, 50 of them ~170 MB.
+    for round in 0..4 {
+        fill(&mut legit.client, &format!("data/{round}/"), 3000, 256);
+    }
+    let term_before = term(&node);
+    let rss_before = rss_bytes(&node);
+    let last = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let watch = Request::WatchCreate(WatchCreateRequest {
+        key: b"\0".to_vec(),
+        range_end: vec![0],
+        start_revision: 1,
+        ..Default::default()
+    });
+    let watchers: Vec<_> = (0..50)
+        .map(|_| {
+            let mut stream = raw(&node, 1 << 20);
+            stream.write_all(&frames([(1, watch.clone())].into_iter())).unwrap();
+            let last = last.clone();
+            thread::spawn(move || watched_revisions(stream, &last))
+        })
+        .collect();
+    // Writes go on while the watches catch up: the legitimate client's
+    // puts are acknowledged, and every watch sees them after the history.
+    for round in 0..30 {
+        legit.round("catch_up");
+        if round % 10 == 0 {
+            assert_rss_within(&node, rss_before, "watches catching up");
+        }
+        sleep(Duration::from_millis(30));
+    }
+    let final_revision = node.status(0).unwrap().header.revision;
+    last.store(final_revision as u64, std::sync::atomic::Ordering::Relaxed);
+    // Every put is one revision: each watch gets 2..=final once, in order.
+    let expected: Vec<i64> = (2..=final_revision).collect();
+    for watcher in watchers {
+        let revisions = watcher.join().unwrap();
+        assert_eq!(revisions.len(), expected.len(), "one event per revision, none lost or twice");
+        assert!(revisions == expected, "events in revision order");
+    }
+    assert_rss_within(&node, rss_before, "watches caught up");
+    assert_eq!(term(&node), term_before, "no election");
+    legit.check_all_there();
+}
+
+/// How one peer-port attacker behaves, per connection.
+#[derive(Clone, Copy, Debug)]
+enum PeerAttack {
+    /// Connects and sends nothing.
+    Idle,
+    /// Sends 32 bytes that are no hello.
+    Garbage,
+    /// A hello with the right cluster, a member's id and the secret's flag,
+    /// then the nonce, and never the MAC that would prove it.
+    NoProof,
+    /// Part of a hello, then nothing.
+    Truncated,
+}
+
+/// Opens connections to `port` as `how` says, holding at most `held` of
+/// them (the oldest dropped first), until `stop` or four times `WAIT`;
+/// returns how many were opened.
+fn attack_peer_port(
+    port: u16,
+    hello: ember::transport::wire::Hello,
+    how: PeerAttack,
+    held: usize,
+    stop: &std::sync::atomic::AtomicBool,
+) -> usize {
+    let deadline = Instant::now() + 4 * WAIT;
+    let mut open = std::collections::VecDeque::new();
+    let mut opened = 0;
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64 ^ port as u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+            sleep(Duration::from_millis(10));
+            continue;
+        };
+        opened += 1;
+        let bytes: Vec<u8> = match how {
+            PeerAttack::Idle => Vec::new(),
+            PeerAttack::Garbage => (0..32)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect(),
+            PeerAttack::NoProof => [&hello.encode_flagged(true)[..], &[9u8; 32]].concat(),
+            PeerAttack::Truncated => hello.encode_flagged(true)[..20].to_vec(),
+        };
+        let _ = stream.write_all(&bytes);
+        open.push_back(stream);
+        if open.len() > held {
+            open.pop_front();
+        }
+        sleep(Duration::from_millis(5));
+    }
+    opened
+}
+
+#[test]
+fn a_flood_on_the_peer_port_leaves_the_members_links_and_the_leader_alone() {
+    let mut node = Cluster::prepare("hostile_peer", 3, &[]);
+    let secret = node.dir.join("peer.secret");
+    std::fs::write(&secret, [7u8; 32]).unwrap();
+    node.extra_args = vec!["--peer-secret-file".into(), secret.to_string_lossy().into_owned()];
+    for i in 0..3 {
+        node.spawn(i);
+    }
+    let leader = node.wait_leader(WAIT);
+    let follower = (leader + 1) % 3;
+    let mut legit = Legit::on(&node, leader);
+    legit.round("peer_before");
+    let terms_before: Vec<u64> = (0..3).map(|i| node.status(i).unwrap().raft_term).collect();
+    let cluster_id = node.status(leader).unwrap().header.cluster_id;
+    let pid = node.members[leader].pid().unwrap();
+    let rss = move || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().to_string();
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    };
+    let rss_before = rss();
+    // Every kind of stranger at once, against the leader's and a
+    // follower's peer port, each impersonating the other member.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut attackers = Vec::new();
+    for (target, claimed) in [(leader, follower), (follower, leader)] {
+        let port = node.members[target].peer_port;
+        let hello = ember::transport::wire::Hello {
+            cluster_id,
+            from: node.members[claimed].id,
+            to: node.members[target].id,
+        };
+        for how in
+            [PeerAttack::Idle, PeerAttack::Garbage, PeerAttack::NoProof, PeerAttack::Truncated]
+        {
+            let stop = stop.clone();
+            attackers.push(thread::spawn(move || attack_peer_port(port, hello, how, 64, &stop)));
+        }
+    }
+    sleep(Duration::from_millis(500));
+    // The follower restarts under the flood: its new links must get in.
+    node.kill(follower);
+    for round in 0..20 {
+        legit.round("peer_during");
+        if round == 5 {
+            node.spawn(follower);
+        }
+        sleep(Duration::from_millis(100));
+    }
+    let rss_during = rss();
+    // The restarted follower serves linearizable reads: it reached the
+    // leader through the flood and caught up.
+    let mut rejoined = Legit::on(&node, follower);
+    rejoined.written = legit.written.clone();
+    rejoined.check_all_there();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let opened: usize = attackers.into_iter().map(|a| a.join().unwrap()).sum();
+    assert!(opened >= 400, "the flood ran: {opened} connections");
+    let terms_after: Vec<u64> = (0..3).map(|i| node.status(i).unwrap().raft_term).collect();
+    assert_eq!(terms_after, terms_before, "no election on any member");
+    assert_eq!(node.wait_leader(WAIT), leader);
+    assert!(rss_during <= rss_before + RSS_SLACK_BYTES, "RSS {rss_during}, {rss_before} before");
+    for i in 0..3 {
+        let mut reader = Legit::on(&node, i);
+        reader.written = legit.written.clone();
+        reader.check_all_there();
+    }
+}

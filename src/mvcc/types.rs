@@ -223,6 +223,9 @@ pub struct WatchBatch {
     pub next: Revision,
     /// True when `next` is past the current revision (the feed is drained).
     pub caught_up: bool,
+    /// Log entries and key versions looked at to build it: the work done,
+    /// matching or not.
+    pub scanned: usize,
 }
 
 /// Errors a request can meet. They are answers to clients, not failures of

@@ -36,6 +36,10 @@
 //!   spent new requests are refused (`TooManyRequests`). What stays above
 //!   the budget is bounded: one small read per connection, and the answers
 //!   to requests read before it was spent.
+//! - One turn of the loop reads at most `READ_ITERATION_BYTES_MAX` from all
+//!   sockets together; connections left unread are paused and resumed in
+//!   turns, so a flood of partial frames costs the loop a few milliseconds
+//!   a turn however many connections send at once.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -65,6 +69,13 @@ pub const CLIENT_LISTENERS_MAX: usize = 8;
 /// partial frame, so the connections together stay within the budget plus
 /// this much each.
 pub const READ_OVER_BUDGET_BYTES: usize = 4 << 10;
+/// Bytes read from all client sockets together in one turn of the loop
+/// (the events of one poll and the resumed connections after them): a few
+/// milliseconds of reads, and more than two largest requests. Past it,
+/// connections wait for the next turn, paused, so neither a burst of new
+/// data nor the backlog of many connections let go at once (as when a
+/// flood of partial frames closes and frees the budget) holds the loop.
+pub const READ_ITERATION_BYTES_MAX: usize = 4 << 20;
 /// How often refused connections are logged: one line with their count,
 /// so a flood of connections cannot flood the journal.
 pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -135,6 +146,21 @@ pub struct Clients {
     http_only: bool,
     /// Requests refused with `TooManyRequests` since start.
     requests_refused_total: u64,
+    /// What watches may still pull before the next `feed_watches` ends:
+    /// one budget per loop iteration, shared by every connection (progress
+    /// requests included), so many watches catching up on a long history
+    /// cannot hold the loop.
+    feed_budget: watch::FeedBudget,
+    /// The connection slot `feed_watches` starts at: the one after where
+    /// the budget ran out, so every connection gets its turn.
+    feed_from_slot: usize,
+    /// Bytes read from sockets since the last `flush_all`. Invariant: at
+    /// most `READ_ITERATION_BYTES_MAX`.
+    read_this_iteration_bytes: usize,
+    /// The slot `resume_paused` starts at: the one after the last it
+    /// served when the read budget ran out, so paused connections take
+    /// turns.
+    resume_from_slot: usize,
 }
 
 /// Who a connection speaks for. A token, once presented, wins over the
@@ -226,6 +252,10 @@ impl Clients {
             slow_reader_cutoffs_total: 0,
             http_only: false,
             requests_refused_total: 0,
+            feed_budget: watch::FeedBudget::per_iteration(),
+            feed_from_slot: 0,
+            read_this_iteration_bytes: 0,
+            resume_from_slot: 0,
         }
     }
 
@@ -414,7 +444,15 @@ impl Clients {
                 conn.paused = true;
                 return;
             }
-            let outcome = conn.fill(limit, &mut self.scratch);
+            let Some(unread) = READ_ITERATION_BYTES_MAX.checked_sub(self.read_this_iteration_bytes)
+            else {
+                // The next turn reads on, from `resume_paused`.
+                conn.paused = true;
+                return;
+            };
+            let held_bytes = conn.read_buf.len();
+            let outcome = conn.fill(limit.min(held_bytes + unread), &mut self.scratch);
+            self.read_this_iteration_bytes += conn.read_buf.len() - held_bytes;
             let progressed = self.process_input(slot, out);
             self.settle(slot);
             match outcome {
@@ -456,9 +494,17 @@ impl Clients {
         self.settle(slot);
     }
 
-    /// Connections that stopped reading on a bound that has cleared.
+    /// Connections that stopped reading on a bound that has cleared, in
+    /// turns from where the last call stopped, while the read budget of
+    /// this turn of the loop lasts.
     pub fn resume_paused(&mut self, registry: &Registry, out: &mut Intake) {
-        for slot in 0..self.conns.len() {
+        let slots = self.conns.len();
+        let from = self.resume_from_slot.min(slots);
+        for slot in (from..slots).chain(0..from) {
+            if self.read_this_iteration_bytes >= READ_ITERATION_BYTES_MAX {
+                self.resume_from_slot = slot;
+                break;
+            }
             if self.conns[slot].as_ref().is_some_and(|c| self.resumable(c)) {
                 if let Some(conn) = self.conns[slot].as_mut() {
                     conn.paused = false;
@@ -731,15 +777,27 @@ impl Clients {
         self.answer(waiter, Ok(Response::WatchProgress(header)));
     }
 
-    /// Feeds every watch that has changes to send; true when some are still
-    /// behind and the connection can take more.
+    /// Feeds every watch that has changes to send, within this iteration's
+    /// budget, starting from where the last iteration's ran out; true when
+    /// some are still behind and can take more (the loop comes back at
+    /// once). The budget is renewed for the next iteration.
     pub fn feed_watches(&mut self, store: &Store, header: ResponseHeader, now: Instant) -> bool {
         let mut behind = false;
-        for slot in 0..self.conns.len() {
+        let slots = self.conns.len();
+        let from = self.feed_from_slot.min(slots);
+        for slot in (from..slots).chain(0..from) {
             behind |= self.feed_conn(slot, store, header);
+            if self.feed_budget.spent() {
+                self.feed_from_slot = slot + 1;
+                behind = true;
+                break;
+            }
+        }
+        for slot in 0..slots {
             self.cut_off_if_slow(slot, store, header, now);
             self.settle(slot);
         }
+        self.feed_budget = watch::FeedBudget::per_iteration();
         behind
     }
 
@@ -773,8 +831,13 @@ impl Clients {
                 // The writable event of the drained socket wakes the loop.
                 break;
             }
+            if self.feed_budget.spent() {
+                behind = true;
+                break;
+            }
             let max = session.client_max_frame_bytes;
-            match watch::pass(store, *id, watcher, header, max, &mut conn.write_buf) {
+            let budget = &mut self.feed_budget;
+            match watch::pass(store, *id, watcher, header, max, budget, &mut conn.write_buf) {
                 PassOutcome::CaughtUp => {}
                 PassOutcome::Behind => behind = true,
                 PassOutcome::Cancelled => cancelled.push(*id),
@@ -899,10 +962,13 @@ impl Clients {
         self.settle(slot);
     }
 
+    /// Writes every connection's output; the loop calls it in every turn,
+    /// after the reads of that turn, so the read budget is renewed here.
     pub fn flush_all(&mut self, registry: &Registry) {
         for slot in 0..self.conns.len() {
             self.flush(slot, registry);
         }
+        self.read_this_iteration_bytes = 0;
     }
 
     fn close(&mut self, slot: usize, registry: &Registry) {

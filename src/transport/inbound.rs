@@ -3,7 +3,10 @@
 //!
 //! An accepted connection first has to present a valid hello within the
 //! handshake timeout; until then it is a stranger and holds one of a bounded
-//! number of slots. Once accepted it only carries frames towards us. When the
+//! number of slots. When they are all taken, the stranger least far in its
+//! handshake (the oldest among equals) is closed to make room for the
+//! newcomer, so connections that hold slots without proving anything cannot
+//! keep a member out. Once accepted it only carries frames towards us. When the
 //! inbox is full the connection is simply not read: TCP's window then stops
 //! the sender, and reading resumes from `Transport::tick` after the loop has
 //! drained the inbox.
@@ -56,6 +59,9 @@ pub(crate) enum Close {
     /// Frames in an order the protocol does not allow.
     Protocol(&'static str),
     HandshakeTimeout,
+    /// Every handshake slot was taken and this stranger, the one least far
+    /// in its handshake, made room for a newer connection.
+    Crowded,
     /// The same member connected again; its old connection is dead.
     Replaced,
     /// The member was removed from the cluster.
@@ -73,6 +79,7 @@ impl std::fmt::Display for Close {
             Close::Frame(e) => write!(f, "bad frame: {e}"),
             Close::Protocol(why) => write!(f, "protocol error: {why}"),
             Close::HandshakeTimeout => write!(f, "no handshake in time"),
+            Close::Crowded => write!(f, "made room for a newer connection in its handshake"),
             Close::Replaced => write!(f, "replaced by a newer connection"),
             Close::Removed => write!(f, "member removed from the cluster"),
             Close::AnsweredMembers => write!(f, "a joining member was sent the member table"),
@@ -417,6 +424,15 @@ impl Inbound {
     /// Whether the connection has proved nothing yet.
     pub fn is_stranger(&self) -> bool {
         self.from.is_none()
+    }
+
+    /// How far a stranger got in its handshake, for choosing which one
+    /// makes room when all their slots are taken: a member's dialer sends
+    /// its whole hello (and nonce) at once, so the connections that sent
+    /// less are the first to go, the oldest first among equals.
+    pub fn handshake_progress_bytes(&self) -> usize {
+        let answered = usize::from(self.awaiting_mac.is_some()) * (HELLO_BYTES + NONCE_BYTES);
+        self.hello_read_bytes + answered + self.mac_read_bytes
     }
 
     /// Tells the inbox about a stream cut short by the end of this connection

@@ -748,9 +748,11 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
     ) {
         let strangers = self.inbound.iter().flatten().filter(|c| c.is_stranger()).count();
         if strangers >= self.config.stranger_slots {
-            let why = format!("{addr}: {strangers} connections are already in their handshake");
-            self.refusals.note(why, now);
-            return;
+            // Refusing the newcomer would let whoever holds the slots keep
+            // a restarted member out; the stranger least far in its
+            // handshake goes instead, and a member's dialer, which sends
+            // its hello at once, outlasts idle and half-sent connections.
+            self.close_least_advanced_stranger(registry, now);
         }
         let Some(slot) = self.inbound.iter().position(Option::is_none) else {
             let why = format!("{addr}: all {} slots in use", self.inbound.len());
@@ -767,6 +769,20 @@ impl<M: Serialize + DeserializeOwned> Transport<M> {
         self.inbound[slot] = Some(Inbound::new(conn, addr, now, &self.config));
         // The hello may already be here; edge-triggered events would not repeat it.
         self.drive_inbound(registry, slot, now);
+    }
+
+    /// Closes the stranger with the least handshake progress, the oldest
+    /// among equals.
+    fn close_least_advanced_stranger(&mut self, registry: &Registry, now: Instant) {
+        let victim = (0..self.inbound.len())
+            .filter_map(|slot| {
+                let conn = self.inbound[slot].as_ref().filter(|c| c.is_stranger())?;
+                Some((conn.handshake_progress_bytes(), conn.since, slot))
+            })
+            .min();
+        if let Some((_, _, slot)) = victim {
+            self.close_inbound(registry, slot, &Close::Crowded, now);
+        }
     }
 
     fn drive_inbound(&mut self, registry: &Registry, slot: usize, now: Instant) {
