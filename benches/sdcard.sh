@@ -11,12 +11,19 @@
 # the cgroup's counters (blkio.throttle.io_serviced and io_service_bytes)
 # before and after each load. --warm N puts N values first, uncounted, so the
 # counted puts meet a log that has already rotated (and released) segments.
-# The load generators run outside the cgroup. Prints one line per run and the
-# medians over the runs:
+# The load generators run outside the cgroup. Each run also measures the
+# floor a lone put stands on at that moment: 300 4 KiB writes with O_DSYNC
+# (a write and an fdatasync each, from dd in the same cgroup) into blocks
+# written before, and into a fallocated, never written file. Prints one line
+# per run and the medians over the runs:
 #   ember clients=1 puts=1000 ops_per_s=.. write_ios_per_put=.. write_bytes_per_put=..
+#   floor run=1 written_ios_per_sync=.. written_bytes_per_sync=.. fresh_ios_per_sync=.. ...
 #   median clients=1 ember ops_per_s=.. ios=.. bytes=.. etcd ... ember/etcd_ops=..
-# Other work on the machine moves the rates, not the counts: compare rates only
-# within one run of this script.
+#   median floor written ios=.. bytes=.. fresh ios=.. bytes=..
+# Other work on the machine moves the rates, and through the file system's
+# journal the counts too (the floor measured 2.3-2.8 write IOs per sync over
+# one evening here): compare figures only within one run of this script, and
+# a lone put's count against that run's floor.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 iops=200 runs=3 total1=1000 total64=20000 warm=0 only="" data_root=""
@@ -65,6 +72,10 @@ trap cleanup EXIT
 
 client=31479 peer=31480
 start() { # $1 = ember|etcd, $2 = data dir
+  # Another member on these ports would answer the load in this one's place.
+  if (exec 3<>"/dev/tcp/127.0.0.1/$client") 2>/dev/null; then
+    echo "port $client is already in use: is another run of this script going?" >&2; exit 1
+  fi
   local args=(--name n1 --data-dir "$2"
     --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client"
     --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer"
@@ -100,6 +111,28 @@ counters() {
 }
 field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<" $2"; }
 
+# Write IOs and bytes per sync of 4 KiB O_DSYNC writes into a file of
+# written blocks ($1 = written) or of reserved, never written ones
+# ($1 = fresh). The written file is filled with direct writes, so no large
+# page-cache folio makes each sync write back more than its page.
+probe_floor() {
+  local file=$work/floor-$1 syncs=300 before after
+  rm -f "$file"
+  if [[ $1 == written ]]; then
+    dd if=/dev/zero of="$file" bs=1M count=8 oflag=direct conv=fsync status=none
+  else
+    fallocate -l 8M "$file"
+  fi
+  sync
+  before=$(counters)
+  sh -c 'echo $$ >"$0/cgroup.procs" && exec dd if=/dev/zero of="$1" bs=4k count="$2" oflag=dsync conv=notrunc status=none' \
+    "$group" "$file" "$syncs"
+  after=$(counters)
+  rm -f "$file"
+  awk -v b="$before" -v a="$after" -v n="$syncs" 'BEGIN{
+    split(b, x, " "); split(a, y, " ");
+    printf "%.2f %.0f\n", (y[1]-x[1])/n, (y[2]-x[2])/n }'
+}
 declare -A rows rates
 run_one() { # $1 system $2 run number
   local sys=$1 dir=$work/$1-$2 clients conns total line before after
@@ -130,12 +163,17 @@ median() { # $1 = "a b c;a b c;..." $2 = column: median of that column
     awk '{v[NR]=$1} END{ if (NR==0) print "na"; else if (NR%2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2 }'
 }
 
+floors=""
 echo "device $device capped at $iops write IOs/s; data under $work"
 for ((r = 1; r <= runs; r++)); do
   for sys in etcd ember; do
     [[ -n $only && $only != "$sys" ]] && continue
     run_one "$sys" "$r"
   done
+  read -r written_ios written_bytes < <(probe_floor written)
+  read -r fresh_ios fresh_bytes < <(probe_floor fresh)
+  echo "floor run=$r written_ios_per_sync=$written_ios written_bytes_per_sync=$written_bytes fresh_ios_per_sync=$fresh_ios fresh_bytes_per_sync=$fresh_bytes"
+  floors+="$written_ios $written_bytes $fresh_ios $fresh_bytes;"
 done
 for clients in 1 64; do
   out="median clients=$clients"
@@ -153,3 +191,4 @@ for clients in 1 64; do
   fi
   echo "$out"
 done
+echo "median floor written ios=$(median "$floors" 1) bytes=$(median "$floors" 2) fresh ios=$(median "$floors" 3) bytes=$(median "$floors" 4)"
