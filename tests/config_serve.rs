@@ -203,7 +203,8 @@ fn wildcard_listeners_need_advertised_urls() {
 
 #[test]
 fn every_serve_flag_has_an_environment_twin() {
-    const SWITCHES: [&str; 3] = ["client-cert-auth", "peer-client-cert-auth", "peer-insecure"];
+    const SWITCHES: [&str; 4] =
+        ["client-cert-auth", "peer-client-cert-auth", "peer-insecure", "corrupt-repair"];
     for flag in SERVE_FLAGS {
         assert_eq!(flag.takes_value, !SWITCHES.contains(&flag.name), "{}", flag.name);
         assert!(!flag.help.is_empty(), "{}", flag.name);

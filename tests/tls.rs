@@ -575,6 +575,16 @@ fn tls_1_2_is_taken_only_when_asked_and_with_ecdhe_aead_suites_only() {
     let cbc = ["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES128-SHA"];
     let (ok, said) = s_client(&certs, &peer, &cbc);
     assert!(!ok, "a CBC suite was taken: {said}");
+    // A client that lists AES first still gets ChaCha20: the member's
+    // order wins, in both versions.
+    let aes_first =
+        ["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305"];
+    let (ok, said) = s_client(&certs, &peer, &aes_first);
+    assert!(ok && said.contains("Cipher is ECDHE-ECDSA-CHACHA20-POLY1305"), "{said}");
+    let aes_first_13 =
+        ["-tls1_3", "-ciphersuites", "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256"];
+    let (ok, said) = s_client(&certs, &cluster.members[1].endpoint(), &aes_first_13);
+    assert!(ok && said.contains("Cipher is TLS_CHACHA20_POLY1305_SHA256"), "{said}");
 }
 
 #[test]
