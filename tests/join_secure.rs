@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ember::proto::RangeRequest;
 use support::certs::Certs;
-use support::cli::run;
+use support::cli::{env_lines, run};
 use support::cluster::Cluster;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -56,12 +56,7 @@ fn add_member(c: &Cluster, n: usize, extra: &[&str]) -> (u64, Vec<(String, Strin
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     let id = text.split_whitespace().nth(1).and_then(|hex| u64::from_str_radix(hex, 16).ok());
-    let env = text
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .filter(|(k, _)| k.starts_with("EMBER_"))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
-        .collect();
+    let env = env_lines(&text);
     (id.unwrap_or_else(|| panic!("no id in {text}")), env)
 }
 

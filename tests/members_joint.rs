@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ember::client::Client;
 use ember::proto::RangeRequest;
-use support::cli::run;
+use support::cli::{env_lines, run};
 use support::cluster::Cluster;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -75,12 +75,7 @@ fn member_add(c: &mut Cluster, via: usize, name: &str) -> (usize, Vec<(String, S
     let out = run(&["member", "add", name, "--peer-urls", &peer_url, "--endpoints", &endpoint]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    let env = text
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .filter(|(k, _)| k.starts_with("EMBER_"))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
-        .collect();
+    let env = env_lines(&text);
     (added, env)
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ember::client::{Client, ClientError, Config};
 use ember::proto::{ErrorCode, Member, RangeRequest};
-use support::cli::run;
+use support::cli::{env_lines, run};
 use support::cluster::Cluster;
 use support::ports::free_port;
 use support::process::wait_exit;
@@ -55,15 +55,6 @@ fn all_endpoints(c: &Cluster, skip: &[usize]) -> Client {
 
 fn code(error: &ClientError) -> Option<ErrorCode> {
     error.code()
-}
-
-/// `EMBER_X="v"` lines → (name, value).
-fn env_lines(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .filter(|(k, _)| k.starts_with("EMBER_"))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
-        .collect()
 }
 
 #[test]

@@ -149,3 +149,12 @@ pub mod fake {
         ember_with_stdin(endpoints, args, b"")
     }
 }
+
+/// The `EMBER_X="v"` lines `ember member add` prints, as (name, value).
+pub fn env_lines(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| k.starts_with("EMBER_"))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+        .collect()
+}

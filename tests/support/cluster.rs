@@ -111,6 +111,21 @@ struct Setup {
     status_command_ms: u64,
 }
 
+impl Setup {
+    /// Members behind proxies seeded from `seed`, noting what is durable,
+    /// with short status polls; `opaque` for encrypted peer links.
+    fn behind_proxies(seed: u64, opaque: bool) -> Setup {
+        Setup {
+            proxy_seed: Some(seed),
+            opaque_proxies: opaque,
+            token: Some(PROXIED_TOKEN),
+            sync_log: true,
+            status_dial_ms: 300,
+            status_command_ms: 500,
+        }
+    }
+}
+
 pub struct Cluster {
     pub dir: PathBuf,
     pub members: Vec<Member>,
@@ -159,14 +174,7 @@ impl Cluster {
         seed: u64,
         extra_args: Vec<String>,
     ) -> Cluster {
-        let setup = Setup {
-            proxy_seed: Some(seed),
-            opaque_proxies: false,
-            token: Some(PROXIED_TOKEN),
-            sync_log: true,
-            status_dial_ms: 300,
-            status_command_ms: 500,
-        };
+        let setup = Setup::behind_proxies(seed, false);
         let mut cluster = Cluster::prepare_with(test, size, setup, extra_args);
         for i in 0..size {
             cluster.spawn(i);
@@ -183,14 +191,7 @@ impl Cluster {
         seed: u64,
         extra_args: Vec<String>,
     ) -> Cluster {
-        let setup = Setup {
-            proxy_seed: Some(seed),
-            opaque_proxies: true,
-            token: Some(PROXIED_TOKEN),
-            sync_log: true,
-            status_dial_ms: 300,
-            status_command_ms: 500,
-        };
+        let setup = Setup::behind_proxies(seed, true);
         let mut cluster = Cluster::prepare_with(test, size, setup, extra_args);
         let certs = Certs::new(&cluster.dir.join("certs"));
         let ca = certs.ca("peer-ca");
