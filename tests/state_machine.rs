@@ -13,7 +13,7 @@ use ember::proto::{ErrorCode, Response};
 use ember::raft::{Entry, EntryKind, Rng};
 use ember::state::{
     AlarmKind, AlarmOp, Answer, Applied, AuthOp, Caller, Command, CorruptOp, Effect, HashWanted,
-    Identity, MemberOp, MemberRecord, Op, Restorer, StateMachine,
+    Identity, MemberOp, MemberRecord, Op, Restorer, StateMachine, Version,
 };
 
 const IDENTITY: Identity = Identity { cluster_id: 0xc1, member_id: 1 };
@@ -298,13 +298,54 @@ fn random_txn(rng: &mut Rng) -> mvcc::TxnRequest {
 
 fn random_member_op(rng: &mut Rng) -> Op {
     let id = 1 + rng.below(6);
-    Op::Member(match rng.below(3) {
+    let version = Version::new(0, rng.below(3) as u32, rng.below(2) as u32);
+    Op::Member(match rng.below(5) {
         0 => MemberOp::Add(member(id, rng.chance(1, 2))),
         1 => MemberOp::Remove(id),
-        _ => {
+        2 => {
             MemberOp::Publish { id, name: format!("m{id}"), client_urls: vec!["http://c:1".into()] }
         }
+        3 => publish_version(id, version),
+        _ => return Op::ClusterVersion(version.release()),
     })
+}
+
+fn publish_version(id: u64, version: Version) -> MemberOp {
+    let (name, client_urls) = (format!("m{id}"), vec![format!("http://10.0.0.{id}:7379")]);
+    MemberOp::PublishVersion { id, name, client_urls, version }
+}
+
+#[test]
+fn the_cluster_version_is_set_once_every_member_published_and_only_rises() {
+    let mut state = three_members();
+    let v = |minor, patch| Version::new(0, minor, patch);
+    let set = |state: &mut StateMachine, version| {
+        result(apply(state, 1, Op::ClusterVersion(version), 0)).map(|_| ())
+    };
+    apply(&mut state, 1, Op::Member(publish_version(1, v(2, 1))), 0);
+    apply(&mut state, 2, Op::Member(publish_version(2, v(2, 0))), 0);
+    assert_eq!(set(&mut state, v(2, 0)), Err(ErrorCode::NotCapable), "member 3 is not known");
+    apply(&mut state, 3, Op::Member(publish_version(3, v(1, 4))), 0);
+    assert_eq!(set(&mut state, v(2, 0)), Err(ErrorCode::NotCapable), "above the lowest");
+    assert_eq!(state.cluster_version(), None);
+    assert_eq!(set(&mut state, v(1, 0)), Ok(()));
+    assert_eq!(state.cluster_version(), Some(v(1, 0)));
+    // Member 3 comes back upgraded: the cluster version may rise.
+    apply(&mut state, 3, Op::Member(publish_version(3, v(2, 2))), 0);
+    assert_eq!(set(&mut state, v(2, 1)), Err(ErrorCode::NotCapable), "a patch is no release");
+    assert_eq!(set(&mut state, v(2, 0)), Ok(()));
+    assert_eq!(set(&mut state, v(1, 0)), Err(ErrorCode::NotCapable), "it never falls");
+    assert_eq!(set(&mut state, v(2, 0)), Err(ErrorCode::NotCapable), "nor repeats");
+    assert_eq!(state.cluster_version(), Some(v(2, 0)));
+    // The image carries both; a removed member's version is forgotten.
+    let at = (state.applied_index(), state.applied_term());
+    let restored =
+        StateMachine::restore(IDENTITY, StoreConfig::default(), at, &state.image(), 0).unwrap();
+    assert_eq!(restored.cluster_version(), Some(v(2, 0)));
+    assert_eq!(restored.member_versions(), state.member_versions());
+    assert!(result(apply(&mut state, 1, Op::Member(MemberOp::Remove(3)), 0)).is_ok());
+    assert_eq!(state.member_versions().iter().map(|(id, _)| *id).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(state.cluster_version(), Some(v(2, 0)));
 }
 
 /// A committed log: commands from three origins, no-ops and conf changes.

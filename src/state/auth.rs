@@ -185,7 +185,8 @@ impl StateMachine {
             | Op::Auth(_)
             | Op::Alarm(_)
             | Op::Quota(_)
-            | Op::Corrupt(_) => out.push(Need::Root),
+            | Op::Corrupt(_)
+            | Op::ClusterVersion(_) => out.push(Need::Root),
             Op::LeaseGrant { .. } | Op::LeaseRenew(_) => out.push(Need::Authenticated),
             Op::LeaseRevoke(id) => {
                 out.push(Need::Authenticated);

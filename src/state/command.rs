@@ -53,6 +53,10 @@ pub enum Op {
     /// A corruption check opened, or a member's hash for it (see
     /// `corrupt.rs`). Fixed-size fields: bounded by the entry's length.
     Corrupt(super::corrupt::CorruptOp),
+    /// The cluster version a leader decided (`version.rs`): the lowest
+    /// release of all members, applied only while it still is and only
+    /// above the current one. Fixed-size fields.
+    ClusterVersion(super::version::Version),
 }
 
 /// Who asked for a command, for the permission check at apply time.

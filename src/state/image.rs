@@ -3,7 +3,7 @@
 //! store's image.
 //!
 //! ```text
-//! payload  = "EMBRNODE" format:u8(=5) len:u32le sections  mvcc-image
+//! payload  = "EMBRNODE" format:u8(=6) len:u32le sections  mvcc-image
 //! sections = postcard(Sections), `len` bytes
 //! ```
 //!
@@ -13,7 +13,9 @@
 //! raised, and an empty history: see `quota.rs`); format 3 has no open
 //! corruption check and no removed member ids (read as none open and none
 //! removed); format 4 has no lease owners (read as leases nobody owns:
-//! revoking one needs root or WRITE on its keys, as before owners).
+//! revoking one needs root or WRITE on its keys, as before owners);
+//! format 5 has no member versions and no cluster version (read as none
+//! published and not decided yet).
 //!
 //! The sections are small (a handful of members, one record per lease) and
 //! are encoded whole when a snapshot starts; the store's image after them
@@ -27,10 +29,11 @@ use serde::{Deserialize, Serialize};
 use super::alarms::AlarmRecord;
 use super::corrupt::OpenCheck;
 use super::quota::Usage;
+use super::version::Version;
 use crate::auth::AuthState;
 
 const MAGIC: &[u8; 8] = b"EMBRNODE";
-const FORMAT: u8 = 5;
+const FORMAT: u8 = 6;
 /// The format before the auth state joined the sections.
 const FORMAT_WITHOUT_AUTH: u8 = 1;
 /// The format before the alarms joined the sections.
@@ -40,6 +43,9 @@ const FORMAT_WITHOUT_ALARMS: u8 = 2;
 const FORMAT_WITHOUT_CHECK: u8 = 3;
 /// The format before leases recorded their owner.
 const FORMAT_WITHOUT_OWNERS: u8 = 4;
+/// The format before members' versions and the cluster version joined
+/// the sections.
+const FORMAT_WITHOUT_VERSIONS: u8 = 5;
 /// Magic, format, sections length.
 pub const HEADER_BYTES: usize = 8 + 1 + 4;
 /// The largest sections a payload may carry: room for about half a million
@@ -104,6 +110,23 @@ pub struct Sections {
     /// The ids of the members removed last, oldest first.
     /// Invariant: at most `members::REMOVED_MEMBERS_MAX`, no duplicates.
     pub removed_members: Vec<u64>,
+    /// The version each member published, ascending by id.
+    /// Invariant: only ids of `members`.
+    pub member_versions: Vec<(u64, Version)>,
+    /// The cluster version, once decided. Invariant: a release (patch 0).
+    pub cluster_version: Option<Version>,
+}
+
+/// The sections of format 5.
+#[derive(Deserialize)]
+struct SectionsWithoutVersions {
+    members: Vec<MemberRecord>,
+    leases: Vec<LeaseRecord>,
+    auth: AuthState,
+    alarms: Vec<AlarmRecord>,
+    usage: Usage,
+    check: Option<OpenCheck>,
+    removed_members: Vec<u64>,
 }
 
 /// The sections of format 4.
@@ -190,6 +213,7 @@ pub fn prefix_len(payload: &[u8]) -> Result<Option<usize>, PayloadError> {
     }
     let formats = [
         FORMAT,
+        FORMAT_WITHOUT_VERSIONS,
         FORMAT_WITHOUT_OWNERS,
         FORMAT_WITHOUT_CHECK,
         FORMAT_WITHOUT_ALARMS,
@@ -215,6 +239,7 @@ pub fn split(payload: &[u8]) -> Result<(Sections, &[u8]), PayloadError> {
     let sections = decode_sections(payload[8], &rest[..len])?;
     check_sorted(&sections)?;
     check_owners(&sections)?;
+    check_versions(&sections)?;
     sections.auth.check().map_err(PayloadError::Malformed)?;
     Ok((sections, &rest[len..]))
 }
@@ -231,6 +256,8 @@ fn decode_sections(format: u8, bytes: &[u8]) -> Result<Sections, PayloadError> {
             usage: Usage::unknown(),
             check: None,
             removed_members: Vec::new(),
+            member_versions: Vec::new(),
+            cluster_version: None,
         });
     }
     if format == FORMAT_WITHOUT_ALARMS {
@@ -243,6 +270,8 @@ fn decode_sections(format: u8, bytes: &[u8]) -> Result<Sections, PayloadError> {
             usage: Usage::unknown(),
             check: None,
             removed_members: Vec::new(),
+            member_versions: Vec::new(),
+            cluster_version: None,
         });
     }
     if format == FORMAT_WITHOUT_CHECK {
@@ -255,6 +284,8 @@ fn decode_sections(format: u8, bytes: &[u8]) -> Result<Sections, PayloadError> {
             usage: old.usage,
             check: None,
             removed_members: Vec::new(),
+            member_versions: Vec::new(),
+            cluster_version: None,
         });
     }
     if format == FORMAT_WITHOUT_OWNERS {
@@ -267,6 +298,22 @@ fn decode_sections(format: u8, bytes: &[u8]) -> Result<Sections, PayloadError> {
             usage: old.usage,
             check: old.check,
             removed_members: old.removed_members,
+            member_versions: Vec::new(),
+            cluster_version: None,
+        });
+    }
+    if format == FORMAT_WITHOUT_VERSIONS {
+        let old: SectionsWithoutVersions = postcard::from_bytes(bytes).map_err(malformed)?;
+        return Ok(Sections {
+            members: old.members,
+            leases: old.leases,
+            auth: old.auth,
+            alarms: old.alarms,
+            usage: old.usage,
+            check: old.check,
+            removed_members: old.removed_members,
+            member_versions: Vec::new(),
+            cluster_version: None,
         });
     }
     postcard::from_bytes(bytes).map_err(malformed)
@@ -286,6 +333,21 @@ fn check_sorted(sections: &Sections) -> Result<(), PayloadError> {
     let repeated = removed.iter().enumerate().any(|(i, id)| removed[..i].contains(id));
     if removed.len() > super::members::REMOVED_MEMBERS_MAX || repeated {
         return Err(PayloadError::Malformed("removed member ids beyond the bound or repeated"));
+    }
+    Ok(())
+}
+
+/// Versions are recorded once per member of the table, and a cluster
+/// version is a release.
+fn check_versions(sections: &Sections) -> Result<(), PayloadError> {
+    let versions = &sections.member_versions;
+    let ascending = versions.windows(2).all(|w| w[0].0 < w[1].0);
+    let known = versions.iter().all(|(id, _)| sections.members.iter().any(|m| m.id == *id));
+    if !ascending || !known {
+        return Err(PayloadError::Malformed("member versions not ascending or of no member"));
+    }
+    if sections.cluster_version.is_some_and(|v| v != v.release()) {
+        return Err(PayloadError::Malformed("cluster version is not a release"));
     }
     Ok(())
 }
@@ -338,6 +400,8 @@ mod tests {
                 ..OpenCheck::default()
             }),
             removed_members: vec![4, 2],
+            member_versions: vec![(1, Version::new(0, 2, 1)), (9, Version::new(0, 1, 0))],
+            cluster_version: Some(Version::new(0, 1, 0)),
         }
     }
 
@@ -431,7 +495,41 @@ mod tests {
         );
         let body = postcard::to_allocvec(&body).unwrap();
         let (sections, _) = split(&old_payload(FORMAT_WITHOUT_OWNERS, &body)).unwrap();
-        assert_eq!(sections, Sections { leases: no_owners(&old), ..old });
+        let unversioned = Sections { member_versions: Vec::new(), cluster_version: None, ..old };
+        assert_eq!(sections, Sections { leases: no_owners(&unversioned), ..unversioned });
+    }
+
+    #[test]
+    fn a_format_5_payload_reads_as_no_versions_and_no_cluster_version() {
+        let old = sample();
+        let body = (
+            &old.members,
+            &old.leases,
+            &old.auth,
+            &old.alarms,
+            &old.usage,
+            &old.check,
+            &old.removed_members,
+        );
+        let body = postcard::to_allocvec(&body).unwrap();
+        let (sections, _) = split(&old_payload(FORMAT_WITHOUT_VERSIONS, &body)).unwrap();
+        assert_eq!(
+            sections,
+            Sections { member_versions: Vec::new(), cluster_version: None, ..old }
+        );
+    }
+
+    #[test]
+    fn versions_of_no_member_unsorted_or_a_cluster_patch_are_refused() {
+        let mut s = sample();
+        s.member_versions.push((5, Version::new(0, 1, 0)));
+        assert!(matches!(split(&encode_prefix(&s)), Err(PayloadError::Malformed(_))));
+        let mut s = sample();
+        s.member_versions.reverse();
+        assert!(matches!(split(&encode_prefix(&s)), Err(PayloadError::Malformed(_))));
+        let mut s = sample();
+        s.cluster_version = Some(Version::new(0, 1, 2));
+        assert!(matches!(split(&encode_prefix(&s)), Err(PayloadError::Malformed(_))));
     }
 
     #[test]

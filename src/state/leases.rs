@@ -68,7 +68,8 @@ impl StateMachine {
             | Op::Member(_)
             | Op::Auth(_)
             | Op::Alarm(_)
-            | Op::Quota(_) => {
+            | Op::Quota(_)
+            | Op::ClusterVersion(_) => {
                 return None;
             }
         };

@@ -20,6 +20,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::image::MemberRecord;
+use super::version::Version;
 use crate::proto::{self, ErrorCode};
 use crate::raft::{ConfChange, ConfChangeKind};
 
@@ -60,6 +61,15 @@ pub enum MemberOp {
         name: String,
         peer_urls: Vec<String>,
         is_learner: bool,
+    },
+    /// A member's own name, client URLs and version: what `Publish` says,
+    /// and the version the cluster version is decided from
+    /// (`state::version`). `Publish` stays for the entries written before.
+    PublishVersion {
+        id: u64,
+        name: String,
+        client_urls: Vec<String>,
+        version: Version,
     },
 }
 
@@ -184,7 +194,8 @@ pub fn apply_change(members: &mut Vec<MemberRecord>, op: &MemberOp) -> Result<u6
             members[at].is_learner = false;
             Ok(*id)
         }
-        MemberOp::Publish { id, name, client_urls } => {
+        MemberOp::Publish { id, name, client_urls }
+        | MemberOp::PublishVersion { id, name, client_urls, .. } => {
             let at = position(*id).ok_or(ErrorCode::MemberNotFound)?;
             members[at].name = name.clone();
             members[at].client_urls = client_urls.clone();
@@ -249,7 +260,7 @@ pub fn op_name(op: &MemberOp) -> &'static str {
         MemberOp::Remove(_) => "the removal",
         MemberOp::Update { .. } => "the peer URL update",
         MemberOp::Promote(_) => "the promotion",
-        MemberOp::Publish { .. } => "the published attributes",
+        MemberOp::Publish { .. } | MemberOp::PublishVersion { .. } => "the published attributes",
         MemberOp::Join { .. } => "the addition",
     }
 }

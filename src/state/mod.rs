@@ -32,6 +32,7 @@ pub mod image;
 pub mod leases;
 pub mod members;
 pub mod quota;
+pub mod version;
 
 use crate::auth::AuthState;
 use crate::lease::{LeaseError, LeaseTable};
@@ -46,6 +47,7 @@ pub use corrupt::{CorruptOp, HashWanted, OpenCheck};
 pub use image::{LeaseRecord, MemberRecord, PayloadError, Sections};
 pub use members::MemberOp;
 pub use quota::Usage;
+pub use version::{Feature, Version};
 
 /// Bytes per chunk when a whole image is built at once (bootstrap, tests).
 pub const IMAGE_CHUNK_BYTES: usize = 1 << 20;
@@ -114,6 +116,12 @@ pub struct StateMachine {
     /// The members removed last, oldest first (see
     /// `members::REMOVED_MEMBERS_MAX`).
     removed_members: Vec<u64>,
+    /// The version each member published, ascending by id.
+    /// Invariant: only ids of `members`.
+    member_versions: Vec<(u64, Version)>,
+    /// The cluster version, once decided (`version.rs`). Only rises.
+    /// Invariant: a release (patch 0).
+    cluster_version: Option<Version>,
     /// Invariant: every entry up to it has been applied, and none after it.
     applied_index: u64,
     applied_term: u64,
@@ -133,6 +141,8 @@ impl StateMachine {
             usage: Usage::default(),
             check: None,
             removed_members: Vec::new(),
+            member_versions: Vec::new(),
+            cluster_version: None,
             applied_index: 0,
             applied_term: 0,
         }
@@ -259,6 +269,9 @@ impl StateMachine {
             Op::Quota(quota_bytes) => return (Ok(self.apply_quota(quota_bytes, raft_term)), None),
             Op::Member(change) => return self.apply_member(change, raft_term),
             Op::Alarm(change) => return (self.apply_alarm(change, raft_term), None),
+            Op::ClusterVersion(version) => {
+                return (self.apply_cluster_version(version, raft_term), None);
+            }
             Op::Corrupt(change) => {
                 let (result, wanted) = self.apply_corrupt(change, raft_term);
                 return (result, wanted.map(Effect::HashCheck));
@@ -292,8 +305,10 @@ impl StateMachine {
         };
         log::info!("member table: applied {} of {id:016x}", members::op_name(&op));
         members::remember_removal(&mut self.removed_members, &op);
+        self.record_version(&op);
         let table = &self.members;
         self.alarms.retain_members(|member| table.iter().any(|m| m.id == member));
+        self.member_versions.retain(|(member, _)| table.iter().any(|m| m.id == *member));
         let moved = matches!(op, MemberOp::Update { .. }).then_some(id);
         let header = self.header(raft_term);
         let table: Vec<proto::Member> = self.members.iter().map(members::member_of).collect();
@@ -306,10 +321,59 @@ impl StateMachine {
             }),
             MemberOp::Remove(_) => Response::MemberRemove(changed),
             MemberOp::Update { .. } => Response::MemberUpdate(changed),
-            MemberOp::Promote(_) | MemberOp::Publish { .. } => Response::MemberPromote(changed),
+            MemberOp::Promote(_) | MemberOp::Publish { .. } | MemberOp::PublishVersion { .. } => {
+                Response::MemberPromote(changed)
+            }
             MemberOp::Join { .. } => unreachable!("apply_change refuses an unresolved join"),
         };
         (Ok(response), Some(Effect::MembersChanged { moved }))
+    }
+
+    /// Records the version a member published with its attributes.
+    fn record_version(&mut self, op: &MemberOp) {
+        let MemberOp::PublishVersion { id, version, .. } = op else { return };
+        match self.member_versions.binary_search_by_key(id, |(member, _)| *member) {
+            Ok(at) => self.member_versions[at].1 = *version,
+            Err(at) => self.member_versions.insert(at, (*id, *version)),
+        }
+    }
+
+    /// Sets the cluster version a leader decided, if the table still calls
+    /// for it: every member has published a version, the lowest release is
+    /// at least `proposed`, and `proposed` is above the current one. A
+    /// leader that decided before a member was added, or before an older
+    /// member published, is refused here alike on every member.
+    fn apply_cluster_version(
+        &mut self,
+        proposed: Version,
+        raft_term: u64,
+    ) -> Result<Response, ErrorBody> {
+        let ids: Vec<u64> = self.members.iter().map(|m| m.id).collect();
+        let lowest = version::lowest_release(&ids, &self.member_versions);
+        let rises = self.cluster_version.is_none_or(|current| proposed > current);
+        let called_for = lowest.is_some_and(|l| proposed <= l) && proposed == proposed.release();
+        if !rises || !called_for {
+            return Err(ErrorBody::new(proto::ErrorCode::NotCapable));
+        }
+        log::info!(
+            "cluster version set to {} (was {})",
+            proposed.release_text(),
+            self.cluster_version.map_or_else(|| "not decided".to_string(), Version::release_text)
+        );
+        self.cluster_version = Some(proposed);
+        // A leader's own entry: no client waits for its answer.
+        let header = self.header(raft_term);
+        Ok(Response::Alarm(proto::AlarmResponse { header, alarms: Vec::new() }))
+    }
+
+    /// The cluster version, once decided.
+    pub fn cluster_version(&self) -> Option<Version> {
+        self.cluster_version
+    }
+
+    /// The version each member published, ascending by id.
+    pub fn member_versions(&self) -> &[(u64, Version)] {
+        &self.member_versions
     }
 
     /// The header of an answer given now, in `raft_term`.
@@ -348,6 +412,9 @@ impl StateMachine {
         self.members = members;
         // Ids removed from the backed-up cluster mean nothing in the new one.
         self.removed_members.clear();
+        // Nor the versions its members published; the cluster version
+        // stays: the backup may hold what that version wrote.
+        self.member_versions.clear();
     }
 
     /// The member table, ascending by id.
@@ -395,6 +462,8 @@ impl StateMachine {
             usage: self.usage.clone(),
             check: self.check.clone(),
             removed_members: self.removed_members.clone(),
+            member_versions: self.member_versions.clone(),
+            cluster_version: self.cluster_version,
         }
     }
 
@@ -493,6 +562,8 @@ impl Restorer {
             usage: sections.usage,
             check: sections.check,
             removed_members: sections.removed_members,
+            member_versions: sections.member_versions,
+            cluster_version: sections.cluster_version,
             applied_index: self.at.0,
             applied_term: self.at.1,
         };
