@@ -162,8 +162,11 @@ fn endpoint_status_as_lines_json_and_table() {
     let text = stdout(&output);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
-    assert_eq!(lines[0], format!("{leader}, 1, 0.1.0, 4.1 kB, true, false, 2, 40, 40, 0, 1, "));
-    assert!(lines[1].starts_with(&format!("{follower}, 2, 0.1.0, 4.1 kB, false,")), "{text}");
+    assert_eq!(
+        lines[0],
+        format!("{leader}, 1, 0.1.0, 0.1, 4.1 kB, true, false, 2, 40, 40, 0, 1, ")
+    );
+    assert!(lines[1].starts_with(&format!("{follower}, 2, 0.1.0, 0.1, 4.1 kB, false,")), "{text}");
 
     let output = ember(&list, &["endpoint", "status", "-w", "json"]);
     let expected = format!(

@@ -161,12 +161,13 @@ fn finish(failures: &[String], what: &str) -> Result<(), CliError> {
     Err(CliError::Failed(format!("{what} {}", failures.join(", "))))
 }
 
-/// The columns of `status`, in etcdctl's order with revision and leader id
-/// added before the errors.
-const STATUS_COLUMNS: [&str; 12] = [
+/// The columns of `status`, in etcdctl's order with the cluster version
+/// added after the version, and revision and leader id before the errors.
+const STATUS_COLUMNS: [&str; 13] = [
     "ENDPOINT",
     "ID",
     "VERSION",
+    "CLUSTER VERSION",
     "DB SIZE",
     "IS LEADER",
     "IS LEARNER",
@@ -178,11 +179,22 @@ const STATUS_COLUMNS: [&str; 12] = [
     "ERRORS",
 ];
 
-fn status_cells(endpoint: &str, status: &StatusResponse) -> [String; 12] {
+/// How a cluster version not decided yet is shown, in etcd's word.
+const NOT_DECIDED: &str = "not_decided";
+
+fn cluster_version(status: &StatusResponse) -> &str {
+    match status.cluster_version.as_str() {
+        "" => NOT_DECIDED,
+        decided => decided,
+    }
+}
+
+fn status_cells(endpoint: &str, status: &StatusResponse) -> [String; 13] {
     [
         endpoint.to_string(),
         format!("{:x}", status.header.member_id),
         status.version.clone(),
+        cluster_version(status).to_string(),
         si_bytes(status.data_size_bytes),
         is_leader(status).to_string(),
         status.is_learner.to_string(),
@@ -208,6 +220,8 @@ pub(crate) fn status_line(endpoint: &str, status: &StatusResponse) -> String {
 /// etcd's `dbSizeInUse` is not written: Ember does not tell the space its
 /// data uses from the space its files take. A member's compact revision,
 /// which etcd's status does not carry, is in `endpoint hashkv`'s answer.
+/// The cluster version, which etcd's status does not carry either, is in
+/// the simple and table outputs only: this is etcdctl's JSON, byte for byte.
 pub(crate) fn status_json(rows: &[(&str, StatusResponse)]) -> String {
     let objects: Vec<String> = rows
         .iter()
@@ -261,7 +275,7 @@ fn status_fields(rows: &[(&str, StatusResponse)]) -> String {
 }
 
 fn status_table(rows: &[(&str, StatusResponse)]) -> String {
-    let cells: Vec<[String; 12]> = rows.iter().map(|(e, s)| status_cells(e, s)).collect();
+    let cells: Vec<[String; 13]> = rows.iter().map(|(e, s)| status_cells(e, s)).collect();
     let header = STATUS_COLUMNS.map(str::to_string);
     table(&header, &cells)
 }

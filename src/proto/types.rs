@@ -457,7 +457,8 @@ pub struct MemberPromoteRequest {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusResponse {
     pub header: ResponseHeader,
-    /// Ember's version, as `ember --version` prints it.
+    /// The version this member runs (`ember --version`, unless a test
+    /// build claims another) and publishes.
     pub version: String,
     /// The store's size as the quota counts it (etcd's `dbSize`): live
     /// keys and the history not yet compacted, in the same bytes on every
@@ -472,6 +473,8 @@ pub struct StatusResponse {
     pub is_learner: bool,
     /// Alarms and other conditions that stop the member serving writes.
     pub errors: Vec<String>,
+    /// The cluster version (major.minor) once decided; empty before.
+    pub cluster_version: String,
 }
 
 /// etcd's HashKV: a CRC32 over this member's keyspace up to `revision`

@@ -8,7 +8,7 @@
 //! their accessors; nothing here changes state.
 
 use super::clients::{Clients, HttpAsk};
-use super::metrics::{Exposition, Kind, ProcessStats, SCRAPE_BYTES_MAX};
+use super::metrics::{Exposition, Kind, Labels, ProcessStats, SCRAPE_BYTES_MAX};
 use super::node::{Node, data_size_bytes};
 use crate::proto::ErrorCode;
 use crate::proto::http::UnhealthyReason;
@@ -180,19 +180,22 @@ impl Node {
             Kind::Gauge,
             &[(&[("server_id", &id)], 1.0)],
         );
-        let version = env!("CARGO_PKG_VERSION");
+        let version = self.version.to_string();
         out.family(
             "etcd_server_version",
             "The version of Ember this member runs, as a label.",
             Kind::Gauge,
-            &[(&[("server_version", version)], 1.0)],
+            &[(&[("server_version", &version)], 1.0)],
         );
-        let cluster_version = major_minor(version);
+        // No series until the cluster version is decided, as etcd does.
+        let cluster_version = self.state.cluster_version().map(|v| v.release_text());
+        let labels = cluster_version.as_deref().map(|v| [("cluster_version", v)]);
+        let samples: Vec<(Labels<'_>, f64)> = labels.iter().map(|l| (l.as_slice(), 1.0)).collect();
         out.family(
             "etcd_cluster_version",
-            "The version the cluster runs at, as a label.",
+            "The cluster version every member has published at least (major.minor), as a label.",
             Kind::Gauge,
-            &[(&[("cluster_version", cluster_version)], 1.0)],
+            &samples,
         );
     }
 
@@ -408,23 +411,4 @@ fn render_process(out: &mut Exposition) {
         "When the process started, in seconds since the epoch.",
         p.start_time_seconds,
     );
-}
-
-/// "0.1" of "0.1.0": the version a cluster speaks, as etcd reports "3.5".
-fn major_minor(version: &str) -> &str {
-    match version.match_indices('.').nth(1) {
-        Some((at, _)) => &version[..at],
-        None => version,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_cluster_version_is_major_and_minor() {
-        assert_eq!(major_minor("0.1.0"), "0.1");
-        assert_eq!(major_minor("3.5"), "3.5");
-    }
 }

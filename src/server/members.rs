@@ -156,8 +156,8 @@ impl Node {
         std::iter::once(status.id).chain(peers.map(|p| p.id)).collect()
     }
 
-    /// Proposes this member's name and client URLs when the table has
-    /// others; retried every `PUBLISH_RETRY` until the table agrees.
+    /// Proposes this member's name, client URLs and version when the table
+    /// has others; retried every `PUBLISH_RETRY` until the table agrees.
     pub(super) fn maybe_publish(&mut self, now: Instant) {
         if self.leader_id == 0 || now < self.next_publish {
             return;
@@ -167,11 +167,13 @@ impl Node {
         let name = self.config.name.clone();
         let client_urls: Vec<String> =
             self.config.advertise_client_addrs.iter().map(|a| self.config.client_url(a)).collect();
-        if own.name == name && own.client_urls == client_urls {
+        let version = self.version;
+        let published = self.state.member_versions().contains(&(id, version));
+        if own.name == name && own.client_urls == client_urls && published {
             return;
         }
         self.next_publish = now + PUBLISH_RETRY;
-        let op = Op::Member(MemberOp::Publish { id, name, client_urls });
+        let op = Op::Member(MemberOp::PublishVersion { id, name, client_urls, version });
         if let Err(e) = self.proposals.propose_unwaited(&mut self.raft, vec![op]) {
             log::debug!("publishing this member's attributes: {e:?}");
         }

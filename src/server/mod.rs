@@ -97,6 +97,7 @@ mod requests;
 pub mod restore;
 mod signal;
 mod snapshots;
+pub mod version;
 mod watch;
 
 mod corrupt;
@@ -139,6 +140,9 @@ pub enum ServeError {
     /// `cause` came from the file system of the data directory being full
     /// (`disk::name_full_disk`).
     DiskFull(disk::FullDisk, Box<ServeError>),
+    /// This member's release is below the cluster version: it cannot read
+    /// what the cluster may write (`version.rs`).
+    TooOld(String),
 }
 
 impl ServeError {
@@ -162,6 +166,7 @@ impl fmt::Display for ServeError {
             }
             ServeError::Removed(text) => write!(f, "{text}"),
             ServeError::DiskFull(disk, cause) => write!(f, "{disk}: {cause}"),
+            ServeError::TooOld(text) => write!(f, "{text}"),
         }
     }
 }

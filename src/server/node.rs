@@ -148,6 +148,10 @@ pub struct Node {
     pub(super) next_publish: Instant,
     /// When this member, as leader, may next propose its quota.
     pub(super) next_quota_proposal: Instant,
+    /// The version this member runs and publishes (`version.rs`).
+    pub(super) version: crate::state::Version,
+    /// When this leader may next propose the cluster version.
+    pub(super) next_cluster_version_proposal: Instant,
     /// When the data directory's free space is next read (`disk.rs`).
     pub(super) next_disk_check: Instant,
     pub(super) notifier: Notifier,
@@ -190,6 +194,8 @@ impl Node {
         super::identity::check(&mut config)?;
         let lease_clock = LeaseClock::new(&config, now);
         let (storage, state) = open_state(&config, lease_clock.now_ms(now))?;
+        let version = super::version::own_version()?;
+        super::version::check_at_start(version, &storage, &state)?;
         if joining && !first_start && state.members().is_empty() {
             let ask = peer_transport_config(&config)?;
             super::join::relearn_ids(&mut config, &ask)?;
@@ -263,6 +269,8 @@ impl Node {
             next_progress_notify: now + PROGRESS_NOTIFY_INTERVAL,
             next_publish: now,
             next_quota_proposal: now,
+            version,
+            next_cluster_version_proposal: now,
             next_disk_check: now,
             busy: false,
             loop_time: LoopTime::new(now),
@@ -383,6 +391,7 @@ impl Node {
         self.finish_logins();
         self.maybe_publish(now);
         self.maybe_propose_quota(now);
+        self.maybe_propose_cluster_version(now);
         self.maybe_propose_checks(now);
         #[cfg(feature = "fault-injection")]
         self.maybe_flip_value();
@@ -400,6 +409,10 @@ impl Node {
         // applying it now answers in one fsync instead of two. This Ready
         // holds no new entries (nothing was proposed since), so no fsync.
         self.handle_ready()?;
+        if let Err(too_old) = self.check_cluster_version() {
+            self.shutdown()?;
+            return Err(too_old);
+        }
         // Before any read is served or event fed: a member found corrupt
         // by this iteration's entries serves nothing more from its store.
         self.follow_corruption(now)?;

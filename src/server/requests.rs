@@ -255,7 +255,7 @@ impl Node {
         let compact_revision = self.state.store().compact_revision();
         proto::StatusResponse {
             header: self.header(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: self.version.to_string(),
             data_size_bytes: self.state.usage().size_bytes(),
             leader_id: status.leader_id,
             raft_term: status.term,
@@ -264,6 +264,11 @@ impl Node {
             compact_revision: i64::try_from(compact_revision).unwrap_or(i64::MAX),
             is_learner: self.raft.conf_state().learners.contains(&self.config.member_id),
             errors: self.alarm_errors(),
+            cluster_version: self
+                .state
+                .cluster_version()
+                .map(|v| v.release_text())
+                .unwrap_or_default(),
         }
     }
 }

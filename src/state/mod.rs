@@ -331,10 +331,8 @@ impl StateMachine {
 
     /// Records the version a member published with its attributes.
     fn record_version(&mut self, op: &MemberOp) {
-        let MemberOp::PublishVersion { id, version, .. } = op else { return };
-        match self.member_versions.binary_search_by_key(id, |(member, _)| *member) {
-            Ok(at) => self.member_versions[at].1 = *version,
-            Err(at) => self.member_versions.insert(at, (*id, *version)),
+        if let MemberOp::PublishVersion { id, version, .. } = op {
+            version::record(&mut self.member_versions, *id, *version);
         }
     }
 
@@ -349,10 +347,7 @@ impl StateMachine {
         raft_term: u64,
     ) -> Result<Response, ErrorBody> {
         let ids: Vec<u64> = self.members.iter().map(|m| m.id).collect();
-        let lowest = version::lowest_release(&ids, &self.member_versions);
-        let rises = self.cluster_version.is_none_or(|current| proposed > current);
-        let called_for = lowest.is_some_and(|l| proposed <= l) && proposed == proposed.release();
-        if !rises || !called_for {
+        if !version::accepts(self.cluster_version, proposed, &ids, &self.member_versions) {
             return Err(ErrorBody::new(proto::ErrorCode::NotCapable));
         }
         log::info!(
@@ -374,6 +369,19 @@ impl StateMachine {
     /// The version each member published, ascending by id.
     pub fn member_versions(&self) -> &[(u64, Version)] {
         &self.member_versions
+    }
+
+    /// The member table and versions as they stand, for a replay of the
+    /// entries after the applied index that decides the cluster version
+    /// alone (`VersionReplay`).
+    pub fn version_replay(&self) -> VersionReplay {
+        VersionReplay {
+            cluster_id: self.identity.cluster_id,
+            members: self.members.clone(),
+            removed_members: self.removed_members.clone(),
+            member_versions: self.member_versions.clone(),
+            cluster_version: self.cluster_version,
+        }
     }
 
     /// The header of an answer given now, in `raft_term`.
@@ -485,6 +493,62 @@ impl StateMachine {
             payload.extend_from_slice(&chunk);
         }
         payload
+    }
+}
+
+/// The cluster version that committed entries lead to, found without
+/// applying them: a member checks at start, before it talks to anyone,
+/// that it is not too old for the entries its own log already holds. Only
+/// what decides the cluster version is replayed (member changes, published
+/// versions, the cluster version itself), by the same rules `apply` uses;
+/// permission checks are not, so a member change a client lacked the
+/// rights for counts as made. That can only refuse a start `apply` would
+/// refuse a moment later, or let one through that `apply` then stops.
+pub struct VersionReplay {
+    cluster_id: u64,
+    members: Vec<MemberRecord>,
+    removed_members: Vec<u64>,
+    member_versions: Vec<(u64, Version)>,
+    cluster_version: Option<Version>,
+}
+
+impl VersionReplay {
+    /// Takes the next committed entry.
+    pub fn feed(&mut self, entry: &Entry) {
+        if entry.kind != EntryKind::Normal || entry.data.is_empty() {
+            return;
+        }
+        let Ok(command) = Command::decode(&entry.data) else { return };
+        match command.op {
+            Op::Member(op) => self.member_change(op, entry.index),
+            Op::ClusterVersion(proposed) => {
+                let ids: Vec<u64> = self.members.iter().map(|m| m.id).collect();
+                if version::accepts(self.cluster_version, proposed, &ids, &self.member_versions) {
+                    self.cluster_version = Some(proposed);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn member_change(&mut self, op: MemberOp, index: u64) {
+        let Ok(op) = members::resolve_join(op, self.cluster_id, index, &self.removed_members)
+        else {
+            return;
+        };
+        if members::apply_change(&mut self.members, &op).is_err() {
+            return;
+        }
+        members::remember_removal(&mut self.removed_members, &op);
+        if let MemberOp::PublishVersion { id, version, .. } = op {
+            version::record(&mut self.member_versions, id, version);
+        }
+        let table = &self.members;
+        self.member_versions.retain(|(member, _)| table.iter().any(|m| m.id == *member));
+    }
+
+    pub fn cluster_version(&self) -> Option<Version> {
+        self.cluster_version
     }
 }
 

@@ -64,6 +64,14 @@ impl std::fmt::Display for Version {
     }
 }
 
+/// Records `version` as member `id`'s in `published` (ascending by id).
+pub fn record(published: &mut Vec<(u64, Version)>, id: u64, version: Version) {
+    match published.binary_search_by_key(&id, |(member, _)| *member) {
+        Ok(at) => published[at].1 = version,
+        Err(at) => published.insert(at, (id, version)),
+    }
+}
+
 /// The cluster version `members` call for: the lowest release among them,
 /// once every one of them has published a version (`published`, by id);
 /// `None` while any has not, or for an empty table.
@@ -88,6 +96,21 @@ pub fn next_cluster_version(
 ) -> Option<Version> {
     let lowest = lowest_release(members, published)?;
     current.is_none_or(|c| lowest > c).then_some(lowest)
+}
+
+/// True when the cluster version may become `proposed`: it rises above
+/// `current`, is a release, and every member has published a version
+/// whose release is at least it. Checked where it is applied, so a
+/// leader that decided on a table that has changed since is refused.
+pub fn accepts(
+    current: Option<Version>,
+    proposed: Version,
+    members: &[u64],
+    published: &[(u64, Version)],
+) -> bool {
+    let rises = current.is_none_or(|c| proposed > c);
+    let called_for = lowest_release(members, published).is_some_and(|l| proposed <= l);
+    rises && called_for && proposed == proposed.release()
 }
 
 /// True when a member of version `own` can run in a cluster at `cluster`:
@@ -174,6 +197,11 @@ mod tests {
         assert_eq!(next_cluster_version(Some(V0_2), &[1, 2], &published), None);
         let older = [(1, V0_2), (2, V0_1)];
         assert_eq!(next_cluster_version(Some(V0_2), &[1, 2], &older), None);
+        assert!(accepts(Some(V0_1), V0_2, &[1, 2], &published));
+        assert!(!accepts(Some(V0_2), V0_2, &[1, 2], &published), "not rising");
+        assert!(!accepts(Some(V0_1), V0_2, &[1, 2, 3], &published), "3 unknown");
+        assert!(!accepts(None, Version::new(0, 2, 5), &[1, 2], &published), "no release");
+        assert!(!accepts(None, V0_2, &[1, 2], &older), "above the lowest");
     }
 
     #[test]

@@ -221,6 +221,7 @@ impl FakeStore {
                 compact_revision: 0,
                 is_learner: false,
                 errors: Vec::new(),
+                cluster_version: "0.1".to_string(),
             })),
             _ => Err(ErrorCode::Unsupported),
         }

@@ -234,6 +234,7 @@ pub fn responses() -> Vec<Response> {
             compact_revision: 8,
             is_learner: false,
             errors: vec!["NOSPACE".into()],
+            cluster_version: "0.1".into(),
         }),
         Response::MemberAdd(MemberAddResponse {
             header: header(25),

@@ -8,12 +8,21 @@ use axum::routing::get;
 
 use crate::gateway::Gateway;
 
+/// What etcd reports as the cluster version before its members have
+/// decided one.
+const NOT_DECIDED: &str = "not_decided";
+
 /// The cluster version reported beside the server version: etcd reports
-/// the major.minor of its members with patch 0.
-fn cluster_version(etcd_version: &str) -> String {
+/// the major.minor of its members with patch 0, or `not_decided`. The
+/// gateway speaks for the etcd release `--etcd-version` names, so once the
+/// Ember members behind it have decided their cluster version (every
+/// member published one) it reports that release; until then, as etcd,
+/// `not_decided`.
+fn cluster_version(etcd_version: &str, decided: bool) -> String {
     let mut parts = etcd_version.split('.');
-    match (parts.next(), parts.next()) {
-        (Some(major), Some(minor)) => format!("{major}.{minor}.0"),
+    match (decided, parts.next(), parts.next()) {
+        (false, _, _) => NOT_DECIDED.to_string(),
+        (true, Some(major), Some(minor)) => format!("{major}.{minor}.0"),
         _ => etcd_version.to_string(),
     }
 }
@@ -26,9 +35,10 @@ pub fn routes(gateway: Gateway) -> Router {
 }
 
 async fn version(gateway: Gateway) -> impl IntoResponse {
+    let decided = gateway.member_status().await.is_ok_and(|s| !s.cluster_version.is_empty());
     let server = &gateway.etcd_version;
-    let body =
-        format!(r#"{{"etcdserver":"{server}","etcdcluster":"{}"}}"#, cluster_version(server));
+    let cluster = cluster_version(server, decided);
+    let body = format!(r#"{{"etcdserver":"{server}","etcdcluster":"{cluster}"}}"#);
     json(StatusCode::OK, body)
 }
 
@@ -60,8 +70,9 @@ fn json(code: StatusCode, body: String) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_cluster_version_drops_the_patch() {
-        assert_eq!(super::cluster_version("3.5.13"), "3.5.0");
-        assert_eq!(super::cluster_version("odd"), "odd");
+    fn the_cluster_version_drops_the_patch_once_decided() {
+        assert_eq!(super::cluster_version("3.5.13", true), "3.5.0");
+        assert_eq!(super::cluster_version("odd", true), "odd");
+        assert_eq!(super::cluster_version("3.5.13", false), "not_decided");
     }
 }

@@ -1,0 +1,207 @@
+//! Rolling upgrades on real processes: members claim other versions with
+//! `EMBER_FAULT_VERSION` (a fault-injection build only), so one build
+//! plays a cluster in the middle of an upgrade.
+//!
+//! Three members at one version decide it: `endpoint status` and
+//! `/metrics` (`etcd_cluster_version`) show it on every member. A member
+//! still at an older release holds the cluster version at that release
+//! until it is restarted at the newer one; then it rises. A member
+//! restarted older than the decided cluster version refuses to start with
+//! a line naming both versions, and leaves its data directory as it was;
+//! started at the right version again, it rejoins. The decision survives
+//! in the snapshot: a member whose snapshot lies past the entry that
+//! decided it still refuses an older start.
+//!
+//! Needs `--features fault-injection`; `.ci/run` passes it.
+
+mod support;
+
+#[cfg(feature = "fault-injection")]
+mod versions {
+    use std::collections::BTreeMap;
+    use std::fs;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::path::Path;
+    use std::thread::sleep;
+    use std::time::{Duration, Instant};
+
+    use crate::support::cli::{run, stdout};
+    use crate::support::cluster::Cluster;
+
+    const VERSION_ENV: &str = "EMBER_FAULT_VERSION";
+    const WAIT: Duration = Duration::from_secs(15);
+
+    fn spawn_at(cluster: &mut Cluster, i: usize, version: &str) {
+        cluster.spawn_with(i, &[(VERSION_ENV, version)]);
+    }
+
+    /// Waits until every running member reports `cluster_version` in its
+    /// status (empty: not decided).
+    fn wait_cluster_version(cluster: &Cluster, cluster_version: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let seen: Vec<Option<String>> = cluster
+                .live()
+                .into_iter()
+                .map(|i| cluster.status(i).map(|s| s.cluster_version))
+                .collect();
+            if seen.iter().all(|s| s.as_deref() == Some(cluster_version)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cluster version never {cluster_version:?}: {seen:?}\n{}",
+                cluster.logs()
+            );
+            sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn metrics(endpoint: &str) -> String {
+        let mut stream = TcpStream::connect(endpoint).unwrap();
+        let ask = format!("GET /metrics HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n");
+        stream.write_all(ask.as_bytes()).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    }
+
+    fn cluster_version_series(endpoint: &str) -> Vec<String> {
+        let scrape = metrics(endpoint);
+        let lines = scrape.lines().filter(|l| l.starts_with("etcd_cluster_version{"));
+        lines.map(String::from).collect()
+    }
+
+    /// Every file under `dir` and its bytes, but the lock file: any start
+    /// takes the lock and writes its pid there, the hint for an operator
+    /// of who holds the directory (`server/dir_lock.rs`).
+    fn files_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(at) = stack.pop() {
+            for entry in fs::read_dir(&at).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let name = path.strip_prefix(dir).unwrap().display().to_string();
+                    if name != "lock" {
+                        out.insert(name, fs::read(&path).unwrap());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The index of the newest snapshot file in member `i`'s data dir.
+    fn newest_snapshot_index(cluster: &Cluster, i: usize) -> u64 {
+        let names = fs::read_dir(cluster.data_dir(i).join("snap")).unwrap();
+        let indexes = names.filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            let stem = name.strip_suffix(".snap")?;
+            u64::from_str_radix(stem.split_once('-')?.1, 16).ok()
+        });
+        indexes.max().unwrap_or(0)
+    }
+
+    /// The cells of the column headed `name` in a `-w table` output.
+    fn table_column(table: &str, name: &str) -> Vec<String> {
+        let cells =
+            |line: &str| -> Vec<String> { line.split('|').map(|c| c.trim().to_string()).collect() };
+        let mut rows = table.lines().filter(|l| l.starts_with('|')).map(cells);
+        let header = rows.next().expect("a header row");
+        let at = header.iter().position(|h| h == name).expect("the column");
+        rows.map(|row| row[at].clone()).collect()
+    }
+
+    /// Member `i` claiming `version` exits by itself, saying why.
+    fn refused_start(cluster: &mut Cluster, i: usize, version: &str) -> String {
+        let before = files_of(&cluster.data_dir(i));
+        spawn_at(cluster, i, version);
+        let status = cluster.wait_exit(i, WAIT);
+        assert!(!status.success(), "a member older than the cluster started: {status:?}");
+        let after = files_of(&cluster.data_dir(i));
+        assert_eq!(
+            before.keys().collect::<Vec<_>>(),
+            after.keys().collect::<Vec<_>>(),
+            "the refused start changed the data directory's files"
+        );
+        for (name, bytes) in &before {
+            assert!(after[name] == *bytes, "the refused start changed {name}");
+        }
+        cluster.log_of(i)
+    }
+
+    #[test]
+    fn an_older_member_holds_the_cluster_version_until_upgraded_and_no_member_downgrades() {
+        let mut cluster = Cluster::prepare("upgrade-rolling", 3, &[]);
+        spawn_at(&mut cluster, 0, "0.2.1");
+        spawn_at(&mut cluster, 1, "0.2.0");
+        spawn_at(&mut cluster, 2, "0.1.7");
+        cluster.wait_leader(WAIT);
+        wait_cluster_version(&cluster, "0.1");
+        let versions: Vec<String> = (0..3).map(|i| cluster.status(i).unwrap().version).collect();
+        assert_eq!(versions, ["0.2.1", "0.2.0", "0.1.7"]);
+        for m in &cluster.members {
+            let series = cluster_version_series(&m.endpoint());
+            assert_eq!(series, [r#"etcd_cluster_version{cluster_version="0.1"} 1"#], "{}", m.name);
+        }
+
+        // The last board is upgraded: the cluster version rises.
+        assert!(cluster.terminate(2).success());
+        spawn_at(&mut cluster, 2, "0.2.3");
+        wait_cluster_version(&cluster, "0.2");
+        let series = cluster_version_series(&cluster.members[2].endpoint());
+        assert_eq!(series, [r#"etcd_cluster_version{cluster_version="0.2"} 1"#]);
+        let table = stdout(&run(&[
+            "endpoint",
+            "status",
+            "--endpoints",
+            &cluster.endpoints().join(","),
+            "-w",
+            "table",
+        ]));
+        assert_eq!(table_column(&table, "CLUSTER VERSION"), ["0.2", "0.2", "0.2"], "{table}");
+        assert_eq!(table_column(&table, "VERSION"), ["0.2.1", "0.2.0", "0.2.3"], "{table}");
+
+        // A board downgraded onto its data refuses, and changes nothing.
+        assert!(cluster.terminate(2).success());
+        let log = refused_start(&mut cluster, 2, "0.1.9");
+        let line = "cluster cannot be downgraded: this member runs 0.1.9 and the cluster version \
+                    is 0.2; start a binary of at least 0.2.0";
+        assert!(log.contains(line), "{log}");
+        // At the right version again, it serves.
+        spawn_at(&mut cluster, 2, "0.2.3");
+        wait_cluster_version(&cluster, "0.2");
+        assert!(cluster.panics().is_empty(), "{:?}", cluster.panics());
+    }
+
+    #[test]
+    fn three_members_decide_their_version_and_the_snapshot_keeps_it() {
+        let mut cluster = Cluster::start("upgrade-snapshot", 3, &["--snapshot-count", "20"]);
+        let leader = cluster.wait_leader(WAIT);
+        wait_cluster_version(&cluster, "0.1");
+        let decided_at = cluster.status(leader).unwrap().raft_applied_index;
+        // Enough writes that every member snapshots past the decision.
+        let mut client = cluster.client(leader);
+        let mut n = 0;
+        while (0..3).any(|i| newest_snapshot_index(&cluster, i) <= decided_at) {
+            for _ in 0..20 {
+                client.put(format!("k{n}").as_bytes(), b"v").unwrap();
+                n += 1;
+            }
+            assert!(n < 2_000, "no snapshot past index {decided_at}");
+        }
+        assert!(cluster.terminate(1).success());
+        assert!(newest_snapshot_index(&cluster, 1) > decided_at);
+        // The entry that decided is behind the snapshot: only the snapshot
+        // can tell the restarted member the cluster version.
+        let log = refused_start(&mut cluster, 1, "0.0.4");
+        assert!(log.contains("this member runs 0.0.4 and the cluster version is 0.1"), "{log}");
+        cluster.spawn(1);
+        wait_cluster_version(&cluster, "0.1");
+        assert_eq!(cluster.status(1).unwrap().version, env!("CARGO_PKG_VERSION"));
+    }
+}
