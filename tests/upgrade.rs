@@ -10,7 +10,8 @@
 //! a line naming both versions, and leaves its data directory as it was;
 //! started at the right version again, it rejoins. The decision survives
 //! in the snapshot: a member whose snapshot lies past the entry that
-//! decided it still refuses an older start.
+//! decided it still refuses an older start, and a board joining with an
+//! older package stops once it applies the cluster's state.
 //!
 //! Needs `--features fault-injection`; `.ci/run` passes it.
 
@@ -26,7 +27,7 @@ mod versions {
     use std::thread::sleep;
     use std::time::{Duration, Instant};
 
-    use crate::support::cli::{run, stdout};
+    use crate::support::cli::{env_lines, run, stdout};
     use crate::support::cluster::Cluster;
 
     const VERSION_ENV: &str = "EMBER_FAULT_VERSION";
@@ -203,5 +204,24 @@ mod versions {
         cluster.spawn(1);
         wait_cluster_version(&cluster, "0.1");
         assert_eq!(cluster.status(1).unwrap().version, env!("CARGO_PKG_VERSION"));
+
+        // A new board joining with an old package stops as it applies the
+        // cluster's state, in the same words.
+        let leader = cluster.wait_leader(WAIT);
+        let added = cluster.push_member("n4");
+        let peer_url = format!("http://127.0.0.1:{}", cluster.members[added].peer_port);
+        let endpoint = cluster.members[leader].endpoint();
+        let out = run(&["member", "add", "n4", "--peer-urls", &peer_url, "--endpoints", &endpoint]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut env = env_lines(&stdout(&out));
+        env.push((VERSION_ENV.to_string(), "0.0.2".to_string()));
+        cluster.spawn_with_env(added, &env);
+        assert!(!cluster.wait_exit(added, WAIT).success(), "an old joiner kept running");
+        let log = cluster.log_of(added);
+        let line = "cluster cannot be downgraded: this member runs 0.0.2 and the cluster version \
+                    is 0.1; start a binary of at least 0.1.0";
+        assert!(log.contains(line), "{log}");
+        // Three of four voters still make a quorum.
+        cluster.client(leader).put(b"after-the-joiner", b"v").unwrap();
     }
 }
