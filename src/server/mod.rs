@@ -74,6 +74,7 @@ mod alarms;
 mod auth;
 mod backups;
 mod clients;
+mod cluster_version;
 mod conf_plan;
 pub mod config;
 mod conn;

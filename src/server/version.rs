@@ -1,20 +1,14 @@
-//! The cluster version in the loop: this member's own version, the
-//! leader proposing the cluster version when the table calls for it, and
-//! the refusals of a member too old for the cluster (at start, from its
-//! snapshot and the committed entries of its log; at runtime, once it
-//! applies a cluster version above its own release).
+//! This member's own version, and the refusal of a member too old for the
+//! cluster: at start, from its snapshot and the committed entries of its
+//! log, before the node exists; at runtime through `refuse_if_too_old`,
+//! which the loop asks after every Ready (`cluster_version.rs`).
 //!
-//! The decisions themselves are pure and replicated (`state::version`);
-//! only the timing lives here.
-
-use std::time::Instant;
+//! The decisions themselves are pure and replicated (`state::version`).
 
 use super::ServeError;
-use super::members::PUBLISH_RETRY;
-use super::node::Node;
 use crate::raft::Storage;
-use crate::state::version::{self, Feature};
-use crate::state::{Op, StateMachine, Version};
+use crate::state::version;
+use crate::state::{StateMachine, Version};
 use crate::storage::DiskStorage;
 
 /// Fault injection only: the version this member claims instead of its
@@ -67,7 +61,7 @@ pub fn check_at_start(
 }
 
 /// `ServeError::TooOld` when `own` is below the cluster version.
-fn refuse_if_too_old(own: Version, cluster: Option<Version>) -> Result<(), ServeError> {
+pub(super) fn refuse_if_too_old(own: Version, cluster: Option<Version>) -> Result<(), ServeError> {
     match cluster {
         Some(cluster) if !version::can_run(own, Some(cluster)) => {
             let message = version::too_old_message(own, cluster);
@@ -75,40 +69,6 @@ fn refuse_if_too_old(own: Version, cluster: Option<Version>) -> Result<(), Serve
             Err(ServeError::TooOld(message))
         }
         _ => Ok(()),
-    }
-}
-
-impl Node {
-    /// True when every member can read what `feature` writes: the code
-    /// that would write a new entry layout or peer message asks first.
-    pub fn supports(&self, feature: Feature) -> bool {
-        version::supports(self.state.cluster_version(), feature)
-    }
-
-    /// Leader only: proposes the cluster version once every member has
-    /// published a version and their lowest release is above the current
-    /// one; retried every `PUBLISH_RETRY` until applied.
-    pub(super) fn maybe_propose_cluster_version(&mut self, now: Instant) {
-        let is_leader = self.leader_id == self.config.member_id;
-        if !is_leader || now < self.next_cluster_version_proposal {
-            return;
-        }
-        let ids: Vec<u64> = self.state.members().iter().map(|m| m.id).collect();
-        let current = self.state.cluster_version();
-        let published = self.state.member_versions();
-        let Some(next) = version::next_cluster_version(current, &ids, published) else { return };
-        self.next_cluster_version_proposal = now + PUBLISH_RETRY;
-        let op = Op::ClusterVersion(next);
-        if let Err(e) = self.proposals.propose_unwaited(&mut self.raft, vec![op]) {
-            log::debug!("proposing cluster version {}: {e:?}", next.release_text());
-        }
-    }
-
-    /// Stops a member whose applied state now holds a cluster version
-    /// above its own release (a snapshot from the leader, or the entry
-    /// itself): it cannot read what the cluster may write from now on.
-    pub(super) fn check_cluster_version(&self) -> Result<(), ServeError> {
-        refuse_if_too_old(self.version, self.state.cluster_version())
     }
 }
 
