@@ -298,9 +298,14 @@ fn random_txn(rng: &mut Rng) -> mvcc::TxnRequest {
 
 fn random_member_op(rng: &mut Rng) -> Op {
     let id = 1 + rng.below(6);
-    Op::Member(match rng.below(3) {
+    Op::Member(match rng.below(4) {
         0 => MemberOp::Add(member(id, rng.chance(1, 2))),
         1 => MemberOp::Remove(id),
+        2 => MemberOp::JoinLearner {
+            name: String::new(),
+            peer_urls: vec![format!("http://j{id}:1")],
+            learners_max: 1 + rng.below(2) as u32,
+        },
         _ => {
             MemberOp::Publish { id, name: format!("m{id}"), client_urls: vec!["http://c:1".into()] }
         }
