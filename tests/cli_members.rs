@@ -114,3 +114,63 @@ fn bad_member_command_lines_exit_2_and_help_names_every_subcommand() {
     let completion = ok(nobody, &["completion", "bash"]);
     assert!(completion.contains("list add remove update promote"), "{completion}");
 }
+
+/// Learner ids in `member list` at `endpoint` (its own view), sorted.
+fn learners(endpoint: &str) -> Vec<String> {
+    let list = ok(endpoint, &["member", "list", "--consistency", "s"]);
+    let rows = list.lines().filter(|l| l.ends_with(", true"));
+    let mut ids: Vec<String> = rows.map(|l| l.split(", ").next().unwrap().into()).collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn learners_past_max_learners_are_refused_and_the_limit_travels_with_the_add() {
+    // Member 0 allows two learners, the others etcd's one: an add is
+    // judged by the limit of the member that took it, alike everywhere.
+    let mut cluster = Cluster::prepare("cli-learners", 3, &[]);
+    cluster.member_args = vec![vec!["--max-learners".into(), "2".into()]];
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    cluster.wait_leader(WAIT);
+    let endpoints = cluster.endpoints();
+    let (raised, plain) = (endpoints[0].as_str(), endpoints[1].as_str());
+    wait_published(plain);
+    let add = |at: &str, name: &str| {
+        let peer = format!("--peer-urls=http://127.0.0.1:{}", free_port());
+        ember(at, &["member", "add", name, &peer, "--learner"])
+    };
+
+    let first = add(plain, "l1");
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let refused = add(plain, "l2");
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(
+        stderr(&refused),
+        format!("ember: {plain}: etcdserver: too many learner members in cluster (code 508)\n")
+    );
+    // A voter is not a learner: the limit does not stop it (an unstarted
+    // voter would, so one added here is removed at once).
+    let voter = ok(
+        plain,
+        &["member", "add", "v4", &format!("--peer-urls=http://127.0.0.1:{}", free_port())],
+    );
+    let voter_id = voter.split_whitespace().nth(1).unwrap().to_string();
+    ok(plain, &["member", "remove", &voter_id]);
+
+    let second = add(raised, "l2");
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    let third = add(raised, "l3");
+    assert_eq!(third.status.code(), Some(1));
+    assert!(stderr(&third).contains("too many learner members in cluster"), "{}", stderr(&third));
+    let listed = learners(plain);
+    assert_eq!(listed.len(), 2, "two learners, whoever applied the second");
+    for endpoint in &endpoints {
+        let deadline = Instant::now() + WAIT;
+        while learners(endpoint) != listed {
+            assert!(Instant::now() < deadline, "{endpoint} lists other learners");
+            sleep(Duration::from_millis(50));
+        }
+    }
+}

@@ -235,6 +235,8 @@ fn every_serve_flag_has_an_environment_twin() {
         "peer-client-cert-auth",
         "peer-cert-allowed-hostname",
         "tls-min-version",
+        "max-learners",
+        "experimental-max-learners",
     ] {
         assert!(names.contains(&etcd_flag), "{etcd_flag}");
     }
@@ -346,4 +348,72 @@ fn corrupt_repair_is_on_unless_turned_off_by_flag_or_environment() {
     assert!(!config(&["--corrupt-repair=false"]).unwrap().corrupt_repair);
     assert!(!config_with_env(&[], &[("EMBER_CORRUPT_REPAIR", "false")]).unwrap().corrupt_repair);
     assert!(config_with_env(&[], &[("EMBER_CORRUPT_REPAIR", "maybe")]).is_err());
+}
+
+#[test]
+fn max_learners_defaults_to_etcds_one_and_reads_both_names_and_the_environment() {
+    assert_eq!(config(&[]).unwrap().max_learners, 1);
+    assert_eq!(config(&["--max-learners", "2"]).unwrap().max_learners, 2);
+    assert_eq!(config(&["--experimental-max-learners", "3"]).unwrap().max_learners, 3);
+    let env = [("EMBER_MAX_LEARNERS", "4")];
+    assert_eq!(config_with_env(&[], &env).unwrap().max_learners, 4);
+    assert_eq!(config_with_env(&["--max-learners", "5"], &env).unwrap().max_learners, 5);
+    let both = ["--max-learners", "2", "--experimental-max-learners", "3"];
+    assert_eq!(config(&both).unwrap().max_learners, 2, "Ember's name wins");
+    assert_eq!(flag_of(config(&["--max-learners", "0"])), "max-learners");
+    assert_eq!(flag_of(config(&["--max-learners", "9"])), "max-learners");
+    assert_eq!(flag_of(config(&["--experimental-max-learners", "x"])), "experimental-max-learners");
+}
+
+/// What `member add` prints for a member joining a cluster that has an
+/// unstarted one: that member unnamed, once per peer URL.
+const PRINTED: &str = "a=http://10.0.0.1:7380,=http://10.0.0.5:7380,=http://10.0.0.6:7380,\
+                       d=http://10.0.0.4:7380";
+
+fn joining(initial_cluster: &str, state: &str) -> Result<Config, ConfigError> {
+    let args = ["--name", "d", "--initial-advertise-peer-urls", "http://10.0.0.4:7380"];
+    let rest = ["--initial-cluster", initial_cluster, "--initial-cluster-state", state];
+    config(&[&args[..], &rest[..]].concat())
+}
+
+#[test]
+fn an_unnamed_member_is_taken_when_joining_an_existing_cluster() {
+    let c = joining(PRINTED, "existing").unwrap();
+    assert_eq!(c.initial_cluster.len(), 4);
+    let unnamed: Vec<String> = c
+        .initial_cluster
+        .iter()
+        .filter(|m| m.name.is_empty())
+        .map(|m| m.peer_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","))
+        .collect();
+    assert_eq!(unnamed.len(), 2, "one entry per URL: {unnamed:?}");
+    assert!(unnamed.contains(&"10.0.0.5:7380".to_string()), "{unnamed:?}");
+    assert_eq!(c.initial_peers().count(), 3);
+    // The environment form, as `member add` prints it.
+    let env = [
+        ("EMBER_NAME", "d"),
+        ("EMBER_INITIAL_CLUSTER", PRINTED),
+        ("EMBER_INITIAL_ADVERTISE_PEER_URLS", "http://10.0.0.4:7380"),
+        ("EMBER_INITIAL_CLUSTER_STATE", "existing"),
+    ];
+    assert_eq!(config_with_env(&[], &env).unwrap(), c);
+}
+
+#[test]
+fn an_unnamed_member_is_refused_in_a_new_cluster_and_checks_still_hold() {
+    let err = joining(PRINTED, "new").unwrap_err();
+    assert_eq!(err.flag, "initial-cluster");
+    assert!(err.reason.contains("--initial-cluster-state existing"), "{err}");
+    // An unnamed URL that a named member has, or that comes twice.
+    let shared = "a=http://10.0.0.1:7380,=http://10.0.0.1:7380,d=http://10.0.0.4:7380";
+    let err = joining(shared, "existing").unwrap_err();
+    assert!(err.reason.contains("given to both"), "{err}");
+    let twice = "=http://10.0.0.5:7380,=http://10.0.0.5:7380,d=http://10.0.0.4:7380";
+    assert_eq!(joining(twice, "existing").unwrap_err().flag, "initial-cluster");
+    // Our own name is never empty, and an unnamed entry still needs a URL.
+    assert_eq!(flag_of(config(&["--name", ""])), "name");
+    for bad in ["=", "=nowhere", "=http://0.0.0.0:7380", "=10.0.0.5:0"] {
+        let text = format!("{bad},d=http://10.0.0.4:7380");
+        assert_eq!(joining(&text, "existing").unwrap_err().flag, "initial-cluster", "{bad}");
+    }
 }

@@ -299,13 +299,18 @@ fn random_txn(rng: &mut Rng) -> mvcc::TxnRequest {
 fn random_member_op(rng: &mut Rng) -> Op {
     let id = 1 + rng.below(6);
     let version = Version::new(0, rng.below(3) as u32, rng.below(2) as u32);
-    Op::Member(match rng.below(5) {
+    Op::Member(match rng.below(6) {
         0 => MemberOp::Add(member(id, rng.chance(1, 2))),
         1 => MemberOp::Remove(id),
-        2 => {
+        2 => MemberOp::JoinLearner {
+            name: String::new(),
+            peer_urls: vec![format!("http://j{id}:1")],
+            learners_max: 1 + rng.below(2) as u32,
+        },
+        3 => {
             MemberOp::Publish { id, name: format!("m{id}"), client_urls: vec!["http://c:1".into()] }
         }
-        3 => publish_version(id, version),
+        4 => publish_version(id, version),
         _ => return Op::ClusterVersion(version.release()),
     })
 }

@@ -185,6 +185,9 @@ error_codes! {
         "etcdserver: re-configuration failed due to not enough started members";
     /// The cluster already has the most members (or voters) it may have.
     TooManyMembers = 507, FailedPrecondition, "ember: the cluster has the most members it may have";
+    /// A learner add while the cluster has the most learners the entry's
+    /// `--max-learners` allows.
+    TooManyLearners = 508, FailedPrecondition, "etcdserver: too many learner members in cluster";
 
     // Auth.
     /// The request lacks the permission it needs.

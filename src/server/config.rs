@@ -17,7 +17,9 @@
 //!   on a loopback address needs one of them, or `--peer-insecure`.
 //! - Durations are whole milliseconds, sizes whole bytes.
 //! - `--initial-cluster` is `name=url[,name=url...]`; a member with several
-//!   peer URLs repeats its name, as in etcd.
+//!   peer URLs repeats its name, as in etcd. Joining an existing cluster,
+//!   a member not started yet may be unnamed (`=url`), as `member add`
+//!   prints it.
 //!
 //! Ids: every member must compute the same member ids and cluster id from the
 //! same `--initial-cluster` and `--initial-cluster-token`, without talking to
@@ -232,6 +234,12 @@ pub const SERVE_FLAGS: &[Flag] = &[
         "a member a majority's hash finds corrupt replaces its store with the leader's \
          image by itself (default true; =false leaves it to the operator)",
     ),
+    flag(
+        "max-learners",
+        "most learners the cluster may hold; a learner add past it is refused \
+         (default 1, as etcd; the member taking the add decides by its own value)",
+    ),
+    flag("experimental-max-learners", "etcd 3.5's name for --max-learners"),
 ];
 
 const fn flag(name: &'static str, help: &'static str) -> Flag {
@@ -473,6 +481,9 @@ pub struct Config {
     pub listen_peer_addrs: Vec<HostPort>,
     pub initial_advertise_peer_addrs: Vec<HostPort>,
     /// Invariant: sorted by id, names and ids unique, contains `name`.
+    /// Names may be empty (unnamed, several of them) only with
+    /// `initial_cluster_state` `Existing`, until `join::learn_ids` has
+    /// matched them to the cluster's table.
     pub initial_cluster: Vec<InitialMember>,
     pub initial_cluster_state: ClusterState,
     pub initial_cluster_token: String,
@@ -534,6 +545,10 @@ pub struct Config {
     /// `--corrupt-repair`: a member found corrupt against a majority
     /// repairs its state machine from the leader (`server/repair.rs`).
     pub corrupt_repair: bool,
+    /// `--max-learners`: the most learners a learner add taken here lets
+    /// the cluster hold; carried in the add's entry (`MemberOp::JoinLearner`).
+    /// Invariant: `1..=LEARNERS_MAX_CONFIGURABLE`.
+    pub max_learners: u32,
 }
 
 /// The files of peer TLS: this member's certificate and key, presented to
@@ -593,8 +608,13 @@ impl Config {
         let initial_advertise_peer_addrs =
             advertised("initial-advertise-peer-urls", get, &listen_peer_addrs)?;
         let token = parse_token(get("initial-cluster-token"))?;
+        let initial_cluster_state = parse_state(get("initial-cluster-state"))?;
         let initial_cluster = match get("initial-cluster") {
-            Some(text) => parse_initial_cluster(&text, &token)?,
+            Some(text) => {
+                let members = parse_initial_cluster(&text, &token)?;
+                check_unnamed(&members, initial_cluster_state, &text)?;
+                members
+            }
             None => vec![initial_member(&name, initial_advertise_peer_addrs.clone(), &token)],
         };
         let member_id = own_member_id(&initial_cluster, &name, &initial_advertise_peer_addrs)?;
@@ -616,7 +636,7 @@ impl Config {
             listen_peer_addrs,
             initial_advertise_peer_addrs,
             initial_cluster,
-            initial_cluster_state: parse_state(get("initial-cluster-state"))?,
+            initial_cluster_state,
             initial_cluster_token: token,
             heartbeat_interval_ms,
             election_timeout_ms,
@@ -710,6 +730,7 @@ impl Config {
             corrupt_check_time_ms: parse_corrupt_check_time(get)?,
             // On unless turned off: an edge cluster has nobody on call.
             corrupt_repair: get("corrupt-repair").is_none() || switch("corrupt-repair")?,
+            max_learners: parse_max_learners(get)?,
         }
         .checked()
     }
@@ -881,6 +902,20 @@ fn parse_corrupt_check_time(get: impl Fn(&str) -> Option<String>) -> Result<u64,
     }
 }
 
+/// etcd's default for the most learners: one at a time.
+pub const LEARNERS_MAX_DEFAULT: u32 = 1;
+/// The largest `--max-learners`: every member but one voter.
+pub const LEARNERS_MAX_CONFIGURABLE: u32 = crate::state::members::MEMBERS_MAX as u32 - 1;
+
+/// `--max-learners`, or etcd 3.5's `--experimental-max-learners`.
+fn parse_max_learners(get: impl Fn(&str) -> Option<String>) -> Result<u32, ConfigError> {
+    let flag = match get("max-learners") {
+        Some(_) => "max-learners",
+        None => "experimental-max-learners",
+    };
+    number_or(flag, get, LEARNERS_MAX_DEFAULT, LEARNERS_MAX_CONFIGURABLE)
+}
+
 /// Milliseconds in a Go-style duration (`1h`, `1m30s`, `250ms`) or a bare
 /// number of milliseconds; `None` when it is neither.
 fn duration_ms(text: &str) -> Option<u64> {
@@ -1014,17 +1049,28 @@ fn valid_host(host: &str) -> bool {
 }
 
 /// `a=http://h1:7380,b=h2:7380,b=h3:7380` → members sorted by id.
+///
+/// An unnamed entry (`=http://h4:7380`) is a member that `member add`
+/// listed before it first started and published its name (etcd prints
+/// the same). Each such URL stays an entry of its own: nothing in the text
+/// says which unnamed URLs belong to one member, so a joining member finds
+/// each in the cluster's table by its URL (`join.rs`). Only a member that
+/// joins with `--initial-cluster-state existing` may be given one
+/// (`check_unnamed`).
 fn parse_initial_cluster(text: &str, token: &str) -> Result<Vec<InitialMember>, ConfigError> {
     const FLAG: &str = "initial-cluster";
     let mut by_name: Vec<(String, Vec<HostPort>)> = Vec::new();
     for item in text.split(',').map(str::trim) {
         let (name, url) = item.split_once('=').ok_or_else(|| error(FLAG, item, "name=url"))?;
-        let name = parse_name(name.to_string()).map_err(|e| error(FLAG, item, e.reason))?;
+        let name = match name {
+            "" => String::new(),
+            _ => parse_name(name.to_string()).map_err(|e| error(FLAG, item, e.reason))?,
+        };
         let addr = parse_addr(url).map_err(|reason| error(FLAG, item, reason))?;
         if addr.port == 0 || addr.is_unspecified() {
             return Err(error(FLAG, item, "a peer address others can connect to"));
         }
-        match by_name.iter_mut().find(|(n, _)| *n == name) {
+        match by_name.iter_mut().find(|(n, _)| !n.is_empty() && *n == name) {
             Some((_, addrs)) => addrs.push(addr),
             None => by_name.push((name, vec![addr])),
         }
@@ -1045,7 +1091,8 @@ fn check_members_distinct(
     for (i, a) in members.iter().enumerate() {
         for b in &members[i + 1..] {
             if let Some(shared) = a.peer_addrs.iter().find(|x| b.peer_addrs.contains(x)) {
-                let reason = format!("{shared} is given to both {} and {}", a.name, b.name);
+                let (a, b) = (display_name(&a.name), display_name(&b.name));
+                let reason = format!("{shared} is given to both {a} and {b}");
                 return Err(error("initial-cluster", text, reason));
             }
             if a.id == b.id {
@@ -1056,6 +1103,26 @@ fn check_members_distinct(
     }
     members.sort_by_key(|m| m.id);
     Ok(members)
+}
+
+fn display_name(name: &str) -> &str {
+    if name.is_empty() { "an unnamed member" } else { name }
+}
+
+/// A new cluster's members take their ids and names from the flag alone,
+/// so every one must be named; joining, the cluster's table names them.
+fn check_unnamed(
+    members: &[InitialMember],
+    state: ClusterState,
+    text: &str,
+) -> Result<(), ConfigError> {
+    if state == ClusterState::Existing || members.iter().all(|m| !m.name.is_empty()) {
+        return Ok(());
+    }
+    let reason = "an unnamed member (=URL, as `member add` prints one not started yet) is \
+                  taken only with --initial-cluster-state existing: a new cluster needs \
+                  every member's name";
+    Err(error("initial-cluster", text, reason))
 }
 
 fn initial_member(name: &str, mut peer_addrs: Vec<HostPort>, token: &str) -> InitialMember {

@@ -9,7 +9,9 @@
 //! agrees with the names it was given; and takes the table's ids for itself
 //! and for the members named, so that it accepts those members and no one
 //! else. A member named that the table no longer has (removed since the
-//! settings were printed, as in a replacement) is left out. `identity.rs` then records its id; later starts use it.
+//! settings were printed, as in a replacement) is left out. An unnamed
+//! member (`=URL`: not started when `member add` printed the settings) is
+//! found by its URL alone. `identity.rs` then records its id; later starts use it.
 //! A member restarted before its first snapshot asks again for its peers'
 //! ids (`relearn_ids`): until the snapshot brings the table, nothing else
 //! on disk names them.
@@ -59,17 +61,33 @@ pub fn learn_ids(config: &mut Config, ask: &transport::Config) -> Result<(), Ser
     for (mut member, id) in named.into_iter().zip(ids) {
         let Some(id) = id else {
             // Removed since `member add` printed the settings (a replacement).
-            log::warn!("{} of --initial-cluster is no longer a member; not accepted", member.name);
+            let urls = urls_of(config, &member).join(",");
+            log::warn!("{:?} at {urls} of --initial-cluster is no longer a member", member.name);
             continue;
         };
         member.id = id;
-        config.initial_cluster.push(member);
+        merge_member(&mut config.initial_cluster, member);
     }
     config.initial_cluster.sort_by_key(|m| m.id);
     let own = config.initial_cluster.iter().find(|m| m.name == config.name);
     config.member_id = own.expect("match_ids found this member").id;
     log::info!("this member is {:016x} in the cluster's member table", config.member_id);
     Ok(())
+}
+
+/// Adds `member`, or merges it into the entry the table gave the same id:
+/// an unnamed member with several peer URLs comes as one entry per URL.
+fn merge_member(members: &mut Vec<InitialMember>, member: InitialMember) {
+    let Some(known) = members.iter_mut().find(|m| m.id == member.id) else {
+        members.push(member);
+        return;
+    };
+    known.peer_addrs.extend(member.peer_addrs);
+    known.peer_addrs.sort();
+    known.peer_addrs.dedup();
+    if known.name.is_empty() {
+        known.name = member.name;
+    }
 }
 
 fn fetch_table(config: &Config, ask: &transport::Config) -> Result<Vec<MemberRecord>, ServeError> {
@@ -128,11 +146,15 @@ fn match_ids(config: &Config, table: &[MemberRecord]) -> Result<Vec<Option<u64>>
         own_advertised.sort();
         let is_self = member.name == config.name;
         let wanted = if is_self { &own_advertised } else { &urls };
-        let found = table.iter().find(|r| {
-            let mut have = r.peer_urls.clone();
-            have.sort();
-            &have == wanted
-        });
+        let found = match member.name.is_empty() {
+            // One URL of an unnamed member: the record that has it.
+            true => table.iter().find(|r| urls.iter().all(|u| r.peer_urls.contains(u))),
+            false => table.iter().find(|r| {
+                let mut have = r.peer_urls.clone();
+                have.sort();
+                &have == wanted
+            }),
+        };
         let Some(record) = found else {
             if !is_self {
                 ids.push(None);
@@ -146,7 +168,8 @@ fn match_ids(config: &Config, table: &[MemberRecord]) -> Result<Vec<Option<u64>>
                 config.name
             ));
         };
-        if !record.name.is_empty() && record.name != member.name {
+        // An unnamed member may have started and published a name since.
+        if !record.name.is_empty() && !member.name.is_empty() && record.name != member.name {
             return Err(format!(
                 "--initial-cluster calls the member at {} {:?}; the cluster calls it {:?}",
                 wanted.join(","),

@@ -66,11 +66,13 @@ impl Node {
         match request {
             Request::MemberAdd(r) => {
                 let addrs = parse_peer_urls(&r.peer_urls)?;
-                Ok(MemberOp::Join {
-                    name: r.name,
-                    peer_urls: addrs.iter().map(|a| self.config.peer_url(a)).collect(),
-                    is_learner: r.is_learner,
-                })
+                let peer_urls = addrs.iter().map(|a| self.config.peer_url(a)).collect();
+                if r.is_learner {
+                    // The limit goes into the entry: see `MemberOp::JoinLearner`.
+                    let learners_max = self.config.max_learners;
+                    return Ok(MemberOp::JoinLearner { name: r.name, peer_urls, learners_max });
+                }
+                Ok(MemberOp::Join { name: r.name, peer_urls, is_learner: false })
             }
             Request::MemberRemove(r) => Ok(MemberOp::Remove(r.id)),
             Request::MemberUpdate(r) => {

@@ -71,6 +71,18 @@ pub enum MemberOp {
         client_urls: Vec<String>,
         version: Version,
     },
+    /// A learner added at runtime, as `Join`, carrying the most learners
+    /// the proposer's `--max-learners` allows. The limit travels in the
+    /// entry so the refusal is decided at apply, against the table at that
+    /// index, and alike on every member whatever its own flag says: a
+    /// check made before proposing would let two adds at two members both
+    /// pass, and a limit read from each member's flags at apply could
+    /// accept the entry on one member and refuse it on another.
+    JoinLearner {
+        name: String,
+        peer_urls: Vec<String>,
+        learners_max: u32,
+    },
 }
 
 /// The id of a member added by the entry at `index`: FNV-1a 64 of the
@@ -203,7 +215,7 @@ pub fn apply_change(members: &mut Vec<MemberRecord>, op: &MemberOp) -> Result<u6
         }
         // `resolve_join` turns a join into an addition first; one that
         // reaches here was not, and changes nothing.
-        MemberOp::Join { .. } => Err(ErrorCode::Internal),
+        MemberOp::Join { .. } | MemberOp::JoinLearner { .. } => Err(ErrorCode::Internal),
     }
 }
 
@@ -261,8 +273,21 @@ pub fn op_name(op: &MemberOp) -> &'static str {
         MemberOp::Update { .. } => "the peer URL update",
         MemberOp::Promote(_) => "the promotion",
         MemberOp::Publish { .. } | MemberOp::PublishVersion { .. } => "the published attributes",
-        MemberOp::Join { .. } => "the addition",
+        MemberOp::Join { .. } | MemberOp::JoinLearner { .. } => "the addition",
     }
+}
+
+/// A `JoinLearner` as the learner's `Join`, or `TooManyLearners` when the
+/// table already holds the most learners its entry allows (etcd's
+/// `ErrTooManyLearners`); any other change as it is. Deterministic: the
+/// limit is the entry's, the count the table's at this index.
+pub fn admit_learner(members: &[MemberRecord], op: MemberOp) -> Result<MemberOp, ErrorCode> {
+    let MemberOp::JoinLearner { name, peer_urls, learners_max } = op else { return Ok(op) };
+    let learners = members.iter().filter(|m| m.is_learner).count();
+    if learners >= learners_max as usize {
+        return Err(ErrorCode::TooManyLearners);
+    }
+    Ok(MemberOp::Join { name, peer_urls, is_learner: true })
 }
 
 #[cfg(test)]
@@ -385,5 +410,33 @@ mod tests {
         let remove = next_conf_change(&table[..2], &[1, 2, 3], &[]);
         assert_eq!(remove, Some(ConfChange { kind: ConfChangeKind::RemoveNode, node_id: 3 }));
         assert_eq!(next_conf_change(&table, &[1, 2, 3], &[4]), None);
+    }
+
+    #[test]
+    fn a_learner_is_admitted_only_below_the_limit_its_entry_carries() {
+        let join = |learners_max| MemberOp::JoinLearner {
+            name: String::new(),
+            peer_urls: vec!["http://10.0.0.5:7380".into()],
+            learners_max,
+        };
+        let mut table = three();
+        let admitted = admit_learner(&table, join(1)).unwrap();
+        let want = MemberOp::Join {
+            name: String::new(),
+            peer_urls: vec!["http://10.0.0.5:7380".into()],
+            is_learner: true,
+        };
+        assert_eq!(admitted, want);
+        table.push(record(4, false, true));
+        assert_eq!(admit_learner(&table, join(1)), Err(ErrorCode::TooManyLearners));
+        assert!(admit_learner(&table, join(2)).is_ok());
+        assert_eq!(admit_learner(&table, join(0)), Err(ErrorCode::TooManyLearners));
+        // Voters and other changes pass untouched; a promoted learner
+        // frees its place.
+        let voter = MemberOp::Join { name: "v".into(), peer_urls: vec![], is_learner: false };
+        assert_eq!(admit_learner(&table, voter.clone()), Ok(voter));
+        assert_eq!(apply_change(&mut table, &MemberOp::Promote(4)), Ok(4));
+        assert!(admit_learner(&table, join(1)).is_ok());
+        assert_eq!(apply_change(&mut table, &join(1)), Err(ErrorCode::Internal));
     }
 }

@@ -294,7 +294,8 @@ impl StateMachine {
         raft_term: u64,
     ) -> (Result<Response, ErrorBody>, Option<Effect>) {
         let (cluster_id, index) = (self.identity.cluster_id, self.applied_index);
-        let resolved = members::resolve_join(op, cluster_id, index, &self.removed_members);
+        let resolved = members::admit_learner(&self.members, op)
+            .and_then(|op| members::resolve_join(op, cluster_id, index, &self.removed_members));
         let op = match resolved {
             Ok(op) => op,
             Err(code) => return (Err(ErrorBody::new(code)), None),
@@ -324,7 +325,9 @@ impl StateMachine {
             MemberOp::Promote(_) | MemberOp::Publish { .. } | MemberOp::PublishVersion { .. } => {
                 Response::MemberPromote(changed)
             }
-            MemberOp::Join { .. } => unreachable!("apply_change refuses an unresolved join"),
+            MemberOp::Join { .. } | MemberOp::JoinLearner { .. } => {
+                unreachable!("apply_change refuses an unresolved join")
+            }
         };
         (Ok(response), Some(Effect::MembersChanged { moved }))
     }

@@ -4,7 +4,11 @@
 //! member `etcdctl member add` printed then starts as Ember with those
 //! settings, shows in `member list` started under its name, and serves a
 //! key written before it joined; a learner added by etcdctl is promoted
-//! once it has started; etcd's Rust client adds, lists and removes.
+//! once it has started, and a second learner is refused as etcd refuses
+//! it; the Cluster service's header carries the fields etcd's does; a
+//! member started with a printed `ETCD_INITIAL_CLUSTER` that lists an
+//! unstarted, unnamed member joins; etcd's Rust client adds, lists and
+//! removes.
 //!
 //! Needs `etcdctl` and `etcd` on the PATH (Debian's `etcd-client` and
 //! `etcd-server`).
@@ -36,6 +40,7 @@ const STEPS: &[&[&str]] = &[
     &["member", "promote", "{self}"],
     &["member", "add", "dup", "--peer-urls={peer}"],
     &["member", "add", "learner", "--learner", "--peer-urls={learner-peer}"],
+    &["member", "add", "learner2", "--learner", "--peer-urls=http://127.0.0.1:3"],
     &["member", "list"],
     &["member", "promote", "{learner}"],
     &["member", "remove", "{learner}"],
@@ -231,6 +236,97 @@ fn etcdctl_member_commands_answer_as_etcd_and_the_added_member_joins() {
     assert_eq!(String::from_utf8_lossy(&output.stdout), "before-join\nv\n", "{output:?}");
     let (code, stdout, stderr) = etcdctl(&gateway, &["put", "after-join", "w"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
+    check_cluster_header(&theirs_server, &ours_server);
+}
+
+#[test]
+fn a_member_joins_with_a_printed_cluster_naming_an_unstarted_member_by_url_alone() {
+    assert!(on_path("etcdctl"), "`etcdctl` is not on the PATH: install Debian's etcd-client");
+    let mut ember = Cluster::start("members-unnamed", 1);
+    let gateway = ember.gateway_endpoint();
+    wait_ready(&gateway);
+    let (code, stdout, stderr) = etcdctl(&gateway, &["put", "before-join", "v"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    // Two peer URLs: the unnamed member comes as two `=URL` entries.
+    let (first, second) = (free_port(), free_port());
+    let urls = format!("--peer-urls=http://127.0.0.1:{first},http://127.0.0.1:{second}");
+    let (code, stdout, stderr) = etcdctl(&gateway, &["member", "add", "a", "--learner", &urls]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let peer_port = free_port();
+    let peer = format!("--peer-urls=http://127.0.0.1:{peer_port}");
+    let (code, added, stderr) = etcdctl(&gateway, &["member", "add", "b", &peer]);
+    assert_eq!(code, 0, "{added}{stderr}");
+    let initial_cluster = setting(&added, "ETCD_INITIAL_CLUSTER");
+    for port in [first, second] {
+        let unnamed = format!("=http://127.0.0.1:{port}");
+        assert!(initial_cluster.split(',').any(|m| m == unnamed), "{initial_cluster}");
+    }
+    let b = ember.spawn_joiner("b", peer_port, &initial_cluster);
+    let row = wait_started(&gateway, "b");
+    assert_eq!(row[5], "false", "b is a voter: {row:?}");
+    let client = format!("127.0.0.1:{}", ember.members[b].client_port);
+    let output = Command::new(ember_binary())
+        .args(["--endpoints", &client, "get", "before-join", "--consistency", "s"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "before-join\nv\n", "{output:?}");
+    let output = Command::new(ember_binary())
+        .args(["--endpoints", &client, "put", "through-b", "w"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "OK\n", "{output:?}");
+    let rows = member_rows(&gateway);
+    let a = rows.iter().find(|r| r[2].is_empty()).unwrap_or_else(|| panic!("{rows:?}"));
+    assert_eq!((a[1].as_str(), a[5].as_str()), ("unstarted", "true"), "{rows:?}");
+}
+
+/// The `"header":{...}` fields of an etcdctl `-w json` answer, as
+/// (name, value) in the order printed.
+fn header_fields(json: &str) -> Vec<(String, String)> {
+    let start = json.find("\"header\":{").unwrap_or_else(|| panic!("no header in {json}"));
+    let rest = &json[start + "\"header\":{".len()..];
+    let body = &rest[..rest.find('}').expect("the header closes")];
+    let field = |pair: &str| {
+        let (name, value) = pair.split_once(':').expect("name:value");
+        (name.trim_matches('"').to_string(), value.to_string())
+    };
+    body.split(',').filter(|p| !p.is_empty()).map(field).collect()
+}
+
+/// etcd's Cluster answers name the cluster, the member that answered and
+/// the Raft term, and no revision (it answers from the member table, not
+/// the store): the gateway's carry the same fields, with its member's
+/// values.
+fn check_cluster_header(theirs: &Server, ours: &Server) {
+    let names = |server: &Server| {
+        let (code, json, stderr) = etcdctl(&server.endpoint, &["member", "list", "-w", "json"]);
+        assert_eq!(code, 0, "{stderr}");
+        header_fields(&json)
+    };
+    let field_names = |fields: &[(String, String)]| -> Vec<String> {
+        fields.iter().map(|(name, _)| name.clone()).collect()
+    };
+    let ours_fields = names(ours);
+    assert_eq!(field_names(&names(theirs)), field_names(&ours_fields));
+    assert_eq!(field_names(&ours_fields), ["cluster_id", "member_id", "raft_term"]);
+    let value = |name: &str| -> u64 {
+        let found = ours_fields.iter().find(|(n, _)| n == name).unwrap();
+        found.1.parse().unwrap()
+    };
+    assert_eq!(value("member_id"), u64::from_str_radix(&ours.own_id, 16).unwrap());
+    let (_, status, _) = etcdctl(&ours.endpoint, &["endpoint", "status", "-w", "json"]);
+    let status_header = header_fields(&status);
+    let term = status_header.iter().find(|(n, _)| n == "raft_term").expect("a term");
+    assert_eq!(value("raft_term").to_string(), term.1, "{status}");
+    let cluster = status_header.iter().find(|(n, _)| n == "cluster_id").expect("a cluster");
+    assert_eq!(value("cluster_id").to_string(), cluster.1, "{status}");
+    let (_, added, _) = etcdctl(
+        &ours.endpoint,
+        &["member", "add", "header", "--learner", "--peer-urls=http://127.0.0.1:4", "-w", "json"],
+    );
+    let added_fields = header_fields(&added);
+    assert_eq!(field_names(&added_fields), ["cluster_id", "member_id", "raft_term"], "{added}");
+    assert_eq!(added_fields[0].1, value("cluster_id").to_string());
 }
 
 #[test]
@@ -281,7 +377,8 @@ async fn etcds_client_adds_lists_and_removes_members() {
     assert!(member.client_urls().is_empty(), "an unstarted member has no client URLs");
     assert_eq!(added.member_list().len(), 2);
     let header = added.header().expect("a header");
-    assert!(header.cluster_id() != 0 && header.member_id() != 0);
+    assert!(header.cluster_id() != 0 && header.member_id() != 0 && header.raft_term() != 0);
+    assert_eq!(header.revision(), 0, "etcd's Cluster answers carry no revision");
 
     let listed = client.member_list().await.unwrap();
     let found = listed.members().iter().find(|m| m.id() == member.id()).expect("listed");
