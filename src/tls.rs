@@ -16,7 +16,14 @@
 //!   the ports take TLS 1.2 as well, for older clients, with ECDHE key
 //!   exchange and AEAD suites only (what rustls implements: no RSA key
 //!   exchange, no CBC, no renegotiation); `--tls-max-version` caps the
-//!   other end ([`TlsVersions`]). Our own clients speak TLS 1.3.
+//!   other end ([`TlsVersions`]). Our own clients (`ember`, the Rust
+//!   client, the gateway's links) offer TLS 1.3 and 1.2 with exactly these
+//!   suites, as etcdctl does, so they reach a member capped at TLS 1.2;
+//!   the member's minimum stays the boundary. A client that offers both
+//!   still gets TLS 1.3 from a member that speaks it: the server picks
+//!   the newest version both know, and rustls refuses a TLS 1.2 answer
+//!   that carries TLS 1.3's downgrade marker (RFC 8446, 4.1.3), so a man
+//!   in the middle cannot push the connection down.
 //! - ChaCha20-Poly1305 first, then AES-GCM, in both versions: boards before
 //!   the Raspberry Pi 5 have no AES instructions, where ChaCha20 is about
 //!   three times faster. The server's order wins over the client's, so a
@@ -145,6 +152,11 @@ impl Default for TlsVersions {
 }
 
 impl TlsVersions {
+    /// What our clients offer: TLS 1.3 and 1.2. The member's own
+    /// versions decide which one a connection gets.
+    pub const CLIENT_OFFER: TlsVersions =
+        TlsVersions { min: TlsVersion::Tls12, max: TlsVersion::Tls13 };
+
     /// The versions from `min` to `max`; `None` when `min` is above `max`.
     pub fn new(min: TlsVersion, max: TlsVersion) -> Option<TlsVersions> {
         (min <= max).then_some(TlsVersions { min, max })
@@ -354,9 +366,11 @@ pub struct ClientFiles {
 }
 
 impl ClientFiles {
-    /// Reads the files and builds the configuration, for TLS 1.3.
+    /// Reads the files and builds a client's configuration: TLS 1.3 and
+    /// 1.2 offered (`TlsVersions::CLIENT_OFFER`), ECDHE with AEAD suites
+    /// only in 1.2.
     pub fn load(&self) -> Result<Arc<ClientConfig>, TlsError> {
-        self.load_for(TlsVersions::default())
+        self.load_for(TlsVersions::CLIENT_OFFER)
     }
 
     /// Reads the files and builds the configuration, for `versions`: a
@@ -736,6 +750,7 @@ mod tests {
         assert_eq!(names(TlsVersions::default()), [TLSv1_3]);
         assert_eq!(names(TlsVersions::new(v12, v13).unwrap()), [TLSv1_3, TLSv1_2]);
         assert_eq!(names(TlsVersions::new(v12, v12).unwrap()), [TLSv1_2]);
+        assert_eq!(names(TlsVersions::CLIENT_OFFER), [TLSv1_3, TLSv1_2]);
     }
 
     #[test]

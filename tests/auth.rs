@@ -1,6 +1,8 @@
 //! Access control with real `ember serve` processes: the permission matrix
 //! request by request, each hole etcd's advisories found as its own test,
 //! tokens across a leader's death, a full restart and a password change,
+//! a login refused in the same words for an unknown user as for a wrong
+//! password,
 //! the auth state alike on every member and carried by snapshots, and the
 //! command line as a user types it.
 //!
@@ -194,6 +196,34 @@ fn without_a_token_nothing_but_status_and_health_pass() {
     assert_eq!(health.status.code(), Some(0), "{}", stderr(&health));
     let wrong = login(&cluster, "root", "nope").unwrap_err();
     assert_eq!(wrong.code(), Some(ErrorCode::AuthFailed));
+}
+
+/// A login as `user` with a wrong password, over the Rust client and over
+/// `ember`: the error's code and words, and the command's exit status and
+/// output.
+fn refused_login(cluster: &Cluster, user: &str) -> (Option<ErrorCode>, String, String) {
+    let error = login(cluster, user, "guess").unwrap_err();
+    let at = &cluster.endpoints()[0];
+    let cli = node::ember(at, &["--user", &format!("{user}:guess"), "get", "k"]);
+    let said = format!("{:?} {:?} {}", cli.status.code(), stdout(&cli), stderr(&cli));
+    (error.code(), error.to_string(), said)
+}
+
+#[test]
+fn a_login_answers_alike_for_a_wrong_password_an_unknown_user_and_one_without_a_password() {
+    let cluster = start("auth_unknown_user", 1, &[]);
+    let at = cluster.endpoints()[0].clone();
+    node::ok(&at, &["user", "add", "root", "--new-user-password", "pw"]);
+    node::ok(&at, &["user", "grant-role", "root", "root"]);
+    node::ok(&at, &["user", "add", "certonly", "--no-password"]);
+    node::ok(&at, &["auth", "enable"]);
+
+    let wrong = refused_login(&cluster, "root");
+    assert_eq!(wrong.0, Some(ErrorCode::AuthFailed));
+    let words = "etcdserver: authentication failed, invalid user ID or password";
+    assert!(wrong.1.contains(words) && wrong.2.contains(words), "{wrong:?}");
+    assert_eq!(refused_login(&cluster, "ghost"), wrong);
+    assert_eq!(refused_login(&cluster, "certonly"), wrong);
 }
 
 #[test]

@@ -15,7 +15,9 @@
 //! - TLS 1.2 (ECDHE with AEAD suites only) is taken on the client, peer and
 //!   metrics ports with `--tls-min-version TLS1.2`, spoken between members
 //!   capped at it by `--tls-max-version`, and refused by default; checked
-//!   with `curl` and `openssl s_client`.
+//!   with `curl` and `openssl s_client`;
+//! - our own clients (`ember` and the Rust client) reach a member capped at
+//!   TLS 1.2, and get TLS 1.3 from a member that speaks both.
 
 mod support;
 
@@ -508,7 +510,24 @@ fn s_client(certs: &Certs, addr: &str, args: &[&str]) -> (bool, String) {
     (out.status.success() && text.contains("Verify return code: 0 (ok)"), text.to_string())
 }
 
-/// TLS 1.2 and 1.3, for the test's own clients of members capped at 1.2.
+/// The TLS version and cipher suite a handshake with `config` gets from
+/// `addr`.
+fn negotiated(
+    addr: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> (rustls::ProtocolVersion, rustls::CipherSuite) {
+    let name = ember::tls::server_name("127.0.0.1").unwrap();
+    let mut conn = rustls::ClientConnection::new(config, name).unwrap();
+    let mut sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).unwrap();
+    }
+    let suite = conn.negotiated_cipher_suite().unwrap().suite();
+    (conn.protocol_version().unwrap(), suite)
+}
+
+/// TLS 1.2 and 1.3, what `--tls-min-version TLS1.2` alone means.
 fn both_versions() -> TlsVersions {
     TlsVersions::new(TlsVersion::Tls12, TlsVersion::Tls13).unwrap()
 }
@@ -538,13 +557,15 @@ fn tls_1_2_is_taken_only_when_asked_and_with_ecdhe_aead_suites_only() {
         key: Some(certs.key("client")),
         insecure_skip_verify: false,
     };
-    cluster.client_tls = Some(files.load_for(both_versions()).unwrap());
+    // The configuration `ember` and the Rust client's users build.
+    let offer = files.load().unwrap();
+    cluster.client_tls = Some(offer.clone());
     for i in 0..3 {
         cluster.spawn(i);
     }
     cluster.wait_leader(LEADER_WAIT);
 
-    // Entries reach n1 over its TLS 1.2 peer links, and a TLS 1.2 client.
+    // Entries reach n1 over its TLS 1.2 peer links, and the Rust client.
     cluster.client(1).put(b"k", b"v").unwrap();
     let index = cluster.status(1).unwrap().raft_applied_index;
     cluster.wait_applied(0, index, LEADER_WAIT);
@@ -553,7 +574,22 @@ fn tls_1_2_is_taken_only_when_asked_and_with_ecdhe_aead_suites_only() {
     let (_, said) = s_client(&certs, &cluster.members[0].endpoint(), &["-tls1_3"]);
     assert!(!said.contains("New, TLSv1.3"), "n1 is capped at TLS 1.2: {said}");
 
-    // `ember` speaks TLS 1.3, which n2 still takes.
+    // What our clients' offer gets: TLS 1.2 with ECDHE and ChaCha20 from
+    // n1, TLS 1.3 from n2, which speaks both.
+    use rustls::CipherSuite::{
+        TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, TLS13_CHACHA20_POLY1305_SHA256,
+    };
+    use rustls::ProtocolVersion::{TLSv1_2, TLSv1_3};
+    let got = negotiated(&cluster.members[0].endpoint(), offer.clone());
+    assert_eq!(got, (TLSv1_2, TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256));
+    let got = negotiated(&cluster.members[1].endpoint(), offer);
+    assert_eq!(got, (TLSv1_3, TLS13_CHACHA20_POLY1305_SHA256));
+
+    // `ember` writes and reads on n1 over TLS 1.2, and reads on n2.
+    let out = ember(&cluster, 0, &cli_tls(&certs, "client"), &["put", "k12", "v12"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ember(&cluster, 0, &cli_tls(&certs, "client"), &["get", "k12"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "k12\nv12\n");
     let out = ember(&cluster, 1, &cli_tls(&certs, "client"), &["get", "k"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "k\nv\n");
 

@@ -61,6 +61,16 @@ impl StoredPassword {
         StoredPassword { iterations: rounds.get(), salt, hash }
     }
 
+    /// What a login for a name without a stored password (no such user,
+    /// or a user without one) is checked against: the cost of a password
+    /// hashed at `iterations`, and a key no password derives to (all
+    /// zeros: 2^-256 for any one guess), so the answer takes as long as a
+    /// wrong password's and tells nobody which names exist. Made once.
+    pub fn stand_in(iterations: u32) -> StoredPassword {
+        let rounds = iterations.clamp(1, ITERATIONS_MAX);
+        StoredPassword { iterations: rounds, salt: [0x5a; SALT_BYTES], hash: [0; HASH_BYTES] }
+    }
+
     /// Whether `password` is the one stored, compared in constant time.
     pub fn verify(&self, password: &[u8]) -> bool {
         let Some(rounds) = NonZeroU32::new(self.iterations) else { return false };
@@ -105,6 +115,21 @@ mod tests {
         assert!(!stored.verify(b""));
         let other_salt = StoredPassword::derive(b"secret", [8; SALT_BYTES], 1_000);
         assert_ne!(stored.hash, other_salt.hash);
+    }
+
+    #[test]
+    fn the_stand_in_costs_what_a_password_hashed_here_costs_and_takes_no_password() {
+        for iterations in [0, 1, 1_000, ITERATIONS_DEFAULT] {
+            let real = StoredPassword::derive(b"pw", [3; SALT_BYTES], iterations);
+            let stand_in = StoredPassword::stand_in(iterations);
+            assert_eq!(stand_in.iterations, real.iterations, "{iterations}");
+        }
+        // Past the ceiling both are held to it (deriving there takes seconds).
+        assert_eq!(StoredPassword::stand_in(u32::MAX).iterations, ITERATIONS_MAX);
+        let stand_in = StoredPassword::stand_in(10);
+        for guess in [&b""[..], b"pw", b"root", &[0u8; 32]] {
+            assert!(!stand_in.verify(guess));
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The nodes behind the gateway: a small pool of shared links for unary
-//! calls, and a fresh ordered link for each watch session.
+//! calls, one kept link per endpoint for the calls that must reach each
+//! member in turn (the leader's Status, which `etcdctl endpoint status`
+//! and monitoring poll), and a fresh ordered link for each watch session.
 //!
 //! Any member serves any request (followers forward writes and confirm
 //! linearizable reads with the leader), so the pool spreads its links over
@@ -52,6 +54,11 @@ pub struct Backend {
     /// Invariant: `slots.len() == config.links`.
     slots: Vec<Mutex<Option<Arc<Link>>>>,
     next_slot: AtomicUsize,
+    /// Anonymous links kept to each endpoint for `call_each_as`, so a
+    /// polled Status costs no connection (and no TLS handshake) per call;
+    /// replaced when broken. Invariant: one per `config.endpoints`, in
+    /// its order.
+    endpoint_links: Vec<Mutex<Option<Arc<Link>>>>,
     /// Where the next dial starts in the endpoint list.
     next_endpoint: AtomicUsize,
     token_links: std::sync::Mutex<TokenLinks>,
@@ -62,11 +69,13 @@ impl Backend {
     pub fn new(config: BackendConfig) -> Backend {
         assert!(!config.endpoints.is_empty(), "the gateway needs an endpoint");
         let slots = (0..config.links.max(1)).map(|_| Mutex::new(None)).collect();
+        let endpoint_links = config.endpoints.iter().map(|_| Mutex::new(None)).collect();
         let token_links = std::sync::Mutex::new(TokenLinks::new(config.max_token_links));
         Backend {
             config,
             slots,
             next_slot: AtomicUsize::new(0),
+            endpoint_links,
             next_endpoint: AtomicUsize::new(0),
             token_links,
             token_dials: Semaphore::new(TOKEN_DIALS_MAX),
@@ -190,12 +199,13 @@ impl Backend {
         }
     }
 
-    /// Sends `request` as `caller` to each member in turn, on a link of
-    /// its own, until one answers as the leader does (`from_leader`); the
-    /// last answer when none does. For what only the leader serves
-    /// (MoveLeader) and for the Status etcd's clients look for the leader
-    /// by (`etcdctl move-leader` sends MoveLeader to the endpoint whose
-    /// Status names itself as leader).
+    /// Sends `request` as `caller` to each member in turn until one
+    /// answers as the leader does (`from_leader`); the last answer when
+    /// none does. For what only the leader serves (MoveLeader) and for the
+    /// Status etcd's clients look for the leader by (`etcdctl move-leader`
+    /// sends MoveLeader to the endpoint whose Status names itself as
+    /// leader). An anonymous caller uses the endpoint's kept link; a user's
+    /// call gets a link of its own, bound to its token.
     pub async fn call_each_as(
         &self,
         caller: &Caller,
@@ -203,17 +213,52 @@ impl Backend {
         from_leader: impl Fn(&Result<Response, LinkError>) -> bool,
     ) -> Result<Response, LinkError> {
         let mut last = None;
-        for endpoint in self.endpoint_order() {
-            let answer = match self.dial_as(endpoint, caller).await {
-                Ok(link) => link.call(request, self.config.request_timeout).await,
-                Err(error) => Err(error),
-            };
+        for at in self.endpoint_indexes() {
+            let answer = self.call_at(at, caller, request).await;
             if from_leader(&answer) {
                 return answer;
             }
             last = Some(answer);
         }
         last.unwrap_or_else(|| Err(unreachable(Vec::new())))
+    }
+
+    /// Sends `request` as `caller` to endpoint `at`. On the kept link, a
+    /// read that lost its connection (a member restarted since) is sent
+    /// once more on a fresh one, as on the shared links.
+    async fn call_at(
+        &self,
+        at: usize,
+        caller: &Caller,
+        request: &Request,
+    ) -> Result<Response, LinkError> {
+        let timeout = self.config.request_timeout;
+        if *caller != Caller::Anonymous {
+            let link = self.dial_as(&self.config.endpoints[at], caller).await?;
+            return link.call(request, timeout).await;
+        }
+        match self.endpoint_link(at).await?.call(request, timeout).await {
+            Err(error) if worth_another_try(&error, request) => {
+                self.endpoint_link(at).await?.call(request, timeout).await
+            }
+            other => other,
+        }
+    }
+
+    /// The kept anonymous link to endpoint `at`, dialed when there is none
+    /// or it broke.
+    async fn endpoint_link(&self, at: usize) -> Result<Arc<Link>, LinkError> {
+        let mut slot = self.endpoint_links[at].lock().await;
+        if let Some(link) = slot.as_ref().filter(|link| !link.is_broken()) {
+            return Ok(link.clone());
+        }
+        let config = &self.config;
+        let endpoint = &config.endpoints[at];
+        let dial =
+            Link::shared(endpoint, &config.member_tls, config.dial_timeout, config.max_in_flight);
+        let link = Arc::new(dial.await.map_err(|why| unreachable(vec![why]))?);
+        *slot = Some(link.clone());
+        Ok(link)
     }
 
     /// A link of its own to `endpoint`, bound to `caller`'s token (anonymous
@@ -290,9 +335,14 @@ impl Backend {
     /// Every endpoint once, starting one further along at each call, so
     /// links spread over the members.
     fn endpoint_order(&self) -> impl Iterator<Item = &String> {
-        let endpoints = &self.config.endpoints;
+        self.endpoint_indexes().map(|at| &self.config.endpoints[at])
+    }
+
+    /// The positions of `endpoint_order` in `config.endpoints`.
+    fn endpoint_indexes(&self) -> impl Iterator<Item = usize> {
+        let count = self.config.endpoints.len();
         let first = self.next_endpoint.fetch_add(1, Ordering::Relaxed);
-        (0..endpoints.len()).map(move |offset| &endpoints[(first + offset) % endpoints.len()])
+        (0..count).map(move |offset| (first + offset) % count)
     }
 }
 

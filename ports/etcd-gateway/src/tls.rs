@@ -1,8 +1,9 @@
 //! TLS on both sides of the gateway: its own listener (etcd's flags) and
 //! its connections to members whose client port speaks TLS (`ember`'s
 //! client flags). The configurations come from `ember::tls`, so the
-//! gateway speaks as the members do: TLS 1.3 only, ChaCha20-Poly1305 first,
-//! errors that name the file that failed.
+//! gateway speaks as the members and `ember` do: its listener TLS 1.3
+//! unless told otherwise, its links to members TLS 1.3 or 1.2 as the member
+//! allows, ChaCha20-Poly1305 first, errors that name the file that failed.
 //!
 //! Handshakes on the listener run in tasks of their own, at most
 //! `HANDSHAKES_MAX` at once and each for at most `HANDSHAKE_TIMEOUT`, so a

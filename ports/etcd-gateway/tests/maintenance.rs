@@ -5,6 +5,9 @@
 //! leadership to each member in turn, whichever member the gateway asks;
 //! with auth on, `etcdctl move-leader`, `snapshot save` and `defrag` are
 //! refused anonymously and to a user who is not root, and work as root.
+//! Status, polled through a gateway whose shared link reaches a follower,
+//! opens no member connection per call, and answers from the leader again
+//! after every member restarted.
 //!
 //! Needs `etcdctl` on the PATH (Debian's `etcd-client`).
 
@@ -151,4 +154,81 @@ async fn etcdctl_saves_a_snapshot_ember_restores_and_defrags_and_moves_the_leade
         assert_ne!(code, 0);
         assert!(stderr.contains(refusal), "defrag as {user:?}: {stderr}");
     }
+}
+
+/// TCP sockets of this machine with an end on 127.0.0.1:`port`, listeners
+/// aside: both ends of each open connection to it, and for a minute after
+/// it closed the end that closed first (TIME_WAIT). A connection opened to
+/// the port shows in this count until well after the test.
+fn sockets_at(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let end = format!("0100007F:{port:04X}");
+    const LISTEN: &str = "0A";
+    table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|fields| fields.len() > 3 && fields[3] != LISTEN)
+        .filter(|fields| fields[1] == end || fields[2] == end)
+        .count()
+}
+
+fn sockets_at_members(cluster: &Cluster) -> usize {
+    cluster.members.iter().map(|m| sockets_at(m.client_port)).sum()
+}
+
+/// `count` Status calls through the gateway, each answered by the leader.
+async fn statuses(client: &mut etcd_client::Client, count: usize) {
+    for _ in 0..count {
+        let status = client.status().await.unwrap();
+        let header = status.header().unwrap();
+        assert_eq!(status.leader(), header.member_id(), "Status answers from the leader");
+    }
+}
+
+#[tokio::test]
+async fn status_keeps_its_links_to_the_members_and_finds_them_again_after_a_restart() {
+    let mut cluster = Cluster::start("status-links", 3);
+    let mut client = cluster.client().await;
+    // The gateway's one shared link reaches n1 (its first endpoint); make
+    // sure n1 follows, so each Status asks the members in turn for the
+    // leader's answer.
+    let members = client.member_list().await.unwrap();
+    let id_of = |name: &str| members.members().iter().find(|m| m.name() == name).unwrap().id();
+    if client.status().await.unwrap().leader() == id_of("n1") {
+        client.move_leader(id_of("n2")).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !matches!(client.status().await.unwrap().leader(), l if l != 0 && l != id_of("n1")) {
+        assert!(Instant::now() < deadline, "n1 still leads");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    statuses(&mut client, 5).await;
+    let before = sockets_at_members(&cluster);
+    statuses(&mut client, 20).await;
+    assert_eq!(sockets_at_members(&cluster), before, "20 Status calls opened connections");
+
+    // Every member restarts: the kept links break, and the next calls
+    // dial again, once.
+    for i in 0..3 {
+        cluster.kill_member(i);
+    }
+    for i in 0..3 {
+        cluster.spawn_member(i);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match client.status().await {
+            Ok(status) if status.leader() != 0 => break,
+            Ok(_) if Instant::now() < deadline => {}
+            Err(_) if Instant::now() < deadline => {}
+            other => panic!("no leader after the restart: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    statuses(&mut client, 5).await;
+    let before = sockets_at_members(&cluster);
+    statuses(&mut client, 20).await;
+    assert_eq!(sockets_at_members(&cluster), before, "the new links are kept too");
 }

@@ -83,7 +83,8 @@ impl Cluster {
         cluster
     }
 
-    fn spawn_member(&mut self, i: usize) {
+    /// Starts member `i` (again), on its ports and data directory.
+    pub fn spawn_member(&mut self, i: usize) {
         let initial_cluster: Vec<String> = self
             .members
             .iter()
