@@ -29,10 +29,12 @@ impl Node {
         if !is_leader || now < self.next_cluster_version_proposal {
             return;
         }
-        let ids: Vec<u64> = self.state.members().iter().map(|m| m.id).collect();
+        // Asked on every loop turn of the leader: the ids are read in
+        // place, nothing is allocated.
+        let ids = self.state.members().iter().map(|m| m.id);
         let current = self.state.cluster_version();
         let published = self.state.member_versions();
-        let Some(next) = version::next_cluster_version(current, &ids, published) else { return };
+        let Some(next) = version::next_cluster_version(current, ids, published) else { return };
         self.next_cluster_version_proposal = now + PUBLISH_RETRY;
         let op = Op::ClusterVersion(next);
         if let Err(e) = self.proposals.propose_unwaited(&mut self.raft, vec![op]) {

@@ -11,6 +11,8 @@
 //! An entry layout or peer message that older members cannot read is a
 //! `Feature`: written only when `supports(cluster_version, feature)`.
 
+use std::borrow::Borrow;
+
 use serde::{Deserialize, Serialize};
 
 /// A member's version, major.minor.patch. Ordered field by field, so a
@@ -75,11 +77,15 @@ pub fn record(published: &mut Vec<(u64, Version)>, id: u64, version: Version) {
 /// The cluster version `members` call for: the lowest release among them,
 /// once every one of them has published a version (`published`, by id);
 /// `None` while any has not, or for an empty table.
-pub fn lowest_release(members: &[u64], published: &[(u64, Version)]) -> Option<Version> {
-    let version_of = |id: &u64| published.iter().find(|(m, _)| m == id).map(|(_, v)| *v);
+pub fn lowest_release<I>(members: I, published: &[(u64, Version)]) -> Option<Version>
+where
+    I: IntoIterator,
+    I::Item: Borrow<u64>,
+{
+    let version_of = |id: u64| published.iter().find(|(m, _)| *m == id).map(|(_, v)| *v);
     let mut lowest: Option<Version> = None;
     for id in members {
-        let release = version_of(id)?.release();
+        let release = version_of(*id.borrow())?.release();
         lowest = Some(lowest.map_or(release, |l| l.min(release)));
     }
     lowest
@@ -89,11 +95,15 @@ pub fn lowest_release(members: &[u64], published: &[(u64, Version)]) -> Option<V
 /// members when it is known and above `current` (the cluster version only
 /// rises; a lower lowest means a member too old to run, which refuses by
 /// itself).
-pub fn next_cluster_version(
+pub fn next_cluster_version<I>(
     current: Option<Version>,
-    members: &[u64],
+    members: I,
     published: &[(u64, Version)],
-) -> Option<Version> {
+) -> Option<Version>
+where
+    I: IntoIterator,
+    I::Item: Borrow<u64>,
+{
     let lowest = lowest_release(members, published)?;
     current.is_none_or(|c| lowest > c).then_some(lowest)
 }
@@ -177,26 +187,26 @@ mod tests {
     #[test]
     fn the_cluster_version_is_the_lowest_release_of_all_members() {
         let published = [(1, Version::new(0, 2, 3)), (2, Version::new(0, 1, 9)), (3, V0_2)];
-        assert_eq!(lowest_release(&[1, 2, 3], &published), Some(V0_1));
-        assert_eq!(lowest_release(&[1, 3], &published), Some(V0_2));
-        assert_eq!(next_cluster_version(None, &[1, 2, 3], &published), Some(V0_1));
+        assert_eq!(lowest_release([1, 2, 3], &published), Some(V0_1));
+        assert_eq!(lowest_release([1, 3], &published), Some(V0_2));
+        assert_eq!(next_cluster_version(None, [1, 2, 3], &published), Some(V0_1));
     }
 
     #[test]
     fn nothing_is_decided_until_every_member_published() {
         let published = [(1, V0_2), (3, V0_2)];
-        assert_eq!(lowest_release(&[1, 2, 3], &published), None);
-        assert_eq!(next_cluster_version(None, &[1, 2, 3], &published), None);
-        assert_eq!(lowest_release(&[], &published), None);
+        assert_eq!(lowest_release([1, 2, 3], &published), None);
+        assert_eq!(next_cluster_version(None, [1, 2, 3], &published), None);
+        assert_eq!(lowest_release([0_u64; 0], &published), None);
     }
 
     #[test]
     fn the_cluster_version_only_rises() {
         let published = [(1, V0_2), (2, Version::new(0, 2, 5))];
-        assert_eq!(next_cluster_version(Some(V0_1), &[1, 2], &published), Some(V0_2));
-        assert_eq!(next_cluster_version(Some(V0_2), &[1, 2], &published), None);
+        assert_eq!(next_cluster_version(Some(V0_1), [1, 2], &published), Some(V0_2));
+        assert_eq!(next_cluster_version(Some(V0_2), [1, 2], &published), None);
         let older = [(1, V0_2), (2, V0_1)];
-        assert_eq!(next_cluster_version(Some(V0_2), &[1, 2], &older), None);
+        assert_eq!(next_cluster_version(Some(V0_2), [1, 2], &older), None);
         assert!(accepts(Some(V0_1), V0_2, &[1, 2], &published));
         assert!(!accepts(Some(V0_2), V0_2, &[1, 2], &published), "not rising");
         assert!(!accepts(Some(V0_1), V0_2, &[1, 2, 3], &published), "3 unknown");
