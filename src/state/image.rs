@@ -246,18 +246,15 @@ pub fn split(payload: &[u8]) -> Result<(Sections, &[u8]), PayloadError> {
 
 fn decode_sections(format: u8, bytes: &[u8]) -> Result<Sections, PayloadError> {
     let malformed = |_| PayloadError::Malformed("sections do not decode");
+    // Each older format carries a prefix of today's sections; the rest
+    // read as empty (leases of formats before 5 as owned by nobody).
     if format == FORMAT_WITHOUT_AUTH {
         let old: SectionsWithoutAuth = postcard::from_bytes(bytes).map_err(malformed)?;
         return Ok(Sections {
             members: old.members,
             leases: without_owners(old.leases),
-            auth: AuthState::default(),
-            alarms: Vec::new(),
             usage: Usage::unknown(),
-            check: None,
-            removed_members: Vec::new(),
-            member_versions: Vec::new(),
-            cluster_version: None,
+            ..Sections::default()
         });
     }
     if format == FORMAT_WITHOUT_ALARMS {
@@ -266,12 +263,8 @@ fn decode_sections(format: u8, bytes: &[u8]) -> Result<Sections, PayloadError> {
             members: old.members,
             leases: without_owners(old.leases),
             auth: old.auth,
-            alarms: Vec::new(),
             usage: Usage::unknown(),
-            check: None,
-            removed_members: Vec::new(),
-            member_versions: Vec::new(),
-            cluster_version: None,
+            ..Sections::default()
         });
     }
     if format == FORMAT_WITHOUT_CHECK {
@@ -282,10 +275,7 @@ fn decode_sections(format: u8, bytes: &[u8]) -> Result<Sections, PayloadError> {
             auth: old.auth,
             alarms: old.alarms,
             usage: old.usage,
-            check: None,
-            removed_members: Vec::new(),
-            member_versions: Vec::new(),
-            cluster_version: None,
+            ..Sections::default()
         });
     }
     if format == FORMAT_WITHOUT_OWNERS {
@@ -298,8 +288,7 @@ fn decode_sections(format: u8, bytes: &[u8]) -> Result<Sections, PayloadError> {
             usage: old.usage,
             check: old.check,
             removed_members: old.removed_members,
-            member_versions: Vec::new(),
-            cluster_version: None,
+            ..Sections::default()
         });
     }
     if format == FORMAT_WITHOUT_VERSIONS {
@@ -312,8 +301,7 @@ fn decode_sections(format: u8, bytes: &[u8]) -> Result<Sections, PayloadError> {
             usage: old.usage,
             check: old.check,
             removed_members: old.removed_members,
-            member_versions: Vec::new(),
-            cluster_version: None,
+            ..Sections::default()
         });
     }
     postcard::from_bytes(bytes).map_err(malformed)
