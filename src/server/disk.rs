@@ -8,9 +8,7 @@
 //! so every member refuses the writes that take room while one member's
 //! disk is short: that member would fail to log them.
 //!
-//! A member that raised the alarm remembers it only while it runs; after a
-//! restart with room again it clears a `NoSpace` of its own that the quota
-//! did not raise.
+//! Which `NoSpace` of its own a member may clear is `disk_alarm.rs`'s.
 //!
 //! When the disk fills anyway (the mark set too low, another process
 //! writing there), the write that fails stops the member: the WAL's next
@@ -29,16 +27,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::ServeError;
+use super::disk_alarm::verdict;
 use super::node::Node;
 use crate::state::{AlarmKind, AlarmOp, Op};
 use crate::wal::WalError;
 
 /// How often the free space is read.
 pub const DISK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
-/// The alarm clears only once the free space is this much above the mark,
-/// so a disk hovering at the mark does not raise and clear it by turns:
-/// two default WAL segments.
-pub const DISK_FREE_HYSTERESIS_BYTES: u64 = 2 * crate::wal::SEGMENT_SIZE_BYTES_DEFAULT;
 
 /// Bytes an unprivileged process may still write on the file system that
 /// holds `path`.
@@ -132,33 +127,13 @@ fn mount_of(mounts: &str, path: &Path) -> Option<(String, String)> {
         .map(|(device, mount_point)| (device.to_string(), mount_point.to_string()))
 }
 
-/// What the free space asks for, with hysteresis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DiskVerdict {
-    Short,
-    Roomy,
-    /// Between the mark and the mark plus the hysteresis: no change.
-    Hold,
-}
-
-pub fn verdict(free_bytes: u64, min_bytes: u64) -> DiskVerdict {
-    if free_bytes < min_bytes {
-        DiskVerdict::Short
-    } else if free_bytes >= min_bytes.saturating_add(DISK_FREE_HYSTERESIS_BYTES) {
-        DiskVerdict::Roomy
-    } else {
-        DiskVerdict::Hold
-    }
-}
-
 impl Node {
     /// Reads the free space when due and proposes a raise or a clear of
     /// this member's `NoSpace` when the state disagrees with the disk.
     pub(super) fn check_disk(&mut self, now: Instant) {
-        if now < self.next_disk_check || self.leader_id == 0 {
+        if self.leader_id == 0 || !self.disk.due(now, DISK_CHECK_INTERVAL) {
             return;
         }
-        self.next_disk_check = now + DISK_CHECK_INTERVAL;
         let free = match free_bytes(&self.config.data_dir) {
             Ok(free) => free,
             Err(e) => {
@@ -168,10 +143,10 @@ impl Node {
         };
         let me = self.config.member_id;
         let raised = self.state.alarms().is_raised_for(me, AlarmKind::NoSpace);
-        let raise = match verdict(free, self.config.disk_free_min_bytes) {
-            DiskVerdict::Short if !raised => true,
-            DiskVerdict::Roomy if raised && !self.state.usage().quota_alarmed() => false,
-            _ => return,
+        let verdict = verdict(free, self.config.disk_free_min_bytes);
+        let quota_alarmed = self.state.usage().quota_alarmed();
+        let Some(raise) = self.disk.decide(verdict, raised, quota_alarmed) else {
+            return;
         };
         match raise {
             true => log::warn!(
@@ -195,15 +170,6 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_verdict_holds_between_the_marks() {
-        let min = 100 << 20;
-        assert_eq!(verdict(min - 1, min), DiskVerdict::Short);
-        assert_eq!(verdict(min, min), DiskVerdict::Hold);
-        assert_eq!(verdict(min + DISK_FREE_HYSTERESIS_BYTES - 1, min), DiskVerdict::Hold);
-        assert_eq!(verdict(min + DISK_FREE_HYSTERESIS_BYTES, min), DiskVerdict::Roomy);
-    }
 
     #[test]
     fn a_full_disk_is_told_from_other_stops_and_named() {

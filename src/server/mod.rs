@@ -80,6 +80,7 @@ pub mod config;
 mod conn;
 mod dir_lock;
 mod disk;
+mod disk_alarm;
 mod http;
 mod identity;
 mod join;

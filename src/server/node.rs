@@ -152,8 +152,9 @@ pub struct Node {
     pub(super) version: crate::state::Version,
     /// When this leader may next propose the cluster version.
     pub(super) next_cluster_version_proposal: Instant,
-    /// When the data directory's free space is next read (`disk.rs`).
-    pub(super) next_disk_check: Instant,
+    /// When the data directory's free space is next read, and whether a
+    /// `NoSpace` of this member is the disk's to clear (`disk.rs`).
+    pub(super) disk: super::disk_alarm::DiskWatch,
     pub(super) notifier: Notifier,
     pub(super) watchdog: Option<WatchdogTimer>,
     /// Work is left that the next iteration should do without sleeping.
@@ -271,7 +272,7 @@ impl Node {
             next_quota_proposal: now,
             version,
             next_cluster_version_proposal: now,
-            next_disk_check: now,
+            disk: super::disk_alarm::DiskWatch::new(restarted, now),
             busy: false,
             loop_time: LoopTime::new(now),
             // A leader known at start (a lone voter elects itself in
