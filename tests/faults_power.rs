@@ -55,8 +55,12 @@ mod power_loss {
     }
 
     /// Every check, serializable reads never going back included.
-    const POWER: Options =
-        Options { compact: false, snapshot_count: 0, serializable_may_regress: false };
+    const POWER: Options = Options {
+        compact: false,
+        snapshot_count: 0,
+        serializable_may_regress: false,
+        sync_delay_ms: 0,
+    };
 
     #[test]
     fn power_loss_on_one_member() {

@@ -80,8 +80,7 @@ mod recycled {
             std::env::set_var(FAULT_SEGMENT_BYTES_ENV, (64 << 10).to_string());
             std::env::set_var(FAULT_CATCH_UP_MARGIN_ENV, "20");
         }
-        let options =
-            Options { compact: false, snapshot_count: 40, serializable_may_regress: false };
+        let options = Options { snapshot_count: 40, ..Options::default() };
         run_with("power_loss_recycled", 3, options, |run| {
             let mut recycled = false;
             loop {

@@ -352,6 +352,11 @@ impl Node {
             "Time each slice of a snapshot image held the loop.",
             self.snapshots.slice_time(),
         );
+        out.counter(
+            "ember_write_batch_holds_total",
+            "Batches of writes held after a slow sync for the clients it answered.",
+            self.gather.holds_total(),
+        );
     }
 }
 

@@ -81,6 +81,7 @@ mod conn;
 mod dir_lock;
 mod disk;
 mod disk_alarm;
+mod gather;
 mod http;
 mod identity;
 mod join;

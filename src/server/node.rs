@@ -130,6 +130,10 @@ pub struct Node {
     /// it holds one (`corrupt.rs`).
     #[cfg(feature = "fault-injection")]
     pub(super) fault_flip_key: Option<Vec<u8>>,
+    /// Fault injection only: added to every WAL sync, as a slow disk
+    /// would (`ready.rs`).
+    #[cfg(feature = "fault-injection")]
+    pub(super) fault_sync_delay: Duration,
     pub(super) lease_clock: LeaseClock,
     /// Outcomes of snapshots to followers, reported to Raft after `advance`.
     pub(super) snapshot_reports: Vec<(u64, bool)>,
@@ -155,6 +159,8 @@ pub struct Node {
     /// When the data directory's free space is next read, and whether a
     /// `NoSpace` of this member is the disk's to clear (`disk.rs`).
     pub(super) disk: super::disk_alarm::DiskWatch,
+    /// Holds the next batch of writes for the clients a slow sync answered.
+    pub(super) gather: super::gather::Gather,
     pub(super) notifier: Notifier,
     pub(super) watchdog: Option<WatchdogTimer>,
     /// Work is left that the next iteration should do without sleeping.
@@ -172,6 +178,10 @@ pub struct Node {
     /// When the TLS files were last looked at, and what they were then.
     pub(super) tls_files: crate::tls::ReloadCheck,
 }
+
+/// Fault injection only: milliseconds added to every WAL sync.
+#[cfg(feature = "fault-injection")]
+pub const FAULT_SYNC_DELAY_ENV: &str = "EMBER_FAULT_SYNC_DELAY_MS";
 
 fn fingerprint(config: &Config) -> Vec<Option<std::time::SystemTime>> {
     let client = config.client_tls.iter().flat_map(|files| files.fingerprint());
@@ -250,6 +260,10 @@ impl Node {
             #[cfg(feature = "fault-injection")]
             fault_flip_key: process_env(super::hashes::FAULT_FLIP_VALUE_ENV)
                 .map(String::into_bytes),
+            #[cfg(feature = "fault-injection")]
+            fault_sync_delay: process_env(FAULT_SYNC_DELAY_ENV)
+                .and_then(|ms| ms.parse().ok())
+                .map_or(Duration::ZERO, Duration::from_millis),
             check_clock: CheckClock::new(
                 config.corrupt_check_time_ms,
                 state.store().compact_revision(),
@@ -273,6 +287,7 @@ impl Node {
             version,
             next_cluster_version_proposal: now,
             disk: super::disk_alarm::DiskWatch::new(restarted, now),
+            gather: super::gather::Gather::default(),
             busy: false,
             loop_time: LoopTime::new(now),
             // A leader known at start (a lone voter elects itself in
@@ -372,6 +387,7 @@ impl Node {
     /// (the invariant of `Clients::take_http_asks`).
     fn handle_intake(&mut self, mut intake: Intake) {
         for (waiter, request) in intake.drain(..) {
+            self.gather.request_arrived();
             self.handle_request(waiter, request);
         }
         self.intake = intake;
@@ -435,7 +451,12 @@ impl Node {
         let conf = self.raft.conf_state().clone();
         self.snapshots.step(&mut self.state, self.raft.storage_mut(), &conf)?;
         self.poll_maintenance(now)?;
-        self.clients.flush_all(self.poll.registry());
+        // Answers a hold will wait on go out after the next read of the
+        // sockets, so what it reads is not taken for replies to them.
+        let defer_answers = self.gather.defer_flush();
+        if !defer_answers {
+            self.clients.flush_all(self.poll.registry());
+        }
         self.peers.transport_mut().flush(self.poll.registry(), now);
         self.ping_watchdog(now);
         self.range_bytes_this_iteration = 0;
@@ -445,7 +466,7 @@ impl Node {
         // poll; only one that has room now needs another pass at once.
         self.busy |= self.deferred_reads.iter().any(|r| self.clients.has_room(r.waiter));
         self.busy |= self.raft.has_ready() || self.snapshots.wants_iteration();
-        self.busy |= self.range_building.is_some();
+        self.busy |= self.range_building.is_some() || defer_answers;
         Ok(())
     }
 
@@ -502,10 +523,12 @@ impl Node {
 
     /// This iteration's writes as one batch, its reads as one round.
     fn propose(&mut self, now: Instant) {
-        let payload_max_bytes = self.raft.storage().wal.payload_max_bytes();
-        let refused = self.proposals.propose_writes(&mut self.raft, payload_max_bytes, now);
-        self.metrics.proposals_failed_total += refused.len() as u64;
-        self.clients.answer_all(refused);
+        if self.gather.release(now) {
+            let payload_max_bytes = self.raft.storage().wal.payload_max_bytes();
+            let refused = self.proposals.propose_writes(&mut self.raft, payload_max_bytes, now);
+            self.metrics.proposals_failed_total += refused.len() as u64;
+            self.clients.answer_all(refused);
+        }
         let refused = self.proposals.ask_read_index(&mut self.raft, now);
         self.metrics.proposals_failed_total += refused.len() as u64;
         self.clients.answer_all(refused);
@@ -528,6 +551,9 @@ impl Node {
         }
         if let Some(w) = &self.watchdog {
             timeout = timeout.min(w.next_timeout(now));
+        }
+        if let Some(until) = self.gather.until() {
+            timeout = timeout.min(until.saturating_duration_since(now));
         }
         timeout
     }

@@ -204,7 +204,11 @@ impl Node {
         if ready.must_sync {
             let started = Instant::now();
             storage.wal.sync().map_err(ServeError::Wal)?;
-            self.metrics.wal_fsync.observe(started.elapsed());
+            #[cfg(feature = "fault-injection")]
+            std::thread::sleep(self.fault_sync_delay);
+            let took = started.elapsed();
+            self.metrics.wal_fsync.observe(took);
+            self.gather.synced(took);
         }
         Ok(())
     }
@@ -249,6 +253,7 @@ impl Node {
             self.range_bytes_this_iteration += super::requests::answer_kv_bytes(response);
         }
         if let Some(reply) = applied.answer.and_then(|a| self.proposals.complete(a)) {
+            self.gather.answered_write();
             self.clients.answer(reply.0, reply.1);
         }
         match applied.effect {

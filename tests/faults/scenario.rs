@@ -105,6 +105,9 @@ pub struct Options {
     /// cut it serves an older revision until the leader tells it the commit
     /// again. See `faults_power.rs` for the test that still asserts it.
     pub serializable_may_regress: bool,
+    /// Milliseconds added to every WAL sync of every member, as a slow
+    /// disk would (`EMBER_FAULT_SYNC_DELAY_MS`); 0 for none.
+    pub sync_delay_ms: u64,
 }
 
 /// Runs one scenario on `size` members and asserts every check.
@@ -139,9 +142,16 @@ fn run_on(
         "faults scenario={name} seed={} seconds={} members={size} peer_tls={peer_tls} starting",
         settings.seed, settings.seconds
     );
+    let env = match options.sync_delay_ms {
+        0 => Vec::new(),
+        ms => vec![("EMBER_FAULT_SYNC_DELAY_MS".to_string(), ms.to_string())],
+    };
     let mut cluster = match peer_tls {
-        true => Cluster::start_behind_proxies_with_peer_tls(name, size, settings.seed, extra_args),
-        false => Cluster::start_behind_proxies(name, size, settings.seed, extra_args),
+        true => {
+            assert!(env.is_empty(), "peer TLS scenarios take no member environment");
+            Cluster::start_behind_proxies_with_peer_tls(name, size, settings.seed, extra_args)
+        }
+        false => Cluster::start_behind_proxies_with_env(name, size, settings.seed, extra_args, env),
     };
     let sampler = Sampler::start(cluster.pids.clone());
     let all: Vec<usize> = (0..size).collect();

@@ -135,6 +135,8 @@ pub struct Cluster {
     pub pids: Pids,
     /// Flags added to member `i`'s `ember serve` only (its own certificate).
     pub member_args: Vec<Vec<String>>,
+    /// Added to every member's environment at every start.
+    pub member_env: Vec<(String, String)>,
     /// The scheme of peer URLs: `https` under peer TLS.
     pub peer_scheme: &'static str,
     /// TLS of the test's clients, for members that serve clients over TLS.
@@ -174,8 +176,21 @@ impl Cluster {
         seed: u64,
         extra_args: Vec<String>,
     ) -> Cluster {
+        Cluster::start_behind_proxies_with_env(test, size, seed, extra_args, Vec::new())
+    }
+
+    /// Like `start_behind_proxies`, with `env` in every member's
+    /// environment (a fault-injection variable, say).
+    pub fn start_behind_proxies_with_env(
+        test: &str,
+        size: usize,
+        seed: u64,
+        extra_args: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Cluster {
         let setup = Setup::behind_proxies(seed, false);
         let mut cluster = Cluster::prepare_with(test, size, setup, extra_args);
+        cluster.member_env = env;
         for i in 0..size {
             cluster.spawn(i);
         }
@@ -224,6 +239,7 @@ impl Cluster {
             extra_args,
             pids,
             member_args: Vec::new(),
+            member_env: Vec::new(),
             peer_scheme: "http",
             client_tls: None,
             setup,
@@ -345,6 +361,7 @@ impl Cluster {
             .args(["--heartbeat-interval", &HEARTBEAT_MS.to_string()])
             .args(["--election-timeout", &ELECTION_TIMEOUT_MS.to_string()])
             .args(&self.extra_args)
+            .envs(self.member_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log);
         if self.setup.sync_log {
