@@ -341,7 +341,7 @@ impl Node {
                 self.dispatch(event.token(), now);
             }
             if signal::stop_requested() {
-                return self.shutdown();
+                return self.shutdown("stop signal received");
             }
             self.maybe_reload_tls(now);
             if let Some(how) = self.removal(now) {
@@ -427,7 +427,7 @@ impl Node {
         // holds no new entries (nothing was proposed since), so no fsync.
         self.handle_ready()?;
         if let Err(too_old) = self.check_cluster_version() {
-            self.shutdown()?;
+            self.shutdown("this member is older than the cluster version")?;
             return Err(too_old);
         }
         // Before any read is served or event fed: a member found corrupt
@@ -614,14 +614,15 @@ impl Node {
     fn stop_removed(&mut self, how: &str) -> Result<(), ServeError> {
         let message =
             super::identity::removed_message(self.config.member_id, &self.config.data_dir);
-        log::warn!("{message} ({how}): stopping");
-        self.shutdown()?;
+        log::warn!("{message} ({how})");
+        self.shutdown("removed from the cluster")?;
         super::identity::record_removed(&self.config)?;
         Err(ServeError::Removed(message))
     }
 
-    fn shutdown(&mut self) -> Result<(), ServeError> {
-        log::info!("stop signal received: stopping");
+    /// Answers what waits, syncs the WAL and says why it stops (`why`).
+    fn shutdown(&mut self, why: &str) -> Result<(), ServeError> {
+        log::info!("{why}: stopping");
         self.stopping = true;
         if let Err(e) = self.notifier.stopping() {
             log::warn!("{e}");
