@@ -14,11 +14,9 @@
 mod faults;
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-
 use faults::leader::{isolate_leader_repeatedly, kill_leader_repeatedly};
 use faults::scenario::{Options, Run, run_with};
+use support::cluster::scrape_metrics;
 
 const SLOW: Options = Options {
     compact: false,
@@ -29,13 +27,7 @@ const SLOW: Options = Options {
 
 /// `ember_write_batch_holds_total` of member `i`, 0 when it does not answer.
 fn holds_of(run: &Run, i: usize) -> u64 {
-    let endpoint = run.cluster.members[i].endpoint();
-    let Ok(mut stream) = TcpStream::connect(&endpoint) else { return 0 };
-    let ask = format!("GET /metrics HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n");
-    let mut answer = String::new();
-    if stream.write_all(ask.as_bytes()).and_then(|_| stream.read_to_string(&mut answer)).is_err() {
-        return 0;
-    }
+    let answer = scrape_metrics(&run.cluster.members[i].endpoint()).unwrap_or_default();
     let line = answer.lines().find(|l| l.starts_with("ember_write_batch_holds_total "));
     line.and_then(|l| l.split(' ').nth(1)?.parse().ok()).unwrap_or(0)
 }

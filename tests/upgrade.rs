@@ -21,14 +21,12 @@ mod support;
 mod versions {
     use std::collections::BTreeMap;
     use std::fs;
-    use std::io::{Read, Write};
-    use std::net::TcpStream;
     use std::path::Path;
     use std::thread::sleep;
     use std::time::{Duration, Instant};
 
     use crate::support::cli::{env_lines, run, stdout};
-    use crate::support::cluster::Cluster;
+    use crate::support::cluster::{Cluster, scrape_metrics};
 
     const VERSION_ENV: &str = "EMBER_FAULT_VERSION";
     const WAIT: Duration = Duration::from_secs(15);
@@ -59,17 +57,8 @@ mod versions {
         }
     }
 
-    fn metrics(endpoint: &str) -> String {
-        let mut stream = TcpStream::connect(endpoint).unwrap();
-        let ask = format!("GET /metrics HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n");
-        stream.write_all(ask.as_bytes()).unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
-        answer
-    }
-
     fn cluster_version_series(endpoint: &str) -> Vec<String> {
-        let scrape = metrics(endpoint);
+        let scrape = scrape_metrics(endpoint).unwrap();
         let lines = scrape.lines().filter(|l| l.starts_with("etcd_cluster_version{"));
         lines.map(String::from).collect()
     }

@@ -42,15 +42,14 @@ pub struct DiskWatch {
     next_check: Instant,
     /// This member's `NoSpace`, while raised, is the disk check's to clear.
     own: bool,
-    /// A restarted member treats a `NoSpace` of its own found at its first
-    /// check as the disk's; a fresh one has none from before.
+    /// Until the first check of a restarted member: a `NoSpace` of its own
+    /// found then is the disk's; a fresh member has none from before.
     restarted: bool,
-    checked_once: bool,
 }
 
 impl DiskWatch {
     pub fn new(restarted: bool, now: Instant) -> DiskWatch {
-        DiskWatch { next_check: now, own: false, restarted, checked_once: false }
+        DiskWatch { next_check: now, own: false, restarted }
     }
 
     /// Whether a check is due at `now`; if so, the next one is `interval`
@@ -72,13 +71,8 @@ impl DiskWatch {
         raised: bool,
         quota_alarmed: bool,
     ) -> Option<bool> {
-        let first = !std::mem::replace(&mut self.checked_once, true);
-        if first && self.restarted && raised {
-            self.own = true;
-        }
-        if !raised {
-            self.own = false;
-        }
+        let found_at_restart = std::mem::take(&mut self.restarted);
+        self.own = raised && (self.own || found_at_restart);
         match verdict {
             DiskVerdict::Short if !raised => {
                 self.own = true;

@@ -17,9 +17,9 @@
 //!
 //! The hold is bounded: it ends when as many client requests (of any
 //! kind: a client may read before it writes again) arrived as writes were
-//! answered, or after a quarter of the last sync's duration, at most
-//! `HOLD_MAX`. It starts only after a sync of at least `SLOW_SYNC`, so a
-//! fast disk never waits; a lone client, whose request is the one awaited,
+//! answered, or after a quarter of a sync's recent average, at most
+//! `HOLD_MAX`. It starts only while syncs average `SLOW_SYNC` or more, so
+//! a fast disk never waits; a lone client, whose request is the one awaited,
 //! is proposed the moment it arrives.
 //!
 //! For the count to mean anything, requests read before the answers went
@@ -29,13 +29,13 @@
 
 use std::time::{Duration, Instant};
 
-/// A sync at least this long makes the next batch wait for the clients it
-/// answered. A round trip on a local network is well under this.
+/// Syncs averaging at least this long make the next batch wait for the
+/// clients they answered. A round trip on a local network is well under this.
 pub const SLOW_SYNC: Duration = Duration::from_millis(2);
 /// The longest a batch waits, whatever the sync took.
 pub const HOLD_MAX: Duration = Duration::from_millis(2);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 struct Hold {
     /// Requests still expected from the clients answered before it began.
     awaited: usize,

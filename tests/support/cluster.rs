@@ -72,6 +72,18 @@ pub struct Member {
     stopped: bool,
 }
 
+/// The `/metrics` page of the member serving clients at `endpoint`, headers
+/// included.
+pub fn scrape_metrics(endpoint: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(endpoint)?;
+    let ask = format!("GET /metrics HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n");
+    stream.write_all(ask.as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
 impl Member {
     pub fn endpoint(&self) -> String {
         format!("127.0.0.1:{}", self.client_port)
