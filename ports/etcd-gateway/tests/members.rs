@@ -143,11 +143,18 @@ fn normalise(text: &str, own_name: &str) -> String {
 }
 
 /// Hex ids of 12 digits or more as `ID`, `127.0.0.1:PORT` as `ADDR`.
+/// etcdctl prints some ids with `%16x`, so an id with leading zero digits
+/// comes after extra spaces: those go with it.
 fn mask_line(line: &str) -> String {
     let mut out = String::new();
     let mut word = String::new();
     let flush = |word: &mut String, out: &mut String| {
         let is_id = word.len() >= 12 && word.chars().all(|c| c.is_ascii_hexdigit());
+        if is_id {
+            while out.ends_with("  ") {
+                out.pop();
+            }
+        }
         out.push_str(if is_id { "ID" } else { word });
         word.clear();
     };
