@@ -48,6 +48,7 @@ fn apply_as(
     caller: Option<Caller>,
 ) -> Applied {
     let index = state.applied_index() + 1;
+    let origin = Some(origin);
     let data = Command { origin, seq: index * 10, op, caller, answer_max_bytes: u64::MAX }.encode();
     let entry = Entry { term: TERM, index, kind: EntryKind::Normal, data };
     state.apply(&entry, now_ms, TERM)
@@ -76,13 +77,34 @@ fn get(state: &StateMachine, key: &str) -> Option<mvcc::KeyValue> {
 fn a_write_is_answered_to_its_origin_with_the_new_revision() {
     let mut state = three_members();
     let applied = apply(&mut state, 2, put("a", 0), 0);
-    let Some(Answer { origin: 2, seq: 20, result: Ok(Response::Put(r)) }) = applied.answer else {
+    let Some(Answer { origin: Some(2), seq: 20, result: Ok(Response::Put(r)) }) = applied.answer
+    else {
         panic!("{applied:?}");
     };
     assert_eq!((r.header.revision, r.header.raft_term, r.header.member_id), (2, TERM, 1));
     assert_eq!(applied.effect, None);
     assert_eq!(state.applied_index(), 2);
     assert_eq!(get(&state, "a").unwrap().mod_revision, 2);
+}
+
+#[test]
+fn a_sequence_only_write_is_answered_by_its_number_alone() {
+    let mut state = three_members();
+    let command =
+        Command { origin: None, seq: 77, op: put("a", 0), caller: None, answer_max_bytes: 64 };
+    let entry = Entry { term: TERM, index: 2, kind: EntryKind::Normal, data: command.encode() };
+    let applied = state.apply(&entry, 0, TERM);
+    let Some(Answer { origin: None, seq: 77, result: Ok(Response::Put(r)) }) = applied.answer
+    else {
+        panic!("{applied:?}");
+    };
+    assert_eq!(r.header.revision, 2);
+    assert_eq!(get(&state, "a").unwrap().mod_revision, 2);
+    // The marker followed by bytes that are no command changes nothing.
+    let before = state.image();
+    let garbage = Entry { term: TERM, index: 3, kind: EntryKind::Normal, data: vec![0, 0xff] };
+    assert_eq!(state.apply(&garbage, 0, TERM), Applied::default());
+    assert_eq!(state.image(), before);
 }
 
 #[test]
@@ -369,6 +391,8 @@ fn random_log(rng: &mut Rng, len: u64) -> Vec<Entry> {
                     if matches!(op, Op::Corrupt(CorruptOp::Check { .. })) {
                         last_check = index;
                     }
+                    // Both layouts, as in a log that spans an upgrade.
+                    let origin = rng.chance(1, 2).then_some(origin);
                     (
                         EntryKind::Normal,
                         Command { origin, seq: index, op, caller, answer_max_bytes: u64::MAX }

@@ -11,7 +11,10 @@
 //! started at the right version again, it rejoins. The decision survives
 //! in the snapshot: a member whose snapshot lies past the entry that
 //! decided it still refuses an older start, and a board joining with an
-//! older package stops once it applies the cluster's state.
+//! older package stops once it applies the cluster's state. Entries a
+//! 0.1 member could not read (commands without their origin) are written
+//! only once the cluster version is 0.2: the WAL shows which layout each
+//! put took.
 //!
 //! Needs `--features fault-injection`; `.ci/run` passes it.
 
@@ -24,6 +27,11 @@ mod versions {
     use std::path::Path;
     use std::thread::sleep;
     use std::time::{Duration, Instant};
+
+    use ember::state::{Command, Op};
+    use ember::wal::parse_segment_name;
+    use ember::wal::record::RecordKind;
+    use ember::wal::recover::{SegmentView, recover};
 
     use crate::support::cli::{env_lines, run, stdout};
     use crate::support::cluster::{Cluster, scrape_metrics};
@@ -96,6 +104,47 @@ mod versions {
         indexes.max().unwrap_or(0)
     }
 
+    /// This build's release, as the cluster version names it ("0.2").
+    fn own_release() -> String {
+        let version = env!("CARGO_PKG_VERSION");
+        version.rsplit_once('.').expect("major.minor.patch").0.to_string()
+    }
+
+    /// The origin each put in the WAL of stopped member `i` names, by key:
+    /// `Some` in the first command layout, `None` in the sequence-only one.
+    fn put_origins(cluster: &Cluster, i: usize) -> BTreeMap<String, Option<u64>> {
+        let mut segments = Vec::new();
+        for entry in fs::read_dir(cluster.data_dir(i).join("wal")).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if let Some((seq, first_index)) = parse_segment_name(&name) {
+                segments.push((name, seq, first_index, fs::read(&path).unwrap()));
+            }
+        }
+        segments.sort_by_key(|(_, seq, _, _)| *seq);
+        let views: Vec<SegmentView> = (segments.iter())
+            .map(|(name, seq, first_index, bytes)| SegmentView {
+                file_name: name,
+                name_seq: *seq,
+                name_first_index: *first_index,
+                bytes,
+            })
+            .collect();
+        let mut origins = BTreeMap::new();
+        let recovered = recover(&views, &mut |seen| {
+            if seen.record.kind != RecordKind::Normal {
+                return;
+            }
+            if let Ok(Command { origin, op: Op::Put(put), .. }) =
+                Command::decode(seen.record.payload)
+            {
+                origins.insert(String::from_utf8_lossy(&put.key).into_owned(), origin);
+            }
+        });
+        assert!(recovered.is_ok(), "{recovered:?}");
+        origins
+    }
+
     /// The cells of the column headed `name` in a `-w table` output.
     fn table_column(table: &str, name: &str) -> Vec<String> {
         let cells =
@@ -138,6 +187,9 @@ mod versions {
             let series = cluster_version_series(&m.endpoint());
             assert_eq!(series, [r#"etcd_cluster_version{cluster_version="0.1"} 1"#], "{}", m.name);
         }
+        // Written so that a 0.1 member reads it: the command names its
+        // origin, even from a newer member.
+        cluster.client(0).put(b"written-at-0.1", b"v").unwrap();
 
         // The last board is upgraded: the cluster version rises.
         assert!(cluster.terminate(2).success());
@@ -155,9 +207,21 @@ mod versions {
         ]));
         assert_eq!(table_column(&table, "CLUSTER VERSION"), ["0.2", "0.2", "0.2"], "{table}");
         assert_eq!(table_column(&table, "VERSION"), ["0.2.1", "0.2.0", "0.2.3"], "{table}");
+        // From 0.2 on, commands leave their origin out, and each member
+        // still answers its own clients' writes (the leader's, and a
+        // follower's forwarded to it).
+        for i in 0..3 {
+            cluster.client(i).put(format!("written-at-0.2-via-{i}").as_bytes(), b"v").unwrap();
+        }
 
         // A board downgraded onto its data refuses, and changes nothing.
         assert!(cluster.terminate(2).success());
+        let origins = put_origins(&cluster, 2);
+        assert!(matches!(origins.get("written-at-0.1"), Some(Some(_))), "{origins:?}");
+        for i in 0..3 {
+            let key = format!("written-at-0.2-via-{i}");
+            assert_eq!(origins.get(&key), Some(&None), "{origins:?}");
+        }
         let log = refused_start(&mut cluster, 2, "0.1.9");
         let line = "cluster cannot be downgraded: this member runs 0.1.9 and the cluster version \
                     is 0.2; start a binary of at least 0.2.0";
@@ -172,7 +236,8 @@ mod versions {
     fn three_members_decide_their_version_and_the_snapshot_keeps_it() {
         let mut cluster = Cluster::start("upgrade-snapshot", 3, &["--snapshot-count", "20"]);
         let leader = cluster.wait_leader(WAIT);
-        wait_cluster_version(&cluster, "0.1");
+        let release = own_release();
+        wait_cluster_version(&cluster, &release);
         let decided_at = cluster.status(leader).unwrap().raft_applied_index;
         // Enough writes that every member snapshots past the decision.
         let mut client = cluster.client(leader);
@@ -189,9 +254,10 @@ mod versions {
         // The entry that decided is behind the snapshot: only the snapshot
         // can tell the restarted member the cluster version.
         let log = refused_start(&mut cluster, 1, "0.0.4");
-        assert!(log.contains("this member runs 0.0.4 and the cluster version is 0.1"), "{log}");
+        let refusal = format!("this member runs 0.0.4 and the cluster version is {release}");
+        assert!(log.contains(&refusal), "{log}");
         cluster.spawn(1);
-        wait_cluster_version(&cluster, "0.1");
+        wait_cluster_version(&cluster, &release);
         assert_eq!(cluster.status(1).unwrap().version, env!("CARGO_PKG_VERSION"));
 
         // A new board joining with an old package stops as it applies the
@@ -207,9 +273,11 @@ mod versions {
         cluster.spawn_with_env(added, &env);
         assert!(!cluster.wait_exit(added, WAIT).success(), "an old joiner kept running");
         let log = cluster.log_of(added);
-        let line = "cluster cannot be downgraded: this member runs 0.0.2 and the cluster version \
-                    is 0.1; start a binary of at least 0.1.0";
-        assert!(log.contains(line), "{log}");
+        let line = format!(
+            "cluster cannot be downgraded: this member runs 0.0.2 and the cluster version \
+             is {release}; start a binary of at least {release}.0"
+        );
+        assert!(log.contains(&line), "{log}");
         // Three of four voters still make a quorum.
         cluster.client(leader).put(b"after-the-joiner", b"v").unwrap();
     }

@@ -45,7 +45,11 @@ impl Node {
     /// Stops a member whose applied state now holds a cluster version
     /// above its own release (a snapshot from the leader, or the entry
     /// itself): it cannot read what the cluster may write from now on.
-    pub(super) fn check_cluster_version(&self) -> Result<(), ServeError> {
-        refuse_if_too_old(self.version, self.state.cluster_version())
+    /// Otherwise writes from now on the layouts that version allows.
+    pub(super) fn follow_cluster_version(&mut self) -> Result<(), ServeError> {
+        refuse_if_too_old(self.version, self.state.cluster_version())?;
+        let sequence_only = self.supports(Feature::SequenceOnlyCommand);
+        self.proposals.use_sequence_only(sequence_only);
+        Ok(())
     }
 }

@@ -312,6 +312,7 @@ impl Node {
             watchdog,
         };
         node.follow_members(None);
+        node.follow_cluster_version()?;
         Ok(node)
     }
 
@@ -426,7 +427,7 @@ impl Node {
         // applying it now answers in one fsync instead of two. This Ready
         // holds no new entries (nothing was proposed since), so no fsync.
         self.handle_ready()?;
-        if let Err(too_old) = self.check_cluster_version() {
+        if let Err(too_old) = self.follow_cluster_version() {
             self.shutdown("this member is older than the cluster version")?;
             return Err(too_old);
         }

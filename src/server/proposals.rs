@@ -4,12 +4,13 @@
 //! answers, Raft confirms, a leader change fails a read or its deadline
 //! passes.
 //!
-//! A write travels as a `state::Command` tagged with (origin member,
-//! sequence number); when any member applies it, only the origin finds the
-//! number here and answers its client. Entries no client waits for (lease
-//! revocations of the leader, a member publishing its attributes) take
-//! their numbers from the same counter, so two entries of one run never
-//! share one.
+//! A write travels as a `state::Command` tagged with its sequence number,
+//! and with this member's id until the whole cluster reads the
+//! sequence-only layout (`Feature::SequenceOnlyCommand`); when any member
+//! applies it, only the member waiting on that number answers its client.
+//! Entries no client waits for (lease revocations of the leader, a member
+//! publishing its attributes) take their numbers from the same counter, so
+//! two entries of one run never share one.
 //!
 //! Every function answers by returning the waiters to answer; it holds no
 //! connection and writes no byte.
@@ -71,6 +72,9 @@ pub type Reply = (Waiter, Result<proto::Response, ErrorBody>);
 pub struct Proposals {
     /// This member: the origin of every command proposed here.
     origin: u64,
+    /// Whether commands name `origin` (the first layout) or not: named
+    /// until the cluster version supports the sequence-only layout.
+    name_origin: bool,
     /// Invariant: never handed out twice in a run; runs start at random
     /// points (`first_sequence_number`).
     next_seq: u64,
@@ -92,6 +96,7 @@ impl Proposals {
     pub fn new(origin: u64, election_timeout: Duration) -> Proposals {
         Proposals {
             origin,
+            name_origin: true,
             next_seq: first_sequence_number(),
             unproposed: Vec::new(),
             pending_writes: BTreeMap::new(),
@@ -128,11 +133,19 @@ impl Proposals {
         self.unread.push(read);
     }
 
+    /// Writes commands without their origin from now on: called once
+    /// every member reads that layout (it stays so: the cluster version
+    /// only rises).
+    pub fn use_sequence_only(&mut self, sequence_only: bool) {
+        self.name_origin = !sequence_only;
+    }
+
     /// The command for `op`, with the next sequence number.
     fn command(&mut self, op: Op, caller: Option<Caller>, answer_max_bytes: u64) -> Command {
         let seq = self.next_seq;
         self.next_seq += 1;
-        Command { origin: self.origin, seq, op, caller, answer_max_bytes }
+        let origin = self.name_origin.then_some(self.origin);
+        Command { origin, seq, op, caller, answer_max_bytes }
     }
 
     /// Proposes entries no client waits for (expiry, published attributes).
@@ -233,9 +246,10 @@ impl Proposals {
     }
 
     /// The waiter of an applied command, when this member proposed it and
-    /// its client still waits.
+    /// its client still waits. A command without origin is matched by its
+    /// sequence number alone (see `first_sequence_number`).
     pub fn complete(&mut self, answer: Answer) -> Option<Reply> {
-        if answer.origin != self.origin {
+        if answer.origin.is_some_and(|origin| origin != self.origin) {
             return None;
         }
         let pending = self.pending_writes.remove(&answer.seq)?;
@@ -245,8 +259,8 @@ impl Proposals {
     /// Reads already handed to Raft, failed with `code`: a new leader
     /// answers no round the old one was asked.
     ///
-    /// Writes are not failed here. Each carries its (origin, sequence) tag
-    /// in the log: if the old leader's entry survives the change, it is
+    /// Writes are not failed here. Each carries its sequence number in
+    /// the log: if the old leader's entry survives the change, it is
     /// applied and `complete` answers success; if the new leader overwrote
     /// it, or it died with a leader that never replicated it, it never
     /// applies and the deadline answers `Timeout`. Only that is an unknown
@@ -299,11 +313,14 @@ fn proposal_error(error: &RaftError) -> ErrorCode {
 }
 
 /// Sequence numbers must never repeat across restarts, or an entry proposed
-/// before a crash and applied after it would be matched to a new request.
-/// They start at a random point of a 2^63 space: the wall clock cannot be
-/// trusted for this on boards without a battery-backed clock, which boot
-/// with an older time after a power cut. Two runs' ranges overlap with a
-/// chance of about (writes per run) / 2^63.
+/// before a crash and applied after it would be matched to a new request;
+/// nor across members, once commands no longer name their origin, or one
+/// member's entry would answer another's client. They start at a random
+/// point of a 2^63 space: the wall clock cannot be trusted for this on
+/// boards without a battery-backed clock, which boot with an older time
+/// after a power cut. Two runs' ranges, of one member or of two, overlap
+/// with a chance of about (writes in both runs) / 2^63: below one in a
+/// billion for runs of ten billion writes.
 pub fn first_sequence_number() -> u64 {
     random_u64() >> 1
 }
@@ -325,5 +342,56 @@ pub fn random_u64() -> u64 {
                 .unwrap_or_default();
             since_epoch.as_micros() as u64 ^ u64::from(std::process::id()) << 40
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{ConfState, Config, MemStorage};
+
+    fn lone_leader() -> RawNode<MemStorage> {
+        let voters = ConfState { voters: vec![1], ..ConfState::default() };
+        let mut raft = RawNode::new(&Config::new(1), MemStorage::new_with_conf_state(voters))
+            .expect("a valid configuration");
+        raft.campaign();
+        raft
+    }
+
+    fn waiter(request_id: u64) -> Waiter {
+        Waiter { slot: 0, serial: 1, request_id, cost_bytes: 0 }
+    }
+
+    fn answer(origin: Option<u64>, seq: u64) -> Answer {
+        Answer { origin, seq, result: Err(ErrorBody::new(ErrorCode::Internal)) }
+    }
+
+    #[test]
+    fn commands_drop_their_origin_once_told_and_still_find_their_waiter() {
+        let mut raft = lone_leader();
+        let mut proposals = Proposals::new(1, Duration::from_secs(1));
+        let now = Instant::now();
+        proposals.queue_write(waiter(1), Op::Compact(1), Caller::Anonymous);
+        assert!(proposals.propose_writes(&mut raft, 1 << 20, now).is_empty());
+        proposals.use_sequence_only(true);
+        proposals.queue_write(waiter(2), Op::Compact(2), Caller::Anonymous);
+        assert!(proposals.propose_writes(&mut raft, 1 << 20, now).is_empty());
+
+        let commands: Vec<Command> = (raft.ready().entries.iter())
+            .filter(|entry| !entry.data.is_empty())
+            .map(|entry| Command::decode(&entry.data).expect("a command"))
+            .collect();
+        let origins: Vec<Option<u64>> = commands.iter().map(|c| c.origin).collect();
+        assert_eq!(origins, [Some(1), None]);
+        let (named, bare) = (commands[0].seq, commands[1].seq);
+        assert_eq!(bare, named + 1);
+
+        assert!(proposals.complete(answer(Some(2), named)).is_none(), "another member's");
+        let (first, _) = proposals.complete(answer(Some(1), named)).expect("its waiter");
+        assert_eq!(first.request_id, 1);
+        let (second, _) = proposals.complete(answer(None, bare)).expect("its waiter");
+        assert_eq!(second.request_id, 2);
+        assert!(proposals.complete(answer(None, bare)).is_none(), "answered once");
+        assert_eq!(proposals.pending_count(), 0);
     }
 }

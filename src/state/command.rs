@@ -69,12 +69,14 @@ pub enum Caller {
 }
 
 /// The payload of a normal Raft entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
-    /// The member whose client asked for it.
-    pub origin: u64,
-    /// Unique per origin, restarts included: each run starts at a random
-    /// point (see `server/proposals.rs`).
+    /// The member whose client asked for it, in the first layout; `None`
+    /// in the sequence-only layout (`Feature::SequenceOnlyCommand`), where
+    /// `seq` alone tells the proposing member its entry.
+    pub origin: Option<u64>,
+    /// Unique in the cluster, restarts included: each run of each member
+    /// starts at a random point of 2^63 (see `server/proposals.rs`).
     pub seq: u64,
     pub op: Op,
     /// `None` for entries a member proposes on its own (lease expiry,
@@ -90,6 +92,33 @@ pub struct Command {
 
 /// The answer bound of commands written before answers were bounded.
 pub const ANSWER_UNBOUNDED: u64 = u64::MAX;
+
+/// The first byte of a sequence-only command. The first layout begins
+/// with its origin, a member id, whose varint never begins with 0 (ids
+/// are never 0), so the byte tells the layouts apart.
+const SEQUENCE_ONLY_MARKER: u8 = 0;
+
+/// The first layout, as written by every release. Generic so that
+/// encoding borrows the op and caller and decoding owns them.
+#[derive(Serialize, Deserialize)]
+struct WithOrigin<O, C> {
+    origin: u64,
+    seq: u64,
+    op: O,
+    caller: C,
+    answer_max_bytes: u64,
+}
+
+/// The sequence-only layout, after its marker byte: about ten bytes less
+/// per entry than the first, which on a busy disk is what lets a sync of
+/// 64 small puts fit one page fewer.
+#[derive(Serialize, Deserialize)]
+struct SequenceOnly<O, C> {
+    seq: u64,
+    op: O,
+    caller: C,
+    answer_max_bytes: u64,
+}
 
 /// A command as written before answer bounds were recorded.
 #[derive(Deserialize)]
@@ -110,19 +139,55 @@ struct CommandWithoutCaller {
 }
 
 impl Command {
+    /// The layout `origin` calls for: with it when it is `Some`, the
+    /// sequence-only layout when it is `None`.
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).expect("commands always serialize")
+        let (seq, op, caller) = (self.seq, &self.op, &self.caller);
+        let answer_max_bytes = self.answer_max_bytes;
+        let encoded = match self.origin {
+            Some(origin) => {
+                postcard::to_allocvec(&WithOrigin { origin, seq, op, caller, answer_max_bytes })
+            }
+            None => postcard::to_extend(
+                &SequenceOnly { seq, op, caller, answer_max_bytes },
+                vec![SEQUENCE_ONLY_MARKER],
+            ),
+        };
+        encoded.expect("commands always serialize")
     }
 
     /// The command in an entry's payload, within the decoding budget; the
-    /// whole payload must be one command.
+    /// whole payload must be one command, of any layout.
     pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
-        match postcard::take_from_bytes::<Command>(bytes) {
-            Ok((command, [])) => Ok(command),
+        if let Some((&SEQUENCE_ONLY_MARKER, rest)) = bytes.split_first() {
+            return Command::decode_sequence_only(rest);
+        }
+        match postcard::take_from_bytes::<WithOrigin<Op, Option<Caller>>>(bytes) {
+            Ok((c, [])) => Ok(Command {
+                origin: Some(c.origin),
+                seq: c.seq,
+                op: c.op,
+                caller: c.caller,
+                answer_max_bytes: c.answer_max_bytes,
+            }),
             Ok((_, rest)) => Err(DecodeError::TrailingBytes(rest.len())),
             Err(e) => Command::decode_without_bound(bytes)
                 .or_else(|| Command::decode_without_caller(bytes))
                 .ok_or(DecodeError::Malformed(e.to_string())),
+        }
+    }
+
+    fn decode_sequence_only(bytes: &[u8]) -> Result<Command, DecodeError> {
+        match postcard::take_from_bytes::<SequenceOnly<Op, Option<Caller>>>(bytes) {
+            Ok((c, [])) => Ok(Command {
+                origin: None,
+                seq: c.seq,
+                op: c.op,
+                caller: c.caller,
+                answer_max_bytes: c.answer_max_bytes,
+            }),
+            Ok((_, rest)) => Err(DecodeError::TrailingBytes(rest.len())),
+            Err(e) => Err(DecodeError::Malformed(e.to_string())),
         }
     }
 
@@ -132,7 +197,7 @@ impl Command {
     fn decode_without_bound(bytes: &[u8]) -> Option<Command> {
         match postcard::take_from_bytes::<CommandWithoutBound>(bytes) {
             Ok((old, [])) => Some(Command {
-                origin: old.origin,
+                origin: Some(old.origin),
                 seq: old.seq,
                 op: old.op,
                 caller: old.caller,
@@ -147,7 +212,7 @@ impl Command {
     fn decode_without_caller(bytes: &[u8]) -> Option<Command> {
         match postcard::take_from_bytes::<CommandWithoutCaller>(bytes) {
             Ok((old, [])) => Some(Command {
-                origin: old.origin,
+                origin: Some(old.origin),
                 seq: old.seq,
                 op: old.op,
                 caller: None,
@@ -373,7 +438,7 @@ mod tests {
         });
         let caller = Some(Caller::User { name: "u".into(), epoch: 3 });
         let op = op_of(&put).unwrap();
-        let command = Command { origin: 7, seq: 9, op, caller, answer_max_bytes: 4096 };
+        let command = Command { origin: Some(7), seq: 9, op, caller, answer_max_bytes: 4096 };
         assert_eq!(Command::decode(&command.encode()), Ok(command.clone()));
         assert!(Command::decode(&[0xff, 0xff, 0xff]).is_err());
         let mut longer = command.encode();
@@ -383,12 +448,52 @@ mod tests {
     }
 
     #[test]
+    fn a_sequence_only_command_round_trips_and_is_shorter_by_the_origin() {
+        let op = Op::Put(mvcc::PutRequest {
+            key: b"k".repeat(8),
+            value: vec![7; 256],
+            lease: 0,
+            prev_kv: false,
+            ignore_value: false,
+            ignore_lease: false,
+        });
+        let member_id = 0x9e37_79b9_7f4a_7c15;
+        let named = Command {
+            origin: Some(member_id),
+            seq: u64::MAX >> 1,
+            op,
+            caller: Some(Caller::Anonymous),
+            answer_max_bytes: 4 << 20,
+        };
+        let bare = Command { origin: None, ..named.clone() };
+        let (named_bytes, bare_bytes) = (named.encode(), bare.encode());
+        assert_eq!(bare_bytes[0], SEQUENCE_ONLY_MARKER);
+        assert_ne!(named_bytes[0], SEQUENCE_ONLY_MARKER);
+        assert_eq!(Command::decode(&bare_bytes), Ok(bare));
+        assert_eq!(Command::decode(&named_bytes), Ok(named));
+        // The origin's ten varint bytes, less the marker.
+        assert_eq!(named_bytes.len() - bare_bytes.len(), 9);
+        let mut longer = bare_bytes.clone();
+        longer.push(0);
+        assert_eq!(Command::decode(&longer), Err(DecodeError::TrailingBytes(1)));
+        for cut in [1, 2, bare_bytes.len() - 1] {
+            let decoded = Command::decode(&bare_bytes[..cut]);
+            assert!(matches!(decoded, Err(DecodeError::Malformed(_))), "{cut}: {decoded:?}");
+        }
+    }
+
+    #[test]
     fn an_entry_written_before_callers_decodes_without_one() {
         let op = Op::Compact(5);
         let old = postcard::to_allocvec(&(7u64, 9u64, op.clone())).unwrap();
         let decoded = Command::decode(&old).unwrap();
-        let expected =
-            Command { origin: 7, seq: 9, op, caller: None, answer_max_bytes: ANSWER_UNBOUNDED };
+        let expected = Command {
+            origin: Some(7),
+            seq: 9,
+            op,
+            caller: None,
+            answer_max_bytes: ANSWER_UNBOUNDED,
+        };
         assert_eq!(decoded, expected);
         let mut longer = old;
         longer.extend_from_slice(&[1, 5]);
@@ -401,7 +506,7 @@ mod tests {
         let op = Op::Compact(5);
         let old = postcard::to_allocvec(&(7u64, 9u64, op.clone(), caller.clone())).unwrap();
         let expected =
-            Command { origin: 7, seq: 9, op, caller, answer_max_bytes: ANSWER_UNBOUNDED };
+            Command { origin: Some(7), seq: 9, op, caller, answer_max_bytes: ANSWER_UNBOUNDED };
         assert_eq!(Command::decode(&old), Ok(expected));
     }
 

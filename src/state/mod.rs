@@ -78,10 +78,11 @@ pub enum Effect {
 }
 
 /// The answer to the request an entry carried, for the member that
-/// proposed it (`origin`) to match with its waiting client by `seq`.
+/// proposed it to match with its waiting client by `seq` (and by `origin`
+/// when the entry names it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
-    pub origin: u64,
+    pub origin: Option<u64>,
     pub seq: u64,
     pub result: Result<Response, ErrorBody>,
 }
@@ -215,9 +216,10 @@ impl StateMachine {
             return Applied { answer: Some(answer), effect: None };
         }
         if let Op::Corrupt(CorruptOp::Report { member_id, .. }) = command.op
-            && member_id != command.origin
+            && command.origin.is_some_and(|origin| origin != member_id)
         {
-            // A member reports its own hash, never another's.
+            // A member reports its own hash, never another's: checked
+            // where the entry names who proposed it.
             let result = Err(ErrorBody::new(proto::ErrorCode::PermissionDenied));
             let answer = Answer { origin: command.origin, seq: command.seq, result };
             return Applied { answer: Some(answer), effect: None };

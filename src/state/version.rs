@@ -140,17 +140,21 @@ pub fn too_old_message(own: Version, cluster: Version) -> String {
 }
 
 /// An entry layout or peer message that members before some release
-/// cannot read. Every layout today is read by 0.1, the first release, so
-/// there is none yet; the next one is a variant here with its `since`, and
-/// the code that would write it asks `supports` first (ARCHITECTURE.md,
-/// "Upgrades and the cluster version").
+/// cannot read: the code that would write it asks `supports` first
+/// (ARCHITECTURE.md, "Upgrades and the cluster version").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Feature {}
+pub enum Feature {
+    /// Commands without their origin, matched by sequence number alone
+    /// (`state::command`, FORMAT.md).
+    SequenceOnlyCommand,
+}
 
 impl Feature {
     /// The first release whose members read it.
     pub fn since(self) -> Version {
-        match self {}
+        match self {
+            Feature::SequenceOnlyCommand => Version::new(0, 2, 0),
+        }
     }
 }
 
@@ -230,5 +234,8 @@ mod tests {
         assert!(allows(Some(V0_1), Version::new(0, 1, 4)));
         assert!(!allows(Some(V0_1), V0_2));
         assert!(allows(Some(Version::new(1, 0, 0)), V0_2));
+        let compact = Feature::SequenceOnlyCommand;
+        assert!(!supports(None, compact) && !supports(Some(V0_1), compact));
+        assert!(supports(Some(V0_2), compact));
     }
 }
