@@ -2,11 +2,13 @@
 //! protocol's types (`proto`, etcd's signed integers) and the store's
 //! (`mvcc`, unsigned revisions).
 //!
-//! An entry's payload is a postcard `Command`: the member that proposed it,
-//! a sequence number unique on that member, and the write itself in the
-//! store's types. Every member applies every command; only the proposing
-//! member finds the sequence number among its waiting requests and answers
-//! the client. An empty payload is a leader's no-op and changes nothing.
+//! An entry's payload is a postcard `Command`: a sequence number unique in
+//! the cluster, the member that proposed it (until the cluster version
+//! allows leaving it out, see `Command::origin`), and the write itself in
+//! the store's types. Every member applies every command; only the
+//! proposing member finds the sequence number among its waiting requests
+//! and answers the client. An empty payload is a leader's no-op and
+//! changes nothing.
 //!
 //! Requests are validated (`proto::validate`) before they get here, so the
 //! conversions below only map domains: a negative revision that validation
