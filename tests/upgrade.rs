@@ -31,7 +31,7 @@ mod versions {
     use ember::state::{Command, Op};
     use ember::wal::parse_segment_name;
     use ember::wal::record::RecordKind;
-    use ember::wal::recover::{SegmentView, recover};
+    use ember::wal::recover::{SegmentFile, SegmentView, recover};
 
     use crate::support::cli::{env_lines, run, stdout};
     use crate::support::cluster::{Cluster, scrape_metrics};
@@ -118,18 +118,12 @@ mod versions {
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
             if let Some((seq, first_index)) = parse_segment_name(&name) {
-                segments.push((name, seq, first_index, fs::read(&path).unwrap()));
+                let bytes = fs::read(&path).unwrap();
+                segments.push(SegmentFile { name, seq, first_index, bytes });
             }
         }
-        segments.sort_by_key(|(_, seq, _, _)| *seq);
-        let views: Vec<SegmentView> = (segments.iter())
-            .map(|(name, seq, first_index, bytes)| SegmentView {
-                file_name: name,
-                name_seq: *seq,
-                name_first_index: *first_index,
-                bytes,
-            })
-            .collect();
+        segments.sort_by_key(|segment| segment.seq);
+        let views: Vec<SegmentView> = segments.iter().map(SegmentFile::view).collect();
         let mut origins = BTreeMap::new();
         let recovered = recover(&views, &mut |seen| {
             if seen.record.kind != RecordKind::Normal {

@@ -13,7 +13,7 @@ use crate::wal::record::{
     Parsed as RecordParse, RecordKind, decode_segment_header, find_valid_record, parse_record,
     peek_header, record_size_bytes,
 };
-use crate::wal::recover::{Recovered, Seen, SegmentView, recover};
+use crate::wal::recover::{Recovered, Seen, SegmentFile, SegmentView, recover};
 
 /// The data directory when neither an argument nor `--data-dir` names one.
 const DATA_DIR_DEFAULT: &str = "default.ember";
@@ -54,22 +54,14 @@ pub fn inspect(wal_dir: &Path) -> Result<Report, String> {
         match parse_segment_name(&name) {
             Some((seq, first_index)) => {
                 let bytes = fs::read(entry.path()).map_err(|e| format!("{name}: {e}"))?;
-                segments.push((name, seq, first_index, bytes));
+                segments.push(SegmentFile { name, seq, first_index, bytes });
             }
             None if name.ends_with(".wal") => stray.push(name),
             None => text.push_str(&format!("other file: {name} (ignored on start)\n")),
         }
     }
-    segments.sort_by_key(|(_, seq, _, _)| *seq);
-    let views: Vec<SegmentView> = segments
-        .iter()
-        .map(|(name, seq, first_index, bytes)| SegmentView {
-            file_name: name,
-            name_seq: *seq,
-            name_first_index: *first_index,
-            bytes,
-        })
-        .collect();
+    segments.sort_by_key(|segment| segment.seq);
+    let views: Vec<SegmentView> = segments.iter().map(SegmentFile::view).collect();
     text.push_str("file                                    offset     type        index       term   size  crc\n");
     let result = recover(&views, &mut |seen| text.push_str(&record_line(&seen)));
     let refuses = !stray.is_empty() || result.is_err();

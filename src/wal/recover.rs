@@ -32,6 +32,26 @@ pub struct SegmentView<'a> {
     pub bytes: &'a [u8],
 }
 
+/// A segment file read whole, for tools that look at a WAL they do not
+/// open (`debug wal`, tests): its name, what the name states, its bytes.
+pub struct SegmentFile {
+    pub name: String,
+    pub seq: u64,
+    pub first_index: u64,
+    pub bytes: Vec<u8>,
+}
+
+impl SegmentFile {
+    pub fn view(&self) -> SegmentView<'_> {
+        SegmentView {
+            file_name: &self.name,
+            name_seq: self.seq,
+            name_first_index: self.first_index,
+            bytes: &self.bytes,
+        }
+    }
+}
+
 /// Damage at the end of the last segment that recovery may cut off.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TornTail {
