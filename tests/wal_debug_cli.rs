@@ -6,7 +6,7 @@ mod wal_support;
 
 use std::process::Output;
 
-use ember::raft::HardState;
+use ember::raft::{ConfState, HardState, SnapshotMeta};
 use ember::wal::Wal;
 use support::cli::run as ember;
 use wal_support::{durable_dir, entry, segment_paths, small_config};
@@ -34,6 +34,31 @@ fn a_clean_log_lists_every_record_and_says_clean() {
     assert_eq!(shown.lines().filter(|l| l.contains(" entry ")).count(), 300, "{shown}");
     assert!(shown.contains("hardstate") && shown.contains("seal") && shown.contains("pad"));
     assert!(shown.contains("entries 1..=300"), "{shown}");
+    assert!(shown.contains("verdict: CLEAN"), "{shown}");
+}
+
+#[test]
+fn spares_and_unfinished_segments_are_named_as_what_a_start_does_with_them() {
+    let Some(dir) = durable_dir("debug-spares") else { return };
+    let mut wal = Wal::open(&dir, small_config()).unwrap();
+    for start in (1..=300).step_by(10) {
+        wal.append(&(start..start + 10).map(|i| entry(i, 2, 700)).collect::<Vec<_>>()).unwrap();
+        wal.set_hard_state(&HardState { term: 2, vote: 1, commit: start + 9 }).unwrap();
+        wal.sync().unwrap();
+    }
+    let conf_state = ConfState { voters: vec![1], ..ConfState::default() };
+    wal.save_snapshot_marker(&SnapshotMeta { index: 290, term: 2, conf_state }).unwrap();
+    assert!(wal.release_to(290).unwrap() > 0);
+    assert!(wal.spare_count() > 0);
+    drop(wal);
+    std::fs::write(dir.join("wal").join("notes.txt"), b"an operator's").unwrap();
+    let output = ember(&["debug", "wal", dir.to_str().unwrap()]);
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{shown}");
+    let others: Vec<&str> = shown.lines().filter(|l| l.starts_with("other file:")).collect();
+    let spares = others.iter().filter(|l| l.contains(".spare (a released segment kept")).count();
+    assert_eq!(spares, small_config().spare_segments_max, "{shown}");
+    assert!(others.iter().any(|l| l.contains("notes.txt (not the WAL's")), "{shown}");
     assert!(shown.contains("verdict: CLEAN"), "{shown}");
 }
 

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 
 use super::CliError;
 use crate::flags::{Parsed, no_env};
-use crate::wal::parse_segment_name;
 use crate::wal::record::{
     Parsed as RecordParse, RecordKind, decode_segment_header, find_valid_record, parse_record,
     peek_header, record_size_bytes,
 };
 use crate::wal::recover::{Recovered, Seen, SegmentFile, SegmentView, recover};
+use crate::wal::{other_file_fate, parse_segment_name};
 
 /// The data directory when neither an argument nor `--data-dir` names one.
 const DATA_DIR_DEFAULT: &str = "default.ember";
@@ -57,7 +57,7 @@ pub fn inspect(wal_dir: &Path) -> Result<Report, String> {
                 segments.push(SegmentFile { name, seq, first_index, bytes });
             }
             None if name.ends_with(".wal") => stray.push(name),
-            None => text.push_str(&format!("other file: {name} (ignored on start)\n")),
+            None => text.push_str(&format!("other file: {name} ({})\n", other_file_fate(&name))),
         }
     }
     segments.sort_by_key(|segment| segment.seq);

@@ -849,6 +849,20 @@ fn list_segments(dir: &Path) -> Result<(Vec<Listed>, Vec<Listed>), WalError> {
     Ok((segments, spares))
 }
 
+/// What a start does with a file of the WAL directory that is not a
+/// segment, for `debug wal`: spares and unfinished segments are the WAL's
+/// own, anything else is left alone.
+pub fn other_file_fate(name: &str) -> &'static str {
+    if name.ends_with(TEMP_SUFFIX) {
+        "a segment whose creation never finished: removed on start"
+    } else if spare_seq(Path::new(name)).is_some() {
+        "a released segment kept as a spare: reused for a new segment, or removed on start \
+         when no longer wanted"
+    } else {
+        "not the WAL's: ignored on start"
+    }
+}
+
 /// The sequence a spare had as a segment, from its name.
 fn spare_seq(path: &Path) -> Option<u64> {
     let name = path.file_name()?.to_str()?;
