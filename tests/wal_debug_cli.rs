@@ -38,7 +38,7 @@ fn a_clean_log_lists_every_record_and_says_clean() {
 }
 
 #[test]
-fn spares_and_unfinished_segments_are_named_as_what_a_start_does_with_them() {
+fn spares_and_foreign_files_are_named_as_what_a_start_does_with_them() {
     let Some(dir) = durable_dir("debug-spares") else { return };
     let mut wal = Wal::open(&dir, small_config()).unwrap();
     for start in (1..=300).step_by(10) {

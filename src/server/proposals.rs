@@ -72,9 +72,9 @@ pub type Reply = (Waiter, Result<proto::Response, ErrorBody>);
 pub struct Proposals {
     /// This member: the origin of every command proposed here.
     origin: u64,
-    /// Whether commands name `origin` (the first layout) or not: named
-    /// until the cluster version supports the sequence-only layout.
-    name_origin: bool,
+    /// Whether commands leave `origin` out (the sequence-only layout):
+    /// only once the cluster version supports it.
+    sequence_only: bool,
     /// Invariant: never handed out twice in a run; runs start at random
     /// points (`first_sequence_number`).
     next_seq: u64,
@@ -96,7 +96,7 @@ impl Proposals {
     pub fn new(origin: u64, election_timeout: Duration) -> Proposals {
         Proposals {
             origin,
-            name_origin: true,
+            sequence_only: false,
             next_seq: first_sequence_number(),
             unproposed: Vec::new(),
             pending_writes: BTreeMap::new(),
@@ -133,18 +133,17 @@ impl Proposals {
         self.unread.push(read);
     }
 
-    /// Writes commands without their origin from now on: called once
-    /// every member reads that layout (it stays so: the cluster version
-    /// only rises).
+    /// Whether the commands proposed from now on leave their origin out:
+    /// told after every Ready, true once every member reads that layout.
     pub fn use_sequence_only(&mut self, sequence_only: bool) {
-        self.name_origin = !sequence_only;
+        self.sequence_only = sequence_only;
     }
 
     /// The command for `op`, with the next sequence number.
     fn command(&mut self, op: Op, caller: Option<Caller>, answer_max_bytes: u64) -> Command {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let origin = self.name_origin.then_some(self.origin);
+        let origin = (!self.sequence_only).then_some(self.origin);
         Command { origin, seq, op, caller, answer_max_bytes }
     }
 

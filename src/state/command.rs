@@ -100,26 +100,24 @@ pub const ANSWER_UNBOUNDED: u64 = u64::MAX;
 /// are never 0), so the byte tells the layouts apart.
 const SEQUENCE_ONLY_MARKER: u8 = 0;
 
-/// The first layout, as written by every release. Generic so that
-/// encoding borrows the op and caller and decoding owns them.
+/// Every field of a command after its origin: the first layout is the
+/// origin followed by this, the sequence-only layout the marker byte
+/// followed by this (postcard writes a nested struct's fields in place).
+/// Generic so that encoding borrows the op and caller and decoding owns
+/// them.
 #[derive(Serialize, Deserialize)]
-struct WithOrigin<O, C> {
-    origin: u64,
+struct Body<O, C> {
     seq: u64,
     op: O,
     caller: C,
     answer_max_bytes: u64,
 }
 
-/// The sequence-only layout, after its marker byte: about ten bytes less
-/// per entry than the first, which on a busy disk is what lets a sync of
-/// 64 small puts fit one page fewer.
-#[derive(Serialize, Deserialize)]
-struct SequenceOnly<O, C> {
-    seq: u64,
-    op: O,
-    caller: C,
-    answer_max_bytes: u64,
+impl Body<Op, Option<Caller>> {
+    fn into_command(self, origin: Option<u64>) -> Command {
+        let Body { seq, op, caller, answer_max_bytes } = self;
+        Command { origin, seq, op, caller, answer_max_bytes }
+    }
 }
 
 /// A command as written before answer bounds were recorded.
@@ -144,16 +142,15 @@ impl Command {
     /// The layout `origin` calls for: with it when it is `Some`, the
     /// sequence-only layout when it is `None`.
     pub fn encode(&self) -> Vec<u8> {
-        let (seq, op, caller) = (self.seq, &self.op, &self.caller);
-        let answer_max_bytes = self.answer_max_bytes;
+        let body = Body {
+            seq: self.seq,
+            op: &self.op,
+            caller: &self.caller,
+            answer_max_bytes: self.answer_max_bytes,
+        };
         let encoded = match self.origin {
-            Some(origin) => {
-                postcard::to_allocvec(&WithOrigin { origin, seq, op, caller, answer_max_bytes })
-            }
-            None => postcard::to_extend(
-                &SequenceOnly { seq, op, caller, answer_max_bytes },
-                vec![SEQUENCE_ONLY_MARKER],
-            ),
+            Some(origin) => postcard::to_allocvec(&(origin, body)),
+            None => postcard::to_extend(&body, vec![SEQUENCE_ONLY_MARKER]),
         };
         encoded.expect("commands always serialize")
     }
@@ -162,34 +159,18 @@ impl Command {
     /// whole payload must be one command, of any layout.
     pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
         if let Some((&SEQUENCE_ONLY_MARKER, rest)) = bytes.split_first() {
-            return Command::decode_sequence_only(rest);
+            return match postcard::take_from_bytes::<Body<Op, Option<Caller>>>(rest) {
+                Ok((body, [])) => Ok(body.into_command(None)),
+                Ok((_, rest)) => Err(DecodeError::TrailingBytes(rest.len())),
+                Err(e) => Err(DecodeError::Malformed(e.to_string())),
+            };
         }
-        match postcard::take_from_bytes::<WithOrigin<Op, Option<Caller>>>(bytes) {
-            Ok((c, [])) => Ok(Command {
-                origin: Some(c.origin),
-                seq: c.seq,
-                op: c.op,
-                caller: c.caller,
-                answer_max_bytes: c.answer_max_bytes,
-            }),
+        match postcard::take_from_bytes::<(u64, Body<Op, Option<Caller>>)>(bytes) {
+            Ok(((origin, body), [])) => Ok(body.into_command(Some(origin))),
             Ok((_, rest)) => Err(DecodeError::TrailingBytes(rest.len())),
             Err(e) => Command::decode_without_bound(bytes)
                 .or_else(|| Command::decode_without_caller(bytes))
                 .ok_or(DecodeError::Malformed(e.to_string())),
-        }
-    }
-
-    fn decode_sequence_only(bytes: &[u8]) -> Result<Command, DecodeError> {
-        match postcard::take_from_bytes::<SequenceOnly<Op, Option<Caller>>>(bytes) {
-            Ok((c, [])) => Ok(Command {
-                origin: None,
-                seq: c.seq,
-                op: c.op,
-                caller: c.caller,
-                answer_max_bytes: c.answer_max_bytes,
-            }),
-            Ok((_, rest)) => Err(DecodeError::TrailingBytes(rest.len())),
-            Err(e) => Err(DecodeError::Malformed(e.to_string())),
         }
     }
 
